@@ -1,0 +1,20 @@
+/* kernels/backend.c: picks a backend by name at run time. */
+#include <string.h>
+
+#include "../util/error.h"
+#include "cpu/cpu_ops.h"
+#include "kernels.h"
+
+zk_backend *zk_open(const char *device) {
+    if (!strcmp(device, "cpu")) return zk_cpu_create();
+    if (!strcmp(device, "cuda")) {
+        zen_fail(ZEN_ERR_INPUT, "device 'cuda': this build has no CUDA backend yet; use --device cpu");
+        return NULL;
+    }
+    zen_fail(ZEN_ERR_INPUT, "device '%s' is unknown (expected cpu or cuda)", device);
+    return NULL;
+}
+
+void zk_close(zk_backend *be) {
+    if (be) be->destroy(be);
+}

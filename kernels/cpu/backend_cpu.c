@@ -1,0 +1,112 @@
+/* kernels/cpu/backend_cpu.c: the CPU backend: host memory, weights aliased in
+ * place (no copy of a memory-mapped model), and the table of CPU operations. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../util/error.h"
+#include "cpu_ops.h"
+
+static void *cpu_alloc(zk_backend *be, size_t bytes) {
+    (void)be;
+    /* 64-byte alignment for vector loads; round size up as aligned_alloc requires */
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    if (!p) zen_fail(ZEN_ERR_INTERNAL, "out of memory allocating %zu bytes on cpu", bytes);
+    return p;
+}
+
+static void cpu_free(zk_backend *be, void *ptr) {
+    (void)be;
+    free(ptr);
+}
+
+static void cpu_copy(zk_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes) memcpy(dst, src, bytes);
+}
+
+static void cpu_zero(zk_backend *be, void *dst, size_t bytes) {
+    (void)be;
+    if (bytes) memset(dst, 0, bytes);
+}
+
+static int cpu_weight_create(zk_backend *be, zk_weight *out, const void *host, zen_dtype dtype,
+                             size_t numel) {
+    (void)be;
+    (void)numel;
+    out->data = host;
+    out->dtype = dtype;
+    return 0;
+}
+
+static void cpu_weight_destroy(zk_backend *be, zk_weight *w) {
+    (void)be;
+    w->data = NULL;
+}
+
+static void cpu_copy_act(zk_backend *be, void *dst, const float *src, size_t count) {
+    cpu_copy(be, dst, src, count * sizeof(float));
+}
+
+static void cpu_copy_act_back(zk_backend *be, float *dst, const void *src, size_t count) {
+    cpu_copy(be, dst, src, count * sizeof(float));
+}
+
+float *cpu_widen_scratch(zk_backend *be, size_t elems) {
+    cpu_ctx *ctx = be->ctx;
+    if (elems > ctx->widen_capacity) {
+        free(ctx->widen_scratch);
+        ctx->widen_scratch = malloc(elems * sizeof(float));
+        ctx->widen_capacity = ctx->widen_scratch ? elems : 0;
+    }
+    return ctx->widen_scratch;
+}
+
+static void cpu_destroy(zk_backend *be) {
+    cpu_ctx *ctx = be->ctx;
+    free(ctx->widen_scratch);
+    free(ctx->rope_cos);
+    free(ctx->rope_sin);
+    free(ctx);
+    free(be);
+}
+
+zk_backend *zk_cpu_create(void) {
+    zk_backend *be = zen_calloc(1, sizeof *be);
+    cpu_ctx *ctx = zen_calloc(1, sizeof *ctx);
+    if (!be || !ctx) {
+        free(be);
+        free(ctx);
+        return NULL;
+    }
+    be->name = "cpu";
+    be->act_bytes = sizeof(float);
+    be->ctx = ctx;
+    be->alloc = cpu_alloc;
+    be->free = cpu_free;
+    be->upload = cpu_copy;
+    be->download = cpu_copy;
+    be->zero = cpu_zero;
+    be->weight_create = cpu_weight_create;
+    be->weight_destroy = cpu_weight_destroy;
+    be->upload_act = cpu_copy_act;
+    be->download_act = cpu_copy_act_back;
+    be->destroy = cpu_destroy;
+    be->linear_fwd = cpu_linear_fwd;
+    be->linear_bwd = cpu_linear_bwd;
+    be->lora_fwd = cpu_lora_fwd;
+    be->lora_bwd = cpu_lora_bwd;
+    be->add = cpu_add;
+    be->rmsnorm_fwd = cpu_rmsnorm_fwd;
+    be->rmsnorm_bwd = cpu_rmsnorm_bwd;
+    be->rope_fwd = cpu_rope_fwd;
+    be->rope_bwd = cpu_rope_bwd;
+    be->attention_fwd = cpu_attention_fwd;
+    be->attention_bwd = cpu_attention_bwd;
+    be->swiglu_fwd = cpu_swiglu_fwd;
+    be->swiglu_bwd = cpu_swiglu_bwd;
+    be->embedding_fwd = cpu_embedding_fwd;
+    be->embedding_bwd = cpu_embedding_bwd;
+    be->xent = cpu_xent;
+    return be;
+}

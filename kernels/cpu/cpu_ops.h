@@ -1,0 +1,58 @@
+/* kernels/cpu/cpu_ops.h: the CPU backend's operations (fp32 compute, OpenBLAS
+ * sgemm, OpenMP loops). Wired into a zk_backend by backend_cpu.c; see
+ * kernels/kernels.h for the meaning and shapes of every argument. */
+#ifndef ZEN_CPU_OPS_H
+#define ZEN_CPU_OPS_H
+#include "../kernels.h"
+
+/* backend-private state */
+typedef struct {
+    float *widen_scratch;   /* fp32 copy of a chunk of a bf16/f16 weight */
+    size_t widen_capacity;  /* elements */
+    float *rope_cos, *rope_sin; /* [T, hd/2] tables for the cached (T, hd, theta) */
+    size_t rope_T, rope_hd;
+    double rope_theta;
+} cpu_ctx;
+
+float *cpu_widen_scratch(zk_backend *be, size_t elems);
+
+void cpu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N,
+                    size_t in, size_t out);
+void cpu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N,
+                    size_t in, size_t out, int accumulate);
+void cpu_lora_fwd(zk_backend *be, void *y, float *u, const void *x, const float *A,
+                  const float *B, size_t N, size_t in, size_t out, size_t r, float scale);
+void cpu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, const void *dy,
+                  const void *x, const float *u, const float *A, const float *B, size_t N,
+                  size_t in, size_t out, size_t r, float scale);
+void cpu_add(zk_backend *be, void *y, const void *a, const void *b, size_t n);
+
+void cpu_rmsnorm_fwd(zk_backend *be, void *y, float *rstd, const void *x, const float *w,
+                     size_t rows, size_t dim, float eps);
+void cpu_rmsnorm_bwd(zk_backend *be, void *dx, float *dw, const void *dy, const void *x,
+                     const float *rstd, const float *w, size_t rows, size_t dim, int accumulate);
+void cpu_rope_fwd(zk_backend *be, void *x, size_t B, size_t T, size_t H, size_t hd,
+                  double theta);
+void cpu_rope_bwd(zk_backend *be, void *dx, size_t B, size_t T, size_t H, size_t hd,
+                  double theta);
+
+void cpu_attention_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k,
+                       const void *v, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+void cpu_attention_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout,
+                       const void *out, const float *lse, const void *q, const void *k,
+                       const void *v, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+
+void cpu_swiglu_fwd(zk_backend *be, void *h, const void *g, const void *u, size_t n);
+void cpu_swiglu_bwd(zk_backend *be, void *dg, void *du, const void *dh, const void *g,
+                    const void *u, size_t n);
+
+void cpu_embedding_fwd(zk_backend *be, void *out, const int32_t *tokens, const zk_weight *w,
+                       size_t N, size_t C);
+void cpu_embedding_bwd(zk_backend *be, float *dW, const void *dout, const int32_t *tokens,
+                       size_t N, size_t C);
+void cpu_xent(zk_backend *be, void *logits, float *losses, const int32_t *targets,
+              const float *weights, size_t rows, size_t V, float grad_scale);
+
+zk_backend *zk_cpu_create(void);
+
+#endif

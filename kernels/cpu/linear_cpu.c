@@ -1,0 +1,96 @@
+/* kernels/cpu/linear_cpu.c: frozen linear layers and the LoRA branch on OpenBLAS
+ * sgemm. Weights stored as bf16/f16 are widened to fp32 a chunk of output rows at
+ * a time, so no fp32 copy of a large matrix (the LM head) ever exists. */
+#include <cblas.h>
+
+#include "cpu_ops.h"
+
+/* elements of fp32 scratch per widened chunk (16 MiB) */
+#define WIDEN_CHUNK_ELEMS ((size_t)4 << 20)
+
+/* rows of W[out,in] per chunk, and the fp32 view of rows [o0, o0+rows) */
+static size_t chunk_rows(size_t in, size_t out) {
+    size_t rows = WIDEN_CHUNK_ELEMS / (in ? in : 1);
+    if (rows < 1) rows = 1;
+    return rows < out ? rows : out;
+}
+
+static const float *weight_rows(zk_backend *be, const zk_weight *w, size_t o0, size_t rows,
+                                size_t in) {
+    if (w->dtype == ZEN_F32) return (const float *)w->data + o0 * in;
+    float *scratch = cpu_widen_scratch(be, rows * in);
+    const char *src = (const char *)w->data + o0 * in * zen_dtype_size(w->dtype);
+    zen_widen(scratch, src, w->dtype, rows * in);
+    return scratch;
+}
+
+void cpu_linear_fwd(zk_backend *be, void *y_, const void *x_, const zk_weight *w, size_t N,
+                    size_t in, size_t out) {
+    float *y = y_;         /* [N, out] */
+    const float *x = x_;   /* [N, in] */
+    size_t step = w->dtype == ZEN_F32 ? out : chunk_rows(in, out);
+    for (size_t o0 = 0; o0 < out; o0 += step) {
+        size_t rows = out - o0 < step ? out - o0 : step;
+        const float *W = weight_rows(be, w, o0, rows, in); /* [rows, in] */
+        /* y[:, o0:o0+rows] = x W^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)rows, (int)in, 1.0f, x,
+                    (int)in, W, (int)in, 0.0f, y + o0, (int)out);
+    }
+}
+
+void cpu_linear_bwd(zk_backend *be, void *dx_, const void *dy_, const zk_weight *w, size_t N,
+                    size_t in, size_t out, int accumulate) {
+    float *dx = dx_;         /* [N, in] */
+    const float *dy = dy_;   /* [N, out] */
+    size_t step = w->dtype == ZEN_F32 ? out : chunk_rows(in, out);
+    for (size_t o0 = 0; o0 < out; o0 += step) {
+        size_t rows = out - o0 < step ? out - o0 : step;
+        const float *W = weight_rows(be, w, o0, rows, in);
+        float beta = (o0 == 0 && !accumulate) ? 0.0f : 1.0f;
+        /* dx += dy[:, o0:o0+rows] W[o0:o0+rows, :] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)rows, 1.0f,
+                    dy + o0, (int)out, W, (int)in, beta, dx, (int)in);
+    }
+}
+
+void cpu_lora_fwd(zk_backend *be, void *y_, float *u, const void *x_, const float *A,
+                  const float *B, size_t N, size_t in, size_t out, size_t r, float scale) {
+    (void)be;
+    float *y = y_;       /* [N, out] */
+    const float *x = x_; /* [N, in] */
+    /* u[N,r] = x A^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)r, (int)in, 1.0f, x,
+                (int)in, A, (int)in, 0.0f, u, (int)r);
+    /* y += scale * u B^T */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)out, (int)r, scale, u,
+                (int)r, B, (int)r, 1.0f, y, (int)out);
+}
+
+void cpu_lora_bwd(zk_backend *be, void *dx_, float *dA, float *dB, float *du, const void *dy_,
+                  const void *x_, const float *u, const float *A, const float *B, size_t N,
+                  size_t in, size_t out, size_t r, float scale) {
+    (void)be;
+    float *dx = dx_;       /* [N, in] */
+    const float *dy = dy_; /* [N, out] */
+    const float *x = x_;   /* [N, in] */
+    /* du[N,r] = scale * dy B */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)r, (int)out, scale, dy,
+                (int)out, B, (int)r, 0.0f, du, (int)r);
+    /* dB[out,r] += scale * dy^T u */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)r, (int)N, scale, dy,
+                (int)out, u, (int)r, 1.0f, dB, (int)r);
+    /* dA[r,in] += du^T x */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)in, (int)N, 1.0f, du,
+                (int)r, x, (int)in, 1.0f, dA, (int)in);
+    /* dx[N,in] += du A */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, du,
+                (int)r, A, (int)in, 1.0f, dx, (int)in);
+}
+
+void cpu_add(zk_backend *be, void *y_, const void *a_, const void *b_, size_t n) {
+    (void)be;
+    float *y = y_;
+    const float *a = a_, *b = b_;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}

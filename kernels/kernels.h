@@ -1,0 +1,121 @@
+/* kernels/kernels.h: the one kernel interface. Model code calls these operations
+ * through a backend chosen at run time (zk_open("cpu"), later "cuda"); it never
+ * dereferences device memory and never contains backend #ifdefs.
+ *
+ * Conventions
+ * - Buffers are device memory from be->alloc. Activation buffers ("act") hold
+ *   be->act_bytes bytes per element (fp32 on CPU); LoRA parameters, their
+ *   gradients, norm weights, rstd, lse and losses are always fp32.
+ * - Row-major everywhere. N = B*T token rows. Shapes are written beside each
+ *   argument; [out, in] weights are PyTorch nn.Linear layout.
+ * - "accumulate" flags choose dx += ... (1) or dx = ... (0). Parameter-gradient
+ *   outputs (dA, dB, dw, dW) always accumulate (+=), as in llm.c.
+ * - Every op has a forward and a backward; base weights are frozen, so their
+ *   backward gives only the input gradient.
+ */
+#ifndef ZEN_KERNELS_H
+#define ZEN_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtype.h"
+
+/* A frozen weight matrix on the device, row-major, in its storage dtype. */
+typedef struct {
+    const void *data;
+    zen_dtype dtype;
+} zk_weight;
+
+typedef struct zk_backend zk_backend;
+
+struct zk_backend {
+    const char *name; /* "cpu", "cuda" */
+    size_t act_bytes; /* bytes per activation element */
+    void *ctx;        /* backend-private state */
+
+    /* --- memory --- */
+    void *(*alloc)(zk_backend *be, size_t bytes); /* NULL + zen_fail on failure */
+    void (*free)(zk_backend *be, void *ptr);
+    void (*upload)(zk_backend *be, void *dst, const void *host_src, size_t bytes);
+    void (*download)(zk_backend *be, void *host_dst, const void *src, size_t bytes);
+    void (*zero)(zk_backend *be, void *dst, size_t bytes);
+    /* Makes a device weight from host memory (which stays valid while in use:
+     * the CPU backend aliases it, e.g. a memory-mapped file, without copying). */
+    int (*weight_create)(zk_backend *be, zk_weight *out, const void *host, zen_dtype dtype,
+                         size_t numel);
+    void (*weight_destroy)(zk_backend *be, zk_weight *w);
+    /* fp32 host -> act device buffer, and back (tests, inputs, readback) */
+    void (*upload_act)(zk_backend *be, void *dst, const float *host_src, size_t count);
+    void (*download_act)(zk_backend *be, float *host_dst, const void *src, size_t count);
+    void (*destroy)(zk_backend *be);
+
+    /* --- linear algebra --- */
+    /* y[N,out] = x[N,in] W[out,in]^T */
+    void (*linear_fwd)(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N,
+                       size_t in, size_t out);
+    /* dx[N,in] (+)= dy[N,out] W[out,in] */
+    void (*linear_bwd)(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N,
+                       size_t in, size_t out, int accumulate);
+    /* LoRA branch: u[N,r] = x[N,in] A[r,in]^T;  y[N,out] += scale * u B[out,r]^T */
+    void (*lora_fwd)(zk_backend *be, void *y, float *u, const void *x, const float *A,
+                     const float *B, size_t N, size_t in, size_t out, size_t r, float scale);
+    /* du[N,r] = scale * dy B;  dB += scale * dy^T u;  dA += du^T x;  dx[N,in] += du A */
+    void (*lora_bwd)(zk_backend *be, void *dx, float *dA, float *dB, float *du, const void *dy,
+                     const void *x, const float *u, const float *A, const float *B, size_t N,
+                     size_t in, size_t out, size_t r, float scale);
+    /* y[n] = a[n] + b[n] (residual stream) */
+    void (*add)(zk_backend *be, void *y, const void *a, const void *b, size_t n);
+
+    /* --- normalisation and position --- */
+    /* y[rows,dim] = x * rstd * w,  rstd[rows] = 1/sqrt(mean(x^2) + eps) */
+    void (*rmsnorm_fwd)(zk_backend *be, void *y, float *rstd, const void *x, const float *w,
+                        size_t rows, size_t dim, float eps);
+    /* dx (+)= d/dx;  dw (may be NULL) += sum over rows of dy * x * rstd */
+    void (*rmsnorm_bwd)(zk_backend *be, void *dx, float *dw, const void *dy, const void *x,
+                        const float *rstd, const float *w, size_t rows, size_t dim,
+                        int accumulate);
+    /* rotate-half (NEOX) RoPE in place on x[B*T, H, hd]; position of row b*T+t is t;
+     * inv_freq[i] = theta^(-2i/hd). Backward applies the inverse rotation to dx. */
+    void (*rope_fwd)(zk_backend *be, void *x, size_t B, size_t T, size_t H, size_t hd,
+                     double theta);
+    void (*rope_bwd)(zk_backend *be, void *dx, size_t B, size_t T, size_t H, size_t hd,
+                     double theta);
+
+    /* --- attention --- */
+    /* causal GQA: q[B,T,nh,hd], k,v[B,T,nkv,hd] -> out[B,T,nh,hd], lse[B,nh,T];
+     * query head h reads kv head h / (nh/nkv); scale 1/sqrt(hd) */
+    void (*attention_fwd)(zk_backend *be, void *out, float *lse, const void *q, const void *k,
+                          const void *v, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+    /* dq, dk, dv are overwritten */
+    void (*attention_bwd)(zk_backend *be, void *dq, void *dk, void *dv, const void *dout,
+                          const void *out, const float *lse, const void *q, const void *k,
+                          const void *v, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+
+    /* --- elementwise --- */
+    /* h = silu(g) * u */
+    void (*swiglu_fwd)(zk_backend *be, void *h, const void *g, const void *u, size_t n);
+    /* dg, du overwritten */
+    void (*swiglu_bwd)(zk_backend *be, void *dg, void *du, const void *dh, const void *g,
+                       const void *u, size_t n);
+
+    /* --- embedding and loss --- */
+    /* out[N,C] = W[tokens[n], :]  (tokens: device int32 [N]) */
+    void (*embedding_fwd)(zk_backend *be, void *out, const int32_t *tokens, const zk_weight *w,
+                          size_t N, size_t C);
+    /* dW[V,C] += scatter of dout by token */
+    void (*embedding_bwd)(zk_backend *be, float *dW, const void *dout, const int32_t *tokens,
+                          size_t N, size_t C);
+    /* Softmax + cross-entropy over rows of logits[rows,V]:
+     * losses[r] = logsumexp(logits[r]) - logits[r, targets[r]] (unweighted).
+     * If grad_scale != 0, logits is overwritten by its gradient
+     * (softmax - onehot) * weights[r] * grad_scale; weights is the loss mask. */
+    void (*xent)(zk_backend *be, void *logits, float *losses, const int32_t *targets,
+                 const float *weights, size_t rows, size_t V, float grad_scale);
+};
+
+/* Opens a backend by name ("cpu" or "cuda"); NULL + zen_fail(ZEN_ERR_INPUT) when
+ * the name is unknown or the backend is unavailable in this build / machine. */
+zk_backend *zk_open(const char *device);
+void zk_close(zk_backend *be);
+
+#endif

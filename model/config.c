@@ -1,0 +1,100 @@
+/* model/config.c: reading and checking a Qwen3 config.json. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../util/error.h"
+#include "../util/file.h"
+#include "config.h"
+
+static int get_int(const cJSON *root, const char *key, int *out, const char *origin) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!item) return zen_fail(ZEN_ERR_INPUT, "%s: missing key '%s'", origin, key);
+    if (!cJSON_IsNumber(item) || item->valuedouble != (double)(int)item->valuedouble ||
+        item->valuedouble < 1)
+        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be a positive integer", origin, key);
+    *out = (int)item->valuedouble;
+    return 0;
+}
+
+static int get_double(const cJSON *root, const char *key, double *out, const char *origin) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!item) return zen_fail(ZEN_ERR_INPUT, "%s: missing key '%s'", origin, key);
+    if (!cJSON_IsNumber(item) || !(item->valuedouble > 0))
+        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be a positive number", origin, key);
+    *out = item->valuedouble;
+    return 0;
+}
+
+static int check_config(const cJSON *root, zen_config *cfg, const char *origin) {
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (!cJSON_IsString(type))
+        return zen_fail(ZEN_ERR_INPUT, "%s: missing key 'model_type' (expected \"qwen3\")", origin);
+    if (strcmp(type->valuestring, "qwen3") != 0)
+        return zen_fail(ZEN_ERR_INPUT, "%s: model_type \"%s\" is not supported (expected \"qwen3\")",
+                        origin, type->valuestring);
+    int rc;
+    double eps = 0;
+    if ((rc = get_int(root, "hidden_size", &cfg->hidden, origin)) ||
+        (rc = get_int(root, "intermediate_size", &cfg->intermediate, origin)) ||
+        (rc = get_int(root, "num_hidden_layers", &cfg->layers, origin)) ||
+        (rc = get_int(root, "num_attention_heads", &cfg->heads, origin)) ||
+        (rc = get_int(root, "num_key_value_heads", &cfg->kv_heads, origin)) ||
+        (rc = get_int(root, "head_dim", &cfg->head_dim, origin)) ||
+        (rc = get_double(root, "rms_norm_eps", &eps, origin)) ||
+        (rc = get_double(root, "rope_theta", &cfg->rope_theta, origin)) ||
+        (rc = get_int(root, "vocab_size", &cfg->vocab, origin)) ||
+        (rc = get_int(root, "max_position_embeddings", &cfg->max_positions, origin)))
+        return rc;
+    cfg->rms_eps = (float)eps;
+    const cJSON *tied = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
+    if (!tied) return zen_fail(ZEN_ERR_INPUT, "%s: missing key 'tie_word_embeddings'", origin);
+    if (!cJSON_IsBool(tied))
+        return zen_fail(ZEN_ERR_INPUT, "%s: key 'tie_word_embeddings' must be true or false", origin);
+    cfg->tied = cJSON_IsTrue(tied);
+    if (cfg->heads % cfg->kv_heads != 0)
+        return zen_fail(ZEN_ERR_INPUT,
+                        "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                        origin, cfg->heads, cfg->kv_heads);
+    if (cfg->head_dim % 2 != 0)
+        return zen_fail(ZEN_ERR_INPUT, "%s: head_dim %d must be even for RoPE", origin,
+                        cfg->head_dim);
+    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    if (scaling && !cJSON_IsNull(scaling))
+        return zen_fail(ZEN_ERR_INPUT, "%s: rope_scaling is not supported (must be null)", origin);
+    const cJSON *bias = cJSON_GetObjectItemCaseSensitive(root, "attention_bias");
+    if (cJSON_IsTrue(bias))
+        return zen_fail(ZEN_ERR_INPUT, "%s: attention_bias true is not supported", origin);
+    return 0;
+}
+
+int zen_config_parse(zen_config *cfg, const char *json_text, const char *origin) {
+    cJSON *root = cJSON_Parse(json_text);
+    if (!root) return zen_fail(ZEN_ERR_INPUT, "%s: not valid JSON", origin);
+    int rc = cJSON_IsObject(root) ? check_config(root, cfg, origin)
+                                  : zen_fail(ZEN_ERR_INPUT, "%s: expected a JSON object", origin);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int zen_config_load(zen_config *cfg, const char *path) {
+    char *text = NULL;
+    int rc = zen_read_text_file(path, &text);
+    if (rc) return rc;
+    rc = zen_config_parse(cfg, text, path);
+    free(text);
+    return rc;
+}
+
+int64_t zen_config_param_count(const zen_config *c) {
+    int64_t C = c->hidden, F = c->intermediate, hd = c->head_dim;
+    int64_t qd = (int64_t)c->heads * hd, kvd = (int64_t)c->kv_heads * hd;
+    int64_t per_layer = 2 * C                      /* input + post-attention norms */
+                        + qd * C + 2 * kvd * C     /* q, k, v */
+                        + C * qd                   /* o */
+                        + 2 * hd                   /* q_norm, k_norm */
+                        + 3 * C * F;               /* gate, up, down */
+    int64_t total = (int64_t)c->vocab * C + c->layers * per_layer + C;
+    if (!c->tied) total += (int64_t)c->vocab * C;
+    return total;
+}

@@ -1,0 +1,33 @@
+/* model/config.h: the Zen (Qwen3-architecture) model configuration, read from a
+ * Hugging Face config.json or from a built-in preset (configs/presets/). */
+#ifndef ZEN_CONFIG_H
+#define ZEN_CONFIG_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int hidden;          /* hidden_size, C */
+    int intermediate;    /* intermediate_size, F */
+    int layers;          /* num_hidden_layers, L */
+    int heads;           /* num_attention_heads, nh */
+    int kv_heads;        /* num_key_value_heads, nkv */
+    int head_dim;        /* head_dim, hd (not necessarily hidden / heads) */
+    float rms_eps;       /* rms_norm_eps */
+    double rope_theta;   /* rope_theta */
+    int vocab;           /* vocab_size, V */
+    int tied;            /* tie_word_embeddings */
+    int max_positions;   /* max_position_embeddings */
+} zen_config;
+
+/* Parses config.json text; `origin` names the file in error messages. */
+int zen_config_parse(zen_config *cfg, const char *json_text, const char *origin);
+int zen_config_load(zen_config *cfg, const char *path);
+/* The built-in preset's config.json text ("tiny", "small", "zen-nano-4b"), or NULL. */
+const char *zen_preset_json(const char *name);
+/* comma-separated preset names, for messages */
+const char *zen_preset_names(void);
+
+/* Total parameter count (embedding, layers, final norm, LM head if untied). */
+int64_t zen_config_param_count(const zen_config *cfg);
+
+#endif

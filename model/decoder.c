@@ -1,0 +1,334 @@
+/* model/decoder.c: the Qwen3 decoder's forward and backward with LoRA on the
+ * kernel interface, following Hugging Face modeling_qwen3.py:
+ *
+ *   x = embed(tokens)
+ *   per layer:  h = rmsnorm(x);  q,k,v = proj(h)  (+ LoRA)
+ *               q,k = rope(rmsnorm_per_head(q,k));  a = causal_gqa(q,k,v)
+ *               x = x + o_proj(a);  h = rmsnorm(x)
+ *               x = x + down(silu(gate(h)) * up(h))
+ *   logits = rmsnorm(x) lm_head^T;  loss = masked cross-entropy
+ *
+ * The LM head and the loss run one sequence at a time, so only one [T, V] block
+ * of logits exists; its gradient is formed in place and consumed at once. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/error.h"
+#include "decoder.h"
+
+/* ---------------- arena layout ---------------- */
+
+typedef struct {
+    char *base; /* NULL while measuring */
+    size_t used;
+} bump;
+
+static void *take(bump *b, size_t bytes) {
+    size_t off = (b->used + 63) & ~(size_t)63;
+    b->used = off + bytes;
+    return b->base ? b->base + off : NULL;
+}
+
+typedef struct {
+    size_t saved, scratch, logits;
+} layout_sizes;
+
+static void layout_layer(bump *b, zen_layer_acts *s, const zen_config *c, size_t ab, int r,
+                         unsigned targets, size_t B, size_t T) {
+    size_t N = B * T, C = (size_t)c->hidden, F = (size_t)c->intermediate;
+    size_t nh = (size_t)c->heads, nkv = (size_t)c->kv_heads, hd = (size_t)c->head_dim;
+    s->xn1 = take(b, N * C * ab);
+    s->rstd1 = take(b, N * sizeof(float));
+    s->q_pre = take(b, N * nh * hd * ab);
+    s->k_pre = take(b, N * nkv * hd * ab);
+    s->rstd_q = take(b, N * nh * sizeof(float));
+    s->rstd_k = take(b, N * nkv * sizeof(float));
+    s->q = take(b, N * nh * hd * ab);
+    s->k = take(b, N * nkv * hd * ab);
+    s->v = take(b, N * nkv * hd * ab);
+    s->att = take(b, N * nh * hd * ab);
+    s->lse = take(b, B * nh * T * sizeof(float));
+    s->x_mid = take(b, N * C * ab);
+    s->xn2 = take(b, N * C * ab);
+    s->rstd2 = take(b, N * sizeof(float));
+    s->gate = take(b, N * F * ab);
+    s->up = take(b, N * F * ab);
+    s->h = take(b, N * F * ab);
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++)
+        s->lora_u[t] = ((targets >> t) & 1u) ? take(b, N * (size_t)r * sizeof(float)) : NULL;
+}
+
+/* Assigns every buffer of `a` inside base (or only measures when base is NULL).
+ * a->resid must hold L+1 slots and a->layer L (or 1 with recompute) slots. */
+static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, unsigned targets,
+                           size_t B, size_t T, int recompute, char *base) {
+    layout_sizes sz;
+    bump b = {base, 0};
+    size_t N = B * T, C = (size_t)c->hidden, F = (size_t)c->intermediate;
+    size_t qd = (size_t)c->heads * c->head_dim, kvd = (size_t)c->kv_heads * c->head_dim;
+    size_t L = (size_t)c->layers;
+    /* saved for backward: inputs, every layer's input, and (without recompute)
+     * every layer's activations */
+    a->tokens = take(&b, N * sizeof(int32_t));
+    a->targets = take(&b, N * sizeof(int32_t));
+    a->weights = take(&b, N * sizeof(float));
+    for (size_t l = 0; l <= L; l++) a->resid[l] = take(&b, N * C * ab);
+    if (!recompute)
+        for (size_t l = 0; l < L; l++) layout_layer(&b, &a->layer[l], c, ab, r, targets, B, T);
+    sz.saved = b.used;
+    /* scratch: the recomputed layer, the head, and the backward buffers */
+    if (recompute) layout_layer(&b, &a->layer[0], c, ab, r, targets, B, T);
+    a->tmp_c = take(&b, N * C * ab);
+    a->xf = take(&b, N * C * ab);
+    a->rstd_f = take(&b, N * sizeof(float));
+    a->losses = take(&b, N * sizeof(float));
+    a->dres = take(&b, N * C * ab);
+    a->dxn = take(&b, N * C * ab);
+    a->datt = take(&b, N * qd * ab);
+    a->dq = take(&b, N * qd * ab);
+    a->dq_pre = take(&b, N * qd * ab);
+    a->dk = take(&b, N * kvd * ab);
+    a->dk_pre = take(&b, N * kvd * ab);
+    a->dv = take(&b, N * kvd * ab);
+    a->dh = take(&b, N * F * ab);
+    a->dg = take(&b, N * F * ab);
+    a->du = take(&b, N * F * ab);
+    a->dlora_u = take(&b, N * (size_t)r * sizeof(float));
+    sz.scratch = b.used - sz.saved;
+    size_t before = b.used;
+    a->logits = take(&b, T * (size_t)c->vocab * ab);
+    sz.logits = b.used - before;
+    return sz;
+}
+
+static int acts_slots(zen_acts *a, const zen_config *c, int recompute) {
+    a->resid = zen_calloc((size_t)c->layers + 1, sizeof(void *));
+    a->layer = zen_calloc(recompute ? 1 : (size_t)c->layers, sizeof(zen_layer_acts));
+    return a->resid && a->layer ? 0 : ZEN_ERR_INTERNAL;
+}
+
+zen_plan zen_plan_make(const zen_config *cfg, size_t act_bytes, size_t weights_bytes, int r,
+                       unsigned targets, size_t B, size_t T, int recompute) {
+    zen_plan p;
+    memset(&p, 0, sizeof p);
+    zen_acts a;
+    memset(&a, 0, sizeof a);
+    if (acts_slots(&a, cfg, recompute) == 0) {
+        layout_sizes sz = layout(&a, cfg, act_bytes, r, targets, B, T, recompute, NULL);
+        p.saved_acts = sz.saved;
+        p.scratch = sz.scratch;
+        p.logits = sz.logits;
+    }
+    free(a.resid);
+    free(a.layer);
+    size_t lora = 0;
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
+        if (!((targets >> t) & 1u)) continue;
+        int in, out;
+        zen_target_dims(cfg, (zen_target)t, &in, &out);
+        lora += (size_t)cfg->layers * (size_t)r * (size_t)(in + out);
+    }
+    p.weights = weights_bytes;
+    p.lora_params = lora * sizeof(float);
+    p.lora_grads = lora * sizeof(float);
+    p.optimizer = 2 * lora * sizeof(float);
+    p.total = p.weights + p.lora_params + p.lora_grads + p.optimizer + p.saved_acts + p.scratch +
+              p.logits;
+    return p;
+}
+
+int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T,
+                    int recompute) {
+    memset(a, 0, sizeof *a);
+    const zen_config *c = &m->cfg;
+    if (T < 1 || B < 1) return zen_fail(ZEN_ERR_INPUT, "batch %zu and seq-len %zu must be positive", B, T);
+    if (T > (size_t)c->max_positions)
+        return zen_fail(ZEN_ERR_INPUT, "seq-len %zu exceeds the model's max_position_embeddings %d", T,
+                        c->max_positions);
+    a->B = B;
+    a->T = T;
+    a->recompute = recompute;
+    a->be = m->be;
+    int r = lo ? lo->r : 1;
+    unsigned targets = lo ? lo->targets : 0;
+    if (acts_slots(a, c, recompute)) {
+        zen_acts_free(a);
+        return ZEN_ERR_INTERNAL;
+    }
+    layout_sizes sz = layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, NULL);
+    a->arena_bytes = sz.saved + sz.scratch + sz.logits + 64;
+    a->arena = m->be->alloc(m->be, a->arena_bytes);
+    if (!a->arena) {
+        zen_acts_free(a);
+        return ZEN_ERR_INTERNAL;
+    }
+    layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, a->arena);
+    return 0;
+}
+
+void zen_acts_free(zen_acts *a) {
+    if (a->be) a->be->free(a->be, a->arena);
+    free(a->resid);
+    free(a->layer);
+    memset(a, 0, sizeof *a);
+}
+
+/* ---------------- forward ---------------- */
+
+/* y[N,out] = x W^T (+ LoRA branch, saving u = x A^T) */
+static void project(const zen_model *m, const zen_lora *lo, int l, zen_target t, void *y,
+                    const void *x, float *u, size_t N) {
+    zk_backend *be = m->be;
+    int in, out;
+    zen_target_dims(&m->cfg, t, &in, &out);
+    be->linear_fwd(be, y, x, &m->layers[l].proj[t], N, (size_t)in, (size_t)out);
+    if (zen_lora_has(lo, t))
+        be->lora_fwd(be, y, u, x, zen_lora_A(lo, lo->params, l, t), zen_lora_B(lo, lo->params, l, t), N,
+                     (size_t)in, (size_t)out, (size_t)lo->r, lo->scale);
+}
+
+static void layer_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, int l,
+                          zen_layer_acts *s, const void *x_in, void *x_out) {
+    zk_backend *be = m->be;
+    const zen_config *c = &m->cfg;
+    const zen_layer_weights *w = &m->layers[l];
+    size_t B = a->B, T = a->T, N = B * T, C = (size_t)c->hidden, F = (size_t)c->intermediate;
+    size_t nh = (size_t)c->heads, nkv = (size_t)c->kv_heads, hd = (size_t)c->head_dim;
+
+    /* attention block */
+    be->rmsnorm_fwd(be, s->xn1, s->rstd1, x_in, w->attn_norm, N, C, c->rms_eps);
+    project(m, lo, l, ZT_Q, s->q_pre, s->xn1, s->lora_u[ZT_Q], N);
+    project(m, lo, l, ZT_K, s->k_pre, s->xn1, s->lora_u[ZT_K], N);
+    project(m, lo, l, ZT_V, s->v, s->xn1, s->lora_u[ZT_V], N);
+    be->rmsnorm_fwd(be, s->q, s->rstd_q, s->q_pre, w->q_norm, N * nh, hd, c->rms_eps);
+    be->rmsnorm_fwd(be, s->k, s->rstd_k, s->k_pre, w->k_norm, N * nkv, hd, c->rms_eps);
+    be->rope_fwd(be, s->q, B, T, nh, hd, c->rope_theta);
+    be->rope_fwd(be, s->k, B, T, nkv, hd, c->rope_theta);
+    be->attention_fwd(be, s->att, s->lse, s->q, s->k, s->v, B, T, nh, nkv, hd);
+    project(m, lo, l, ZT_O, a->tmp_c, s->att, s->lora_u[ZT_O], N);
+    be->add(be, s->x_mid, x_in, a->tmp_c, N * C);
+
+    /* MLP block */
+    be->rmsnorm_fwd(be, s->xn2, s->rstd2, s->x_mid, w->ffn_norm, N, C, c->rms_eps);
+    project(m, lo, l, ZT_GATE, s->gate, s->xn2, s->lora_u[ZT_GATE], N);
+    project(m, lo, l, ZT_UP, s->up, s->xn2, s->lora_u[ZT_UP], N);
+    be->swiglu_fwd(be, s->h, s->gate, s->up, N * F);
+    project(m, lo, l, ZT_DOWN, a->tmp_c, s->h, s->lora_u[ZT_DOWN], N);
+    be->add(be, x_out, s->x_mid, a->tmp_c, N * C);
+}
+
+/* ---------------- backward ---------------- */
+
+/* dx (+)= dy W  and the LoRA gradients of projection t; x is its saved input */
+static void project_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, int l,
+                             zen_target t, void *dx, const void *dy, const void *x, const float *u,
+                             int accumulate) {
+    zk_backend *be = m->be;
+    size_t N = a->B * a->T;
+    int in, out;
+    zen_target_dims(&m->cfg, t, &in, &out);
+    be->linear_bwd(be, dx, dy, &m->layers[l].proj[t], N, (size_t)in, (size_t)out, accumulate);
+    if (zen_lora_has(lo, t))
+        be->lora_bwd(be, dx, zen_lora_A(lo, lo->grads, l, t), zen_lora_B(lo, lo->grads, l, t), a->dlora_u,
+                     dy, x, u, zen_lora_A(lo, lo->params, l, t), zen_lora_B(lo, lo->params, l, t), N,
+                     (size_t)in, (size_t)out, (size_t)lo->r, lo->scale);
+}
+
+/* On entry a->dres holds dLoss/dx_out of layer l; on exit dLoss/dx_in. */
+static void layer_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, int l,
+                           const zen_layer_acts *s, const void *x_in) {
+    zk_backend *be = m->be;
+    const zen_config *c = &m->cfg;
+    const zen_layer_weights *w = &m->layers[l];
+    size_t B = a->B, T = a->T, N = B * T, C = (size_t)c->hidden, F = (size_t)c->intermediate;
+    size_t nh = (size_t)c->heads, nkv = (size_t)c->kv_heads, hd = (size_t)c->head_dim;
+
+    /* MLP block: x_out = x_mid + down(h) */
+    project_backward(m, lo, a, l, ZT_DOWN, a->dh, a->dres, s->h, s->lora_u[ZT_DOWN], 0);
+    be->swiglu_bwd(be, a->dg, a->du, a->dh, s->gate, s->up, N * F);
+    project_backward(m, lo, a, l, ZT_GATE, a->dxn, a->dg, s->xn2, s->lora_u[ZT_GATE], 0);
+    project_backward(m, lo, a, l, ZT_UP, a->dxn, a->du, s->xn2, s->lora_u[ZT_UP], 1);
+    /* dres becomes dLoss/dx_mid: the residual path plus the norm's input gradient */
+    be->rmsnorm_bwd(be, a->dres, NULL, a->dxn, s->x_mid, s->rstd2, w->ffn_norm, N, C, 1);
+
+    /* attention block: x_mid = x_in + o(att) */
+    project_backward(m, lo, a, l, ZT_O, a->datt, a->dres, s->att, s->lora_u[ZT_O], 0);
+    be->attention_bwd(be, a->dq, a->dk, a->dv, a->datt, s->att, s->lse, s->q, s->k, s->v, B, T, nh,
+                      nkv, hd);
+    be->rope_bwd(be, a->dq, B, T, nh, hd, c->rope_theta);
+    be->rope_bwd(be, a->dk, B, T, nkv, hd, c->rope_theta);
+    be->rmsnorm_bwd(be, a->dq_pre, NULL, a->dq, s->q_pre, s->rstd_q, w->q_norm, N * nh, hd, 0);
+    be->rmsnorm_bwd(be, a->dk_pre, NULL, a->dk, s->k_pre, s->rstd_k, w->k_norm, N * nkv, hd, 0);
+    project_backward(m, lo, a, l, ZT_Q, a->dxn, a->dq_pre, s->xn1, s->lora_u[ZT_Q], 0);
+    project_backward(m, lo, a, l, ZT_K, a->dxn, a->dk_pre, s->xn1, s->lora_u[ZT_K], 1);
+    project_backward(m, lo, a, l, ZT_V, a->dxn, a->dv, s->xn1, s->lora_u[ZT_V], 1);
+    be->rmsnorm_bwd(be, a->dres, NULL, a->dxn, x_in, s->rstd1, w->attn_norm, N, C, 1);
+}
+
+/* ---------------- the whole model ---------------- */
+
+static int check_tokens(const int32_t *ids, size_t N, size_t T, int vocab, const char *what) {
+    for (size_t i = 0; i < N; i++)
+        if (ids[i] < 0 || ids[i] >= vocab)
+            return zen_fail(ZEN_ERR_INPUT,
+                            "%s token id %d at sequence %zu position %zu is outside the model's vocab "
+                            "[0, %d)", what, ids[i], i / T, i % T, vocab);
+    return 0;
+}
+
+int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
+                    const int32_t *targets, const uint8_t *mask, float grad_scale,
+                    double *loss_sum) {
+    zk_backend *be = m->be;
+    const zen_config *c = &m->cfg;
+    size_t B = a->B, T = a->T, N = B * T, C = (size_t)c->hidden, V = (size_t)c->vocab;
+    size_t L = (size_t)c->layers, ab = be->act_bytes;
+    int backward = grad_scale != 0.0f;
+    if (backward && lo && !lo->grads)
+        return zen_fail(ZEN_ERR_INTERNAL, "decoder backward called without LoRA gradient buffers");
+    int rc = check_tokens(inputs, N, T, c->vocab, "input");
+    if (!rc) rc = check_tokens(targets, N, T, c->vocab, "target");
+    if (rc) return rc;
+
+    float *host = zen_malloc(N * sizeof(float)); /* [N] mask as floats, then losses */
+    if (!host) return ZEN_ERR_INTERNAL;
+    for (size_t i = 0; i < N; i++) host[i] = mask[i] ? 1.0f : 0.0f;
+    be->upload(be, a->weights, host, N * sizeof(float));
+    be->upload(be, a->tokens, inputs, N * sizeof(int32_t));
+    be->upload(be, a->targets, targets, N * sizeof(int32_t));
+
+    /* forward through the layers */
+    be->embedding_fwd(be, a->resid[0], a->tokens, &m->embed, N, C);
+    for (size_t l = 0; l < L; l++) {
+        zen_layer_acts *s = &a->layer[a->recompute ? 0 : l];
+        layer_forward(m, lo, a, (int)l, s, a->resid[l], a->resid[l + 1]);
+    }
+    be->rmsnorm_fwd(be, a->xf, a->rstd_f, a->resid[L], m->final_norm, N, C, c->rms_eps);
+
+    /* LM head + loss, one sequence at a time; backward through the head at once */
+    for (size_t b = 0; b < B; b++) {
+        char *xf_b = (char *)a->xf + b * T * C * ab;
+        be->linear_fwd(be, a->logits, xf_b, &m->lm_head, T, C, V);
+        be->xent(be, a->logits, a->losses + b * T, a->targets + b * T, a->weights + b * T, T, V,
+                 grad_scale);
+        if (backward) /* dxf_b = dlogits lm_head; dxn is free until the layers' backward */
+            be->linear_bwd(be, (char *)a->dxn + b * T * C * ab, a->logits, &m->lm_head, T, C, V, 0);
+    }
+    be->download(be, host, a->losses, N * sizeof(float));
+    double sum = 0.0;
+    for (size_t i = 0; i < N; i++)
+        if (mask[i]) sum += host[i];
+    *loss_sum = sum;
+    free(host);
+    if (!backward) return 0;
+
+    /* backward: final norm, then the layers in reverse */
+    be->rmsnorm_bwd(be, a->dres, NULL, a->dxn, a->resid[L], a->rstd_f, m->final_norm, N, C, 0);
+    for (size_t l = L; l-- > 0;) {
+        zen_layer_acts *s = &a->layer[a->recompute ? 0 : l];
+        if (a->recompute) /* run the layer again from its saved input; x_out is discarded */
+            layer_forward(m, lo, a, (int)l, s, a->resid[l], a->tmp_c);
+        layer_backward(m, lo, a, (int)l, s, a->resid[l]);
+    }
+    return 0;
+}

@@ -1,0 +1,92 @@
+/* model/decoder.h: the Zen (Qwen3) decoder's forward and backward with LoRA,
+ * written out op by op on the kernel interface (no autograd).
+ *
+ * One batch's activations live in one planned arena (zen_acts). With recompute
+ * off, every layer's activations are kept; with recompute on, only each layer's
+ * input is kept and the layer is run again inside backward (same ops, same
+ * order, so the gradients are bit-identical). */
+#ifndef ZEN_DECODER_H
+#define ZEN_DECODER_H
+#include "lora.h"
+#include "weights.h"
+
+/* activations of one layer; N = B*T rows */
+typedef struct {
+    void *xn1;        /* [N, C]   input_layernorm(x) */
+    float *rstd1;     /* [N] */
+    void *q_pre;      /* [N, nh*hd]  q_proj output before q_norm */
+    void *k_pre;      /* [N, nkv*hd] */
+    float *rstd_q;    /* [N*nh] */
+    float *rstd_k;    /* [N*nkv] */
+    void *q;          /* [N, nh*hd]  after q_norm and RoPE */
+    void *k;          /* [N, nkv*hd] after k_norm and RoPE */
+    void *v;          /* [N, nkv*hd] */
+    void *att;        /* [N, nh*hd]  attention output (input of o_proj) */
+    float *lse;       /* [B, nh, T]  attention log-sum-exp */
+    void *x_mid;      /* [N, C]   residual after attention */
+    void *xn2;        /* [N, C]   post_attention_layernorm(x_mid) */
+    float *rstd2;     /* [N] */
+    void *gate;       /* [N, F] */
+    void *up;         /* [N, F] */
+    void *h;          /* [N, F]   silu(gate) * up (input of down_proj) */
+    float *lora_u[ZEN_NUM_TARGETS]; /* [N, r] x A^T of each adapted projection */
+} zen_layer_acts;
+
+typedef struct {
+    size_t B, T;
+    int recompute;
+    zk_backend *be;
+    void *arena;
+    size_t arena_bytes;
+    /* inputs on the device */
+    int32_t *tokens;   /* [N] */
+    int32_t *targets;  /* [N] */
+    float *weights;    /* [N] loss mask as 0/1 */
+    /* forward */
+    void **resid;      /* [L+1] each [N, C]: input of layer l; resid[L] = last output */
+    zen_layer_acts *layer; /* [L], or [1] reused per layer with recompute */
+    void *tmp_c;       /* [N, C] projection output before the residual add */
+    void *xf;          /* [N, C] final norm output */
+    float *rstd_f;     /* [N] */
+    void *logits;      /* [T, V] one sequence's logits, then its gradient */
+    float *losses;     /* [N] per-token loss (unweighted) */
+    /* backward scratch, reused by every layer */
+    void *dres;        /* [N, C] gradient of the residual stream */
+    void *dxn;         /* [N, C] */
+    void *datt;        /* [N, nh*hd] */
+    void *dq, *dq_pre; /* [N, nh*hd] */
+    void *dk, *dk_pre, *dv; /* [N, nkv*hd] */
+    void *dh, *dg, *du;     /* [N, F] */
+    float *dlora_u;    /* [N, r] */
+} zen_acts;
+
+/* Bytes of each part of a training step's memory, for the printed plan. */
+typedef struct {
+    size_t weights;          /* base weights as stored */
+    size_t lora_params;      /* fp32 A and B */
+    size_t lora_grads;       /* fp32 */
+    size_t optimizer;        /* AdamW m and v, fp32 (training only) */
+    size_t saved_acts;       /* forward activations kept for backward */
+    size_t scratch;          /* backward scratch, one layer, recompute layer */
+    size_t logits;           /* one sequence's [T, V] logits block */
+    size_t total;
+} zen_plan;
+
+/* Memory plan for B x T with the given LoRA rank/targets (weights_bytes as stored). */
+zen_plan zen_plan_make(const zen_config *cfg, size_t act_bytes, size_t weights_bytes, int r,
+                       unsigned targets, size_t B, size_t T, int recompute);
+
+int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T,
+                    int recompute);
+void zen_acts_free(zen_acts *a);
+
+/* Runs the decoder on one batch: inputs, targets [B*T] token ids, mask [B*T]
+ * (0/1). Returns in *loss_sum the sum of mask * token loss (double). If
+ * grad_scale != 0, also runs backward and accumulates (+=) the gradients of
+ * grad_scale * loss_sum into lo->grads (allocated beforehand).
+ * Token ids outside [0, vocab) are refused with an error naming the position. */
+int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
+                    const int32_t *targets, const uint8_t *mask, float grad_scale,
+                    double *loss_sum);
+
+#endif

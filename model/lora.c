@@ -1,0 +1,367 @@
+/* model/lora.c: creating, reading and writing LoRA adapters (PEFT layout). */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../util/error.h"
+#include "../util/file.h"
+#include "../util/rng.h"
+#include "lora.h"
+
+int zen_lora_parse_targets(const char *list, unsigned *mask) {
+    *mask = 0;
+    if (!strcmp(list, "all") || !strcmp(list, "all-linear")) {
+        *mask = (1u << ZEN_NUM_TARGETS) - 1;
+        return 0;
+    }
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int found = -1;
+        for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
+            const char *name = zen_target_name((zen_target)t);
+            size_t short_len = strlen(name) - 5; /* without "_proj" */
+            if (!strcmp(tok, name) || (strlen(tok) == short_len && !strncmp(tok, name, short_len)))
+                found = t;
+        }
+        if (found < 0)
+            return zen_fail(ZEN_ERR_INPUT,
+                            "LoRA target '%s' is unknown (expected q,k,v,o,gate,up,down or all)", tok);
+        *mask |= 1u << found;
+    }
+    if (!*mask) return zen_fail(ZEN_ERR_INPUT, "LoRA target list '%s' is empty", list);
+    return 0;
+}
+
+/* lays out the offsets and allocates params (zeroed) */
+static int lora_layout(zen_lora *lo, const zen_config *cfg, zk_backend *be, int r, float alpha,
+                       int rslora, float dropout, unsigned targets) {
+    memset(lo, 0, sizeof *lo);
+    if (r < 1) return zen_fail(ZEN_ERR_INPUT, "LoRA rank %d must be at least 1", r);
+    if (!(alpha > 0)) return zen_fail(ZEN_ERR_INPUT, "LoRA alpha %g must be positive", alpha);
+    if (!(dropout >= 0 && dropout < 1))
+        return zen_fail(ZEN_ERR_INPUT, "LoRA dropout %g must be in [0, 1)", dropout);
+    lo->be = be;
+    lo->r = r;
+    lo->alpha = alpha;
+    lo->rslora = rslora;
+    lo->dropout = dropout;
+    lo->targets = targets;
+    lo->scale = rslora ? alpha / sqrtf((float)r) : alpha / (float)r;
+    lo->layers = cfg->layers;
+    size_t slots = (size_t)cfg->layers * ZEN_NUM_TARGETS;
+    lo->offset_A = zen_malloc(slots * sizeof(size_t));
+    lo->offset_B = zen_malloc(slots * sizeof(size_t));
+    if (!lo->offset_A || !lo->offset_B) return ZEN_ERR_INTERNAL;
+    size_t off = 0;
+    for (int l = 0; l < cfg->layers; l++)
+        for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
+            size_t s = (size_t)l * ZEN_NUM_TARGETS + (size_t)t;
+            lo->offset_A[s] = lo->offset_B[s] = SIZE_MAX;
+            if (!zen_lora_has(lo, t)) continue;
+            int in, out;
+            zen_target_dims(cfg, (zen_target)t, &in, &out);
+            lo->offset_A[s] = off;
+            off += (size_t)r * (size_t)in;
+            lo->offset_B[s] = off;
+            off += (size_t)out * (size_t)r;
+        }
+    lo->num_params = off;
+    lo->params = be->alloc(be, off * sizeof(float));
+    if (!lo->params) return ZEN_ERR_INTERNAL;
+    be->zero(be, lo->params, off * sizeof(float));
+    return 0;
+}
+
+int zen_lora_create(zen_lora *lo, const zen_config *cfg, zk_backend *be, int r, float alpha,
+                    int rslora, float dropout, unsigned targets, uint64_t seed) {
+    int rc = lora_layout(lo, cfg, be, r, alpha, rslora, dropout, targets);
+    if (rc) {
+        zen_lora_free(lo);
+        return rc;
+    }
+    float *host = zen_calloc(lo->num_params, sizeof(float));
+    if (!host) {
+        zen_lora_free(lo);
+        return ZEN_ERR_INTERNAL;
+    }
+    zen_rng rng;
+    zen_rng_seed(&rng, seed);
+    /* PEFT: kaiming_uniform_(a=sqrt(5)) on A [r, in] gives U(-1/sqrt(in), 1/sqrt(in)); B = 0 */
+    for (int l = 0; l < cfg->layers; l++)
+        for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
+            if (!zen_lora_has(lo, t)) continue;
+            int in, out;
+            zen_target_dims(cfg, (zen_target)t, &in, &out);
+            float bound = 1.0f / sqrtf((float)in);
+            float *A = zen_lora_A(lo, host, l, t);
+            for (size_t i = 0; i < (size_t)r * (size_t)in; i++) A[i] = zen_rng_symmetric(&rng, bound);
+        }
+    be->upload(be, lo->params, host, lo->num_params * sizeof(float));
+    free(host);
+    return 0;
+}
+
+/* ---- PEFT adapter_config.json ---- */
+
+static int config_number(const cJSON *root, const char *key, double *out, const char *path,
+                         int required) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!item || cJSON_IsNull(item)) {
+        if (required) return zen_fail(ZEN_ERR_INPUT, "%s: missing key '%s'", path, key);
+        return 0;
+    }
+    if (!cJSON_IsNumber(item)) return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be a number", path, key);
+    *out = item->valuedouble;
+    return 0;
+}
+
+static int parse_adapter_config(const char *path, int *r, float *alpha, int *rslora, float *dropout,
+                                unsigned *targets) {
+    char *text = NULL;
+    int rc = zen_read_text_file(path, &text);
+    if (rc) return rc;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return zen_fail(ZEN_ERR_INPUT, "%s: not a JSON object", path);
+    }
+    double rv = 0, av = 0, dv = 0;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "peft_type");
+    const cJSON *tm = cJSON_GetObjectItemCaseSensitive(root, "target_modules");
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "use_rslora");
+    const cJSON *dora = cJSON_GetObjectItemCaseSensitive(root, "use_dora");
+    const cJSON *fifo = cJSON_GetObjectItemCaseSensitive(root, "fan_in_fan_out");
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers_to_transform");
+    const cJSON *rank_pattern = cJSON_GetObjectItemCaseSensitive(root, "rank_pattern");
+    const cJSON *alpha_pattern = cJSON_GetObjectItemCaseSensitive(root, "alpha_pattern");
+    const cJSON *bias = cJSON_GetObjectItemCaseSensitive(root, "bias");
+    if (type && !(cJSON_IsString(type) && !strcmp(type->valuestring, "LORA")))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: peft_type must be \"LORA\"", path);
+    else if ((rc = config_number(root, "r", &rv, path, 1)) ||
+             (rc = config_number(root, "lora_alpha", &av, path, 1)) ||
+             (rc = config_number(root, "lora_dropout", &dv, path, 0)))
+        ;
+    else if (rv != (int)rv || rv < 1)
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: key 'r' must be a positive integer", path);
+    else if (cJSON_IsTrue(dora))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: use_dora true is not supported", path);
+    else if (cJSON_IsTrue(fifo))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: fan_in_fan_out true is not supported", path);
+    else if (layers && !cJSON_IsNull(layers))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: layers_to_transform is not supported (must be null)", path);
+    else if ((cJSON_IsObject(rank_pattern) && cJSON_GetArraySize(rank_pattern) > 0) ||
+             (cJSON_IsObject(alpha_pattern) && cJSON_GetArraySize(alpha_pattern) > 0))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: rank_pattern/alpha_pattern are not supported (must be empty)", path);
+    else if (bias && !(cJSON_IsString(bias) && !strcmp(bias->valuestring, "none")))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: bias must be \"none\"", path);
+    else if (cJSON_IsString(tm))
+        rc = zen_lora_parse_targets(tm->valuestring, targets);
+    else if (cJSON_IsArray(tm)) {
+        *targets = 0;
+        const cJSON *item;
+        cJSON_ArrayForEach(item, tm) {
+            unsigned one;
+            if (!cJSON_IsString(item)) {
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: target_modules must hold strings", path);
+                break;
+            }
+            if ((rc = zen_lora_parse_targets(item->valuestring, &one))) {
+                rc = zen_fail_context(ZEN_ERR_INPUT, path);
+                break;
+            }
+            *targets |= one;
+        }
+        if (!rc && !*targets) rc = zen_fail(ZEN_ERR_INPUT, "%s: target_modules is empty", path);
+    } else
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: missing key 'target_modules'", path);
+    *r = (int)rv;
+    *alpha = (float)av;
+    *dropout = (float)dv;
+    *rslora = cJSON_IsTrue(rs);
+    cJSON_Delete(root);
+    return rc;
+}
+
+static void peft_key(char *buf, size_t cap, int layer, int t, char which) {
+    snprintf(buf, cap, "base_model.model.model.layers.%d.%s.lora_%c.weight", layer,
+             zen_target_module((zen_target)t), which);
+}
+
+int zen_lora_load_peft(zen_lora *lo, const zen_config *cfg, zk_backend *be, const char *dir) {
+    char *cfg_path = zen_path_join(dir, "adapter_config.json");
+    char *st_path = zen_path_join(dir, "adapter_model.safetensors");
+    int r = 0, rslora = 0, rc;
+    float alpha = 0, dropout = 0;
+    unsigned targets = 0;
+    float *host = NULL;
+    st_file f = {0};
+    memset(lo, 0, sizeof *lo);
+    if (!cfg_path || !st_path) {
+        rc = ZEN_ERR_INTERNAL;
+        goto done;
+    }
+    if ((rc = parse_adapter_config(cfg_path, &r, &alpha, &rslora, &dropout, &targets))) goto done;
+    if ((rc = lora_layout(lo, cfg, be, r, alpha, rslora, dropout, targets))) {
+        rc = zen_fail_context(rc, cfg_path);
+        goto done;
+    }
+    if ((rc = st_open(&f, st_path))) goto done;
+    host = zen_calloc(lo->num_params, sizeof(float));
+    if (!host) {
+        rc = ZEN_ERR_INTERNAL;
+        goto done;
+    }
+    int expected = 0;
+    char key[256];
+    for (int l = 0; l < cfg->layers && !rc; l++)
+        for (int t = 0; t < ZEN_NUM_TARGETS && !rc; t++) {
+            if (!zen_lora_has(lo, t)) continue;
+            int in, out;
+            zen_target_dims(cfg, (zen_target)t, &in, &out);
+            for (int half = 0; half < 2 && !rc; half++) {
+                peft_key(key, sizeof key, l, t, half ? 'B' : 'A');
+                const st_tensor *ten = st_find(&f, key);
+                int64_t shape[2] = {half ? out : r, half ? r : in};
+                zen_dtype dt;
+                if (!ten) {
+                    rc = zen_fail(ZEN_ERR_INPUT, "%s: missing tensor '%s'", st_path, key);
+                    break;
+                }
+                if ((rc = st_float_dtype(&f, ten, &dt)) || (rc = st_check_shape(&f, ten, 2, shape))) break;
+                float *dst = half ? zen_lora_B(lo, host, l, t) : zen_lora_A(lo, host, l, t);
+                zen_widen(dst, ten->data, dt, (size_t)ten->numel);
+                expected++;
+            }
+        }
+    if (!rc && f.count != expected) {
+        /* name the first tensor that is not part of this adapter */
+        for (int i = 0; i < f.count && !rc; i++) {
+            int known = 0;
+            for (int l = 0; l < cfg->layers && !known; l++)
+                for (int t = 0; t < ZEN_NUM_TARGETS && !known; t++)
+                    for (int half = 0; half < 2 && !known && zen_lora_has(lo, t); half++) {
+                        peft_key(key, sizeof key, l, t, half ? 'B' : 'A');
+                        known = !strcmp(key, f.tensors[i].name);
+                    }
+            if (!known)
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: unexpected tensor '%s' (not a LoRA A/B of the configured "
+                                             "targets and %d layers)", st_path, f.tensors[i].name, cfg->layers);
+        }
+    }
+    if (!rc) be->upload(be, lo->params, host, lo->num_params * sizeof(float));
+done:
+    if (rc) zen_lora_free(lo);
+    st_close(&f);
+    free(host);
+    free(cfg_path);
+    free(st_path);
+    return rc;
+}
+
+int zen_lora_write_tensors(const zen_lora *lo, const zen_config *cfg, const float *device_buf,
+                           const char *path, zen_dtype dtype, const char *const *meta,
+                           int meta_pairs) {
+    int count = 0;
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++) count += zen_lora_has(lo, t) ? 2 * cfg->layers : 0;
+    st_entry *entries = zen_calloc((size_t)count, sizeof(st_entry));
+    char (*names)[160] = zen_calloc((size_t)count, sizeof *names);
+    float *host = zen_malloc(lo->num_params * sizeof(float));
+    void *narrow = zen_malloc(lo->num_params * zen_dtype_size(dtype));
+    int rc = 0;
+    if (!entries || !names || !host || !narrow) {
+        rc = ZEN_ERR_INTERNAL;
+        goto done;
+    }
+    lo->be->download(lo->be, host, device_buf, lo->num_params * sizeof(float));
+    /* the buffer is laid out layer by layer, target by target, A then B: the
+     * same order as the entries, so one narrowed copy is written in sequence */
+    int e = 0;
+    for (int l = 0; l < cfg->layers; l++)
+        for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
+            if (!zen_lora_has(lo, t)) continue;
+            int in, out;
+            zen_target_dims(cfg, (zen_target)t, &in, &out);
+            for (int half = 0; half < 2; half++, e++) {
+                peft_key(names[e], sizeof names[e], l, t, half ? 'B' : 'A');
+                entries[e].name = names[e];
+                entries[e].dtype = dtype;
+                entries[e].ndim = 2;
+                entries[e].shape[0] = half ? out : lo->r;
+                entries[e].shape[1] = half ? lo->r : in;
+            }
+        }
+    zen_narrow(narrow, host, dtype, lo->num_params);
+    st_writer w;
+    if (!(rc = st_writer_open(&w, path, entries, count, meta, meta_pairs))) {
+        rc = st_writer_put(&w, narrow, lo->num_params * zen_dtype_size(dtype));
+        rc = rc ? (st_writer_abort(&w), rc) : st_writer_close(&w);
+    }
+done:
+    free(entries);
+    free(names);
+    free(host);
+    free(narrow);
+    return rc;
+}
+
+int zen_lora_save_peft(const zen_lora *lo, const zen_config *cfg, const char *dir,
+                       const char *base_model, zen_dtype dtype) {
+    int rc = zen_mkdir_p(dir);
+    if (rc) return rc;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "peft_type", "LORA");
+    cJSON_AddStringToObject(root, "task_type", "CAUSAL_LM");
+    cJSON_AddStringToObject(root, "base_model_name_or_path", base_model ? base_model : "");
+    cJSON_AddNumberToObject(root, "r", lo->r);
+    cJSON_AddNumberToObject(root, "lora_alpha", lo->alpha);
+    cJSON_AddNumberToObject(root, "lora_dropout", lo->dropout);
+    cJSON *tm = cJSON_AddArrayToObject(root, "target_modules");
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++)
+        if (zen_lora_has(lo, t)) cJSON_AddItemToArray(tm, cJSON_CreateString(zen_target_name((zen_target)t)));
+    cJSON_AddBoolToObject(root, "use_rslora", lo->rslora);
+    cJSON_AddBoolToObject(root, "use_dora", 0);
+    cJSON_AddStringToObject(root, "bias", "none");
+    cJSON_AddBoolToObject(root, "fan_in_fan_out", 0);
+    cJSON_AddBoolToObject(root, "inference_mode", 1);
+    cJSON_AddBoolToObject(root, "init_lora_weights", 1);
+    cJSON_AddNullToObject(root, "layers_to_transform");
+    cJSON_AddNullToObject(root, "modules_to_save");
+    cJSON_AddObjectToObject(root, "rank_pattern");
+    cJSON_AddObjectToObject(root, "alpha_pattern");
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    char *cfg_path = zen_path_join(dir, "adapter_config.json");
+    char *st_path = zen_path_join(dir, "adapter_model.safetensors");
+    if (!text || !cfg_path || !st_path) rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    if (!rc) rc = zen_write_text_file(cfg_path, text);
+    const char *meta[] = {"format", "pt"};
+    if (!rc) rc = zen_lora_write_tensors(lo, cfg, lo->params, st_path, dtype, meta, 1);
+    free(text);
+    free(cfg_path);
+    free(st_path);
+    return rc;
+}
+
+int zen_lora_alloc_grads(zen_lora *lo) {
+    if (!lo->grads) lo->grads = lo->be->alloc(lo->be, lo->num_params * sizeof(float));
+    if (!lo->grads) return ZEN_ERR_INTERNAL;
+    zen_lora_zero_grads(lo);
+    return 0;
+}
+
+void zen_lora_zero_grads(zen_lora *lo) {
+    lo->be->zero(lo->be, lo->grads, lo->num_params * sizeof(float));
+}
+
+void zen_lora_free(zen_lora *lo) {
+    if (lo->be) {
+        lo->be->free(lo->be, lo->params);
+        lo->be->free(lo->be, lo->grads);
+    }
+    free(lo->offset_A);
+    free(lo->offset_B);
+    memset(lo, 0, sizeof *lo);
+}

@@ -1,0 +1,57 @@
+/* model/lora.h: LoRA adapters as PEFT defines them:
+ *   y = x W^T + scale * (dropout(x) A^T) B^T,  A [r, in], B [out, r]
+ *   scale = alpha / r, or alpha / sqrt(r) with rsLoRA.
+ * All A and B matrices live in one fp32 device buffer (and their gradients in a
+ * second buffer of the same layout), so the optimizer is one flat loop.
+ * Read and written in PEFT's layout: adapter_config.json +
+ * adapter_model.safetensors with keys
+ *   base_model.model.model.layers.N.<module>.lora_A.weight / lora_B.weight */
+#ifndef ZEN_LORA_H
+#define ZEN_LORA_H
+#include <stdint.h>
+
+#include "weights.h"
+
+typedef struct {
+    int r;
+    float alpha;
+    int rslora;
+    float dropout;
+    unsigned targets;      /* bit t set: projection t has an adapter */
+    float scale;           /* alpha / r or alpha / sqrt(r) */
+    int layers;
+    size_t num_params;     /* total floats of all A and B */
+    size_t *offset_A;      /* [L * 7] float offset of A (SIZE_MAX when absent) */
+    size_t *offset_B;      /* [L * 7] */
+    float *params;         /* [num_params] device fp32 */
+    float *grads;          /* [num_params] device fp32, NULL until zen_lora_alloc_grads */
+    zk_backend *be;
+} zen_lora;
+
+/* "all", or a comma list of q,k,v,o,gate,up,down (with or without _proj). */
+int zen_lora_parse_targets(const char *list, unsigned *mask);
+/* Shape of a fresh adapter; A kaiming-uniform U(+-1/sqrt(in)) from seed, B zeros. */
+int zen_lora_create(zen_lora *lo, const zen_config *cfg, zk_backend *be, int r, float alpha,
+                    int rslora, float dropout, unsigned targets, uint64_t seed);
+int zen_lora_load_peft(zen_lora *lo, const zen_config *cfg, zk_backend *be, const char *dir);
+/* Writes adapter_config.json and adapter_model.safetensors into dir (created). */
+int zen_lora_save_peft(const zen_lora *lo, const zen_config *cfg, const char *dir,
+                       const char *base_model, zen_dtype dtype);
+/* Writes a [num_params] device buffer laid out like the adapter (params or grads)
+ * to a SafeTensors file under PEFT key names; meta pairs as in st_writer_open. */
+int zen_lora_write_tensors(const zen_lora *lo, const zen_config *cfg, const float *device_buf,
+                           const char *path, zen_dtype dtype, const char *const *meta,
+                           int meta_pairs);
+int zen_lora_alloc_grads(zen_lora *lo);
+void zen_lora_zero_grads(zen_lora *lo);
+void zen_lora_free(zen_lora *lo);
+
+static inline int zen_lora_has(const zen_lora *lo, int t) { return lo && ((lo->targets >> t) & 1u); }
+static inline float *zen_lora_A(const zen_lora *lo, float *buf, int layer, int t) {
+    return buf + lo->offset_A[layer * ZEN_NUM_TARGETS + t];
+}
+static inline float *zen_lora_B(const zen_lora *lo, float *buf, int layer, int t) {
+    return buf + lo->offset_B[layer * ZEN_NUM_TARGETS + t];
+}
+
+#endif

@@ -1,0 +1,193 @@
+/* model/model_init.c: a random model in Hugging Face layout, streamed tensor by
+ * tensor (a 4B model is never held in memory). */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/error.h"
+#include "../util/file.h"
+#include "../util/rng.h"
+#include "model_init.h"
+#include "safetensors.h"
+#include "weights.h"
+
+#define GEN_CHUNK ((size_t)1 << 16) /* elements per independently seeded piece */
+
+typedef struct {
+    char name[128];
+    int ndim;
+    int64_t shape[2];
+    int is_norm;
+    int shard;
+} init_tensor;
+
+static int list_tensors(const zen_config *c, init_tensor **out) {
+    int n = 1 + c->layers * 11 + 1 + (c->tied ? 0 : 1);
+    init_tensor *t = zen_calloc((size_t)n, sizeof *t);
+    if (!t) return -1;
+    int i = 0;
+    snprintf(t[i].name, sizeof t[i].name, "model.embed_tokens.weight");
+    t[i].ndim = 2, t[i].shape[0] = c->vocab, t[i].shape[1] = c->hidden, i++;
+    for (int l = 0; l < c->layers; l++) {
+        const char *norms[4] = {"input_layernorm", "post_attention_layernorm", "self_attn.q_norm",
+                                "self_attn.k_norm"};
+        int dims[4] = {c->hidden, c->hidden, c->head_dim, c->head_dim};
+        for (int k = 0; k < 4; k++, i++) {
+            snprintf(t[i].name, sizeof t[i].name, "model.layers.%d.%s.weight", l, norms[k]);
+            t[i].ndim = 1, t[i].shape[0] = dims[k], t[i].is_norm = 1;
+        }
+        for (int p = 0; p < ZEN_NUM_TARGETS; p++, i++) {
+            int in, o;
+            zen_target_dims(c, (zen_target)p, &in, &o);
+            snprintf(t[i].name, sizeof t[i].name, "model.layers.%d.%s.weight", l,
+                     zen_target_module((zen_target)p));
+            t[i].ndim = 2, t[i].shape[0] = o, t[i].shape[1] = in;
+        }
+    }
+    snprintf(t[i].name, sizeof t[i].name, "model.norm.weight");
+    t[i].ndim = 1, t[i].shape[0] = c->hidden, t[i].is_norm = 1, i++;
+    if (!c->tied) {
+        snprintf(t[i].name, sizeof t[i].name, "lm_head.weight");
+        t[i].ndim = 2, t[i].shape[0] = c->vocab, t[i].shape[1] = c->hidden, i++;
+    }
+    *out = t;
+    return n;
+}
+
+static size_t numel_of(const init_tensor *t) {
+    return (size_t)t->shape[0] * (t->ndim == 2 ? (size_t)t->shape[1] : 1);
+}
+
+/* generates elements [start, start+count) of tensor `index` into buf (fp32) */
+static void generate(float *buf, const init_tensor *t, int index, size_t start, size_t count,
+                     uint64_t seed) {
+    if (t->is_norm) {
+        for (size_t i = 0; i < count; i++) buf[i] = 1.0f;
+        return;
+    }
+    const float bound = 0.02f * sqrtf(3.0f);
+    /* each GEN_CHUNK-aligned piece has its own seed, so pieces run in parallel
+     * and the result does not depend on the thread count */
+#pragma omp parallel for schedule(static)
+    for (size_t p = start / GEN_CHUNK; p <= (start + count - 1) / GEN_CHUNK; p++) {
+        zen_rng rng;
+        zen_rng_seed(&rng, seed * 0x100000001b3ull ^ ((uint64_t)index << 40) ^ p);
+        size_t lo = p * GEN_CHUNK, hi = lo + GEN_CHUNK;
+        for (size_t e = lo; e < hi; e++) {
+            float v = zen_rng_symmetric(&rng, bound);
+            if (e >= start && e < start + count) buf[e - start] = v;
+        }
+    }
+}
+
+static int write_shard(const char *path, init_tensor *t, int n, int shard, zen_dtype dtype,
+                       uint64_t seed) {
+    int count = 0;
+    st_entry *entries = zen_calloc((size_t)n, sizeof *entries);
+    if (!entries) return ZEN_ERR_INTERNAL;
+    for (int i = 0; i < n; i++) {
+        if (t[i].shard != shard) continue;
+        entries[count].name = t[i].name;
+        entries[count].dtype = dtype;
+        entries[count].ndim = t[i].ndim;
+        entries[count].shape[0] = t[i].shape[0];
+        entries[count].shape[1] = t[i].shape[1];
+        count++;
+    }
+    const char *meta[] = {"format", "pt"};
+    st_writer w;
+    int rc = st_writer_open(&w, path, entries, count, meta, 1);
+    free(entries);
+    if (rc) return rc;
+    const size_t chunk = (size_t)1 << 24; /* elements generated per write */
+    float *buf = zen_malloc(chunk * sizeof(float));
+    void *narrow = zen_malloc(chunk * zen_dtype_size(dtype));
+    if (!buf || !narrow) rc = ZEN_ERR_INTERNAL;
+    for (int i = 0; i < n && !rc; i++) {
+        if (t[i].shard != shard) continue;
+        size_t total = numel_of(&t[i]);
+        for (size_t s = 0; s < total && !rc; s += chunk) {
+            size_t cnt = total - s < chunk ? total - s : chunk;
+            generate(buf, &t[i], i, s, cnt, seed);
+            zen_narrow(narrow, buf, dtype, cnt);
+            rc = st_writer_put(&w, narrow, cnt * zen_dtype_size(dtype));
+        }
+    }
+    free(buf);
+    free(narrow);
+    if (rc) {
+        st_writer_abort(&w);
+        return rc;
+    }
+    return st_writer_close(&w);
+}
+
+static int write_config(const char *dir, const char *config_json, zen_dtype dtype) {
+    cJSON *root = cJSON_Parse(config_json);
+    if (!root) return zen_fail(ZEN_ERR_INPUT, "config is not valid JSON");
+    const char *torch_dtype = dtype == ZEN_BF16 ? "bfloat16" : dtype == ZEN_F16 ? "float16" : "float32";
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "torch_dtype");
+    cJSON_AddStringToObject(root, "torch_dtype", torch_dtype);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    char *path = zen_path_join(dir, "config.json");
+    int rc = text && path ? zen_write_text_file(path, text) : ZEN_ERR_INTERNAL;
+    free(text);
+    free(path);
+    return rc;
+}
+
+int zen_model_write_random(const char *dir, const char *config_json, const zen_config *cfg,
+                           zen_dtype dtype, uint64_t seed, uint64_t shard_bytes) {
+    int rc = zen_mkdir_p(dir);
+    if (rc) return rc;
+    init_tensor *t = NULL;
+    int n = list_tensors(cfg, &t);
+    if (n < 0) return ZEN_ERR_INTERNAL;
+    /* assign tensors to shards in order, starting a new shard past shard_bytes */
+    int shards = 1;
+    uint64_t in_shard = 0, total_bytes = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t bytes = numel_of(&t[i]) * zen_dtype_size(dtype);
+        if (in_shard > 0 && in_shard + bytes > shard_bytes) {
+            shards++;
+            in_shard = 0;
+        }
+        t[i].shard = shards - 1;
+        in_shard += bytes;
+        total_bytes += bytes;
+    }
+    rc = write_config(dir, config_json, dtype);
+    char name[64];
+    if (!rc && shards == 1) {
+        char *path = zen_path_join(dir, "model.safetensors");
+        rc = path ? write_shard(path, t, n, 0, dtype, seed) : ZEN_ERR_INTERNAL;
+        free(path);
+    }
+    for (int s = 0; !rc && shards > 1 && s < shards; s++) {
+        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, shards);
+        char *path = zen_path_join(dir, name);
+        rc = path ? write_shard(path, t, n, s, dtype, seed) : ZEN_ERR_INTERNAL;
+        free(path);
+    }
+    if (!rc && shards > 1) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON *meta = cJSON_AddObjectToObject(root, "metadata");
+        cJSON_AddNumberToObject(meta, "total_size", (double)total_bytes);
+        cJSON *map = cJSON_AddObjectToObject(root, "weight_map");
+        for (int i = 0; i < n; i++) {
+            snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", t[i].shard + 1, shards);
+            cJSON_AddStringToObject(map, t[i].name, name);
+        }
+        char *text = cJSON_Print(root);
+        cJSON_Delete(root);
+        char *path = zen_path_join(dir, "model.safetensors.index.json");
+        rc = text && path ? zen_write_text_file(path, text) : ZEN_ERR_INTERNAL;
+        free(text);
+        free(path);
+    }
+    free(t);
+    return rc;
+}

@@ -1,0 +1,414 @@
+/* tests/test_kernels.c: every CPU kernel's backward against central finite
+ * differences, and forwards against hand-computed cases and naive double
+ * references. Kernels compute in fp32, so differences use h = 1e-2 on smooth
+ * functions and accept a relative error of 1e-3 (rounding/h ~ 1e-5, truncation
+ * ~ h^2 ~ 1e-4; a wrong formula gives errors of order 1). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "test_util.h"
+
+static zk_backend *be;
+#define FD_H 1e-2f
+#define FD_TOL 1e-3
+
+/* ---------- linear and LoRA ---------- */
+
+typedef struct {
+    size_t N, in, out, r;
+    float *x, *W, *A, *B, *y, *u, *w;
+    float scale;
+    int lora;
+} lin_ctx;
+
+static double lin_loss(void *p) {
+    lin_ctx *c = p;
+    zk_weight W = {c->W, ZEN_F32};
+    be->linear_fwd(be, c->y, c->x, &W, c->N, c->in, c->out);
+    if (c->lora) be->lora_fwd(be, c->y, c->u, c->x, c->A, c->B, c->N, c->in, c->out, c->r, c->scale);
+    return dot_weights(c->y, c->w, c->N * c->out);
+}
+
+static void test_linear_forward_naive(void **state) {
+    (void)state;
+    size_t N = 5, in = 7, out = 3;
+    float x[35], W[21], y[15];
+    fill_uniform(x, N * in, 1, 1);
+    fill_uniform(W, out * in, 1, 2);
+    zk_weight w = {W, ZEN_F32};
+    be->linear_fwd(be, y, x, &w, N, in, out);
+    for (size_t n = 0; n < N; n++)
+        for (size_t o = 0; o < out; o++) {
+            double s = 0;
+            for (size_t i = 0; i < in; i++) s += (double)x[n * in + i] * W[o * in + i];
+            assert_true(fabs(s - y[n * out + o]) < 1e-5);
+        }
+}
+
+static void test_linear_lora_backward(void **state) {
+    (void)state;
+    lin_ctx c = {.N = 6, .in = 10, .out = 9, .r = 3, .scale = 1.7f, .lora = 1};
+    float x[60], W[90], A[30], B[27], y[54], u[18], w[54], dx[60], dA[30], dB[27], du[18];
+    c.x = x, c.W = W, c.A = A, c.B = B, c.y = y, c.u = u, c.w = w;
+    fill_uniform(x, 60, 1, 3);
+    fill_uniform(W, 90, 0.5f, 4);
+    fill_uniform(A, 30, 0.5f, 5);
+    fill_uniform(B, 27, 0.5f, 6);
+    fill_uniform(w, 54, 1, 7);
+    lin_loss(&c);
+    zk_weight Wt = {W, ZEN_F32};
+    memset(dA, 0, sizeof dA);
+    memset(dB, 0, sizeof dB);
+    be->linear_bwd(be, dx, w, &Wt, c.N, c.in, c.out, 0);
+    be->lora_bwd(be, dx, dA, dB, du, w, x, u, A, B, c.N, c.in, c.out, c.r, c.scale);
+    double ex = fd_relative_error(lin_loss, &c, x, 60, dx, FD_H);
+    double eA = fd_relative_error(lin_loss, &c, A, 30, dA, FD_H);
+    double eB = fd_relative_error(lin_loss, &c, B, 27, dB, FD_H);
+    printf("linear+lora: rel err dx %.2e dA %.2e dB %.2e\n", ex, eA, eB);
+    assert_true(ex < FD_TOL && eA < FD_TOL && eB < FD_TOL);
+    /* accumulate=1 adds to what is there */
+    float dx2[60];
+    for (int i = 0; i < 60; i++) dx2[i] = 1.0f;
+    be->linear_bwd(be, dx2, w, &Wt, c.N, c.in, c.out, 1);
+    float dx_plain[60];
+    be->linear_bwd(be, dx_plain, w, &Wt, c.N, c.in, c.out, 0);
+    for (int i = 0; i < 60; i++) assert_true(fabsf(dx2[i] - 1.0f - dx_plain[i]) < 1e-5f);
+}
+
+/* bf16 and f16 weights are widened a chunk of rows at a time; out is large
+ * enough here for several chunks */
+static void test_linear_half_weights_chunked(void **state) {
+    (void)state;
+    size_t N = 3, in = 64, out = 150000;
+    float *x = malloc(N * in * 4), *Wf = malloc(out * in * 4), *y = malloc(N * out * 4);
+    float *yref = malloc(N * out * 4), *dy = malloc(N * out * 4), *dx = malloc(N * in * 4);
+    float *dxref = malloc(N * in * 4);
+    uint16_t *Wh = malloc(out * in * 2);
+    fill_uniform(x, N * in, 1, 8);
+    fill_uniform(Wf, out * in, 1, 9);
+    fill_uniform(dy, N * out, 1, 10);
+    for (zen_dtype dt = ZEN_F16; dt <= ZEN_BF16; dt++) {
+        zen_narrow(Wh, Wf, dt, out * in);
+        zen_widen(Wf, Wh, dt, out * in); /* the exact values the kernel sees */
+        zk_weight wh = {Wh, dt}, wf = {Wf, ZEN_F32};
+        be->linear_fwd(be, y, x, &wh, N, in, out);
+        be->linear_fwd(be, yref, x, &wf, N, in, out);
+        for (size_t i = 0; i < N * out; i++) assert_true(fabsf(y[i] - yref[i]) < 1e-4f);
+        be->linear_bwd(be, dx, dy, &wh, N, in, out, 0);
+        be->linear_bwd(be, dxref, dy, &wf, N, in, out, 0);
+        for (size_t i = 0; i < N * in; i++)
+            assert_true(fabsf(dx[i] - dxref[i]) <= 1e-4f * (1.0f + fabsf(dxref[i])));
+    }
+    free(x), free(Wf), free(y), free(yref), free(dy), free(dx), free(dxref), free(Wh);
+}
+
+/* ---------- RMSNorm ---------- */
+
+typedef struct {
+    size_t rows, dim;
+    float *x, *wt, *y, *rstd, *w;
+} norm_ctx;
+
+static double norm_loss(void *p) {
+    norm_ctx *c = p;
+    be->rmsnorm_fwd(be, c->y, c->rstd, c->x, c->wt, c->rows, c->dim, 1e-6f);
+    return dot_weights(c->y, c->w, c->rows * c->dim);
+}
+
+static void test_rmsnorm_hand(void **state) {
+    (void)state;
+    float x[4] = {1, 2, 3, 4}, w[4] = {1, 0.5f, 2, 1}, y[4], rstd;
+    be->rmsnorm_fwd(be, y, &rstd, x, w, 1, 4, 0.0f);
+    /* mean(x^2) = 30/4 = 7.5 */
+    double s = 1.0 / sqrt(7.5);
+    assert_true(fabs(rstd - s) < 1e-7);
+    assert_true(fabs(y[0] - 1 * s) < 1e-6 && fabs(y[1] - 1.0 * s) < 1e-6);
+    assert_true(fabs(y[2] - 6 * s) < 1e-6 && fabs(y[3] - 4 * s) < 1e-6);
+}
+
+static void test_rmsnorm_backward(void **state) {
+    (void)state;
+    norm_ctx c = {.rows = 5, .dim = 8};
+    float x[40], wt[8], y[40], rstd[5], w[40], dx[40], dw[8];
+    c.x = x, c.wt = wt, c.y = y, c.rstd = rstd, c.w = w;
+    fill_uniform(x, 40, 2, 11);
+    fill_uniform(wt, 8, 1, 12);
+    fill_uniform(w, 40, 1, 13);
+    norm_loss(&c);
+    memset(dw, 0, sizeof dw);
+    be->rmsnorm_bwd(be, dx, dw, w, x, rstd, wt, c.rows, c.dim, 0);
+    double ex = fd_relative_error(norm_loss, &c, x, 40, dx, FD_H);
+    double ew = fd_relative_error(norm_loss, &c, wt, 8, dw, FD_H);
+    printf("rmsnorm: rel err dx %.2e dw %.2e\n", ex, ew);
+    assert_true(ex < FD_TOL && ew < FD_TOL);
+}
+
+/* ---------- RoPE ---------- */
+
+static void test_rope_hand(void **state) {
+    (void)state;
+    /* B=1, T=2, H=1, hd=4, theta=100: inv_freq = [1, 100^(-1/2) = 0.1] */
+    float x[8] = {9, 9, 9, 9, 1, 2, 3, 4};
+    be->rope_fwd(be, x, 1, 2, 1, 4, 100.0);
+    /* position 0 is the identity */
+    assert_true(x[0] == 9 && x[1] == 9 && x[2] == 9 && x[3] == 9);
+    /* position 1: pairs (x0, x2) by angle 1 and (x1, x3) by angle 0.1 */
+    assert_true(fabs(x[4] - (1 * cos(1.0) - 3 * sin(1.0))) < 1e-6);
+    assert_true(fabs(x[6] - (3 * cos(1.0) + 1 * sin(1.0))) < 1e-6);
+    assert_true(fabs(x[5] - (2 * cos(0.1) - 4 * sin(0.1))) < 1e-6);
+    assert_true(fabs(x[7] - (4 * cos(0.1) + 2 * sin(0.1))) < 1e-6);
+}
+
+typedef struct {
+    float *x, *y, *w;
+    size_t n;
+} rope_ctx;
+
+static double rope_loss(void *p) {
+    rope_ctx *c = p;
+    memcpy(c->y, c->x, c->n * sizeof(float));
+    be->rope_fwd(be, c->y, 2, 5, 3, 8, 10000.0);
+    return dot_weights(c->y, c->w, c->n);
+}
+
+static void test_rope_backward(void **state) {
+    (void)state;
+    size_t n = 2 * 5 * 3 * 8;
+    float x[240], y[240], w[240], dx[240];
+    rope_ctx c = {x, y, w, n};
+    fill_uniform(x, n, 1, 14);
+    fill_uniform(w, n, 1, 15);
+    memcpy(dx, w, sizeof dx);
+    be->rope_bwd(be, dx, 2, 5, 3, 8, 10000.0);
+    double e = fd_relative_error(rope_loss, &c, x, n, dx, FD_H);
+    printf("rope: rel err %.2e\n", e);
+    assert_true(e < FD_TOL);
+}
+
+/* ---------- attention ---------- */
+
+/* naive double causal GQA with materialised probabilities */
+static void attention_naive(double *out, const float *q, const float *k, const float *v, size_t B,
+                            size_t T, size_t nh, size_t nkv, size_t hd) {
+    double scale = 1.0 / sqrt((double)hd);
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < nh; h++) {
+            size_t kvh = h / (nh / nkv);
+            for (size_t i = 0; i < T; i++) {
+                double s[64], m = -1e300, sum = 0;
+                for (size_t j = 0; j <= i; j++) {
+                    double d = 0;
+                    for (size_t e = 0; e < hd; e++)
+                        d += (double)q[((b * T + i) * nh + h) * hd + e] * k[((b * T + j) * nkv + kvh) * hd + e];
+                    s[j] = d * scale;
+                    if (s[j] > m) m = s[j];
+                }
+                for (size_t j = 0; j <= i; j++) sum += (s[j] = exp(s[j] - m));
+                for (size_t e = 0; e < hd; e++) {
+                    double o = 0;
+                    for (size_t j = 0; j <= i; j++) o += s[j] / sum * v[((b * T + j) * nkv + kvh) * hd + e];
+                    out[((b * T + i) * nh + h) * hd + e] = o;
+                }
+            }
+        }
+}
+
+static void test_attention_hand(void **state) {
+    (void)state;
+    /* one head, T=2, hd=2. Row 0 sees only itself: out0 = v0.
+     * Row 1: scores = (q1.k0, q1.k1)/sqrt(2) = (1, 0)/sqrt(2) */
+    float q[4] = {0, 0, 1, 0}, k[4] = {1, 0, 0, 1}, v[4] = {2, 3, 4, 5}, out[4], lse[2];
+    be->attention_fwd(be, out, lse, q, k, v, 1, 2, 1, 1, 2);
+    double a = exp(1 / sqrt(2.0)), p0 = a / (a + 1), p1 = 1 / (a + 1);
+    assert_true(fabs(out[0] - 2) < 1e-6 && fabs(out[1] - 3) < 1e-6);
+    assert_true(fabs(out[2] - (p0 * 2 + p1 * 4)) < 1e-6);
+    assert_true(fabs(out[3] - (p0 * 3 + p1 * 5)) < 1e-6);
+    assert_true(fabs(lse[1] - log(a + 1)) < 1e-6);
+}
+
+typedef struct {
+    size_t B, T, nh, nkv, hd;
+    float *q, *k, *v, *out, *lse, *w;
+} att_ctx;
+
+static double att_loss(void *p) {
+    att_ctx *c = p;
+    be->attention_fwd(be, c->out, c->lse, c->q, c->k, c->v, c->B, c->T, c->nh, c->nkv, c->hd);
+    return dot_weights(c->out, c->w, c->B * c->T * c->nh * c->hd);
+}
+
+static void test_attention_gqa(void **state) {
+    (void)state;
+    att_ctx c = {.B = 2, .T = 7, .nh = 6, .nkv = 2, .hd = 4}; /* GQA 3:1 */
+    size_t nq = c.B * c.T * c.nh * c.hd, nk = c.B * c.T * c.nkv * c.hd;
+    float q[336], k[112], v[112], out[336], lse[84], w[336], dq[336], dk[112], dv[112];
+    double ref[336];
+    c.q = q, c.k = k, c.v = v, c.out = out, c.lse = lse, c.w = w;
+    fill_uniform(q, nq, 1.5f, 16);
+    fill_uniform(k, nk, 1.5f, 17);
+    fill_uniform(v, nk, 1, 18);
+    fill_uniform(w, nq, 1, 19);
+    att_loss(&c);
+    attention_naive(ref, q, k, v, c.B, c.T, c.nh, c.nkv, c.hd);
+    for (size_t i = 0; i < nq; i++) assert_true(fabs(ref[i] - out[i]) < 1e-5);
+    be->attention_bwd(be, dq, dk, dv, w, out, lse, q, k, v, c.B, c.T, c.nh, c.nkv, c.hd);
+    double eq = fd_relative_error(att_loss, &c, q, nq, dq, FD_H);
+    double ek = fd_relative_error(att_loss, &c, k, nk, dk, FD_H);
+    double ev = fd_relative_error(att_loss, &c, v, nk, dv, FD_H);
+    printf("attention (GQA 3:1): rel err dq %.2e dk %.2e dv %.2e\n", eq, ek, ev);
+    assert_true(eq < FD_TOL && ek < FD_TOL && ev < FD_TOL);
+}
+
+/* ---------- SwiGLU ---------- */
+
+typedef struct {
+    float *g, *u, *h, *w;
+    size_t n;
+} swi_ctx;
+
+static double swi_loss(void *p) {
+    swi_ctx *c = p;
+    be->swiglu_fwd(be, c->h, c->g, c->u, c->n);
+    return dot_weights(c->h, c->w, c->n);
+}
+
+static void test_swiglu(void **state) {
+    (void)state;
+    float g[50], u[50], h[50], w[50], dg[50], du[50];
+    swi_ctx c = {g, u, h, w, 50};
+    fill_uniform(g, 50, 4, 20);
+    fill_uniform(u, 50, 2, 21);
+    fill_uniform(w, 50, 1, 22);
+    swi_loss(&c);
+    assert_true(fabs(h[0] - g[0] / (1 + exp(-g[0])) * u[0]) < 1e-6);
+    be->swiglu_bwd(be, dg, du, w, g, u, 50);
+    double eg = fd_relative_error(swi_loss, &c, g, 50, dg, FD_H);
+    double eu = fd_relative_error(swi_loss, &c, u, 50, du, FD_H);
+    printf("swiglu: rel err dg %.2e du %.2e\n", eg, eu);
+    assert_true(eg < FD_TOL && eu < FD_TOL);
+}
+
+/* ---------- embedding ---------- */
+
+typedef struct {
+    float *W, *out, *w;
+    int32_t *tok;
+} emb_ctx;
+
+static double emb_loss(void *p) {
+    emb_ctx *c = p;
+    zk_weight W = {c->W, ZEN_F32};
+    be->embedding_fwd(be, c->out, c->tok, &W, 4, 3);
+    return dot_weights(c->out, c->w, 12);
+}
+
+static void test_embedding(void **state) {
+    (void)state;
+    float W[15], out[12], w[12], dW[15] = {0};
+    int32_t tok[4] = {2, 0, 2, 4}; /* token 2 twice: its gradient sums */
+    emb_ctx c = {W, out, w, tok};
+    fill_uniform(W, 15, 1, 23);
+    fill_uniform(w, 12, 1, 24);
+    emb_loss(&c);
+    for (int n = 0; n < 4; n++)
+        for (int j = 0; j < 3; j++) assert_true(out[n * 3 + j] == W[tok[n] * 3 + j]);
+    uint16_t Wb[15];
+    zen_narrow(Wb, W, ZEN_BF16, 15);
+    zk_weight wb = {Wb, ZEN_BF16};
+    be->embedding_fwd(be, out, tok, &wb, 4, 3);
+    assert_true(out[0] == zen_bf16_to_f32(Wb[6]));
+    be->embedding_bwd(be, dW, w, tok, 4, 3);
+    double e = fd_relative_error(emb_loss, &c, W, 15, dW, FD_H);
+    assert_true(e < FD_TOL);
+}
+
+/* ---------- softmax + cross-entropy ---------- */
+
+typedef struct {
+    float *z, *work, *losses, *weights, scale;
+    int32_t *targets;
+    size_t rows, V;
+} xent_ctx;
+
+static double xent_loss(void *p) {
+    xent_ctx *c = p;
+    memcpy(c->work, c->z, c->rows * c->V * sizeof(float));
+    be->xent(be, c->work, c->losses, c->targets, c->weights, c->rows, c->V, 0.0f);
+    double s = 0;
+    for (size_t r = 0; r < c->rows; r++) s += (double)c->losses[r] * c->weights[r] * c->scale;
+    return s;
+}
+
+static void test_xent(void **state) {
+    (void)state;
+    float z[2] = {0, 0}, loss;
+    int32_t t0 = 0;
+    float one = 1;
+    be->xent(be, z, &loss, &t0, &one, 1, 2, 0.0f);
+    assert_true(fabs(loss - log(2.0)) < 1e-7);
+    be->xent(be, z, &loss, &t0, &one, 1, 2, 1.0f); /* gradient: (0.5 - 1, 0.5) */
+    assert_true(fabs(z[0] + 0.5) < 1e-7 && fabs(z[1] - 0.5) < 1e-7);
+
+    size_t rows = 4, V = 11;
+    float zz[44], work[44], grad[44], losses[4], weights[4] = {1, 0, 1, 1};
+    int32_t targets[4] = {3, 0, 10, 7};
+    xent_ctx c = {zz, work, losses, weights, 0.25f, targets, rows, V};
+    fill_uniform(zz, 44, 3, 25);
+    memcpy(grad, zz, sizeof grad);
+    be->xent(be, grad, losses, targets, weights, rows, V, c.scale);
+    for (size_t j = 0; j < V; j++) assert_true(grad[V + j] == 0.0f); /* masked-out row */
+    double e = fd_relative_error(xent_loss, &c, zz, 44, grad, FD_H);
+    printf("xent: rel err %.2e\n", e);
+    assert_true(e < FD_TOL);
+}
+
+static void test_dtype_roundtrip(void **state) {
+    (void)state;
+    float vals[] = {0.0f, 1.0f, -2.5f, 3.14159f, 1e-6f, 65504.0f, 1e-8f};
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        float b = zen_bf16_to_f32(zen_f32_to_bf16(vals[i]));
+        float h = zen_f16_to_f32(zen_f32_to_f16(vals[i]));
+        assert_true(fabsf(b - vals[i]) <= fabsf(vals[i]) * (1.0f / 256));
+        assert_true(fabsf(h - vals[i]) <= fabsf(vals[i]) * (1.0f / 2048) + 6e-8f);
+    }
+    assert_int_equal(zen_f32_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(zen_f32_to_f16(1.0f), 0x3c00);
+    assert_int_equal(zen_f32_to_f16(-2.0f), 0xc000);
+    assert_true(zen_f16_to_f32(0x0001) == 5.9604644775390625e-08f); /* smallest subnormal */
+    assert_true(isinf(zen_f16_to_f32(zen_f32_to_f16(70000.0f))));
+}
+
+static int setup(void **state) {
+    (void)state;
+    be = zk_open("cpu");
+    return be ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    zk_close(be);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dtype_roundtrip),
+        cmocka_unit_test(test_linear_forward_naive),
+        cmocka_unit_test(test_linear_lora_backward),
+        cmocka_unit_test(test_linear_half_weights_chunked),
+        cmocka_unit_test(test_rmsnorm_hand),
+        cmocka_unit_test(test_rmsnorm_backward),
+        cmocka_unit_test(test_rope_hand),
+        cmocka_unit_test(test_rope_backward),
+        cmocka_unit_test(test_attention_hand),
+        cmocka_unit_test(test_attention_gqa),
+        cmocka_unit_test(test_swiglu),
+        cmocka_unit_test(test_embedding),
+        cmocka_unit_test(test_xent),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

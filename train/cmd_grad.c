@@ -1,0 +1,184 @@
+/* train/cmd_grad.c: `zen grad`: the LoRA gradients of the mean masked loss of
+ * batch 0 (unshuffled, no dropout), written under PEFT key names with the loss
+ * in __metadata__; and `zen grad --plan`: the memory plan of a step. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../data/dataset.h"
+#include "../model/decoder.h"
+#include "../util/error.h"
+#include "../util/file.h"
+#include "cli.h"
+#include "commands.h"
+
+static void print_bytes_row(const char *label, size_t a, size_t b) {
+    printf("  %-34s %10.3f GiB %10.3f GiB\n", label, (double)a / (1 << 30), (double)b / (1 << 30));
+}
+
+static int print_plan(const zen_config *cfg, const char *what, size_t weight_bytes,
+                      const char *weight_dtype, int r, unsigned targets, size_t B, size_t T) {
+    zen_plan keep = zen_plan_make(cfg, sizeof(float), weight_bytes, r, targets, B, T, 0);
+    zen_plan rec = zen_plan_make(cfg, sizeof(float), weight_bytes, r, targets, B, T, 1);
+    int ntargets = 0;
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++) ntargets += (targets >> t) & 1;
+    printf("memory plan (cpu, fp32 compute): %s, %lld parameters, seq %zu, batch %zu, "
+           "LoRA r=%d on %d targets (%zu trainable)\n",
+           what, (long long)zen_config_param_count(cfg), T, B, r, ntargets,
+           keep.lora_params / sizeof(float));
+    printf("  %-34s %14s %14s\n", "", "keep all", "recompute");
+    char label[64];
+    snprintf(label, sizeof label, "base weights (%s, frozen)", weight_dtype);
+    print_bytes_row(label, keep.weights, rec.weights);
+    print_bytes_row("LoRA A,B (fp32)", keep.lora_params, rec.lora_params);
+    print_bytes_row("LoRA gradients (fp32)", keep.lora_grads, rec.lora_grads);
+    print_bytes_row("AdamW moments (fp32, training)", keep.optimizer, rec.optimizer);
+    print_bytes_row("saved activations", keep.saved_acts, rec.saved_acts);
+    print_bytes_row("scratch (backward, recomputed layer)", keep.scratch, rec.scratch);
+    print_bytes_row("logits block [T, V] (one sequence)", keep.logits, rec.logits);
+    print_bytes_row("total", keep.total, rec.total);
+    return 0;
+}
+
+/* zen grad --plan: needs only a config (from --model or --preset) */
+static int run_plan(const char *model_dir, const char *preset, const char *dtype_name, int r,
+                    unsigned targets, size_t B, size_t T) {
+    zen_config cfg;
+    int rc;
+    if (model_dir) {
+        zk_backend *be = zk_open("cpu");
+        if (!be) return ZEN_ERR_INTERNAL;
+        zen_model m;
+        rc = zen_model_load(&m, be, model_dir);
+        if (!rc) {
+            rc = print_plan(&m.cfg, model_dir, m.weight_bytes, zen_dtype_name(m.main_dtype), r, targets, B, T);
+            zen_model_free(&m);
+        }
+        zk_close(be);
+        return rc;
+    }
+    const char *json = zen_preset_json(preset);
+    if (!json)
+        return zen_fail(ZEN_ERR_INPUT, "option --preset: '%s' is unknown (expected %s)", preset,
+                        zen_preset_names());
+    if ((rc = zen_config_parse(&cfg, json, preset))) return rc;
+    zen_dtype dt = ZEN_BF16;
+    if (dtype_name && zen_dtype_parse(dtype_name, &dt))
+        return zen_fail(ZEN_ERR_INPUT, "option --dtype: '%s' is not f32, f16 or bf16", dtype_name);
+    size_t wbytes = (size_t)zen_config_param_count(&cfg) * zen_dtype_size(dt);
+    char what[128];
+    snprintf(what, sizeof what, "preset %s", preset);
+    return print_plan(&cfg, what, wbytes, zen_dtype_name(dt), r, targets, B, T);
+}
+
+/* reads sequences 0..B-1 of the dataset into the batch arrays */
+static int read_batch(const zen_dataset *d, size_t B, size_t T, int32_t *inputs, int32_t *targets,
+                      uint8_t *mask) {
+    int64_t have = zen_dataset_num_sequences(d, T);
+    if (have < (int64_t)B)
+        return zen_fail(ZEN_ERR_INPUT, "%s: %lld tokens make %lld sequences of %zu, fewer than one batch of %zu",
+                        d->path, (long long)d->n_tokens, (long long)have, T, B);
+    for (size_t b = 0; b < B; b++) {
+        int rc = zen_dataset_read(d, (int64_t)b, T, inputs + b * T, targets + b * T, mask + b * T);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int zen_cmd_grad(int argc, char **argv) {
+    zen_opt o[] = {{"--model", 1, NULL},   {"--adapter", 1, NULL}, {"--data", 1, NULL},
+                   {"--seq-len", 1, NULL}, {"--batch", 1, NULL},   {"--out", 1, NULL},
+                   {"--rank", 1, NULL},    {"--alpha", 1, NULL},   {"--targets", 1, NULL},
+                   {"--rslora", 0, NULL},  {"--seed", 1, NULL},    {"--recompute", 0, NULL},
+                   {"--device", 1, NULL},  {"--plan", 0, NULL},    {"--preset", 1, NULL},
+                   {"--dtype", 1, NULL},   {"--help", 0, NULL}};
+    int n = (int)(sizeof o / sizeof o[0]), rc;
+    if ((rc = zen_cli_parse(argc, argv, 2, o, n, "grad"))) return rc;
+    if (zen_cli_get(o, n, "--help")) {
+        printf("zen grad --model DIR [--adapter DIR] --data FILE.h5 --seq-len T --batch B --out FILE\n"
+               "         [--rank 8] [--alpha 16] [--targets all|q,k,v,o,gate,up,down] [--rslora]\n"
+               "         [--seed 0] [--recompute] [--device cpu]\n"
+               "zen grad --plan (--model DIR | --preset NAME [--dtype bf16]) --seq-len T [--batch B]\n");
+        return 0;
+    }
+    long long T, B, rank, seed;
+    double alpha;
+    unsigned targets;
+    const char *targets_s = zen_cli_get(o, n, "--targets");
+    if ((rc = zen_cli_int(o, n, "--seq-len", -1, 1, 1 << 20, &T)) ||
+        (rc = zen_cli_int(o, n, "--batch", 1, 1, 1 << 16, &B)) ||
+        (rc = zen_cli_int(o, n, "--rank", 8, 1, 4096, &rank)) ||
+        (rc = zen_cli_float(o, n, "--alpha", 16.0, 1e-6, 1e6, &alpha)) ||
+        (rc = zen_cli_int(o, n, "--seed", 0, 0, (1LL << 62), &seed)) ||
+        (rc = zen_lora_parse_targets(targets_s ? targets_s : "all", &targets)))
+        return rc;
+    if (T < 0) return zen_fail(ZEN_ERR_INPUT, "zen grad: missing required option --seq-len");
+    const char *model_dir = zen_cli_get(o, n, "--model"), *preset = zen_cli_get(o, n, "--preset");
+    if (zen_cli_get(o, n, "--plan")) {
+        if (!model_dir == !preset)
+            return zen_fail(ZEN_ERR_INPUT, "zen grad --plan: give exactly one of --model or --preset");
+        return run_plan(model_dir, preset, zen_cli_get(o, n, "--dtype"), (int)rank, targets, (size_t)B,
+                        (size_t)T);
+    }
+    const char *data_path, *out_path, *adapter_dir = zen_cli_get(o, n, "--adapter");
+    const char *device = zen_cli_get(o, n, "--device");
+    if ((rc = zen_cli_require(o, n, "--model", "grad", &model_dir)) ||
+        (rc = zen_cli_require(o, n, "--data", "grad", &data_path)) ||
+        (rc = zen_cli_require(o, n, "--out", "grad", &out_path)))
+        return rc;
+    if (adapter_dir && (zen_cli_get(o, n, "--rank") || zen_cli_get(o, n, "--alpha") || targets_s ||
+                        zen_cli_get(o, n, "--rslora")))
+        return zen_fail(ZEN_ERR_INPUT, "zen grad: --rank/--alpha/--targets/--rslora describe a fresh adapter "
+                                       "and cannot be combined with --adapter");
+
+    zk_backend *be = zk_open(device ? device : "cpu");
+    if (!be) return ZEN_ERR_INPUT;
+    zen_model m = {0};
+    zen_lora lo = {0};
+    zen_acts a = {0};
+    zen_dataset d;
+    memset(&d, 0, sizeof d);
+    d.file = d.tokens = d.mask = -1;
+    size_t N = (size_t)(B * T);
+    int32_t *inputs = zen_malloc(N * sizeof(int32_t)), *tgts = zen_malloc(N * sizeof(int32_t));
+    uint8_t *mask = zen_malloc(N);
+    if (!inputs || !tgts || !mask) {
+        rc = ZEN_ERR_INTERNAL;
+        goto done;
+    }
+    if ((rc = zen_model_load(&m, be, model_dir))) goto done;
+    if (adapter_dir) rc = zen_lora_load_peft(&lo, &m.cfg, be, adapter_dir);
+    else rc = zen_lora_create(&lo, &m.cfg, be, (int)rank, (float)alpha, zen_cli_get(o, n, "--rslora") != NULL,
+                              0.0f, targets, (uint64_t)seed);
+    if (rc) goto done;
+    if ((rc = zen_dataset_open(&d, data_path, m.cfg.vocab))) goto done;
+    if ((rc = read_batch(&d, (size_t)B, (size_t)T, inputs, tgts, mask))) goto done;
+    size_t count = 0;
+    for (size_t i = 0; i < N; i++) count += mask[i];
+    if (count == 0) {
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: batch 0 has no target token with loss_mask 1", data_path);
+        goto done;
+    }
+    if ((rc = zen_lora_alloc_grads(&lo))) goto done;
+    if ((rc = zen_acts_create(&a, &m, &lo, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL)))
+        goto done;
+    double loss_sum;
+    if ((rc = zen_decoder_run(&m, &lo, &a, inputs, tgts, mask, 1.0f / (float)count, &loss_sum))) goto done;
+    double loss = loss_sum / (double)count;
+    char loss_text[64], tokens_text[32];
+    snprintf(loss_text, sizeof loss_text, "%.17g", loss);
+    snprintf(tokens_text, sizeof tokens_text, "%zu", count);
+    const char *meta[] = {"format", "pt", "loss", loss_text, "loss_tokens", tokens_text};
+    if ((rc = zen_lora_write_tensors(&lo, &m.cfg, lo.grads, out_path, ZEN_F32, meta, 3))) goto done;
+    printf("loss %.9g\n", loss);
+done:
+    zen_acts_free(&a);
+    zen_lora_free(&lo);
+    zen_dataset_close(&d);
+    zen_model_free(&m);
+    zk_close(be);
+    free(inputs);
+    free(tgts);
+    free(mask);
+    return rc;
+}

@@ -1,0 +1,58 @@
+/* train/cmd_init.c: `zen init`: a random model in Hugging Face layout from a
+ * preset or a config.json. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../model/config.h"
+#include "../model/model_init.h"
+#include "../util/error.h"
+#include "../util/file.h"
+#include "cli.h"
+#include "commands.h"
+
+int zen_cmd_init(int argc, char **argv) {
+    zen_opt o[] = {{"--preset", 1, NULL}, {"--config", 1, NULL}, {"--out", 1, NULL},
+                   {"--seed", 1, NULL},   {"--dtype", 1, NULL},  {"--shard-size", 1, NULL},
+                   {"--help", 0, NULL}};
+    int n = (int)(sizeof o / sizeof o[0]), rc;
+    if ((rc = zen_cli_parse(argc, argv, 2, o, n, "init"))) return rc;
+    if (zen_cli_get(o, n, "--help")) {
+        printf("zen init --preset %s | --config FILE --out DIR [--seed S] [--dtype f32|f16|bf16] "
+               "[--shard-size BYTES (default 4000000000)]\n", zen_preset_names());
+        return 0;
+    }
+    const char *preset = zen_cli_get(o, n, "--preset"), *config_path = zen_cli_get(o, n, "--config");
+    const char *out, *dtype_name = zen_cli_get(o, n, "--dtype");
+    long long seed, shard;
+    if ((rc = zen_cli_require(o, n, "--out", "init", &out)) ||
+        (rc = zen_cli_int(o, n, "--seed", 0, 0, (1LL << 62), &seed)) ||
+        (rc = zen_cli_int(o, n, "--shard-size", 4000000000LL, 1, (1LL << 50), &shard)))
+        return rc;
+    if (!preset == !config_path)
+        return zen_fail(ZEN_ERR_INPUT, "zen init: give exactly one of --preset or --config");
+    zen_dtype dtype = ZEN_F32;
+    if (dtype_name && zen_dtype_parse(dtype_name, &dtype) != 0)
+        return zen_fail(ZEN_ERR_INPUT, "option --dtype: '%s' is not f32, f16 or bf16", dtype_name);
+    char *text = NULL;
+    const char *origin;
+    if (preset) {
+        const char *json = zen_preset_json(preset);
+        if (!json)
+            return zen_fail(ZEN_ERR_INPUT, "option --preset: '%s' is unknown (expected %s)", preset,
+                            zen_preset_names());
+        text = strdup(json);
+        origin = preset;
+    } else {
+        if ((rc = zen_read_text_file(config_path, &text))) return rc;
+        origin = config_path;
+    }
+    zen_config cfg;
+    rc = zen_config_parse(&cfg, text, origin);
+    if (!rc) rc = zen_model_write_random(out, text, &cfg, dtype, (uint64_t)seed, (uint64_t)shard);
+    if (!rc)
+        printf("wrote %s: %lld parameters, %s\n", out, (long long)zen_config_param_count(&cfg),
+               zen_dtype_name(dtype));
+    free(text);
+    return rc;
+}

@@ -1,0 +1,44 @@
+/* train/main.c: the zen command: dispatches subcommands and is the only place
+ * that turns an error into a message on stderr and an exit code. */
+#include <stdio.h>
+#include <string.h>
+
+#include "../util/error.h"
+#include "commands.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "zen: LoRA fine-tuning for Zen (Qwen3-architecture) models\n"
+            "\n"
+            "usage:\n"
+            "  zen init  --preset tiny|small|zen-nano-4b | --config FILE --out DIR [--seed S]\n"
+            "            [--dtype f32|f16|bf16] [--shard-size BYTES]\n"
+            "  zen grad  --model DIR [--adapter DIR] --data FILE.h5 --seq-len T --batch B\n"
+            "            --out FILE.safetensors [--rank 8] [--alpha 16] [--targets all] [--rslora]\n"
+            "            [--seed S] [--recompute] [--device cpu]\n"
+            "  zen grad  --plan (--model DIR | --preset NAME [--dtype bf16]) --seq-len T [--batch B]\n"
+            "\n"
+            "exit codes: 0 success, 1 internal failure, 2 bad input or usage\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    int rc;
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    } else if (!strcmp(cmd, "init")) {
+        rc = zen_cmd_init(argc, argv);
+    } else if (!strcmp(cmd, "grad")) {
+        rc = zen_cmd_grad(argc, argv);
+    } else {
+        fprintf(stderr, "zen: unknown command '%s' (see zen --help)\n", cmd);
+        return 2;
+    }
+    if (rc) fprintf(stderr, "zen %s: error: %s\n", cmd, zen_last_error());
+    return rc;
+}

@@ -1,0 +1,83 @@
+/* util/file.c: small file helpers. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "error.h"
+#include "file.h"
+
+int zen_read_text_file(const char *path, char **out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return zen_fail(ZEN_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) != 0) {
+        fclose(f);
+        return zen_fail(ZEN_ERR_INPUT, "%s: cannot seek", path);
+    }
+    long size = ftell(f);
+    rewind(f);
+    if (size < 0 || size > (64L << 20)) {
+        fclose(f);
+        return zen_fail(ZEN_ERR_INPUT, "%s: not a readable text file of at most 64 MiB", path);
+    }
+    char *buf = zen_malloc((size_t)size + 1);
+    if (!buf) {
+        fclose(f);
+        return ZEN_ERR_INTERNAL;
+    }
+    size_t got = fread(buf, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size) {
+        free(buf);
+        return zen_fail(ZEN_ERR_INPUT, "%s: short read", path);
+    }
+    buf[size] = '\0';
+    *out = buf;
+    return 0;
+}
+
+int zen_write_text_file(const char *path, const char *text) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return zen_fail(ZEN_ERR_INPUT, "%s: cannot write: %s", tmp, strerror(errno));
+    size_t n = strlen(text);
+    int ok = fwrite(text, 1, n, f) == n;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return zen_fail(ZEN_ERR_INTERNAL, "%s: write failed: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+int zen_mkdir_p(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return zen_fail(ZEN_ERR_INPUT, "%s: cannot create directory: %s", buf, strerror(errno));
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return zen_fail(ZEN_ERR_INPUT, "%s: cannot create directory: %s", buf, strerror(errno));
+    struct stat st;
+    if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
+        return zen_fail(ZEN_ERR_INPUT, "%s: exists and is not a directory", buf);
+    return 0;
+}
+
+char *zen_path_join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *s = zen_malloc(n);
+    if (s) snprintf(s, n, "%s/%s", dir, name);
+    return s;
+}
+
+int zen_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}

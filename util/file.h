@@ -1,0 +1,17 @@
+/* util/file.h: small file helpers with one-line errors naming the path. */
+#ifndef ZEN_FILE_H
+#define ZEN_FILE_H
+#include <stddef.h>
+#include <stdlib.h>
+
+/* Reads a whole (small) text file into a NUL-terminated malloc'd buffer. */
+int zen_read_text_file(const char *path, char **out);
+/* Writes text to path atomically (path.tmp, then rename). */
+int zen_write_text_file(const char *path, const char *text);
+/* Creates a directory (and parents) if missing. */
+int zen_mkdir_p(const char *path);
+/* path joined as dir/name into a malloc'd string */
+char *zen_path_join(const char *dir, const char *name);
+int zen_file_exists(const char *path);
+
+#endif
