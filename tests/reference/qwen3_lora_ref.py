@@ -1,0 +1,92 @@
+"""tests/reference/qwen3_lora_ref.py: an independent float64 PyTorch
+implementation of the Qwen3 decoder with PEFT LoRA, written from Hugging Face's
+modeling_qwen3.py and PEFT's lora/layer.py (not from zen's C code). Autograd
+gives the reference gradients of the LoRA A and B matrices."""
+import math
+
+import torch
+
+from zen_files import MODULES
+
+
+def rms_norm(x, weight, eps):
+    # Qwen3RMSNorm: x * rsqrt(mean(x^2) + eps), then * weight
+    variance = x.pow(2).mean(-1, keepdim=True)
+    return weight * (x * torch.rsqrt(variance + eps))
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def rope_cos_sin(T, head_dim, theta):
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)  # [T, hd], not interleaved
+    return emb.cos(), emb.sin()
+
+
+class Qwen3LoraReference:
+    def __init__(self, config, weights, adapter_config=None, adapter=None):
+        self.cfg = config
+        self.w = {k: torch.tensor(v, dtype=torch.float64) for k, v in weights.items()}
+        self.lora = {}
+        self.scale = 0.0
+        if adapter_config is not None:
+            r, alpha = adapter_config["r"], adapter_config["lora_alpha"]
+            self.scale = alpha / math.sqrt(r) if adapter_config.get("use_rslora") else alpha / r
+            for k, v in adapter.items():
+                self.lora[k] = torch.tensor(v, dtype=torch.float64, requires_grad=True)
+
+    def linear(self, x, layer, target):
+        prefix = f"model.layers.{layer}.{MODULES[target]}.{target}"
+        y = x @ self.w[prefix + ".weight"].T
+        a = self.lora.get(f"base_model.model.{prefix}.lora_A.weight")
+        if a is not None:  # PEFT: base(x) + lora_B(lora_A(dropout(x))) * scaling
+            b = self.lora[f"base_model.model.{prefix}.lora_B.weight"]
+            y = y + (x @ a.T) @ b.T * self.scale
+        return y
+
+    def logits(self, tokens):
+        c = self.cfg
+        B, T = tokens.shape
+        nh, nkv, hd, eps = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], c["rms_norm_eps"]
+        cos, sin = rope_cos_sin(T, hd, c["rope_theta"])
+        causal = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+        x = self.w["model.embed_tokens.weight"][torch.as_tensor(tokens, dtype=torch.long)]
+        for l in range(c["num_hidden_layers"]):
+            p = f"model.layers.{l}."
+            h = rms_norm(x, self.w[p + "input_layernorm.weight"], eps)
+            q = self.linear(h, l, "q_proj").view(B, T, nh, hd)
+            k = self.linear(h, l, "k_proj").view(B, T, nkv, hd)
+            v = self.linear(h, l, "v_proj").view(B, T, nkv, hd)
+            q = rms_norm(q, self.w[p + "self_attn.q_norm.weight"], eps).transpose(1, 2)
+            k = rms_norm(k, self.w[p + "self_attn.k_norm.weight"], eps).transpose(1, 2)
+            v = v.transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            k = k.repeat_interleave(nh // nkv, dim=1)  # repeat_kv: head h reads kv head h // n_rep
+            v = v.repeat_interleave(nh // nkv, dim=1)
+            scores = q @ k.transpose(-1, -2) * hd ** -0.5 + causal
+            att = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, nh * hd)
+            x = x + self.linear(att, l, "o_proj")
+            h = rms_norm(x, self.w[p + "post_attention_layernorm.weight"], eps)
+            mlp = torch.nn.functional.silu(self.linear(h, l, "gate_proj")) * self.linear(h, l, "up_proj")
+            x = x + self.linear(mlp, l, "down_proj")
+        x = rms_norm(x, self.w["model.norm.weight"], eps)
+        head = self.w["model.embed_tokens.weight"] if c["tie_word_embeddings"] else self.w["lm_head.weight"]
+        return x @ head.T
+
+    def loss(self, inputs, targets, mask):
+        logits = self.logits(torch.as_tensor(inputs))
+        V = logits.shape[-1]
+        tok_loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, V), torch.as_tensor(targets, dtype=torch.long).reshape(-1), reduction="none")
+        m = torch.as_tensor(mask, dtype=torch.float64).reshape(-1)
+        return (tok_loss * m).sum() / m.sum()
+
+    def loss_and_grads(self, inputs, targets, mask):
+        loss = self.loss(inputs, targets, mask)
+        loss.backward()
+        return loss.item(), {k: v.grad.numpy() for k, v in self.lora.items()}
