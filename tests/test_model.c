@@ -1,1 +1,221 @@
-int main(void){return 0;}
+/* tests/test_model.c: model config checks, LoRA adapters (fresh init, PEFT round
+ * trip), the memory plan, and decoder properties that need no reference: a fresh
+ * adapter (B = 0) has zero A gradients; a batch of 2 gives the same gradients as
+ * two accumulated batches of 1 with the loss normalised over both. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model/config.h"
+#include "model/decoder.h"
+#include "model/lora.h"
+#include "model/model_init.h"
+#include "util/error.h"
+#include "util/file.h"
+
+static char dir[256];
+static zk_backend *be;
+
+static void expect_config_error(const char *json, const char *fragment) {
+    zen_config c;
+    int rc = zen_config_parse(&c, json, "cfg.json");
+    if (rc != ZEN_ERR_INPUT || !strstr(zen_last_error(), fragment))
+        fail_msg("rc %d, message '%s' (expected '%s')", rc, zen_last_error(), fragment);
+}
+
+static void test_presets(void **state) {
+    (void)state;
+    zen_config c;
+    assert_int_equal(zen_config_parse(&c, zen_preset_json("zen-nano-4b"), "zen-nano-4b"), 0);
+    assert_int_equal(c.hidden, 2560);
+    assert_int_equal(c.head_dim, 128);
+    assert_true(c.tied);
+    /* the real Qwen3-4B parameter count */
+    assert_true(zen_config_param_count(&c) == 4022468096LL);
+    assert_int_equal(zen_config_parse(&c, zen_preset_json("tiny"), "tiny"), 0);
+    assert_int_equal(zen_config_parse(&c, zen_preset_json("small"), "small"), 0);
+    assert_null(zen_preset_json("huge"));
+}
+
+static void test_config_errors(void **state) {
+    (void)state;
+    const char *base = zen_preset_json("tiny");
+    char buf[4096];
+    expect_config_error("{\"model_type\": \"llama\"}", "llama");
+    expect_config_error("[1]", "object");
+    expect_config_error("{", "not valid JSON");
+    /* drop one key at a time */
+    const char *keys[] = {"hidden_size", "num_key_value_heads", "head_dim", "rope_theta", "vocab_size",
+                          "tie_word_embeddings", "rms_norm_eps", "max_position_embeddings"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        char pattern[64];
+        snprintf(pattern, sizeof pattern, "\"%s\"", keys[k]);
+        snprintf(buf, sizeof buf, "%s", base);
+        char *at = strstr(buf, pattern);
+        assert_non_null(at);
+        at[1] = 'X'; /* rename the key */
+        expect_config_error(buf, keys[k]);
+    }
+    snprintf(buf, sizeof buf, "%s", base);
+    char *kv = strstr(buf, "\"num_key_value_heads\": 1");
+    memcpy(kv, "\"num_key_value_heads\": 3", 24);
+    expect_config_error(buf, "not a multiple");
+    snprintf(buf, sizeof buf, "%s", base);
+    char *hs = strstr(buf, "\"hidden_size\": 64");
+    memcpy(hs, "\"hidden_size\": -4", 17);
+    expect_config_error(buf, "hidden_size");
+}
+
+static void test_targets(void **state) {
+    (void)state;
+    unsigned m;
+    assert_int_equal(zen_lora_parse_targets("all", &m), 0);
+    assert_int_equal(m, 0x7f);
+    assert_int_equal(zen_lora_parse_targets("q,v_proj,down", &m), 0);
+    assert_int_equal(m, (1u << ZT_Q) | (1u << ZT_V) | (1u << ZT_DOWN));
+    assert_int_equal(zen_lora_parse_targets("q,lm_head", &m), ZEN_ERR_INPUT);
+    assert_non_null(strstr(zen_last_error(), "lm_head"));
+}
+
+static void test_fresh_adapter_and_peft_roundtrip(void **state) {
+    (void)state;
+    zen_config c;
+    zen_config_parse(&c, zen_preset_json("tiny"), "tiny");
+    zen_lora a, b;
+    assert_int_equal(zen_lora_create(&a, &c, be, 4, 16, 0, 0, 0x7f, 42), 0);
+    assert_true(fabsf(a.scale - 4.0f) < 1e-7f);
+    float bound = 1.0f / sqrtf((float)c.hidden);
+    float *q_a = zen_lora_A(&a, a.params, 1, ZT_Q), *q_b = zen_lora_B(&a, a.params, 1, ZT_Q);
+    double sum_sq = 0;
+    for (int i = 0; i < 4 * c.hidden; i++) {
+        assert_true(fabsf(q_a[i]) <= bound);
+        sum_sq += q_a[i] * q_a[i];
+    }
+    /* variance of U(-b, b) is b^2/3 */
+    assert_true(fabs(sum_sq / (4 * c.hidden) - bound * bound / 3) < 0.3 * bound * bound / 3);
+    for (int i = 0; i < 4 * (c.heads * c.head_dim); i++) assert_true(q_b[i] == 0.0f);
+    /* the same seed gives the same adapter */
+    assert_int_equal(zen_lora_create(&b, &c, be, 4, 16, 0, 0, 0x7f, 42), 0);
+    assert_memory_equal(a.params, b.params, a.num_params * sizeof(float));
+    zen_lora_free(&b);
+    /* rsLoRA scale alpha / sqrt(r) */
+    assert_int_equal(zen_lora_create(&b, &c, be, 4, 16, 1, 0, 1, 1), 0);
+    assert_true(fabsf(b.scale - 8.0f) < 1e-6f);
+    zen_lora_free(&b);
+
+    for (size_t i = 0; i < a.num_params; i++) a.params[i] = (float)i * 1e-3f; /* B != 0 too */
+    char path[300];
+    snprintf(path, sizeof path, "%s/adapter", dir);
+    assert_int_equal(zen_lora_save_peft(&a, &c, path, "base", ZEN_F32), 0);
+    assert_int_equal(zen_lora_load_peft(&b, &c, be, path), 0);
+    assert_int_equal(b.r, 4);
+    assert_int_equal(b.targets, 0x7f);
+    assert_memory_equal(a.params, b.params, a.num_params * sizeof(float));
+    zen_lora_free(&b);
+    /* the adapter does not fit a model with another shape */
+    zen_config other = c;
+    other.hidden = 32;
+    assert_int_equal(zen_lora_load_peft(&b, &other, be, path), ZEN_ERR_INPUT);
+    assert_non_null(strstr(zen_last_error(), "shape"));
+    zen_lora_free(&a);
+}
+
+static void test_plan(void **state) {
+    (void)state;
+    zen_config c;
+    zen_config_parse(&c, zen_preset_json("zen-nano-4b"), "p");
+    zen_plan keep = zen_plan_make(&c, 4, 8044936192ull, 8, 0x7f, 1, 2048, 0);
+    zen_plan rec = zen_plan_make(&c, 4, 8044936192ull, 8, 0x7f, 1, 2048, 1);
+    /* LoRA r=8 on all seven targets of Qwen3-4B: 57344 * 8 per layer * 36 layers */
+    assert_int_equal(keep.lora_params, (size_t)57344 * 8 * 36 * 4);
+    /* recompute keeps only each layer's input: [L+1, T, C] fp32 plus inputs */
+    assert_true(rec.saved_acts < keep.saved_acts / 10);
+    assert_true(rec.saved_acts >= (size_t)37 * 2048 * 2560 * 4);
+    assert_int_equal(keep.logits, (size_t)2048 * 151936 * 4);
+}
+
+/* a tiny zen-init model: zero A gradients for a fresh adapter, and batch
+ * accumulation that matches one batch */
+static void test_decoder_properties(void **state) {
+    (void)state;
+    char mdir[300];
+    snprintf(mdir, sizeof mdir, "%s/tiny", dir);
+    zen_config c;
+    const char *json = zen_preset_json("tiny");
+    zen_config_parse(&c, json, "tiny");
+    assert_int_equal(zen_model_write_random(mdir, json, &c, ZEN_F32, 3, 1ull << 40), 0);
+    zen_model m;
+    assert_int_equal(zen_model_load(&m, be, mdir), 0);
+    zen_lora lo;
+    assert_int_equal(zen_lora_create(&lo, &m.cfg, be, 2, 4, 0, 0, 0x7f, 5), 0);
+    assert_int_equal(zen_lora_alloc_grads(&lo), 0);
+    size_t T = 6;
+    int32_t in[12], tg[12];
+    uint8_t mask[12] = {1, 1, 0, 1, 1, 1, 0, 0, 1, 1, 1, 1};
+    for (int i = 0; i < 12; i++) in[i] = (i * 37) % 256, tg[i] = (i * 91 + 7) % 256;
+    zen_acts a2;
+    assert_int_equal(zen_acts_create(&a2, &m, &lo, 2, T, 0), 0);
+    double sum2, sum1a, sum1b;
+    float scale = 1.0f / 9.0f; /* 9 mask ones over both sequences */
+    assert_int_equal(zen_decoder_run(&m, &lo, &a2, in, tg, mask, scale, &sum2), 0);
+    float *g2 = malloc(lo.num_params * sizeof(float));
+    memcpy(g2, lo.grads, lo.num_params * sizeof(float));
+    /* B = 0, so dA = du^T x with du = scale * dy B = 0 */
+    for (int l = 0; l < c.layers; l++)
+        for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
+            int fin, fout;
+            zen_target_dims(&c, (zen_target)t, &fin, &fout);
+            float *gA = zen_lora_A(&lo, g2, l, t), *gB = zen_lora_B(&lo, g2, l, t);
+            double nB = 0;
+            for (int i = 0; i < 2 * fin; i++) assert_true(gA[i] == 0.0f);
+            for (int i = 0; i < 2 * fout; i++) nB += fabs(gB[i]);
+            assert_true(nB > 0);
+        }
+    zen_lora_zero_grads(&lo);
+    zen_acts a1;
+    assert_int_equal(zen_acts_create(&a1, &m, &lo, 1, T, 0), 0);
+    assert_int_equal(zen_decoder_run(&m, &lo, &a1, in, tg, mask, scale, &sum1a), 0);
+    assert_int_equal(zen_decoder_run(&m, &lo, &a1, in + T, tg + T, mask + T, scale, &sum1b), 0);
+    assert_true(fabs(sum1a + sum1b - sum2) < 1e-5 * fabs(sum2));
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < lo.num_params; i++) {
+        diff += (lo.grads[i] - g2[i]) * (double)(lo.grads[i] - g2[i]);
+        norm += (double)g2[i] * g2[i];
+    }
+    assert_true(sqrt(diff / norm) < 1e-5);
+    /* token ids outside the vocab are refused with their position */
+    in[7] = 300;
+    assert_int_equal(zen_decoder_run(&m, &lo, &a1, in + T, tg, mask, 0, &sum1a), ZEN_ERR_INPUT);
+    assert_non_null(strstr(zen_last_error(), "position 1"));
+    free(g2);
+    zen_acts_free(&a1);
+    zen_acts_free(&a2);
+    zen_lora_free(&lo);
+    zen_model_free(&m);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/zen_test_model_%d", (int)getpid());
+    zen_mkdir_p(dir);
+    be = zk_open("cpu");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_presets),
+        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_targets),
+        cmocka_unit_test(test_fresh_adapter_and_peft_roundtrip),
+        cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_decoder_properties),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    zk_close(be);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) rc |= 0;
+    return rc;
+}

@@ -11,13 +11,13 @@ int zen_cli_parse(int argc, char **argv, int first, zen_opt *opts, int nopts, co
         zen_opt *o = NULL;
         for (int k = 0; k < nopts; k++)
             if (!strcmp(argv[i], opts[k].name)) o = &opts[k];
-        if (!o) return zen_fail(ZEN_ERR_INPUT, "zen %s: unknown option '%s' (see zen %s --help)", cmd, argv[i], cmd);
+        if (!o) return zen_fail(ZEN_ERR_INPUT, "unknown option '%s' (see zen %s --help)", argv[i], cmd);
         if (!o->takes_value) {
             o->value = "1";
             continue;
         }
         if (i + 1 >= argc)
-            return zen_fail(ZEN_ERR_INPUT, "zen %s: option %s needs a value", cmd, argv[i]);
+            return zen_fail(ZEN_ERR_INPUT, "option %s needs a value", argv[i]);
         o->value = argv[++i];
     }
     return 0;
@@ -63,7 +63,8 @@ int zen_cli_float(const zen_opt *opts, int nopts, const char *name, double def, 
 
 int zen_cli_require(const zen_opt *opts, int nopts, const char *name, const char *cmd,
                     const char **out) {
+    (void)cmd; /* main prefixes every message with "zen <cmd>:" */
     *out = zen_cli_get(opts, nopts, name);
-    if (!*out) return zen_fail(ZEN_ERR_INPUT, "zen %s: missing required option %s", cmd, name);
+    if (!*out) return zen_fail(ZEN_ERR_INPUT, "missing required option %s", name);
     return 0;
 }

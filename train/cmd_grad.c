@@ -112,11 +112,11 @@ int zen_cmd_grad(int argc, char **argv) {
         (rc = zen_cli_int(o, n, "--seed", 0, 0, (1LL << 62), &seed)) ||
         (rc = zen_lora_parse_targets(targets_s ? targets_s : "all", &targets)))
         return rc;
-    if (T < 0) return zen_fail(ZEN_ERR_INPUT, "zen grad: missing required option --seq-len");
+    if (T < 0) return zen_fail(ZEN_ERR_INPUT, "missing required option --seq-len");
     const char *model_dir = zen_cli_get(o, n, "--model"), *preset = zen_cli_get(o, n, "--preset");
     if (zen_cli_get(o, n, "--plan")) {
         if (!model_dir == !preset)
-            return zen_fail(ZEN_ERR_INPUT, "zen grad --plan: give exactly one of --model or --preset");
+            return zen_fail(ZEN_ERR_INPUT, "--plan: give exactly one of --model or --preset");
         return run_plan(model_dir, preset, zen_cli_get(o, n, "--dtype"), (int)rank, targets, (size_t)B,
                         (size_t)T);
     }
@@ -128,7 +128,7 @@ int zen_cmd_grad(int argc, char **argv) {
         return rc;
     if (adapter_dir && (zen_cli_get(o, n, "--rank") || zen_cli_get(o, n, "--alpha") || targets_s ||
                         zen_cli_get(o, n, "--rslora")))
-        return zen_fail(ZEN_ERR_INPUT, "zen grad: --rank/--alpha/--targets/--rslora describe a fresh adapter "
+        return zen_fail(ZEN_ERR_INPUT, "--rank/--alpha/--targets/--rslora describe a fresh adapter "
                                        "and cannot be combined with --adapter");
 
     zk_backend *be = zk_open(device ? device : "cpu");

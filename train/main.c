@@ -23,7 +23,7 @@ static void usage(FILE *out) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        usage(stderr);
+        fprintf(stderr, "zen: missing command (see zen --help)\n");
         return 2;
     }
     const char *cmd = argv[1];

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""tests/reference/test_cli_errors.py: every bad input a user can give zen init /
+zen grad (flags, configs, weights, datasets, adapters) exits with code 2 and one
+line on stderr naming what is wrong; never a crash."""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from zen_files import read_safetensors, write_adapter, write_safetensors, write_tokens  # noqa: E402
+
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--zen", required=True)
+    ap.add_argument("--work", required=True)
+    args = ap.parse_args()
+    zen, work = args.zen, args.work
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    w = lambda *p: os.path.join(work, *p)  # noqa: E731
+    rng = np.random.default_rng(7)
+
+    subprocess.run([zen, "init", "--preset", "tiny", "--out", w("model")], check=True, capture_output=True)
+    with open(w("model", "config.json")) as f:
+        cfg = json.load(f)
+    write_tokens(w("good.h5"), rng.integers(0, 256, 100), 256)
+    write_adapter(w("adapter"), cfg, 2, 4, ALL, rng)
+
+    def model_variant(name, edit_config=None, edit_weights=None, truncate=None):
+        d = w(name)
+        shutil.copytree(w("model"), d)
+        if edit_config:
+            c = dict(cfg)
+            edit_config(c)
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump(c, f)
+        st = os.path.join(d, "model.safetensors")
+        if edit_weights:
+            weights, _ = read_safetensors(st)
+            edit_weights(weights)
+            write_safetensors(st, weights)
+        if truncate:
+            with open(st, "r+b") as f:
+                f.truncate(os.path.getsize(st) - truncate)
+        return d
+
+    def data_variant(name, build):
+        path = w(name)
+        with h5py.File(path, "w") as f:
+            build(f)
+        return path
+
+    def adapter_variant(name, edit_config=None, edit_tensors=None):
+        d = w(name)
+        shutil.copytree(w("adapter"), d)
+        if edit_config:
+            with open(os.path.join(d, "adapter_config.json")) as f:
+                c = json.load(f)
+            edit_config(c)
+            with open(os.path.join(d, "adapter_config.json"), "w") as f:
+                json.dump(c, f)
+        if edit_tensors:
+            st = os.path.join(d, "adapter_model.safetensors")
+            t, _ = read_safetensors(st)
+            edit_tensors(t)
+            write_safetensors(st, t)
+        return d
+
+    def grad(model=None, data=None, extra=(), adapter=None):
+        cmd = [zen, "grad", "--model", model or w("model"), "--data", data or w("good.h5"), "--seq-len", "8",
+               "--batch", "2", "--out", w("g.safetensors")]
+        if adapter:
+            cmd += ["--adapter", adapter]
+        return cmd + list(extra)
+
+    def with_tokens(tokens, mask=None, vocab=256):
+        def build(f):
+            f.create_dataset("tokens", data=tokens)
+            if mask is not None:
+                f.create_dataset("loss_mask", data=mask)
+            if vocab is not None:
+                f.attrs["vocab_size"] = vocab
+        return build
+
+    toks = np.arange(100, dtype=np.int32) % 256
+    cases = [
+        ("no command", [zen], "missing command"),
+        ("unknown command", [zen, "fly"], "fly"),
+        ("unknown option", grad(extra=["--bogus"]), "--bogus"),
+        ("missing value", [zen, "grad", "--model"], "--model"),
+        ("missing --data", [zen, "grad", "--model", w("model"), "--seq-len", "8", "--out", w("x")], "--data"),
+        ("bad integer", grad(extra=["--seq-len", "abc"]), "--seq-len"),
+        ("zero batch", grad(extra=["--batch", "0"]), "--batch"),
+        ("device cuda in a CPU build", grad(extra=["--device", "cuda"]), "cuda"),
+        ("unknown device", grad(extra=["--device", "tpu"]), "tpu"),
+        ("unknown target", grad(extra=["--targets", "q,embed"]), "embed"),
+        ("adapter with --rank", grad(adapter=w("adapter"), extra=["--rank", "4"]), "--rank"),
+        ("unknown preset", [zen, "init", "--preset", "huge", "--out", w("x")], "huge"),
+        ("bad dtype", [zen, "init", "--preset", "tiny", "--dtype", "f8", "--out", w("x")], "f8"),
+        ("preset and config", [zen, "init", "--preset", "tiny", "--config", "c.json", "--out", w("x")], "exactly one"),
+        ("missing model dir", grad(model=w("nowhere")), "nowhere"),
+        ("other model_type", grad(model=model_variant("llama", lambda c: c.update(model_type="llama"))), "llama"),
+        ("heads not dividing", grad(model=model_variant("heads", lambda c: c.update(num_key_value_heads=3))),
+         "num_key_value_heads"),
+        ("config missing key", grad(model=model_variant("nokey", lambda c: c.pop("rope_theta"))), "rope_theta"),
+        ("truncated weights", grad(model=model_variant("trunc", truncate=100)), "model.safetensors"),
+        ("missing tensor", grad(model=model_variant("notensor", edit_weights=lambda t: t.pop(
+            "model.layers.1.mlp.up_proj.weight"))), "model.layers.1.mlp.up_proj.weight"),
+        ("wrong shape", grad(model=model_variant("shape", edit_weights=lambda t: t.update(
+            {"model.norm.weight": np.ones(3)}))), "model.norm.weight"),
+        ("data not HDF5", grad(data=w("model", "config.json")), "not an HDF5 file"),
+        ("data missing", grad(data=w("absent.h5")), "absent.h5"),
+        ("no /tokens", grad(data=data_variant("notokens.h5", lambda f: f.create_dataset("tok", data=toks))),
+         "/tokens"),
+        ("float tokens", grad(data=data_variant("float.h5", with_tokens(toks.astype(np.float32)))), "dtype"),
+        ("2-D tokens", grad(data=data_variant("rank2.h5", with_tokens(toks.reshape(10, 10)))), "rank 2"),
+        ("mask length", grad(data=data_variant("masklen.h5", with_tokens(toks, np.ones(99, np.uint8)))),
+         "loss_mask"),
+        ("mask value", grad(data=data_variant("maskval.h5", with_tokens(toks, np.full(100, 2, np.uint8)))),
+         "loss_mask[0] = 2"),
+        ("token out of vocab", grad(data=data_variant("vocab.h5", with_tokens(np.where(
+            np.arange(100) == 57, 999, toks).astype(np.int32)))), "/tokens[57] = 999"),
+        ("no vocab_size", grad(data=data_variant("novocab.h5", with_tokens(toks, vocab=None))), "vocab_size"),
+        ("fewer tokens than a batch", grad(data=data_variant("short.h5", with_tokens(toks[:12]))), "fewer than one batch"),
+        ("batch 0 fully masked", grad(data=data_variant("masked.h5", with_tokens(toks, np.where(
+            np.arange(100) < 20, 0, 1).astype(np.uint8)))), "no target token"),
+        ("adapter missing", grad(adapter=w("noadapter")), "adapter_config.json"),
+        ("adapter bad target", grad(adapter=adapter_variant("abad", edit_config=lambda c: c.update(
+            target_modules=["q_proj", "lm_head"]))), "lm_head"),
+        ("adapter wrong shape", grad(adapter=adapter_variant("ashape", edit_tensors=lambda t: t.update(
+            {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": np.ones((2, 5))}))), "shape"),
+        ("adapter missing tensor", grad(adapter=adapter_variant("amiss", edit_tensors=lambda t: t.pop(
+            "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"))), "down_proj.lora_B"),
+        ("adapter dora", grad(adapter=adapter_variant("adora", edit_config=lambda c: c.update(use_dora=True))),
+         "use_dora"),
+    ]
+    failed = 0
+    for name, cmd, fragment in cases:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        lines = p.stderr.strip().splitlines()
+        ok = p.returncode == 2 and len(lines) == 1 and fragment in lines[0]
+        if not ok:
+            failed += 1
+            print(f"FAIL {name}: exit {p.returncode}, stderr: {p.stderr.strip()!r} (expected '{fragment}')")
+        else:
+            print(f"ok   {name}: {lines[0]}")
+    print(f"{len(cases) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
