@@ -26,6 +26,24 @@ typedef struct {
     zen_dtype dtype;
 } zk_weight;
 
+/* LoRA dropout (PEFT: lora_B(lora_A(dropout(x)))): element i of x is kept with
+ * probability 1-p and scaled by 1/(1-p); the keep mask is a pure function of
+ * (seed, i), so backward (and recompute) regenerate it instead of storing it.
+ * p = 0 means no dropout. */
+typedef struct {
+    float p;
+    uint64_t seed;
+} zk_dropout;
+
+/* 1 if element i survives dropout with this seed and probability p */
+static inline int zk_dropout_keep(uint64_t seed, size_t i, float p) {
+    uint64_t z = seed + (uint64_t)i * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (z >> 40) >= (uint64_t)(p * 16777216.0f);
+}
+
 typedef struct zk_backend zk_backend;
 
 struct zk_backend {
@@ -56,13 +74,16 @@ struct zk_backend {
     /* dx[N,in] (+)= dy[N,out] W[out,in] */
     void (*linear_bwd)(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N,
                        size_t in, size_t out, int accumulate);
-    /* LoRA branch: u[N,r] = x[N,in] A[r,in]^T;  y[N,out] += scale * u B[out,r]^T */
+    /* LoRA branch, with xd = dropout(x) (xd = x when drop is NULL or p = 0):
+     * u[N,r] = xd[N,in] A[r,in]^T;  y[N,out] += scale * u B[out,r]^T */
     void (*lora_fwd)(zk_backend *be, void *y, float *u, const void *x, const float *A,
-                     const float *B, size_t N, size_t in, size_t out, size_t r, float scale);
-    /* du[N,r] = scale * dy B;  dB += scale * dy^T u;  dA += du^T x;  dx[N,in] += du A */
+                     const float *B, size_t N, size_t in, size_t out, size_t r, float scale,
+                     const zk_dropout *drop);
+    /* du[N,r] = scale * dy B;  dB += scale * dy^T u;  dA += du^T xd;
+     * dx[N,in] += dropout'(du A) (the same mask and 1/(1-p) as the forward) */
     void (*lora_bwd)(zk_backend *be, void *dx, float *dA, float *dB, float *du, const void *dy,
                      const void *x, const float *u, const float *A, const float *B, size_t N,
-                     size_t in, size_t out, size_t r, float scale);
+                     size_t in, size_t out, size_t r, float scale, const zk_dropout *drop);
     /* y[n] = a[n] + b[n] (residual stream) */
     void (*add)(zk_backend *be, void *y, const void *a, const void *b, size_t n);
 
@@ -97,6 +118,17 @@ struct zk_backend {
     /* dg, du overwritten */
     void (*swiglu_bwd)(zk_backend *be, void *dg, void *du, const void *dh, const void *g,
                        const void *u, size_t n);
+
+    /* --- optimizer (fp32 LoRA state) --- */
+    /* sum of squares of x[n], accumulated in double */
+    double (*sum_squares)(zk_backend *be, const float *x, size_t n);
+    /* AdamW (PyTorch semantics) on n parameters; g is multiplied by grad_scale
+     * first (clipping); step is the 1-based update count for bias correction:
+     *   p -= lr * wd * p;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+     *   p -= lr * (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps) */
+    void (*adamw)(zk_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                  long step);
 
     /* --- embedding and loss --- */
     /* out[N,C] = W[tokens[n], :]  (tokens: device int32 [N]) */

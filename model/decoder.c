@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "../util/error.h"
+#include "../util/rng.h"
 #include "decoder.h"
 
 /* ---------------- arena layout ---------------- */
@@ -175,16 +176,32 @@ void zen_acts_free(zen_acts *a) {
 
 /* ---------------- forward ---------------- */
 
-/* y[N,out] = x W^T (+ LoRA branch, saving u = x A^T) */
-static void project(const zen_model *m, const zen_lora *lo, int l, zen_target t, void *y,
-                    const void *x, float *u, size_t N) {
+/* the LoRA dropout of projection t in layer l for this run: its own mask seed
+ * per (run seed, layer, target), as PEFT gives each LoRA layer its own dropout */
+static zk_dropout lora_dropout(const zen_lora *lo, const zen_acts *a, int l, zen_target t) {
+    zk_dropout d = {0.0f, 0};
+    if (a->dropout_seed && lo->dropout > 0.0f) {
+        zen_rng rng;
+        zen_rng_seed(&rng, a->dropout_seed ^ ((uint64_t)(l * ZEN_NUM_TARGETS + (int)t + 1) << 32));
+        d.p = lo->dropout;
+        d.seed = zen_rng_next(&rng);
+    }
+    return d;
+}
+
+/* y[N,out] = x W^T (+ LoRA branch, saving u = dropout(x) A^T) */
+static void project(const zen_model *m, const zen_lora *lo, const zen_acts *a, int l, zen_target t,
+                    void *y, const void *x, float *u) {
     zk_backend *be = m->be;
+    size_t N = a->B * a->T;
     int in, out;
     zen_target_dims(&m->cfg, t, &in, &out);
     be->linear_fwd(be, y, x, &m->layers[l].proj[t], N, (size_t)in, (size_t)out);
-    if (zen_lora_has(lo, t))
+    if (zen_lora_has(lo, t)) {
+        zk_dropout drop = lora_dropout(lo, a, l, t);
         be->lora_fwd(be, y, u, x, zen_lora_A(lo, lo->params, l, t), zen_lora_B(lo, lo->params, l, t), N,
-                     (size_t)in, (size_t)out, (size_t)lo->r, lo->scale);
+                     (size_t)in, (size_t)out, (size_t)lo->r, lo->scale, &drop);
+    }
 }
 
 static void layer_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, int l,
@@ -197,23 +214,23 @@ static void layer_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, i
 
     /* attention block */
     be->rmsnorm_fwd(be, s->xn1, s->rstd1, x_in, w->attn_norm, N, C, c->rms_eps);
-    project(m, lo, l, ZT_Q, s->q_pre, s->xn1, s->lora_u[ZT_Q], N);
-    project(m, lo, l, ZT_K, s->k_pre, s->xn1, s->lora_u[ZT_K], N);
-    project(m, lo, l, ZT_V, s->v, s->xn1, s->lora_u[ZT_V], N);
+    project(m, lo, a, l, ZT_Q, s->q_pre, s->xn1, s->lora_u[ZT_Q]);
+    project(m, lo, a, l, ZT_K, s->k_pre, s->xn1, s->lora_u[ZT_K]);
+    project(m, lo, a, l, ZT_V, s->v, s->xn1, s->lora_u[ZT_V]);
     be->rmsnorm_fwd(be, s->q, s->rstd_q, s->q_pre, w->q_norm, N * nh, hd, c->rms_eps);
     be->rmsnorm_fwd(be, s->k, s->rstd_k, s->k_pre, w->k_norm, N * nkv, hd, c->rms_eps);
     be->rope_fwd(be, s->q, B, T, nh, hd, c->rope_theta);
     be->rope_fwd(be, s->k, B, T, nkv, hd, c->rope_theta);
     be->attention_fwd(be, s->att, s->lse, s->q, s->k, s->v, B, T, nh, nkv, hd);
-    project(m, lo, l, ZT_O, a->tmp_c, s->att, s->lora_u[ZT_O], N);
+    project(m, lo, a, l, ZT_O, a->tmp_c, s->att, s->lora_u[ZT_O]);
     be->add(be, s->x_mid, x_in, a->tmp_c, N * C);
 
     /* MLP block */
     be->rmsnorm_fwd(be, s->xn2, s->rstd2, s->x_mid, w->ffn_norm, N, C, c->rms_eps);
-    project(m, lo, l, ZT_GATE, s->gate, s->xn2, s->lora_u[ZT_GATE], N);
-    project(m, lo, l, ZT_UP, s->up, s->xn2, s->lora_u[ZT_UP], N);
+    project(m, lo, a, l, ZT_GATE, s->gate, s->xn2, s->lora_u[ZT_GATE]);
+    project(m, lo, a, l, ZT_UP, s->up, s->xn2, s->lora_u[ZT_UP]);
     be->swiglu_fwd(be, s->h, s->gate, s->up, N * F);
-    project(m, lo, l, ZT_DOWN, a->tmp_c, s->h, s->lora_u[ZT_DOWN], N);
+    project(m, lo, a, l, ZT_DOWN, a->tmp_c, s->h, s->lora_u[ZT_DOWN]);
     be->add(be, x_out, s->x_mid, a->tmp_c, N * C);
 }
 
@@ -228,10 +245,12 @@ static void project_backward(const zen_model *m, const zen_lora *lo, zen_acts *a
     int in, out;
     zen_target_dims(&m->cfg, t, &in, &out);
     be->linear_bwd(be, dx, dy, &m->layers[l].proj[t], N, (size_t)in, (size_t)out, accumulate);
-    if (zen_lora_has(lo, t))
+    if (zen_lora_has(lo, t)) {
+        zk_dropout drop = lora_dropout(lo, a, l, t);
         be->lora_bwd(be, dx, zen_lora_A(lo, lo->grads, l, t), zen_lora_B(lo, lo->grads, l, t), a->dlora_u,
                      dy, x, u, zen_lora_A(lo, lo->params, l, t), zen_lora_B(lo, lo->params, l, t), N,
-                     (size_t)in, (size_t)out, (size_t)lo->r, lo->scale);
+                     (size_t)in, (size_t)out, (size_t)lo->r, lo->scale, &drop);
+    }
 }
 
 /* On entry a->dres holds dLoss/dx_out of layer l; on exit dLoss/dx_in. */
@@ -278,7 +297,7 @@ static int check_tokens(const int32_t *ids, size_t N, size_t T, int vocab, const
 
 int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
                     const int32_t *targets, const uint8_t *mask, float grad_scale,
-                    double *loss_sum) {
+                    uint64_t dropout_seed, double *loss_sum) {
     zk_backend *be = m->be;
     const zen_config *c = &m->cfg;
     size_t B = a->B, T = a->T, N = B * T, C = (size_t)c->hidden, V = (size_t)c->vocab;
@@ -289,6 +308,7 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
     int rc = check_tokens(inputs, N, T, c->vocab, "input");
     if (!rc) rc = check_tokens(targets, N, T, c->vocab, "target");
     if (rc) return rc;
+    a->dropout_seed = dropout_seed;
 
     float *host = zen_malloc(N * sizeof(float)); /* [N] mask as floats, then losses */
     if (!host) return ZEN_ERR_INTERNAL;

@@ -58,6 +58,7 @@ typedef struct {
     void *dk, *dk_pre, *dv; /* [N, nkv*hd] */
     void *dh, *dg, *du;     /* [N, F] */
     float *dlora_u;    /* [N, r] */
+    uint64_t dropout_seed; /* of the current run; 0 = no LoRA dropout */
 } zen_acts;
 
 /* Bytes of each part of a training step's memory, for the printed plan. */
@@ -84,9 +85,11 @@ void zen_acts_free(zen_acts *a);
  * (0/1). Returns in *loss_sum the sum of mask * token loss (double). If
  * grad_scale != 0, also runs backward and accumulates (+=) the gradients of
  * grad_scale * loss_sum into lo->grads (allocated beforehand).
+ * dropout_seed != 0 applies the adapter's LoRA dropout (training), with masks
+ * drawn from that seed; 0 runs without dropout (evaluation, zen grad).
  * Token ids outside [0, vocab) are refused with an error naming the position. */
 int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
                     const int32_t *targets, const uint8_t *mask, float grad_scale,
-                    double *loss_sum);
+                    uint64_t dropout_seed, double *loss_sum);
 
 #endif

@@ -23,13 +23,14 @@ typedef struct {
     float *x, *W, *A, *B, *y, *u, *w;
     float scale;
     int lora;
+    zk_dropout drop;
 } lin_ctx;
 
 static double lin_loss(void *p) {
     lin_ctx *c = p;
     zk_weight W = {c->W, ZEN_F32};
     be->linear_fwd(be, c->y, c->x, &W, c->N, c->in, c->out);
-    if (c->lora) be->lora_fwd(be, c->y, c->u, c->x, c->A, c->B, c->N, c->in, c->out, c->r, c->scale);
+    if (c->lora) be->lora_fwd(be, c->y, c->u, c->x, c->A, c->B, c->N, c->in, c->out, c->r, c->scale, &c->drop);
     return dot_weights(c->y, c->w, c->N * c->out);
 }
 
@@ -64,7 +65,7 @@ static void test_linear_lora_backward(void **state) {
     memset(dA, 0, sizeof dA);
     memset(dB, 0, sizeof dB);
     be->linear_bwd(be, dx, w, &Wt, c.N, c.in, c.out, 0);
-    be->lora_bwd(be, dx, dA, dB, du, w, x, u, A, B, c.N, c.in, c.out, c.r, c.scale);
+    be->lora_bwd(be, dx, dA, dB, du, w, x, u, A, B, c.N, c.in, c.out, c.r, c.scale, &c.drop);
     double ex = fd_relative_error(lin_loss, &c, x, 60, dx, FD_H);
     double eA = fd_relative_error(lin_loss, &c, A, 30, dA, FD_H);
     double eB = fd_relative_error(lin_loss, &c, B, 27, dB, FD_H);
@@ -77,6 +78,38 @@ static void test_linear_lora_backward(void **state) {
     float dx_plain[60];
     be->linear_bwd(be, dx_plain, w, &Wt, c.N, c.in, c.out, 0);
     for (int i = 0; i < 60; i++) assert_true(fabsf(dx2[i] - 1.0f - dx_plain[i]) < 1e-5f);
+}
+
+/* LoRA dropout: the mask is a fixed function of the seed, so the loss is smooth
+ * in x, A and B and finite differences still apply */
+static void test_lora_dropout(void **state) {
+    (void)state;
+    lin_ctx c = {.N = 8, .in = 12, .out = 5, .r = 2, .scale = 2.0f, .lora = 1, .drop = {0.3f, 99}};
+    float x[96], W[60], A[24], B[10], y[40], u[16], w[40], dx[96], dA[24] = {0}, dB[10] = {0}, du[16];
+    c.x = x, c.W = W, c.A = A, c.B = B, c.y = y, c.u = u, c.w = w;
+    fill_uniform(x, 96, 1, 30);
+    fill_uniform(W, 60, 0.5f, 31);
+    fill_uniform(A, 24, 0.5f, 32);
+    fill_uniform(B, 10, 0.5f, 33);
+    fill_uniform(w, 40, 1, 34);
+    lin_loss(&c);
+    zk_weight Wt = {W, ZEN_F32};
+    be->linear_bwd(be, dx, w, &Wt, c.N, c.in, c.out, 0);
+    be->lora_bwd(be, dx, dA, dB, du, w, x, u, A, B, c.N, c.in, c.out, c.r, c.scale, &c.drop);
+    double ex = fd_relative_error(lin_loss, &c, x, 96, dx, FD_H);
+    double eA = fd_relative_error(lin_loss, &c, A, 24, dA, FD_H);
+    double eB = fd_relative_error(lin_loss, &c, B, 10, dB, FD_H);
+    printf("lora dropout 0.3: rel err dx %.2e dA %.2e dB %.2e\n", ex, eA, eB);
+    assert_true(ex < FD_TOL && eA < FD_TOL && eB < FD_TOL);
+    /* about 30% of a large input is dropped, and another seed drops others */
+    int kept = 0, same = 0;
+    for (size_t i = 0; i < 100000; i++) {
+        int k = zk_dropout_keep(99, i, 0.3f);
+        kept += k;
+        same += k == zk_dropout_keep(100, i, 0.3f);
+    }
+    assert_true(kept > 69000 && kept < 71000);
+    assert_true(same < 60000);
 }
 
 /* bf16 and f16 weights are widened a chunk of rows at a time; out is large
@@ -399,6 +432,7 @@ int main(void) {
         cmocka_unit_test(test_dtype_roundtrip),
         cmocka_unit_test(test_linear_forward_naive),
         cmocka_unit_test(test_linear_lora_backward),
+        cmocka_unit_test(test_lora_dropout),
         cmocka_unit_test(test_linear_half_weights_chunked),
         cmocka_unit_test(test_rmsnorm_hand),
         cmocka_unit_test(test_rmsnorm_backward),

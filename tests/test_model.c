@@ -163,7 +163,7 @@ static void test_decoder_properties(void **state) {
     assert_int_equal(zen_acts_create(&a2, &m, &lo, 2, T, 0), 0);
     double sum2, sum1a, sum1b;
     float scale = 1.0f / 9.0f; /* 9 mask ones over both sequences */
-    assert_int_equal(zen_decoder_run(&m, &lo, &a2, in, tg, mask, scale, &sum2), 0);
+    assert_int_equal(zen_decoder_run(&m, &lo, &a2, in, tg, mask, scale, 0, &sum2), 0);
     float *g2 = malloc(lo.num_params * sizeof(float));
     memcpy(g2, lo.grads, lo.num_params * sizeof(float));
     /* B = 0, so dA = du^T x with du = scale * dy B = 0 */
@@ -180,8 +180,8 @@ static void test_decoder_properties(void **state) {
     zen_lora_zero_grads(&lo);
     zen_acts a1;
     assert_int_equal(zen_acts_create(&a1, &m, &lo, 1, T, 0), 0);
-    assert_int_equal(zen_decoder_run(&m, &lo, &a1, in, tg, mask, scale, &sum1a), 0);
-    assert_int_equal(zen_decoder_run(&m, &lo, &a1, in + T, tg + T, mask + T, scale, &sum1b), 0);
+    assert_int_equal(zen_decoder_run(&m, &lo, &a1, in, tg, mask, scale, 0, &sum1a), 0);
+    assert_int_equal(zen_decoder_run(&m, &lo, &a1, in + T, tg + T, mask + T, scale, 0, &sum1b), 0);
     assert_true(fabs(sum1a + sum1b - sum2) < 1e-5 * fabs(sum2));
     double diff = 0, norm = 0;
     for (size_t i = 0; i < lo.num_params; i++) {
@@ -191,7 +191,7 @@ static void test_decoder_properties(void **state) {
     assert_true(sqrt(diff / norm) < 1e-5);
     /* token ids outside the vocab are refused with their position */
     in[7] = 300;
-    assert_int_equal(zen_decoder_run(&m, &lo, &a1, in + T, tg, mask, 0, &sum1a), ZEN_ERR_INPUT);
+    assert_int_equal(zen_decoder_run(&m, &lo, &a1, in + T, tg, mask, 0, 0, &sum1a), ZEN_ERR_INPUT);
     assert_non_null(strstr(zen_last_error(), "position 1"));
     free(g2);
     zen_acts_free(&a1);

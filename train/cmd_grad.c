@@ -163,7 +163,7 @@ int zen_cmd_grad(int argc, char **argv) {
     if ((rc = zen_acts_create(&a, &m, &lo, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL)))
         goto done;
     double loss_sum;
-    if ((rc = zen_decoder_run(&m, &lo, &a, inputs, tgts, mask, 1.0f / (float)count, &loss_sum))) goto done;
+    if ((rc = zen_decoder_run(&m, &lo, &a, inputs, tgts, mask, 1.0f / (float)count, 0, &loss_sum))) goto done;
     double loss = loss_sum / (double)count;
     char loss_text[64], tokens_text[32];
     snprintf(loss_text, sizeof loss_text, "%.17g", loss);

@@ -52,19 +52,20 @@ static void cpu_copy_act_back(zk_backend *be, float *dst, const void *src, size_
     cpu_copy(be, dst, src, count * sizeof(float));
 }
 
-float *cpu_widen_scratch(zk_backend *be, size_t elems) {
+float *cpu_scratch(zk_backend *be, int slot, size_t elems) {
     cpu_ctx *ctx = be->ctx;
-    if (elems > ctx->widen_capacity) {
-        free(ctx->widen_scratch);
-        ctx->widen_scratch = malloc(elems * sizeof(float));
-        ctx->widen_capacity = ctx->widen_scratch ? elems : 0;
+    if (elems > ctx->scratch_capacity[slot]) {
+        free(ctx->scratch[slot]);
+        ctx->scratch[slot] = malloc(elems * sizeof(float));
+        ctx->scratch_capacity[slot] = ctx->scratch[slot] ? elems : 0;
+        if (!ctx->scratch[slot]) abort(); /* a few MiB: failing here means the machine is out of memory */
     }
-    return ctx->widen_scratch;
+    return ctx->scratch[slot];
 }
 
 static void cpu_destroy(zk_backend *be) {
     cpu_ctx *ctx = be->ctx;
-    free(ctx->widen_scratch);
+    for (int i = 0; i < 3; i++) free(ctx->scratch[i]);
     free(ctx->rope_cos);
     free(ctx->rope_sin);
     free(ctx);
@@ -108,5 +109,7 @@ zk_backend *zk_cpu_create(void) {
     be->embedding_fwd = cpu_embedding_fwd;
     be->embedding_bwd = cpu_embedding_bwd;
     be->xent = cpu_xent;
+    be->sum_squares = cpu_sum_squares;
+    be->adamw = cpu_adamw;
     return be;
 }

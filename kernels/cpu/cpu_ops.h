@@ -7,24 +7,30 @@
 
 /* backend-private state */
 typedef struct {
-    float *widen_scratch;   /* fp32 copy of a chunk of a bf16/f16 weight */
-    size_t widen_capacity;  /* elements */
+    float *scratch[3];      /* reusable fp32 buffers, see CPU_SCRATCH_* */
+    size_t scratch_capacity[3]; /* elements */
     float *rope_cos, *rope_sin; /* [T, hd/2] tables for the cached (T, hd, theta) */
     size_t rope_T, rope_hd;
     double rope_theta;
 } cpu_ctx;
 
-float *cpu_widen_scratch(zk_backend *be, size_t elems);
+/* scratch slots: a widened weight chunk, and the two LoRA dropout buffers */
+enum { CPU_SCRATCH_WIDEN = 0, CPU_SCRATCH_DROP_X = 1, CPU_SCRATCH_DROP_DX = 2 };
+float *cpu_scratch(zk_backend *be, int slot, size_t elems);
 
 void cpu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N,
                     size_t in, size_t out);
 void cpu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N,
                     size_t in, size_t out, int accumulate);
 void cpu_lora_fwd(zk_backend *be, void *y, float *u, const void *x, const float *A,
-                  const float *B, size_t N, size_t in, size_t out, size_t r, float scale);
+                  const float *B, size_t N, size_t in, size_t out, size_t r, float scale,
+                  const zk_dropout *drop);
 void cpu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, const void *dy,
                   const void *x, const float *u, const float *A, const float *B, size_t N,
-                  size_t in, size_t out, size_t r, float scale);
+                  size_t in, size_t out, size_t r, float scale, const zk_dropout *drop);
+double cpu_sum_squares(zk_backend *be, const float *x, size_t n);
+void cpu_adamw(zk_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr,
+               float beta1, float beta2, float eps, float weight_decay, float grad_scale, long step);
 void cpu_add(zk_backend *be, void *y, const void *a, const void *b, size_t n);
 
 void cpu_rmsnorm_fwd(zk_backend *be, void *y, float *rstd, const void *x, const float *w,

@@ -18,7 +18,7 @@ static size_t chunk_rows(size_t in, size_t out) {
 static const float *weight_rows(zk_backend *be, const zk_weight *w, size_t o0, size_t rows,
                                 size_t in) {
     if (w->dtype == ZEN_F32) return (const float *)w->data + o0 * in;
-    float *scratch = cpu_widen_scratch(be, rows * in);
+    float *scratch = cpu_scratch(be, CPU_SCRATCH_WIDEN, rows * in);
     const char *src = (const char *)w->data + o0 * in * zen_dtype_size(w->dtype);
     zen_widen(scratch, src, w->dtype, rows * in);
     return scratch;
@@ -53,11 +53,21 @@ void cpu_linear_bwd(zk_backend *be, void *dx_, const void *dy_, const zk_weight 
     }
 }
 
+/* xd[N,in] = dropout(x) into a scratch buffer, or x itself without dropout */
+static const float *dropped_input(zk_backend *be, const float *x, size_t n, const zk_dropout *drop) {
+    if (!drop || drop->p <= 0.0f) return x;
+    float *xd = cpu_scratch(be, CPU_SCRATCH_DROP_X, n);
+    float keep_scale = 1.0f / (1.0f - drop->p);
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) xd[i] = zk_dropout_keep(drop->seed, i, drop->p) ? x[i] * keep_scale : 0.0f;
+    return xd;
+}
+
 void cpu_lora_fwd(zk_backend *be, void *y_, float *u, const void *x_, const float *A,
-                  const float *B, size_t N, size_t in, size_t out, size_t r, float scale) {
-    (void)be;
-    float *y = y_;       /* [N, out] */
-    const float *x = x_; /* [N, in] */
+                  const float *B, size_t N, size_t in, size_t out, size_t r, float scale,
+                  const zk_dropout *drop) {
+    float *y = y_;                                             /* [N, out] */
+    const float *x = dropped_input(be, x_, N * in, drop);      /* [N, in] */
     /* u[N,r] = x A^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)r, (int)in, 1.0f, x,
                 (int)in, A, (int)in, 0.0f, u, (int)r);
@@ -68,11 +78,10 @@ void cpu_lora_fwd(zk_backend *be, void *y_, float *u, const void *x_, const floa
 
 void cpu_lora_bwd(zk_backend *be, void *dx_, float *dA, float *dB, float *du, const void *dy_,
                   const void *x_, const float *u, const float *A, const float *B, size_t N,
-                  size_t in, size_t out, size_t r, float scale) {
-    (void)be;
-    float *dx = dx_;       /* [N, in] */
-    const float *dy = dy_; /* [N, out] */
-    const float *x = x_;   /* [N, in] */
+                  size_t in, size_t out, size_t r, float scale, const zk_dropout *drop) {
+    float *dx = dx_;                                         /* [N, in] */
+    const float *dy = dy_;                                   /* [N, out] */
+    const float *x = dropped_input(be, x_, N * in, drop);    /* [N, in] the same xd as forward */
     /* du[N,r] = scale * dy B */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)r, (int)out, scale, dy,
                 (int)out, B, (int)r, 0.0f, du, (int)r);
@@ -82,9 +91,21 @@ void cpu_lora_bwd(zk_backend *be, void *dx_, float *dA, float *dB, float *du, co
     /* dA[r,in] += du^T x */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)in, (int)N, 1.0f, du,
                 (int)r, x, (int)in, 1.0f, dA, (int)in);
-    /* dx[N,in] += du A */
+    if (!drop || drop->p <= 0.0f) {
+        /* dx[N,in] += du A */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, du,
+                    (int)r, A, (int)in, 1.0f, dx, (int)in);
+        return;
+    }
+    /* dxd[N,in] = du A, then dx += dxd through the dropout mask */
+    float *dxd = cpu_scratch(be, CPU_SCRATCH_DROP_DX, N * in);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, du,
-                (int)r, A, (int)in, 1.0f, dx, (int)in);
+                (int)r, A, (int)in, 0.0f, dxd, (int)in);
+    float keep_scale = 1.0f / (1.0f - drop->p);
+    size_t n = N * in;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        if (zk_dropout_keep(drop->seed, i, drop->p)) dx[i] += dxd[i] * keep_scale;
 }
 
 void cpu_add(zk_backend *be, void *y_, const void *a_, const void *b_, size_t n) {
