@@ -17,6 +17,9 @@ static void usage(FILE *out) {
             "            --out FILE.safetensors [--rank 8] [--alpha 16] [--targets all] [--rslora]\n"
             "            [--seed S] [--recompute] [--device cpu]\n"
             "  zen grad  --plan (--model DIR | --preset NAME [--dtype bf16]) --seq-len T [--batch B]\n"
+            "  zen train CONFIG.json [--model DIR] [--data FILE.h5] [--out DIR] [--set key=value]...\n"
+            "            [--resume]\n"
+            "  zen eval  --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B]\n"
             "\n"
             "exit codes: 0 success, 1 internal failure, 2 bad input or usage\n");
 }
@@ -35,6 +38,10 @@ int main(int argc, char **argv) {
         rc = zen_cmd_init(argc, argv);
     } else if (!strcmp(cmd, "grad")) {
         rc = zen_cmd_grad(argc, argv);
+    } else if (!strcmp(cmd, "train")) {
+        rc = zen_cmd_train(argc, argv);
+    } else if (!strcmp(cmd, "eval")) {
+        rc = zen_cmd_eval(argc, argv);
     } else {
         fprintf(stderr, "zen: unknown command '%s' (see zen --help)\n", cmd);
         return 2;

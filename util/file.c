@@ -81,3 +81,14 @@ int zen_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
 }
+
+void zen_format_bytes(char *buf, size_t cap, size_t bytes) {
+    const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024.0 && u < 4) {
+        v /= 1024.0;
+        u++;
+    }
+    snprintf(buf, cap, u ? "%.2f %s" : "%.0f %s", v, units[u]);
+}

@@ -13,5 +13,7 @@ int zen_mkdir_p(const char *path);
 /* path joined as dir/name into a malloc'd string */
 char *zen_path_join(const char *dir, const char *name);
 int zen_file_exists(const char *path);
+/* "12.3 MiB"-style size with a unit that fits */
+void zen_format_bytes(char *buf, size_t cap, size_t bytes);
 
 #endif

@@ -1,0 +1,245 @@
+/* train/checkpoint.c: saving, finding, loading and pruning checkpoints. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../model/safetensors.h"
+#include "../util/error.h"
+#include "../util/file.h"
+#include "checkpoint.h"
+
+#define CKPT_PREFIX "checkpoint-"
+
+static int remove_tree(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return remove(path);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *child = zen_path_join(path, e->d_name);
+        if (child) remove_tree(child);
+        free(child);
+    }
+    closedir(d);
+    return rmdir(path);
+}
+
+/* fault injection for the crash-safety test: ZEN_FAULT_KILL_IN_CHECKPOINT=STEP
+ * kills the process with SIGKILL half-way through writing that checkpoint */
+static void maybe_die_mid_save(long step) {
+    const char *v = getenv("ZEN_FAULT_KILL_IN_CHECKPOINT");
+    if (v && atol(v) == step) raise(SIGKILL);
+}
+
+static int write_optimizer(const char *path, const zen_adamw *opt) {
+    zk_backend *be = opt->be;
+    float *host = zen_malloc(opt->n * sizeof(float));
+    if (!host) return ZEN_ERR_INTERNAL;
+    char step[32], n[32];
+    snprintf(step, sizeof step, "%ld", opt->step);
+    snprintf(n, sizeof n, "%zu", opt->n);
+    const char *meta[] = {"format", "zen-adamw-v1", "step", step, "num_params", n};
+    st_entry e[2] = {{"exp_avg", ZEN_F32, 1, {(int64_t)opt->n}}, {"exp_avg_sq", ZEN_F32, 1, {(int64_t)opt->n}}};
+    st_writer w;
+    int rc = st_writer_open(&w, path, e, 2, meta, 3);
+    if (!rc) {
+        be->download(be, host, opt->m, opt->n * sizeof(float));
+        rc = st_writer_put(&w, host, opt->n * sizeof(float));
+        be->download(be, host, opt->v, opt->n * sizeof(float));
+        if (!rc) rc = st_writer_put(&w, host, opt->n * sizeof(float));
+        rc = rc ? (st_writer_abort(&w), rc) : st_writer_close(&w);
+    }
+    free(host);
+    return rc;
+}
+
+static char *state_json(const zen_train_state *st, const zen_run_config *cfg) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "format", "zen-trainer-state-v1");
+    cJSON_AddNumberToObject(root, "step", (double)st->step);
+    cJSON_AddNumberToObject(root, "epoch", (double)st->epoch);
+    cJSON_AddNumberToObject(root, "batch_in_epoch", (double)st->batch_in_epoch);
+    cJSON_AddNumberToObject(root, "elapsed_s", st->elapsed_s);
+    cJSON_AddNumberToObject(root, "tokens_seen", st->tokens_seen);
+    cJSON *rng = cJSON_AddObjectToObject(root, "rng");
+    cJSON_AddNumberToObject(rng, "seed", (double)cfg->seed);
+    cJSON_AddStringToObject(rng, "data_order", "xoshiro256** Fisher-Yates per epoch, seeded from (seed, epoch)");
+    cJSON_AddStringToObject(rng, "lora_dropout", "counter hash of (seed, step, micro-batch, layer, target, element)");
+    char *cfg_text = zen_run_config_to_json(cfg);
+    cJSON *cfg_json = cfg_text ? cJSON_Parse(cfg_text) : NULL;
+    free(cfg_text);
+    if (cfg_json) cJSON_AddItemToObject(root, "config", cfg_json);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+int zen_checkpoint_save(const char *out_dir, const zen_train_state *st, const zen_lora *lo,
+                        const zen_config *model_cfg, const zen_adamw *opt, const zen_run_config *cfg) {
+    char final_dir[ZEN_PATH_MAX + 64], tmp_dir[ZEN_PATH_MAX + 96], old_dir[ZEN_PATH_MAX + 96];
+    snprintf(final_dir, sizeof final_dir, "%s/" CKPT_PREFIX "%ld", out_dir, st->step);
+    snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir);
+    snprintf(old_dir, sizeof old_dir, "%s.old", final_dir);
+    remove_tree(tmp_dir);
+    int rc = zen_mkdir_p(tmp_dir);
+    if (!rc) rc = zen_lora_save_peft(lo, model_cfg, tmp_dir, cfg->model, ZEN_F32);
+    if (!rc) maybe_die_mid_save(st->step);
+    char *opt_path = zen_path_join(tmp_dir, "optimizer.safetensors");
+    char *state_path = zen_path_join(tmp_dir, "trainer_state.json");
+    char *text = state_json(st, cfg);
+    if (!rc && (!opt_path || !state_path || !text)) rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    if (!rc) rc = write_optimizer(opt_path, opt);
+    if (!rc) rc = zen_write_text_file(state_path, text);
+    free(opt_path);
+    free(state_path);
+    free(text);
+    if (!rc) {
+        /* replace an existing checkpoint of the same step (a re-run after resume) */
+        remove_tree(old_dir);
+        if (rename(final_dir, old_dir) != 0 && errno != ENOENT)
+            rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot move aside: %s", final_dir, strerror(errno));
+        else if (rename(tmp_dir, final_dir) != 0)
+            rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot rename into place: %s", final_dir, strerror(errno));
+        remove_tree(old_dir);
+    }
+    if (rc) remove_tree(tmp_dir);
+    return rc;
+}
+
+/* step of a complete checkpoint directory name, or -1 */
+static long checkpoint_step(const char *out_dir, const char *name) {
+    size_t plen = strlen(CKPT_PREFIX);
+    if (strncmp(name, CKPT_PREFIX, plen) != 0) return -1;
+    char *end;
+    long step = strtol(name + plen, &end, 10);
+    if (end == name + plen || *end || step < 0) return -1;
+    char path[ZEN_PATH_MAX + 128];
+    snprintf(path, sizeof path, "%s/%s/trainer_state.json", out_dir, name);
+    return zen_file_exists(path) ? step : -1;
+}
+
+long zen_checkpoint_latest(const char *out_dir) {
+    DIR *d = opendir(out_dir);
+    if (!d) return -1;
+    long best = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long s = checkpoint_step(out_dir, e->d_name);
+        if (s > best) best = s;
+    }
+    closedir(d);
+    return best;
+}
+
+void zen_checkpoint_prune(const char *out_dir, long keep) {
+    DIR *d = opendir(out_dir);
+    if (!d) return;
+    long steps[4096];
+    int n = 0;
+    struct dirent *e;
+    char path[ZEN_PATH_MAX + 128];
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (!strncmp(e->d_name, CKPT_PREFIX, strlen(CKPT_PREFIX)) && len > 4 &&
+            (!strcmp(e->d_name + len - 4, ".tmp") || !strcmp(e->d_name + len - 4, ".old"))) {
+            snprintf(path, sizeof path, "%s/%s", out_dir, e->d_name);
+            remove_tree(path); /* leftovers of an interrupted save */
+            continue;
+        }
+        long s = checkpoint_step(out_dir, e->d_name);
+        if (s >= 0 && n < 4096) steps[n++] = s;
+    }
+    closedir(d);
+    if (keep <= 0 || n <= keep) return;
+    /* remove all but the `keep` largest steps */
+    for (int removed = 0; removed < n - keep; removed++) {
+        int min_i = -1;
+        for (int i = 0; i < n; i++)
+            if (steps[i] >= 0 && (min_i < 0 || steps[i] < steps[min_i])) min_i = i;
+        snprintf(path, sizeof path, "%s/" CKPT_PREFIX "%ld", out_dir, steps[min_i]);
+        remove_tree(path);
+        steps[min_i] = -1;
+    }
+}
+
+static int read_moments(const char *path, zen_adamw *opt) {
+    st_file f;
+    int rc = st_open(&f, path);
+    if (rc) return rc;
+    const st_tensor *m = st_find(&f, "exp_avg"), *v = st_find(&f, "exp_avg_sq");
+    const char *step = st_meta(&f, "step");
+    int64_t shape[1] = {(int64_t)opt->n};
+    if (!m || !v || !step)
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: missing exp_avg, exp_avg_sq or the step", path);
+    else if (strcmp(m->dtype, "F32") || strcmp(v->dtype, "F32"))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: moments must be F32", path);
+    else if (!(rc = st_check_shape(&f, m, 1, shape)) && !(rc = st_check_shape(&f, v, 1, shape))) {
+        opt->be->upload(opt->be, opt->m, m->data, opt->n * sizeof(float));
+        opt->be->upload(opt->be, opt->v, v->data, opt->n * sizeof(float));
+        opt->step = atol(step);
+    }
+    st_close(&f);
+    return rc;
+}
+
+static int read_state(const char *path, zen_train_state *st, zen_run_config *saved_cfg) {
+    char *text = NULL;
+    int rc = zen_read_text_file(path, &text);
+    if (rc) return rc;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(root, "step");
+    const cJSON *epoch = cJSON_GetObjectItemCaseSensitive(root, "epoch");
+    const cJSON *bie = cJSON_GetObjectItemCaseSensitive(root, "batch_in_epoch");
+    const cJSON *el = cJSON_GetObjectItemCaseSensitive(root, "elapsed_s");
+    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(root, "tokens_seen");
+    const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(root, "config");
+    if (!cJSON_IsNumber(step) || !cJSON_IsNumber(epoch) || !cJSON_IsNumber(bie) || !cJSON_IsNumber(el) ||
+        !cJSON_IsNumber(tok) || !cJSON_IsObject(cfg)) {
+        cJSON_Delete(root);
+        return zen_fail(ZEN_ERR_INPUT, "%s: not a zen trainer state (missing step, epoch, elapsed_s or config)", path);
+    }
+    st->step = (long)step->valuedouble;
+    st->epoch = (long)epoch->valuedouble;
+    st->batch_in_epoch = (long)bie->valuedouble;
+    st->elapsed_s = el->valuedouble;
+    st->tokens_seen = tok->valuedouble;
+    char *cfg_text = cJSON_PrintUnformatted(cfg);
+    zen_run_config_defaults(saved_cfg);
+    rc = zen_run_config_apply_json(saved_cfg, cfg_text, path);
+    free(cfg_text);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int zen_checkpoint_load(const char *out_dir, long step, zen_train_state *st, zen_lora *lo,
+                        const zen_config *model_cfg, zen_adamw *opt, zen_run_config *saved_cfg) {
+    char dir[ZEN_PATH_MAX + 64], path[ZEN_PATH_MAX + 128];
+    snprintf(dir, sizeof dir, "%s/" CKPT_PREFIX "%ld", out_dir, step);
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    int rc = read_state(path, st, saved_cfg);
+    if (rc) return rc;
+    zen_lora saved;
+    if ((rc = zen_lora_load_peft(&saved, model_cfg, lo->be, dir))) return rc;
+    if (saved.num_params != lo->num_params || saved.r != lo->r || saved.targets != lo->targets)
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: adapter shape differs from the run's LoRA config", dir);
+    else {
+        /* device -> host -> device keeps to the backend interface */
+        float *host = zen_malloc(lo->num_params * sizeof(float));
+        if (!host) rc = ZEN_ERR_INTERNAL;
+        else {
+            lo->be->download(lo->be, host, saved.params, lo->num_params * sizeof(float));
+            lo->be->upload(lo->be, lo->params, host, lo->num_params * sizeof(float));
+            free(host);
+        }
+    }
+    zen_lora_free(&saved);
+    if (rc) return rc;
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    return read_moments(path, opt);
+}

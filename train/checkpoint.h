@@ -1,0 +1,31 @@
+/* train/checkpoint.h: OUT/checkpoint-STEP/ = the PEFT adapter (fp32),
+ * optimizer.safetensors (AdamW moments) and trainer_state.json (step, data
+ * position, RNG scheme, elapsed time, resolved config). Written into a
+ * temporary directory that is renamed into place last, so a crash never leaves
+ * a half checkpoint under a checkpoint-STEP name. */
+#ifndef ZEN_CHECKPOINT_H
+#define ZEN_CHECKPOINT_H
+#include "../model/lora.h"
+#include "../optim/adamw.h"
+#include "run_config.h"
+
+typedef struct {
+    long step;            /* updates done */
+    long epoch, batch_in_epoch; /* data position of the next step */
+    double elapsed_s;
+    double tokens_seen;
+} zen_train_state;
+
+int zen_checkpoint_save(const char *out_dir, const zen_train_state *st, const zen_lora *lo,
+                        const zen_config *model_cfg, const zen_adamw *opt, const zen_run_config *cfg);
+/* Newest complete checkpoint-STEP directory in out_dir: its step, or -1 if none. */
+long zen_checkpoint_latest(const char *out_dir);
+/* Loads checkpoint-STEP: adapter params into lo (same shape), moments into opt,
+ * the state, and the run config it was written with. */
+int zen_checkpoint_load(const char *out_dir, long step, zen_train_state *st, zen_lora *lo,
+                        const zen_config *model_cfg, zen_adamw *opt, zen_run_config *saved_cfg);
+/* Removes complete checkpoints beyond the newest `keep` (0 keeps all), and
+ * leftovers of interrupted saves. */
+void zen_checkpoint_prune(const char *out_dir, long keep);
+
+#endif

@@ -1,0 +1,56 @@
+/* train/cmd_train.c: `zen train CONFIG.json [--model DIR] [--data FILE.h5]
+ * [--out DIR] [--set key=value]... [--resume]`. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/error.h"
+#include "../util/file.h"
+#include "commands.h"
+#include "run_config.h"
+#include "trainer.h"
+
+static int set_path(zen_run_config *c, const char *key, const char *value) {
+    char assignment[ZEN_PATH_MAX + 32];
+    snprintf(assignment, sizeof assignment, "%s=%s", key, value);
+    return zen_run_config_set(c, assignment);
+}
+
+int zen_cmd_train(int argc, char **argv) {
+    const char *config_path = NULL;
+    int resume = 0, rc;
+    zen_run_config cfg;
+    zen_run_config_defaults(&cfg);
+    /* the config file first, then the flags in order, so flags override it */
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--help")) {
+            printf("zen train CONFIG.json [--model DIR] [--data FILE.h5] [--out DIR] [--set key=value]... [--resume]\n");
+            return 0;
+        }
+        if (argv[i][0] != '-') {
+            if (config_path) return zen_fail(ZEN_ERR_INPUT, "more than one config file ('%s' and '%s')", config_path, argv[i]);
+            config_path = argv[i];
+        } else if (!strcmp(argv[i], "--resume")) {
+            resume = 1;
+        } else if (strcmp(argv[i], "--model") && strcmp(argv[i], "--data") && strcmp(argv[i], "--out") &&
+                   strcmp(argv[i], "--set")) {
+            return zen_fail(ZEN_ERR_INPUT, "unknown option '%s' (see zen train --help)", argv[i]);
+        } else if (++i >= argc) {
+            return zen_fail(ZEN_ERR_INPUT, "option %s needs a value", argv[i - 1]);
+        }
+    }
+    if (!config_path) return zen_fail(ZEN_ERR_INPUT, "missing the run config (zen train CONFIG.json ...)");
+    char *text = NULL;
+    if ((rc = zen_read_text_file(config_path, &text))) return rc;
+    rc = zen_run_config_apply_json(&cfg, text, config_path);
+    free(text);
+    for (int i = 2; i < argc && !rc; i++) {
+        if (!strcmp(argv[i], "--model")) rc = set_path(&cfg, "model", argv[++i]);
+        else if (!strcmp(argv[i], "--data")) rc = set_path(&cfg, "data", argv[++i]);
+        else if (!strcmp(argv[i], "--out")) rc = set_path(&cfg, "out_dir", argv[++i]);
+        else if (!strcmp(argv[i], "--set")) rc = zen_run_config_set(&cfg, argv[++i]);
+    }
+    if (!rc) rc = zen_run_config_validate(&cfg);
+    if (!rc) rc = zen_train(&cfg, resume);
+    return rc;
+}

@@ -1,0 +1,68 @@
+/* train/evaluate.c: reading batches and evaluating the mean loss of a dataset. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/error.h"
+#include "evaluate.h"
+
+int zen_batch_alloc(zen_batch *b, size_t B, size_t T) {
+    b->B = B;
+    b->T = T;
+    b->inputs = zen_malloc(B * T * sizeof(int32_t));
+    b->targets = zen_malloc(B * T * sizeof(int32_t));
+    b->mask = zen_malloc(B * T);
+    if (!b->inputs || !b->targets || !b->mask) {
+        zen_batch_free(b);
+        return ZEN_ERR_INTERNAL;
+    }
+    return 0;
+}
+
+void zen_batch_free(zen_batch *b) {
+    free(b->inputs);
+    free(b->targets);
+    free(b->mask);
+    memset(b, 0, sizeof *b);
+}
+
+int zen_batch_read_row(zen_batch *b, const zen_dataset *d, size_t row, int64_t seq) {
+    size_t off = row * b->T;
+    return zen_dataset_read(d, seq, b->T, b->inputs + off, b->targets + off, b->mask + off);
+}
+
+size_t zen_batch_mask_count(const zen_batch *b) {
+    size_t n = 0;
+    for (size_t i = 0; i < b->B * b->T; i++) n += b->mask[i];
+    return n;
+}
+
+int zen_evaluate(const zen_model *m, const zen_lora *lo, zen_acts *a, const zen_dataset *d,
+                 int64_t first, int64_t count, double *mean_loss, size_t *tokens) {
+    zen_batch b;
+    int rc = zen_batch_alloc(&b, a->B, a->T);
+    if (rc) return rc;
+    double sum = 0.0;
+    size_t n = 0;
+    for (int64_t s = 0; s < count && !rc; s += (int64_t)a->B) {
+        for (size_t row = 0; row < a->B && !rc; row++) {
+            if (s + (int64_t)row < count) {
+                rc = zen_batch_read_row(&b, d, row, first + s + (int64_t)row);
+            } else { /* padding: a valid token, nothing counted */
+                memset(b.inputs + row * a->T, 0, a->T * sizeof(int32_t));
+                memset(b.targets + row * a->T, 0, a->T * sizeof(int32_t));
+                memset(b.mask + row * a->T, 0, a->T);
+            }
+        }
+        double batch_sum = 0.0;
+        if (!rc) rc = zen_decoder_run(m, lo, a, b.inputs, b.targets, b.mask, 0.0f, 0, &batch_sum);
+        sum += batch_sum;
+        n += zen_batch_mask_count(&b);
+    }
+    zen_batch_free(&b);
+    if (rc) return rc;
+    if (n == 0) return zen_fail(ZEN_ERR_INPUT, "%s: no target token with loss_mask 1 to evaluate", d->path);
+    *mean_loss = sum / (double)n;
+    *tokens = n;
+    return 0;
+}

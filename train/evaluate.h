@@ -1,0 +1,28 @@
+/* train/evaluate.h: evaluation and batch assembly shared by `zen train` and
+ * `zen eval`. */
+#ifndef ZEN_EVALUATE_H
+#define ZEN_EVALUATE_H
+#include "../data/dataset.h"
+#include "../data/seq_order.h"
+#include "../model/decoder.h"
+
+/* Host buffers of one micro-batch: [B*T] each. */
+typedef struct {
+    size_t B, T;
+    int32_t *inputs, *targets;
+    uint8_t *mask;
+} zen_batch;
+
+int zen_batch_alloc(zen_batch *b, size_t B, size_t T);
+void zen_batch_free(zen_batch *b);
+/* Row `row` of the batch from the file's sequence `seq`. */
+int zen_batch_read_row(zen_batch *b, const zen_dataset *d, size_t row, int64_t seq);
+size_t zen_batch_mask_count(const zen_batch *b);
+
+/* Token-weighted mean masked loss over the sequences [first, first + count) of
+ * d, in file order, in batches of a->B (the last one padded with masked-out
+ * rows), without dropout. *tokens gets the number of counted targets. */
+int zen_evaluate(const zen_model *m, const zen_lora *lo, zen_acts *a, const zen_dataset *d,
+                 int64_t first, int64_t count, double *mean_loss, size_t *tokens);
+
+#endif

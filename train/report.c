@@ -1,0 +1,126 @@
+/* train/report.c: metrics.jsonl and the progress line. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../util/error.h"
+#include "../util/file.h"
+#include "report.h"
+
+/* rewrites path keeping lines whose "step" <= keep_upto_step */
+static int truncate_metrics(const char *path, long keep_upto_step) {
+    FILE *in = fopen(path, "r");
+    if (!in) return 0;
+    size_t cap = 1 << 16, len = 0;
+    char *kept = zen_malloc(cap), line[4096];
+    if (!kept) {
+        fclose(in);
+        return ZEN_ERR_INTERNAL;
+    }
+    kept[0] = '\0';
+    while (fgets(line, sizeof line, in)) {
+        cJSON *obj = cJSON_Parse(line);
+        const cJSON *step = cJSON_GetObjectItemCaseSensitive(obj, "step");
+        int keep = cJSON_IsNumber(step) && step->valuedouble <= (double)keep_upto_step;
+        cJSON_Delete(obj);
+        if (!keep) continue;
+        size_t n = strlen(line);
+        if (len + n + 1 > cap) {
+            cap = 2 * (len + n + 1);
+            char *grown = realloc(kept, cap);
+            if (!grown) {
+                free(kept);
+                fclose(in);
+                return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+            }
+            kept = grown;
+        }
+        memcpy(kept + len, line, n + 1);
+        len += n;
+    }
+    fclose(in);
+    int rc = zen_write_text_file(path, kept);
+    free(kept);
+    return rc;
+}
+
+int zen_report_open(zen_report *r, const char *out_dir, long keep_upto_step) {
+    memset(r, 0, sizeof *r);
+    char *path = zen_path_join(out_dir, "metrics.jsonl");
+    if (!path) return ZEN_ERR_INTERNAL;
+    int rc = keep_upto_step >= 0 ? truncate_metrics(path, keep_upto_step) : 0;
+    if (!rc) {
+        r->metrics = fopen(path, keep_upto_step >= 0 ? "a" : "w");
+        if (!r->metrics) rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot write", path);
+    }
+    free(path);
+    r->tty = isatty(STDERR_FILENO);
+    return rc;
+}
+
+void zen_report_close(zen_report *r) {
+    if (r->bar_shown) fputc('\n', stderr);
+    if (r->metrics) fclose(r->metrics);
+    memset(r, 0, sizeof *r);
+}
+
+void zen_report_metrics(zen_report *r, const zen_step_record *s) {
+    fprintf(r->metrics,
+            "{\"step\": %ld, \"epoch\": %ld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+            "\"tokens_per_s\": %.2f, \"elapsed_s\": %.3f",
+            s->step, s->epoch, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->elapsed_s);
+    if (!isnan(s->eval_loss)) fprintf(r->metrics, ", \"eval_loss\": %.9g, \"eval_ppl\": %.9g", s->eval_loss,
+                                      exp(s->eval_loss));
+    fprintf(r->metrics, "}\n");
+    fflush(r->metrics);
+}
+
+static void format_time(char *buf, size_t cap, double s) {
+    if (!(s >= 0) || s > 1e8) {
+        snprintf(buf, cap, "--:--");
+        return;
+    }
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, cap, "%02ld:%02ld", t / 60, t % 60);
+}
+
+void zen_report_progress(zen_report *r, const zen_step_record *s, int force_line) {
+    char elapsed[32], eta[32], stats[256];
+    format_time(elapsed, sizeof elapsed, s->elapsed_s);
+    format_time(eta, sizeof eta, s->eta_s);
+    snprintf(stats, sizeof stats, "step %ld/%ld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tok/s | %s elapsed | ETA %s",
+             s->step, s->total_steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, elapsed, eta);
+    if (r->tty) {
+        const int width = 24;
+        int filled = (int)((double)width * (double)s->step / (double)(s->total_steps ? s->total_steps : 1));
+        char bar[32];
+        for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '.';
+        bar[width] = '\0';
+        fprintf(stderr, "\r\033[K[%s] %s", bar, stats);
+        r->bar_shown = 1;
+        if (force_line) {
+            fputc('\n', stderr);
+            r->bar_shown = 0;
+        }
+    } else if (force_line) {
+        fprintf(stderr, "%s\n", stats);
+    }
+    fflush(stderr);
+}
+
+void zen_report_line(zen_report *r, const char *fmt, ...) {
+    if (r->bar_shown) {
+        fputc('\n', stderr);
+        r->bar_shown = 0;
+    }
+    va_list args;
+    va_start(args, fmt);
+    vfprintf(stderr, fmt, args);
+    va_end(args);
+    fputc('\n', stderr);
+    fflush(stderr);
+}

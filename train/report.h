@@ -1,0 +1,30 @@
+/* train/report.h: what the user of a run sees and keeps: metrics.jsonl (one
+ * JSON object per logged step) and the progress line on stderr (a live bar on
+ * a terminal, plain lines otherwise). */
+#ifndef ZEN_REPORT_H
+#define ZEN_REPORT_H
+#include <stdio.h>
+
+typedef struct {
+    FILE *metrics;   /* OUT/metrics.jsonl, appended */
+    int tty;         /* stderr is a terminal */
+    int bar_shown;   /* a live bar is on the current line */
+} zen_report;
+
+/* Opens OUT/metrics.jsonl; keeps only the lines with step <= keep_upto_step
+ * (the resumed step; -1 starts the file afresh). */
+int zen_report_open(zen_report *r, const char *out_dir, long keep_upto_step);
+void zen_report_close(zen_report *r);
+
+typedef struct {
+    long step, total_steps, epoch;
+    double loss, lr, grad_norm, tokens_per_s, elapsed_s, eta_s;
+    double eval_loss; /* NAN when not evaluated at this step */
+} zen_step_record;
+
+void zen_report_metrics(zen_report *r, const zen_step_record *s);
+void zen_report_progress(zen_report *r, const zen_step_record *s, int force_line);
+/* Prints a message on its own line (ending a live bar first). */
+void zen_report_line(zen_report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,297 @@
+/* train/run_config.c: a table of every run config key (type, range, default),
+ * JSON parsing, --set overrides, validation and the resolved JSON. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../model/lora.h"
+#include "../optim/schedule.h"
+#include "../util/error.h"
+#include "run_config.h"
+
+typedef enum { K_STR, K_INT, K_FLOAT, K_BOOL, K_TARGETS } key_type;
+
+typedef struct {
+    const char *name;
+    key_type type;
+    size_t offset;
+    double min, max;   /* numeric range (inclusive) */
+    size_t cap;        /* string capacity */
+    int trajectory;    /* changing it changes what a run computes */
+} key_spec;
+
+#define OFF(f) offsetof(zen_run_config, f)
+#define CAP(f) sizeof(((zen_run_config *)0)->f)
+static const key_spec KEYS[] = {
+    {"model", K_STR, OFF(model), 0, 0, CAP(model), 1},
+    {"data", K_STR, OFF(data), 0, 0, CAP(data), 1},
+    {"val_data", K_STR, OFF(val_data), 0, 0, CAP(val_data), 0},
+    {"val_fraction", K_FLOAT, OFF(val_fraction), 0, 0.5, 0, 1},
+    {"out_dir", K_STR, OFF(out_dir), 0, 0, CAP(out_dir), 0},
+    {"device", K_STR, OFF(device), 0, 0, CAP(device), 0},
+    {"seed", K_INT, OFF(seed), 0, 4e18, 0, 1},
+    {"seq_len", K_INT, OFF(seq_len), 1, 1 << 20, 0, 1},
+    {"batch_size", K_INT, OFF(batch_size), 1, 65536, 0, 1},
+    {"grad_accum", K_INT, OFF(grad_accum), 1, 65536, 0, 1},
+    {"max_steps", K_INT, OFF(max_steps), 0, 1e12, 0, 1},
+    {"epochs", K_INT, OFF(epochs), 0, 1e6, 0, 1},
+    {"lr", K_FLOAT, OFF(lr), 0, 10, 0, 1},
+    {"schedule", K_STR, OFF(schedule), 0, 0, CAP(schedule), 1},
+    {"warmup_steps", K_INT, OFF(warmup_steps), 0, 1e12, 0, 1},
+    {"min_lr_ratio", K_FLOAT, OFF(min_lr_ratio), 0, 1, 0, 1},
+    {"weight_decay", K_FLOAT, OFF(weight_decay), 0, 10, 0, 1},
+    {"beta1", K_FLOAT, OFF(beta1), 0, 0.999999, 0, 1},
+    {"beta2", K_FLOAT, OFF(beta2), 0, 0.99999999, 0, 1},
+    {"eps", K_FLOAT, OFF(eps), 1e-30, 1, 0, 1},
+    {"grad_clip", K_FLOAT, OFF(grad_clip), 0, 1e9, 0, 1},
+    {"recompute", K_BOOL, OFF(recompute), 0, 0, 0, 0},
+    {"log_every", K_INT, OFF(log_every), 1, 1e12, 0, 0},
+    {"eval_every", K_INT, OFF(eval_every), 0, 1e12, 0, 0},
+    {"save_every", K_INT, OFF(save_every), 0, 1e12, 0, 0},
+    {"keep_checkpoints", K_INT, OFF(keep_checkpoints), 0, 1e6, 0, 0},
+    {"lora.r", K_INT, OFF(lora_r), 1, 4096, 0, 1},
+    {"lora.alpha", K_FLOAT, OFF(lora_alpha), 1e-6, 1e6, 0, 1},
+    {"lora.dropout", K_FLOAT, OFF(lora_dropout), 0, 0.95, 0, 1},
+    {"lora.targets", K_TARGETS, OFF(lora_targets), 0, 0, CAP(lora_targets), 1},
+    {"lora.rslora", K_BOOL, OFF(lora_rslora), 0, 0, 0, 1},
+};
+#define NKEYS (sizeof KEYS / sizeof KEYS[0])
+
+void zen_run_config_defaults(zen_run_config *c) {
+    memset(c, 0, sizeof *c);
+    strcpy(c->device, "cpu");
+    c->seed = 42;
+    c->seq_len = 512;
+    c->batch_size = 4;
+    c->grad_accum = 1;
+    c->epochs = 1;
+    c->lr = 2e-4;
+    strcpy(c->schedule, "cosine");
+    c->beta1 = 0.9;
+    c->beta2 = 0.999;
+    c->eps = 1e-8;
+    c->grad_clip = 1.0;
+    c->log_every = 1;
+    c->keep_checkpoints = 2;
+    c->lora_r = 8;
+    c->lora_alpha = 16;
+    strcpy(c->lora_targets, "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj");
+}
+
+static const key_spec *find_key(const char *name) {
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!strcmp(KEYS[i].name, name)) return &KEYS[i];
+    return NULL;
+}
+
+static const char *type_name(key_type t) {
+    switch (t) {
+    case K_STR: return "a string";
+    case K_INT: return "an integer";
+    case K_FLOAT: return "a number";
+    case K_BOOL: return "true or false";
+    default: return "a list of target names";
+    }
+}
+
+/* targets as given (list or comma string) -> canonical comma list of *_proj names */
+static int set_targets(zen_run_config *c, const char *list, const char *origin) {
+    unsigned mask;
+    if (zen_lora_parse_targets(list, &mask)) return zen_fail_context(ZEN_ERR_INPUT, origin);
+    c->lora_targets[0] = '\0';
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++)
+        if ((mask >> t) & 1u) {
+            if (c->lora_targets[0]) strcat(c->lora_targets, ",");
+            strcat(c->lora_targets, zen_target_name((zen_target)t));
+        }
+    return 0;
+}
+
+static int set_string(zen_run_config *c, const key_spec *k, const char *value, const char *origin) {
+    if (k->type == K_TARGETS) return set_targets(c, value, origin);
+    if (strlen(value) >= k->cap)
+        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s': value is longer than %zu characters", origin, k->name,
+                        k->cap - 1);
+    strcpy((char *)c + k->offset, value);
+    return 0;
+}
+
+static int set_number(zen_run_config *c, const key_spec *k, double v, const char *origin) {
+    if (k->type == K_INT) {
+        if (v != floor(v) || fabs(v) > 9e18)
+            return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be an integer, not %g", origin, k->name, v);
+        *(long *)((char *)c + k->offset) = (long)v;
+    } else {
+        *(double *)((char *)c + k->offset) = v;
+    }
+    return 0;
+}
+
+static int apply_item(zen_run_config *c, const cJSON *item, const char *name, const char *origin) {
+    const key_spec *k = find_key(name);
+    if (!k) return zen_fail(ZEN_ERR_INPUT, "%s: unknown key '%s'", origin, name);
+    switch (k->type) {
+    case K_STR:
+        if (!cJSON_IsString(item)) break;
+        return set_string(c, k, item->valuestring, origin);
+    case K_INT:
+    case K_FLOAT:
+        if (!cJSON_IsNumber(item)) break;
+        return set_number(c, k, item->valuedouble, origin);
+    case K_BOOL:
+        if (!cJSON_IsBool(item)) break;
+        *(int *)((char *)c + k->offset) = cJSON_IsTrue(item);
+        return 0;
+    case K_TARGETS:
+        if (cJSON_IsString(item)) return set_string(c, k, item->valuestring, origin);
+        if (cJSON_IsArray(item)) {
+            char list[256] = "";
+            const cJSON *e;
+            cJSON_ArrayForEach(e, item) {
+                if (!cJSON_IsString(e) || strlen(list) + strlen(e->valuestring) + 2 > sizeof list)
+                    return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be a list of target names", origin, name);
+                if (list[0]) strcat(list, ",");
+                strcat(list, e->valuestring);
+            }
+            return set_string(c, k, list, origin);
+        }
+        break;
+    }
+    return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be %s", origin, name, type_name(k->type));
+}
+
+int zen_run_config_apply_json(zen_run_config *c, const char *json_text, const char *origin) {
+    cJSON *root = cJSON_Parse(json_text);
+    if (!root) return zen_fail(ZEN_ERR_INPUT, "%s: not valid JSON", origin);
+    int rc = 0;
+    if (!cJSON_IsObject(root)) rc = zen_fail(ZEN_ERR_INPUT, "%s: expected a JSON object", origin);
+    const cJSON *item;
+    cJSON_ArrayForEach(item, root) {
+        if (rc) break;
+        if (!strcmp(item->string, "lora")) {
+            if (!cJSON_IsObject(item)) {
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: key 'lora' must be an object", origin);
+                break;
+            }
+            const cJSON *sub;
+            cJSON_ArrayForEach(sub, item) {
+                char name[128];
+                snprintf(name, sizeof name, "lora.%s", sub->string);
+                if ((rc = apply_item(c, sub, name, origin))) break;
+            }
+        } else {
+            rc = apply_item(c, item, item->string, origin);
+        }
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+int zen_run_config_set(zen_run_config *c, const char *assignment) {
+    const char *eq = strchr(assignment, '=');
+    if (!eq || eq == assignment)
+        return zen_fail(ZEN_ERR_INPUT, "--set '%s': expected key=value", assignment);
+    char name[128];
+    size_t n = (size_t)(eq - assignment);
+    if (n >= sizeof name) return zen_fail(ZEN_ERR_INPUT, "--set '%s': key too long", assignment);
+    memcpy(name, assignment, n);
+    name[n] = '\0';
+    const char *value = eq + 1;
+    const key_spec *k = find_key(name);
+    if (!k) return zen_fail(ZEN_ERR_INPUT, "--set: unknown key '%s'", name);
+    char origin[160];
+    snprintf(origin, sizeof origin, "--set %s", name);
+    if (k->type == K_STR || k->type == K_TARGETS) return set_string(c, k, value, origin);
+    if (k->type == K_BOOL) {
+        if (!strcmp(value, "true") || !strcmp(value, "1")) *(int *)((char *)c + k->offset) = 1;
+        else if (!strcmp(value, "false") || !strcmp(value, "0")) *(int *)((char *)c + k->offset) = 0;
+        else return zen_fail(ZEN_ERR_INPUT, "--set %s: '%s' is not true or false", name, value);
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (errno || end == value || *end)
+        return zen_fail(ZEN_ERR_INPUT, "--set %s: '%s' is not %s", name, value, type_name(k->type));
+    return set_number(c, k, v, origin);
+}
+
+int zen_run_config_validate(const zen_run_config *c) {
+    for (size_t i = 0; i < NKEYS; i++) {
+        const key_spec *k = &KEYS[i];
+        double v;
+        if (k->type == K_INT) v = (double)*(const long *)((const char *)c + k->offset);
+        else if (k->type == K_FLOAT) v = *(const double *)((const char *)c + k->offset);
+        else continue;
+        if (!(v >= k->min && v <= k->max))
+            return zen_fail(ZEN_ERR_INPUT, "config key '%s' = %g is out of range [%g, %g]", k->name, v, k->min,
+                            k->max);
+    }
+    if (!c->model[0]) return zen_fail(ZEN_ERR_INPUT, "config key 'model' is not set (or give --model DIR)");
+    if (!c->data[0]) return zen_fail(ZEN_ERR_INPUT, "config key 'data' is not set (or give --data FILE.h5)");
+    if (!c->out_dir[0]) return zen_fail(ZEN_ERR_INPUT, "config key 'out_dir' is not set (or give --out DIR)");
+    zen_schedule_kind kind;
+    if (zen_schedule_parse(c->schedule, &kind))
+        return zen_fail(ZEN_ERR_INPUT, "config key 'schedule' = '%s' is unknown (expected cosine, linear or constant)",
+                        c->schedule);
+    if (c->max_steps == 0 && c->epochs == 0)
+        return zen_fail(ZEN_ERR_INPUT, "config keys 'max_steps' and 'epochs' are both 0: nothing to train");
+    if (c->val_data[0] && c->val_fraction > 0)
+        return zen_fail(ZEN_ERR_INPUT, "config keys 'val_data' and 'val_fraction' are both set: choose one");
+    return 0;
+}
+
+char *zen_run_config_to_json(const zen_run_config *c) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON *lora = NULL;
+    for (size_t i = 0; i < NKEYS; i++) {
+        const key_spec *k = &KEYS[i];
+        const char *name = k->name;
+        cJSON *parent = root;
+        if (!strncmp(name, "lora.", 5)) {
+            if (!lora) lora = cJSON_AddObjectToObject(root, "lora");
+            parent = lora;
+            name += 5;
+        }
+        const char *field = (const char *)c + k->offset;
+        switch (k->type) {
+        case K_STR: cJSON_AddStringToObject(parent, name, field); break;
+        case K_INT: cJSON_AddNumberToObject(parent, name, (double)*(const long *)field); break;
+        case K_FLOAT: cJSON_AddNumberToObject(parent, name, *(const double *)field); break;
+        case K_BOOL: cJSON_AddBoolToObject(parent, name, *(const int *)field); break;
+        case K_TARGETS: {
+            cJSON *arr = cJSON_AddArrayToObject(parent, name);
+            char buf[128];
+            snprintf(buf, sizeof buf, "%s", field);
+            for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+                cJSON_AddItemToArray(arr, cJSON_CreateString(t));
+            break;
+        }
+        }
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+const char *zen_run_config_trajectory_diff(const zen_run_config *a, const zen_run_config *b) {
+    for (size_t i = 0; i < NKEYS; i++) {
+        const key_spec *k = &KEYS[i];
+        if (!k->trajectory) continue;
+        const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
+        int same;
+        switch (k->type) {
+        case K_STR:
+        case K_TARGETS: same = !strcmp(fa, fb); break;
+        case K_INT: same = *(const long *)fa == *(const long *)fb; break;
+        case K_FLOAT: same = *(const double *)fa == *(const double *)fb; break;
+        default: same = *(const int *)fa == *(const int *)fb; break;
+        }
+        if (!same) return k->name;
+    }
+    return NULL;
+}

@@ -1,0 +1,44 @@
+/* train/run_config.h: the run configuration of `zen train`: a JSON file with
+ * `--set key=value` overrides (nested keys as lora.r). Every key is checked:
+ * an unknown key, a wrong type or an out-of-range value is one line naming it. */
+#ifndef ZEN_RUN_CONFIG_H
+#define ZEN_RUN_CONFIG_H
+
+#define ZEN_PATH_MAX 1024
+
+typedef struct {
+    char model[ZEN_PATH_MAX];
+    char data[ZEN_PATH_MAX];
+    char val_data[ZEN_PATH_MAX];
+    double val_fraction;
+    char out_dir[ZEN_PATH_MAX];
+    char device[16];
+    long seed;
+    long seq_len, batch_size, grad_accum;
+    long max_steps, epochs;
+    double lr;
+    char schedule[16];
+    long warmup_steps;
+    double min_lr_ratio, weight_decay, beta1, beta2, eps, grad_clip;
+    int recompute;
+    long log_every, eval_every, save_every, keep_checkpoints;
+    long lora_r;
+    double lora_alpha, lora_dropout;
+    char lora_targets[128]; /* comma list, e.g. "q_proj,k_proj" */
+    int lora_rslora;
+} zen_run_config;
+
+void zen_run_config_defaults(zen_run_config *c);
+/* Applies the keys of a JSON config text (origin names it in errors). */
+int zen_run_config_apply_json(zen_run_config *c, const char *json_text, const char *origin);
+/* Applies one "key=value" override (from --set). */
+int zen_run_config_set(zen_run_config *c, const char *assignment);
+/* Checks ranges and the keys that must be given (model, data, out_dir). */
+int zen_run_config_validate(const zen_run_config *c);
+/* The resolved config as pretty JSON (malloc'd), nested like the input. */
+char *zen_run_config_to_json(const zen_run_config *c);
+/* Name of the first key whose value differs and that changes a run's
+ * trajectory (used to refuse --resume with another recipe), or NULL. */
+const char *zen_run_config_trajectory_diff(const zen_run_config *a, const zen_run_config *b);
+
+#endif

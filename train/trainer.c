@@ -1,0 +1,294 @@
+/* train/trainer.c: the training loop.
+ *
+ * Step s (0-based) uses, for micro-batch m and row b, position
+ * (s % steps_per_epoch * grad_accum + m) * batch_size + b of epoch
+ * s / steps_per_epoch's permutation of the training sequences (the last
+ * partial batch of an epoch is dropped). The loss of a step is the sum over
+ * all its micro-batches of the masked token losses divided by the count of
+ * masked-in targets over all of them, so accumulation equals one big batch.
+ * Everything random is a function of (seed, step), so a resumed run repeats
+ * an uninterrupted one bit for bit (with the same thread count). */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../data/dataset.h"
+#include "../data/seq_order.h"
+#include "../model/decoder.h"
+#include "../optim/adamw.h"
+#include "../optim/schedule.h"
+#include "../util/error.h"
+#include "../util/file.h"
+#include "../util/rng.h"
+#include "checkpoint.h"
+#include "evaluate.h"
+#include "report.h"
+#include "trainer.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* the LoRA dropout seed of (step, micro-batch); never 0 (0 means no dropout) */
+static uint64_t dropout_seed(long seed, long step, long micro) {
+    zen_rng rng;
+    zen_rng_seed(&rng, (uint64_t)seed ^ ((uint64_t)step * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)micro << 48));
+    return zen_rng_next(&rng) | 1u;
+}
+
+typedef struct {
+    const zen_run_config *cfg;
+    zk_backend *be;
+    zen_model model;
+    zen_lora lora;
+    zen_adamw opt;
+    zen_acts acts;
+    zen_dataset train_data, val_file;
+    const zen_dataset *val_data; /* the file the validation sequences come from, or NULL */
+    int64_t val_first, val_count;
+    zen_seq_order order;
+    zen_batch *micro;            /* [grad_accum] */
+    long steps_per_epoch, total_steps;
+    zen_schedule schedule;
+    zen_report report;
+} run;
+
+static void close_dataset(zen_dataset *d) {
+    if (d->path) zen_dataset_close(d);
+}
+
+static void run_free(run *r) {
+    zen_report_close(&r->report);
+    if (r->micro)
+        for (long m = 0; m < r->cfg->grad_accum; m++) zen_batch_free(&r->micro[m]);
+    free(r->micro);
+    zen_seq_order_free(&r->order);
+    zen_acts_free(&r->acts);
+    zen_adamw_free(&r->opt);
+    zen_lora_free(&r->lora);
+    close_dataset(&r->train_data);
+    close_dataset(&r->val_file);
+    zen_model_free(&r->model);
+    zk_close(r->be);
+}
+
+/* datasets, the train/validation split, and the number of steps */
+static int open_data(run *r) {
+    const zen_run_config *c = r->cfg;
+    size_t T = (size_t)c->seq_len;
+    int rc = zen_dataset_open(&r->train_data, c->data, r->model.cfg.vocab);
+    if (rc) return rc;
+    int64_t seqs = zen_dataset_num_sequences(&r->train_data, T);
+    int64_t n_val = 0;
+    if (c->val_data[0]) {
+        if ((rc = zen_dataset_open(&r->val_file, c->val_data, r->model.cfg.vocab))) return rc;
+        r->val_data = &r->val_file;
+        r->val_first = 0;
+        r->val_count = zen_dataset_num_sequences(&r->val_file, T);
+        if (r->val_count < 1)
+            return zen_fail(ZEN_ERR_INPUT, "%s: fewer tokens than one sequence of %zu", c->val_data, T);
+    } else if (c->val_fraction > 0) {
+        n_val = (int64_t)ceil(c->val_fraction * (double)seqs);
+        r->val_data = &r->train_data;
+        r->val_first = seqs - n_val; /* the last sequences of the file are held out */
+        r->val_count = n_val;
+    }
+    int64_t n_train = seqs - n_val, per_step = c->batch_size * c->grad_accum;
+    if (n_train < per_step)
+        return zen_fail(ZEN_ERR_INPUT,
+                        "%s: %lld tokens make %lld training sequences of %zu (after holding out %lld), fewer "
+                        "than one step's batch_size x grad_accum = %lld",
+                        c->data, (long long)r->train_data.n_tokens, (long long)n_train, T, (long long)n_val,
+                        (long long)per_step);
+    r->steps_per_epoch = (long)(n_train / per_step);
+    r->total_steps = c->max_steps > 0 ? c->max_steps : c->epochs * r->steps_per_epoch;
+    return zen_seq_order_init(&r->order, 0, n_train, (uint64_t)c->seed, 1);
+}
+
+static void print_summary(run *r, long start_step) {
+    const zen_run_config *c = r->cfg;
+    const zen_config *m = &r->model.cfg;
+    long long total = zen_config_param_count(m);
+    zen_plan plan = zen_plan_make(m, r->be->act_bytes, r->model.weight_bytes, r->lora.r, r->lora.targets,
+                                  (size_t)c->batch_size, (size_t)c->seq_len, c->recompute);
+    char w[32], l[32], a[32], sc[32], lg[32], t[32];
+    zen_format_bytes(w, sizeof w, plan.weights);
+    zen_format_bytes(l, sizeof l, plan.lora_params + plan.lora_grads + plan.optimizer);
+    zen_format_bytes(a, sizeof a, plan.saved_acts);
+    zen_format_bytes(sc, sizeof sc, plan.scratch);
+    zen_format_bytes(lg, sizeof lg, plan.logits);
+    zen_format_bytes(t, sizeof t, plan.total);
+    zen_report_line(&r->report, "zen train: model %s: %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d, %s; "
+                    "%lld parameters (%s)", c->model, m->layers, m->hidden, m->heads, m->kv_heads, m->head_dim,
+                    m->intermediate, m->vocab, m->tied ? "tied head" : "untied head", total,
+                    zen_dtype_name(r->model.main_dtype));
+    zen_report_line(&r->report, "  LoRA r=%d alpha=%g (scale %g%s) dropout %g on %s: %zu trainable (%.3f%% of %lld)",
+                    r->lora.r, r->lora.alpha, r->lora.scale, r->lora.rslora ? ", rsLoRA" : "", r->lora.dropout,
+                    c->lora_targets, r->lora.num_params, 100.0 * (double)r->lora.num_params / (double)total, total);
+    zen_report_line(&r->report, "  data %s: %lld tokens, %lld sequences of %ld; training on %lld, validation %lld%s",
+                    c->data, (long long)r->train_data.n_tokens,
+                    (long long)zen_dataset_num_sequences(&r->train_data, (size_t)c->seq_len), c->seq_len,
+                    (long long)r->order.count, (long long)r->val_count,
+                    c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
+    zen_report_line(&r->report, "  %ld steps/epoch of %ld sequences (batch %ld x accum %ld = %ld tokens); %ld steps, "
+                    "lr %g %s, warm-up %ld; device %s, %d threads",
+                    r->steps_per_epoch, c->batch_size * c->grad_accum, c->batch_size, c->grad_accum,
+                    c->batch_size * c->grad_accum * c->seq_len, r->total_steps, c->lr, c->schedule,
+                    c->warmup_steps, r->be->name, omp_get_max_threads());
+    zen_report_line(&r->report, "  memory plan (recompute %s): weights %s, LoRA+grads+AdamW %s, activations %s, "
+                    "scratch %s, logits %s; total %s", c->recompute ? "on" : "off", w, l, a, sc, lg, t);
+    if (start_step > 0) zen_report_line(&r->report, "  resuming at step %ld", start_step);
+}
+
+/* runs one step's micro-batches: loss and accumulated gradients */
+static int train_step(run *r, long step, double *loss, size_t *tokens) {
+    const zen_run_config *c = r->cfg;
+    long epoch = step / r->steps_per_epoch, in_epoch = step % r->steps_per_epoch;
+    int rc = 0;
+    size_t count = 0;
+    for (long m = 0; m < c->grad_accum && !rc; m++)
+        for (long b = 0; b < c->batch_size && !rc; b++) {
+            int64_t pos = (in_epoch * c->grad_accum + m) * c->batch_size + b;
+            rc = zen_batch_read_row(&r->micro[m], &r->train_data, (size_t)b, zen_seq_order_get(&r->order, epoch, pos));
+        }
+    for (long m = 0; m < c->grad_accum && !rc; m++) count += zen_batch_mask_count(&r->micro[m]);
+    zen_lora_zero_grads(&r->lora);
+    double sum = 0.0;
+    for (long m = 0; m < c->grad_accum && !rc && count > 0; m++) {
+        double part;
+        uint64_t seed = c->lora_dropout > 0 ? dropout_seed(c->seed, step, m) : 0;
+        rc = zen_decoder_run(&r->model, &r->lora, &r->acts, r->micro[m].inputs, r->micro[m].targets,
+                             r->micro[m].mask, 1.0f / (float)count, seed, &part);
+        sum += part;
+    }
+    *loss = count ? sum / (double)count : NAN;
+    *tokens = count;
+    return rc;
+}
+
+static int evaluate_val(run *r, double *loss) {
+    size_t n;
+    return zen_evaluate(&r->model, &r->lora, &r->acts, r->val_data, r->val_first, r->val_count, loss, &n);
+}
+
+static int setup(run *r, int resume, zen_train_state *st) {
+    const zen_run_config *c = r->cfg;
+    int rc;
+    if (!(r->be = zk_open(c->device))) return ZEN_ERR_INPUT;
+    if ((rc = zen_model_load(&r->model, r->be, c->model))) return rc;
+    if ((rc = open_data(r))) return rc;
+    unsigned targets;
+    if ((rc = zen_lora_parse_targets(c->lora_targets, &targets))) return rc;
+    if ((rc = zen_lora_create(&r->lora, &r->model.cfg, r->be, (int)c->lora_r, (float)c->lora_alpha, c->lora_rslora,
+                              (float)c->lora_dropout, targets, (uint64_t)c->seed)) ||
+        (rc = zen_lora_alloc_grads(&r->lora)))
+        return rc;
+    if ((rc = zen_adamw_create(&r->opt, r->be, r->lora.num_params, (float)c->beta1, (float)c->beta2, (float)c->eps,
+                               (float)c->weight_decay, (float)c->grad_clip)))
+        return rc;
+    if ((rc = zen_mkdir_p(c->out_dir))) return rc;
+    long latest = zen_checkpoint_latest(c->out_dir);
+    memset(st, 0, sizeof *st);
+    if (!resume && latest >= 0)
+        return zen_fail(ZEN_ERR_INPUT, "%s already holds checkpoint-%ld: continue it with --resume, or choose another --out",
+                        c->out_dir, latest);
+    if (resume && latest >= 0) {
+        zen_run_config saved;
+        if ((rc = zen_checkpoint_load(c->out_dir, latest, st, &r->lora, &r->model.cfg, &r->opt, &saved))) return rc;
+        const char *diff = zen_run_config_trajectory_diff(&saved, c);
+        if (diff && strcmp(diff, "max_steps") && strcmp(diff, "epochs"))
+            return zen_fail(ZEN_ERR_INPUT, "--resume: config key '%s' differs from %s/checkpoint-%ld; a resumed run "
+                            "must use the recipe it started with", diff, c->out_dir, latest);
+    }
+    r->schedule.lr = c->lr;
+    r->schedule.warmup_steps = c->warmup_steps;
+    r->schedule.total_steps = r->total_steps;
+    r->schedule.min_lr_ratio = c->min_lr_ratio;
+    zen_schedule_parse(c->schedule, &r->schedule.kind);
+    char *text = zen_run_config_to_json(c);
+    char *path = zen_path_join(c->out_dir, "train_config.json");
+    rc = text && path ? zen_write_text_file(path, text) : ZEN_ERR_INTERNAL;
+    free(text);
+    free(path);
+    if (rc) return rc;
+    if ((rc = zen_report_open(&r->report, c->out_dir, resume ? st->step : -1))) return rc;
+    r->micro = zen_calloc((size_t)c->grad_accum, sizeof(zen_batch));
+    if (!r->micro) return ZEN_ERR_INTERNAL;
+    for (long m = 0; m < c->grad_accum; m++)
+        if ((rc = zen_batch_alloc(&r->micro[m], (size_t)c->batch_size, (size_t)c->seq_len))) return rc;
+    return zen_acts_create(&r->acts, &r->model, &r->lora, (size_t)c->batch_size, (size_t)c->seq_len, c->recompute);
+}
+
+int zen_train(const zen_run_config *c, int resume) {
+    run r;
+    memset(&r, 0, sizeof r);
+    r.cfg = c;
+    r.train_data.file = r.val_file.file = -1;
+    zen_train_state st;
+    int rc = setup(&r, resume, &st);
+    if (rc) {
+        run_free(&r);
+        return rc;
+    }
+    print_summary(&r, st.step);
+    double tokens_per_step = (double)(c->batch_size * c->grad_accum * c->seq_len);
+    double interval_start = now_s(), interval_tokens = 0, eval_loss = NAN;
+    long last_saved = st.step;
+    for (long step = st.step; step < r.total_steps && !rc; step++) {
+        double t0 = now_s(), loss;
+        size_t tokens;
+        float lr = (float)zen_schedule_lr(&r.schedule, step);
+        if ((rc = train_step(&r, step, &loss, &tokens))) break;
+        double gnorm = tokens ? zen_grad_norm(r.be, r.lora.grads, r.lora.num_params) : 0.0;
+        if (tokens && (!isfinite(loss) || !isfinite(gnorm))) {
+            char where[ZEN_PATH_MAX + 160];
+            if (last_saved > 0) snprintf(where, sizeof where, "the last good checkpoint is %s/checkpoint-%ld (continue "
+                                         "with --resume, e.g. at a lower lr)", c->out_dir, last_saved);
+            else snprintf(where, sizeof where, "no checkpoint was saved before it");
+            rc = zen_fail(ZEN_ERR_INTERNAL, "step %ld: non-finite %s (loss %g, grad norm %g); stopped before the "
+                          "update; %s", step + 1, isfinite(loss) ? "gradient" : "loss", loss, gnorm, where);
+            break;
+        }
+        if (tokens) zen_adamw_update(&r.opt, r.lora.params, r.lora.grads, gnorm, lr);
+        double t1 = now_s();
+        st.step = step + 1;
+        st.epoch = st.step / r.steps_per_epoch;
+        st.batch_in_epoch = st.step % r.steps_per_epoch;
+        st.elapsed_s += t1 - t0;
+        st.tokens_seen += tokens_per_step;
+        interval_tokens += tokens_per_step;
+        int last = st.step == r.total_steps;
+        int evaluate = r.val_data && ((c->eval_every > 0 && st.step % c->eval_every == 0) || last);
+        eval_loss = NAN;
+        if (evaluate && (rc = evaluate_val(&r, &eval_loss))) break;
+        zen_step_record rec = {st.step, r.total_steps, step / r.steps_per_epoch, loss, lr, gnorm,
+                               interval_tokens / (now_s() - interval_start), st.elapsed_s,
+                               st.elapsed_s / (double)(st.step) * (double)(r.total_steps - st.step), eval_loss};
+        if (!tokens) zen_report_line(&r.report, "step %ld: no target token with loss_mask 1; no update", st.step);
+        int log_now = st.step % c->log_every == 0 || evaluate || last;
+        if (log_now) {
+            zen_report_metrics(&r.report, &rec);
+            interval_start = now_s();
+            interval_tokens = 0;
+        }
+        zen_report_progress(&r.report, &rec, log_now);
+        if (evaluate) zen_report_line(&r.report, "  eval loss %.4f (ppl %.3f) on %lld validation sequences", eval_loss,
+                                      exp(eval_loss), (long long)r.val_count);
+        if (c->save_every > 0 && (st.step % c->save_every == 0 || last)) {
+            if ((rc = zen_checkpoint_save(c->out_dir, &st, &r.lora, &r.model.cfg, &r.opt, c))) break;
+            zen_checkpoint_prune(c->out_dir, c->keep_checkpoints);
+            last_saved = st.step;
+        }
+    }
+    if (!rc) rc = zen_lora_save_peft(&r.lora, &r.model.cfg, c->out_dir, c->model, ZEN_F32);
+    if (!rc)
+        zen_report_line(&r.report, "done: %ld steps in %.1f s; adapter in %s (adapter_model.safetensors), metrics in "
+                        "%s/metrics.jsonl", st.step, st.elapsed_s, c->out_dir, c->out_dir);
+    run_free(&r);
+    return rc;
+}
