@@ -59,6 +59,11 @@ static int check_config(const cJSON *root, zen_config *cfg, const char *origin) 
     if (cfg->head_dim % 2 != 0)
         return zen_fail(ZEN_ERR_INPUT, "%s: head_dim %d must be even for RoPE", origin,
                         cfg->head_dim);
+    cfg->init_std = 0.02;
+    const cJSON *init = cJSON_GetObjectItemCaseSensitive(root, "initializer_range");
+    if (init && !(cJSON_IsNumber(init) && init->valuedouble > 0 && init->valuedouble < 10))
+        return zen_fail(ZEN_ERR_INPUT, "%s: initializer_range must be a number in (0, 10)", origin);
+    if (init) cfg->init_std = init->valuedouble;
     const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     if (scaling && !cJSON_IsNull(scaling))
         return zen_fail(ZEN_ERR_INPUT, "%s: rope_scaling is not supported (must be null)", origin);

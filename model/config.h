@@ -17,6 +17,7 @@ typedef struct {
     int vocab;           /* vocab_size, V */
     int tied;            /* tie_word_embeddings */
     int max_positions;   /* max_position_embeddings */
+    double init_std;     /* initializer_range (optional, default 0.02): std of random init */
 } zen_config;
 
 /* Parses config.json text; `origin` names the file in error messages. */

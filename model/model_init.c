@@ -62,12 +62,12 @@ static size_t numel_of(const init_tensor *t) {
 
 /* generates elements [start, start+count) of tensor `index` into buf (fp32) */
 static void generate(float *buf, const init_tensor *t, int index, size_t start, size_t count,
-                     uint64_t seed) {
+                     uint64_t seed, double std) {
     if (t->is_norm) {
         for (size_t i = 0; i < count; i++) buf[i] = 1.0f;
         return;
     }
-    const float bound = 0.02f * sqrtf(3.0f);
+    const float bound = (float)std * sqrtf(3.0f); /* U(-b, b) has std b / sqrt(3) */
     /* each GEN_CHUNK-aligned piece has its own seed, so pieces run in parallel
      * and the result does not depend on the thread count */
 #pragma omp parallel for schedule(static)
@@ -83,7 +83,7 @@ static void generate(float *buf, const init_tensor *t, int index, size_t start, 
 }
 
 static int write_shard(const char *path, init_tensor *t, int n, int shard, zen_dtype dtype,
-                       uint64_t seed) {
+                       uint64_t seed, double std) {
     int count = 0;
     st_entry *entries = zen_calloc((size_t)n, sizeof *entries);
     if (!entries) return ZEN_ERR_INTERNAL;
@@ -110,7 +110,7 @@ static int write_shard(const char *path, init_tensor *t, int n, int shard, zen_d
         size_t total = numel_of(&t[i]);
         for (size_t s = 0; s < total && !rc; s += chunk) {
             size_t cnt = total - s < chunk ? total - s : chunk;
-            generate(buf, &t[i], i, s, cnt, seed);
+            generate(buf, &t[i], i, s, cnt, seed, std);
             zen_narrow(narrow, buf, dtype, cnt);
             rc = st_writer_put(&w, narrow, cnt * zen_dtype_size(dtype));
         }
@@ -163,13 +163,13 @@ int zen_model_write_random(const char *dir, const char *config_json, const zen_c
     char name[64];
     if (!rc && shards == 1) {
         char *path = zen_path_join(dir, "model.safetensors");
-        rc = path ? write_shard(path, t, n, 0, dtype, seed) : ZEN_ERR_INTERNAL;
+        rc = path ? write_shard(path, t, n, 0, dtype, seed, cfg->init_std) : ZEN_ERR_INTERNAL;
         free(path);
     }
     for (int s = 0; !rc && shards > 1 && s < shards; s++) {
         snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, shards);
         char *path = zen_path_join(dir, name);
-        rc = path ? write_shard(path, t, n, s, dtype, seed) : ZEN_ERR_INTERNAL;
+        rc = path ? write_shard(path, t, n, s, dtype, seed, cfg->init_std) : ZEN_ERR_INTERNAL;
         free(path);
     }
     if (!rc && shards > 1) {

@@ -8,8 +8,9 @@
 #include "../kernels/dtype.h"
 
 /* config_json: the config.json text to write (torch_dtype is set to dtype).
- * Matrices ~ U(-a, a) with a = 0.02 * sqrt(3) (std 0.02, as HF's
- * initializer_range), norm weights 1. Deterministic for a given seed. */
+ * Matrices ~ U(-a, a) with a = std * sqrt(3), std = the config's
+ * initializer_range (HF's key; default 0.02), norm weights 1. Deterministic
+ * for a given seed. */
 int zen_model_write_random(const char *dir, const char *config_json, const zen_config *cfg,
                            zen_dtype dtype, uint64_t seed, uint64_t shard_bytes);
 
