@@ -129,6 +129,9 @@ def main():
          "loss_mask[0] = 2"),
         ("token out of vocab", grad(data=data_variant("vocab.h5", with_tokens(np.where(
             np.arange(100) == 57, 999, toks).astype(np.int32)))), "/tokens[57] = 999"),
+        ("token out of vocab deep in a large file (read in pieces)", grad(data=data_variant("big.h5", with_tokens(
+            np.where(np.arange(2_500_000) == 2_400_001, 256, np.arange(2_500_000) % 256).astype(np.int32)))),
+         "/tokens[2400001] = 256"),
         ("no vocab_size", grad(data=data_variant("novocab.h5", with_tokens(toks, vocab=None))), "vocab_size"),
         ("fewer tokens than a batch", grad(data=data_variant("short.h5", with_tokens(toks[:12]))), "fewer than one batch"),
         ("batch 0 fully masked", grad(data=data_variant("masked.h5", with_tokens(toks, np.where(
@@ -142,6 +145,33 @@ def main():
             "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"))), "down_proj.lora_B"),
         ("adapter dora", grad(adapter=adapter_variant("adora", edit_config=lambda c: c.update(use_dora=True))),
          "use_dora"),
+    ]
+    # zen train: the run config and its overrides
+    def train_cfg(name, content):
+        path = w(name)
+        with open(path, "w") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content))
+        return path
+
+    ok_cfg = train_cfg("ok.json", {"seq_len": 8, "batch_size": 2, "max_steps": 1})
+    train = [zen, "train", ok_cfg, "--model", w("model"), "--data", w("good.h5"), "--out", w("trainout")]
+    cases += [
+        ("train: no config", [zen, "train", "--model", w("model")], "missing the run config"),
+        ("train: config not JSON", [zen, "train", train_cfg("bad.json", "{seq_len: 8")], "not valid JSON"),
+        ("train: unknown key", [zen, "train", train_cfg("unk.json", {"learning_rate": 1})], "'learning_rate'"),
+        ("train: unknown lora key", [zen, "train", train_cfg("unk2.json", {"lora": {"rank": 4}})], "'lora.rank'"),
+        ("train: wrong type", [zen, "train", train_cfg("type.json", {"lr": "high"})], "'lr' must be a number"),
+        ("train: out of range", train + ["--set", "lora.dropout=1.5"], "'lora.dropout'"),
+        ("train: --set unknown", train + ["--set", "speed=11"], "'speed'"),
+        ("train: --set not key=value", train + ["--set", "lr"], "key=value"),
+        ("train: unknown option", train + ["--fast"], "--fast"),
+        ("train: bad schedule", train + ["--set", "schedule=step"], "'schedule'"),
+        ("train: missing model", [zen, "train", ok_cfg, "--data", w("good.h5"), "--out", w("o2")], "'model'"),
+        ("train: too little data", train + ["--set", "batch_size=20"], "fewer than one step"),
+        ("train: cuda", train + ["--set", "device=cuda"], "cuda"),
+        ("eval: missing data", [zen, "eval", "--model", w("model"), "--seq-len", "8"], "--data"),
+        ("eval: data shorter than a sequence", [zen, "eval", "--model", w("model"), "--data", w("good.h5"),
+                                               "--seq-len", "500"], "fewer than one sequence"),
     ]
     failed = 0
     for name, cmd, fragment in cases:

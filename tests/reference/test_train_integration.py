@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""tests/reference/test_train_integration.py: `zen train` end to end.
+
+1. A tiny model learns a repeating pattern: training loss ends far below its start.
+2. The saved adapter, loaded by the float64 PyTorch reference, gives the eval
+   loss that `zen eval` reports (relative 1e-4), and the run's final eval_loss.
+3. A run killed with SIGKILL in the middle of writing a checkpoint resumes from
+   the last complete one, and the resumed run's losses and final adapter are
+   bit-identical to an uninterrupted run (dropout, accumulation, shuffling and
+   a held-out split all on).
+4. A non-finite loss stops the run with one clear line and a non-zero exit."""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from zen_files import read_adapter, read_model_dir, write_model, make_config, write_tokens  # noqa: E402
+from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
+
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(ok)
+    print(f"{'ok  ' if ok else 'FAIL'} {name} {detail}")
+
+
+def run(cmd, env=None, expect=0):
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if expect is not None and p.returncode != expect:
+        raise SystemExit(f"FAILED ({p.returncode}): {' '.join(cmd)}\n{p.stdout}{p.stderr}")
+    return p
+
+
+def metrics(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def raw_loss_fields(out):
+    """the loss values exactly as written (text), by step"""
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return {json.loads(l)["step"]: l.split('"loss": ')[1].split(",")[0] for l in f}
+
+
+def reference_eval(model_dir, adapter_dir, data, T):
+    import h5py
+    cfg, weights = read_model_dir(model_dir)
+    acfg, adapter = read_adapter(adapter_dir)
+    ref = Qwen3LoraReference(cfg, weights, acfg, adapter)
+    with h5py.File(data, "r") as f:
+        tokens = f["tokens"][:]
+        mask = f["loss_mask"][:] if "loss_mask" in f else np.ones_like(tokens, dtype=np.uint8)
+    n = (len(tokens) - 1) // T
+    inputs = np.stack([tokens[i * T:i * T + T] for i in range(n)])
+    targets = np.stack([tokens[i * T + 1:i * T + T + 1] for i in range(n)])
+    masks = np.stack([mask[i * T + 1:i * T + T + 1] for i in range(n)])
+    return ref.loss(inputs, targets, masks).item()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--zen", required=True)
+    ap.add_argument("--work", required=True)
+    args = ap.parse_args()
+    zen, work = args.zen, args.work
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    w = lambda *p: os.path.join(work, *p)  # noqa: E731
+    rng = np.random.default_rng(11)
+
+    # ---- 1 + 2: a learnable pattern, then the adapter through the reference ----
+    run([zen, "init", "--preset", "tiny", "--seed", "3", "--out", w("model")])
+    pattern = rng.integers(0, 256, 7)
+    write_tokens(w("pattern.h5"), np.tile(pattern, 400), 256)
+    val_tokens = np.tile(pattern, 40)[3:]
+    write_tokens(w("val.h5"), val_tokens, 256, loss_mask=(np.arange(len(val_tokens)) % 4 != 0))
+    cfg = {"seq_len": 32, "batch_size": 4, "max_steps": 50, "lr": 1e-2, "warmup_steps": 5, "log_every": 1,
+           "eval_every": 25, "save_every": 25, "val_data": w("val.h5"), "lora": {"r": 8, "alpha": 16}}
+    with open(w("pattern.json"), "w") as f:
+        json.dump(cfg, f)
+    run([zen, "train", w("pattern.json"), "--model", w("model"), "--data", w("pattern.h5"), "--out", w("run1")])
+    m = metrics(w("run1"))
+    first, last = m[0]["loss"], m[-1]["loss"]
+    check("pattern: loss falls", last < 0.1 * first, f"(step 1: {first:.4f}, step {m[-1]['step']}: {last:.4f})")
+    check("pattern: checkpoints and final adapter", all(os.path.exists(w("run1", p)) for p in [
+        "checkpoint-25/optimizer.safetensors", "checkpoint-50/trainer_state.json", "adapter_model.safetensors",
+        "adapter_config.json", "train_config.json"]))
+    out = run([zen, "eval", "--model", w("model"), "--adapter", w("run1"), "--data", w("val.h5"), "--seq-len", "32",
+               "--batch", "3"]).stdout.split()
+    zen_eval, zen_ppl = float(out[1]), float(out[3])
+    ref = reference_eval(w("model"), w("run1"), w("val.h5"), 32)
+    rel = abs(zen_eval - ref) / abs(ref)
+    check("eval: zen eval vs float64 reference with the saved adapter", rel <= 1e-4,
+          f"(zen {zen_eval:.8f}, reference {ref:.8f}, rel {rel:.1e})")
+    check("eval: ppl = exp(loss)", abs(zen_ppl - np.exp(zen_eval)) <= 1e-6 * zen_ppl)
+    final_eval = m[-1].get("eval_loss")
+    check("eval: the run's final eval_loss equals zen eval's", final_eval is not None and
+          abs(final_eval - zen_eval) <= 1e-6 * abs(zen_eval), f"({final_eval} vs {zen_eval})")
+
+    # ---- 3: SIGKILL in the middle of a checkpoint, then --resume ----
+    write_tokens(w("text.h5"), rng.integers(0, 256, 3000), 256, loss_mask=rng.integers(0, 2, 3000))
+    cfg = {"seq_len": 16, "batch_size": 3, "grad_accum": 2, "max_steps": 9, "lr": 5e-3, "warmup_steps": 2,
+           "val_fraction": 0.1, "eval_every": 4, "save_every": 3, "keep_checkpoints": 0, "log_every": 1,
+           "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "targets": ["q", "v", "o", "down"]}}
+    with open(w("resume.json"), "w") as f:
+        json.dump(cfg, f)
+    base = [zen, "train", w("resume.json"), "--model", w("model"), "--data", w("text.h5")]
+    run(base + ["--out", w("full")])
+    env = dict(os.environ, ZEN_FAULT_KILL_IN_CHECKPOINT="6")
+    p = run(base + ["--out", w("killed")], env=env, expect=None)
+    check("kill: process died by SIGKILL while saving checkpoint-6", p.returncode == -signal.SIGKILL,
+          f"(exit {p.returncode})")
+    check("kill: checkpoint-3 complete, checkpoint-6 absent", os.path.exists(w("killed", "checkpoint-3",
+          "trainer_state.json")) and not os.path.exists(w("killed", "checkpoint-6")))
+    p = run(base + ["--out", w("killed")], expect=2)
+    check("kill: a fresh run into the same directory is refused", "--resume" in p.stderr)
+    p = run(base + ["--out", w("killed"), "--resume"])
+    check("resume: continued from checkpoint-3, not from scratch", "resuming at step 3" in p.stderr and
+          "step 3/9" not in p.stderr and "step 4/9" in p.stderr)
+    full, resumed = raw_loss_fields(w("full")), raw_loss_fields(w("killed"))
+    check("resume: the same steps logged once each", sorted(resumed) == list(range(1, 10)))
+    check("resume: losses bit-identical to the uninterrupted run", full == resumed,
+          f"({sum(full[s] == resumed.get(s) for s in full)}/{len(full)} equal)")
+    same_adapter = open(w("full", "adapter_model.safetensors"), "rb").read() == \
+        open(w("killed", "adapter_model.safetensors"), "rb").read()
+    check("resume: final adapter byte-identical", same_adapter)
+    full_m = {r["step"]: r.get("eval_loss") for r in metrics(w("full"))}
+    res_m = {r["step"]: r.get("eval_loss") for r in metrics(w("killed"))}
+    check("resume: eval losses identical", full_m == res_m)
+    p = run(base + ["--out", w("killed"), "--resume", "--set", "lr=1e-3"], expect=2)
+    check("resume: a changed recipe is refused, naming the key", "'lr'" in p.stderr and
+          len(p.stderr.strip().splitlines()) == 1, p.stderr.strip())
+
+    # ---- 4: a non-finite loss ----
+    mcfg = make_config(hidden=16, inter=24, layers=1, heads=2, kv_heads=1, head_dim=8, vocab=256, tied=True)
+    write_model(w("nan_model"), mcfg, rng)
+    from zen_files import read_safetensors, write_safetensors
+    st = w("nan_model", "model.safetensors")
+    weights, _ = read_safetensors(st)
+    weights["model.layers.0.mlp.down_proj.weight"][3, 5] = np.nan
+    write_safetensors(st, weights)
+    p = run([zen, "train", w("resume.json"), "--model", w("nan_model"), "--data", w("text.h5"), "--out", w("nan")],
+            expect=None)
+    lines = p.stderr.strip().splitlines()
+    check("non-finite: exit 1 with one error line", p.returncode == 1 and "non-finite" in lines[-1] and
+          lines[-1].startswith("zen train: error:"), lines[-1] if lines else "")
+
+    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
+    sys.exit(0 if all(results) else 1)
+
+
+if __name__ == "__main__":
+    main()
