@@ -1,26 +1,45 @@
-/* kernels/cpu/attention_cpu.c: causal grouped-query attention, one query row at a
- * time, never storing the [T, T] probabilities: the forward saves the row's
- * log-sum-exp and the backward recomputes p = exp(s - lse) from q and k.
+/* kernels/cpu/attention_cpu.c: causal grouped-query attention on sgemm, a tile
+ * of query rows at a time, never storing the [T, T] probabilities: the forward
+ * saves each row's log-sum-exp and the backward recomputes p = exp(s - lse).
  *
- *   s_j  = scale * q_i . k_j  (j <= i),   p_j = exp(s_j - lse_i)
- *   o_i  = sum_j p_j v_j
- * backward, with D_i = sum_j p_j (do_i . v_j):
- *   ds_j = p_j (do_i . v_j - D_i)
- *   dq_i = scale * sum_j ds_j k_j,  dk_j += scale * ds_j q_i,  dv_j += p_j do_i
+ * For query head h (kv head g = h / (nh/nkv)) and a tile of queries [i0, i1),
+ * keys [0, i1) are the only ones any row of the tile may see:
+ *   S = scale * Q[i0:i1] K[0:i1]^T,  P = softmax over j <= i,  O[i0:i1] = P V[0:i1]
+ * backward, with D_i = sum_j P_ij dP_ij:
+ *   dP = dO V^T,  dS = P (dP - D) scale,
+ *   dQ[i0:i1] = dS K,  dK[0:i1] += dS^T Q[i0:i1],  dV[0:i1] += P^T dO[i0:i1]
  *
- * Layouts: q, out [B, T, nh, hd]; k, v [B, T, nkv, hd]; lse [B, nh, T].
- * Query head h reads kv head h / (nh / nkv).
- */
+ * Layouts: q, out [B, T, nh, hd]; k, v [B, T, nkv, hd]; lse [B, nh, T]. One
+ * head's rows are strided views (lda = nh*hd or nkv*hd), so no copies are made.
+ * Threads split (b, h) in the forward and (b, g) in the backward (the query
+ * heads of a group are the only writers of its dK, dV); sgemm called inside
+ * the parallel region runs single-threaded (OpenBLAS's OpenMP build), so the
+ * results do not depend on the thread count. */
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops.h"
+#include "fast_exp.h"
 
-static float dot(const float *a, const float *b, size_t n) {
-    float s = 0.0f;
-    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
+#define QUERY_TILE 64
+
+/* P[rows, nk] = softmax of S over the causal keys of each row (row r is query
+ * i0 + r, seeing keys j <= i0 + r); writes lse for each row when lse_out */
+static void causal_softmax(float *P, size_t rows, size_t nk, size_t i0, float *lse_out) {
+    for (size_t r = 0; r < rows; r++) {
+        float *p = P + r * nk;
+        size_t valid = i0 + r + 1;
+        float m = -INFINITY;
+        for (size_t j = 0; j < valid; j++) m = p[j] > m ? p[j] : m;
+        for (size_t j = 0; j < valid; j++) p[j] = zk_expf(p[j] - m);
+        float sum = zk_sum(p, valid);
+        float inv = 1.0f / sum;
+        for (size_t j = 0; j < valid; j++) p[j] *= inv;
+        for (size_t j = valid; j < nk; j++) p[j] = 0.0f;
+        lse_out[r] = m + logf(sum);
+    }
 }
 
 void cpu_attention_fwd(zk_backend *be, void *out_, float *lse, const void *q_, const void *k_,
@@ -28,40 +47,28 @@ void cpu_attention_fwd(zk_backend *be, void *out_, float *lse, const void *q_, c
     (void)be;
     float *out = out_;
     const float *q = q_, *k = k_, *v = v_;
-    size_t group = nh / nkv;
+    size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd; /* row strides */
     float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel
     {
-        float *scores = malloc(T * sizeof(float)); /* [T] one query row */
+        float *S = malloc(QUERY_TILE * T * sizeof(float)); /* [tile, T] scores, then probabilities */
 #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (size_t b = 0; b < B; b++) {
+        for (size_t b = 0; b < B; b++)
             for (size_t h = 0; h < nh; h++) {
-                size_t kvh = h / group;
-                for (size_t i = 0; i < T; i++) {
-                    const float *qi = q + ((b * T + i) * nh + h) * hd;
-                    float m = -INFINITY;
-                    for (size_t j = 0; j <= i; j++) {
-                        scores[j] = scale * dot(qi, k + ((b * T + j) * nkv + kvh) * hd, hd);
-                        if (scores[j] > m) m = scores[j];
-                    }
-                    double sum = 0.0;
-                    for (size_t j = 0; j <= i; j++) {
-                        scores[j] = expf(scores[j] - m);
-                        sum += scores[j];
-                    }
-                    float inv = (float)(1.0 / sum);
-                    float *oi = out + ((b * T + i) * nh + h) * hd;
-                    memset(oi, 0, hd * sizeof(float));
-                    for (size_t j = 0; j <= i; j++) {
-                        const float *vj = v + ((b * T + j) * nkv + kvh) * hd;
-                        float p = scores[j] * inv;
-                        for (size_t d = 0; d < hd; d++) oi[d] += p * vj[d];
-                    }
-                    lse[(b * nh + h) * T + i] = m + (float)log(sum);
+                const float *qh = q + b * T * qs + h * hd;
+                const float *kg = k + b * T * ks + (h / group) * hd;
+                const float *vg = v + b * T * ks + (h / group) * hd;
+                float *oh = out + b * T * qs + h * hd;
+                for (size_t i0 = 0; i0 < T; i0 += QUERY_TILE) {
+                    size_t rows = T - i0 < QUERY_TILE ? T - i0 : QUERY_TILE, nk = i0 + rows;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, scale,
+                                qh + i0 * qs, (int)qs, kg, (int)ks, 0.0f, S, (int)nk);
+                    causal_softmax(S, rows, nk, i0, lse + (b * nh + h) * T + i0);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)nk, 1.0f, S,
+                                (int)nk, vg, (int)ks, 0.0f, oh + i0 * qs, (int)qs);
                 }
             }
-        }
-        free(scores);
+        free(S);
     }
 }
 
@@ -69,54 +76,56 @@ void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const vo
                        const void *out_, const float *lse, const void *q_, const void *k_,
                        const void *v_, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
     (void)be;
+    (void)out_; /* D_i is formed from P and dP: sum_j P_ij dP_ij = dO_i . O_i */
     float *dq = dq_, *dk = dk_, *dv = dv_;
-    const float *dout = dout_, *out = out_, *q = q_, *k = k_, *v = v_;
-    size_t group = nh / nkv;
+    const float *dout = dout_, *q = q_, *k = k_, *v = v_;
+    size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    /* parallel over (b, kv head): the query heads of one group are the only
-     * writers of that kv head's dk, dv rows, so no two threads collide */
 #pragma omp parallel
     {
-        float *p = malloc(T * sizeof(float));  /* [T] probabilities of one row */
-        float *dp = malloc(T * sizeof(float)); /* [T] do_i . v_j */
+        float *P = malloc(QUERY_TILE * T * sizeof(float));  /* [tile, T] */
+        float *dP = malloc(QUERY_TILE * T * sizeof(float)); /* [tile, T] dP, then dS */
 #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (size_t b = 0; b < B; b++) {
-            for (size_t kvh = 0; kvh < nkv; kvh++) {
+        for (size_t b = 0; b < B; b++)
+            for (size_t g = 0; g < nkv; g++) {
+                const float *kg = k + b * T * ks + g * hd, *vg = v + b * T * ks + g * hd;
+                float *dkg = dk + b * T * ks + g * hd, *dvg = dv + b * T * ks + g * hd;
                 for (size_t j = 0; j < T; j++) {
-                    memset(dk + ((b * T + j) * nkv + kvh) * hd, 0, hd * sizeof(float));
-                    memset(dv + ((b * T + j) * nkv + kvh) * hd, 0, hd * sizeof(float));
+                    memset(dkg + j * ks, 0, hd * sizeof(float));
+                    memset(dvg + j * ks, 0, hd * sizeof(float));
                 }
-                for (size_t h = kvh * group; h < (kvh + 1) * group; h++) {
-                    for (size_t i = 0; i < T; i++) {
-                        size_t qrow = ((b * T + i) * nh + h) * hd;
-                        const float *qi = q + qrow, *doi = dout + qrow;
-                        float l = lse[(b * nh + h) * T + i];
-                        double D = 0.0;
-                        for (size_t j = 0; j <= i; j++) {
-                            size_t kvrow = ((b * T + j) * nkv + kvh) * hd;
-                            p[j] = expf(scale * dot(qi, k + kvrow, hd) - l);
-                            dp[j] = dot(doi, v + kvrow, hd);
-                            D += (double)p[j] * dp[j];
+                for (size_t h = g * group; h < (g + 1) * group; h++) {
+                    const float *qh = q + b * T * qs + h * hd, *doh = dout + b * T * qs + h * hd;
+                    float *dqh = dq + b * T * qs + h * hd;
+                    const float *lse_h = lse + (b * nh + h) * T;
+                    for (size_t i0 = 0; i0 < T; i0 += QUERY_TILE) {
+                        size_t rows = T - i0 < QUERY_TILE ? T - i0 : QUERY_TILE, nk = i0 + rows;
+                        /* P from the saved log-sum-exp */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, scale,
+                                    qh + i0 * qs, (int)qs, kg, (int)ks, 0.0f, P, (int)nk);
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, 1.0f,
+                                    doh + i0 * qs, (int)qs, vg, (int)ks, 0.0f, dP, (int)nk);
+                        for (size_t r = 0; r < rows; r++) {
+                            float *p = P + r * nk, *dp = dP + r * nk;
+                            size_t valid = i0 + r + 1;
+                            float l = lse_h[i0 + r];
+                            for (size_t j = 0; j < valid; j++) p[j] = zk_expf(p[j] - l);
+                            for (size_t j = 0; j < valid; j++) dp[j] *= p[j]; /* P * dP, summed to D */
+                            float D = zk_sum(dp, valid);
+                            for (size_t j = 0; j < valid; j++) dp[j] = dp[j] - p[j] * D;
+                            for (size_t j = 0; j < valid; j++) dp[j] *= scale;
+                            for (size_t j = valid; j < nk; j++) p[j] = dp[j] = 0.0f;
                         }
-                        (void)out; /* D is recomputed from p and dp: sum_j p_j dp_j = do_i . o_i */
-                        float *dqi = dq + qrow;
-                        memset(dqi, 0, hd * sizeof(float));
-                        for (size_t j = 0; j <= i; j++) {
-                            size_t kvrow = ((b * T + j) * nkv + kvh) * hd;
-                            float ds = p[j] * (dp[j] - (float)D) * scale;
-                            const float *kj = k + kvrow;
-                            float *dkj = dk + kvrow, *dvj = dv + kvrow;
-                            for (size_t d = 0; d < hd; d++) {
-                                dqi[d] += ds * kj[d];
-                                dkj[d] += ds * qi[d];
-                                dvj[d] += p[j] * doi[d];
-                            }
-                        }
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)nk, 1.0f,
+                                    dP, (int)nk, kg, (int)ks, 0.0f, dqh + i0 * qs, (int)qs);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)hd, (int)rows, 1.0f, dP,
+                                    (int)nk, qh + i0 * qs, (int)qs, 1.0f, dkg, (int)ks);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)hd, (int)rows, 1.0f, P,
+                                    (int)nk, doh + i0 * qs, (int)qs, 1.0f, dvg, (int)ks);
                     }
                 }
             }
-        }
-        free(p);
-        free(dp);
+        free(P);
+        free(dP);
     }
 }

@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "cpu_ops.h"
+#include "fast_exp.h"
 
 void cpu_swiglu_fwd(zk_backend *be, void *h_, const void *g_, const void *u_, size_t n) {
     (void)be;
@@ -13,7 +14,7 @@ void cpu_swiglu_fwd(zk_backend *be, void *h_, const void *g_, const void *u_, si
     const float *g = g_, *u = u_;
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
-        float sig = 1.0f / (1.0f + expf(-g[i]));
+        float sig = 1.0f / (1.0f + zk_expf(-g[i]));
         h[i] = g[i] * sig * u[i];
     }
 }
@@ -25,7 +26,7 @@ void cpu_swiglu_bwd(zk_backend *be, void *dg_, void *du_, const void *dh_, const
     const float *dh = dh_, *g = g_, *u = u_;
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
-        float sig = 1.0f / (1.0f + expf(-g[i]));
+        float sig = 1.0f / (1.0f + zk_expf(-g[i]));
         float silu = g[i] * sig;
         dg[i] = dh[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
         du[i] = dh[i] * silu;

@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "cpu_ops.h"
+#include "fast_exp.h"
 
 void cpu_xent(zk_backend *be, void *logits_, float *losses, const int32_t *targets,
               const float *weights, size_t rows, size_t V, float grad_scale) {
@@ -17,16 +18,15 @@ void cpu_xent(zk_backend *be, void *logits_, float *losses, const int32_t *targe
         float m = -INFINITY;
         for (size_t j = 0; j < V; j++)
             if (z[j] > m) m = z[j];
-        double sum = 0.0;
-        for (size_t j = 0; j < V; j++) sum += exp((double)(z[j] - m));
-        double lse = (double)m + log(sum);
+        double lse = (double)m + log((double)zk_sum_exp(z, V, m));
         losses[r] = (float)(lse - (double)z[targets[r]]);
         if (grad_scale != 0.0f) {
             float coeff = weights[r] * grad_scale;
             if (coeff == 0.0f) {
                 for (size_t j = 0; j < V; j++) z[j] = 0.0f;
             } else {
-                for (size_t j = 0; j < V; j++) z[j] = (float)exp((double)z[j] - lse) * coeff;
+                float lse_f = (float)lse;
+                for (size_t j = 0; j < V; j++) z[j] = zk_expf(z[j] - lse_f) * coeff;
                 z[targets[r]] -= coeff;
             }
         }

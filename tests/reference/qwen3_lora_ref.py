@@ -28,16 +28,21 @@ def rope_cos_sin(T, head_dim, theta):
 
 
 class Qwen3LoraReference:
-    def __init__(self, config, weights, adapter_config=None, adapter=None):
+    """float64 by default (the reference); scripts/bench_cpu uses it in float32
+    with dropout as the PyTorch peer of a training step."""
+
+    def __init__(self, config, weights, adapter_config=None, adapter=None, dtype=torch.float64, dropout=0.0):
         self.cfg = config
-        self.w = {k: torch.tensor(v, dtype=torch.float64) for k, v in weights.items()}
+        self.dtype = dtype
+        self.dropout = dropout
+        self.w = {k: torch.tensor(v, dtype=dtype) for k, v in weights.items()}
         self.lora = {}
         self.scale = 0.0
         if adapter_config is not None:
             r, alpha = adapter_config["r"], adapter_config["lora_alpha"]
             self.scale = alpha / math.sqrt(r) if adapter_config.get("use_rslora") else alpha / r
             for k, v in adapter.items():
-                self.lora[k] = torch.tensor(v, dtype=torch.float64, requires_grad=True)
+                self.lora[k] = torch.tensor(v, dtype=dtype, requires_grad=True)
 
     def linear(self, x, layer, target):
         prefix = f"model.layers.{layer}.{MODULES[target]}.{target}"
@@ -45,6 +50,8 @@ class Qwen3LoraReference:
         a = self.lora.get(f"base_model.model.{prefix}.lora_A.weight")
         if a is not None:  # PEFT: base(x) + lora_B(lora_A(dropout(x))) * scaling
             b = self.lora[f"base_model.model.{prefix}.lora_B.weight"]
+            if self.dropout > 0:
+                x = torch.nn.functional.dropout(x, self.dropout, training=True)
             y = y + (x @ a.T) @ b.T * self.scale
         return y
 
@@ -53,7 +60,8 @@ class Qwen3LoraReference:
         B, T = tokens.shape
         nh, nkv, hd, eps = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], c["rms_norm_eps"]
         cos, sin = rope_cos_sin(T, hd, c["rope_theta"])
-        causal = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+        cos, sin = cos.to(self.dtype), sin.to(self.dtype)
+        causal = torch.full((T, T), float("-inf"), dtype=self.dtype).triu(1)
         x = self.w["model.embed_tokens.weight"][torch.as_tensor(tokens, dtype=torch.long)]
         for l in range(c["num_hidden_layers"]):
             p = f"model.layers.{l}."
@@ -83,7 +91,7 @@ class Qwen3LoraReference:
         V = logits.shape[-1]
         tok_loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, V), torch.as_tensor(targets, dtype=torch.long).reshape(-1), reduction="none")
-        m = torch.as_tensor(mask, dtype=torch.float64).reshape(-1)
+        m = torch.as_tensor(mask, dtype=self.dtype).reshape(-1)
         return (tok_loss * m).sum() / m.sum()
 
     def loss_and_grads(self, inputs, targets, mask):
