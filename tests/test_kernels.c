@@ -9,6 +9,7 @@
 #include <cmocka.h>
 #include <string.h>
 
+#include "kernels/cpu/fast_exp.h"
 #include "kernels/kernels.h"
 #include "test_util.h"
 
@@ -415,6 +416,24 @@ static void test_dtype_roundtrip(void **state) {
     assert_true(isinf(zen_f16_to_f32(zen_f32_to_f16(70000.0f))));
 }
 
+/* the vectorised exp against libm in double, over the range softmax uses */
+static void test_fast_exp(void **state) {
+    (void)state;
+    double worst = 0;
+    for (float x = -87.0f; x <= 88.0f; x += 0.00731f) {
+        double ref = exp((double)x), err = fabs((double)zk_expf(x) - ref) / ref;
+        if (err > worst) worst = err;
+    }
+    printf("zk_expf: max relative error %.2e over [-87, 88]\n", worst);
+    assert_true(worst < 3e-7);
+    assert_true(zk_expf(-1000.0f) < 1e-37f && zk_expf(-1000.0f) >= 0.0f);
+    float x[1000];
+    fill_uniform(x, 1000, 3, 40);
+    double s = 0;
+    for (int i = 0; i < 1000; i++) s += exp((double)x[i] - 1.0);
+    assert_true(fabs(zk_sum_exp(x, 1000, 1.0f) - s) < 1e-6 * s);
+}
+
 static int setup(void **state) {
     (void)state;
     be = zk_open("cpu");
@@ -430,6 +449,7 @@ static int teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtype_roundtrip),
+        cmocka_unit_test(test_fast_exp),
         cmocka_unit_test(test_linear_forward_naive),
         cmocka_unit_test(test_linear_lora_backward),
         cmocka_unit_test(test_lora_dropout),

@@ -237,8 +237,11 @@ int zen_train(const zen_run_config *c, int resume) {
     }
     print_summary(&r, st.step);
     double tokens_per_step = (double)(c->batch_size * c->grad_accum * c->seq_len);
-    double interval_start = now_s(), interval_tokens = 0, eval_loss = NAN;
-    long last_saved = st.step;
+    /* tokens/s counts the steps' own time; elapsed and ETA are wall-clock,
+     * evaluation and checkpoints included (elapsed continues across resumes) */
+    double session_start = now_s(), resumed_elapsed = st.elapsed_s;
+    double interval_tokens = 0, interval_seconds = 0, eval_loss = NAN;
+    long first_step = st.step, last_saved = st.step;
     for (long step = st.step; step < r.total_steps && !rc; step++) {
         double t0 = now_s(), loss;
         size_t tokens;
@@ -255,26 +258,27 @@ int zen_train(const zen_run_config *c, int resume) {
             break;
         }
         if (tokens) zen_adamw_update(&r.opt, r.lora.params, r.lora.grads, gnorm, lr);
-        double t1 = now_s();
+        interval_seconds += now_s() - t0;
+        interval_tokens += tokens_per_step;
         st.step = step + 1;
         st.epoch = st.step / r.steps_per_epoch;
         st.batch_in_epoch = st.step % r.steps_per_epoch;
-        st.elapsed_s += t1 - t0;
         st.tokens_seen += tokens_per_step;
-        interval_tokens += tokens_per_step;
         int last = st.step == r.total_steps;
         int evaluate = r.val_data && ((c->eval_every > 0 && st.step % c->eval_every == 0) || last);
         eval_loss = NAN;
         if (evaluate && (rc = evaluate_val(&r, &eval_loss))) break;
+        double session = now_s() - session_start;
+        st.elapsed_s = resumed_elapsed + session;
         zen_step_record rec = {st.step, r.total_steps, step / r.steps_per_epoch, loss, lr, gnorm,
-                               interval_tokens / (now_s() - interval_start), st.elapsed_s,
-                               st.elapsed_s / (double)(st.step) * (double)(r.total_steps - st.step), eval_loss};
+                               interval_tokens / interval_seconds, st.elapsed_s,
+                               session / (double)(st.step - first_step) * (double)(r.total_steps - st.step),
+                               eval_loss};
         if (!tokens) zen_report_line(&r.report, "step %ld: no target token with loss_mask 1; no update", st.step);
         int log_now = st.step % c->log_every == 0 || evaluate || last;
         if (log_now) {
             zen_report_metrics(&r.report, &rec);
-            interval_start = now_s();
-            interval_tokens = 0;
+            interval_seconds = interval_tokens = 0;
         }
         zen_report_progress(&r.report, &rec, log_now);
         if (evaluate) zen_report_line(&r.report, "  eval loss %.4f (ppl %.3f) on %lld validation sequences", eval_loss,

@@ -92,6 +92,11 @@ def main():
     check("pattern: checkpoints and final adapter", all(os.path.exists(w("run1", p)) for p in [
         "checkpoint-25/optimizer.safetensors", "checkpoint-50/trainer_state.json", "adapter_model.safetensors",
         "adapter_config.json", "train_config.json"]))
+    plot = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts",
+                        "plot_metrics")
+    run(["/usr/bin/python3", plot, w("run1", "metrics.jsonl"), w("loss.png")])
+    with open(w("loss.png"), "rb") as f:
+        check("plot_metrics: writes a PNG", f.read(8) == b"\x89PNG\r\n\x1a\n")
     out = run([zen, "eval", "--model", w("model"), "--adapter", w("run1"), "--data", w("val.h5"), "--seq-len", "32",
                "--batch", "3"]).stdout.split()
     zen_eval, zen_ppl = float(out[1]), float(out[3])
