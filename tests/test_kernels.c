@@ -427,6 +427,7 @@ static void test_fast_exp(void **state) {
     printf("zk_expf: max relative error %.2e over [-87, 88]\n", worst);
     assert_true(worst < 3e-7);
     assert_true(zk_expf(-1000.0f) < 1e-37f && zk_expf(-1000.0f) >= 0.0f);
+    assert_true(isnan(zk_expf(NAN)));
     float x[1000];
     fill_uniform(x, 1000, 3, 40);
     double s = 0;

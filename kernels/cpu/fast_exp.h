@@ -7,8 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-static inline float zk_expf(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+static inline float zk_expf(float x_in) {
+    /* clamp so 2^n stays a normal float; written so that NaN also lands inside
+     * (a NaN must not reach the float -> int conversion) and is restored below */
+    float x = x_in > -87.0f ? x_in : -87.0f;
+    x = x < 88.0f ? x : 88.0f;
     /* x = n ln2 + r, |r| <= ln2 / 2, with ln2 split in a high and a low part */
     /* n = round(x / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer
      * with plain arithmetic, which vectorises where floorf does not */
@@ -23,11 +26,11 @@ static inline float zk_expf(float x) {
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     union {
-        int32_t i;
+        uint32_t i;
         float f;
     } scale;
-    scale.i = ((int32_t)n + 127) << 23; /* 2^n */
-    return p * scale.f;
+    scale.i = (uint32_t)((int32_t)n + 127) << 23; /* 2^n, n in [-126, 127] */
+    return x_in == x_in ? p * scale.f : x_in;    /* NaN in, NaN out */
 }
 
 /* sum of x[0..n) with 16 partial sums: vectorises (a single running float sum
