@@ -108,6 +108,20 @@ def main():
     write_tokens(w("d4.h5"), toks, 256, loss_mask=(np.arange(40) % 3 != 0))
     check_case(args.zen, args.work, "zen-init-tiny-bf16-sharded", w("m4"), w("a4"), w("d4.h5"), 16, 2, results)
 
+    # 5. a tied model that also stores lm_head.weight: the extra tensor is ignored
+    from zen_files import read_safetensors as _read, write_safetensors as _write
+    shutil.copytree(w("m1"), w("m1-extra-head"))
+    st = w("m1-extra-head", "model.safetensors")
+    weights, _ = _read(st)
+    weights["lm_head.weight"] = rng.normal(0, 5.0, weights["model.embed_tokens.weight"].shape)
+    _write(st, weights)
+    base = [args.zen, "grad", "--adapter", w("a1"), "--data", w("d1.h5"), "--seq-len", "9", "--batch", "2"]
+    a = run(base + ["--model", w("m1"), "--out", w("t1.safetensors")])
+    b = run(base + ["--model", w("m1-extra-head"), "--out", w("t2.safetensors")])
+    same = a == b and open(w("t1.safetensors"), "rb").read() == open(w("t2.safetensors"), "rb").read()
+    results.append(("tied model with a stored lm_head.weight", 0.0, 0.0, 0.0, "(ignored: identical output)" if same
+                    else "(NOT ignored)", same))
+
     print(f"{'case':40s} {'ref loss':>12s} {'loss rel err':>13s} {'max grad rel err':>17s}")
     for name, loss, le, ge, key, ok in results:
         print(f"{name:40s} {loss:12.6f} {le:13.2e} {ge:17.2e}  {'ok' if ok else 'FAIL'}  (worst: {key})")
