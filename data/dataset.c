@@ -91,7 +91,6 @@ static int scan_values(zen_dataset *d, int model_vocab) {
 
 int zen_dataset_open(zen_dataset *d, const char *path, int model_vocab) {
     memset(d, 0, sizeof *d);
-    d->file = d->tokens = d->mask = -1;
     d->path = strdup(path);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors are reported as one line by us */
     int rc = 0;
@@ -144,12 +143,12 @@ done:
 }
 
 void zen_dataset_close(zen_dataset *d) {
-    if (d->mask >= 0) H5Dclose((hid_t)d->mask);
-    if (d->tokens >= 0) H5Dclose((hid_t)d->tokens);
-    if (d->file >= 0) H5Fclose((hid_t)d->file);
+    if (!d->path) return; /* never opened (a zeroed struct) or already closed */
+    if (d->mask > 0) H5Dclose((hid_t)d->mask);
+    if (d->tokens > 0) H5Dclose((hid_t)d->tokens);
+    if (d->file > 0) H5Fclose((hid_t)d->file);
     free(d->path);
     memset(d, 0, sizeof *d);
-    d->file = d->tokens = d->mask = -1;
 }
 
 int64_t zen_dataset_num_sequences(const zen_dataset *d, size_t T) {

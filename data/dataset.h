@@ -14,7 +14,7 @@
 
 typedef struct {
     char *path;
-    int64_t file, tokens, mask; /* HDF5 handles (hid_t) */
+    int64_t file, tokens, mask; /* HDF5 handles (hid_t); 0 = not open */
     int64_t n_tokens;
     int has_mask;
     int64_t vocab_size;         /* the file's attribute */
@@ -24,6 +24,7 @@ typedef struct {
  * through it once) every token id < model_vocab and every mask value 0 or 1.
  * Every problem is a one-line error naming the file and what is wrong. */
 int zen_dataset_open(zen_dataset *d, const char *path, int model_vocab);
+/* Safe on a zero-initialised dataset and on one already closed. */
 void zen_dataset_close(zen_dataset *d);
 int64_t zen_dataset_num_sequences(const zen_dataset *d, size_t T);
 /* Reads sequence `seq`: inputs, targets [T] and mask [T] (all ones without /loss_mask). */

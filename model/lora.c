@@ -119,15 +119,9 @@ static int config_number(const cJSON *root, const char *key, double *out, const 
 
 static int parse_adapter_config(const char *path, int *r, float *alpha, int *rslora, float *dropout,
                                 unsigned *targets) {
-    char *text = NULL;
-    int rc = zen_read_text_file(path, &text);
+    cJSON *root;
+    int rc = zen_read_json_object(path, &root);
     if (rc) return rc;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    if (!root || !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        return zen_fail(ZEN_ERR_INPUT, "%s: not a JSON object", path);
-    }
     double rv = 0, av = 0, dv = 0;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "peft_type");
     const cJSON *tm = cJSON_GetObjectItemCaseSensitive(root, "target_modules");

@@ -293,12 +293,9 @@ static int set_add_file(st_set *s, const char *path) {
 }
 
 static int open_index(st_set *s, const char *dir, const char *index_path) {
-    char *text = NULL;
-    int rc = zen_read_text_file(index_path, &text);
+    cJSON *root;
+    int rc = zen_read_json_object(index_path, &root);
     if (rc) return rc;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    if (!root) return zen_fail(ZEN_ERR_INPUT, "%s: not valid JSON", index_path);
     const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(map)) {
         cJSON_Delete(root);

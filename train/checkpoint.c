@@ -188,11 +188,9 @@ static int read_moments(const char *path, zen_adamw *opt) {
 }
 
 static int read_state(const char *path, zen_train_state *st, zen_run_config *saved_cfg) {
-    char *text = NULL;
-    int rc = zen_read_text_file(path, &text);
+    cJSON *root;
+    int rc = zen_read_json_object(path, &root);
     if (rc) return rc;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
     const cJSON *step = cJSON_GetObjectItemCaseSensitive(root, "step");
     const cJSON *epoch = cJSON_GetObjectItemCaseSensitive(root, "epoch");
     const cJSON *bie = cJSON_GetObjectItemCaseSensitive(root, "batch_in_epoch");

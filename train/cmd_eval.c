@@ -34,9 +34,7 @@ int zen_cmd_eval(int argc, char **argv) {
     zen_model m = {0};
     zen_lora lo = {0};
     zen_acts a = {0};
-    zen_dataset d;
-    memset(&d, 0, sizeof d);
-    d.file = d.tokens = d.mask = -1;
+    zen_dataset d = {0};
     double loss = 0;
     size_t tokens = 0;
     int64_t seqs = 0;
@@ -58,7 +56,7 @@ int zen_cmd_eval(int argc, char **argv) {
 done:
     zen_acts_free(&a);
     zen_lora_free(&lo);
-    if (d.path) zen_dataset_close(&d);
+    zen_dataset_close(&d);
     zen_model_free(&m);
     zk_close(be);
     return rc;

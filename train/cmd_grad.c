@@ -136,9 +136,7 @@ int zen_cmd_grad(int argc, char **argv) {
     zen_model m = {0};
     zen_lora lo = {0};
     zen_acts a = {0};
-    zen_dataset d;
-    memset(&d, 0, sizeof d);
-    d.file = d.tokens = d.mask = -1;
+    zen_dataset d = {0};
     size_t N = (size_t)(B * T);
     int32_t *inputs = zen_malloc(N * sizeof(int32_t)), *tgts = zen_malloc(N * sizeof(int32_t));
     uint8_t *mask = zen_malloc(N);

@@ -58,10 +58,6 @@ typedef struct {
     zen_report report;
 } run;
 
-static void close_dataset(zen_dataset *d) {
-    if (d->path) zen_dataset_close(d);
-}
-
 static void run_free(run *r) {
     zen_report_close(&r->report);
     if (r->micro)
@@ -71,8 +67,8 @@ static void run_free(run *r) {
     zen_acts_free(&r->acts);
     zen_adamw_free(&r->opt);
     zen_lora_free(&r->lora);
-    close_dataset(&r->train_data);
-    close_dataset(&r->val_file);
+    zen_dataset_close(&r->train_data);
+    zen_dataset_close(&r->val_file);
     zen_model_free(&r->model);
     zk_close(r->be);
 }
@@ -228,7 +224,6 @@ int zen_train(const zen_run_config *c, int resume) {
     run r;
     memset(&r, 0, sizeof r);
     r.cfg = c;
-    r.train_data.file = r.val_file.file = -1;
     zen_train_state st;
     int rc = setup(&r, resume, &st);
     if (rc) {

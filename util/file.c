@@ -1,4 +1,5 @@
 /* util/file.c: small file helpers. */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,6 +34,21 @@ int zen_read_text_file(const char *path, char **out) {
     }
     buf[size] = '\0';
     *out = buf;
+    return 0;
+}
+
+int zen_read_json_object(const char *path, cJSON **out) {
+    char *text = NULL;
+    int rc = zen_read_text_file(path, &text);
+    if (rc) return rc;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!root) return zen_fail(ZEN_ERR_INPUT, "%s: not valid JSON", path);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return zen_fail(ZEN_ERR_INPUT, "%s: expected a JSON object", path);
+    }
+    *out = root;
     return 0;
 }
 

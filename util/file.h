@@ -6,6 +6,10 @@
 
 /* Reads a whole (small) text file into a NUL-terminated malloc'd buffer. */
 int zen_read_text_file(const char *path, char **out);
+/* Reads and parses a JSON file whose top level must be an object (a cJSON
+ * tree the caller frees with cJSON_Delete); errors name the path. */
+struct cJSON;
+int zen_read_json_object(const char *path, struct cJSON **out);
 /* Writes text to path atomically (path.tmp, then rename). */
 int zen_write_text_file(const char *path, const char *text);
 /* Creates a directory (and parents) if missing. */

@@ -2,7 +2,6 @@
 """tests/reference/test_cli_errors.py: every bad input a user can give zen init /
 zen grad (flags, configs, weights, datasets, adapters) exits with code 2 and one
 line on stderr naming what is wrong; never a crash."""
-import argparse
 import json
 import os
 import shutil
@@ -13,20 +12,14 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 from zen_files import read_safetensors, write_adapter, write_safetensors, write_tokens  # noqa: E402
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--zen", required=True)
-    ap.add_argument("--work", required=True)
-    args = ap.parse_args()
-    zen, work = args.zen, args.work
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    w = lambda *p: os.path.join(work, *p)  # noqa: E731
+    zen, work, w = harness.setup()
     rng = np.random.default_rng(7)
 
     subprocess.run([zen, "init", "--preset", "tiny", "--out", w("model")], check=True, capture_output=True)

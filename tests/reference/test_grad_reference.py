@@ -6,7 +6,6 @@ sharded weights, non-zero adapters (B != 0) on all seven targets and on subsets,
 rsLoRA, and loss masks. Loss and every LoRA gradient must agree to a relative
 error of 1e-5 (||zen - ref|| / ||ref|| per tensor); --recompute must give
 bit-identical gradients. Prints the largest errors seen."""
-import argparse
 import os
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 from zen_files import (make_config, read_adapter, read_batch, read_model_dir, read_safetensors,  # noqa: E402
                        write_adapter, write_model, write_tokens)
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
@@ -64,13 +64,7 @@ def check_case(zen, work, name, model_dir, adapter_dir, data, T, B, results):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--zen", required=True)
-    ap.add_argument("--work", required=True)
-    args = ap.parse_args()
-    shutil.rmtree(args.work, ignore_errors=True)
-    os.makedirs(args.work)
-    w = lambda *p: os.path.join(args.work, *p)  # noqa: E731
+    zen, work, w = harness.setup()
     rng = np.random.default_rng(1234)
     results = []
 
@@ -80,7 +74,7 @@ def main():
     write_adapter(w("a1"), cfg, r=4, alpha=8, targets=ALL, rng=rng)
     toks = rng.integers(0, 64, 2 * 9 + 5)
     write_tokens(w("d1.h5"), toks, 64, loss_mask=rng.integers(0, 2, len(toks)))
-    check_case(args.zen, args.work, "gqa4:1-tied-f32-all7-mask", w("m1"), w("a1"), w("d1.h5"), 9, 2, results)
+    check_case(zen, work, "gqa4:1-tied-f32-all7-mask", w("m1"), w("a1"), w("d1.h5"), 9, 2, results)
 
     # 2. GQA 3:1, untied, head_dim 12 != 48/6, bf16 weights, subset of targets, rsLoRA, B=3
     cfg = make_config(hidden=48, inter=40, layers=2, heads=6, kv_heads=2, head_dim=12, vocab=50, tied=False)
@@ -89,24 +83,24 @@ def main():
                   rslora=True)
     toks = rng.integers(0, 50, 3 * 7 + 1)
     write_tokens(w("d2.h5"), toks, 50, loss_mask=rng.integers(0, 2, len(toks)))
-    check_case(args.zen, args.work, "gqa3:1-untied-bf16-subset-rslora", w("m2"), w("a2"), w("d2.h5"), 7, 3, results)
+    check_case(zen, work, "gqa3:1-untied-bf16-subset-rslora", w("m2"), w("a2"), w("d2.h5"), 7, 3, results)
 
     # 3. f16 weights, GQA 1:1 (MHA), untied, rank 1 on two targets, no loss mask
     cfg = make_config(hidden=16, inter=24, layers=3, heads=2, kv_heads=2, head_dim=8, vocab=40, tied=False)
     write_model(w("m3"), cfg, rng, "F16")
     write_adapter(w("a3"), cfg, r=1, alpha=2, targets=["k_proj", "gate_proj"], rng=rng)
     write_tokens(w("d3.h5"), rng.integers(0, 40, 30), 40)
-    check_case(args.zen, args.work, "mha-untied-f16-r1-nomask", w("m3"), w("a3"), w("d3.h5"), 12, 2, results)
+    check_case(zen, work, "mha-untied-f16-r1-nomask", w("m3"), w("a3"), w("d3.h5"), 12, 2, results)
 
     # 4. a `zen init` model (preset tiny, bf16, sharded into several files) with a bf16 adapter
-    run([args.zen, "init", "--preset", "tiny", "--dtype", "bf16", "--seed", "7", "--out", w("m4"),
+    run([zen, "init", "--preset", "tiny", "--dtype", "bf16", "--seed", "7", "--out", w("m4"),
          "--shard-size", "40000"])
     assert os.path.exists(w("m4", "model.safetensors.index.json")), "tiny model was not sharded"
     cfg4, _ = read_model_dir(w("m4"))
     write_adapter(w("a4"), cfg4, r=8, alpha=16, targets=ALL, rng=rng, dtype="BF16", b_scale=0.5)
     toks = rng.integers(0, 256, 40)
     write_tokens(w("d4.h5"), toks, 256, loss_mask=(np.arange(40) % 3 != 0))
-    check_case(args.zen, args.work, "zen-init-tiny-bf16-sharded", w("m4"), w("a4"), w("d4.h5"), 16, 2, results)
+    check_case(zen, work, "zen-init-tiny-bf16-sharded", w("m4"), w("a4"), w("d4.h5"), 16, 2, results)
 
     # 5. a tied model that also stores lm_head.weight: the extra tensor is ignored
     from zen_files import read_safetensors as _read, write_safetensors as _write
@@ -115,7 +109,7 @@ def main():
     weights, _ = _read(st)
     weights["lm_head.weight"] = rng.normal(0, 5.0, weights["model.embed_tokens.weight"].shape)
     _write(st, weights)
-    base = [args.zen, "grad", "--adapter", w("a1"), "--data", w("d1.h5"), "--seq-len", "9", "--batch", "2"]
+    base = [zen, "grad", "--adapter", w("a1"), "--data", w("d1.h5"), "--seq-len", "9", "--batch", "2"]
     a = run(base + ["--model", w("m1"), "--out", w("t1.safetensors")])
     b = run(base + ["--model", w("m1-extra-head"), "--out", w("t2.safetensors")])
     same = a == b and open(w("t1.safetensors"), "rb").read() == open(w("t2.safetensors"), "rb").read()

@@ -9,10 +9,8 @@
    bit-identical to an uninterrupted run (dropout, accumulation, shuffling and
    a held-out split all on).
 4. A non-finite loss stops the run with one clear line and a non-zero exit."""
-import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 from zen_files import read_adapter, read_model_dir, write_model, make_config, write_tokens  # noqa: E402
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
 
@@ -65,14 +64,7 @@ def reference_eval(model_dir, adapter_dir, data, T):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--zen", required=True)
-    ap.add_argument("--work", required=True)
-    args = ap.parse_args()
-    zen, work = args.zen, args.work
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    w = lambda *p: os.path.join(work, *p)  # noqa: E731
+    zen, work, w = harness.setup()
     rng = np.random.default_rng(11)
 
     # ---- 1 + 2: a learnable pattern, then the adapter through the reference ----
