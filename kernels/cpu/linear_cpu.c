@@ -58,8 +58,9 @@ static const float *dropped_input(zk_backend *be, const float *x, size_t n, cons
     if (!drop || drop->p <= 0.0f) return x;
     float *xd = cpu_scratch(be, CPU_SCRATCH_DROP_X, n);
     float keep_scale = 1.0f / (1.0f - drop->p);
+    uint64_t threshold = zk_dropout_threshold(drop->p), seed = drop->seed;
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) xd[i] = zk_dropout_keep(drop->seed, i, drop->p) ? x[i] * keep_scale : 0.0f;
+    for (size_t i = 0; i < n; i++) xd[i] = x[i] * ((float)zk_dropout_keep(seed, i, threshold) * keep_scale);
     return xd;
 }
 
@@ -102,10 +103,10 @@ void cpu_lora_bwd(zk_backend *be, void *dx_, float *dA, float *dB, float *du, co
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, du,
                 (int)r, A, (int)in, 0.0f, dxd, (int)in);
     float keep_scale = 1.0f / (1.0f - drop->p);
+    uint64_t threshold = zk_dropout_threshold(drop->p), seed = drop->seed;
     size_t n = N * in;
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++)
-        if (zk_dropout_keep(drop->seed, i, drop->p)) dx[i] += dxd[i] * keep_scale;
+    for (size_t i = 0; i < n; i++) dx[i] += dxd[i] * ((float)zk_dropout_keep(seed, i, threshold) * keep_scale);
 }
 
 void cpu_add(zk_backend *be, void *y_, const void *a_, const void *b_, size_t n) {
