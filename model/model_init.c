@@ -20,7 +20,6 @@ typedef struct {
     int ndim;
     int64_t shape[2];
     int is_norm;
-    int shard;
 } init_tensor;
 
 static int list_tensors(const zen_config *c, init_tensor **out) {
@@ -82,46 +81,29 @@ static void generate(float *buf, const init_tensor *t, int index, size_t start, 
     }
 }
 
-static int write_shard(const char *path, init_tensor *t, int n, int shard, zen_dtype dtype,
-                       uint64_t seed, double std) {
-    int count = 0;
-    st_entry *entries = zen_calloc((size_t)n, sizeof *entries);
-    if (!entries) return ZEN_ERR_INTERNAL;
-    for (int i = 0; i < n; i++) {
-        if (t[i].shard != shard) continue;
-        entries[count].name = t[i].name;
-        entries[count].dtype = dtype;
-        entries[count].ndim = t[i].ndim;
-        entries[count].shape[0] = t[i].shape[0];
-        entries[count].shape[1] = t[i].shape[1];
-        count++;
+typedef struct {
+    const init_tensor *t;
+    zen_dtype dtype;
+    uint64_t seed;
+    double std;
+    float *buf;   /* [INIT_CHUNK] */
+    void *narrow; /* [INIT_CHUNK] in dtype */
+} init_ctx;
+
+#define INIT_CHUNK ((size_t)1 << 24) /* elements generated per write */
+
+/* streams tensor i: generated in chunks, narrowed to the dtype */
+static int produce_random(void *ctx_, int i, st_writer *w) {
+    init_ctx *c = ctx_;
+    size_t total = numel_of(&c->t[i]);
+    int rc = 0;
+    for (size_t s = 0; s < total && !rc; s += INIT_CHUNK) {
+        size_t cnt = total - s < INIT_CHUNK ? total - s : INIT_CHUNK;
+        generate(c->buf, &c->t[i], i, s, cnt, c->seed, c->std);
+        zen_narrow(c->narrow, c->buf, c->dtype, cnt);
+        rc = st_writer_put(w, c->narrow, cnt * zen_dtype_size(c->dtype));
     }
-    const char *meta[] = {"format", "pt"};
-    st_writer w;
-    int rc = st_writer_open(&w, path, entries, count, meta, 1);
-    free(entries);
-    if (rc) return rc;
-    const size_t chunk = (size_t)1 << 24; /* elements generated per write */
-    float *buf = zen_malloc(chunk * sizeof(float));
-    void *narrow = zen_malloc(chunk * zen_dtype_size(dtype));
-    if (!buf || !narrow) rc = ZEN_ERR_INTERNAL;
-    for (int i = 0; i < n && !rc; i++) {
-        if (t[i].shard != shard) continue;
-        size_t total = numel_of(&t[i]);
-        for (size_t s = 0; s < total && !rc; s += chunk) {
-            size_t cnt = total - s < chunk ? total - s : chunk;
-            generate(buf, &t[i], i, s, cnt, seed, std);
-            zen_narrow(narrow, buf, dtype, cnt);
-            rc = st_writer_put(&w, narrow, cnt * zen_dtype_size(dtype));
-        }
-    }
-    free(buf);
-    free(narrow);
-    if (rc) {
-        st_writer_abort(&w);
-        return rc;
-    }
-    return st_writer_close(&w);
+    return rc;
 }
 
 static int write_config(const char *dir, const char *config_json, zen_dtype dtype) {
@@ -146,48 +128,22 @@ int zen_model_write_random(const char *dir, const char *config_json, const zen_c
     init_tensor *t = NULL;
     int n = list_tensors(cfg, &t);
     if (n < 0) return ZEN_ERR_INTERNAL;
-    /* assign tensors to shards in order, starting a new shard past shard_bytes */
-    int shards = 1;
-    uint64_t in_shard = 0, total_bytes = 0;
-    for (int i = 0; i < n; i++) {
-        uint64_t bytes = numel_of(&t[i]) * zen_dtype_size(dtype);
-        if (in_shard > 0 && in_shard + bytes > shard_bytes) {
-            shards++;
-            in_shard = 0;
-        }
-        t[i].shard = shards - 1;
-        in_shard += bytes;
-        total_bytes += bytes;
+    st_entry *entries = zen_calloc((size_t)n, sizeof *entries);
+    init_ctx ctx = {t, dtype, seed, cfg->init_std, zen_malloc(INIT_CHUNK * sizeof(float)),
+                    zen_malloc(INIT_CHUNK * zen_dtype_size(dtype))};
+    if (!entries || !ctx.buf || !ctx.narrow) rc = ZEN_ERR_INTERNAL;
+    for (int i = 0; i < n && !rc; i++) {
+        entries[i].name = t[i].name;
+        entries[i].dtype = dtype;
+        entries[i].ndim = t[i].ndim;
+        entries[i].shape[0] = t[i].shape[0];
+        entries[i].shape[1] = t[i].shape[1];
     }
-    rc = write_config(dir, config_json, dtype);
-    char name[64];
-    if (!rc && shards == 1) {
-        char *path = zen_path_join(dir, "model.safetensors");
-        rc = path ? write_shard(path, t, n, 0, dtype, seed, cfg->init_std) : ZEN_ERR_INTERNAL;
-        free(path);
-    }
-    for (int s = 0; !rc && shards > 1 && s < shards; s++) {
-        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, shards);
-        char *path = zen_path_join(dir, name);
-        rc = path ? write_shard(path, t, n, s, dtype, seed, cfg->init_std) : ZEN_ERR_INTERNAL;
-        free(path);
-    }
-    if (!rc && shards > 1) {
-        cJSON *root = cJSON_CreateObject();
-        cJSON *meta = cJSON_AddObjectToObject(root, "metadata");
-        cJSON_AddNumberToObject(meta, "total_size", (double)total_bytes);
-        cJSON *map = cJSON_AddObjectToObject(root, "weight_map");
-        for (int i = 0; i < n; i++) {
-            snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", t[i].shard + 1, shards);
-            cJSON_AddStringToObject(map, t[i].name, name);
-        }
-        char *text = cJSON_Print(root);
-        cJSON_Delete(root);
-        char *path = zen_path_join(dir, "model.safetensors.index.json");
-        rc = text && path ? zen_write_text_file(path, text) : ZEN_ERR_INTERNAL;
-        free(text);
-        free(path);
-    }
+    if (!rc) rc = write_config(dir, config_json, dtype);
+    if (!rc) rc = st_write_model_dir(dir, entries, n, shard_bytes, produce_random, &ctx);
+    free(ctx.buf);
+    free(ctx.narrow);
+    free(entries);
     free(t);
     return rc;
 }

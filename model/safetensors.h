@@ -84,4 +84,13 @@ int st_writer_put(st_writer *w, const void *data, size_t nbytes);
 int st_writer_close(st_writer *w);
 void st_writer_abort(st_writer *w);
 
+/* ---- writing a model directory's weights ---- */
+/* Writes entries[0..count) as model.safetensors, or as shards
+ * model-0000k-of-0000n.safetensors + model.safetensors.index.json when they
+ * exceed shard_bytes; tensors stay in order and a new shard starts when the next
+ * tensor would pass the limit. produce(ctx, i, w) streams tensor i's bytes. */
+typedef int (*st_produce_fn)(void *ctx, int index, st_writer *w);
+int st_write_model_dir(const char *dir, const st_entry *entries, int count, uint64_t shard_bytes,
+                       st_produce_fn produce, void *ctx);
+
 #endif

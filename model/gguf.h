@@ -1,0 +1,92 @@
+/* model/gguf.h: GGUF v3 files (llama.cpp's format): a streaming writer
+ * (key/values and tensor infos first, then each tensor's data in order, each
+ * padded to the alignment, to a temporary name renamed at the end) and a
+ * bounds-checked reader for `zen info` and tests. All values little-endian. */
+#ifndef ZEN_GGUF_H
+#define ZEN_GGUF_H
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "quant.h"
+
+#define GGUF_ALIGNMENT 32
+
+typedef enum {
+    GGUF_U8 = 0, GGUF_I8 = 1, GGUF_U16 = 2, GGUF_I16 = 3, GGUF_U32 = 4, GGUF_I32 = 5,
+    GGUF_F32 = 6, GGUF_BOOL = 7, GGUF_STRING = 8, GGUF_ARRAY = 9, GGUF_U64 = 10,
+    GGUF_I64 = 11, GGUF_F64 = 12
+} gguf_value_type;
+
+/* ---- writing ---- */
+typedef struct {
+    /* metadata is built in memory (the tokenizer arrays are the largest part) */
+    unsigned char *kv;
+    size_t kv_len, kv_cap;
+    uint64_t kv_count;
+    unsigned char *info;
+    size_t info_len, info_cap;
+    uint64_t tensor_count;
+    uint64_t data_offset;   /* running offset of the next tensor's data */
+    uint64_t *tensor_bytes; /* [tensor_count] */
+    /* streaming */
+    FILE *fp;
+    char *path, *tmp_path;
+    uint64_t current, written;
+    int failed;
+} gguf_writer;
+
+void gguf_writer_init(gguf_writer *w);
+void gguf_add_u32(gguf_writer *w, const char *key, uint32_t v);
+void gguf_add_i32(gguf_writer *w, const char *key, int32_t v);
+void gguf_add_f32(gguf_writer *w, const char *key, float v);
+void gguf_add_bool(gguf_writer *w, const char *key, int v);
+void gguf_add_string(gguf_writer *w, const char *key, const char *v);
+void gguf_add_string_array(gguf_writer *w, const char *key, const char *const *v, size_t n);
+void gguf_add_i32_array(gguf_writer *w, const char *key, const int32_t *v, size_t n);
+/* A tensor with ne[0] the fastest-varying dimension (PyTorch [out, in] -> ne {in, out}). */
+void gguf_add_tensor(gguf_writer *w, const char *name, int n_dims, const uint64_t *ne, ggml_type_id type);
+/* Writes the header, metadata and infos to path.tmp; then gguf_put streams the
+ * data of each tensor in the order added; gguf_finish pads, checks and renames. */
+int gguf_begin(gguf_writer *w, const char *path);
+int gguf_put(gguf_writer *w, const void *data, size_t n);
+int gguf_finish(gguf_writer *w);
+void gguf_writer_free(gguf_writer *w); /* also removes the temporary file of an unfinished write */
+
+/* ---- reading ---- */
+typedef struct {
+    char *key;
+    gguf_value_type type;     /* for arrays: GGUF_ARRAY, with elem_type and count */
+    gguf_value_type elem_type;
+    uint64_t count;
+    const unsigned char *value; /* raw bytes in the file */
+} gguf_kv;
+
+typedef struct {
+    char *name;
+    uint32_t n_dims;
+    uint64_t ne[4];
+    uint32_t type;
+    uint64_t offset;          /* relative to the data section */
+    const unsigned char *data;
+} gguf_tensor_info;
+
+typedef struct {
+    char *path;
+    unsigned char *map;
+    size_t size;
+    uint32_t version;
+    uint64_t n_kv, n_tensors;
+    gguf_kv *kvs;
+    gguf_tensor_info *tensors;
+} gguf_file;
+
+int gguf_open(gguf_file *f, const char *path);
+void gguf_close(gguf_file *f);
+const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key);
+const gguf_tensor_info *gguf_find_tensor(const gguf_file *f, const char *name);
+/* a string value or array element i as a malloc'd C string */
+char *gguf_string(const gguf_kv *kv, uint64_t i);
+const char *gguf_type_name(gguf_value_type t);
+
+#endif
