@@ -329,6 +329,7 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
     for (size_t b = 0; b < B; b++) {
         char *xf_b = (char *)a->xf + b * T * C * ab;
         be->linear_fwd(be, a->logits, xf_b, &m->lm_head, T, C, V);
+        if (b == 0 && a->logits_host) be->download_act(be, a->logits_host, a->logits, T * V);
         be->xent(be, a->logits, a->losses + b * T, a->targets + b * T, a->weights + b * T, T, V,
                  grad_scale);
         if (backward) /* dxf_b = dlogits lm_head; dxn is free until the layers' backward */

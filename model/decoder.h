@@ -59,6 +59,7 @@ typedef struct {
     void *dh, *dg, *du;     /* [N, F] */
     float *dlora_u;    /* [N, r] */
     uint64_t dropout_seed; /* of the current run; 0 = no LoRA dropout */
+    float *logits_host;    /* optional host [T, V]: receives sequence 0's logits (zen eval --save-logits) */
 } zen_acts;
 
 /* Bytes of each part of a training step's memory, for the printed plan. */

@@ -15,20 +15,6 @@
 
 #define CKPT_PREFIX "checkpoint-"
 
-static int remove_tree(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) return remove(path);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char *child = zen_path_join(path, e->d_name);
-        if (child) remove_tree(child);
-        free(child);
-    }
-    closedir(d);
-    return rmdir(path);
-}
-
 /* fault injection for the crash-safety test: ZEN_FAULT_KILL_IN_CHECKPOINT=STEP
  * kills the process with SIGKILL half-way through writing that checkpoint */
 static void maybe_die_mid_save(long step) {
@@ -85,7 +71,7 @@ int zen_checkpoint_save(const char *out_dir, const zen_train_state *st, const ze
     snprintf(final_dir, sizeof final_dir, "%s/" CKPT_PREFIX "%ld", out_dir, st->step);
     snprintf(tmp_dir, sizeof tmp_dir, "%s.tmp", final_dir);
     snprintf(old_dir, sizeof old_dir, "%s.old", final_dir);
-    remove_tree(tmp_dir);
+    zen_remove_tree(tmp_dir);
     int rc = zen_mkdir_p(tmp_dir);
     if (!rc) rc = zen_lora_save_peft(lo, model_cfg, tmp_dir, cfg->model, ZEN_F32);
     if (!rc) maybe_die_mid_save(st->step);
@@ -100,14 +86,14 @@ int zen_checkpoint_save(const char *out_dir, const zen_train_state *st, const ze
     free(text);
     if (!rc) {
         /* replace an existing checkpoint of the same step (a re-run after resume) */
-        remove_tree(old_dir);
+        zen_remove_tree(old_dir);
         if (rename(final_dir, old_dir) != 0 && errno != ENOENT)
             rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot move aside: %s", final_dir, strerror(errno));
         else if (rename(tmp_dir, final_dir) != 0)
             rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot rename into place: %s", final_dir, strerror(errno));
-        remove_tree(old_dir);
+        zen_remove_tree(old_dir);
     }
-    if (rc) remove_tree(tmp_dir);
+    if (rc) zen_remove_tree(tmp_dir);
     return rc;
 }
 
@@ -148,7 +134,7 @@ void zen_checkpoint_prune(const char *out_dir, long keep) {
         if (!strncmp(e->d_name, CKPT_PREFIX, strlen(CKPT_PREFIX)) && len > 4 &&
             (!strcmp(e->d_name + len - 4, ".tmp") || !strcmp(e->d_name + len - 4, ".old"))) {
             snprintf(path, sizeof path, "%s/%s", out_dir, e->d_name);
-            remove_tree(path); /* leftovers of an interrupted save */
+            zen_remove_tree(path); /* leftovers of an interrupted save */
             continue;
         }
         long s = checkpoint_step(out_dir, e->d_name);
@@ -162,7 +148,7 @@ void zen_checkpoint_prune(const char *out_dir, long keep) {
         for (int i = 0; i < n; i++)
             if (steps[i] >= 0 && (min_i < 0 || steps[i] < steps[min_i])) min_i = i;
         snprintf(path, sizeof path, "%s/" CKPT_PREFIX "%ld", out_dir, steps[min_i]);
-        remove_tree(path);
+        zen_remove_tree(path);
         steps[min_i] = -1;
     }
 }

@@ -3,8 +3,10 @@
  * without dropout. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "../model/safetensors.h"
 #include "../util/error.h"
 #include "cli.h"
 #include "commands.h"
@@ -13,11 +15,12 @@
 int zen_cmd_eval(int argc, char **argv) {
     zen_opt o[] = {{"--model", 1, NULL},   {"--adapter", 1, NULL}, {"--data", 1, NULL},
                    {"--seq-len", 1, NULL}, {"--batch", 1, NULL},   {"--device", 1, NULL},
-                   {"--recompute", 0, NULL}, {"--help", 0, NULL}};
+                   {"--recompute", 0, NULL}, {"--save-logits", 1, NULL}, {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "eval"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
-        printf("zen eval --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B] [--device cpu]\n");
+        printf("zen eval --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B] [--device cpu]\n"
+               "         [--save-logits FILE.safetensors]   (the logits [T, V] of sequence 0, F32)\n");
         return 0;
     }
     const char *model_dir, *data_path, *adapter_dir = zen_cli_get(o, n, "--adapter");
@@ -50,10 +53,26 @@ int zen_cmd_eval(int argc, char **argv) {
     if ((rc = zen_acts_create(&a, &m, adapter_dir ? &lo : NULL, (size_t)B, (size_t)T,
                               zen_cli_get(o, n, "--recompute") != NULL)))
         goto done;
+    const char *logits_path = zen_cli_get(o, n, "--save-logits");
+    if (logits_path && !(a.logits_host = zen_malloc((size_t)T * (size_t)m.cfg.vocab * sizeof(float)))) {
+        rc = ZEN_ERR_INTERNAL;
+        goto done;
+    }
     if ((rc = zen_evaluate(&m, adapter_dir ? &lo : NULL, &a, &d, 0, seqs, &loss, &tokens))) goto done;
+    if (logits_path) {
+        /* sequence 0 was in the first batch; its logits were saved before the later batches */
+        st_entry e = {"logits", ZEN_F32, 2, {T, m.cfg.vocab}};
+        st_writer w;
+        if (!(rc = st_writer_open(&w, logits_path, &e, 1, NULL, 0))) {
+            rc = st_writer_put(&w, a.logits_host, (size_t)T * (size_t)m.cfg.vocab * sizeof(float));
+            rc = rc ? (st_writer_abort(&w), rc) : st_writer_close(&w);
+        }
+        if (rc) goto done;
+    }
     printf("loss %.9g\nppl %.9g\n", loss, exp(loss));
     fprintf(stderr, "evaluated %lld sequences of %lld (%zu target tokens)\n", (long long)seqs, T, tokens);
 done:
+    free(a.logits_host);
     zen_acts_free(&a);
     zen_lora_free(&lo);
     zen_dataset_close(&d);

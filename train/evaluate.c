@@ -44,7 +44,9 @@ int zen_evaluate(const zen_model *m, const zen_lora *lo, zen_acts *a, const zen_
     if (rc) return rc;
     double sum = 0.0;
     size_t n = 0;
+    float *logits_host = a->logits_host; /* only the first batch's sequence 0 is kept */
     for (int64_t s = 0; s < count && !rc; s += (int64_t)a->B) {
+        a->logits_host = s == 0 ? logits_host : NULL;
         for (size_t row = 0; row < a->B && !rc; row++) {
             if (s + (int64_t)row < count) {
                 rc = zen_batch_read_row(&b, d, row, first + s + (int64_t)row);
@@ -59,6 +61,7 @@ int zen_evaluate(const zen_model *m, const zen_lora *lo, zen_acts *a, const zen_
         sum += batch_sum;
         n += zen_batch_mask_count(&b);
     }
+    a->logits_host = logits_host;
     zen_batch_free(&b);
     if (rc) return rc;
     if (n == 0) return zen_fail(ZEN_ERR_INPUT, "%s: no target token with loss_mask 1 to evaluate", d->path);

@@ -20,6 +20,9 @@ static void usage(FILE *out) {
             "  zen train CONFIG.json [--model DIR] [--data FILE.h5] [--out DIR] [--set key=value]...\n"
             "            [--resume]\n"
             "  zen eval  --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B]\n"
+            "  zen export --model DIR [--adapter DIR] --format safetensors|gguf|peft|gguf-lora|mlx\n"
+            "            --out PATH [--dtype f32|f16|bf16|q8_0|q4_0] [--shard-size BYTES] [--no-tokenizer]\n"
+            "  zen info  FILE|DIR  (SafeTensors, GGUF, HDF5)\n"
             "\n"
             "exit codes: 0 success, 1 internal failure, 2 bad input or usage\n");
 }
@@ -42,6 +45,10 @@ int main(int argc, char **argv) {
         rc = zen_cmd_train(argc, argv);
     } else if (!strcmp(cmd, "eval")) {
         rc = zen_cmd_eval(argc, argv);
+    } else if (!strcmp(cmd, "export")) {
+        rc = zen_cmd_export(argc, argv);
+    } else if (!strcmp(cmd, "info")) {
+        rc = zen_cmd_info(argc, argv);
     } else {
         fprintf(stderr, "zen: unknown command '%s' (see zen --help)\n", cmd);
         return 2;

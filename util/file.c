@@ -1,6 +1,8 @@
 /* util/file.c: small file helpers. */
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -107,4 +109,18 @@ void zen_format_bytes(char *buf, size_t cap, size_t bytes) {
         u++;
     }
     snprintf(buf, cap, u ? "%.2f %s" : "%.0f %s", v, units[u]);
+}
+
+int zen_remove_tree(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return remove(path) == 0 || errno == ENOENT ? 0 : -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *child = zen_path_join(path, e->d_name);
+        if (child) zen_remove_tree(child);
+        free(child);
+    }
+    closedir(d);
+    return rmdir(path);
 }

@@ -17,6 +17,8 @@ int zen_mkdir_p(const char *path);
 /* path joined as dir/name into a malloc'd string */
 char *zen_path_join(const char *dir, const char *name);
 int zen_file_exists(const char *path);
+/* Removes a file or a directory tree (best effort; 0 when it is gone). */
+int zen_remove_tree(const char *path);
 /* "12.3 MiB"-style size with a unit that fits */
 void zen_format_bytes(char *buf, size_t cap, size_t bytes);
 

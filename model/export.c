@@ -1,0 +1,353 @@
+/* model/export.c: merged exports (SafeTensors directory, GGUF) and the
+ * dispatch of every format. The merge runs a chunk of rows at a time:
+ *   W[r0:r1, :] (fp32) = widen(base rows) + scale * B[r0:r1, :] A
+ * then one conversion to the output type, so a 4B model never sits in memory. */
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../util/error.h"
+#include "../util/file.h"
+#include "export.h"
+#include "lora.h"
+#include "quant.h"
+#include "weights.h"
+
+#define CHUNK_ELEMS ((size_t)1 << 22) /* fp32 elements per merged chunk (16 MiB) */
+
+typedef struct {
+    char hf_name[160];
+    char gguf_name[96];
+    int ndim;
+    size_t rows, cols;    /* 1-D tensors: rows = n, cols = 1 */
+    const zk_weight *w;   /* matrix source, or NULL */
+    const float *vec;     /* vector source (norms, fp32), or NULL */
+    int layer, target;    /* LoRA slot; target -1 for none */
+} xtensor;
+
+typedef struct {
+    const zen_model *m;
+    const zen_lora *lo;   /* NULL: no adapter */
+    float *lora_host;     /* [num_params] host copy of A and B */
+    xtensor *t;
+    int n;
+    float *buf;           /* [CHUNK_ELEMS] merged fp32 rows */
+    unsigned char *out;   /* [CHUNK_ELEMS * 4] converted rows */
+    zen_dtype st_dtype;   /* safetensors output */
+    ggml_type_id *gguf_types; /* [n] gguf output type per tensor */
+    gguf_writer *gw;
+} xctx;
+
+static const char *const gguf_proj[ZEN_NUM_TARGETS] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                                       "ffn_gate", "ffn_up", "ffn_down"};
+
+static void add_matrix(xtensor *t, int *n, const char *hf, const char *gg, const zk_weight *w, size_t rows,
+                       size_t cols, int layer, int target) {
+    xtensor *x = &t[(*n)++];
+    snprintf(x->hf_name, sizeof x->hf_name, "%s", hf);
+    snprintf(x->gguf_name, sizeof x->gguf_name, "%s", gg);
+    x->ndim = 2, x->rows = rows, x->cols = cols, x->w = w, x->vec = NULL, x->layer = layer, x->target = target;
+}
+
+static void add_vector(xtensor *t, int *n, const char *hf, const char *gg, const float *v, size_t len) {
+    xtensor *x = &t[(*n)++];
+    snprintf(x->hf_name, sizeof x->hf_name, "%s", hf);
+    snprintf(x->gguf_name, sizeof x->gguf_name, "%s", gg);
+    x->ndim = 1, x->rows = len, x->cols = 1, x->w = NULL, x->vec = v, x->layer = -1, x->target = -1;
+}
+
+/* every tensor of the model, in Hugging Face order, with its GGUF name */
+static int list_tensors(const zen_model *m, xtensor **out) {
+    const zen_config *c = &m->cfg;
+    xtensor *t = zen_calloc((size_t)(3 + 11 * c->layers), sizeof(xtensor));
+    if (!t) return -1;
+    int n = 0;
+    char hf[160], gg[96];
+    add_matrix(t, &n, "model.embed_tokens.weight", "token_embd.weight", &m->embed, (size_t)c->vocab,
+               (size_t)c->hidden, -1, -1);
+    for (int l = 0; l < c->layers; l++) {
+        const zen_layer_weights *lw = &m->layers[l];
+        snprintf(hf, sizeof hf, "model.layers.%d.input_layernorm.weight", l);
+        snprintf(gg, sizeof gg, "blk.%d.attn_norm.weight", l);
+        add_vector(t, &n, hf, gg, lw->attn_norm, (size_t)c->hidden);
+        for (int p = 0; p < ZEN_NUM_TARGETS; p++) {
+            int in, o;
+            zen_target_dims(c, (zen_target)p, &in, &o);
+            snprintf(hf, sizeof hf, "model.layers.%d.%s.weight", l, zen_target_module((zen_target)p));
+            snprintf(gg, sizeof gg, "blk.%d.%s.weight", l, gguf_proj[p]);
+            add_matrix(t, &n, hf, gg, &lw->proj[p], (size_t)o, (size_t)in, l, p);
+            if (p == ZT_O) { /* the norms, in HF's order */
+                snprintf(hf, sizeof hf, "model.layers.%d.self_attn.q_norm.weight", l);
+                snprintf(gg, sizeof gg, "blk.%d.attn_q_norm.weight", l);
+                add_vector(t, &n, hf, gg, lw->q_norm, (size_t)c->head_dim);
+                snprintf(hf, sizeof hf, "model.layers.%d.self_attn.k_norm.weight", l);
+                snprintf(gg, sizeof gg, "blk.%d.attn_k_norm.weight", l);
+                add_vector(t, &n, hf, gg, lw->k_norm, (size_t)c->head_dim);
+                snprintf(hf, sizeof hf, "model.layers.%d.post_attention_layernorm.weight", l);
+                snprintf(gg, sizeof gg, "blk.%d.ffn_norm.weight", l);
+                add_vector(t, &n, hf, gg, lw->ffn_norm, (size_t)c->hidden);
+            }
+        }
+    }
+    add_vector(t, &n, "model.norm.weight", "output_norm.weight", m->final_norm, (size_t)c->hidden);
+    if (!c->tied)
+        add_matrix(t, &n, "lm_head.weight", "output.weight", &m->lm_head, (size_t)c->vocab, (size_t)c->hidden, -1, -1);
+    *out = t;
+    return n;
+}
+
+/* dst[nr, cols] = the merged fp32 rows [r0, r0 + nr) of tensor t */
+static void merged_rows(const xctx *c, const xtensor *t, size_t r0, size_t nr, float *dst) {
+    if (t->vec) {
+        memcpy(dst, t->vec + r0, nr * sizeof(float));
+        return;
+    }
+    size_t es = zen_dtype_size(t->w->dtype);
+    zen_widen(dst, (const char *)t->w->data + r0 * t->cols * es, t->w->dtype, nr * t->cols);
+    if (t->target >= 0 && zen_lora_has(c->lo, t->target)) {
+        const float *A = zen_lora_A(c->lo, c->lora_host, t->layer, t->target); /* [r, cols] */
+        const float *B = zen_lora_B(c->lo, c->lora_host, t->layer, t->target); /* [rows, r] */
+        int r = c->lo->r;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)t->cols, r, c->lo->scale, B + r0 * (size_t)r,
+                    r, A, (int)t->cols, 1.0f, dst, (int)t->cols);
+    }
+}
+
+static size_t rows_per_chunk(const xtensor *t) {
+    size_t rows = CHUNK_ELEMS / t->cols;
+    return rows < 1 ? 1 : rows;
+}
+
+static int produce_safetensors(void *ctx_, int i, st_writer *w) {
+    xctx *c = ctx_;
+    const xtensor *t = &c->t[i];
+    size_t step = rows_per_chunk(t);
+    int rc = 0;
+    for (size_t r0 = 0; r0 < t->rows && !rc; r0 += step) {
+        size_t nr = t->rows - r0 < step ? t->rows - r0 : step;
+        merged_rows(c, t, r0, nr, c->buf);
+        zen_narrow(c->out, c->buf, c->st_dtype, nr * t->cols);
+        rc = st_writer_put(w, c->out, nr * t->cols * zen_dtype_size(c->st_dtype));
+    }
+    return rc;
+}
+
+static int produce_gguf(xctx *c, int i) {
+    const xtensor *t = &c->t[i];
+    size_t step = rows_per_chunk(t);
+    int rc = 0;
+    for (size_t r0 = 0; r0 < t->rows && !rc; r0 += step) {
+        size_t nr = t->rows - r0 < step ? t->rows - r0 : step;
+        merged_rows(c, t, r0, nr, c->buf);
+        ggml_quantize(c->out, c->buf, nr * t->cols, c->gguf_types[i]);
+        rc = gguf_put(c->gw, c->out, ggml_type_bytes(c->gguf_types[i], nr * t->cols));
+    }
+    return rc;
+}
+
+/* copies a file if it exists (tokenizer and generation files beside the weights) */
+static int copy_if_present(const char *from_dir, const char *to_dir, const char *name) {
+    char *src = zen_path_join(from_dir, name), *dst = zen_path_join(to_dir, name);
+    int rc = 0;
+    FILE *in = src ? fopen(src, "rb") : NULL;
+    if (in) {
+        FILE *out = fopen(dst, "wb");
+        if (!out) rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot write: %s", dst, strerror(errno));
+        char buf[65536];
+        size_t n;
+        while (!rc && (n = fread(buf, 1, sizeof buf, in)) > 0)
+            if (fwrite(buf, 1, n, out) != n) rc = zen_fail(ZEN_ERR_INTERNAL, "%s: write failed", dst);
+        if (out && fclose(out) != 0 && !rc) rc = zen_fail(ZEN_ERR_INTERNAL, "%s: write failed", dst);
+        fclose(in);
+    }
+    free(src);
+    free(dst);
+    return rc;
+}
+
+static int write_hf_config(const char *model_dir, const char *out_dir, zen_dtype dtype) {
+    char *src = zen_path_join(model_dir, "config.json"), *dst = zen_path_join(out_dir, "config.json");
+    cJSON *root = NULL;
+    int rc = src && dst ? zen_read_json_object(src, &root) : ZEN_ERR_INTERNAL;
+    if (!rc) {
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "torch_dtype");
+        cJSON_AddStringToObject(root, "torch_dtype",
+                                dtype == ZEN_BF16 ? "bfloat16" : dtype == ZEN_F16 ? "float16" : "float32");
+        char *text = cJSON_Print(root);
+        rc = text ? zen_write_text_file(dst, text) : ZEN_ERR_INTERNAL;
+        free(text);
+    }
+    cJSON_Delete(root);
+    free(src);
+    free(dst);
+    return rc;
+}
+
+static int export_safetensors(xctx *c, const zen_export_opts *o, const char *dir) {
+    st_entry *e = zen_calloc((size_t)c->n, sizeof *e);
+    if (!e) return ZEN_ERR_INTERNAL;
+    for (int i = 0; i < c->n; i++) {
+        e[i].name = c->t[i].hf_name;
+        e[i].dtype = c->st_dtype;
+        e[i].ndim = c->t[i].ndim;
+        e[i].shape[0] = (int64_t)c->t[i].rows;
+        e[i].shape[1] = (int64_t)c->t[i].cols;
+    }
+    int rc = st_write_model_dir(dir, e, c->n, o->shard_bytes, produce_safetensors, c);
+    free(e);
+    if (!rc) rc = write_hf_config(o->model_dir, dir, c->st_dtype);
+    const char *extra[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                           "merges.txt", "generation_config.json"};
+    for (size_t k = 0; k < sizeof extra / sizeof extra[0] && !rc; k++) rc = copy_if_present(o->model_dir, dir, extra[k]);
+    return rc;
+}
+
+static int export_gguf(xctx *c, const zen_export_opts *o, ggml_type_id type) {
+    const zen_config *cfg = &c->m->cfg;
+    gguf_writer w;
+    gguf_writer_init(&w);
+    c->gw = &w;
+    int rc = 0;
+    int fallbacks = 0;
+    for (int i = 0; i < c->n; i++) {
+        const xtensor *t = &c->t[i];
+        ggml_type_id tt = t->ndim == 1 ? GGML_F32 : type; /* norms stay f32 */
+        if (t->cols % ggml_type_block(tt) != 0) {
+            tt = GGML_F16; /* as llama.cpp's converter: rows that do not fill whole blocks */
+            fallbacks++;
+        }
+        c->gguf_types[i] = tt;
+    }
+    if (fallbacks)
+        fprintf(stderr, "zen export: %d tensors have rows that are not a multiple of %d; stored as F16\n", fallbacks,
+                GGML_QK);
+    const char *base = strrchr(o->model_dir, '/');
+    gguf_add_string(&w, "general.architecture", "qwen3");
+    gguf_add_string(&w, "general.type", "model");
+    gguf_add_string(&w, "general.name", base && base[1] ? base + 1 : o->model_dir);
+    gguf_add_u32(&w, "general.file_type", ggml_file_type(type));
+    gguf_add_u32(&w, "general.quantization_version", 2);
+    gguf_add_u32(&w, "qwen3.block_count", (uint32_t)cfg->layers);
+    gguf_add_u32(&w, "qwen3.context_length", (uint32_t)cfg->max_positions);
+    gguf_add_u32(&w, "qwen3.embedding_length", (uint32_t)cfg->hidden);
+    gguf_add_u32(&w, "qwen3.feed_forward_length", (uint32_t)cfg->intermediate);
+    gguf_add_u32(&w, "qwen3.attention.head_count", (uint32_t)cfg->heads);
+    gguf_add_u32(&w, "qwen3.attention.head_count_kv", (uint32_t)cfg->kv_heads);
+    gguf_add_f32(&w, "qwen3.rope.freq_base", (float)cfg->rope_theta);
+    gguf_add_f32(&w, "qwen3.attention.layer_norm_rms_epsilon", cfg->rms_eps);
+    gguf_add_u32(&w, "qwen3.attention.key_length", (uint32_t)cfg->head_dim);
+    gguf_add_u32(&w, "qwen3.attention.value_length", (uint32_t)cfg->head_dim);
+    if (o->no_tokenizer) {
+        gguf_add_string(&w, "tokenizer.ggml.model", "none");
+        gguf_add_u32(&w, "qwen3.vocab_size", (uint32_t)cfg->vocab);
+    } else {
+        rc = zen_gguf_add_tokenizer(&w, o->model_dir, cfg->vocab);
+    }
+    for (int i = 0; i < c->n && !rc; i++) {
+        uint64_t ne[2] = {c->t[i].cols, c->t[i].rows};
+        if (c->t[i].ndim == 1) ne[0] = c->t[i].rows;
+        gguf_add_tensor(&w, c->t[i].gguf_name, c->t[i].ndim, ne, c->gguf_types[i]);
+    }
+    if (!rc) rc = gguf_begin(&w, o->out);
+    for (int i = 0; i < c->n && !rc; i++) rc = produce_gguf(c, i);
+    if (!rc) rc = gguf_finish(&w);
+    gguf_writer_free(&w);
+    return rc;
+}
+
+int zen_export_parse_format(const char *name, zen_export_format *out) {
+    static const struct { const char *name; zen_export_format f; } table[] = {
+        {"safetensors", ZEN_EXPORT_SAFETENSORS}, {"gguf", ZEN_EXPORT_GGUF}, {"peft", ZEN_EXPORT_PEFT},
+        {"gguf-lora", ZEN_EXPORT_GGUF_LORA}, {"mlx", ZEN_EXPORT_MLX}};
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (!strcmp(name, table[i].name)) {
+            *out = table[i].f;
+            return 0;
+        }
+    return -1;
+}
+
+/* a directory output is built under OUT.partial and renamed into place */
+static int begin_dir(const char *out, char *partial, size_t cap) {
+    struct stat st;
+    if (stat(out, &st) == 0)
+        return zen_fail(ZEN_ERR_INPUT, "%s already exists; choose another --out or remove it", out);
+    snprintf(partial, cap, "%s.partial", out);
+    zen_remove_tree(partial);
+    return zen_mkdir_p(partial);
+}
+
+static int finish_dir(int rc, const char *partial, const char *out) {
+    if (!rc && rename(partial, out) != 0)
+        rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot rename into place: %s", out, strerror(errno));
+    if (rc) zen_remove_tree(partial);
+    return rc;
+}
+
+int zen_export(const zen_export_opts *o) {
+    int merged = o->format == ZEN_EXPORT_SAFETENSORS || o->format == ZEN_EXPORT_GGUF;
+    if (!merged && !o->adapter_dir)
+        return zen_fail(ZEN_ERR_INPUT, "--format %s exports an adapter: give --adapter DIR",
+                        o->format == ZEN_EXPORT_PEFT ? "peft" : o->format == ZEN_EXPORT_MLX ? "mlx" : "gguf-lora");
+    zk_backend *be = zk_open("cpu");
+    if (!be) return ZEN_ERR_INTERNAL;
+    zen_model m = {0};
+    zen_lora lo = {0};
+    xctx c = {0};
+    char partial[4200];
+    int rc = zen_model_load(&m, be, o->model_dir);
+    if (!rc && o->adapter_dir) rc = zen_lora_load_peft(&lo, &m.cfg, be, o->adapter_dir);
+    if (!rc && lo.num_params) {
+        c.lora_host = zen_malloc(lo.num_params * sizeof(float));
+        if (!c.lora_host) rc = ZEN_ERR_INTERNAL;
+        else be->download(be, c.lora_host, lo.params, lo.num_params * sizeof(float));
+    }
+    if (rc) goto done;
+    if (!merged) {
+        if (o->format == ZEN_EXPORT_GGUF_LORA) /* a single file, written to a temporary name */
+            rc = zen_export_adapter(o, &m, &lo, c.lora_host, o->out);
+        else if (!(rc = begin_dir(o->out, partial, sizeof partial)))
+            rc = finish_dir(zen_export_adapter(o, &m, &lo, c.lora_host, partial), partial, o->out);
+        goto done;
+    }
+    c.m = &m;
+    c.lo = o->adapter_dir ? &lo : NULL;
+    c.n = list_tensors(&m, &c.t);
+    c.buf = zen_malloc(CHUNK_ELEMS * sizeof(float));
+    c.out = zen_malloc(CHUNK_ELEMS * sizeof(float));
+    c.gguf_types = zen_calloc((size_t)(c.n > 0 ? c.n : 1), sizeof(ggml_type_id));
+    if (c.n < 0 || !c.buf || !c.out || !c.gguf_types) {
+        rc = ZEN_ERR_INTERNAL;
+        goto done;
+    }
+    if (o->format == ZEN_EXPORT_SAFETENSORS) {
+        c.st_dtype = m.main_dtype;
+        if (o->dtype && zen_dtype_parse(o->dtype, &c.st_dtype)) {
+            rc = zen_fail(ZEN_ERR_INPUT, "--dtype '%s': safetensors takes f32, f16 or bf16", o->dtype);
+            goto done;
+        }
+        if (!(rc = begin_dir(o->out, partial, sizeof partial)))
+            rc = finish_dir(export_safetensors(&c, o, partial), partial, o->out);
+    } else {
+        ggml_type_id type = m.main_dtype == ZEN_BF16 ? GGML_BF16 : m.main_dtype == ZEN_F16 ? GGML_F16 : GGML_F32;
+        if (o->dtype && ggml_type_parse(o->dtype, &type)) {
+            rc = zen_fail(ZEN_ERR_INPUT, "--dtype '%s': gguf takes f32, f16, bf16, q8_0 or q4_0", o->dtype);
+            goto done;
+        }
+        rc = export_gguf(&c, o, type);
+    }
+done:
+    free(c.t);
+    free(c.buf);
+    free(c.out);
+    free(c.gguf_types);
+    free(c.lora_host);
+    zen_lora_free(&lo);
+    zen_model_free(&m);
+    zk_close(be);
+    return rc;
+}

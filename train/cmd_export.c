@@ -1,0 +1,39 @@
+/* train/cmd_export.c: `zen export --model DIR [--adapter DIR] --format F
+ * [--dtype T] --out PATH [--shard-size BYTES] [--no-tokenizer]`. */
+#include <stdio.h>
+
+#include "../model/export.h"
+#include "../util/error.h"
+#include "cli.h"
+#include "commands.h"
+
+int zen_cmd_export(int argc, char **argv) {
+    zen_opt o[] = {{"--model", 1, NULL}, {"--adapter", 1, NULL},    {"--format", 1, NULL},
+                   {"--dtype", 1, NULL}, {"--out", 1, NULL},        {"--shard-size", 1, NULL},
+                   {"--no-tokenizer", 0, NULL}, {"--help", 0, NULL}};
+    int n = (int)(sizeof o / sizeof o[0]), rc;
+    if ((rc = zen_cli_parse(argc, argv, 2, o, n, "export"))) return rc;
+    if (zen_cli_get(o, n, "--help")) {
+        printf("zen export --model DIR [--adapter DIR] --format safetensors|gguf|peft|gguf-lora|mlx --out PATH\n"
+               "           [--dtype f32|f16|bf16|q8_0|q4_0] [--shard-size BYTES (4000000000)] [--no-tokenizer]\n");
+        return 0;
+    }
+    zen_export_opts e = {0};
+    const char *format;
+    long long shard;
+    if ((rc = zen_cli_require(o, n, "--model", "export", &e.model_dir)) ||
+        (rc = zen_cli_require(o, n, "--format", "export", &format)) ||
+        (rc = zen_cli_require(o, n, "--out", "export", &e.out)) ||
+        (rc = zen_cli_int(o, n, "--shard-size", 4000000000LL, 1, 1LL << 50, &shard)))
+        return rc;
+    if (zen_export_parse_format(format, &e.format))
+        return zen_fail(ZEN_ERR_INPUT, "--format '%s' is unknown (expected safetensors, gguf, peft, gguf-lora or mlx)",
+                        format);
+    e.adapter_dir = zen_cli_get(o, n, "--adapter");
+    e.dtype = zen_cli_get(o, n, "--dtype");
+    e.shard_bytes = (uint64_t)shard;
+    e.no_tokenizer = zen_cli_get(o, n, "--no-tokenizer") != NULL;
+    rc = zen_export(&e);
+    if (!rc) printf("wrote %s\n", e.out);
+    return rc;
+}

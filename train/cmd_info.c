@@ -1,0 +1,174 @@
+/* train/cmd_info.c: `zen info FILE`: what is inside a SafeTensors file or model
+ * directory, a GGUF file (every key and tensor with type and shape) or an HDF5
+ * dataset; the tool to reach for when an engine refuses a file. */
+#include <hdf5.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../data/dataset.h"
+#include "../model/gguf.h"
+#include "../model/safetensors.h"
+#include "../util/error.h"
+#include "../util/file.h"
+#include "commands.h"
+
+static void print_scalar(gguf_value_type t, const unsigned char *p) {
+    switch (t) {
+    case GGUF_U8: printf("%u", *p); break;
+    case GGUF_I8: printf("%d", (int8_t)*p); break;
+    case GGUF_BOOL: printf("%s", *p ? "true" : "false"); break;
+    case GGUF_U16: { uint16_t v; memcpy(&v, p, 2); printf("%u", v); break; }
+    case GGUF_I16: { int16_t v; memcpy(&v, p, 2); printf("%d", v); break; }
+    case GGUF_U32: { uint32_t v; memcpy(&v, p, 4); printf("%u", v); break; }
+    case GGUF_I32: { int32_t v; memcpy(&v, p, 4); printf("%d", v); break; }
+    case GGUF_F32: { float v; memcpy(&v, p, 4); printf("%g", v); break; }
+    case GGUF_U64: { uint64_t v; memcpy(&v, p, 8); printf("%llu", (unsigned long long)v); break; }
+    case GGUF_I64: { int64_t v; memcpy(&v, p, 8); printf("%lld", (long long)v); break; }
+    case GGUF_F64: { double v; memcpy(&v, p, 8); printf("%g", v); break; }
+    default: printf("?");
+    }
+}
+
+static void print_string(const char *s, size_t max) {
+    putchar('"');
+    for (size_t i = 0; s[i] && i < max; i++) {
+        if (s[i] == '\n') printf("\\n");
+        else if (s[i] == '"') printf("\\\"");
+        else putchar(s[i]);
+    }
+    if (strlen(s) > max) printf("...");
+    putchar('"');
+}
+
+static int info_gguf(const char *path) {
+    gguf_file f;
+    int rc = gguf_open(&f, path);
+    if (rc) return rc;
+    printf("%s: GGUF v%u, %llu keys, %llu tensors\n", path, f.version, (unsigned long long)f.n_kv,
+           (unsigned long long)f.n_tensors);
+    for (uint64_t i = 0; i < f.n_kv; i++) {
+        const gguf_kv *kv = &f.kvs[i];
+        if (kv->type == GGUF_ARRAY) {
+            printf("  %-44s array[%s, %llu] ", kv->key, gguf_type_name(kv->elem_type), (unsigned long long)kv->count);
+            if (kv->elem_type == GGUF_STRING)
+                for (uint64_t k = 0; k < kv->count && k < 4; k++) {
+                    char *s = gguf_string(kv, k);
+                    if (s) print_string(s, 40), putchar(' ');
+                    free(s);
+                }
+            else
+                for (uint64_t k = 0; k < kv->count && k < 8; k++) {
+                    print_scalar(kv->elem_type, kv->value + k * (kv->elem_type == GGUF_I32 || kv->elem_type == GGUF_U32 ||
+                                                                  kv->elem_type == GGUF_F32 ? 4 : 1));
+                    putchar(' ');
+                }
+            printf("%s\n", kv->count > 4 ? "..." : "");
+        } else {
+            printf("  %-44s %-6s ", kv->key, gguf_type_name(kv->type));
+            if (kv->type == GGUF_STRING) {
+                char *s = gguf_string(kv, 0);
+                if (s) print_string(s, 80);
+                free(s);
+            } else {
+                print_scalar(kv->type, kv->value);
+            }
+            putchar('\n');
+        }
+    }
+    for (uint64_t i = 0; i < f.n_tensors; i++) {
+        const gguf_tensor_info *t = &f.tensors[i];
+        printf("  tensor %-40s %-5s [", t->name, ggml_type_name((ggml_type_id)t->type));
+        for (uint32_t d = 0; d < t->n_dims; d++) printf(d ? ", %llu" : "%llu", (unsigned long long)t->ne[d]);
+        printf("]\n");
+    }
+    gguf_close(&f);
+    return 0;
+}
+
+static void print_st_file(const st_file *f) {
+    size_t total = 0;
+    for (int i = 0; i < f->count; i++) total += (size_t)f->tensors[i].numel;
+    printf("%s: SafeTensors, %d tensors, %zu parameters\n", f->path, f->count, total);
+    for (int i = 0; i < f->meta_count; i++) printf("  metadata %s = %s\n", f->meta_keys[i], f->meta_values[i]);
+    for (int i = 0; i < f->count; i++) {
+        const st_tensor *t = &f->tensors[i];
+        printf("  %-64s %-5s [", t->name, t->dtype);
+        for (int d = 0; d < t->ndim; d++) printf(d ? ", %lld" : "%lld", (long long)t->shape[d]);
+        printf("]\n");
+    }
+}
+
+static int info_safetensors_dir(const char *dir) {
+    char *cfg = zen_path_join(dir, "config.json"), *adapter = zen_path_join(dir, "adapter_model.safetensors");
+    int rc = 0;
+    char *text = NULL;
+    if (cfg && zen_file_exists(cfg) && !zen_read_text_file(cfg, &text)) printf("%s:\n%s\n", cfg, text);
+    free(text);
+    text = NULL;
+    if (adapter && zen_file_exists(adapter)) {
+        char *acfg = zen_path_join(dir, "adapter_config.json");
+        if (acfg && !zen_read_text_file(acfg, &text)) printf("%s:\n%s\n", acfg, text);
+        free(text);
+        free(acfg);
+        st_file f;
+        if (!(rc = st_open(&f, adapter))) {
+            print_st_file(&f);
+            st_close(&f);
+        }
+    } else {
+        st_set s;
+        if (!(rc = st_set_open_dir(&s, dir))) {
+            for (int i = 0; i < s.count; i++) print_st_file(&s.files[i]);
+            st_set_close(&s);
+        }
+    }
+    free(cfg);
+    free(adapter);
+    return rc;
+}
+
+static int info_hdf5(const char *path) {
+    zen_dataset d = {0};
+    int rc = zen_dataset_open(&d, path, INT32_MAX);
+    if (rc) return rc;
+    printf("%s: zen-tokens-v1 dataset, %lld tokens (int32), vocab_size %lld, loss_mask %s\n", path,
+           (long long)d.n_tokens, (long long)d.vocab_size, d.has_mask ? "present" : "absent (all tokens count)");
+    for (int T = 128; T <= 4096; T *= 2)
+        printf("  seq-len %4d: %lld sequences\n", T, (long long)zen_dataset_num_sequences(&d, (size_t)T));
+    zen_dataset_close(&d);
+    return 0;
+}
+
+int zen_cmd_info(int argc, char **argv) {
+    if (argc != 3 || !strcmp(argv[2], "--help")) {
+        if (argc == 3) {
+            printf("zen info FILE|DIR   (SafeTensors file or model/adapter directory, GGUF, HDF5 dataset)\n");
+            return 0;
+        }
+        return zen_fail(ZEN_ERR_INPUT, "expected one FILE or DIR (zen info FILE)");
+    }
+    const char *path = argv[2];
+    struct stat st;
+    if (stat(path, &st) != 0) return zen_fail(ZEN_ERR_INPUT, "%s: no such file or directory", path);
+    if (S_ISDIR(st.st_mode)) return info_safetensors_dir(path);
+    FILE *f = fopen(path, "rb");
+    unsigned char magic[9] = {0};
+    size_t got = f ? fread(magic, 1, 9, f) : 0;
+    if (f) fclose(f);
+    if (got >= 4 && !memcmp(magic, "GGUF", 4)) return info_gguf(path);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (H5Fis_hdf5(path) > 0) return info_hdf5(path);
+    if (got == 9 && magic[8] == '{') {
+        st_file sf;
+        int rc = st_open(&sf, path);
+        if (!rc) {
+            print_st_file(&sf);
+            st_close(&sf);
+        }
+        return rc;
+    }
+    return zen_fail(ZEN_ERR_INPUT, "%s: not a SafeTensors, GGUF or HDF5 file", path);
+}
