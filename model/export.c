@@ -15,6 +15,7 @@
 #include "export.h"
 #include "lora.h"
 #include "quant.h"
+#include "safetensors.h"
 #include "weights.h"
 
 #define CHUNK_ELEMS ((size_t)1 << 22) /* fp32 elements per merged chunk (16 MiB) */
@@ -122,6 +123,11 @@ static size_t rows_per_chunk(const xtensor *t) {
     return rows < 1 ? 1 : rows;
 }
 
+/* the source pages of a finished tensor leave the process's resident set */
+static void release_source(const xtensor *t) {
+    if (t->w) st_release(t->w->data, t->rows * t->cols * zen_dtype_size(t->w->dtype));
+}
+
 static int produce_safetensors(void *ctx_, int i, st_writer *w) {
     xctx *c = ctx_;
     const xtensor *t = &c->t[i];
@@ -133,6 +139,7 @@ static int produce_safetensors(void *ctx_, int i, st_writer *w) {
         zen_narrow(c->out, c->buf, c->st_dtype, nr * t->cols);
         rc = st_writer_put(w, c->out, nr * t->cols * zen_dtype_size(c->st_dtype));
     }
+    release_source(t);
     return rc;
 }
 
@@ -146,6 +153,7 @@ static int produce_gguf(xctx *c, int i) {
         ggml_quantize(c->out, c->buf, nr * t->cols, c->gguf_types[i]);
         rc = gguf_put(c->gw, c->out, ggml_type_bytes(c->gguf_types[i], nr * t->cols));
     }
+    release_source(t);
     return rc;
 }
 

@@ -247,6 +247,13 @@ const st_tensor *st_find(const st_file *f, const char *name) {
     return NULL;
 }
 
+void st_release(const void *data, size_t nbytes) {
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)data + (uintptr_t)page - 1) & ~((uintptr_t)page - 1); /* whole pages inside */
+    uintptr_t end = ((uintptr_t)data + nbytes) & ~((uintptr_t)page - 1);
+    if (end > start) madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
 const char *st_meta(const st_file *f, const char *key) {
     for (int i = 0; i < f->meta_count; i++)
         if (!strcmp(f->meta_keys[i], key)) return f->meta_values[i];

@@ -40,6 +40,10 @@ typedef struct {
 int st_open(st_file *f, const char *path);
 void st_close(st_file *f);
 const st_tensor *st_find(const st_file *f, const char *name);
+/* Tells the kernel that the mapped bytes [data, data + nbytes) of a tensor are
+ * no longer needed, so a pass over a whole model (export) does not keep every
+ * page it read resident; a later access reads them from the file again. */
+void st_release(const void *data, size_t nbytes);
 const char *st_meta(const st_file *f, const char *key);
 /* The tensor's dtype as a floating zen_dtype, or an error naming file and tensor. */
 int st_float_dtype(const st_file *f, const st_tensor *t, zen_dtype *out);

@@ -96,6 +96,14 @@ def main():
     q = llama_probs(w("base.gguf"), tokens[:32], lora=w("adapter.gguf"))
     err = np.abs(q - merged_f32).max()
     check("llama.cpp base GGUF + gguf-lora == merged GGUF", err <= 1e-5, f"({err:.2e})")
+    # rsLoRA: llama.cpp's alpha / r must equal alpha / sqrt(r)
+    write_adapter(w("rs"), cfg, r=4, alpha=6, targets=["q_proj", "up_proj"], rng=rng, rslora=True, b_scale=0.3)
+    run([zen, "export", "--model", w("model"), "--adapter", w("rs"), "--format", "gguf", "--dtype", "f32", "--out",
+         w("merged-rs.gguf")])
+    run([zen, "export", "--model", w("model"), "--adapter", w("rs"), "--format", "gguf-lora", "--out", w("rs.gguf")])
+    err = np.abs(llama_probs(w("base.gguf"), tokens[:32], lora=w("rs.gguf")) -
+                 llama_probs(w("merged-rs.gguf"), tokens[:32])).max()
+    check("llama.cpp base GGUF + rsLoRA gguf-lora == merged GGUF", err <= 1e-5, f"({err:.2e})")
     info = run([zen, "info", w("adapter.gguf")]).stdout
     check("zen info shows the adapter keys", "adapter.lora.alpha" in info and "general.type" in info and
           "blk.0.attn_q.weight.lora_a" in info)
