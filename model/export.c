@@ -40,7 +40,8 @@ typedef struct {
     unsigned char *out;   /* [CHUNK_ELEMS * 4] converted rows */
     zen_dtype st_dtype;   /* safetensors output */
     ggml_type_id *gguf_types; /* [n] gguf output type per tensor */
-    gguf_writer *gw;
+    gguf_writer *gw;      /* the output being written */
+    st_writer *sw;
 } xctx;
 
 static const char *const gguf_proj[ZEN_NUM_TARGETS] = {"attn_q", "attn_k", "attn_v", "attn_output",
@@ -128,33 +129,38 @@ static void release_source(const xtensor *t) {
     if (t->w) st_release(t->w->data, t->rows * t->cols * zen_dtype_size(t->w->dtype));
 }
 
-static int produce_safetensors(void *ctx_, int i, st_writer *w) {
-    xctx *c = ctx_;
+/* merges tensor i a chunk of rows at a time into c->buf and hands each chunk
+ * (count fp32 values) to emit, which converts and writes it */
+typedef int (*emit_fn)(xctx *c, int i, size_t count);
+
+static int stream_tensor(xctx *c, int i, emit_fn emit) {
     const xtensor *t = &c->t[i];
     size_t step = rows_per_chunk(t);
     int rc = 0;
     for (size_t r0 = 0; r0 < t->rows && !rc; r0 += step) {
         size_t nr = t->rows - r0 < step ? t->rows - r0 : step;
         merged_rows(c, t, r0, nr, c->buf);
-        zen_narrow(c->out, c->buf, c->st_dtype, nr * t->cols);
-        rc = st_writer_put(w, c->out, nr * t->cols * zen_dtype_size(c->st_dtype));
+        rc = emit(c, i, nr * t->cols);
     }
     release_source(t);
     return rc;
 }
 
-static int produce_gguf(xctx *c, int i) {
-    const xtensor *t = &c->t[i];
-    size_t step = rows_per_chunk(t);
-    int rc = 0;
-    for (size_t r0 = 0; r0 < t->rows && !rc; r0 += step) {
-        size_t nr = t->rows - r0 < step ? t->rows - r0 : step;
-        merged_rows(c, t, r0, nr, c->buf);
-        ggml_quantize(c->out, c->buf, nr * t->cols, c->gguf_types[i]);
-        rc = gguf_put(c->gw, c->out, ggml_type_bytes(c->gguf_types[i], nr * t->cols));
-    }
-    release_source(t);
-    return rc;
+static int emit_safetensors(xctx *c, int i, size_t count) {
+    (void)i;
+    zen_narrow(c->out, c->buf, c->st_dtype, count);
+    return st_writer_put(c->sw, c->out, count * zen_dtype_size(c->st_dtype));
+}
+
+static int emit_gguf(xctx *c, int i, size_t count) {
+    ggml_quantize(c->out, c->buf, count, c->gguf_types[i]);
+    return gguf_put(c->gw, c->out, ggml_type_bytes(c->gguf_types[i], count));
+}
+
+static int produce_safetensors(void *ctx_, int i, st_writer *w) {
+    xctx *c = ctx_;
+    c->sw = w;
+    return stream_tensor(c, i, emit_safetensors);
 }
 
 /* copies a file if it exists (tokenizer and generation files beside the weights) */
@@ -261,7 +267,7 @@ static int export_gguf(xctx *c, const zen_export_opts *o, ggml_type_id type) {
         gguf_add_tensor(&w, c->t[i].gguf_name, c->t[i].ndim, ne, c->gguf_types[i]);
     }
     if (!rc) rc = gguf_begin(&w, o->out);
-    for (int i = 0; i < c->n && !rc; i++) rc = produce_gguf(c, i);
+    for (int i = 0; i < c->n && !rc; i++) rc = stream_tensor(c, i, emit_gguf);
     if (!rc) rc = gguf_finish(&w);
     gguf_writer_free(&w);
     return rc;
