@@ -175,3 +175,13 @@ int zen_dataset_read(const zen_dataset *d, int64_t seq, size_t T, int32_t *input
     free(buf);
     return rc;
 }
+
+int zen_dataset_read_range(const zen_dataset *d, int64_t start, size_t n, int32_t *tokens, uint8_t *mask) {
+    if (start < 0 || start + (int64_t)n > d->n_tokens)
+        return zen_fail(ZEN_ERR_INPUT, "%s: tokens [%lld, %lld) are out of range (%lld tokens)", d->path, (long long)start,
+                        (long long)(start + (int64_t)n), (long long)d->n_tokens);
+    int rc = read_range(d, (hid_t)d->tokens, H5T_NATIVE_INT32, (hsize_t)start, n, tokens, "/tokens");
+    if (!rc && d->has_mask) rc = read_range(d, (hid_t)d->mask, H5T_NATIVE_UINT8, (hsize_t)start, n, mask, "/loss_mask");
+    else if (!rc) memset(mask, 1, n);
+    return rc;
+}

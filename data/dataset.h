@@ -31,4 +31,7 @@ int64_t zen_dataset_num_sequences(const zen_dataset *d, size_t T);
 int zen_dataset_read(const zen_dataset *d, int64_t seq, size_t T, int32_t *inputs,
                      int32_t *targets, uint8_t *mask);
 
+/* Reads tokens [start, start + n) and their loss mask (ones without /loss_mask). */
+int zen_dataset_read_range(const zen_dataset *d, int64_t start, size_t n, int32_t *tokens, uint8_t *mask);
+
 #endif

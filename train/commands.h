@@ -9,5 +9,6 @@ int zen_cmd_train(int argc, char **argv);
 int zen_cmd_eval(int argc, char **argv);
 int zen_cmd_export(int argc, char **argv);
 int zen_cmd_info(int argc, char **argv);
+int zen_cmd_data(int argc, char **argv);
 
 #endif

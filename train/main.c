@@ -23,6 +23,8 @@ static void usage(FILE *out) {
             "  zen export --model DIR [--adapter DIR] --format safetensors|gguf|peft|gguf-lora|mlx\n"
             "            --out PATH [--dtype f32|f16|bf16|q8_0|q4_0] [--shard-size BYTES] [--no-tokenizer]\n"
             "  zen info  FILE|DIR  (SafeTensors, GGUF, HDF5)\n"
+            "  zen data  --tokenizer DIR --in FILE --format text|jsonl|alpaca|messages --out FILE.h5\n"
+            "  zen data  --decode FILE.h5 --tokenizer DIR [--range a:b]\n"
             "\n"
             "exit codes: 0 success, 1 internal failure, 2 bad input or usage\n");
 }
@@ -49,6 +51,8 @@ int main(int argc, char **argv) {
         rc = zen_cmd_export(argc, argv);
     } else if (!strcmp(cmd, "info")) {
         rc = zen_cmd_info(argc, argv);
+    } else if (!strcmp(cmd, "data")) {
+        rc = zen_cmd_data(argc, argv);
     } else {
         fprintf(stderr, "zen: unknown command '%s' (see zen --help)\n", cmd);
         return 2;

@@ -1,0 +1,346 @@
+/* data/prepare.c: `zen data` (see prepare.h). */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../util/error.h"
+#include "prepare.h"
+#include "token_writer.h"
+
+int zen_data_parse_format(const char *name, zen_data_format *out) {
+    if (!strcmp(name, "text")) *out = ZEN_DATA_TEXT;
+    else if (!strcmp(name, "jsonl")) *out = ZEN_DATA_JSONL;
+    else if (!strcmp(name, "alpaca")) *out = ZEN_DATA_ALPACA;
+    else if (!strcmp(name, "messages")) *out = ZEN_DATA_MESSAGES;
+    else return -1;
+    return 0;
+}
+
+/* ---------------- rendering with a per-byte mask ---------------- */
+
+static int put(zen_render *r, const char *s, size_t n, uint8_t mask) {
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 1024;
+        while (cap < r->len + n + 1) cap *= 2;
+        char *t = realloc(r->text, cap);
+        uint8_t *m = realloc(r->mask, cap);
+        if (t) r->text = t;
+        if (m) r->mask = m;
+        if (!t || !m) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        r->cap = cap;
+    }
+    memcpy(r->text + r->len, s, n);
+    memset(r->mask + r->len, mask, n);
+    r->len += n;
+    r->text[r->len] = '\0';
+    return 0;
+}
+
+static int puts_(zen_render *r, const char *s, uint8_t mask) { return put(r, s, strlen(s), mask); }
+
+void zen_render_free(zen_render *r) {
+    free(r->text);
+    free(r->mask);
+    memset(r, 0, sizeof *r);
+}
+
+/* text normalised as the tokenizer will see it, so byte offsets stay exact */
+static int put_normalized(zen_render *r, const zen_tokenizer *t, const char *s, uint8_t mask) {
+    char *n;
+    size_t len;
+    int rc = zen_tokenizer_normalize(t, s, strlen(s), &n, &len);
+    if (!rc) rc = put(r, n, len, mask);
+    free(n);
+    return rc;
+}
+
+typedef struct {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content;
+} turn;
+
+static const char *strip_newlines_left(const char *s) {
+    while (*s == '\n') s++;
+    return s;
+}
+
+/* Qwen3's template for an assistant turn: the think block is split from the
+ * content; turns after the last user message keep it (the final one always,
+ * an empty "<think>\n\n</think>\n\n" unless dropped), earlier turns lose it. */
+static int render_assistant(const zen_data_opts *o, const zen_tokenizer *t, zen_render *r, const char *content,
+                            int after_last_query, int is_last, uint8_t answer_mask) {
+    const char *end = strstr(content, "</think>");
+    char *reasoning = NULL;
+    const char *answer = content;
+    if (end) {
+        const char *start = strstr(content, "<think>");
+        const char *from = start && start < end ? start + 7 : content;
+        size_t n = (size_t)(end - from);
+        reasoning = malloc(n + 1);
+        if (!reasoning) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        memcpy(reasoning, from, n);
+        reasoning[n] = '\0';
+        answer = strip_newlines_left(end + 8);
+    }
+    int rc = 0;
+    /* strip '\n' around the reasoning, as reasoning_content.strip('\n') */
+    char *rs = reasoning ? reasoning + strspn(reasoning, "\n") : NULL;
+    if (rs) {
+        size_t n = strlen(rs);
+        while (n && rs[n - 1] == '\n') rs[--n] = '\0';
+    }
+    int has_reasoning = rs && rs[0];
+    if (after_last_query && (is_last || has_reasoning)) {
+        if (has_reasoning) {
+            rc = puts_(r, "<think>\n", answer_mask);
+            if (!rc) rc = put_normalized(r, t, rs, answer_mask);
+            if (!rc) rc = puts_(r, "\n</think>\n\n", answer_mask);
+        } else if (!o->drop_empty_think) {
+            /* the empty block Qwen3 puts in the prompt when not thinking: not trained on */
+            rc = puts_(r, "<think>\n\n</think>\n\n", o->train_on_prompt ? 1 : 0);
+        }
+    }
+    if (!rc) rc = put_normalized(r, t, answer, answer_mask);
+    free(reasoning);
+    return rc;
+}
+
+static int render_turns(const zen_data_opts *o, const zen_tokenizer *t, const turn *turns, int n, zen_render *r) {
+    int last_query = -1;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(turns[i].role, "user")) last_query = i;
+    uint8_t prompt = o->train_on_prompt ? 1 : 0;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        int assistant = !strcmp(turns[i].role, "assistant");
+        rc = puts_(r, "<|im_start|>", prompt);
+        if (!rc) rc = puts_(r, turns[i].role, prompt);
+        if (!rc) rc = puts_(r, "\n", prompt);
+        if (!rc && assistant) rc = render_assistant(o, t, r, turns[i].content, i > last_query, i == n - 1, 1);
+        else if (!rc) rc = put_normalized(r, t, turns[i].content, prompt);
+        if (!rc) rc = puts_(r, "<|im_end|>", assistant ? 1 : prompt);
+        if (!rc) rc = puts_(r, "\n", prompt);
+    }
+    return rc;
+}
+
+static const char *role_of(const char *from) {
+    if (!strcmp(from, "system")) return "system";
+    if (!strcmp(from, "user") || !strcmp(from, "human")) return "user";
+    if (!strcmp(from, "assistant") || !strcmp(from, "gpt")) return "assistant";
+    return NULL;
+}
+
+int zen_render_chat(const zen_data_opts *o, const zen_tokenizer *t, const cJSON *rec, zen_render *r, const char *where) {
+    turn turns[256];
+    int n = 0;
+    if (o->format == ZEN_DATA_ALPACA) {
+        const cJSON *ins = cJSON_GetObjectItemCaseSensitive(rec, "instruction");
+        const cJSON *inp = cJSON_GetObjectItemCaseSensitive(rec, "input");
+        const cJSON *out = cJSON_GetObjectItemCaseSensitive(rec, "output");
+        if (!cJSON_IsString(ins) || !cJSON_IsString(out) || (inp && !cJSON_IsNull(inp) && !cJSON_IsString(inp)))
+            return zen_fail(ZEN_ERR_INPUT, "%s: an alpaca record needs string 'instruction' and 'output' (and an "
+                            "optional string 'input')", where);
+        static char user[1 << 20];
+        if (cJSON_IsString(inp) && inp->valuestring[0])
+            snprintf(user, sizeof user, "%s\n\n%s", ins->valuestring, inp->valuestring);
+        else
+            snprintf(user, sizeof user, "%s", ins->valuestring);
+        turns[n++] = (turn){"user", user};
+        turns[n++] = (turn){"assistant", out->valuestring};
+        return render_turns(o, t, turns, n, r);
+    }
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(rec, "messages");
+    int sharegpt = 0;
+    if (!list) {
+        list = cJSON_GetObjectItemCaseSensitive(rec, "conversations");
+        sharegpt = 1;
+    }
+    if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0)
+        return zen_fail(ZEN_ERR_INPUT, "%s: expected a non-empty 'messages' or 'conversations' list", where);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, list) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, sharegpt ? "from" : "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, sharegpt ? "value" : "content");
+        if (!cJSON_IsString(role) || !cJSON_IsString(content))
+            return zen_fail(ZEN_ERR_INPUT, "%s: message %d needs string '%s' and '%s'", where, n,
+                            sharegpt ? "from" : "role", sharegpt ? "value" : "content");
+        const char *r_ = role_of(role->valuestring);
+        if (!r_) return zen_fail(ZEN_ERR_INPUT, "%s: message %d has role '%s' (expected system, user or assistant)",
+                                 where, n, role->valuestring);
+        if (n == 256) return zen_fail(ZEN_ERR_INPUT, "%s: more than 256 messages", where);
+        turns[n++] = (turn){r_, content->valuestring};
+    }
+    return render_turns(o, t, turns, n, r);
+}
+
+/* ---------------- documents -> tokens ---------------- */
+
+typedef struct {
+    const zen_data_opts *o;
+    zen_tokenizer *tok;
+    zen_token_writer w;
+    zen_ids ids;
+    uint8_t *mask;
+    size_t mask_cap;
+    int32_t eos;
+    zen_data_stats *st;
+} prep;
+
+static int ensure_mask(prep *p, size_t n) {
+    if (n <= p->mask_cap) return 0;
+    size_t cap = p->mask_cap ? p->mask_cap : 4096;
+    while (cap < n) cap *= 2;
+    uint8_t *m = realloc(p->mask, cap);
+    if (!m) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    p->mask = m;
+    p->mask_cap = cap;
+    return 0;
+}
+
+/* a plain document: every token and the EOS count */
+static int add_text_doc(prep *p, const char *text, size_t len) {
+    p->ids.len = 0;
+    int rc = zen_tokenizer_encode(p->tok, text, len, 1, &p->ids);
+    if (!rc && p->eos >= 0) rc = zen_ids_push(&p->ids, p->eos);
+    if (!rc) rc = ensure_mask(p, p->ids.len);
+    if (!rc) {
+        memset(p->mask, 1, p->ids.len);
+        rc = zen_token_writer_add(&p->w, p->ids.ids, p->mask, p->ids.len);
+    }
+    return rc;
+}
+
+/* a rendered chat: each token takes the mask of its first byte */
+static int add_chat_doc(prep *p, const zen_render *r) {
+    p->ids.len = 0;
+    int rc = zen_tokenizer_encode(p->tok, r->text, r->len, 1, &p->ids);
+    if (!rc) rc = ensure_mask(p, p->ids.len);
+    size_t at = 0;
+    for (size_t i = 0; !rc && i < p->ids.len; i++) {
+        p->mask[i] = at < r->len ? r->mask[at] : 0;
+        at += zen_tokenizer_token_bytes(p->tok, p->ids.ids[i]);
+    }
+    if (!rc && at != r->len)
+        rc = zen_fail(ZEN_ERR_INTERNAL, "token offsets (%zu bytes) do not cover the rendered text (%zu bytes)", at, r->len);
+    if (!rc) rc = zen_token_writer_add(&p->w, p->ids.ids, p->mask, p->ids.len);
+    return rc;
+}
+
+static int bad_line(prep *p, int rc) {
+    if (!p->o->skip_bad || rc != ZEN_ERR_INPUT) return rc;
+    p->st->bad_lines++;
+    return 0;
+}
+
+static int prepare_lines(prep *p, FILE *in) {
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long lineno = 0;
+    int rc = 0;
+    char where[4200];
+    zen_render r = {0};
+    while (!rc && (n = getline(&line, &cap, in)) >= 0) {
+        lineno++;
+        p->st->bytes += (double)n;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
+        if (n == 0) continue; /* blank lines are not records */
+        snprintf(where, sizeof where, "%s:%ld", p->o->in, lineno);
+        cJSON *rec = cJSON_ParseWithLength(line, (size_t)n);
+        if (!rec || !cJSON_IsObject(rec)) {
+            rc = bad_line(p, zen_fail(ZEN_ERR_INPUT, "%s: not a JSON object", where));
+        } else if (p->o->format == ZEN_DATA_JSONL) {
+            const cJSON *text = cJSON_GetObjectItemCaseSensitive(rec, p->o->field);
+            if (!cJSON_IsString(text))
+                rc = bad_line(p, zen_fail(ZEN_ERR_INPUT, "%s: missing string field '%s'", where, p->o->field));
+            else
+                rc = add_text_doc(p, text->valuestring, strlen(text->valuestring));
+        } else {
+            r.len = 0;
+            int rr = zen_render_chat(p->o, p->tok, rec, &r, where);
+            rc = rr ? bad_line(p, rr) : add_chat_doc(p, &r);
+        }
+        cJSON_Delete(rec);
+    }
+    zen_render_free(&r);
+    free(line);
+    return rc;
+}
+
+/* text: the whole file as one document, or paragraphs split on blank lines;
+ * read a line at a time so files larger than memory work for paragraphs */
+static int prepare_text(prep *p, FILE *in) {
+    char *line = NULL, *doc = NULL;
+    size_t cap = 0, doc_len = 0, doc_cap = 0;
+    ssize_t n;
+    int rc = 0;
+    while (!rc && (n = getline(&line, &cap, in)) >= 0) {
+        p->st->bytes += (double)n;
+        int blank = 1;
+        for (ssize_t i = 0; i < n && blank; i++) blank = line[i] == '\n' || line[i] == '\r' || line[i] == ' ' || line[i] == '\t';
+        if (p->o->split_paragraphs && blank) {
+            while (doc_len && (doc[doc_len - 1] == '\n' || doc[doc_len - 1] == '\r')) doc_len--;
+            if (doc_len) rc = add_text_doc(p, doc, doc_len);
+            doc_len = 0;
+            continue;
+        }
+        if (doc_len + (size_t)n + 1 > doc_cap) {
+            size_t c = doc_cap ? doc_cap : 1 << 16;
+            while (c < doc_len + (size_t)n + 1) c *= 2;
+            char *d = realloc(doc, c);
+            if (!d) {
+                rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+                break;
+            }
+            doc = d;
+            doc_cap = c;
+        }
+        memcpy(doc + doc_len, line, (size_t)n);
+        doc_len += (size_t)n;
+    }
+    if (!rc && p->o->split_paragraphs) { /* a paragraph ends without its trailing newline */
+        while (doc_len && (doc[doc_len - 1] == '\n' || doc[doc_len - 1] == '\r')) doc_len--;
+    }
+    if (!rc && doc_len) rc = add_text_doc(p, doc, doc_len);
+    free(line);
+    free(doc);
+    return rc;
+}
+
+int zen_data_prepare(const zen_data_opts *o, zen_data_stats *st) {
+    memset(st, 0, sizeof *st);
+    prep p = {0};
+    p.o = o;
+    p.st = st;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = zen_tokenizer_load(&p.tok, o->tokenizer_dir);
+    if (rc) return rc;
+    /* documents end with the document separator (Qwen: <|endoftext|>), else the eos token */
+    p.eos = zen_tokenizer_token_id(p.tok, "<|endoftext|>");
+    if (p.eos < 0) p.eos = zen_tokenizer_eos(p.tok);
+    FILE *in = fopen(o->in, "rb");
+    if (!in) {
+        zen_tokenizer_free(p.tok);
+        return zen_fail(ZEN_ERR_INPUT, "%s: cannot open", o->in);
+    }
+    rc = zen_token_writer_open(&p.w, o->out, zen_tokenizer_vocab_size(p.tok));
+    if (!rc) {
+        rc = o->format == ZEN_DATA_TEXT ? prepare_text(&p, in) : prepare_lines(&p, in);
+        if (!rc && p.w.n_docs == 0) rc = zen_fail(ZEN_ERR_INPUT, "%s: no documents found", o->in);
+        st->docs = p.w.n_docs;
+        st->tokens = p.w.n_tokens;
+        st->masked = p.w.n_masked;
+        rc = rc ? (zen_token_writer_abort(&p.w), rc) : zen_token_writer_close(&p.w);
+    }
+    fclose(in);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    st->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    zen_ids_free(&p.ids);
+    free(p.mask);
+    zen_tokenizer_free(p.tok);
+    return rc;
+}

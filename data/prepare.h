@@ -1,0 +1,48 @@
+/* data/prepare.h: `zen data`: raw text and instruction data to a training-ready
+ * "zen-tokens-v1" file, tokenised with the model's own tokenizer.
+ *   text:     a file as one document (or documents split on blank lines), EOS after each
+ *   jsonl:    one JSON object per line, its `text` field (or --field) a document, EOS after each
+ *   alpaca:   instruction / input / output, rendered as a ChatML user and assistant turn
+ *   messages: {"messages": [{role, content}]} or ShareGPT {"conversations": [{from, value}]},
+ *             rendered with Qwen3's ChatML template
+ * Chat formats mask in (loss_mask 1) only the assistant's content and its
+ * closing <|im_end|>, unless train_on_prompt. */
+#ifndef ZEN_PREPARE_H
+#define ZEN_PREPARE_H
+#include <stdint.h>
+
+#include "tokenizer.h"
+
+typedef enum { ZEN_DATA_TEXT, ZEN_DATA_JSONL, ZEN_DATA_ALPACA, ZEN_DATA_MESSAGES } zen_data_format;
+
+typedef struct {
+    const char *tokenizer_dir, *in, *out;
+    zen_data_format format;
+    const char *field;     /* jsonl: the text field ("text") */
+    int split_paragraphs;  /* text: a document per blank-line-separated paragraph */
+    int skip_bad;          /* skip bad lines (and count them) instead of stopping */
+    int train_on_prompt;   /* chat formats: mask in every token */
+    int drop_empty_think;  /* messages: no "<think>\n\n</think>\n\n" before the final answer */
+} zen_data_opts;
+
+typedef struct {
+    int64_t docs, tokens, masked, bad_lines;
+    double bytes, seconds;
+} zen_data_stats;
+
+int zen_data_parse_format(const char *name, zen_data_format *out);
+int zen_data_prepare(const zen_data_opts *o, zen_data_stats *stats);
+
+/* Renders one chat record (a parsed JSON object) to text with a per-byte mask
+ * (exposed for tests). line names the record in errors. */
+typedef struct {
+    char *text;
+    uint8_t *mask;
+    size_t len, cap;
+} zen_render;
+struct cJSON;
+int zen_render_chat(const zen_data_opts *o, const zen_tokenizer *t, const struct cJSON *record, zen_render *r,
+                    const char *where);
+void zen_render_free(zen_render *r);
+
+#endif

