@@ -50,9 +50,12 @@ int zen_cmd_init(int argc, char **argv) {
     zen_config cfg;
     rc = zen_config_parse(&cfg, text, origin);
     if (!rc) rc = zen_model_write_random(out, text, &cfg, dtype, (uint64_t)seed, (uint64_t)shard);
+    /* toy vocabularies get a byte-level tokenizer; Zen-nano's own is Qwen3's (copy its files beside the weights) */
+    int byte_tokenizer = !rc && cfg.vocab >= 256 && cfg.vocab < 151936;
+    if (byte_tokenizer) rc = zen_write_byte_tokenizer(out, cfg.vocab);
     if (!rc)
-        printf("wrote %s: %lld parameters, %s\n", out, (long long)zen_config_param_count(&cfg),
-               zen_dtype_name(dtype));
+        printf("wrote %s: %lld parameters, %s%s\n", out, (long long)zen_config_param_count(&cfg),
+               zen_dtype_name(dtype), byte_tokenizer ? ", byte-level tokenizer" : "");
     free(text);
     return rc;
 }

@@ -140,6 +140,16 @@ def main():
     check("alpaca --drop-empty-think --train-on-prompt: no think block, all masked in",
           151667 not in ids and all(mask))
 
+    # the byte-level tokenizer zen init gives toy models: ids are the UTF-8 bytes
+    run([zen, "init", "--preset", "small", "--out", w("small")])
+    sample = "Zen \u00e9t\u00e9 \u4e2d\u6587 😀\n\tend"
+    with open(w("sample.txt"), "w") as f:
+        f.write(sample)
+    run([zen, "data", "--tokenizer", w("small"), "--in", w("sample.txt"), "--format", "text", "--out", w("s.h5")])
+    ids, _ = read_docs(w("s.h5"))[0]
+    check("zen init's byte-level tokenizer: ids are the bytes, then <|endoftext|>",
+          ids == list(sample.encode()) + [256])
+
     # bad lines
     with open(w("bad.jsonl"), "w") as f:
         f.write(json.dumps({"text": "fine"}) + "\n{broken\n" + json.dumps({"txt": "x"}) + "\n")
