@@ -200,18 +200,22 @@ static int ensure_mask(prep *p, size_t n) {
     return 0;
 }
 
-/* a plain document: every token and the EOS count */
-static int add_text_doc(prep *p, const char *text, size_t len) {
+/* a piece of a plain document (every token counts); the last piece also gets
+ * the separator and ends the document */
+static int add_text(prep *p, const char *text, size_t len, int last) {
     p->ids.len = 0;
     int rc = zen_tokenizer_encode(p->tok, text, len, 1, &p->ids);
-    if (!rc && p->eos >= 0) rc = zen_ids_push(&p->ids, p->eos);
+    if (!rc && last && p->eos >= 0) rc = zen_ids_push(&p->ids, p->eos);
     if (!rc) rc = ensure_mask(p, p->ids.len);
     if (!rc) {
         memset(p->mask, 1, p->ids.len);
-        rc = zen_token_writer_add(&p->w, p->ids.ids, p->mask, p->ids.len);
+        rc = zen_token_writer_append(&p->w, p->ids.ids, p->mask, p->ids.len);
     }
+    if (!rc && last) rc = zen_token_writer_end_doc(&p->w);
     return rc;
 }
+
+static int add_text_doc(prep *p, const char *text, size_t len) { return add_text(p, text, len, 1); }
 
 /* a rendered chat: each token takes the mask of its first byte */
 static int add_chat_doc(prep *p, const zen_render *r) {
@@ -270,8 +274,14 @@ static int prepare_lines(prep *p, FILE *in) {
     return rc;
 }
 
+#define TEXT_PIECE ((size_t)4 << 20) /* bytes of one document tokenized at a time */
+
 /* text: the whole file as one document, or paragraphs split on blank lines;
- * read a line at a time so files larger than memory work for paragraphs */
+ * read a line at a time. A long document is tokenized in pieces of about
+ * TEXT_PIECE bytes, cut before a line that starts with an ASCII non-space
+ * character: no pre-tokenizer piece (nor NFC composition, nor special token)
+ * spans a newline followed by such a character, so the ids are those of the
+ * whole document and memory stays bounded for files larger than memory. */
 static int prepare_text(prep *p, FILE *in) {
     char *line = NULL, *doc = NULL;
     size_t cap = 0, doc_len = 0, doc_cap = 0;
@@ -281,6 +291,13 @@ static int prepare_text(prep *p, FILE *in) {
         p->st->bytes += (double)n;
         int blank = 1;
         for (ssize_t i = 0; i < n && blank; i++) blank = line[i] == '\n' || line[i] == '\r' || line[i] == ' ' || line[i] == '\t';
+        unsigned char first = (unsigned char)line[0];
+        int safe_cut = n > 0 && first < 0x80 && first != ' ' && first != '\t' && first != '\n' && first != '\r';
+        if (doc_len >= TEXT_PIECE && safe_cut) { /* a piece of the document, not its end */
+            rc = add_text(p, doc, doc_len, 0);
+            doc_len = 0;
+            if (rc) break;
+        }
         if (p->o->split_paragraphs && blank) {
             while (doc_len && (doc[doc_len - 1] == '\n' || doc[doc_len - 1] == '\r')) doc_len--;
             if (doc_len) rc = add_text_doc(p, doc, doc_len);

@@ -86,7 +86,7 @@ int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_s
     return 0;
 }
 
-int zen_token_writer_add(zen_token_writer *w, const int32_t *ids, const uint8_t *mask, size_t n) {
+int zen_token_writer_append(zen_token_writer *w, const int32_t *ids, const uint8_t *mask, size_t n) {
     for (size_t i = 0; i < n;) {
         size_t k = n - i < BUF_TOKENS - w->buf_len ? n - i : BUF_TOKENS - w->buf_len;
         memcpy(w->tok_buf + w->buf_len, ids + i, k * sizeof(int32_t));
@@ -100,10 +100,18 @@ int zen_token_writer_add(zen_token_writer *w, const int32_t *ids, const uint8_t 
             if (rc) return rc;
         }
     }
+    return 0;
+}
+
+int zen_token_writer_end_doc(zen_token_writer *w) {
     w->off_buf[w->off_len++] = w->n_tokens;
     w->n_docs++;
-    if (w->off_len == BUF_TOKENS) return flush(w);
-    return 0;
+    return w->off_len == BUF_TOKENS ? flush(w) : 0;
+}
+
+int zen_token_writer_add(zen_token_writer *w, const int32_t *ids, const uint8_t *mask, size_t n) {
+    int rc = zen_token_writer_append(w, ids, mask, n);
+    return rc ? rc : zen_token_writer_end_doc(w);
 }
 
 static void close_handles(zen_token_writer *w) {

@@ -20,7 +20,11 @@ typedef struct {
 } zen_token_writer;
 
 int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_size);
-/* Appends one document: its tokens and their loss mask. */
+/* Appends tokens (and their loss mask) to the current document. */
+int zen_token_writer_append(zen_token_writer *w, const int32_t *ids, const uint8_t *mask, size_t n);
+/* Ends the current document (records its end in /doc_offsets). */
+int zen_token_writer_end_doc(zen_token_writer *w);
+/* append + end_doc */
 int zen_token_writer_add(zen_token_writer *w, const int32_t *ids, const uint8_t *mask, size_t n);
 int zen_token_writer_close(zen_token_writer *w);    /* flush, close, rename */
 void zen_token_writer_abort(zen_token_writer *w);   /* close and remove the temporary file */

@@ -134,6 +134,24 @@ def main():
         exp_mask = [m for p, (_, m) in zip(pieces, exp) for _ in p]
         check(f"chat {name}: tokens and loss mask as hand-written", ids == exp_ids and mask == exp_mask,
               f"({len(ids)} tokens, {sum(mask)} masked in)")
+    # think blocks: kept (trained on) in the turn after the last user message,
+    # stripped from earlier assistant turns, as Qwen3's template does
+    think = {"messages": [{"role": "user", "content": "Hi"},
+                          {"role": "assistant", "content": "<think>\nold\n</think>\n\nHello"},
+                          {"role": "user", "content": "Sum?"},
+                          {"role": "assistant", "content": "<think>\nadd them\n</think>\n\nTwo"}]}
+    exp = [(S, 0), ("user\nHi", 0), (E, 0), ("\n", 0), (S, 0), ("assistant\n", 0), ("Hello", 1), (E, 1), ("\n", 0),
+           (S, 0), ("user\nSum?", 0), (E, 0), ("\n", 0), (S, 0), ("assistant\n", 0), ("<think>", 1),
+           ("\nadd them\n", 1), ("</think>", 1), ("\n\n", 1), ("Two", 1), (E, 1), ("\n", 0)]
+    with open(w("chat.jsonl"), "w") as f:
+        f.write(json.dumps(think) + "\n")
+    run([zen, "data", "--tokenizer", w("tok"), "--in", w("chat.jsonl"), "--format", "messages", "--out", w("t.h5")])
+    ids, mask = read_docs(w("t.h5"))[0]
+    pieces = reference([p for p, _ in exp], w)
+    check("chat think blocks: kept after the last user turn, stripped before",
+          ids == [i for p in pieces for i in p] and mask == [m for p, (_, m) in zip(pieces, exp) for _ in p])
+    with open(w("chat.jsonl"), "w") as f:
+        f.write(json.dumps(alpaca) + "\n")
     run([zen, "data", "--tokenizer", w("tok"), "--in", w("chat.jsonl"), "--format", "alpaca", "--out", w("chat2.h5"),
          "--drop-empty-think", "--train-on-prompt"])
     ids, mask = read_docs(w("chat2.h5"))[0]
@@ -149,6 +167,19 @@ def main():
     ids, _ = read_docs(w("s.h5"))[0]
     check("zen init's byte-level tokenizer: ids are the bytes, then <|endoftext|>",
           ids == list(sample.encode()) + [256])
+
+    # a document larger than one tokenizing piece (4 MB) gives the ids of the whole
+    # document: text mode (in pieces) against jsonl mode (one call)
+    big = "".join(texts[i % 12] + "\n" for i in range(60000))
+    with open(w("big.txt"), "w") as f:
+        f.write(big)
+    with open(w("big.jsonl"), "w") as f:
+        f.write(json.dumps({"text": big}) + "\n")
+    run([zen, "data", "--tokenizer", w("tok"), "--in", w("big.txt"), "--format", "text", "--out", w("big1.h5")])
+    run([zen, "data", "--tokenizer", w("tok"), "--in", w("big.jsonl"), "--format", "jsonl", "--out", w("big2.h5")])
+    a, b = read_docs(w("big1.h5")), read_docs(w("big2.h5"))
+    check(f"a {len(big.encode()) / 1e6:.1f} MB document tokenized in pieces equals one call",
+          len(a) == 1 and a == b, f"({len(a[0][0])} tokens)")
 
     # bad lines
     with open(w("bad.jsonl"), "w") as f:
