@@ -145,6 +145,14 @@ static void byte_level_map(int cp_of_byte[256]) {
     }
 }
 
+static size_t utf8_encode(int cp, char *out);
+
+void zen_byte_level_char(int b, char *out) {
+    int cp_of_byte[256];
+    byte_level_map(cp_of_byte);
+    out[utf8_encode(cp_of_byte[b], out)] = '\0';
+}
+
 static size_t utf8_encode(int cp, char *out) {
     if (cp < 0x80) { out[0] = (char)cp; return 1; }
     if (cp < 0x800) { out[0] = (char)(0xC0 | cp >> 6); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }

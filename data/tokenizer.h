@@ -40,4 +40,10 @@ int32_t zen_tokenizer_vocab_size(const zen_tokenizer *t);
 /* The eos token of tokenizer_config.json, or -1. */
 int32_t zen_tokenizer_eos(const zen_tokenizer *t);
 
+/* GPT-2's byte-level spelling of byte b as UTF-8 (out holds at least 4 bytes). */
+void zen_byte_level_char(int b, char *out);
+/* A byte-level tokenizer.json + tokenizer_config.json for a toy model of the
+ * given vocab (>= 256), see data/byte_tokenizer.c. */
+int zen_write_byte_tokenizer(const char *dir, int vocab);
+
 #endif

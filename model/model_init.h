@@ -14,8 +14,4 @@
 int zen_model_write_random(const char *dir, const char *config_json, const zen_config *cfg,
                            zen_dtype dtype, uint64_t seed, uint64_t shard_bytes);
 
-/* A byte-level tokenizer.json + tokenizer_config.json for a toy model of the
- * given vocab (>= 256), see model/byte_tokenizer.c. */
-int zen_write_byte_tokenizer(const char *dir, int vocab);
-
 #endif

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../data/tokenizer.h"
 #include "../model/config.h"
 #include "../model/model_init.h"
 #include "../util/error.h"

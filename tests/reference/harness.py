@@ -3,6 +3,30 @@
 import argparse
 import os
 import shutil
+import subprocess
+
+results = []
+
+
+def check(name, ok, detail=""):
+    """records and prints one named check"""
+    results.append(bool(ok))
+    print(f"{'ok  ' if ok else 'FAIL'} {name} {detail}")
+
+
+def finish():
+    """prints the closing line and exits with the outcome"""
+    import sys
+    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
+    sys.exit(0 if all(results) else 1)
+
+
+def run(cmd, expect=0, cwd=None, env=None):
+    """runs a command; a different exit code (unless expect is None) stops the test"""
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
+    if expect is not None and p.returncode != expect:
+        raise SystemExit(f"FAILED ({p.returncode}): {' '.join(cmd)}\n{p.stdout}{p.stderr}")
+    return p
 
 
 def setup():

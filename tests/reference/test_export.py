@@ -19,7 +19,6 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -33,19 +32,8 @@ from zen_files import (read_adapter, read_model_dir, read_safetensors, write_ada
 
 LLAMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "llama")
 ALL = list(MODULES)
-results = []
+from harness import check, run  # noqa: E402
 
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(f"{'ok  ' if ok else 'FAIL'} {name} {detail}")
-
-
-def run(cmd, expect=0, cwd=None):
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
-    if expect is not None and p.returncode != expect:
-        raise SystemExit(f"FAILED ({p.returncode}): {' '.join(cmd)}\n{p.stdout}{p.stderr}")
-    return p
 
 
 def llama_probs(gguf, tokens, lora=None):
@@ -189,8 +177,7 @@ def main():
         ok = p.returncode == 2 and len(lines) == 1 and fragment in lines[0] and not left
         check(f"bad input: {name}", ok, lines[0] if lines else f"(exit {p.returncode})")
 
-    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
-    sys.exit(0 if all(results) else 1)
+    harness.finish()
 
 
 if __name__ == "__main__":

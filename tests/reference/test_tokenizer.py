@@ -23,19 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 LLAMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "llama")
-results = []
+from harness import check, run  # noqa: E402
 
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(f"{'ok  ' if ok else 'FAIL'} {name} {detail}")
-
-
-def run(cmd, expect=0, cwd=None):
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
-    if expect is not None and p.returncode != expect:
-        raise SystemExit(f"FAILED ({p.returncode}): {' '.join(cmd)}\n{p.stdout}{p.stderr}")
-    return p
 
 
 def reference(texts, w):
@@ -194,8 +183,7 @@ def main():
              "--skip-bad"])
     check("--skip-bad: skips and counts", "2 bad lines skipped" in p.stderr and len(read_docs(w("bad.h5"))) == 1)
 
-    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
-    sys.exit(0 if all(results) else 1)
+    harness.finish()
 
 
 if __name__ == "__main__":

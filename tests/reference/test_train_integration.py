@@ -12,7 +12,6 @@
 import json
 import os
 import signal
-import subprocess
 import sys
 
 import numpy as np
@@ -22,19 +21,8 @@ import harness  # noqa: E402
 from zen_files import read_adapter, read_model_dir, write_model, make_config, write_tokens  # noqa: E402
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
 
-results = []
+from harness import check, run  # noqa: E402
 
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(f"{'ok  ' if ok else 'FAIL'} {name} {detail}")
-
-
-def run(cmd, env=None, expect=0):
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if expect is not None and p.returncode != expect:
-        raise SystemExit(f"FAILED ({p.returncode}): {' '.join(cmd)}\n{p.stdout}{p.stderr}")
-    return p
 
 
 def metrics(out):
@@ -160,8 +148,7 @@ def main():
     check("non-finite: exit 1 with one error line", p.returncode == 1 and "non-finite" in lines[-1] and
           lines[-1].startswith("zen train: error:"), lines[-1] if lines else "")
 
-    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
-    sys.exit(0 if all(results) else 1)
+    harness.finish()
 
 
 if __name__ == "__main__":

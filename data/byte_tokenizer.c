@@ -1,4 +1,4 @@
-/* model/byte_tokenizer.c: the tokenizer `zen init` gives a toy model whose vocab
+/* data/byte_tokenizer.c: the tokenizer `zen init` gives a toy model whose vocab
  * is smaller than Qwen3's: byte-level BPE with no merges (token b is byte b,
  * spelled with GPT-2's byte-to-unicode map), Qwen3's NFC normaliser and split
  * regex, and, when the vocab has room, <|endoftext|>, <|im_start|> and
@@ -10,22 +10,9 @@
 
 #include "../util/error.h"
 #include "../util/file.h"
-#include "model_init.h"
+#include "tokenizer.h"
 
 #define QWEN_SPLIT "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-
-static void byte_char(int b, char *out) {
-    int printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    int cp = b;
-    if (!printable) {
-        int n = 0;
-        for (int k = 0; k < b; k++)
-            if (!((k >= '!' && k <= '~') || (k >= 0xA1 && k <= 0xAC) || (k >= 0xAE && k <= 0xFF))) n++;
-        cp = 256 + n;
-    }
-    if (cp < 0x80) out[0] = (char)cp, out[1] = '\0';
-    else out[0] = (char)(0xC0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3F)), out[2] = '\0';
-}
 
 int zen_write_byte_tokenizer(const char *dir, int vocab) {
     static const char *const specials[3] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
@@ -68,7 +55,7 @@ int zen_write_byte_tokenizer(const char *dir, int vocab) {
     cJSON *v = cJSON_AddObjectToObject(model, "vocab");
     char ch[4];
     for (int b = 0; b < 256; b++) {
-        byte_char(b, ch);
+        zen_byte_level_char(b, ch);
         cJSON_AddNumberToObject(v, ch, b);
     }
     cJSON_AddArrayToObject(model, "merges");
