@@ -5,7 +5,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <dirent.h>
+#include <sys/stat.h>
+
 #include "../util/error.h"
+#include "../util/file.h"
 #include "prepare.h"
 #include "token_writer.h"
 
@@ -187,6 +191,7 @@ typedef struct {
     size_t mask_cap;
     int32_t eos;
     zen_data_stats *st;
+    const char *path; /* the input file being read */
 } prep;
 
 static int ensure_mask(prep *p, size_t n) {
@@ -252,7 +257,7 @@ static int prepare_lines(prep *p, FILE *in) {
         p->st->bytes += (double)n;
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
         if (n == 0) continue; /* blank lines are not records */
-        snprintf(where, sizeof where, "%s:%ld", p->o->in, lineno);
+        snprintf(where, sizeof where, "%s:%ld", p->path, lineno);
         cJSON *rec = cJSON_ParseWithLength(line, (size_t)n);
         if (!rec || !cJSON_IsObject(rec)) {
             rc = bad_line(p, zen_fail(ZEN_ERR_INPUT, "%s: not a JSON object", where));
@@ -327,6 +332,45 @@ static int prepare_text(prep *p, FILE *in) {
     return rc;
 }
 
+static int name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int list_inputs(const char *in, char ***out, int *n) {
+    struct stat st;
+    if (stat(in, &st) != 0) return zen_fail(ZEN_ERR_INPUT, "%s: cannot open", in);
+    if (!S_ISDIR(st.st_mode)) {
+        *out = malloc(sizeof(char *));
+        if (!*out || !((*out)[0] = strdup(in))) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        *n = 1;
+        return 0;
+    }
+    DIR *d = opendir(in);
+    if (!d) return zen_fail(ZEN_ERR_INPUT, "%s: cannot read the directory", in);
+    struct dirent *e;
+    int cap = 16;
+    char **files = malloc((size_t)cap * sizeof(char *));
+    *n = 0;
+    while (files && (e = readdir(d))) {
+        char *path = zen_path_join(in, e->d_name);
+        struct stat fs;
+        if (path && e->d_name[0] != '.' && stat(path, &fs) == 0 && S_ISREG(fs.st_mode)) {
+            if (*n == cap) {
+                char **grown = realloc(files, (size_t)(cap *= 2) * sizeof(char *));
+                if (!grown) break;
+                files = grown;
+            }
+            files[(*n)++] = path;
+        } else {
+            free(path);
+        }
+    }
+    closedir(d);
+    if (!files) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    qsort(files, (size_t)*n, sizeof(char *), name_cmp);
+    *out = files;
+    if (*n == 0) return zen_fail(ZEN_ERR_INPUT, "%s: the directory holds no files", in);
+    return 0;
+}
+
 int zen_data_prepare(const zen_data_opts *o, zen_data_stats *st) {
     memset(st, 0, sizeof *st);
     prep p = {0};
@@ -339,21 +383,30 @@ int zen_data_prepare(const zen_data_opts *o, zen_data_stats *st) {
     /* documents end with the document separator (Qwen: <|endoftext|>), else the eos token */
     p.eos = zen_tokenizer_token_id(p.tok, "<|endoftext|>");
     if (p.eos < 0) p.eos = zen_tokenizer_eos(p.tok);
-    FILE *in = fopen(o->in, "rb");
-    if (!in) {
-        zen_tokenizer_free(p.tok);
-        return zen_fail(ZEN_ERR_INPUT, "%s: cannot open", o->in);
-    }
-    rc = zen_token_writer_open(&p.w, o->out, zen_tokenizer_vocab_size(p.tok));
+    /* --in is a file, or a directory whose regular files are read in name order */
+    char **files = NULL;
+    int n_files = 0;
+    rc = list_inputs(o->in, &files, &n_files);
+    if (!rc) rc = zen_token_writer_open(&p.w, o->out, zen_tokenizer_vocab_size(p.tok));
     if (!rc) {
-        rc = o->format == ZEN_DATA_TEXT ? prepare_text(&p, in) : prepare_lines(&p, in);
+        for (int f = 0; f < n_files && !rc; f++) {
+            FILE *in = fopen(files[f], "rb");
+            if (!in) {
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot open", files[f]);
+                break;
+            }
+            p.path = files[f];
+            rc = o->format == ZEN_DATA_TEXT ? prepare_text(&p, in) : prepare_lines(&p, in);
+            fclose(in);
+        }
         if (!rc && p.w.n_docs == 0) rc = zen_fail(ZEN_ERR_INPUT, "%s: no documents found", o->in);
         st->docs = p.w.n_docs;
         st->tokens = p.w.n_tokens;
         st->masked = p.w.n_masked;
         rc = rc ? (zen_token_writer_abort(&p.w), rc) : zen_token_writer_close(&p.w);
     }
-    fclose(in);
+    for (int f = 0; f < n_files; f++) free(files[f]);
+    free(files);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     st->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     zen_ids_free(&p.ids);

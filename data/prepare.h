@@ -1,6 +1,7 @@
 /* data/prepare.h: `zen data`: raw text and instruction data to a training-ready
  * "zen-tokens-v1" file, tokenised with the model's own tokenizer.
- *   text:     a file as one document (or documents split on blank lines), EOS after each
+ *   text:     a file as one document (or documents split on blank lines), EOS after each;
+ *             --in may be a directory: each of its files (in name order) is read
  *   jsonl:    one JSON object per line, its `text` field (or --field) a document, EOS after each
  *   alpaca:   instruction / input / output, rendered as a ChatML user and assistant turn
  *   messages: {"messages": [{role, content}]} or ShareGPT {"conversations": [{from, value}]},

@@ -170,6 +170,16 @@ def main():
     check(f"a {len(big.encode()) / 1e6:.1f} MB document tokenized in pieces equals one call",
           len(a) == 1 and a == b, f"({len(a[0][0])} tokens)")
 
+    # a directory of text files: one document per file, in name order
+    os.makedirs(w("docs"))
+    for name, text in (("b.txt", "second file"), ("a.txt", "first file\n")):
+        with open(w("docs", name), "w") as f:
+            f.write(text)
+    run([zen, "data", "--tokenizer", w("small"), "--in", w("docs"), "--format", "text", "--out", w("docs.h5")])
+    docs = read_docs(w("docs.h5"))
+    check("--in DIR: a document per file, in name order", [d[0] for d in docs] ==
+          [list(b"first file\n") + [256], list(b"second file") + [256]])
+
     # bad lines
     with open(w("bad.jsonl"), "w") as f:
         f.write(json.dumps({"text": "fine"}) + "\n{broken\n" + json.dumps({"txt": "x"}) + "\n")
