@@ -3,13 +3,20 @@
 
 #include "../util/error.h"
 #include "cpu/cpu_ops.h"
+#ifdef ZEN_HAVE_CUDA
+#include "cuda/backend_cuda.h"
+#endif
 #include "kernels.h"
 
 zk_backend *zk_open(const char *device) {
     if (!strcmp(device, "cpu")) return zk_cpu_create();
     if (!strcmp(device, "cuda")) {
-        zen_fail(ZEN_ERR_INPUT, "device 'cuda': this build has no CUDA backend yet; use --device cpu");
+#ifdef ZEN_HAVE_CUDA
+        return zk_cuda_create();
+#else
+        zen_fail(ZEN_ERR_INPUT, "device 'cuda': this build has no CUDA backend (nvcc was not found); use --device cpu");
         return NULL;
+#endif
     }
     zen_fail(ZEN_ERR_INPUT, "device '%s' is unknown (expected cpu or cuda)", device);
     return NULL;

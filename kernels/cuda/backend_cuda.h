@@ -1,0 +1,10 @@
+/* kernels/cuda/backend_cuda.h: the CUDA backend's constructor (built only when
+ * CMake finds the CUDA toolkit; kernels/backend.c picks it for "cuda"). */
+#ifndef ZEN_BACKEND_CUDA_H
+#define ZEN_BACKEND_CUDA_H
+#include "../kernels.h"
+
+/* NULL + zen_fail(ZEN_ERR_INPUT) when no GPU is visible */
+zk_backend *zk_cuda_create(void);
+
+#endif
