@@ -147,14 +147,17 @@ int zen_render_chat(const zen_data_opts *o, const zen_tokenizer *t, const cJSON 
         if (!cJSON_IsString(ins) || !cJSON_IsString(out) || (inp && !cJSON_IsNull(inp) && !cJSON_IsString(inp)))
             return zen_fail(ZEN_ERR_INPUT, "%s: an alpaca record needs string 'instruction' and 'output' (and an "
                             "optional string 'input')", where);
-        static char user[1 << 20];
-        if (cJSON_IsString(inp) && inp->valuestring[0])
-            snprintf(user, sizeof user, "%s\n\n%s", ins->valuestring, inp->valuestring);
-        else
-            snprintf(user, sizeof user, "%s", ins->valuestring);
+        /* the user turn: the instruction, and the input after a blank line when there is one */
+        const char *extra = cJSON_IsString(inp) && inp->valuestring[0] ? inp->valuestring : NULL;
+        size_t len = strlen(ins->valuestring) + (extra ? strlen(extra) + 2 : 0) + 1;
+        char *user = malloc(len);
+        if (!user) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        snprintf(user, len, extra ? "%s\n\n%s" : "%s", ins->valuestring, extra ? extra : "");
         turns[n++] = (turn){"user", user};
         turns[n++] = (turn){"assistant", out->valuestring};
-        return render_turns(o, t, turns, n, r);
+        int rc = render_turns(o, t, turns, n, r);
+        free(user);
+        return rc;
     }
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(rec, "messages");
     int sharegpt = 0;

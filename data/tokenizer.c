@@ -386,16 +386,16 @@ static int ids_push(zen_ids *v, const int32_t *ids, size_t n) {
 
 int zen_ids_push(zen_ids *v, int32_t id) { return ids_push(v, &id, 1); }
 
-/* BPE of one pre-tokenized word: bytes -> byte tokens, then the lowest-ranked
- * adjacent pair is merged until none is left */
-static int bpe_word(zen_tokenizer *t, const char *w, size_t n, zen_ids *out) {
-    size_t slot = hash_bytes(w, n) & (CACHE_SIZE - 1);
-    cache_entry *c = &t->cache[slot];
-    if (c->word && c->len == n && !memcmp(c->word, w, n)) return ids_push(out, c->ids, c->n);
-    int32_t stack[64], *sym = n <= 64 ? stack : malloc(n * sizeof(int32_t));
-    if (!sym) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-    for (size_t i = 0; i < n; i++) sym[i] = t->byte_id[(unsigned char)w[i]];
-    size_t count = n;
+/* ---------------- BPE of one pre-tokenized word ----------------
+ * Bytes become byte tokens; then the adjacent pair of lowest merge rank is
+ * merged (the leftmost among equals) until no pair has a merge. Short words
+ * scan for the best pair directly; long ones (a long run of spaces, a huge
+ * number) use a heap of candidate pairs with lazy invalidation, so a pathological
+ * input costs O(n log n), not O(n^2). Both give the same merges. */
+
+#define BPE_SCAN_MAX 128 /* words up to this many bytes use the direct scan */
+
+static size_t bpe_scan(const zen_tokenizer *t, int32_t *sym, size_t count) {
     for (;;) {
         int best_rank = -1;
         size_t best = 0;
@@ -405,11 +405,105 @@ static int bpe_word(zen_tokenizer *t, const char *w, size_t n, zen_ids *out) {
             int r = pair_map_get(&t->merges, sym[i], sym[i + 1], &merged);
             if (r >= 0 && (best_rank < 0 || r < best_rank)) best_rank = r, best = i, best_merged = merged;
         }
-        if (best_rank < 0) break;
+        if (best_rank < 0) return count;
         sym[best] = best_merged;
         memmove(sym + best + 1, sym + best + 2, (count - best - 2) * sizeof(int32_t));
         count--;
     }
+}
+
+typedef struct {
+    int32_t rank;
+    uint32_t pos;             /* index of the left symbol */
+    int32_t left, right;      /* the ids when the pair was pushed (stale if they changed) */
+} bpe_cand;
+
+static int cand_less(const bpe_cand *a, const bpe_cand *b) {
+    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
+}
+
+static void heap_push(bpe_cand *h, size_t *n, bpe_cand c) {
+    size_t i = (*n)++;
+    h[i] = c;
+    while (i > 0 && cand_less(&h[i], &h[(i - 1) / 2])) {
+        bpe_cand tmp = h[i];
+        h[i] = h[(i - 1) / 2];
+        h[(i - 1) / 2] = tmp;
+        i = (i - 1) / 2;
+    }
+}
+
+static bpe_cand heap_pop(bpe_cand *h, size_t *n) {
+    bpe_cand top = h[0];
+    h[0] = h[--(*n)];
+    for (size_t i = 0;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < *n && cand_less(&h[l], &h[m])) m = l;
+        if (r < *n && cand_less(&h[r], &h[m])) m = r;
+        if (m == i) break;
+        bpe_cand tmp = h[i];
+        h[i] = h[m];
+        h[m] = tmp;
+        i = m;
+    }
+    return top;
+}
+
+/* merges sym[0..n) in place; returns the new count (-1 if out of memory) */
+static long bpe_heap(const zen_tokenizer *t, int32_t *sym, size_t n) {
+    int32_t *prev = malloc(n * sizeof(int32_t)), *next = malloc(n * sizeof(int32_t));
+    bpe_cand *heap = malloc(2 * n * sizeof(bpe_cand)); /* each merge pushes at most 2 */
+    if (!prev || !next || !heap) {
+        free(prev), free(next), free(heap);
+        return -1;
+    }
+    size_t hn = 0;
+    for (size_t i = 0; i < n; i++) {
+        prev[i] = (int32_t)i - 1;
+        next[i] = i + 1 < n ? (int32_t)i + 1 : -1;
+    }
+    for (size_t i = 0; i + 1 < n; i++) {
+        int32_t merged;
+        int r = pair_map_get(&t->merges, sym[i], sym[i + 1], &merged);
+        if (r >= 0) heap_push(heap, &hn, (bpe_cand){r, (uint32_t)i, sym[i], sym[i + 1]});
+    }
+    while (hn > 0) {
+        bpe_cand c = heap_pop(heap, &hn);
+        int32_t l = (int32_t)c.pos, rgt = next[l];
+        /* stale: the left symbol was merged away or changed, or its right neighbour changed */
+        if (sym[l] != c.left || rgt < 0 || sym[rgt] != c.right) continue;
+        int32_t merged = -1;
+        pair_map_get(&t->merges, c.left, c.right, &merged);
+        sym[l] = merged;
+        sym[rgt] = -1; /* dead */
+        next[l] = next[rgt];
+        if (next[l] >= 0) prev[next[l]] = l;
+        int32_t r2;
+        int rk;
+        if (prev[l] >= 0 && (rk = pair_map_get(&t->merges, sym[prev[l]], sym[l], &r2)) >= 0)
+            heap_push(heap, &hn, (bpe_cand){rk, (uint32_t)prev[l], sym[prev[l]], sym[l]});
+        if (next[l] >= 0 && (rk = pair_map_get(&t->merges, sym[l], sym[next[l]], &r2)) >= 0)
+            heap_push(heap, &hn, (bpe_cand){rk, (uint32_t)l, sym[l], sym[next[l]]});
+    }
+    size_t count = 0;
+    for (int32_t i = 0; i >= 0; i = next[i]) sym[count++] = sym[i];
+    free(prev), free(next), free(heap);
+    return (long)count;
+}
+
+static int bpe_word(zen_tokenizer *t, const char *w, size_t n, zen_ids *out) {
+    size_t slot = hash_bytes(w, n) & (CACHE_SIZE - 1);
+    cache_entry *c = &t->cache[slot];
+    if (c->word && c->len == n && !memcmp(c->word, w, n)) return ids_push(out, c->ids, c->n);
+    int32_t stack[BPE_SCAN_MAX], *sym = n <= BPE_SCAN_MAX ? stack : malloc(n * sizeof(int32_t));
+    if (!sym) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    for (size_t i = 0; i < n; i++) sym[i] = t->byte_id[(unsigned char)w[i]];
+    long counted = n <= BPE_SCAN_MAX ? (long)bpe_scan(t, sym, n) : bpe_heap(t, sym, n);
+    if (counted < 0) {
+        if (sym != stack) free(sym);
+        return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    }
+    size_t count = (size_t)counted;
     int rc = ids_push(out, sym, count);
     if (!rc && n <= 256) { /* remember short words */
         free(c->word);

@@ -54,6 +54,8 @@ def corpus(rng):
         "Line\r\nendings\rmixed\n\r\n and trailing spaces   \n",
         "     ",
         "\n\n\n",
+        # words longer than the direct scan (128 bytes) take the heap path
+        "x" + " " * 300 + "y " + "na" * 700 + " " + "\u00e9t\u00e9" * 60 + "\n" * 200 + "end",
         "a",
         "",
     ]
