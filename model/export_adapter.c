@@ -103,8 +103,8 @@ static int export_mlx(const zen_export_opts *o, const zen_model *m, const zen_lo
         cJSON_AddNumberToObject(root, "num_layers", m->cfg.layers);
         cJSON *p = cJSON_AddObjectToObject(root, "lora_parameters");
         cJSON_AddNumberToObject(p, "rank", lo->r);
-        cJSON_AddNumberToObject(p, "scale", lo->scale); /* mlx applies scale directly: PEFT's alpha/r */
-        cJSON_AddNumberToObject(p, "dropout", lo->dropout);
+        cJSON_AddNumberToObject(p, "scale", zen_float_for_json(lo->scale)); /* mlx applies it as is: PEFT's alpha/r */
+        cJSON_AddNumberToObject(p, "dropout", zen_float_for_json(lo->dropout));
         cJSON *keys = cJSON_AddArrayToObject(p, "keys");
         for (int t = 0; t < ZEN_NUM_TARGETS; t++)
             if (zen_lora_has(lo, t)) cJSON_AddItemToArray(keys, cJSON_CreateString(zen_target_module((zen_target)t)));

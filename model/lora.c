@@ -2,6 +2,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../util/error.h"
@@ -301,6 +302,16 @@ done:
     return rc;
 }
 
+/* a float as the shortest decimal that reads back to it (0.05f, not 0.0500000007) */
+double zen_float_for_json(float v) {
+    char buf[32];
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
+        if ((float)strtod(buf, NULL) == v) break;
+    }
+    return strtod(buf, NULL);
+}
+
 int zen_lora_save_peft(const zen_lora *lo, const zen_config *cfg, const char *dir,
                        const char *base_model, zen_dtype dtype) {
     int rc = zen_mkdir_p(dir);
@@ -310,8 +321,8 @@ int zen_lora_save_peft(const zen_lora *lo, const zen_config *cfg, const char *di
     cJSON_AddStringToObject(root, "task_type", "CAUSAL_LM");
     cJSON_AddStringToObject(root, "base_model_name_or_path", base_model ? base_model : "");
     cJSON_AddNumberToObject(root, "r", lo->r);
-    cJSON_AddNumberToObject(root, "lora_alpha", lo->alpha);
-    cJSON_AddNumberToObject(root, "lora_dropout", lo->dropout);
+    cJSON_AddNumberToObject(root, "lora_alpha", zen_float_for_json(lo->alpha));
+    cJSON_AddNumberToObject(root, "lora_dropout", zen_float_for_json(lo->dropout));
     cJSON *tm = cJSON_AddArrayToObject(root, "target_modules");
     for (int t = 0; t < ZEN_NUM_TARGETS; t++)
         if (zen_lora_has(lo, t)) cJSON_AddItemToArray(tm, cJSON_CreateString(zen_target_name((zen_target)t)));
