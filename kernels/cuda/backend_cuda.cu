@@ -1,6 +1,8 @@
 /* kernels/cuda/backend_cuda.cu: the CUDA backend of the kernel interface
- * (kernels/kernels.h), first version: fp32 activations and fp32 weights on the
- * device (the "--dtype f32" checking mode), matmuls through cuBLAS sgemm, and
+ * (kernels/kernels.h), first version: fp32 activations; weights stay on the
+ * device in their stored dtype (bf16 for Zen-nano, so 8 GB rather than 16) and
+ * are widened to fp32 a chunk of rows at a time before each cuBLAS sgemm, as
+ * the CPU backend does, so results match the CPU's; and
  * plain kernels for everything else, written to mirror the CPU backend op for
  * op (same RoPE tables, same dropout hash, same masks). bf16 storage and the
  * fused/flash kernels come next (issue 6).
@@ -14,6 +16,7 @@
  * first one is printed and the process exits 1 (model code has no error path
  * per op). */
 #include <cublas_v2.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -48,8 +51,8 @@ typedef struct {
     float *rope_cos, *rope_sin; /* device [T, hd/2] for the cached (T, hd, theta) */
     size_t rope_T, rope_hd;
     double rope_theta;
-    float *scratch[2];          /* dropout x and dx */
-    size_t scratch_cap[2];
+    float *scratch[3];          /* dropout x, dropout dx, a widened weight chunk */
+    size_t scratch_cap[3];
     double *reduce;             /* one double for sum_squares */
 } cuda_ctx;
 
@@ -106,25 +109,40 @@ static void cu_zero(zk_backend *be, void *dst, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemset(dst, 0, bytes));
 }
 
-/* weights go to the device as fp32, widened on the host a chunk at a time */
+/* weights go to the device as stored (tensor by tensor, no host copy of the model) */
 static int cu_weight_create(zk_backend *be, zk_weight *out, const void *host, zen_dtype dtype, size_t numel) {
-    float *dev = (float *)cu_alloc(be, numel * sizeof(float));
+    size_t bytes = numel * zen_dtype_size(dtype);
+    void *dev = cu_alloc(be, bytes);
     if (!dev) return ZEN_ERR_INTERNAL;
-    const size_t chunk = (size_t)1 << 22;
-    float *staging = (float *)malloc(chunk * sizeof(float));
-    if (!staging) {
-        cu_free(be, dev);
-        return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-    }
-    for (size_t s = 0; s < numel; s += chunk) {
-        size_t n = numel - s < chunk ? numel - s : chunk;
-        zen_widen(staging, (const char *)host + s * zen_dtype_size(dtype), dtype, n);
-        cu_upload(be, dev + s, staging, n * sizeof(float));
-    }
-    free(staging);
+    cu_upload(be, dev, host, bytes);
     out->data = dev;
-    out->dtype = ZEN_F32;
+    out->dtype = dtype;
     return 0;
+}
+
+__global__ static void widen_kernel(float *dst, const void *src, int dtype, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const unsigned short *h = (const unsigned short *)src;
+    if (dtype == ZEN_BF16) dst[i] = __uint_as_float((unsigned)h[i] << 16);
+    else dst[i] = __half2float(__ushort_as_half(h[i]));
+}
+
+/* rows [o0, o0 + rows) of W[out, in] as fp32 on the device */
+static const float *weight_rows(zk_backend *be, const zk_weight *w, size_t o0, size_t rows, size_t in) {
+    if (w->dtype == ZEN_F32) return (const float *)w->data + o0 * in;
+    float *dst = scratch(be, 2, rows * in);
+    widen_kernel<<<blocks_for(rows * in, 256), 256>>>(dst, (const char *)w->data + o0 * in * 2, (int)w->dtype, rows * in);
+    CUDA_CHECK(cudaGetLastError());
+    return dst;
+}
+
+#define WIDEN_CHUNK_ELEMS ((size_t)1 << 24) /* fp32 elements of one widened weight chunk (64 MiB) */
+
+static size_t chunk_rows(const zk_weight *w, size_t in, size_t out) {
+    if (w->dtype == ZEN_F32) return out;
+    size_t rows = WIDEN_CHUNK_ELEMS / (in ? in : 1);
+    return rows < 1 ? 1 : rows < out ? rows : out;
 }
 
 static void cu_weight_destroy(zk_backend *be, zk_weight *w) {
@@ -138,13 +156,23 @@ static void cu_download_act(zk_backend *be, float *dst, const void *src, size_t 
 /* ---------------- linear and LoRA ---------------- */
 
 static void cu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N, size_t in, size_t out) {
-    rm_gemm(be, 0, 1, N, out, in, 1.0f, (const float *)x, in, (const float *)w->data, in, 0.0f, (float *)y, out);
+    size_t step = chunk_rows(w, in, out);
+    for (size_t o0 = 0; o0 < out; o0 += step) {
+        size_t rows = out - o0 < step ? out - o0 : step;
+        rm_gemm(be, 0, 1, N, rows, in, 1.0f, (const float *)x, in, weight_rows(be, w, o0, rows, in), in, 0.0f,
+                (float *)y + o0, out);
+    }
 }
 
 static void cu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N, size_t in, size_t out,
                           int accumulate) {
-    rm_gemm(be, 0, 0, N, in, out, 1.0f, (const float *)dy, out, (const float *)w->data, in, accumulate ? 1.0f : 0.0f,
-            (float *)dx, in);
+    size_t step = chunk_rows(w, in, out);
+    for (size_t o0 = 0; o0 < out; o0 += step) {
+        size_t rows = out - o0 < step ? out - o0 : step;
+        float beta = (o0 == 0 && !accumulate) ? 0.0f : 1.0f;
+        rm_gemm(be, 0, 0, N, in, rows, 1.0f, (const float *)dy + o0, out, weight_rows(be, w, o0, rows, in), in, beta,
+                (float *)dx, in);
+    }
 }
 
 __device__ static int keep_dev(unsigned long long seed, size_t i, unsigned long long threshold) {
@@ -491,10 +519,14 @@ static void cu_swiglu_bwd(zk_backend *be, void *dg, void *du, const void *dh, co
     CUDA_CHECK(cudaGetLastError());
 }
 
-__global__ static void embedding_fwd_kernel(float *out, const int32_t *tok, const float *w, size_t N, size_t C) {
+__global__ static void embedding_fwd_kernel(float *out, const int32_t *tok, const void *w, int dtype, size_t N,
+                                            size_t C) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N * C) return;
-    out[i] = w[(size_t)tok[i / C] * C + i % C];
+    size_t at = (size_t)tok[i / C] * C + i % C;
+    const unsigned short *h = (const unsigned short *)w;
+    out[i] = dtype == ZEN_F32 ? ((const float *)w)[at]
+             : dtype == ZEN_BF16 ? __uint_as_float((unsigned)h[at] << 16) : __half2float(__ushort_as_half(h[at]));
 }
 
 __global__ static void embedding_bwd_kernel(float *dW, const float *dout, const int32_t *tok, size_t N, size_t C) {
@@ -505,7 +537,7 @@ __global__ static void embedding_bwd_kernel(float *dW, const float *dout, const 
 
 static void cu_embedding_fwd(zk_backend *be, void *out, const int32_t *tokens, const zk_weight *w, size_t N, size_t C) {
     (void)be;
-    embedding_fwd_kernel<<<blocks_for(N * C, 256), 256>>>((float *)out, tokens, (const float *)w->data, N, C);
+    embedding_fwd_kernel<<<blocks_for(N * C, 256), 256>>>((float *)out, tokens, w->data, (int)w->dtype, N, C);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -591,8 +623,7 @@ static void cu_destroy(zk_backend *be) {
     cublasDestroy(c->blas);
     cudaFree(c->rope_cos);
     cudaFree(c->rope_sin);
-    cudaFree(c->scratch[0]);
-    cudaFree(c->scratch[1]);
+    for (int i = 0; i < 3; i++) cudaFree(c->scratch[i]);
     cudaFree(c->reduce);
     free(c);
     free(be);
