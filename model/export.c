@@ -21,13 +21,9 @@
 #define CHUNK_ELEMS ((size_t)1 << 22) /* fp32 elements per merged chunk (16 MiB) */
 
 typedef struct {
-    char hf_name[160];
-    char gguf_name[96];
-    int ndim;
-    size_t rows, cols;    /* 1-D tensors: rows = n, cols = 1 */
+    zen_tensor_desc d;    /* names and shape (1-D tensors: rows = n, cols = 1) */
     const zk_weight *w;   /* matrix source, or NULL */
     const float *vec;     /* vector source (norms, fp32), or NULL */
-    int layer, target;    /* LoRA slot; target -1 for none */
 } xtensor;
 
 typedef struct {
@@ -44,60 +40,18 @@ typedef struct {
     st_writer *sw;
 } xctx;
 
-static const char *const gguf_proj[ZEN_NUM_TARGETS] = {"attn_q", "attn_k", "attn_v", "attn_output",
-                                                       "ffn_gate", "ffn_up", "ffn_down"};
-
-static void add_matrix(xtensor *t, int *n, const char *hf, const char *gg, const zk_weight *w, size_t rows,
-                       size_t cols, int layer, int target) {
-    xtensor *x = &t[(*n)++];
-    snprintf(x->hf_name, sizeof x->hf_name, "%s", hf);
-    snprintf(x->gguf_name, sizeof x->gguf_name, "%s", gg);
-    x->ndim = 2, x->rows = rows, x->cols = cols, x->w = w, x->vec = NULL, x->layer = layer, x->target = target;
-}
-
-static void add_vector(xtensor *t, int *n, const char *hf, const char *gg, const float *v, size_t len) {
-    xtensor *x = &t[(*n)++];
-    snprintf(x->hf_name, sizeof x->hf_name, "%s", hf);
-    snprintf(x->gguf_name, sizeof x->gguf_name, "%s", gg);
-    x->ndim = 1, x->rows = len, x->cols = 1, x->w = NULL, x->vec = v, x->layer = -1, x->target = -1;
-}
-
-/* every tensor of the model, in Hugging Face order, with its GGUF name */
+/* every tensor of the model with its source */
 static int list_tensors(const zen_model *m, xtensor **out) {
-    const zen_config *c = &m->cfg;
-    xtensor *t = zen_calloc((size_t)(3 + 11 * c->layers), sizeof(xtensor));
-    if (!t) return -1;
-    int n = 0;
-    char hf[160], gg[96];
-    add_matrix(t, &n, "model.embed_tokens.weight", "token_embd.weight", &m->embed, (size_t)c->vocab,
-               (size_t)c->hidden, -1, -1);
-    for (int l = 0; l < c->layers; l++) {
-        const zen_layer_weights *lw = &m->layers[l];
-        snprintf(hf, sizeof hf, "model.layers.%d.input_layernorm.weight", l);
-        snprintf(gg, sizeof gg, "blk.%d.attn_norm.weight", l);
-        add_vector(t, &n, hf, gg, lw->attn_norm, (size_t)c->hidden);
-        for (int p = 0; p < ZEN_NUM_TARGETS; p++) {
-            int in, o;
-            zen_target_dims(c, (zen_target)p, &in, &o);
-            snprintf(hf, sizeof hf, "model.layers.%d.%s.weight", l, zen_target_module((zen_target)p));
-            snprintf(gg, sizeof gg, "blk.%d.%s.weight", l, gguf_proj[p]);
-            add_matrix(t, &n, hf, gg, &lw->proj[p], (size_t)o, (size_t)in, l, p);
-            if (p == ZT_O) { /* the norms, in HF's order */
-                snprintf(hf, sizeof hf, "model.layers.%d.self_attn.q_norm.weight", l);
-                snprintf(gg, sizeof gg, "blk.%d.attn_q_norm.weight", l);
-                add_vector(t, &n, hf, gg, lw->q_norm, (size_t)c->head_dim);
-                snprintf(hf, sizeof hf, "model.layers.%d.self_attn.k_norm.weight", l);
-                snprintf(gg, sizeof gg, "blk.%d.attn_k_norm.weight", l);
-                add_vector(t, &n, hf, gg, lw->k_norm, (size_t)c->head_dim);
-                snprintf(hf, sizeof hf, "model.layers.%d.post_attention_layernorm.weight", l);
-                snprintf(gg, sizeof gg, "blk.%d.ffn_norm.weight", l);
-                add_vector(t, &n, hf, gg, lw->ffn_norm, (size_t)c->hidden);
-            }
-        }
+    zen_tensor_desc *d = NULL;
+    int n = zen_model_tensors(&m->cfg, &d);
+    xtensor *t = n < 0 ? NULL : zen_calloc((size_t)(n ? n : 1), sizeof(xtensor));
+    for (int i = 0; t && i < n; i++) {
+        t[i].d = d[i];
+        t[i].w = d[i].ndim == 2 ? zen_model_matrix(m, &d[i]) : NULL;
+        t[i].vec = d[i].ndim == 1 ? zen_model_vector(m, &d[i]) : NULL;
     }
-    add_vector(t, &n, "model.norm.weight", "output_norm.weight", m->final_norm, (size_t)c->hidden);
-    if (!c->tied)
-        add_matrix(t, &n, "lm_head.weight", "output.weight", &m->lm_head, (size_t)c->vocab, (size_t)c->hidden, -1, -1);
+    free(d);
+    if (!t) return -1;
     *out = t;
     return n;
 }
@@ -109,24 +63,24 @@ static void merged_rows(const xctx *c, const xtensor *t, size_t r0, size_t nr, f
         return;
     }
     size_t es = zen_dtype_size(t->w->dtype);
-    zen_widen(dst, (const char *)t->w->data + r0 * t->cols * es, t->w->dtype, nr * t->cols);
-    if (t->target >= 0 && zen_lora_has(c->lo, t->target)) {
-        const float *A = zen_lora_A(c->lo, c->lora_host, t->layer, t->target); /* [r, cols] */
-        const float *B = zen_lora_B(c->lo, c->lora_host, t->layer, t->target); /* [rows, r] */
+    zen_widen(dst, (const char *)t->w->data + r0 * t->d.cols * es, t->w->dtype, nr * t->d.cols);
+    if (t->d.target >= 0 && zen_lora_has(c->lo, t->d.target)) {
+        const float *A = zen_lora_A(c->lo, c->lora_host, t->d.layer, t->d.target); /* [r, cols] */
+        const float *B = zen_lora_B(c->lo, c->lora_host, t->d.layer, t->d.target); /* [rows, r] */
         int r = c->lo->r;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)t->cols, r, c->lo->scale, B + r0 * (size_t)r,
-                    r, A, (int)t->cols, 1.0f, dst, (int)t->cols);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)t->d.cols, r, c->lo->scale, B + r0 * (size_t)r,
+                    r, A, (int)t->d.cols, 1.0f, dst, (int)t->d.cols);
     }
 }
 
 static size_t rows_per_chunk(const xtensor *t) {
-    size_t rows = CHUNK_ELEMS / t->cols;
+    size_t rows = CHUNK_ELEMS / t->d.cols;
     return rows < 1 ? 1 : rows;
 }
 
 /* the source pages of a finished tensor leave the process's resident set */
 static void release_source(const xtensor *t) {
-    if (t->w) st_release(t->w->data, t->rows * t->cols * zen_dtype_size(t->w->dtype));
+    if (t->w) st_release(t->w->data, t->d.rows * t->d.cols * zen_dtype_size(t->w->dtype));
 }
 
 /* merges tensor i a chunk of rows at a time into c->buf and hands each chunk
@@ -137,10 +91,10 @@ static int stream_tensor(xctx *c, int i, emit_fn emit) {
     const xtensor *t = &c->t[i];
     size_t step = rows_per_chunk(t);
     int rc = 0;
-    for (size_t r0 = 0; r0 < t->rows && !rc; r0 += step) {
-        size_t nr = t->rows - r0 < step ? t->rows - r0 : step;
+    for (size_t r0 = 0; r0 < t->d.rows && !rc; r0 += step) {
+        size_t nr = t->d.rows - r0 < step ? t->d.rows - r0 : step;
         merged_rows(c, t, r0, nr, c->buf);
-        rc = emit(c, i, nr * t->cols);
+        rc = emit(c, i, nr * t->d.cols);
     }
     release_source(t);
     return rc;
@@ -205,11 +159,11 @@ static int export_safetensors(xctx *c, const zen_export_opts *o, const char *dir
     st_entry *e = zen_calloc((size_t)c->n, sizeof *e);
     if (!e) return ZEN_ERR_INTERNAL;
     for (int i = 0; i < c->n; i++) {
-        e[i].name = c->t[i].hf_name;
+        e[i].name = c->t[i].d.hf_name;
         e[i].dtype = c->st_dtype;
-        e[i].ndim = c->t[i].ndim;
-        e[i].shape[0] = (int64_t)c->t[i].rows;
-        e[i].shape[1] = (int64_t)c->t[i].cols;
+        e[i].ndim = c->t[i].d.ndim;
+        e[i].shape[0] = (int64_t)c->t[i].d.rows;
+        e[i].shape[1] = (int64_t)c->t[i].d.cols;
     }
     int rc = st_write_model_dir(dir, e, c->n, o->shard_bytes, produce_safetensors, c);
     free(e);
@@ -229,8 +183,8 @@ static int export_gguf(xctx *c, const zen_export_opts *o, ggml_type_id type) {
     int fallbacks = 0;
     for (int i = 0; i < c->n; i++) {
         const xtensor *t = &c->t[i];
-        ggml_type_id tt = t->ndim == 1 ? GGML_F32 : type; /* norms stay f32 */
-        if (t->cols % ggml_type_block(tt) != 0) {
+        ggml_type_id tt = t->d.ndim == 1 ? GGML_F32 : type; /* norms stay f32 */
+        if (t->d.cols % ggml_type_block(tt) != 0) {
             tt = GGML_F16; /* as llama.cpp's converter: rows that do not fill whole blocks */
             fallbacks++;
         }
@@ -262,9 +216,9 @@ static int export_gguf(xctx *c, const zen_export_opts *o, ggml_type_id type) {
         rc = zen_gguf_add_tokenizer(&w, o->model_dir, cfg->vocab);
     }
     for (int i = 0; i < c->n && !rc; i++) {
-        uint64_t ne[2] = {c->t[i].cols, c->t[i].rows};
-        if (c->t[i].ndim == 1) ne[0] = c->t[i].rows;
-        gguf_add_tensor(&w, c->t[i].gguf_name, c->t[i].ndim, ne, c->gguf_types[i]);
+        uint64_t ne[2] = {c->t[i].d.cols, c->t[i].d.rows};
+        if (c->t[i].d.ndim == 1) ne[0] = c->t[i].d.rows;
+        gguf_add_tensor(&w, c->t[i].d.gguf_name, c->t[i].d.ndim, ne, c->gguf_types[i]);
     }
     if (!rc) rc = gguf_begin(&w, o->out);
     for (int i = 0; i < c->n && !rc; i++) rc = stream_tensor(c, i, emit_gguf);

@@ -16,9 +16,6 @@
 #include "export.h"
 #include "quant.h"
 
-static const char *const gguf_proj[ZEN_NUM_TARGETS] = {"attn_q", "attn_k", "attn_v", "attn_output",
-                                                       "ffn_gate", "ffn_up", "ffn_down"};
-
 static int export_gguf_lora(const zen_export_opts *o, const zen_model *m, const zen_lora *lo, const float *host) {
     ggml_type_id type = GGML_F32;
     if (o->dtype && (ggml_type_parse(o->dtype, &type) || ggml_type_block(type) != 1))
@@ -37,9 +34,9 @@ static int export_gguf_lora(const zen_export_opts *o, const zen_model *m, const 
             int in, out;
             zen_target_dims(&m->cfg, (zen_target)t, &in, &out);
             uint64_t ne_a[2] = {(uint64_t)in, (uint64_t)lo->r}, ne_b[2] = {(uint64_t)lo->r, (uint64_t)out};
-            snprintf(name, sizeof name, "blk.%d.%s.weight.lora_a", l, gguf_proj[t]);
+            snprintf(name, sizeof name, "blk.%d.%s.weight.lora_a", l, zen_target_gguf((zen_target)t));
             gguf_add_tensor(&w, name, 2, ne_a, type);
-            snprintf(name, sizeof name, "blk.%d.%s.weight.lora_b", l, gguf_proj[t]);
+            snprintf(name, sizeof name, "blk.%d.%s.weight.lora_b", l, zen_target_gguf((zen_target)t));
             gguf_add_tensor(&w, name, 2, ne_b, type);
         }
     int rc = gguf_begin(&w, o->out);

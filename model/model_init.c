@@ -15,54 +15,12 @@
 
 #define GEN_CHUNK ((size_t)1 << 16) /* elements per independently seeded piece */
 
-typedef struct {
-    char name[128];
-    int ndim;
-    int64_t shape[2];
-    int is_norm;
-} init_tensor;
-
-static int list_tensors(const zen_config *c, init_tensor **out) {
-    int n = 1 + c->layers * 11 + 1 + (c->tied ? 0 : 1);
-    init_tensor *t = zen_calloc((size_t)n, sizeof *t);
-    if (!t) return -1;
-    int i = 0;
-    snprintf(t[i].name, sizeof t[i].name, "model.embed_tokens.weight");
-    t[i].ndim = 2, t[i].shape[0] = c->vocab, t[i].shape[1] = c->hidden, i++;
-    for (int l = 0; l < c->layers; l++) {
-        const char *norms[4] = {"input_layernorm", "post_attention_layernorm", "self_attn.q_norm",
-                                "self_attn.k_norm"};
-        int dims[4] = {c->hidden, c->hidden, c->head_dim, c->head_dim};
-        for (int k = 0; k < 4; k++, i++) {
-            snprintf(t[i].name, sizeof t[i].name, "model.layers.%d.%s.weight", l, norms[k]);
-            t[i].ndim = 1, t[i].shape[0] = dims[k], t[i].is_norm = 1;
-        }
-        for (int p = 0; p < ZEN_NUM_TARGETS; p++, i++) {
-            int in, o;
-            zen_target_dims(c, (zen_target)p, &in, &o);
-            snprintf(t[i].name, sizeof t[i].name, "model.layers.%d.%s.weight", l,
-                     zen_target_module((zen_target)p));
-            t[i].ndim = 2, t[i].shape[0] = o, t[i].shape[1] = in;
-        }
-    }
-    snprintf(t[i].name, sizeof t[i].name, "model.norm.weight");
-    t[i].ndim = 1, t[i].shape[0] = c->hidden, t[i].is_norm = 1, i++;
-    if (!c->tied) {
-        snprintf(t[i].name, sizeof t[i].name, "lm_head.weight");
-        t[i].ndim = 2, t[i].shape[0] = c->vocab, t[i].shape[1] = c->hidden, i++;
-    }
-    *out = t;
-    return n;
-}
-
-static size_t numel_of(const init_tensor *t) {
-    return (size_t)t->shape[0] * (t->ndim == 2 ? (size_t)t->shape[1] : 1);
-}
+static size_t numel_of(const zen_tensor_desc *t) { return t->rows * t->cols; }
 
 /* generates elements [start, start+count) of tensor `index` into buf (fp32) */
-static void generate(float *buf, const init_tensor *t, int index, size_t start, size_t count,
+static void generate(float *buf, const zen_tensor_desc *t, int index, size_t start, size_t count,
                      uint64_t seed, double std) {
-    if (t->is_norm) {
+    if (t->ndim == 1) { /* norm weights */
         for (size_t i = 0; i < count; i++) buf[i] = 1.0f;
         return;
     }
@@ -82,7 +40,7 @@ static void generate(float *buf, const init_tensor *t, int index, size_t start, 
 }
 
 typedef struct {
-    const init_tensor *t;
+    const zen_tensor_desc *t;
     zen_dtype dtype;
     uint64_t seed;
     double std;
@@ -125,19 +83,19 @@ int zen_model_write_random(const char *dir, const char *config_json, const zen_c
                            zen_dtype dtype, uint64_t seed, uint64_t shard_bytes) {
     int rc = zen_mkdir_p(dir);
     if (rc) return rc;
-    init_tensor *t = NULL;
-    int n = list_tensors(cfg, &t);
+    zen_tensor_desc *t = NULL;
+    int n = zen_model_tensors(cfg, &t);
     if (n < 0) return ZEN_ERR_INTERNAL;
     st_entry *entries = zen_calloc((size_t)n, sizeof *entries);
     init_ctx ctx = {t, dtype, seed, cfg->init_std, zen_malloc(INIT_CHUNK * sizeof(float)),
                     zen_malloc(INIT_CHUNK * zen_dtype_size(dtype))};
     if (!entries || !ctx.buf || !ctx.narrow) rc = ZEN_ERR_INTERNAL;
     for (int i = 0; i < n && !rc; i++) {
-        entries[i].name = t[i].name;
+        entries[i].name = t[i].hf_name;
         entries[i].dtype = dtype;
         entries[i].ndim = t[i].ndim;
-        entries[i].shape[0] = t[i].shape[0];
-        entries[i].shape[1] = t[i].shape[1];
+        entries[i].shape[0] = (int64_t)t[i].rows;
+        entries[i].shape[1] = (int64_t)t[i].cols;
     }
     if (!rc) rc = write_config(dir, config_json, dtype);
     if (!rc) rc = st_write_model_dir(dir, entries, n, shard_bytes, produce_random, &ctx);

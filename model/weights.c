@@ -13,7 +13,11 @@ static const char *const target_modules[ZEN_NUM_TARGETS] = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
     "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
+static const char *const gguf_proj[ZEN_NUM_TARGETS] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                                       "ffn_gate", "ffn_up", "ffn_down"};
+
 const char *zen_target_name(zen_target t) { return target_names[t]; }
+const char *zen_target_gguf(zen_target t) { return gguf_proj[t]; }
 const char *zen_target_module(zen_target t) { return target_modules[t]; }
 
 void zen_target_dims(const zen_config *c, zen_target t, int *in, int *out) {
@@ -67,6 +71,88 @@ static int load_vector(zen_model *m, float **out, const char *name, int64_t n) {
     return *out ? 0 : ZEN_ERR_INTERNAL;
 }
 
+static void describe(zen_tensor_desc *d, zen_tensor_kind kind, int layer, int target, size_t rows, size_t cols) {
+    d->kind = kind, d->layer = layer, d->target = target, d->rows = rows, d->cols = cols;
+    d->ndim = kind == ZW_PROJ || kind == ZW_EMBED || kind == ZW_LM_HEAD ? 2 : 1;
+    static const char *const hf_norm[] = {"input_layernorm", "post_attention_layernorm", "self_attn.q_norm",
+                                          "self_attn.k_norm"};
+    static const char *const gg_norm[] = {"attn_norm", "ffn_norm", "attn_q_norm", "attn_k_norm"};
+    switch (kind) {
+    case ZW_EMBED:
+        snprintf(d->hf_name, sizeof d->hf_name, "model.embed_tokens.weight");
+        snprintf(d->gguf_name, sizeof d->gguf_name, "token_embd.weight");
+        break;
+    case ZW_LM_HEAD:
+        snprintf(d->hf_name, sizeof d->hf_name, "lm_head.weight");
+        snprintf(d->gguf_name, sizeof d->gguf_name, "output.weight");
+        break;
+    case ZW_FINAL_NORM:
+        snprintf(d->hf_name, sizeof d->hf_name, "model.norm.weight");
+        snprintf(d->gguf_name, sizeof d->gguf_name, "output_norm.weight");
+        break;
+    case ZW_PROJ:
+        snprintf(d->hf_name, sizeof d->hf_name, "model.layers.%d.%s.weight", layer, target_modules[target]);
+        snprintf(d->gguf_name, sizeof d->gguf_name, "blk.%d.%s.weight", layer, gguf_proj[target]);
+        break;
+    default: {
+        int k = kind - ZW_ATTN_NORM;
+        snprintf(d->hf_name, sizeof d->hf_name, "model.layers.%d.%s.weight", layer, hf_norm[k]);
+        snprintf(d->gguf_name, sizeof d->gguf_name, "blk.%d.%s.weight", layer, gg_norm[k]);
+    }
+    }
+}
+
+int zen_model_tensors(const zen_config *c, zen_tensor_desc **out) {
+    zen_tensor_desc *t = zen_calloc((size_t)(3 + 11 * c->layers), sizeof *t);
+    if (!t) return -1;
+    int n = 0;
+    size_t C = (size_t)c->hidden, hd = (size_t)c->head_dim;
+    describe(&t[n++], ZW_EMBED, -1, -1, (size_t)c->vocab, C);
+    for (int l = 0; l < c->layers; l++) {
+        describe(&t[n++], ZW_ATTN_NORM, l, -1, C, 1);
+        for (int p = 0; p < ZEN_NUM_TARGETS; p++) {
+            int in, o;
+            zen_target_dims(c, (zen_target)p, &in, &o);
+            describe(&t[n++], ZW_PROJ, l, p, (size_t)o, (size_t)in);
+            if (p == ZT_O) { /* HF's order: the attention norms after o_proj, then the FFN norm */
+                describe(&t[n++], ZW_Q_NORM, l, -1, hd, 1);
+                describe(&t[n++], ZW_K_NORM, l, -1, hd, 1);
+                describe(&t[n++], ZW_FFN_NORM, l, -1, C, 1);
+            }
+        }
+    }
+    describe(&t[n++], ZW_FINAL_NORM, -1, -1, C, 1);
+    if (!c->tied) describe(&t[n++], ZW_LM_HEAD, -1, -1, (size_t)c->vocab, C);
+    *out = t;
+    return n;
+}
+
+static zk_weight *matrix_slot(zen_model *m, const zen_tensor_desc *d) {
+    if (d->kind == ZW_EMBED) return &m->embed;
+    if (d->kind == ZW_LM_HEAD) return &m->lm_head;
+    return d->kind == ZW_PROJ ? &m->layers[d->layer].proj[d->target] : NULL;
+}
+
+static float **vector_slot(zen_model *m, const zen_tensor_desc *d) {
+    switch (d->kind) {
+    case ZW_FINAL_NORM: return &m->final_norm;
+    case ZW_ATTN_NORM: return &m->layers[d->layer].attn_norm;
+    case ZW_FFN_NORM: return &m->layers[d->layer].ffn_norm;
+    case ZW_Q_NORM: return &m->layers[d->layer].q_norm;
+    case ZW_K_NORM: return &m->layers[d->layer].k_norm;
+    default: return NULL;
+    }
+}
+
+const zk_weight *zen_model_matrix(const zen_model *m, const zen_tensor_desc *d) {
+    return matrix_slot((zen_model *)m, d);
+}
+
+const float *zen_model_vector(const zen_model *m, const zen_tensor_desc *d) {
+    float **v = vector_slot((zen_model *)m, d);
+    return v ? *v : NULL;
+}
+
 int zen_model_load(zen_model *m, zk_backend *be, const char *dir) {
     memset(m, 0, sizeof *m);
     m->be = be;
@@ -77,33 +163,19 @@ int zen_model_load(zen_model *m, zk_backend *be, const char *dir) {
     if (rc) return rc;
     if ((rc = st_set_open_dir(&m->files, dir))) return rc;
     const zen_config *c = &m->cfg;
+    zen_tensor_desc *t = NULL;
+    int n = zen_model_tensors(c, &t);
     m->layers = zen_calloc((size_t)c->layers, sizeof(zen_layer_weights));
-    if (!m->layers) {
-        zen_model_free(m);
-        return ZEN_ERR_INTERNAL;
+    if (n < 0 || !m->layers) rc = ZEN_ERR_INTERNAL;
+    /* an lm_head.weight stored beside a tied model is not in the list: ignored */
+    for (int i = 0; i < n && !rc; i++) {
+        if (t[i].ndim == 2) rc = load_matrix(m, matrix_slot(m, &t[i]), t[i].hf_name, (int64_t)t[i].rows, (int64_t)t[i].cols);
+        else rc = load_vector(m, vector_slot(m, &t[i]), t[i].hf_name, (int64_t)t[i].rows);
     }
-    rc = load_matrix(m, &m->embed, "model.embed_tokens.weight", c->vocab, c->hidden);
-    m->main_dtype = m->embed.dtype;
-    if (!rc && c->tied) m->lm_head = m->embed; /* an lm_head.weight in the files is ignored */
-    if (!rc && !c->tied) rc = load_matrix(m, &m->lm_head, "lm_head.weight", c->vocab, c->hidden);
-    if (!rc) rc = load_vector(m, &m->final_norm, "model.norm.weight", c->hidden);
-    char name[256];
-    for (int l = 0; l < c->layers && !rc; l++) {
-        zen_layer_weights *lw = &m->layers[l];
-        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        rc = load_vector(m, &lw->attn_norm, name, c->hidden);
-        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        if (!rc) rc = load_vector(m, &lw->ffn_norm, name, c->hidden);
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
-        if (!rc) rc = load_vector(m, &lw->q_norm, name, c->head_dim);
-        snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
-        if (!rc) rc = load_vector(m, &lw->k_norm, name, c->head_dim);
-        for (int t = 0; t < ZEN_NUM_TARGETS && !rc; t++) {
-            int in, out;
-            zen_target_dims(c, (zen_target)t, &in, &out);
-            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, target_modules[t]);
-            rc = load_matrix(m, &lw->proj[t], name, out, in);
-        }
+    free(t);
+    if (!rc) {
+        m->main_dtype = m->embed.dtype;
+        if (c->tied) m->lm_head = m->embed;
     }
     if (rc) zen_model_free(m);
     return rc;

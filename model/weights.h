@@ -13,8 +13,27 @@ typedef enum { ZT_Q, ZT_K, ZT_V, ZT_O, ZT_GATE, ZT_UP, ZT_DOWN, ZEN_NUM_TARGETS 
 
 const char *zen_target_name(zen_target t);   /* "q_proj", ..., "down_proj" */
 const char *zen_target_module(zen_target t); /* "self_attn.q_proj", "mlp.gate_proj", ... */
+const char *zen_target_gguf(zen_target t);   /* llama.cpp's name: "attn_q", ..., "ffn_down" */
 /* the projection's input and output features for this config */
 void zen_target_dims(const zen_config *cfg, zen_target t, int *in, int *out);
+
+/* One tensor of a Qwen3 checkpoint: its Hugging Face and GGUF names, its
+ * shape (PyTorch [rows, cols]; cols = 1 for a vector) and what it is. */
+typedef enum { ZW_EMBED, ZW_LM_HEAD, ZW_FINAL_NORM, ZW_ATTN_NORM, ZW_FFN_NORM, ZW_Q_NORM, ZW_K_NORM, ZW_PROJ } zen_tensor_kind;
+
+typedef struct {
+    char hf_name[128];
+    char gguf_name[64];
+    zen_tensor_kind kind;
+    int layer, target;    /* layer (-1 outside layers); target for ZW_PROJ (-1 otherwise) */
+    int ndim;             /* 2 for matrices, 1 for norm vectors */
+    size_t rows, cols;
+} zen_tensor_desc;
+
+/* Every tensor of a model with this config, in Hugging Face order (lm_head
+ * only when untied): the one list that loading, zen init and export share.
+ * Returns the count, or -1 out of memory; *out is malloc'd. */
+int zen_model_tensors(const zen_config *cfg, zen_tensor_desc **out);
 
 typedef struct {
     float *attn_norm;  /* [C]  input_layernorm, fp32 on the device */
@@ -38,6 +57,9 @@ typedef struct {
 } zen_model;
 
 int zen_model_load(zen_model *m, zk_backend *be, const char *dir);
+/* The loaded matrix (zk_weight) or fp32 vector (float *) a descriptor names. */
+const zk_weight *zen_model_matrix(const zen_model *m, const zen_tensor_desc *d);
+const float *zen_model_vector(const zen_model *m, const zen_tensor_desc *d);
 void zen_model_free(zen_model *m);
 
 #endif
