@@ -8,20 +8,44 @@
 #endif
 #include "kernels.h"
 
-zk_backend *zk_open(const char *device) {
+int zk_resolve_compute(const char *device, const char *compute, zen_dtype *out) {
+    int is_cuda = !strcmp(device, "cuda");
+    if (!is_cuda && strcmp(device, "cpu"))
+        return zen_fail(ZEN_ERR_INPUT, "device '%s' is unknown (expected cpu or cuda)", device);
+    if (!compute || !strcmp(compute, "auto")) *out = is_cuda ? ZEN_BF16 : ZEN_F32;
+    else if (!strcmp(compute, "f32")) *out = ZEN_F32;
+    else if (!strcmp(compute, "bf16")) *out = ZEN_BF16;
+    else return zen_fail(ZEN_ERR_INPUT, "dtype '%s' is unknown (expected auto, f32 or bf16)", compute);
+    if (!is_cuda && *out != ZEN_F32)
+        return zen_fail(ZEN_ERR_INPUT, "dtype '%s' is not available on device cpu (it computes in f32; bf16 is for "
+                                       "--device cuda)", compute);
+    return 0;
+}
+
+zk_backend *zk_open(const char *device, const char *compute) {
+    zen_dtype dt;
+    if (zk_resolve_compute(device, compute, &dt)) return NULL;
     if (!strcmp(device, "cpu")) return zk_cpu_create();
-    if (!strcmp(device, "cuda")) {
 #ifdef ZEN_HAVE_CUDA
-        return zk_cuda_create();
+    return zk_cuda_create(dt);
 #else
-        zen_fail(ZEN_ERR_INPUT, "device 'cuda': this build has no CUDA backend (nvcc was not found); use --device cpu");
-        return NULL;
-#endif
-    }
-    zen_fail(ZEN_ERR_INPUT, "device '%s' is unknown (expected cpu or cuda)", device);
+    zen_fail(ZEN_ERR_INPUT, "device 'cuda': this build has no CUDA backend (nvcc was not found); use --device cpu");
     return NULL;
+#endif
 }
 
 void zk_close(zk_backend *be) {
     if (be) be->destroy(be);
+}
+
+size_t zk_plan_scratch(const char *device, zen_dtype compute, size_t matmul_elems, size_t dropout_elems,
+                       size_t attention_rows) {
+    if (strcmp(device, "cuda")) return 0;
+    /* kernels/cuda: cuBLAS workspace (32 MiB), the dropout pair (x and dx,
+     * fp32), and per precision either a bf16 copy of the widest matmul input
+     * plus attention's rowsum(dO * O), or one widened 64 MiB weight chunk */
+    size_t bytes = ((size_t)32 << 20) + 2 * dropout_elems * sizeof(float);
+    if (compute == ZEN_BF16) bytes += matmul_elems * 2 + attention_rows * sizeof(float);
+    else bytes += (size_t)64 << 20;
+    return bytes;
 }

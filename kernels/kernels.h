@@ -4,8 +4,13 @@
  *
  * Conventions
  * - Buffers are device memory from be->alloc. Activation buffers ("act") hold
- *   be->act_bytes bytes per element (fp32 on CPU); LoRA parameters, their
- *   gradients, norm weights, rstd, lse and losses are always fp32.
+ *   be->act_bytes bytes per element (fp32 on every backend today); LoRA
+ *   parameters, their gradients, norm weights, rstd, lse and losses are always
+ *   fp32.
+ * - be->compute is the precision of the large matmuls and of attention:
+ *   ZEN_F32 (CPU; CUDA with --dtype f32, for checking) or ZEN_BF16 (CUDA's
+ *   default: bf16 inputs, fp32 accumulation, fp32 outputs; softmax, norms,
+ *   LoRA and the optimizer stay fp32).
  * - Row-major everywhere. N = B*T token rows. Shapes are written beside each
  *   argument; [out, in] weights are PyTorch nn.Linear layout.
  * - "accumulate" flags choose dx += ... (1) or dx = ... (0). Parameter-gradient
@@ -53,6 +58,7 @@ typedef struct zk_backend zk_backend;
 struct zk_backend {
     const char *name; /* "cpu", "cuda" */
     size_t act_bytes; /* bytes per activation element */
+    zen_dtype compute; /* ZEN_F32 or ZEN_BF16, see above */
     void *ctx;        /* backend-private state */
 
     /* --- memory --- */
@@ -70,6 +76,9 @@ struct zk_backend {
     void (*upload_act)(zk_backend *be, void *dst, const float *host_src, size_t count);
     void (*download_act)(zk_backend *be, float *host_dst, const void *src, size_t count);
     void (*destroy)(zk_backend *be);
+    /* peak bytes of device memory this backend has held at once (allocations
+     * and its own scratch), or NULL where the OS measures it (cpu: peak RSS) */
+    size_t (*memory_peak)(zk_backend *be);
 
     /* --- linear algebra --- */
     /* y[N,out] = x[N,in] W[out,in]^T */
@@ -149,9 +158,21 @@ struct zk_backend {
                  const float *weights, size_t rows, size_t V, float grad_scale);
 };
 
-/* Opens a backend by name ("cpu" or "cuda"); NULL + zen_fail(ZEN_ERR_INPUT) when
- * the name is unknown or the backend is unavailable in this build / machine. */
-zk_backend *zk_open(const char *device);
+/* Opens a backend by name ("cpu" or "cuda") with a compute precision: "auto"
+ * (or NULL: f32 on cpu, bf16 on cuda), "f32" or "bf16"; NULL +
+ * zen_fail(ZEN_ERR_INPUT) when the name or precision is unknown, the backend
+ * is unavailable in this build / machine, or it lacks that precision. */
+zk_backend *zk_open(const char *device, const char *compute);
+/* The precision zk_open would pick (or the same one-line error), without opening. */
+int zk_resolve_compute(const char *device, const char *compute, zen_dtype *out);
 void zk_close(zk_backend *be);
+
+/* Bytes a backend holds beside the model's own buffers during a step, for
+ * printed memory plans (without opening it): scratch for matmul inputs of up
+ * to matmul_elems elements (bf16 copies, widened weight chunks), for LoRA
+ * dropout on inputs of up to dropout_elems (0: no dropout), attention_rows
+ * rows of attention statistics, and fixed workspaces. 0 for cpu. */
+size_t zk_plan_scratch(const char *device, zen_dtype compute, size_t matmul_elems, size_t dropout_elems,
+                       size_t attention_rows);
 
 #endif

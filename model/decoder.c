@@ -8,8 +8,11 @@
  *               x = x + down(silu(gate(h)) * up(h))
  *   logits = rmsnorm(x) lm_head^T;  loss = masked cross-entropy
  *
- * The LM head and the loss run one sequence at a time, so only one [T, V] block
- * of logits exists; its gradient is formed in place and consumed at once. */
+ * The LM head and the loss are fused over chunks of ZEN_HEAD_ROWS token rows:
+ * a chunk's logits [rows, V] are formed, turned into their gradient in place by
+ * the softmax + cross-entropy, and consumed at once by the head's input
+ * gradient, so logits for the whole batch never exist (at seq 2048 and
+ * Qwen3's 151936-token vocabulary they would be 1.2 GB in fp32). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,7 +100,7 @@ static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, u
     a->dlora_u = take(&b, N * (size_t)r * sizeof(float));
     sz.scratch = b.used - sz.saved;
     size_t before = b.used;
-    a->logits = take(&b, T * (size_t)c->vocab * ab);
+    a->logits = take(&b, zen_head_rows(N) * (size_t)c->vocab * ab);
     sz.logits = b.used - before;
     return sz;
 }
@@ -108,20 +111,28 @@ static int acts_slots(zen_acts *a, const zen_config *c, int recompute) {
     return a->resid && a->layer ? 0 : ZEN_ERR_INTERNAL;
 }
 
-zen_plan zen_plan_make(const zen_config *cfg, size_t act_bytes, size_t weights_bytes, int r,
-                       unsigned targets, size_t B, size_t T, int recompute) {
+zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t weights_bytes, int r,
+                       unsigned targets, size_t B, size_t T, int recompute, int dropout) {
     zen_plan p;
     memset(&p, 0, sizeof p);
     zen_acts a;
     memset(&a, 0, sizeof a);
     if (acts_slots(&a, cfg, recompute) == 0) {
-        layout_sizes sz = layout(&a, cfg, act_bytes, r, targets, B, T, recompute, NULL);
+        layout_sizes sz = layout(&a, cfg, sizeof(float), r, targets, B, T, recompute, NULL);
         p.saved_acts = sz.saved;
         p.scratch = sz.scratch;
         p.logits = sz.logits;
     }
     free(a.resid);
     free(a.layer);
+    /* the widest matmul input or output gradient (the backend rounds it to
+     * bf16): a projection's [N, max(C, nh hd, F)] or a head chunk's [rows, V] */
+    size_t N = B * T, C = (size_t)cfg->hidden, F = (size_t)cfg->intermediate;
+    size_t qd = (size_t)cfg->heads * (size_t)cfg->head_dim, widest = C > qd ? C : qd;
+    widest = widest > F ? widest : F;
+    size_t matmul = N * widest, head = zen_head_rows(N) * (size_t)cfg->vocab;
+    p.backend = zk_plan_scratch(device, compute, matmul > head ? matmul : head, dropout ? matmul : 0,
+                                B * (size_t)cfg->heads * T);
     size_t lora = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
         if (!((targets >> t) & 1u)) continue;
@@ -134,8 +145,12 @@ zen_plan zen_plan_make(const zen_config *cfg, size_t act_bytes, size_t weights_b
     p.lora_grads = lora * sizeof(float);
     p.optimizer = 2 * lora * sizeof(float);
     p.total = p.weights + p.lora_params + p.lora_grads + p.optimizer + p.saved_acts + p.scratch +
-              p.logits;
+              p.logits + p.backend;
     return p;
+}
+
+size_t zen_plan_weight_bytes(size_t stored_bytes, zen_dtype stored_dtype, zen_dtype compute) {
+    return compute == ZEN_BF16 && stored_dtype == ZEN_F32 ? stored_bytes / 2 : stored_bytes;
 }
 
 int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T,
@@ -325,15 +340,15 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
     }
     be->rmsnorm_fwd(be, a->xf, a->rstd_f, a->resid[L], m->final_norm, N, C, c->rms_eps);
 
-    /* LM head + loss, one sequence at a time; backward through the head at once */
-    for (size_t b = 0; b < B; b++) {
-        char *xf_b = (char *)a->xf + b * T * C * ab;
-        be->linear_fwd(be, a->logits, xf_b, &m->lm_head, T, C, V);
-        if (b == 0 && a->logits_host) be->download_act(be, a->logits_host, a->logits, T * V);
-        be->xent(be, a->logits, a->losses + b * T, a->targets + b * T, a->weights + b * T, T, V,
-                 grad_scale);
-        if (backward) /* dxf_b = dlogits lm_head; dxn is free until the layers' backward */
-            be->linear_bwd(be, (char *)a->dxn + b * T * C * ab, a->logits, &m->lm_head, T, C, V, 0);
+    /* LM head + loss in chunks of rows; backward through the head at once */
+    for (size_t r0 = 0; r0 < N; r0 += zen_head_rows(N)) {
+        size_t rows = N - r0 < zen_head_rows(N) ? N - r0 : zen_head_rows(N);
+        be->linear_fwd(be, a->logits, (char *)a->xf + r0 * C * ab, &m->lm_head, rows, C, V);
+        if (a->logits_host && r0 < T) /* sequence 0's rows */
+            be->download_act(be, a->logits_host + r0 * V, a->logits, (T - r0 < rows ? T - r0 : rows) * V);
+        be->xent(be, a->logits, a->losses + r0, a->targets + r0, a->weights + r0, rows, V, grad_scale);
+        if (backward) /* dxf = dlogits lm_head; dxn is free until the layers' backward */
+            be->linear_bwd(be, (char *)a->dxn + r0 * C * ab, a->logits, &m->lm_head, rows, C, V, 0);
     }
     be->download(be, host, a->losses, N * sizeof(float));
     double sum = 0.0;

@@ -48,7 +48,7 @@ typedef struct {
     void *tmp_c;       /* [N, C] projection output before the residual add */
     void *xf;          /* [N, C] final norm output */
     float *rstd_f;     /* [N] */
-    void *logits;      /* [T, V] one sequence's logits, then its gradient */
+    void *logits;      /* [zen_head_rows(N), V] one chunk's logits, then their gradient */
     float *losses;     /* [N] per-token loss (unweighted) */
     /* backward scratch, reused by every layer */
     void *dres;        /* [N, C] gradient of the residual stream */
@@ -62,21 +62,33 @@ typedef struct {
     float *logits_host;    /* optional host [T, V]: receives sequence 0's logits (zen eval --save-logits) */
 } zen_acts;
 
+/* Token rows of one chunk of the fused LM head + loss (N = B*T rows in all). */
+#define ZEN_HEAD_ROWS 256
+static inline size_t zen_head_rows(size_t N) { return N < ZEN_HEAD_ROWS ? N : ZEN_HEAD_ROWS; }
+
 /* Bytes of each part of a training step's memory, for the printed plan. */
 typedef struct {
-    size_t weights;          /* base weights as stored */
+    size_t weights;          /* base weights on the device */
     size_t lora_params;      /* fp32 A and B */
     size_t lora_grads;       /* fp32 */
     size_t optimizer;        /* AdamW m and v, fp32 (training only) */
     size_t saved_acts;       /* forward activations kept for backward */
     size_t scratch;          /* backward scratch, one layer, recompute layer */
-    size_t logits;           /* one sequence's [T, V] logits block */
+    size_t logits;           /* one chunk's [zen_head_rows(N), V] logits block */
+    size_t backend;          /* the backend's own scratch (zk_plan_scratch) */
     size_t total;
 } zen_plan;
 
-/* Memory plan for B x T with the given LoRA rank/targets (weights_bytes as stored). */
-zen_plan zen_plan_make(const zen_config *cfg, size_t act_bytes, size_t weights_bytes, int r,
-                       unsigned targets, size_t B, size_t T, int recompute);
+/* Memory plan of a step of B x T on `device` computing in `compute`, with
+ * LoRA rank r on `targets` (dropout: whether LoRA dropout is on), for weights
+ * of weights_bytes on the device. Activations are fp32 on every backend. */
+zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t weights_bytes, int r,
+                       unsigned targets, size_t B, size_t T, int recompute, int dropout);
+
+/* Device bytes of weights stored in `stored` bytes of dtype `stored_dtype`
+ * (the main dtype) when computing in `compute`: bf16 compute keeps every
+ * matrix as bf16 on the device, so f32 files halve. */
+size_t zen_plan_weight_bytes(size_t stored_bytes, zen_dtype stored_dtype, zen_dtype compute);
 
 int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T,
                     int recompute);

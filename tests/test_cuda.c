@@ -1,9 +1,14 @@
 /* tests/test_cuda.c: the CUDA backend against the CPU backend, op by op on the
  * same inputs, and the whole decoder (loss and LoRA gradients) on a zen-init
  * tiny model. Exits 77 (reported by ctest as skipped, not passed) when the build
- * has no CUDA backend or the machine has no GPU. fp32 mode: results agree to
- * float rounding (sums in different orders), checked as
- * max |cuda - cpu| <= 1e-4 * (1 + max |cpu|). */
+ * has no CUDA backend or the machine has no GPU.
+ * - f32 compute: results agree to float rounding (sums in different orders),
+ *   checked as max |cuda - cpu| <= 1e-4 * (1 + max |cpu|).
+ * - bf16 compute (tensor-core matmuls, flash attention): inputs rounded to
+ *   bf16 (relative step 2^-8), so each op is checked as
+ *   ||cuda - cpu|| / ||cpu|| <= 1e-2 against the CPU's fp32, the decoder's
+ *   loss within 1e-2 relative and its LoRA gradients at cosine >= 0.999;
+ *   flash attention's backward is checked to be bit-deterministic. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,14 +22,30 @@
 #include "util/error.h"
 #include "util/file.h"
 
-static zk_backend *cpu, *gpu;
+static zk_backend *cpu, *gpu, *gpu16; /* gpu: f32 compute; gpu16: bf16 compute */
 static int failures;
 
-/* a device copy of host data */
+/* a device copy of host data (usable by both GPU backends: same device) */
 static float *dev(const float *h, size_t n) {
     float *d = gpu->alloc(gpu, n * sizeof(float));
     gpu->upload(gpu, d, h, n * sizeof(float));
     return d;
+}
+
+/* bf16-compute check: ||gpu - cpu|| / ||cpu|| <= tol, cosine printed */
+static void compare_rel(const char *what, const float *cpu_out, const float *gpu_dev, size_t n, double tol) {
+    float *g = malloc(n * sizeof(float));
+    gpu->download(gpu, g, gpu_dev, n * sizeof(float));
+    double dd = 0, cc = 0, gg = 0, cg = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)g[i] - cpu_out[i];
+        dd += d * d, cc += (double)cpu_out[i] * cpu_out[i], gg += (double)g[i] * g[i], cg += (double)cpu_out[i] * g[i];
+    }
+    double rel = sqrt(dd / (cc > 0 ? cc : 1e-300)), cosine = cg / sqrt(cc * gg + 1e-300);
+    int ok = rel <= tol && isfinite(rel);
+    printf("%s %-34s rel err %.2e (tol %.0e), cosine %.6f\n", ok ? "ok  " : "FAIL", what, rel, tol, cosine);
+    failures += !ok;
+    free(g);
 }
 
 static void compare(const char *what, const float *cpu_out, const float *gpu_dev, size_t n) {
@@ -133,60 +154,150 @@ static void test_ops(void) {
     compare("AdamW, 3 steps", A, gA, r * in);
 }
 
-/* the whole decoder on a zen-init tiny model: loss and every LoRA gradient */
+/* bf16 compute: the tensor-core projections and flash attention against the
+ * CPU's fp32 on the same inputs */
+static void test_bf16_linear(void) {
+    size_t N = 96, in = 160, out = 144;
+    float *x = rnd(N * in, 1, 21), *W = rnd(out * in, 0.5f, 22), *dy = rnd(N * out, 1, 23);
+    float *y = calloc(N * out, 4), *dx = rnd(N * in, 1, 24);
+    /* bf16 weights on both sides (the CPU widens them exactly) */
+    uint16_t *Wb = malloc(out * in * 2);
+    for (size_t i = 0; i < out * in; i++) Wb[i] = zen_f32_to_bf16(W[i]);
+    zk_weight wc = {Wb, ZEN_BF16}, wg;
+    gpu16->weight_create(gpu16, &wg, Wb, ZEN_BF16, out * in);
+    float *gx = dev(x, N * in), *gy = dev(y, N * out), *gdy = dev(dy, N * out), *gdx = dev(dx, N * in);
+    cpu->linear_fwd(cpu, y, x, &wc, N, in, out);
+    gpu16->linear_fwd(gpu16, gy, gx, &wg, N, in, out);
+    compare_rel("bf16 linear forward", y, gy, N * out, 1e-2);
+    cpu->linear_bwd(cpu, dx, dy, &wc, N, in, out, 1);
+    gpu16->linear_bwd(gpu16, gdx, gdy, &wg, N, in, out, 1);
+    compare_rel("bf16 linear backward (accumulate)", dx, gdx, N * in, 1e-2);
+    /* an f32 weight is stored as bf16 in bf16 compute */
+    zk_weight wf;
+    gpu16->weight_create(gpu16, &wf, W, ZEN_F32, out * in);
+    int ok = wf.dtype == ZEN_BF16;
+    printf("%s %-34s %s\n", ok ? "ok  " : "FAIL", "f32 weight kept as bf16", zen_dtype_name(wf.dtype));
+    failures += !ok;
+    gpu16->weight_destroy(gpu16, &wf);
+    gpu16->weight_destroy(gpu16, &wg);
+    free(x), free(W), free(dy), free(y), free(dx), free(Wb);
+}
+
+static void test_flash_attention(size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
+    size_t nq = B * T * nh * hd, nk = B * T * nkv * hd, nl = B * nh * T;
+    float *q = rnd(nq, 1, 31), *k = rnd(nk, 1, 32), *v = rnd(nk, 1, 33), *dout = rnd(nq, 1, 34);
+    float *o = calloc(nq, 4), *lse = calloc(nl, 4), *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4);
+    /* scores of a useful size: q scaled so softmax is neither flat nor one-hot */
+    for (size_t i = 0; i < nq; i++) q[i] *= 2.0f;
+    float *gq = dev(q, nq), *gk = dev(k, nk), *gv = dev(v, nk), *gdout = dev(dout, nq);
+    float *go = dev(o, nq), *glse = dev(lse, nl), *gdq = dev(dq, nq), *gdk = dev(dk, nk), *gdv = dev(dv, nk);
+    cpu->attention_fwd(cpu, o, lse, q, k, v, B, T, nh, nkv, hd);
+    gpu16->attention_fwd(gpu16, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
+    cpu->attention_bwd(cpu, dq, dk, dv, dout, o, lse, q, k, v, B, T, nh, nkv, hd);
+    gpu16->attention_bwd(gpu16, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
+    char what[64];
+    snprintf(what, sizeof what, "flash fwd B%zu T%zu %zu/%zu hd%zu", B, T, nh, nkv, hd);
+    compare_rel(what, o, go, nq, 1e-2);
+    compare_rel("  lse", lse, glse, nl, 1e-2);
+    compare_rel("  dq", dq, gdq, nq, 2e-2);
+    compare_rel("  dk", dk, gdk, nk, 2e-2);
+    compare_rel("  dv", dv, gdv, nk, 2e-2);
+    /* deterministic: a second backward gives the same bits */
+    float *a1 = malloc(nk * 4), *a2 = malloc(nk * 4);
+    gpu->download(gpu, a1, gdk, nk * 4);
+    gpu16->attention_bwd(gpu16, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
+    gpu->download(gpu, a2, gdk, nk * 4);
+    int same = !memcmp(a1, a2, nk * 4);
+    printf("%s %-34s\n", same ? "ok  " : "FAIL", "  backward bit-deterministic");
+    failures += !same;
+    float *ptrs[] = {gq, gk, gv, gdout, go, glse, gdq, gdk, gdv};
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) gpu->free(gpu, ptrs[i]);
+    free(q), free(k), free(v), free(dout), free(o), free(lse), free(dq), free(dk), free(dv), free(a1), free(a2);
+}
+
+/* the whole decoder on a zen-init tiny model: loss and every LoRA gradient,
+ * f32 compute (close to the CPU) and bf16 compute (cosine) */
 static void test_decoder(void) {
     char dir[128];
     snprintf(dir, sizeof dir, "/tmp/zen_test_cuda_%d", (int)getpid());
     zen_config c;
     zen_config_parse(&c, zen_preset_json("tiny"), "tiny");
     zen_model_write_random(dir, zen_preset_json("tiny"), &c, ZEN_BF16, 9, 1ull << 40);
-    zen_model mc, mg;
-    zen_lora lc, lg;
-    zen_acts ac, ag;
-    if (zen_model_load(&mc, cpu, dir) || zen_model_load(&mg, gpu, dir)) {
+    zen_model mc, mg, mh;
+    zen_lora lc, lg, lh;
+    zen_acts ac, ag, ah;
+    if (zen_model_load(&mc, cpu, dir) || zen_model_load(&mg, gpu, dir) || zen_model_load(&mh, gpu16, dir)) {
         printf("FAIL decoder: %s\n", zen_last_error());
         failures++;
         return;
     }
     zen_lora_create(&lc, &c, cpu, 4, 8, 0, 0.1f, 0x7f, 3);
     zen_lora_create(&lg, &c, gpu, 4, 8, 0, 0.1f, 0x7f, 3);
+    zen_lora_create(&lh, &c, gpu16, 4, 8, 0, 0.1f, 0x7f, 3);
     /* B != 0 so every gradient is exercised: the same values on both */
     for (size_t i = 0; i < lc.num_params; i++) lc.params[i] += 0.01f * (float)((i * 2654435761u) % 1000) / 1000.0f;
     gpu->upload(gpu, lg.params, lc.params, lc.num_params * sizeof(float));
+    gpu->upload(gpu, lh.params, lc.params, lc.num_params * sizeof(float));
     zen_lora_alloc_grads(&lc);
     zen_lora_alloc_grads(&lg);
+    zen_lora_alloc_grads(&lh);
     size_t B = 2, T = 32, N = B * T;
     int32_t in[64], tg[64];
     uint8_t mask[64];
     for (size_t i = 0; i < N; i++) in[i] = (int32_t)((i * 37) % 256), tg[i] = (int32_t)((i * 91 + 5) % 256), mask[i] = i % 4 != 0;
     zen_acts_create(&ac, &mc, &lc, B, T, 0);
     zen_acts_create(&ag, &mg, &lg, B, T, 1); /* recompute on the GPU side */
-    double sc, sg;
+    zen_acts_create(&ah, &mh, &lh, B, T, 1);
+    double sc, sg, sh;
     zen_decoder_run(&mc, &lc, &ac, in, tg, mask, 1.0f / 48, 12345, &sc);
     zen_decoder_run(&mg, &lg, &ag, in, tg, mask, 1.0f / 48, 12345, &sg);
+    zen_decoder_run(&mh, &lh, &ah, in, tg, mask, 1.0f / 48, 12345, &sh);
     int ok = fabs(sc - sg) <= 1e-5 * fabs(sc);
-    printf("%s %-28s %.9g vs %.9g\n", ok ? "ok  " : "FAIL", "decoder loss (dropout on)", sc / 48, sg / 48);
+    printf("%s %-28s %.9g vs %.9g\n", ok ? "ok  " : "FAIL", "decoder loss f32 (dropout on)", sc / 48, sg / 48);
     failures += !ok;
-    compare("decoder LoRA gradients", lc.grads, lg.grads, lc.num_params);
+    compare("decoder LoRA gradients f32", lc.grads, lg.grads, lc.num_params);
+    ok = fabs(sc - sh) <= 1e-2 * fabs(sc);
+    printf("%s %-28s %.9g vs %.9g\n", ok ? "ok  " : "FAIL", "decoder loss bf16", sc / 48, sh / 48);
+    failures += !ok;
+    float *gh = malloc(lc.num_params * 4);
+    gpu->download(gpu, gh, lh.grads, lc.num_params * 4);
+    double cg = 0, cc = 0, hh = 0;
+    for (size_t i = 0; i < lc.num_params; i++) cg += (double)lc.grads[i] * gh[i], cc += (double)lc.grads[i] * lc.grads[i],
+                                                   hh += (double)gh[i] * gh[i];
+    double cosine = cg / sqrt(cc * hh + 1e-300);
+    ok = cosine >= 0.999;
+    printf("%s %-28s cosine %.6f (>= 0.999)\n", ok ? "ok  " : "FAIL", "decoder LoRA gradients bf16", cosine);
+    failures += !ok;
+    free(gh);
     zen_acts_free(&ac);
     zen_acts_free(&ag);
+    zen_acts_free(&ah);
     zen_lora_free(&lc);
     zen_lora_free(&lg);
+    zen_lora_free(&lh);
     zen_model_free(&mc);
     zen_model_free(&mg);
+    zen_model_free(&mh);
     zen_remove_tree(dir);
 }
 
 int main(void) {
-    cpu = zk_open("cpu");
-    gpu = zk_open("cuda");
+    cpu = zk_open("cpu", NULL);
+    gpu = zk_open("cuda", "f32");
     if (!gpu) {
         printf("SKIPPED: %s\n", zen_last_error());
         zk_close(cpu);
         return 77; /* ctest SKIP_RETURN_CODE */
     }
+    gpu16 = zk_open("cuda", "bf16");
     test_ops();
+    test_bf16_linear();
+    test_flash_attention(2, 200, 8, 2, 32);  /* T not a multiple of any tile */
+    test_flash_attention(1, 64, 4, 4, 64);   /* MHA, exactly one tile */
+    test_flash_attention(1, 1, 2, 1, 128);   /* a single token */
+    test_flash_attention(1, 333, 32, 8, 128); /* Zen-nano's heads */
     test_decoder();
+    zk_close(gpu16);
     zk_close(gpu);
     zk_close(cpu);
     printf("%d failed\n", failures);

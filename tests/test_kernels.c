@@ -437,7 +437,7 @@ static void test_fast_exp(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    be = zk_open("cpu");
+    be = zk_open("cpu", NULL);
     return be ? 0 : -1;
 }
 

@@ -130,14 +130,24 @@ static void test_plan(void **state) {
     (void)state;
     zen_config c;
     zen_config_parse(&c, zen_preset_json("zen-nano-4b"), "p");
-    zen_plan keep = zen_plan_make(&c, 4, 8044936192ull, 8, 0x7f, 1, 2048, 0);
-    zen_plan rec = zen_plan_make(&c, 4, 8044936192ull, 8, 0x7f, 1, 2048, 1);
+    zen_plan keep = zen_plan_make(&c, "cpu", ZEN_F32, 8044936192ull, 8, 0x7f, 1, 2048, 0, 0);
+    zen_plan rec = zen_plan_make(&c, "cpu", ZEN_F32, 8044936192ull, 8, 0x7f, 1, 2048, 1, 0);
+    zen_plan gpu = zen_plan_make(&c, "cuda", ZEN_BF16, 8044936192ull, 8, 0x7f, 1, 2048, 1, 1);
     /* LoRA r=8 on all seven targets of Qwen3-4B: 57344 * 8 per layer * 36 layers */
     assert_int_equal(keep.lora_params, (size_t)57344 * 8 * 36 * 4);
     /* recompute keeps only each layer's input: [L+1, T, C] fp32 plus inputs */
     assert_true(rec.saved_acts < keep.saved_acts / 10);
     assert_true(rec.saved_acts >= (size_t)37 * 2048 * 2560 * 4);
-    assert_int_equal(keep.logits, (size_t)2048 * 151936 * 4);
+    /* the LM head runs in chunks of ZEN_HEAD_ROWS rows: 256 x 151936 fp32 */
+    assert_int_equal(keep.logits, (size_t)256 * 151936 * 4);
+    assert_int_equal(keep.backend, 0);
+    /* cuda bf16: 32 MiB cuBLAS workspace + dropout x, dx [2048, 9728] fp32 +
+     * bf16 copy of the widest matmul input (the head chunk, 256 x 151936) +
+     * attention rows [32 heads, 2048] fp32 */
+    assert_int_equal(gpu.backend, ((size_t)32 << 20) + 2 * (size_t)2048 * 9728 * 4 + (size_t)256 * 151936 * 2 +
+                                      (size_t)32 * 2048 * 4);
+    /* the budget: Zen-nano at seq 2048 with recompute fits 12 GiB in the plan */
+    assert_true(gpu.total < ((size_t)12 << 30));
 }
 
 /* a tiny zen-init model: zero A gradients for a fresh adapter, and batch
@@ -214,7 +224,7 @@ static void test_decoder_properties(void **state) {
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/zen_test_model_%d", (int)getpid());
     zen_mkdir_p(dir);
-    be = zk_open("cpu");
+    be = zk_open("cpu", NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_presets),
         cmocka_unit_test(test_config_errors),

@@ -115,7 +115,8 @@ static void test_run_config(void **state) {
     expect_config_error(&c, "{\"lora\": {\"rank\": 4}}", "unknown key 'lora.rank'");
     expect_config_error(&c, "{\"lr\": \"fast\"}", "'lr' must be a number");
     expect_config_error(&c, "{\"batch_size\": 2.5}", "'batch_size' must be an integer");
-    expect_config_error(&c, "{\"recompute\": 1}", "'recompute' must be true or false");
+    expect_config_error(&c, "{\"recompute\": 1}", "'recompute' must be true, false or \"auto\"");
+    expect_config_error(&c, "{\"dtype\": 16}", "'dtype' must be a string");
     expect_config_error(&c, "{\"lora\": {\"targets\": [\"q\", \"lm_head\"]}}", "lm_head");
     zen_run_config_defaults(&c);
     snprintf(buf, sizeof buf, "%s, \"batch_size\": 0}", base);
@@ -133,6 +134,14 @@ static void test_run_config(void **state) {
     assert_int_equal(zen_run_config_set(&c, "seq_len=abc"), ZEN_ERR_INPUT);
     assert_int_equal(zen_run_config_set(&c, "seq_len"), ZEN_ERR_INPUT);
     assert_int_equal(zen_run_config_set(&c, "recompute=maybe"), ZEN_ERR_INPUT);
+    /* recompute auto: on for cuda, off for cpu; an explicit value wins */
+    assert_int_equal(zen_run_config_set(&c, "recompute=auto"), 0);
+    assert_int_equal(zen_run_config_recompute(&c), 0);
+    assert_int_equal(zen_run_config_set(&c, "device=cuda"), 0);
+    assert_int_equal(zen_run_config_recompute(&c), 1);
+    assert_int_equal(zen_run_config_set(&c, "recompute=false"), 0);
+    assert_int_equal(zen_run_config_recompute(&c), 0);
+    assert_int_equal(zen_run_config_set(&c, "device=cpu"), 0);
 }
 
 static void test_seq_order(void **state) {
@@ -165,7 +174,7 @@ static void test_seq_order(void **state) {
 }
 
 int main(void) {
-    be = zk_open("cpu");
+    be = zk_open("cpu", NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adamw_two_steps), cmocka_unit_test(test_clipping),
         cmocka_unit_test(test_schedules),       cmocka_unit_test(test_run_config),

@@ -15,11 +15,12 @@
 int zen_cmd_eval(int argc, char **argv) {
     zen_opt o[] = {{"--model", 1, NULL},   {"--adapter", 1, NULL}, {"--data", 1, NULL},
                    {"--seq-len", 1, NULL}, {"--batch", 1, NULL},   {"--device", 1, NULL},
-                   {"--recompute", 0, NULL}, {"--save-logits", 1, NULL}, {"--help", 0, NULL}};
+                   {"--recompute", 0, NULL}, {"--dtype", 1, NULL}, {"--save-logits", 1, NULL}, {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "eval"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
-        printf("zen eval --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B] [--device cpu]\n"
+        printf("zen eval --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B]\n"
+               "         [--device cpu|cuda] [--dtype auto|f32|bf16] [--recompute]\n"
                "         [--save-logits FILE.safetensors]   (the logits [T, V] of sequence 0, F32)\n");
         return 0;
     }
@@ -32,7 +33,7 @@ int zen_cmd_eval(int argc, char **argv) {
         (rc = zen_cli_int(o, n, "--batch", 1, 1, 1 << 16, &B)))
         return rc;
     if (T < 0) return zen_fail(ZEN_ERR_INPUT, "missing required option --seq-len");
-    zk_backend *be = zk_open(device ? device : "cpu");
+    zk_backend *be = zk_open(device ? device : "cpu", zen_cli_get(o, n, "--dtype"));
     if (!be) return ZEN_ERR_INPUT;
     zen_model m = {0};
     zen_lora lo = {0};

@@ -16,42 +16,50 @@ static void print_bytes_row(const char *label, size_t a, size_t b) {
     printf("  %-34s %10.3f GiB %10.3f GiB\n", label, (double)a / (1 << 30), (double)b / (1 << 30));
 }
 
-static int print_plan(const zen_config *cfg, const char *what, size_t weight_bytes,
-                      const char *weight_dtype, int r, unsigned targets, size_t B, size_t T) {
-    zen_plan keep = zen_plan_make(cfg, sizeof(float), weight_bytes, r, targets, B, T, 0);
-    zen_plan rec = zen_plan_make(cfg, sizeof(float), weight_bytes, r, targets, B, T, 1);
+static int print_plan(const zen_config *cfg, const char *what, size_t stored_bytes, zen_dtype stored_dtype, int r,
+                      unsigned targets, size_t B, size_t T, const char *device, const char *compute_name) {
+    zen_dtype compute;
+    int rc = zk_resolve_compute(device, compute_name, &compute);
+    if (rc) return rc;
+    size_t wbytes = zen_plan_weight_bytes(stored_bytes, stored_dtype, compute);
+    zen_plan keep = zen_plan_make(cfg, device, compute, wbytes, r, targets, B, T, 0, 0);
+    zen_plan rec = zen_plan_make(cfg, device, compute, wbytes, r, targets, B, T, 1, 0);
     int ntargets = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) ntargets += (targets >> t) & 1;
-    printf("memory plan (cpu, fp32 compute): %s, %lld parameters, seq %zu, batch %zu, "
-           "LoRA r=%d on %d targets (%zu trainable)\n",
-           what, (long long)zen_config_param_count(cfg), T, B, r, ntargets,
-           keep.lora_params / sizeof(float));
+    printf("memory plan (%s, %s compute): %s, %lld parameters, seq %zu, batch %zu, "
+           "LoRA r=%d on %d targets (%zu trainable), no LoRA dropout\n",
+           device, compute == ZEN_BF16 ? "bf16" : "f32", what, (long long)zen_config_param_count(cfg), T, B, r,
+           ntargets, keep.lora_params / sizeof(float));
     printf("  %-34s %14s %14s\n", "", "keep all", "recompute");
     char label[64];
-    snprintf(label, sizeof label, "base weights (%s, frozen)", weight_dtype);
+    snprintf(label, sizeof label, "base weights (%s, frozen)",
+             zen_dtype_name(compute == ZEN_BF16 && stored_dtype == ZEN_F32 ? ZEN_BF16 : stored_dtype));
     print_bytes_row(label, keep.weights, rec.weights);
     print_bytes_row("LoRA A,B (fp32)", keep.lora_params, rec.lora_params);
     print_bytes_row("LoRA gradients (fp32)", keep.lora_grads, rec.lora_grads);
     print_bytes_row("AdamW moments (fp32, training)", keep.optimizer, rec.optimizer);
     print_bytes_row("saved activations", keep.saved_acts, rec.saved_acts);
     print_bytes_row("scratch (backward, recomputed layer)", keep.scratch, rec.scratch);
-    print_bytes_row("logits block [T, V] (one sequence)", keep.logits, rec.logits);
+    snprintf(label, sizeof label, "LM head chunk [%zu, V] logits", zen_head_rows(B * T));
+    print_bytes_row(label, keep.logits, rec.logits);
+    print_bytes_row("backend scratch and workspace", keep.backend, rec.backend);
     print_bytes_row("total", keep.total, rec.total);
     return 0;
 }
 
 /* zen grad --plan: needs only a config (from --model or --preset) */
-static int run_plan(const char *model_dir, const char *preset, const char *dtype_name, int r,
-                    unsigned targets, size_t B, size_t T) {
+static int run_plan(const char *model_dir, const char *preset, const char *dtype_name, int r, unsigned targets,
+                    size_t B, size_t T, const char *device, const char *compute) {
     zen_config cfg;
     int rc;
+    if (!device) device = "cpu";
     if (model_dir) {
-        zk_backend *be = zk_open("cpu");
+        zk_backend *be = zk_open("cpu", NULL);
         if (!be) return ZEN_ERR_INTERNAL;
         zen_model m;
         rc = zen_model_load(&m, be, model_dir);
         if (!rc) {
-            rc = print_plan(&m.cfg, model_dir, m.weight_bytes, zen_dtype_name(m.main_dtype), r, targets, B, T);
+            rc = print_plan(&m.cfg, model_dir, m.weight_bytes, m.main_dtype, r, targets, B, T, device, compute);
             zen_model_free(&m);
         }
         zk_close(be);
@@ -64,11 +72,11 @@ static int run_plan(const char *model_dir, const char *preset, const char *dtype
     if ((rc = zen_config_parse(&cfg, json, preset))) return rc;
     zen_dtype dt = ZEN_BF16;
     if (dtype_name && zen_dtype_parse(dtype_name, &dt))
-        return zen_fail(ZEN_ERR_INPUT, "option --dtype: '%s' is not f32, f16 or bf16", dtype_name);
+        return zen_fail(ZEN_ERR_INPUT, "option --weights-dtype: '%s' is not f32, f16 or bf16", dtype_name);
     size_t wbytes = (size_t)zen_config_param_count(&cfg) * zen_dtype_size(dt);
     char what[128];
     snprintf(what, sizeof what, "preset %s", preset);
-    return print_plan(&cfg, what, wbytes, zen_dtype_name(dt), r, targets, B, T);
+    return print_plan(&cfg, what, wbytes, dt, r, targets, B, T, device, compute);
 }
 
 /* reads sequences 0..B-1 of the dataset into the batch arrays */
@@ -91,14 +99,15 @@ int zen_cmd_grad(int argc, char **argv) {
                    {"--rank", 1, NULL},    {"--alpha", 1, NULL},   {"--targets", 1, NULL},
                    {"--rslora", 0, NULL},  {"--seed", 1, NULL},    {"--recompute", 0, NULL},
                    {"--device", 1, NULL},  {"--plan", 0, NULL},    {"--preset", 1, NULL},
-                   {"--dtype", 1, NULL},   {"--help", 0, NULL}};
+                   {"--dtype", 1, NULL},   {"--weights-dtype", 1, NULL}, {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "grad"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen grad --model DIR [--adapter DIR] --data FILE.h5 --seq-len T --batch B --out FILE\n"
                "         [--rank 8] [--alpha 16] [--targets all|q,k,v,o,gate,up,down] [--rslora]\n"
-               "         [--seed 0] [--recompute] [--device cpu]\n"
-               "zen grad --plan (--model DIR | --preset NAME [--dtype bf16]) --seq-len T [--batch B]\n");
+               "         [--seed 0] [--recompute] [--device cpu|cuda] [--dtype auto|f32|bf16]\n"
+               "zen grad --plan (--model DIR | --preset NAME [--weights-dtype bf16]) --seq-len T [--batch B]\n"
+               "         [--device cpu|cuda] [--dtype auto|f32|bf16]\n");
         return 0;
     }
     long long T, B, rank, seed;
@@ -117,8 +126,8 @@ int zen_cmd_grad(int argc, char **argv) {
     if (zen_cli_get(o, n, "--plan")) {
         if (!model_dir == !preset)
             return zen_fail(ZEN_ERR_INPUT, "--plan: give exactly one of --model or --preset");
-        return run_plan(model_dir, preset, zen_cli_get(o, n, "--dtype"), (int)rank, targets, (size_t)B,
-                        (size_t)T);
+        return run_plan(model_dir, preset, zen_cli_get(o, n, "--weights-dtype"), (int)rank, targets, (size_t)B,
+                        (size_t)T, zen_cli_get(o, n, "--device"), zen_cli_get(o, n, "--dtype"));
     }
     const char *data_path, *out_path, *adapter_dir = zen_cli_get(o, n, "--adapter");
     const char *device = zen_cli_get(o, n, "--device");
@@ -131,7 +140,7 @@ int zen_cmd_grad(int argc, char **argv) {
         return zen_fail(ZEN_ERR_INPUT, "--rank/--alpha/--targets/--rslora describe a fresh adapter "
                                        "and cannot be combined with --adapter");
 
-    zk_backend *be = zk_open(device ? device : "cpu");
+    zk_backend *be = zk_open(device ? device : "cpu", zen_cli_get(o, n, "--dtype"));
     if (!be) return ZEN_ERR_INPUT;
     zen_model m = {0};
     zen_lora lo = {0};

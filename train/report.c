@@ -74,6 +74,7 @@ void zen_report_metrics(zen_report *r, const zen_step_record *s) {
             s->step, s->epoch, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->elapsed_s);
     if (!isnan(s->eval_loss)) fprintf(r->metrics, ", \"eval_loss\": %.9g, \"eval_ppl\": %.9g", s->eval_loss,
                                       exp(s->eval_loss));
+    if (!isnan(s->mem_peak)) fprintf(r->metrics, ", \"device_mem_peak\": %.0f", s->mem_peak);
     fprintf(r->metrics, "}\n");
     fflush(r->metrics);
 }

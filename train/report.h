@@ -20,6 +20,7 @@ typedef struct {
     long step, total_steps, epoch;
     double loss, lr, grad_norm, tokens_per_s, elapsed_s, eta_s;
     double eval_loss; /* NAN when not evaluated at this step */
+    double mem_peak;  /* peak device bytes so far (GPU backends), NAN where the OS measures it */
 } zen_step_record;
 
 void zen_report_metrics(zen_report *r, const zen_step_record *s);

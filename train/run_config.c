@@ -13,7 +13,7 @@
 #include "../util/error.h"
 #include "run_config.h"
 
-typedef enum { K_STR, K_INT, K_FLOAT, K_BOOL, K_TARGETS } key_type;
+typedef enum { K_STR, K_INT, K_FLOAT, K_BOOL, K_AUTO_BOOL, K_TARGETS } key_type;
 
 typedef struct {
     const char *name;
@@ -33,6 +33,7 @@ static const key_spec KEYS[] = {
     {"val_fraction", K_FLOAT, OFF(val_fraction), 0, 0.5, 0, 1},
     {"out_dir", K_STR, OFF(out_dir), 0, 0, CAP(out_dir), 0},
     {"device", K_STR, OFF(device), 0, 0, CAP(device), 0},
+    {"dtype", K_STR, OFF(dtype), 0, 0, CAP(dtype), 0},
     {"seed", K_INT, OFF(seed), 0, 4e18, 0, 1},
     {"seq_len", K_INT, OFF(seq_len), 1, 1 << 20, 0, 1},
     {"batch_size", K_INT, OFF(batch_size), 1, 65536, 0, 1},
@@ -48,7 +49,7 @@ static const key_spec KEYS[] = {
     {"beta2", K_FLOAT, OFF(beta2), 0, 0.99999999, 0, 1},
     {"eps", K_FLOAT, OFF(eps), 1e-30, 1, 0, 1},
     {"grad_clip", K_FLOAT, OFF(grad_clip), 0, 1e9, 0, 1},
-    {"recompute", K_BOOL, OFF(recompute), 0, 0, 0, 0},
+    {"recompute", K_AUTO_BOOL, OFF(recompute), 0, 0, 0, 0},
     {"log_every", K_INT, OFF(log_every), 1, 1e12, 0, 0},
     {"eval_every", K_INT, OFF(eval_every), 0, 1e12, 0, 0},
     {"save_every", K_INT, OFF(save_every), 0, 1e12, 0, 0},
@@ -64,6 +65,8 @@ static const key_spec KEYS[] = {
 void zen_run_config_defaults(zen_run_config *c) {
     memset(c, 0, sizeof *c);
     strcpy(c->device, "cpu");
+    strcpy(c->dtype, "auto");
+    c->recompute = -1;
     c->seed = 42;
     c->seq_len = 512;
     c->batch_size = 4;
@@ -94,6 +97,7 @@ static const char *type_name(key_type t) {
     case K_INT: return "an integer";
     case K_FLOAT: return "a number";
     case K_BOOL: return "true or false";
+    case K_AUTO_BOOL: return "true, false or \"auto\"";
     default: return "a list of target names";
     }
 }
@@ -143,6 +147,11 @@ static int apply_item(zen_run_config *c, const cJSON *item, const char *name, co
         if (!cJSON_IsNumber(item)) break;
         return set_number(c, k, item->valuedouble, origin);
     case K_BOOL:
+    case K_AUTO_BOOL:
+        if (k->type == K_AUTO_BOOL && cJSON_IsString(item) && !strcmp(item->valuestring, "auto")) {
+            *(int *)((char *)c + k->offset) = -1;
+            return 0;
+        }
         if (!cJSON_IsBool(item)) break;
         *(int *)((char *)c + k->offset) = cJSON_IsTrue(item);
         return 0;
@@ -206,10 +215,11 @@ int zen_run_config_set(zen_run_config *c, const char *assignment) {
     char origin[160];
     snprintf(origin, sizeof origin, "--set %s", name);
     if (k->type == K_STR || k->type == K_TARGETS) return set_string(c, k, value, origin);
-    if (k->type == K_BOOL) {
+    if (k->type == K_BOOL || k->type == K_AUTO_BOOL) {
         if (!strcmp(value, "true") || !strcmp(value, "1")) *(int *)((char *)c + k->offset) = 1;
         else if (!strcmp(value, "false") || !strcmp(value, "0")) *(int *)((char *)c + k->offset) = 0;
-        else return zen_fail(ZEN_ERR_INPUT, "--set %s: '%s' is not true or false", name, value);
+        else if (k->type == K_AUTO_BOOL && !strcmp(value, "auto")) *(int *)((char *)c + k->offset) = -1;
+        else return zen_fail(ZEN_ERR_INPUT, "--set %s: '%s' is not %s", name, value, type_name(k->type));
         return 0;
     }
     char *end;
@@ -263,6 +273,10 @@ char *zen_run_config_to_json(const zen_run_config *c) {
         case K_INT: cJSON_AddNumberToObject(parent, name, (double)*(const long *)field); break;
         case K_FLOAT: cJSON_AddNumberToObject(parent, name, *(const double *)field); break;
         case K_BOOL: cJSON_AddBoolToObject(parent, name, *(const int *)field); break;
+        case K_AUTO_BOOL:
+            if (*(const int *)field < 0) cJSON_AddStringToObject(parent, name, "auto");
+            else cJSON_AddBoolToObject(parent, name, *(const int *)field);
+            break;
         case K_TARGETS: {
             cJSON *arr = cJSON_AddArrayToObject(parent, name);
             char buf[128];
@@ -294,4 +308,8 @@ const char *zen_run_config_trajectory_diff(const zen_run_config *a, const zen_ru
         if (!same) return k->name;
     }
     return NULL;
+}
+
+int zen_run_config_recompute(const zen_run_config *c) {
+    return c->recompute < 0 ? !strcmp(c->device, "cuda") : c->recompute;
 }

@@ -13,6 +13,7 @@ typedef struct {
     double val_fraction;
     char out_dir[ZEN_PATH_MAX];
     char device[16];
+    char dtype[16];     /* compute precision: auto (f32 on cpu, bf16 on cuda), f32, bf16 */
     long seed;
     long seq_len, batch_size, grad_accum;
     long max_steps, epochs;
@@ -20,7 +21,7 @@ typedef struct {
     char schedule[16];
     long warmup_steps;
     double min_lr_ratio, weight_decay, beta1, beta2, eps, grad_clip;
-    int recompute;
+    int recompute;      /* 1, 0, or -1 = auto: on for cuda (memory), off for cpu (speed) */
     long log_every, eval_every, save_every, keep_checkpoints;
     long lora_r;
     double lora_alpha, lora_dropout;
@@ -40,5 +41,8 @@ char *zen_run_config_to_json(const zen_run_config *c);
 /* Name of the first key whose value differs and that changes a run's
  * trajectory (used to refuse --resume with another recipe), or NULL. */
 const char *zen_run_config_trajectory_diff(const zen_run_config *a, const zen_run_config *b);
+
+/* recompute as resolved for the config's device */
+int zen_run_config_recompute(const zen_run_config *c);
 
 #endif

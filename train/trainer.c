@@ -56,6 +56,7 @@ typedef struct {
     long steps_per_epoch, total_steps;
     zen_schedule schedule;
     zen_report report;
+    size_t plan_total; /* bytes of the printed memory plan */
 } run;
 
 static void run_free(run *r) {
@@ -110,8 +111,10 @@ static void print_summary(run *r, long start_step) {
     const zen_run_config *c = r->cfg;
     const zen_config *m = &r->model.cfg;
     long long total = zen_config_param_count(m);
-    zen_plan plan = zen_plan_make(m, r->be->act_bytes, r->model.weight_bytes, r->lora.r, r->lora.targets,
-                                  (size_t)c->batch_size, (size_t)c->seq_len, c->recompute);
+    zen_plan plan = zen_plan_make(m, r->be->name, r->be->compute,
+                                  zen_plan_weight_bytes(r->model.weight_bytes, r->model.main_dtype, r->be->compute),
+                                  r->lora.r, r->lora.targets, (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c),
+                                  r->lora.dropout > 0.0f);
     char w[32], l[32], a[32], sc[32], lg[32], t[32];
     zen_format_bytes(w, sizeof w, plan.weights);
     zen_format_bytes(l, sizeof l, plan.lora_params + plan.lora_grads + plan.optimizer);
@@ -119,6 +122,7 @@ static void print_summary(run *r, long start_step) {
     zen_format_bytes(sc, sizeof sc, plan.scratch);
     zen_format_bytes(lg, sizeof lg, plan.logits);
     zen_format_bytes(t, sizeof t, plan.total);
+    r->plan_total = plan.total;
     zen_report_line(&r->report, "zen train: model %s: %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d, %s; "
                     "%lld parameters (%s)", c->model, m->layers, m->hidden, m->heads, m->kv_heads, m->head_dim,
                     m->intermediate, m->vocab, m->tied ? "tied head" : "untied head", total,
@@ -132,12 +136,12 @@ static void print_summary(run *r, long start_step) {
                     (long long)r->order.count, (long long)r->val_count,
                     c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
     zen_report_line(&r->report, "  %ld steps/epoch of %ld sequences (batch %ld x accum %ld = %ld tokens); %ld steps, "
-                    "lr %g %s, warm-up %ld; device %s, %d threads",
+                    "lr %g %s, warm-up %ld; device %s (%s compute), %d threads",
                     r->steps_per_epoch, c->batch_size * c->grad_accum, c->batch_size, c->grad_accum,
                     c->batch_size * c->grad_accum * c->seq_len, r->total_steps, c->lr, c->schedule,
-                    c->warmup_steps, r->be->name, omp_get_max_threads());
+                    c->warmup_steps, r->be->name, r->be->compute == ZEN_BF16 ? "bf16" : "f32", omp_get_max_threads());
     zen_report_line(&r->report, "  memory plan (recompute %s): weights %s, LoRA+grads+AdamW %s, activations %s, "
-                    "scratch %s, logits %s; total %s", c->recompute ? "on" : "off", w, l, a, sc, lg, t);
+                    "scratch %s, logits %s; total %s", zen_run_config_recompute(c) ? "on" : "off", w, l, a, sc, lg, t);
     if (start_step > 0) zen_report_line(&r->report, "  resuming at step %ld", start_step);
 }
 
@@ -175,7 +179,7 @@ static int evaluate_val(run *r, double *loss) {
 static int setup(run *r, int resume, zen_train_state *st) {
     const zen_run_config *c = r->cfg;
     int rc;
-    if (!(r->be = zk_open(c->device))) return ZEN_ERR_INPUT;
+    if (!(r->be = zk_open(c->device, c->dtype))) return ZEN_ERR_INPUT;
     if ((rc = zen_model_load(&r->model, r->be, c->model))) return rc;
     if ((rc = open_data(r))) return rc;
     unsigned targets;
@@ -217,7 +221,8 @@ static int setup(run *r, int resume, zen_train_state *st) {
     if (!r->micro) return ZEN_ERR_INTERNAL;
     for (long m = 0; m < c->grad_accum; m++)
         if ((rc = zen_batch_alloc(&r->micro[m], (size_t)c->batch_size, (size_t)c->seq_len))) return rc;
-    return zen_acts_create(&r->acts, &r->model, &r->lora, (size_t)c->batch_size, (size_t)c->seq_len, c->recompute);
+    return zen_acts_create(&r->acts, &r->model, &r->lora, (size_t)c->batch_size, (size_t)c->seq_len,
+                           zen_run_config_recompute(c));
 }
 
 int zen_train(const zen_run_config *c, int resume) {
@@ -268,7 +273,7 @@ int zen_train(const zen_run_config *c, int resume) {
         zen_step_record rec = {st.step, r.total_steps, step / r.steps_per_epoch, loss, lr, gnorm,
                                interval_tokens / interval_seconds, st.elapsed_s,
                                session / (double)(st.step - first_step) * (double)(r.total_steps - st.step),
-                               eval_loss};
+                               eval_loss, r.be->memory_peak ? (double)r.be->memory_peak(r.be) : NAN};
         if (!tokens) zen_report_line(&r.report, "step %ld: no target token with loss_mask 1; no update", st.step);
         int log_now = st.step % c->log_every == 0 || evaluate || last;
         if (log_now) {
@@ -288,6 +293,13 @@ int zen_train(const zen_run_config *c, int resume) {
     if (!rc)
         zen_report_line(&r.report, "done: %ld steps in %.1f s; adapter in %s (adapter_model.safetensors), metrics in "
                         "%s/metrics.jsonl", st.step, st.elapsed_s, c->out_dir, c->out_dir);
+    if (!rc && r.be->memory_peak) {
+        char peak[32], planned[32];
+        zen_format_bytes(peak, sizeof peak, r.be->memory_peak(r.be));
+        zen_format_bytes(planned, sizeof planned, r.plan_total);
+        zen_report_line(&r.report, "  peak %s memory %s (plan %s; the driver's context comes on top)", r.be->name, peak,
+                        planned);
+    }
     run_free(&r);
     return rc;
 }

@@ -82,6 +82,7 @@ zk_backend *zk_cpu_create(void) {
     }
     be->name = "cpu";
     be->act_bytes = sizeof(float);
+    be->compute = ZEN_F32;
     be->ctx = ctx;
     be->alloc = cpu_alloc;
     be->free = cpu_free;

@@ -1,98 +1,82 @@
 /* kernels/cuda/backend_cuda.cu: the CUDA backend of the kernel interface
- * (kernels/kernels.h), first version: fp32 activations; weights stay on the
- * device in their stored dtype (bf16 for Zen-nano, so 8 GB rather than 16) and
- * are widened to fp32 a chunk of rows at a time before each cuBLAS sgemm, as
- * the CPU backend does, so results match the CPU's; and
- * plain kernels for everything else, written to mirror the CPU backend op for
- * op (same RoPE tables, same dropout hash, same masks). bf16 storage and the
- * fused/flash kernels come next (issue 6).
+ * (kernels/kernels.h): memory (with in-use and peak accounting), weights,
+ * the elementwise, normalisation, RoPE, embedding, loss and optimizer kernels,
+ * and the table of ops. The matmuls are in linear_cuda.cu, attention in
+ * flash_attention.cu (bf16 compute) and attention_exact.cu (f32 compute).
  *
- * NOT YET RUN ON A GPU: this file compiles in CI; its tests (tests/test_cuda.c,
- * scripts/gpu_check) skip without a device and are owed a GPU run.
+ * Compute precision (be->compute): bf16 (default) runs the projections and
+ * attention on bf16 tensor cores with fp32 accumulation; f32 mirrors the CPU
+ * backend op for op (same RoPE tables, dropout hash, masks) for checking.
+ * Activations, norms, softmax, LoRA and AdamW are fp32 in both.
  *
- * Row-major conventions as on CPU. cuBLAS is column-major: a row-major
- * C[M,N] = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T, which
- * rm_gemm below spells out once. CUDA errors are internal failures: the
- * first one is printed and the process exits 1 (model code has no error path
- * per op). */
-#include <cublas_v2.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
+ * NOT YET RUN ON A GPU: these files compile in CI; their tests
+ * (tests/test_cuda.c, scripts/gpu_check, scripts/bench_gpu) skip without a
+ * device and are owed a GPU run. */
 #include <string.h>
 
+#include "cuda_common.cuh"
+
 extern "C" {
-#include "../../util/error.h"
-#include "../kernels.h"
 #include "backend_cuda.h"
-}
-
-#define CUDA_CHECK(call)                                                                                  \
-    do {                                                                                                  \
-        cudaError_t e_ = (call);                                                                          \
-        if (e_ != cudaSuccess) {                                                                          \
-            fprintf(stderr, "zen: CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-            exit(1);                                                                                      \
-        }                                                                                                 \
-    } while (0)
-#define CUBLAS_CHECK(call)                                                                  \
-    do {                                                                                    \
-        cublasStatus_t s_ = (call);                                                         \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                  \
-            fprintf(stderr, "zen: cuBLAS error %d at %s:%d\n", (int)s_, __FILE__, __LINE__); \
-            exit(1);                                                                        \
-        }                                                                                   \
-    } while (0)
-
-typedef struct {
-    cublasHandle_t blas;
-    float *rope_cos, *rope_sin; /* device [T, hd/2] for the cached (T, hd, theta) */
-    size_t rope_T, rope_hd;
-    double rope_theta;
-    float *scratch[3];          /* dropout x, dropout dx, a widened weight chunk */
-    size_t scratch_cap[3];
-    double *reduce;             /* one double for sum_squares */
-} cuda_ctx;
-
-static cuda_ctx *ctx_of(zk_backend *be) { return (cuda_ctx *)be->ctx; }
-
-static float *scratch(zk_backend *be, int slot, size_t n) {
-    cuda_ctx *c = ctx_of(be);
-    if (n > c->scratch_cap[slot]) {
-        if (c->scratch[slot]) CUDA_CHECK(cudaFree(c->scratch[slot]));
-        CUDA_CHECK(cudaMalloc(&c->scratch[slot], n * sizeof(float)));
-        c->scratch_cap[slot] = n;
-    }
-    return c->scratch[slot];
-}
-
-static unsigned blocks_for(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
-
-/* row-major C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C */
-static void rm_gemm(zk_backend *be, int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A,
-                    size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
-    CUBLAS_CHECK(cublasSgemm(ctx_of(be)->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
-                             (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
 }
 
 /* ---------------- memory ---------------- */
 
+/* records a live allocation (grows the table as needed) */
+static void track(cuda_ctx *c, void *p, size_t bytes) {
+    if (c->n_allocs == c->cap_allocs) {
+        size_t cap = c->cap_allocs ? 2 * c->cap_allocs : 256;
+        cuda_alloc_entry *t = (cuda_alloc_entry *)realloc(c->allocs, cap * sizeof *t);
+        if (!t) {
+            fprintf(stderr, "zen: out of host memory tracking GPU allocations\n");
+            exit(1);
+        }
+        c->allocs = t, c->cap_allocs = cap;
+    }
+    c->allocs[c->n_allocs].ptr = p;
+    c->allocs[c->n_allocs++].bytes = bytes;
+    c->bytes_in_use += bytes;
+    if (c->bytes_in_use > c->bytes_peak) c->bytes_peak = c->bytes_in_use;
+}
+
 static void *cu_alloc(zk_backend *be, size_t bytes) {
-    (void)be;
     void *p = NULL;
     if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) {
-        zen_fail(ZEN_ERR_INTERNAL, "out of GPU memory allocating %zu bytes", bytes);
+        cudaGetLastError(); /* clear the sticky-free error state */
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        zen_fail(ZEN_ERR_INTERNAL, "out of GPU memory allocating %zu bytes (%zu of %zu bytes free; %zu in use by zen)",
+                 bytes, free_b, total_b, ctx_of(be)->bytes_in_use);
         return NULL;
+    }
+    track(ctx_of(be), p, bytes);
+    return p;
+}
+
+void *cuda_alloc_or_die(zk_backend *be, size_t bytes) {
+    void *p = cu_alloc(be, bytes);
+    if (!p) {
+        fprintf(stderr, "zen: %s\n", zen_last_error());
+        exit(1);
     }
     return p;
 }
 
-static void cu_free(zk_backend *be, void *p) {
-    (void)be;
-    if (p) CUDA_CHECK(cudaFree(p));
+void cuda_free_tracked(zk_backend *be, void *p) {
+    if (!p) return;
+    cuda_ctx *c = ctx_of(be);
+    for (size_t i = c->n_allocs; i-- > 0;)
+        if (c->allocs[i].ptr == p) {
+            c->bytes_in_use -= c->allocs[i].bytes;
+            c->allocs[i] = c->allocs[--c->n_allocs];
+            break;
+        }
+    CUDA_CHECK(cudaFree(p));
 }
+
+static void cu_free(zk_backend *be, void *p) { cuda_free_tracked(be, p); }
+
+static size_t cu_memory_peak(zk_backend *be) { return ctx_of(be)->bytes_peak; }
 
 static void cu_upload(zk_backend *be, void *dst, const void *src, size_t bytes) {
     (void)be;
@@ -109,40 +93,38 @@ static void cu_zero(zk_backend *be, void *dst, size_t bytes) {
     if (bytes) CUDA_CHECK(cudaMemset(dst, 0, bytes));
 }
 
-/* weights go to the device as stored (tensor by tensor, no host copy of the model) */
+__global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const void *src, int dtype, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float x = dtype == ZEN_F32 ? ((const float *)src)[i] : __half2float(((const __half *)src)[i]);
+    dst[i] = __float2bfloat16_rn(x);
+}
+
+/* Weights go to the device tensor by tensor (no host copy of the model): as
+ * stored in f32 compute; as bf16 in bf16 compute (f32/f16 files are rounded
+ * once here, on the GPU, through a temporary of the stored size). */
 static int cu_weight_create(zk_backend *be, zk_weight *out, const void *host, zen_dtype dtype, size_t numel) {
     size_t bytes = numel * zen_dtype_size(dtype);
+    if (be->compute == ZEN_BF16 && dtype != ZEN_BF16) {
+        void *tmp = cu_alloc(be, bytes), *dev = tmp ? cu_alloc(be, numel * 2) : NULL;
+        if (!dev) {
+            cu_free(be, tmp);
+            return ZEN_ERR_INTERNAL;
+        }
+        cu_upload(be, tmp, host, bytes);
+        to_bf16_kernel<<<blocks_for(numel, 256), 256>>>((__nv_bfloat16 *)dev, tmp, (int)dtype, numel);
+        CUDA_CHECK(cudaGetLastError());
+        cu_free(be, tmp);
+        out->data = dev;
+        out->dtype = ZEN_BF16;
+        return 0;
+    }
     void *dev = cu_alloc(be, bytes);
     if (!dev) return ZEN_ERR_INTERNAL;
     cu_upload(be, dev, host, bytes);
     out->data = dev;
     out->dtype = dtype;
     return 0;
-}
-
-__global__ static void widen_kernel(float *dst, const void *src, int dtype, size_t n) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const unsigned short *h = (const unsigned short *)src;
-    if (dtype == ZEN_BF16) dst[i] = __uint_as_float((unsigned)h[i] << 16);
-    else dst[i] = __half2float(__ushort_as_half(h[i]));
-}
-
-/* rows [o0, o0 + rows) of W[out, in] as fp32 on the device */
-static const float *weight_rows(zk_backend *be, const zk_weight *w, size_t o0, size_t rows, size_t in) {
-    if (w->dtype == ZEN_F32) return (const float *)w->data + o0 * in;
-    float *dst = scratch(be, 2, rows * in);
-    widen_kernel<<<blocks_for(rows * in, 256), 256>>>(dst, (const char *)w->data + o0 * in * 2, (int)w->dtype, rows * in);
-    CUDA_CHECK(cudaGetLastError());
-    return dst;
-}
-
-#define WIDEN_CHUNK_ELEMS ((size_t)1 << 24) /* fp32 elements of one widened weight chunk (64 MiB) */
-
-static size_t chunk_rows(const zk_weight *w, size_t in, size_t out) {
-    if (w->dtype == ZEN_F32) return out;
-    size_t rows = WIDEN_CHUNK_ELEMS / (in ? in : 1);
-    return rows < 1 ? 1 : rows < out ? rows : out;
 }
 
 static void cu_weight_destroy(zk_backend *be, zk_weight *w) {
@@ -153,77 +135,7 @@ static void cu_weight_destroy(zk_backend *be, zk_weight *w) {
 static void cu_upload_act(zk_backend *be, void *dst, const float *src, size_t n) { cu_upload(be, dst, src, n * 4); }
 static void cu_download_act(zk_backend *be, float *dst, const void *src, size_t n) { cu_download(be, dst, src, n * 4); }
 
-/* ---------------- linear and LoRA ---------------- */
-
-static void cu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N, size_t in, size_t out) {
-    size_t step = chunk_rows(w, in, out);
-    for (size_t o0 = 0; o0 < out; o0 += step) {
-        size_t rows = out - o0 < step ? out - o0 : step;
-        rm_gemm(be, 0, 1, N, rows, in, 1.0f, (const float *)x, in, weight_rows(be, w, o0, rows, in), in, 0.0f,
-                (float *)y + o0, out);
-    }
-}
-
-static void cu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N, size_t in, size_t out,
-                          int accumulate) {
-    size_t step = chunk_rows(w, in, out);
-    for (size_t o0 = 0; o0 < out; o0 += step) {
-        size_t rows = out - o0 < step ? out - o0 : step;
-        float beta = (o0 == 0 && !accumulate) ? 0.0f : 1.0f;
-        rm_gemm(be, 0, 0, N, in, rows, 1.0f, (const float *)dy + o0, out, weight_rows(be, w, o0, rows, in), in, beta,
-                (float *)dx, in);
-    }
-}
-
-__device__ static int keep_dev(unsigned long long seed, size_t i, unsigned long long threshold) {
-    unsigned long long z = seed + (unsigned long long)i * 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (z >> 40) >= threshold;
-}
-
-__global__ static void dropout_kernel(float *y, const float *x, size_t n, unsigned long long seed,
-                                      unsigned long long threshold, float keep_scale, int accumulate) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float v = keep_dev(seed, i, threshold) ? x[i] * keep_scale : 0.0f;
-    y[i] = accumulate ? y[i] + v : v;
-}
-
-static const float *dropped(zk_backend *be, const float *x, size_t n, const zk_dropout *d) {
-    if (!d || d->p <= 0.0f) return x;
-    float *xd = scratch(be, 0, n);
-    dropout_kernel<<<blocks_for(n, 256), 256>>>(xd, x, n, d->seed, zk_dropout_threshold(d->p), 1.0f / (1.0f - d->p), 0);
-    CUDA_CHECK(cudaGetLastError());
-    return xd;
-}
-
-static void cu_lora_fwd(zk_backend *be, void *y, float *u, const void *x_, const float *A, const float *B, size_t N,
-                        size_t in, size_t out, size_t r, float scale, const zk_dropout *drop) {
-    const float *x = dropped(be, (const float *)x_, N * in, drop);
-    rm_gemm(be, 0, 1, N, r, in, 1.0f, x, in, A, in, 0.0f, u, r);
-    rm_gemm(be, 0, 1, N, out, r, scale, u, r, B, r, 1.0f, (float *)y, out);
-}
-
-static void cu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, const void *dy_, const void *x_,
-                        const float *u, const float *A, const float *B, size_t N, size_t in, size_t out, size_t r,
-                        float scale, const zk_dropout *drop) {
-    const float *dy = (const float *)dy_;
-    const float *x = dropped(be, (const float *)x_, N * in, drop);
-    rm_gemm(be, 0, 0, N, r, out, scale, dy, out, B, r, 0.0f, du, r);
-    rm_gemm(be, 1, 0, out, r, N, scale, dy, out, u, r, 1.0f, dB, r);
-    rm_gemm(be, 1, 0, r, in, N, 1.0f, du, r, x, in, 1.0f, dA, in);
-    if (!drop || drop->p <= 0.0f) {
-        rm_gemm(be, 0, 0, N, in, r, 1.0f, du, r, A, in, 1.0f, (float *)dx, in);
-        return;
-    }
-    float *dxd = scratch(be, 1, N * in);
-    rm_gemm(be, 0, 0, N, in, r, 1.0f, du, r, A, in, 0.0f, dxd, in);
-    dropout_kernel<<<blocks_for(N * in, 256), 256>>>((float *)dx, dxd, N * in, drop->seed,
-                                                     zk_dropout_threshold(drop->p), 1.0f / (1.0f - drop->p), 1);
-    CUDA_CHECK(cudaGetLastError());
-}
+/* ---------------- residual ---------------- */
 
 __global__ static void add_kernel(float *y, const float *a, const float *b, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -234,43 +146,6 @@ static void cu_add(zk_backend *be, void *y, const void *a, const void *b, size_t
     (void)be;
     add_kernel<<<blocks_for(n, 256), 256>>>((float *)y, (const float *)a, (const float *)b, n);
     CUDA_CHECK(cudaGetLastError());
-}
-
-/* ---------------- block reductions ---------------- */
-
-/* sum over the block (blockDim.x a multiple of 32, at most 1024) */
-__device__ static double block_sum(double v) {
-    __shared__ double warp_sums[32];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) warp_sums[warp] = v;
-    __syncthreads();
-    v = threadIdx.x < (blockDim.x >> 5) ? warp_sums[lane] : 0.0;
-    if (warp == 0)
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    __shared__ double total;
-    if (threadIdx.x == 0) total = v;
-    __syncthreads();
-    double r = total;
-    __syncthreads();
-    return r;
-}
-
-__device__ static float block_max(float v) {
-    __shared__ float warp_max[32];
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) warp_max[warp] = v;
-    __syncthreads();
-    v = threadIdx.x < (blockDim.x >> 5) ? warp_max[lane] : -INFINITY;
-    if (warp == 0)
-        for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
-    __shared__ float total;
-    if (threadIdx.x == 0) total = v;
-    __syncthreads();
-    float r = total;
-    __syncthreads();
-    return r;
 }
 
 /* ---------------- RMSNorm ---------------- */
@@ -345,10 +220,10 @@ static void rope_tables(zk_backend *be, size_t T, size_t hd, double theta) {
             sn[t * half + i] = (float)sin((double)t * inv_freq);
         }
     }
-    if (c->rope_cos) cu_free(be, c->rope_cos);
-    if (c->rope_sin) cu_free(be, c->rope_sin);
-    CUDA_CHECK(cudaMalloc(&c->rope_cos, T * half * sizeof(float)));
-    CUDA_CHECK(cudaMalloc(&c->rope_sin, T * half * sizeof(float)));
+    cuda_free_tracked(be, c->rope_cos);
+    cuda_free_tracked(be, c->rope_sin);
+    c->rope_cos = (float *)cuda_alloc_or_die(be, T * half * sizeof(float));
+    c->rope_sin = (float *)cuda_alloc_or_die(be, T * half * sizeof(float));
     cu_upload(be, c->rope_cos, cs, T * half * sizeof(float));
     cu_upload(be, c->rope_sin, sn, T * half * sizeof(float));
     free(cs);
@@ -385,108 +260,20 @@ static void cu_rope_bwd(zk_backend *be, void *dx, size_t B, size_t T, size_t H, 
     rope_apply(be, dx, B, T, H, hd, theta, -1.0f);
 }
 
-/* ---------------- attention (first version: a block per query row) ---------------- */
-
-/* One block per (b, h, i). The row's scores s_j (j <= i) sit in shared memory
- * (T floats), so the [T, T] matrix is never stored:
- *   forward:  p_j = exp(s_j - lse),  o[d] = sum_j p_j v_j[d]  (a thread per d)
- *   backward: dp_j = do . v_j, D = sum_j p_j dp_j, ds_j = p_j (dp_j - D) scale,
- *             dq[d] = sum_j ds_j k_j[d];  dk_j += ds_j q, dv_j += p_j do (atomic) */
-__device__ static float dot_dev(const float *a, const float *b, size_t n) {
-    float s = 0.0f;
-    for (size_t d = 0; d < n; d++) s += a[d] * b[d];
-    return s;
-}
-
-__global__ static void attention_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
-                                            size_t T, size_t nh, size_t nkv, size_t hd, float scale) {
-    extern __shared__ float p[]; /* [i + 1] */
-    size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv);
-    const float *qi = q + ((b * T + i) * nh + h) * hd;
-    float m = -INFINITY;
-    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
-        p[j] = scale * dot_dev(qi, k + ((b * T + j) * nkv + g) * hd, hd);
-        m = fmaxf(m, p[j]);
-    }
-    m = block_max(m);
-    double sum = 0.0;
-    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
-        p[j] = expf(p[j] - m);
-        sum += p[j];
-    }
-    sum = block_sum(sum); /* also a barrier: every p[j] is written */
-    float inv = (float)(1.0 / sum);
-    if (threadIdx.x == 0) lse[(b * nh + h) * T + i] = m + (float)log(sum);
-    float *oi = out + ((b * T + i) * nh + h) * hd;
-    for (size_t d = threadIdx.x; d < hd; d += blockDim.x) {
-        float acc = 0.0f;
-        for (size_t j = 0; j <= i; j++) acc += p[j] * v[((b * T + j) * nkv + g) * hd + d];
-        oi[d] = acc * inv;
-    }
-}
-
-__global__ static void attention_bwd_kernel(float *dq, float *dk, float *dv, const float *dout, const float *lse,
-                                            const float *q, const float *k, const float *v, size_t T, size_t nh,
-                                            size_t nkv, size_t hd, float scale) {
-    extern __shared__ float shm[]; /* p [T] then ds [T] */
-    float *p = shm, *ds = shm + T;
-    size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv);
-    size_t qrow = ((b * T + i) * nh + h) * hd;
-    const float *qi = q + qrow, *doi = dout + qrow;
-    float l = lse[(b * nh + h) * T + i];
-    double D = 0.0;
-    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
-        size_t kv = ((b * T + j) * nkv + g) * hd;
-        p[j] = expf(scale * dot_dev(qi, k + kv, hd) - l);
-        ds[j] = dot_dev(doi, v + kv, hd); /* dp for now */
-        D += (double)p[j] * ds[j];
-    }
-    D = block_sum(D);
-    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) ds[j] = p[j] * (ds[j] - (float)D) * scale;
-    __syncthreads();
-    for (size_t d = threadIdx.x; d < hd; d += blockDim.x) {
-        float acc = 0.0f;
-        for (size_t j = 0; j <= i; j++) acc += ds[j] * k[((b * T + j) * nkv + g) * hd + d];
-        dq[qrow + d] = acc;
-    }
-    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
-        size_t kv = ((b * T + j) * nkv + g) * hd;
-        for (size_t d = 0; d < hd; d++) {
-            atomicAdd(&dk[kv + d], ds[j] * qi[d]);
-            atomicAdd(&dv[kv + d], p[j] * doi[d]);
-        }
-    }
-}
-
-/* shared memory for a row of T scores (two rows in backward), above 48 KiB allowed where the GPU has it */
-static void attention_smem(const void *kernel, size_t bytes) {
-    if (bytes > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-}
+/* ---------------- attention ---------------- */
 
 static void cu_attention_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                              size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
-    (void)be;
-    dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
-    size_t smem = T * sizeof(float);
-    attention_smem((const void *)attention_fwd_kernel, smem);
-    attention_fwd_kernel<<<grid, 128, smem>>>((float *)out, lse, (const float *)q, (const float *)k, (const float *)v, T,
-                                              nh, nkv, hd, 1.0f / sqrtf((float)hd));
-    CUDA_CHECK(cudaGetLastError());
+    if (be->compute == ZEN_BF16 && cu_flash_attention_fwd(be, out, lse, q, k, v, B, T, nh, nkv, hd)) return;
+    cu_attention_exact_fwd(be, out, lse, q, k, v, B, T, nh, nkv, hd);
 }
 
 static void cu_attention_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,
                              const float *lse, const void *q, const void *k, const void *v, size_t B, size_t T,
                              size_t nh, size_t nkv, size_t hd) {
-    (void)out;
-    cu_zero(be, dk, B * T * nkv * hd * sizeof(float));
-    cu_zero(be, dv, B * T * nkv * hd * sizeof(float));
-    dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
-    size_t smem = 2 * T * sizeof(float);
-    attention_smem((const void *)attention_bwd_kernel, smem);
-    attention_bwd_kernel<<<grid, 128, smem>>>((float *)dq, (float *)dk, (float *)dv, (const float *)dout, lse,
-                                              (const float *)q, (const float *)k, (const float *)v, T, nh, nkv, hd,
-                                              1.0f / sqrtf((float)hd));
-    CUDA_CHECK(cudaGetLastError());
+    if (be->compute == ZEN_BF16 && cu_flash_attention_bwd(be, dq, dk, dv, dout, out, lse, q, k, v, B, T, nh, nkv, hd))
+        return;
+    cu_attention_exact_bwd(be, dq, dk, dv, dout, out, lse, q, k, v, B, T, nh, nkv, hd);
 }
 
 /* ---------------- elementwise, embedding ---------------- */
@@ -556,7 +343,7 @@ __global__ static void xent_kernel(float *logits, float *losses, const int32_t *
     for (size_t j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, z[j]);
     m = block_max(m);
     double sum = 0.0;
-    for (size_t j = threadIdx.x; j < V; j += blockDim.x) sum += exp((double)(z[j] - m));
+    for (size_t j = threadIdx.x; j < V; j += blockDim.x) sum += (double)expf(z[j] - m);
     sum = block_sum(sum);
     double lse = (double)m + log(sum);
     int32_t t = targets[blockIdx.x];
@@ -565,7 +352,7 @@ __global__ static void xent_kernel(float *logits, float *losses, const int32_t *
     if (grad_scale != 0.0f) {
         float coeff = weights[blockIdx.x] * grad_scale;
         for (size_t j = threadIdx.x; j < V; j += blockDim.x)
-            z[j] = coeff == 0.0f ? 0.0f : (float)exp((double)z[j] - lse) * coeff - (j == (size_t)t ? coeff : 0.0f);
+            z[j] = coeff == 0.0f ? 0.0f : expf(z[j] - (float)lse) * coeff - (j == (size_t)t ? coeff : 0.0f);
     }
 }
 
@@ -621,33 +408,46 @@ static void cu_adamw(zk_backend *be, float *p, const float *g, float *m, float *
 static void cu_destroy(zk_backend *be) {
     cuda_ctx *c = ctx_of(be);
     cublasDestroy(c->blas);
+    cudaFree(c->blas_workspace);
     cudaFree(c->rope_cos);
     cudaFree(c->rope_sin);
-    for (int i = 0; i < 3; i++) cudaFree(c->scratch[i]);
+    for (int i = 0; i < SCRATCH_SLOTS; i++) cudaFree(c->scratch[i]);
     cudaFree(c->reduce);
+    free(c->allocs);
     free(c);
     free(be);
 }
 
-extern "C" zk_backend *zk_cuda_create(void) {
+extern "C" zk_backend *zk_cuda_create(zen_dtype compute) {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
         zen_fail(ZEN_ERR_INPUT, "device 'cuda': no CUDA GPU is visible on this machine (use --device cpu)");
         return NULL;
     }
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major < 8) {
+        zen_fail(ZEN_ERR_INPUT, "device 'cuda': %s has compute capability %d.%d; zen needs 8.0 or newer (Ampere+)",
+                 prop.name, prop.major, prop.minor);
+        return NULL;
+    }
     zk_backend *be = (zk_backend *)calloc(1, sizeof *be);
     cuda_ctx *c = (cuda_ctx *)calloc(1, sizeof *c);
-    if (!be || !c || cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS || cudaMalloc(&c->reduce, sizeof(double)) != cudaSuccess) {
+    if (!be || !c || cublasCreate(&c->blas) != CUBLAS_STATUS_SUCCESS) {
         free(be);
         free(c);
         zen_fail(ZEN_ERR_INTERNAL, "device 'cuda': cannot initialise cuBLAS");
         return NULL;
     }
-    /* fp32 mode: exact fp32 sgemm, no TF32 */
-    cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH);
+    be->ctx = c;
+    be->compute = compute;
+    c->reduce = (double *)cuda_alloc_or_die(be, sizeof(double));
+    c->blas_workspace = cuda_alloc_or_die(be, ZEN_CUBLAS_WORKSPACE);
+    CUBLAS_CHECK(cublasSetWorkspace(c->blas, c->blas_workspace, ZEN_CUBLAS_WORKSPACE));
+    /* f32: exact fp32 sgemm, no TF32 (NVIDIA_TF32_OVERRIDE=0 is also honoured) */
+    CUBLAS_CHECK(cublasSetMathMode(c->blas, compute == ZEN_F32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
     be->name = "cuda";
     be->act_bytes = sizeof(float);
-    be->ctx = c;
+    be->memory_peak = cu_memory_peak;
     be->alloc = cu_alloc;
     be->free = cu_free;
     be->upload = cu_upload;

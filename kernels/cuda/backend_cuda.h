@@ -4,7 +4,9 @@
 #define ZEN_BACKEND_CUDA_H
 #include "../kernels.h"
 
-/* NULL + zen_fail(ZEN_ERR_INPUT) when no GPU is visible */
-zk_backend *zk_cuda_create(void);
+/* compute: ZEN_BF16 (bf16 tensor-core matmuls and attention, fp32
+ * accumulation) or ZEN_F32 (exact fp32, for checking against the CPU).
+ * NULL + zen_fail(ZEN_ERR_INPUT) when no GPU is visible. */
+zk_backend *zk_cuda_create(zen_dtype compute);
 
 #endif

@@ -1,0 +1,111 @@
+/* kernels/cuda/attention_exact.cu: causal GQA attention in exact fp32, one
+ * block per query row (the f32 compute mode, for checking against the CPU;
+ * also the fallback for head sizes the flash kernels do not handle).
+ * Slow at long sequences: bf16 compute uses flash_attention.cu. dk and dv are
+ * accumulated with atomics, so their last bits may vary between runs. */
+#include "cuda_common.cuh"
+
+
+/* One block per (b, h, i). The row's scores s_j (j <= i) sit in shared memory
+ * (T floats), so the [T, T] matrix is never stored:
+ *   forward:  p_j = exp(s_j - lse),  o[d] = sum_j p_j v_j[d]  (a thread per d)
+ *   backward: dp_j = do . v_j, D = sum_j p_j dp_j, ds_j = p_j (dp_j - D) scale,
+ *             dq[d] = sum_j ds_j k_j[d];  dk_j += ds_j q, dv_j += p_j do (atomic) */
+__device__ static float dot_dev(const float *a, const float *b, size_t n) {
+    float s = 0.0f;
+    for (size_t d = 0; d < n; d++) s += a[d] * b[d];
+    return s;
+}
+
+__global__ static void attention_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+                                            size_t T, size_t nh, size_t nkv, size_t hd, float scale) {
+    extern __shared__ float p[]; /* [i + 1] */
+    size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv);
+    const float *qi = q + ((b * T + i) * nh + h) * hd;
+    float m = -INFINITY;
+    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
+        p[j] = scale * dot_dev(qi, k + ((b * T + j) * nkv + g) * hd, hd);
+        m = fmaxf(m, p[j]);
+    }
+    m = block_max(m);
+    double sum = 0.0;
+    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
+        p[j] = expf(p[j] - m);
+        sum += p[j];
+    }
+    sum = block_sum(sum); /* also a barrier: every p[j] is written */
+    float inv = (float)(1.0 / sum);
+    if (threadIdx.x == 0) lse[(b * nh + h) * T + i] = m + (float)log(sum);
+    float *oi = out + ((b * T + i) * nh + h) * hd;
+    for (size_t d = threadIdx.x; d < hd; d += blockDim.x) {
+        float acc = 0.0f;
+        for (size_t j = 0; j <= i; j++) acc += p[j] * v[((b * T + j) * nkv + g) * hd + d];
+        oi[d] = acc * inv;
+    }
+}
+
+__global__ static void attention_bwd_kernel(float *dq, float *dk, float *dv, const float *dout, const float *lse,
+                                            const float *q, const float *k, const float *v, size_t T, size_t nh,
+                                            size_t nkv, size_t hd, float scale) {
+    extern __shared__ float shm[]; /* p [T] then ds [T] */
+    float *p = shm, *ds = shm + T;
+    size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv);
+    size_t qrow = ((b * T + i) * nh + h) * hd;
+    const float *qi = q + qrow, *doi = dout + qrow;
+    float l = lse[(b * nh + h) * T + i];
+    double D = 0.0;
+    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
+        size_t kv = ((b * T + j) * nkv + g) * hd;
+        p[j] = expf(scale * dot_dev(qi, k + kv, hd) - l);
+        ds[j] = dot_dev(doi, v + kv, hd); /* dp for now */
+        D += (double)p[j] * ds[j];
+    }
+    D = block_sum(D);
+    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) ds[j] = p[j] * (ds[j] - (float)D) * scale;
+    __syncthreads();
+    for (size_t d = threadIdx.x; d < hd; d += blockDim.x) {
+        float acc = 0.0f;
+        for (size_t j = 0; j <= i; j++) acc += ds[j] * k[((b * T + j) * nkv + g) * hd + d];
+        dq[qrow + d] = acc;
+    }
+    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
+        size_t kv = ((b * T + j) * nkv + g) * hd;
+        for (size_t d = 0; d < hd; d++) {
+            atomicAdd(&dk[kv + d], ds[j] * qi[d]);
+            atomicAdd(&dv[kv + d], p[j] * doi[d]);
+        }
+    }
+}
+
+/* shared memory for a row of T scores (two rows in backward), above 48 KiB allowed where the GPU has it */
+static void attention_smem(const void *kernel, size_t bytes) {
+    if (bytes > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+void cu_attention_exact_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                             size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
+    (void)be;
+    dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
+    size_t smem = T * sizeof(float);
+    attention_smem((const void *)attention_fwd_kernel, smem);
+    attention_fwd_kernel<<<grid, 128, smem>>>((float *)out, lse, (const float *)q, (const float *)k, (const float *)v, T,
+                                              nh, nkv, hd, 1.0f / sqrtf((float)hd));
+    CUDA_CHECK(cudaGetLastError());
+}
+
+void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,
+                             const float *lse, const void *q, const void *k, const void *v, size_t B, size_t T,
+                             size_t nh, size_t nkv, size_t hd) {
+    (void)be;
+    (void)out;
+    CUDA_CHECK(cudaMemset(dk, 0, B * T * nkv * hd * sizeof(float)));
+    CUDA_CHECK(cudaMemset(dv, 0, B * T * nkv * hd * sizeof(float)));
+    dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
+    size_t smem = 2 * T * sizeof(float);
+    attention_smem((const void *)attention_bwd_kernel, smem);
+    attention_bwd_kernel<<<grid, 128, smem>>>((float *)dq, (float *)dk, (float *)dv, (const float *)dout, lse,
+                                              (const float *)q, (const float *)k, (const float *)v, T, nh, nkv, hd,
+                                              1.0f / sqrtf((float)hd));
+    CUDA_CHECK(cudaGetLastError());
+}
+

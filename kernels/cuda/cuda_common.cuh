@@ -1,0 +1,151 @@
+/* kernels/cuda/cuda_common.cuh: what the CUDA backend's files share: the
+ * backend's private state (cuBLAS handle, RoPE tables, reusable scratch
+ * buffers, allocation accounting), error checks, launch helpers and block
+ * reductions.
+ *
+ * CUDA errors are internal failures: the first one is printed and the process
+ * exits 1 (model code has no error path per op). */
+#ifndef ZEN_CUDA_COMMON_CUH
+#define ZEN_CUDA_COMMON_CUH
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+extern "C" {
+#include "../../util/error.h"
+#include "../kernels.h"
+}
+
+#define CUDA_CHECK(call)                                                                                  \
+    do {                                                                                                  \
+        cudaError_t e_ = (call);                                                                          \
+        if (e_ != cudaSuccess) {                                                                          \
+            fprintf(stderr, "zen: CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+            exit(1);                                                                                      \
+        }                                                                                                 \
+    } while (0)
+#define CUBLAS_CHECK(call)                                                                  \
+    do {                                                                                    \
+        cublasStatus_t s_ = (call);                                                         \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                  \
+            fprintf(stderr, "zen: cuBLAS error %d at %s:%d\n", (int)s_, __FILE__, __LINE__); \
+            exit(1);                                                                        \
+        }                                                                                   \
+    } while (0)
+
+/* reusable scratch buffers, one per purpose, grown on demand and kept */
+enum {
+    SCRATCH_DROPOUT_X,  /* fp32 [N, in]  dropout(x) for the LoRA branch */
+    SCRATCH_DROPOUT_DX, /* fp32 [N, in]  LoRA input gradient before the mask */
+    SCRATCH_WIDE_W,     /* fp32 chunk of a widened weight (f32 compute) */
+    SCRATCH_BF16_ACT,   /* bf16 [N, width] an activation rounded for a bf16 matmul */
+    SCRATCH_ATT_D,      /* fp32 [B, nh, T]  rowsum(dO * O) for attention backward */
+    SCRATCH_SLOTS
+};
+
+/* cuBLAS workspace (cublasSetWorkspace): lets it pick split-K and other
+ * algorithms that need one */
+#define ZEN_CUBLAS_WORKSPACE ((size_t)32 << 20)
+
+typedef struct {
+    void *ptr;
+    size_t bytes;
+} cuda_alloc_entry;
+
+typedef struct {
+    cublasHandle_t blas;
+    void *blas_workspace;
+    float *rope_cos, *rope_sin; /* device [T, hd/2] for the cached (T, hd, theta) */
+    size_t rope_T, rope_hd;
+    double rope_theta;
+    void *scratch[SCRATCH_SLOTS];
+    size_t scratch_cap[SCRATCH_SLOTS]; /* bytes */
+    double *reduce;                    /* one double for sum_squares */
+    /* every live device allocation, for the in-use and peak byte counts */
+    cuda_alloc_entry *allocs;
+    size_t n_allocs, cap_allocs;
+    size_t bytes_in_use, bytes_peak;
+} cuda_ctx;
+
+static inline cuda_ctx *ctx_of(zk_backend *be) { return (cuda_ctx *)be->ctx; }
+
+static inline unsigned blocks_for(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
+
+/* device memory with accounting (backend_cuda.cu); exits on failure */
+void *cuda_alloc_or_die(zk_backend *be, size_t bytes);
+void cuda_free_tracked(zk_backend *be, void *p);
+
+/* scratch buffer `slot` with at least `bytes` bytes */
+static inline void *scratch(zk_backend *be, int slot, size_t bytes) {
+    cuda_ctx *c = ctx_of(be);
+    if (bytes > c->scratch_cap[slot]) {
+        if (c->scratch[slot]) cuda_free_tracked(be, c->scratch[slot]);
+        c->scratch[slot] = cuda_alloc_or_die(be, bytes);
+        c->scratch_cap[slot] = bytes;
+    }
+    return c->scratch[slot];
+}
+
+/* sum over the block (blockDim.x a multiple of 32, at most 1024) */
+__device__ static inline double block_sum(double v) {
+    __shared__ double warp_sums[32];
+    __shared__ double total;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) warp_sums[warp] = v;
+    __syncthreads();
+    v = threadIdx.x < (blockDim.x >> 5) ? warp_sums[lane] : 0.0;
+    if (warp == 0)
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    if (threadIdx.x == 0) total = v;
+    __syncthreads();
+    double r = total;
+    __syncthreads();
+    return r;
+}
+
+__device__ static inline float block_max(float v) {
+    __shared__ float warp_max[32];
+    __shared__ float total;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) warp_max[warp] = v;
+    __syncthreads();
+    v = threadIdx.x < (blockDim.x >> 5) ? warp_max[lane] : -INFINITY;
+    if (warp == 0)
+        for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
+    if (threadIdx.x == 0) total = v;
+    __syncthreads();
+    float r = total;
+    __syncthreads();
+    return r;
+}
+
+/* the ops each file defines (all take the arguments kernels.h documents) */
+void cu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N, size_t in, size_t out);
+void cu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N, size_t in, size_t out,
+                   int accumulate);
+void cu_lora_fwd(zk_backend *be, void *y, float *u, const void *x, const float *A, const float *B, size_t N, size_t in,
+                 size_t out, size_t r, float scale, const zk_dropout *drop);
+void cu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, const void *dy, const void *x,
+                 const float *u, const float *A, const float *B, size_t N, size_t in, size_t out, size_t r, float scale,
+                 const zk_dropout *drop);
+/* exact fp32 attention (one block per query row) */
+void cu_attention_exact_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                            size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,
+                            const float *lse, const void *q, const void *k, const void *v, size_t B, size_t T,
+                            size_t nh, size_t nkv, size_t hd);
+/* flash attention on bf16 tensor cores; returns 0 when hd is not supported
+ * (multiples of 16 up to 128 are), and the caller uses the exact kernels */
+int cu_flash_attention_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
+                           size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+int cu_flash_attention_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,
+                           const float *lse, const void *q, const void *k, const void *v, size_t B, size_t T,
+                           size_t nh, size_t nkv, size_t hd);
+
+#endif

@@ -1,0 +1,163 @@
+/* kernels/cuda/linear_cuda.cu: the frozen projections and the LoRA branch on
+ * cuBLAS.
+ *
+ * Two precisions (be->compute):
+ * - ZEN_BF16: weights are bf16 on the device; the fp32 activation is rounded
+ *   to bf16 into a scratch buffer and cublasGemmEx multiplies bf16 x bf16 with
+ *   fp32 accumulation into an fp32 output (tensor cores).
+ * - ZEN_F32: weights stay as stored and are widened to fp32 a chunk of rows
+ *   at a time before cublasSgemm, exactly as the CPU backend does (checking).
+ * The LoRA branch is fp32 in both (its matmuls are rank-r thin).
+ *
+ * cuBLAS is column-major: a row-major C[M,N] = op(A) op(B) is the column-major
+ * C^T = op(B)^T op(A)^T, which rm_gemm / rm_gemm_bf16 spell out once. */
+#include "cuda_common.cuh"
+
+/* row-major C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C, fp32 */
+static void rm_gemm(zk_backend *be, int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A,
+                    size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    CUBLAS_CHECK(cublasSgemm(ctx_of(be)->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
+                             (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
+}
+
+/* the same with bf16 A and B, fp32 accumulation and fp32 C */
+static void rm_gemm_bf16(zk_backend *be, int transA, int transB, size_t M, size_t N, size_t K, const void *A,
+                         size_t lda, const void *B, size_t ldb, float beta, float *C, size_t ldc) {
+    float alpha = 1.0f;
+    CUBLAS_CHECK(cublasGemmEx(ctx_of(be)->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
+                              (int)N, (int)M, (int)K, &alpha, B, CUDA_R_16BF, (int)ldb, A, CUDA_R_16BF, (int)lda, &beta,
+                              C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+/* ---------------- bf16 compute ---------------- */
+
+/* dst[n] = bf16(src[n]), round to nearest even; four at a time where aligned */
+__global__ static void round_bf16_kernel(__nv_bfloat16 *dst, const float *src, size_t n) {
+    size_t i4 = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 4;
+    if (i4 + 4 <= n && ((size_t)src & 15) == 0) {
+        float4 v = *(const float4 *)(src + i4);
+        *(__nv_bfloat162 *)(dst + i4) = __floats2bfloat162_rn(v.x, v.y);
+        *(__nv_bfloat162 *)(dst + i4 + 2) = __floats2bfloat162_rn(v.z, v.w);
+    } else {
+        for (size_t i = i4; i < n; i++) dst[i] = __float2bfloat16_rn(src[i]);
+    }
+}
+
+/* an fp32 activation [n] rounded to bf16 in the scratch buffer */
+static const __nv_bfloat16 *as_bf16(zk_backend *be, const float *x, size_t n) {
+    __nv_bfloat16 *xb = (__nv_bfloat16 *)scratch(be, SCRATCH_BF16_ACT, n * sizeof(__nv_bfloat16));
+    round_bf16_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(xb, x, n);
+    CUDA_CHECK(cudaGetLastError());
+    return xb;
+}
+
+/* ---------------- f32 compute: weights widened a chunk of rows at a time ---------------- */
+
+__global__ static void widen_kernel(float *dst, const void *src, int dtype, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const unsigned short *h = (const unsigned short *)src;
+    if (dtype == ZEN_BF16) dst[i] = __uint_as_float((unsigned)h[i] << 16);
+    else dst[i] = __half2float(__ushort_as_half(h[i]));
+}
+
+/* rows [o0, o0 + rows) of W[out, in] as fp32 on the device */
+static const float *weight_rows(zk_backend *be, const zk_weight *w, size_t o0, size_t rows, size_t in) {
+    if (w->dtype == ZEN_F32) return (const float *)w->data + o0 * in;
+    float *dst = (float *)scratch(be, SCRATCH_WIDE_W, rows * in * sizeof(float));
+    widen_kernel<<<blocks_for(rows * in, 256), 256>>>(dst, (const char *)w->data + o0 * in * 2, (int)w->dtype, rows * in);
+    CUDA_CHECK(cudaGetLastError());
+    return dst;
+}
+
+#define WIDEN_CHUNK_ELEMS ((size_t)1 << 24) /* fp32 elements of one widened weight chunk (64 MiB) */
+
+static size_t chunk_rows(const zk_weight *w, size_t in, size_t out) {
+    if (w->dtype == ZEN_F32) return out;
+    size_t rows = WIDEN_CHUNK_ELEMS / (in ? in : 1);
+    return rows < 1 ? 1 : rows < out ? rows : out;
+}
+
+/* ---------------- the ops ---------------- */
+
+/* y[N,out] = x[N,in] W[out,in]^T */
+void cu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N, size_t in, size_t out) {
+    if (be->compute == ZEN_BF16) { /* weights are bf16 in this mode (cu_weight_create) */
+        rm_gemm_bf16(be, 0, 1, N, out, in, as_bf16(be, (const float *)x, N * in), in, w->data, in, 0.0f, (float *)y,
+                     out);
+        return;
+    }
+    size_t step = chunk_rows(w, in, out);
+    for (size_t o0 = 0; o0 < out; o0 += step) {
+        size_t rows = out - o0 < step ? out - o0 : step;
+        rm_gemm(be, 0, 1, N, rows, in, 1.0f, (const float *)x, in, weight_rows(be, w, o0, rows, in), in, 0.0f,
+                (float *)y + o0, out);
+    }
+}
+
+/* dx[N,in] (+)= dy[N,out] W[out,in] */
+void cu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N, size_t in, size_t out,
+                   int accumulate) {
+    if (be->compute == ZEN_BF16) {
+        rm_gemm_bf16(be, 0, 0, N, in, out, as_bf16(be, (const float *)dy, N * out), out, w->data, in,
+                     accumulate ? 1.0f : 0.0f, (float *)dx, in);
+        return;
+    }
+    size_t step = chunk_rows(w, in, out);
+    for (size_t o0 = 0; o0 < out; o0 += step) {
+        size_t rows = out - o0 < step ? out - o0 : step;
+        float beta = (o0 == 0 && !accumulate) ? 0.0f : 1.0f;
+        rm_gemm(be, 0, 0, N, in, rows, 1.0f, (const float *)dy + o0, out, weight_rows(be, w, o0, rows, in), in, beta,
+                (float *)dx, in);
+    }
+}
+
+__device__ static int keep_dev(unsigned long long seed, size_t i, unsigned long long threshold) {
+    unsigned long long z = seed + (unsigned long long)i * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (z >> 40) >= threshold;
+}
+
+__global__ static void dropout_kernel(float *y, const float *x, size_t n, unsigned long long seed,
+                                      unsigned long long threshold, float keep_scale, int accumulate) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = keep_dev(seed, i, threshold) ? x[i] * keep_scale : 0.0f;
+    y[i] = accumulate ? y[i] + v : v;
+}
+
+static const float *dropped(zk_backend *be, const float *x, size_t n, const zk_dropout *d) {
+    if (!d || d->p <= 0.0f) return x;
+    float *xd = (float *)scratch(be, SCRATCH_DROPOUT_X, n * sizeof(float));
+    dropout_kernel<<<blocks_for(n, 256), 256>>>(xd, x, n, d->seed, zk_dropout_threshold(d->p), 1.0f / (1.0f - d->p), 0);
+    CUDA_CHECK(cudaGetLastError());
+    return xd;
+}
+
+void cu_lora_fwd(zk_backend *be, void *y, float *u, const void *x_, const float *A, const float *B, size_t N, size_t in,
+                 size_t out, size_t r, float scale, const zk_dropout *drop) {
+    const float *x = dropped(be, (const float *)x_, N * in, drop);
+    rm_gemm(be, 0, 1, N, r, in, 1.0f, x, in, A, in, 0.0f, u, r);
+    rm_gemm(be, 0, 1, N, out, r, scale, u, r, B, r, 1.0f, (float *)y, out);
+}
+
+void cu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, const void *dy_, const void *x_,
+                 const float *u, const float *A, const float *B, size_t N, size_t in, size_t out, size_t r, float scale,
+                 const zk_dropout *drop) {
+    const float *dy = (const float *)dy_;
+    const float *x = dropped(be, (const float *)x_, N * in, drop);
+    rm_gemm(be, 0, 0, N, r, out, scale, dy, out, B, r, 0.0f, du, r);
+    rm_gemm(be, 1, 0, out, r, N, scale, dy, out, u, r, 1.0f, dB, r);
+    rm_gemm(be, 1, 0, r, in, N, 1.0f, du, r, x, in, 1.0f, dA, in);
+    if (!drop || drop->p <= 0.0f) {
+        rm_gemm(be, 0, 0, N, in, r, 1.0f, du, r, A, in, 1.0f, (float *)dx, in);
+        return;
+    }
+    float *dxd = (float *)scratch(be, SCRATCH_DROPOUT_DX, N * in * sizeof(float));
+    rm_gemm(be, 0, 0, N, in, r, 1.0f, du, r, A, in, 0.0f, dxd, in);
+    dropout_kernel<<<blocks_for(N * in, 256), 256>>>((float *)dx, dxd, N * in, drop->seed,
+                                                     zk_dropout_threshold(drop->p), 1.0f / (1.0f - drop->p), 1);
+    CUDA_CHECK(cudaGetLastError());
+}
