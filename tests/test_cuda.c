@@ -41,7 +41,15 @@ static void compare_rel(const char *what, const float *cpu_out, const float *gpu
         double d = (double)g[i] - cpu_out[i];
         dd += d * d, cc += (double)cpu_out[i] * cpu_out[i], gg += (double)g[i] * g[i], cg += (double)cpu_out[i] * g[i];
     }
-    double rel = sqrt(dd / (cc > 0 ? cc : 1e-300)), cosine = cg / sqrt(cc * gg + 1e-300);
+    if (cc == 0) { /* an exactly zero reference (dq, dk of a single token): bf16-level noise allowed */
+        double rms = sqrt(dd / (double)n);
+        int ok = rms <= 1e-2;
+        printf("%s %-34s reference is 0; rms %.2e (tol 1e-02)\n", ok ? "ok  " : "FAIL", what, rms);
+        failures += !ok;
+        free(g);
+        return;
+    }
+    double rel = sqrt(dd / cc), cosine = cg / sqrt(cc * gg + 1e-300);
     int ok = rel <= tol && isfinite(rel);
     printf("%s %-34s rel err %.2e (tol %.0e), cosine %.6f\n", ok ? "ok  " : "FAIL", what, rel, tol, cosine);
     failures += !ok;
@@ -72,12 +80,14 @@ static void test_ops(void) {
     size_t N = 24, in = 40, out = 36, r = 4, B = 2, T = 12, nh = 6, nkv = 2, hd = 8;
     /* linear + LoRA with dropout */
     float *x = rnd(N * in, 1, 1), *W = rnd(out * in, 0.5f, 2), *A = rnd(r * in, 0.5f, 3), *Bm = rnd(out * r, 0.5f, 4);
-    float *y = calloc(N * out, 4), *u = calloc(N * r, 4), *dy = rnd(N * out, 1, 5);
+    /* y and gy also hold the [N, in] outputs of RMSNorm and SwiGLU below */
+    size_t ycap = N * (in > out ? in : out);
+    float *y = calloc(ycap, 4), *u = calloc(N * r, 4), *dy = rnd(ycap, 1, 5);
     float *dx = calloc(N * in, 4), *dA = calloc(r * in, 4), *dB = calloc(out * r, 4), *du = calloc(N * r, 4);
     zk_weight wc = {W, ZEN_F32}, wg;
     gpu->weight_create(gpu, &wg, W, ZEN_F32, out * in);
-    float *gx = dev(x, N * in), *gA = dev(A, r * in), *gB = dev(Bm, out * r), *gdy = dev(dy, N * out);
-    float *gy = dev(y, N * out), *gu = dev(u, N * r), *gdx = dev(dx, N * in), *gdA = dev(dA, r * in), *gdB = dev(dB, out * r);
+    float *gx = dev(x, N * in), *gA = dev(A, r * in), *gB = dev(Bm, out * r), *gdy = dev(dy, ycap);
+    float *gy = dev(y, ycap), *gu = dev(u, N * r), *gdx = dev(dx, N * in), *gdA = dev(dA, r * in), *gdB = dev(dB, out * r);
     float *gdu = dev(du, N * r);
     zk_dropout drop = {0.2f, 77};
     cpu->linear_fwd(cpu, y, x, &wc, N, in, out);
@@ -295,7 +305,11 @@ int main(void) {
     test_flash_attention(2, 200, 8, 2, 32);  /* T not a multiple of any tile */
     test_flash_attention(1, 64, 4, 4, 64);   /* MHA, exactly one tile */
     test_flash_attention(1, 1, 2, 1, 128);   /* a single token */
+#ifdef ZEN_TEST_EMULATED /* tests/emu runs this file on the CPU: a smaller case of the same kind */
+    test_flash_attention(1, 97, 8, 2, 128); /* Zen-nano's head size and GQA ratio */
+#else
     test_flash_attention(1, 333, 32, 8, 128); /* Zen-nano's heads */
+#endif
     test_decoder();
     zk_close(gpu16);
     zk_close(gpu);

@@ -19,7 +19,8 @@ __device__ static float dot_dev(const float *a, const float *b, size_t n) {
 
 __global__ static void attention_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
                                             size_t T, size_t nh, size_t nkv, size_t hd, float scale) {
-    extern __shared__ float p[]; /* [i + 1] */
+    ZK_DYNAMIC_SMEM(smem);
+    float *p = (float *)smem; /* [i + 1] */
     size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv);
     const float *qi = q + ((b * T + i) * nh + h) * hd;
     float m = -INFINITY;
@@ -47,7 +48,8 @@ __global__ static void attention_fwd_kernel(float *out, float *lse, const float 
 __global__ static void attention_bwd_kernel(float *dq, float *dk, float *dv, const float *dout, const float *lse,
                                             const float *q, const float *k, const float *v, size_t T, size_t nh,
                                             size_t nkv, size_t hd, float scale) {
-    extern __shared__ float shm[]; /* p [T] then ds [T] */
+    ZK_DYNAMIC_SMEM(smem);
+    float *shm = (float *)smem; /* p [T] then ds [T] */
     float *p = shm, *ds = shm + T;
     size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv);
     size_t qrow = ((b * T + i) * nh + h) * hd;
@@ -88,7 +90,7 @@ void cu_attention_exact_fwd(zk_backend *be, void *out, float *lse, const void *q
     dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
     size_t smem = T * sizeof(float);
     attention_smem((const void *)attention_fwd_kernel, smem);
-    attention_fwd_kernel<<<grid, 128, smem>>>((float *)out, lse, (const float *)q, (const float *)k, (const float *)v, T,
+    ZK_LAUNCH(attention_fwd_kernel, grid, 128, smem)((float *)out, lse, (const float *)q, (const float *)k, (const float *)v, T,
                                               nh, nkv, hd, 1.0f / sqrtf((float)hd));
     CUDA_CHECK(cudaGetLastError());
 }
@@ -103,7 +105,7 @@ void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const 
     dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
     size_t smem = 2 * T * sizeof(float);
     attention_smem((const void *)attention_bwd_kernel, smem);
-    attention_bwd_kernel<<<grid, 128, smem>>>((float *)dq, (float *)dk, (float *)dv, (const float *)dout, lse,
+    ZK_LAUNCH(attention_bwd_kernel, grid, 128, smem)((float *)dq, (float *)dk, (float *)dv, (const float *)dout, lse,
                                               (const float *)q, (const float *)k, (const float *)v, T, nh, nkv, hd,
                                               1.0f / sqrtf((float)hd));
     CUDA_CHECK(cudaGetLastError());

@@ -112,7 +112,7 @@ static int cu_weight_create(zk_backend *be, zk_weight *out, const void *host, ze
             return ZEN_ERR_INTERNAL;
         }
         cu_upload(be, tmp, host, bytes);
-        to_bf16_kernel<<<blocks_for(numel, 256), 256>>>((__nv_bfloat16 *)dev, tmp, (int)dtype, numel);
+        ZK_LAUNCH(to_bf16_kernel, blocks_for(numel, 256), 256, 0)((__nv_bfloat16 *)dev, tmp, (int)dtype, numel);
         CUDA_CHECK(cudaGetLastError());
         cu_free(be, tmp);
         out->data = dev;
@@ -144,7 +144,7 @@ __global__ static void add_kernel(float *y, const float *a, const float *b, size
 
 static void cu_add(zk_backend *be, void *y, const void *a, const void *b, size_t n) {
     (void)be;
-    add_kernel<<<blocks_for(n, 256), 256>>>((float *)y, (const float *)a, (const float *)b, n);
+    ZK_LAUNCH(add_kernel, blocks_for(n, 256), 256, 0)((float *)y, (const float *)a, (const float *)b, n);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -189,7 +189,7 @@ static unsigned row_threads(size_t dim) { return dim >= 1024 ? 1024 : dim >= 256
 static void cu_rmsnorm_fwd(zk_backend *be, void *y, float *rstd, const void *x, const float *w, size_t rows, size_t dim,
                            float eps) {
     (void)be;
-    rmsnorm_fwd_kernel<<<(unsigned)rows, row_threads(dim)>>>((float *)y, rstd, (const float *)x, w, dim, eps);
+    ZK_LAUNCH(rmsnorm_fwd_kernel, (unsigned)rows, row_threads(dim), 0)((float *)y, rstd, (const float *)x, w, dim, eps);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -197,10 +197,10 @@ static void cu_rmsnorm_bwd(zk_backend *be, void *dx, float *dw, const void *dy, 
                            const float *w, size_t rows, size_t dim, int accumulate) {
     (void)be;
     if (dw) { /* before dx: dx may alias nothing here, but keep the CPU order */
-        rmsnorm_dw_kernel<<<blocks_for(dim, 256), 256>>>(dw, (const float *)dy, (const float *)x, rstd, rows, dim);
+        ZK_LAUNCH(rmsnorm_dw_kernel, blocks_for(dim, 256), 256, 0)(dw, (const float *)dy, (const float *)x, rstd, rows, dim);
         CUDA_CHECK(cudaGetLastError());
     }
-    rmsnorm_bwd_kernel<<<(unsigned)rows, row_threads(dim)>>>((float *)dx, (const float *)dy, (const float *)x, rstd, w,
+    ZK_LAUNCH(rmsnorm_bwd_kernel, (unsigned)rows, row_threads(dim), 0)((float *)dx, (const float *)dy, (const float *)x, rstd, w,
                                                             dim, accumulate);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -248,7 +248,7 @@ __global__ static void rope_kernel(float *x, const float *cs, const float *sn, s
 static void rope_apply(zk_backend *be, void *x, size_t B, size_t T, size_t H, size_t hd, double theta, float dir) {
     rope_tables(be, T, hd, theta);
     size_t n = B * T * H * (hd / 2);
-    rope_kernel<<<blocks_for(n, 256), 256>>>((float *)x, ctx_of(be)->rope_cos, ctx_of(be)->rope_sin, B * T, T, H, hd, dir);
+    ZK_LAUNCH(rope_kernel, blocks_for(n, 256), 256, 0)((float *)x, ctx_of(be)->rope_cos, ctx_of(be)->rope_sin, B * T, T, H, hd, dir);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -295,13 +295,13 @@ __global__ static void swiglu_bwd_kernel(float *dg, float *du, const float *dh, 
 
 static void cu_swiglu_fwd(zk_backend *be, void *h, const void *g, const void *u, size_t n) {
     (void)be;
-    swiglu_fwd_kernel<<<blocks_for(n, 256), 256>>>((float *)h, (const float *)g, (const float *)u, n);
+    ZK_LAUNCH(swiglu_fwd_kernel, blocks_for(n, 256), 256, 0)((float *)h, (const float *)g, (const float *)u, n);
     CUDA_CHECK(cudaGetLastError());
 }
 
 static void cu_swiglu_bwd(zk_backend *be, void *dg, void *du, const void *dh, const void *g, const void *u, size_t n) {
     (void)be;
-    swiglu_bwd_kernel<<<blocks_for(n, 256), 256>>>((float *)dg, (float *)du, (const float *)dh, (const float *)g,
+    ZK_LAUNCH(swiglu_bwd_kernel, blocks_for(n, 256), 256, 0)((float *)dg, (float *)du, (const float *)dh, (const float *)g,
                                                    (const float *)u, n);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -324,13 +324,13 @@ __global__ static void embedding_bwd_kernel(float *dW, const float *dout, const 
 
 static void cu_embedding_fwd(zk_backend *be, void *out, const int32_t *tokens, const zk_weight *w, size_t N, size_t C) {
     (void)be;
-    embedding_fwd_kernel<<<blocks_for(N * C, 256), 256>>>((float *)out, tokens, w->data, (int)w->dtype, N, C);
+    ZK_LAUNCH(embedding_fwd_kernel, blocks_for(N * C, 256), 256, 0)((float *)out, tokens, w->data, (int)w->dtype, N, C);
     CUDA_CHECK(cudaGetLastError());
 }
 
 static void cu_embedding_bwd(zk_backend *be, float *dW, const void *dout, const int32_t *tokens, size_t N, size_t C) {
     (void)be;
-    embedding_bwd_kernel<<<blocks_for(N * C, 256), 256>>>(dW, (const float *)dout, tokens, N, C);
+    ZK_LAUNCH(embedding_bwd_kernel, blocks_for(N * C, 256), 256, 0)(dW, (const float *)dout, tokens, N, C);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -359,7 +359,7 @@ __global__ static void xent_kernel(float *logits, float *losses, const int32_t *
 static void cu_xent(zk_backend *be, void *logits, float *losses, const int32_t *targets, const float *weights,
                     size_t rows, size_t V, float grad_scale) {
     (void)be;
-    xent_kernel<<<(unsigned)rows, 1024>>>((float *)logits, losses, targets, weights, V, grad_scale);
+    ZK_LAUNCH(xent_kernel, (unsigned)rows, 1024, 0)((float *)logits, losses, targets, weights, V, grad_scale);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -376,14 +376,15 @@ __global__ static void sum_squares_kernel(double *out, const float *x, size_t n)
 static double cu_sum_squares(zk_backend *be, const float *x, size_t n) {
     cuda_ctx *c = ctx_of(be);
     CUDA_CHECK(cudaMemset(c->reduce, 0, sizeof(double)));
-    sum_squares_kernel<<<256, 256>>>(c->reduce, x, n);
+    ZK_LAUNCH(sum_squares_kernel, 256, 256, 0)(c->reduce, x, n);
     CUDA_CHECK(cudaGetLastError());
     double r;
     cu_download(be, &r, c->reduce, sizeof(double));
     return r;
 }
 
-__global__ static void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2,
+/* decay = 1 - lr wd; step_size = lr / (1 - b1^t); bc2_sqrt = sqrt(1 - b2^t) */
+__global__ static void adamw_kernel(float *p, const float *g, float *m, float *v, size_t n, float b1, float b2,
                                     float eps, float decay, float grad_scale, float step_size, float bc2_sqrt) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
@@ -398,8 +399,8 @@ static void cu_adamw(zk_backend *be, float *p, const float *g, float *m, float *
                      float beta2, float eps, float weight_decay, float grad_scale, long step) {
     (void)be;
     double bc1 = 1.0 - pow((double)beta1, (double)step), bc2 = 1.0 - pow((double)beta2, (double)step);
-    adamw_kernel<<<blocks_for(n, 256), 256>>>(p, g, m, v, n, lr, beta1, beta2, eps, 1.0f - lr * weight_decay, grad_scale,
-                                              (float)((double)lr / bc1), (float)sqrt(bc2));
+    ZK_LAUNCH(adamw_kernel, blocks_for(n, 256), 256, 0)(p, g, m, v, n, beta1, beta2, eps, 1.0f - lr * weight_decay,
+                                                        grad_scale, (float)((double)lr / bc1), (float)sqrt(bc2));
     CUDA_CHECK(cudaGetLastError());
 }
 

@@ -4,13 +4,24 @@
  * reductions.
  *
  * CUDA errors are internal failures: the first one is printed and the process
- * exits 1 (model code has no error path per op). */
+ * exits 1 (model code has no error path per op).
+ *
+ * Kernels are launched with ZK_LAUNCH(kernel, grid, block, smem)(args...) and
+ * take dynamic shared memory through ZK_DYNAMIC_SMEM, so the same sources
+ * also build as C++ against tests/emu/cuda_emu.h (ZEN_CUDA_EMU), which runs
+ * the whole backend on the CPU in tests/emu. */
 #ifndef ZEN_CUDA_COMMON_CUH
 #define ZEN_CUDA_COMMON_CUH
+#ifdef ZEN_CUDA_EMU
+#include "../../tests/emu/cuda_emu.h"
+#else
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#define ZK_LAUNCH(kernel, grid, block, smem) kernel<<<(grid), (block), (smem)>>>
+#define ZK_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -40,7 +40,7 @@ static void fwd_launch(float *out, float *lse, const float *q, const float *k, c
     size_t smem = fwd_smem_bytes<HD>();
     allow_smem((const void *)flash_fwd_kernel<HD>, smem);
     dim3 grid((unsigned)((T + FA_BR - 1) / FA_BR), (unsigned)nh, (unsigned)B);
-    flash_fwd_kernel<HD><<<grid, FA_THREADS, smem>>>(out, lse, q, k, v, (int)T, (int)nh, (int)nkv,
+    ZK_LAUNCH(flash_fwd_kernel<HD>, grid, FA_THREADS, smem)(out, lse, q, k, v, (int)T, (int)nh, (int)nkv,
                                                      1.0f / sqrtf((float)HD));
     CUDA_CHECK(cudaGetLastError());
 }
@@ -52,12 +52,12 @@ static void bwd_launch(float *dq, float *dk, float *dv, const float *dout, const
     size_t smem = dq_smem_bytes<HD>();
     allow_smem((const void *)flash_bwd_dq_kernel<HD>, smem);
     dim3 grid((unsigned)((T + FA_BR - 1) / FA_BR), (unsigned)nh, (unsigned)B);
-    flash_bwd_dq_kernel<HD><<<grid, FA_THREADS, smem>>>(dq, dout, lse, D, q, k, v, (int)T, (int)nh, (int)nkv, scale);
+    ZK_LAUNCH(flash_bwd_dq_kernel<HD>, grid, FA_THREADS, smem)(dq, dout, lse, D, q, k, v, (int)T, (int)nh, (int)nkv, scale);
     CUDA_CHECK(cudaGetLastError());
     smem = dkv_smem_bytes<HD>();
     allow_smem((const void *)flash_bwd_dkv_kernel<HD>, smem);
     dim3 grid2((unsigned)((T + FA_BKV - 1) / FA_BKV), (unsigned)nkv, (unsigned)B);
-    flash_bwd_dkv_kernel<HD><<<grid2, FA_THREADS, smem>>>(dk, dv, dout, lse, D, q, k, v, (int)T, (int)nh, (int)nkv,
+    ZK_LAUNCH(flash_bwd_dkv_kernel<HD>, grid2, FA_THREADS, smem)(dk, dv, dout, lse, D, q, k, v, (int)T, (int)nh, (int)nkv,
                                                            scale);
     CUDA_CHECK(cudaGetLastError());
 }
@@ -80,7 +80,7 @@ int cu_flash_attention_bwd(zk_backend *be, void *dq, void *dk, void *dv, const v
     if (hd != 32 && hd != 64 && hd != 128) return 0;
     size_t rows = B * nh * T;
     float *D = (float *)scratch(be, SCRATCH_ATT_D, rows * sizeof(float));
-    attn_rowdot_kernel<<<blocks_for(rows, 8), 256>>>(D, (const float *)dout, (const float *)out, (int)T, (int)nh,
+    ZK_LAUNCH(attn_rowdot_kernel, blocks_for(rows, 8), 256, 0)(D, (const float *)dout, (const float *)out, (int)T, (int)nh,
                                                       (int)hd, rows);
     CUDA_CHECK(cudaGetLastError());
     const float *qf = (const float *)q, *kf = (const float *)k, *vf = (const float *)v, *df = (const float *)dout;

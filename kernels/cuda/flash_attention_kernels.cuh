@@ -9,11 +9,9 @@
 #ifndef ZEN_FLASH_ATTENTION_KERNELS_CUH
 #define ZEN_FLASH_ATTENTION_KERNELS_CUH
 
-#ifdef __CUDACC__
-#include <cuda_bf16.h>
+#ifndef ZEN_CUDA_EMU
 #include <mma.h>
 using namespace nvcuda;
-#define ZK_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
 #endif
 
 

@@ -46,7 +46,7 @@ __global__ static void round_bf16_kernel(__nv_bfloat16 *dst, const float *src, s
 /* an fp32 activation [n] rounded to bf16 in the scratch buffer */
 static const __nv_bfloat16 *as_bf16(zk_backend *be, const float *x, size_t n) {
     __nv_bfloat16 *xb = (__nv_bfloat16 *)scratch(be, SCRATCH_BF16_ACT, n * sizeof(__nv_bfloat16));
-    round_bf16_kernel<<<blocks_for((n + 3) / 4, 256), 256>>>(xb, x, n);
+    ZK_LAUNCH(round_bf16_kernel, blocks_for((n + 3) / 4, 256), 256, 0)(xb, x, n);
     CUDA_CHECK(cudaGetLastError());
     return xb;
 }
@@ -65,7 +65,7 @@ __global__ static void widen_kernel(float *dst, const void *src, int dtype, size
 static const float *weight_rows(zk_backend *be, const zk_weight *w, size_t o0, size_t rows, size_t in) {
     if (w->dtype == ZEN_F32) return (const float *)w->data + o0 * in;
     float *dst = (float *)scratch(be, SCRATCH_WIDE_W, rows * in * sizeof(float));
-    widen_kernel<<<blocks_for(rows * in, 256), 256>>>(dst, (const char *)w->data + o0 * in * 2, (int)w->dtype, rows * in);
+    ZK_LAUNCH(widen_kernel, blocks_for(rows * in, 256), 256, 0)(dst, (const char *)w->data + o0 * in * 2, (int)w->dtype, rows * in);
     CUDA_CHECK(cudaGetLastError());
     return dst;
 }
@@ -131,7 +131,7 @@ __global__ static void dropout_kernel(float *y, const float *x, size_t n, unsign
 static const float *dropped(zk_backend *be, const float *x, size_t n, const zk_dropout *d) {
     if (!d || d->p <= 0.0f) return x;
     float *xd = (float *)scratch(be, SCRATCH_DROPOUT_X, n * sizeof(float));
-    dropout_kernel<<<blocks_for(n, 256), 256>>>(xd, x, n, d->seed, zk_dropout_threshold(d->p), 1.0f / (1.0f - d->p), 0);
+    ZK_LAUNCH(dropout_kernel, blocks_for(n, 256), 256, 0)(xd, x, n, d->seed, zk_dropout_threshold(d->p), 1.0f / (1.0f - d->p), 0);
     CUDA_CHECK(cudaGetLastError());
     return xd;
 }
@@ -157,7 +157,7 @@ void cu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, cons
     }
     float *dxd = (float *)scratch(be, SCRATCH_DROPOUT_DX, N * in * sizeof(float));
     rm_gemm(be, 0, 0, N, in, r, 1.0f, du, r, A, in, 0.0f, dxd, in);
-    dropout_kernel<<<blocks_for(N * in, 256), 256>>>((float *)dx, dxd, N * in, drop->seed,
+    ZK_LAUNCH(dropout_kernel, blocks_for(N * in, 256), 256, 0)((float *)dx, dxd, N * in, drop->seed,
                                                      zk_dropout_threshold(drop->p), 1.0f / (1.0f - drop->p), 1);
     CUDA_CHECK(cudaGetLastError());
 }
