@@ -3,9 +3,7 @@
 
 #include "../util/error.h"
 #include "cpu/cpu_ops.h"
-#ifdef ZEN_HAVE_CUDA
-#include "cuda/backend_cuda.h"
-#endif
+#include "cuda/backend_cuda.h" /* declarations and sizes only; defined when ZEN_HAVE_CUDA */
 #include "kernels.h"
 
 int zk_resolve_compute(const char *device, const char *compute, zen_dtype *out) {
@@ -39,13 +37,13 @@ void zk_close(zk_backend *be) {
 }
 
 size_t zk_plan_scratch(const char *device, zen_dtype compute, size_t matmul_elems, size_t dropout_elems,
-                       size_t attention_rows) {
+                       size_t attention_rows, size_t widen_elems) {
     if (strcmp(device, "cuda")) return 0;
-    /* kernels/cuda: cuBLAS workspace (32 MiB), the dropout pair (x and dx,
-     * fp32), and per precision either a bf16 copy of the widest matmul input
-     * plus attention's rowsum(dO * O), or one widened 64 MiB weight chunk */
-    size_t bytes = ((size_t)32 << 20) + 2 * dropout_elems * sizeof(float);
+    /* kernels/cuda: cuBLAS workspace, the dropout pair (x and dx, fp32), and
+     * per precision either a bf16 copy of the widest matmul input plus
+     * attention's rowsum(dO * O), or one widened chunk of a 16-bit weight */
+    size_t bytes = ZK_CUDA_CUBLAS_WORKSPACE + 2 * dropout_elems * sizeof(float);
     if (compute == ZEN_BF16) bytes += matmul_elems * 2 + attention_rows * sizeof(float);
-    else bytes += (size_t)64 << 20;
+    else bytes += (widen_elems < ZK_CUDA_WIDEN_CHUNK_ELEMS ? widen_elems : ZK_CUDA_WIDEN_CHUNK_ELEMS) * sizeof(float);
     return bytes;
 }

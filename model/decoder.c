@@ -111,8 +111,9 @@ static int acts_slots(zen_acts *a, const zen_config *c, int recompute) {
     return a->resid && a->layer ? 0 : ZEN_ERR_INTERNAL;
 }
 
-zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t weights_bytes, int r,
-                       unsigned targets, size_t B, size_t T, int recompute, int dropout) {
+zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t weights_bytes,
+                       zen_dtype weights_dtype, int r, unsigned targets, size_t B, size_t T, int recompute,
+                       int dropout) {
     zen_plan p;
     memset(&p, 0, sizeof p);
     zen_acts a;
@@ -131,8 +132,15 @@ zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype comp
     size_t qd = (size_t)cfg->heads * (size_t)cfg->head_dim, widest = C > qd ? C : qd;
     widest = widest > F ? widest : F;
     size_t matmul = N * widest, head = zen_head_rows(N) * (size_t)cfg->vocab;
+    /* the largest weight matrix: a projection or the head / embedding */
+    size_t V = (size_t)cfg->vocab, largest = V * C;
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
+        int in, out;
+        zen_target_dims(cfg, (zen_target)t, &in, &out);
+        if ((size_t)in * (size_t)out > largest) largest = (size_t)in * (size_t)out;
+    }
     p.backend = zk_plan_scratch(device, compute, matmul > head ? matmul : head, dropout ? matmul : 0,
-                                B * (size_t)cfg->heads * T);
+                                B * (size_t)cfg->heads * T, weights_dtype == ZEN_F32 ? 0 : largest);
     size_t lora = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
         if (!((targets >> t) & 1u)) continue;

@@ -81,9 +81,11 @@ typedef struct {
 
 /* Memory plan of a step of B x T on `device` computing in `compute`, with
  * LoRA rank r on `targets` (dropout: whether LoRA dropout is on), for weights
- * of weights_bytes on the device. Activations are fp32 on every backend. */
-zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t weights_bytes, int r,
-                       unsigned targets, size_t B, size_t T, int recompute, int dropout);
+ * of weights_bytes on the device, stored as weights_dtype there. Activations
+ * are fp32 on every backend. */
+zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t weights_bytes,
+                       zen_dtype weights_dtype, int r, unsigned targets, size_t B, size_t T, int recompute,
+                       int dropout);
 
 /* Device bytes of weights stored in `stored` bytes of dtype `stored_dtype`
  * (the main dtype) when computing in `compute`: bf16 compute keeps every

@@ -130,9 +130,9 @@ static void test_plan(void **state) {
     (void)state;
     zen_config c;
     zen_config_parse(&c, zen_preset_json("zen-nano-4b"), "p");
-    zen_plan keep = zen_plan_make(&c, "cpu", ZEN_F32, 8044936192ull, 8, 0x7f, 1, 2048, 0, 0);
-    zen_plan rec = zen_plan_make(&c, "cpu", ZEN_F32, 8044936192ull, 8, 0x7f, 1, 2048, 1, 0);
-    zen_plan gpu = zen_plan_make(&c, "cuda", ZEN_BF16, 8044936192ull, 8, 0x7f, 1, 2048, 1, 1);
+    zen_plan keep = zen_plan_make(&c, "cpu", ZEN_F32, 8044936192ull, ZEN_BF16, 8, 0x7f, 1, 2048, 0, 0);
+    zen_plan rec = zen_plan_make(&c, "cpu", ZEN_F32, 8044936192ull, ZEN_BF16, 8, 0x7f, 1, 2048, 1, 0);
+    zen_plan gpu = zen_plan_make(&c, "cuda", ZEN_BF16, 8044936192ull, ZEN_BF16, 8, 0x7f, 1, 2048, 1, 1);
     /* LoRA r=8 on all seven targets of Qwen3-4B: 57344 * 8 per layer * 36 layers */
     assert_int_equal(keep.lora_params, (size_t)57344 * 8 * 36 * 4);
     /* recompute keeps only each layer's input: [L+1, T, C] fp32 plus inputs */

@@ -22,8 +22,9 @@ static int print_plan(const zen_config *cfg, const char *what, size_t stored_byt
     int rc = zk_resolve_compute(device, compute_name, &compute);
     if (rc) return rc;
     size_t wbytes = zen_plan_weight_bytes(stored_bytes, stored_dtype, compute);
-    zen_plan keep = zen_plan_make(cfg, device, compute, wbytes, r, targets, B, T, 0, 0);
-    zen_plan rec = zen_plan_make(cfg, device, compute, wbytes, r, targets, B, T, 1, 0);
+    zen_dtype device_dtype = compute == ZEN_BF16 ? ZEN_BF16 : stored_dtype;
+    zen_plan keep = zen_plan_make(cfg, device, compute, wbytes, device_dtype, r, targets, B, T, 0, 0);
+    zen_plan rec = zen_plan_make(cfg, device, compute, wbytes, device_dtype, r, targets, B, T, 1, 0);
     int ntargets = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) ntargets += (targets >> t) & 1;
     printf("memory plan (%s, %s compute): %s, %lld parameters, seq %zu, batch %zu, "

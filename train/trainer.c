@@ -113,7 +113,7 @@ static void print_summary(run *r, long start_step) {
     long long total = zen_config_param_count(m);
     zen_plan plan = zen_plan_make(m, r->be->name, r->be->compute,
                                   zen_plan_weight_bytes(r->model.weight_bytes, r->model.main_dtype, r->be->compute),
-                                  r->lora.r, r->lora.targets, (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c),
+                                  r->be->compute == ZEN_BF16 ? ZEN_BF16 : r->model.main_dtype, r->lora.r, r->lora.targets, (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c),
                                   r->lora.dropout > 0.0f);
     char w[32], l[32], a[32], sc[32], lg[32], t[32];
     zen_format_bytes(w, sizeof w, plan.weights);

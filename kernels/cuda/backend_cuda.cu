@@ -16,9 +16,6 @@
 
 #include "cuda_common.cuh"
 
-extern "C" {
-#include "backend_cuda.h"
-}
 
 /* ---------------- memory ---------------- */
 
@@ -442,8 +439,8 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute) {
     be->ctx = c;
     be->compute = compute;
     c->reduce = (double *)cuda_alloc_or_die(be, sizeof(double));
-    c->blas_workspace = cuda_alloc_or_die(be, ZEN_CUBLAS_WORKSPACE);
-    CUBLAS_CHECK(cublasSetWorkspace(c->blas, c->blas_workspace, ZEN_CUBLAS_WORKSPACE));
+    c->blas_workspace = cuda_alloc_or_die(be, ZK_CUDA_CUBLAS_WORKSPACE);
+    CUBLAS_CHECK(cublasSetWorkspace(c->blas, c->blas_workspace, ZK_CUDA_CUBLAS_WORKSPACE));
     /* f32: exact fp32 sgemm, no TF32 (NVIDIA_TF32_OVERRIDE=0 is also honoured) */
     CUBLAS_CHECK(cublasSetMathMode(c->blas, compute == ZEN_F32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
     be->name = "cuda";

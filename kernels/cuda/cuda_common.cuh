@@ -29,6 +29,7 @@
 extern "C" {
 #include "../../util/error.h"
 #include "../kernels.h"
+#include "backend_cuda.h" /* zk_cuda_create; ZK_CUDA_CUBLAS_WORKSPACE, ZK_CUDA_WIDEN_CHUNK_ELEMS */
 }
 
 #define CUDA_CHECK(call)                                                                                  \
@@ -58,9 +59,6 @@ enum {
     SCRATCH_SLOTS
 };
 
-/* cuBLAS workspace (cublasSetWorkspace): lets it pick split-K and other
- * algorithms that need one */
-#define ZEN_CUBLAS_WORKSPACE ((size_t)32 << 20)
 
 typedef struct {
     void *ptr;

@@ -70,11 +70,9 @@ static const float *weight_rows(zk_backend *be, const zk_weight *w, size_t o0, s
     return dst;
 }
 
-#define WIDEN_CHUNK_ELEMS ((size_t)1 << 24) /* fp32 elements of one widened weight chunk (64 MiB) */
-
 static size_t chunk_rows(const zk_weight *w, size_t in, size_t out) {
     if (w->dtype == ZEN_F32) return out;
-    size_t rows = WIDEN_CHUNK_ELEMS / (in ? in : 1);
+    size_t rows = ZK_CUDA_WIDEN_CHUNK_ELEMS / (in ? in : 1);
     return rows < 1 ? 1 : rows < out ? rows : out;
 }
 

@@ -22,8 +22,12 @@
  *   read of another lane's stored elements needs a __syncwarp as on the GPU.
  *   Loads and stores check wmma's rules: leading dimension a multiple of 8
  *   (16-bit) or 4 (fp32) elements and 32-byte aligned pointers.
- * - Shared memory starts as NaN bytes, so reading what was never written
- *   poisons the result. */
+ * - Shared and device memory start as NaN bytes, so reading what was never
+ *   written poisons the result.
+ * - Device memory is host-inaccessible as on a real GPU: it is mapped
+ *   PROT_NONE and opened (on first touch) only while a kernel, a copy, a
+ *   memset or a GEMM runs, so host code that dereferences a device pointer
+ *   dies with SIGSEGV. */
 #ifndef ZEN_CUDA_EMU_H
 #define ZEN_CUDA_EMU_H
 #ifndef ZEN_CUDA_EMU
@@ -32,9 +36,13 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cmath>
 #include <functional>
 #include <type_traits>
@@ -363,6 +371,75 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float> &d, const fragment<matrix
 } // namespace nvcuda
 using namespace nvcuda;
 
+/* ---- device memory: accessible only inside device work ---- */
+namespace emu {
+inline size_t device_bytes = (size_t)80 << 30; /* what cudaMalloc allows in all */
+inline size_t used_bytes;
+inline std::vector<std::pair<void *, size_t>> live; /* pointer, mapped bytes */
+inline volatile int device_depth; /* read by the SIGSEGV handler: must not be optimised away */
+inline size_t page_round(size_t b) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (b + page - 1) / page * page;
+}
+inline std::vector<std::pair<void *, size_t>> opened; /* made accessible in the current device scope */
+
+/* Device memory stays PROT_NONE. A fault inside device work (a kernel, copy,
+ * memset or GEMM) opens that allocation until the work ends, so only what is
+ * touched costs anything; a fault in host code is a host dereference of
+ * device memory: the default action (SIGSEGV) follows. */
+inline void on_segv(int sig, siginfo_t *si, void *uctx) {
+    char *a = (char *)si->si_addr;
+    if (device_depth > 0)
+        for (auto &e : live)
+            if (a >= (char *)e.first && a < (char *)e.first + e.second) {
+                mprotect(e.first, e.second, PROT_READ | PROT_WRITE);
+                opened.push_back(e);
+                return;
+            }
+    char msg[256];
+    void *ip = NULL;
+#if defined(__x86_64__)
+    ip = (void *)((ucontext_t *)uctx)->uc_mcontext.gregs[REG_RIP];
+#endif
+    (void)uctx;
+    int n = device_depth > 0
+                ? snprintf(msg, sizeof msg, "emu: device work touched %p (instruction %p), outside every "
+                           "allocation: out of bounds\n", (void *)a, ip)
+                : snprintf(msg, sizeof msg, "emu: SIGSEGV at %p (instruction %p) outside device work: host "
+                           "code dereferenced device memory?\n", (void *)a, ip);
+    if (write(2, msg, (size_t)n) < 0) {
+    }
+    signal(sig, SIG_DFL);
+}
+inline void install_segv_handler() {
+    static bool done;
+    if (done) return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigaction(SIGSEGV, &sa, NULL);
+    done = true;
+}
+/* while one exists, device memory can be read and written */
+struct device_scope {
+    /* the signal fences keep the compiler from moving device-memory accesses
+     * (e.g. an inlined 8-byte memcpy) out of the scope */
+    device_scope() {
+        device_depth = device_depth + 1;
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+    }
+    ~device_scope() {
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        device_depth = device_depth - 1;
+        if (device_depth == 0) {
+            for (auto &e : opened) mprotect(e.first, e.second, PROT_NONE);
+            opened.clear();
+        }
+    }
+};
+} // namespace emu
+
 /* ---- launches: ZK_LAUNCH(kernel, grid, block, smem)(args...) ---- */
 namespace emu {
 inline std::vector<std::pair<const void *, size_t>> smem_allowed; /* cudaFuncSetAttribute */
@@ -388,7 +465,7 @@ struct launcher {
                 abort();
             }
         }
-        /* round the block up to whole warps; the extra threads are told apart by blockDim */
+        device_scope open;
         launch(grid, block, smem, [&] { kernel(args...); });
     }
 };
@@ -408,11 +485,6 @@ struct cudaDeviceProp {
     char name[256];
     int major, minor;
 };
-namespace emu {
-inline size_t device_bytes = (size_t)80 << 30; /* what cudaMalloc allows in all */
-inline size_t used_bytes;
-inline std::vector<std::pair<void *, size_t>> live;
-} // namespace emu
 inline const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline cudaError_t cudaGetDeviceCount(int *n) {
@@ -426,30 +498,39 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
 }
 inline cudaError_t cudaMalloc(void **p, size_t bytes) {
     if (emu::used_bytes + bytes > emu::device_bytes) return cudaErrorMemoryAllocation;
-    size_t rounded = (bytes + 255) & ~(size_t)255;
-    *p = aligned_alloc(256, rounded ? rounded : 256);
-    memset(*p, 0xff, rounded); /* NaN: uninitialised device memory must not be read */
-    emu::used_bytes += bytes;
-    emu::live.push_back({*p, bytes});
+    size_t mapped = emu::page_round(bytes ? bytes : 1);
+    void *m = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return cudaErrorMemoryAllocation;
+    memset(m, 0xff, mapped); /* NaN: uninitialised device memory must not be read */
+    emu::install_segv_handler();
+    if (emu::device_depth == 0) mprotect(m, mapped, PROT_NONE);
+    else emu::opened.push_back({m, mapped}); /* allocated inside device work: open until it ends */
+    emu::used_bytes += mapped;
+    emu::live.push_back({m, mapped});
+    *p = m;
     return cudaSuccess;
 }
 inline cudaError_t cudaFree(void *p) {
     if (!p) return cudaSuccess;
     for (size_t i = 0; i < emu::live.size(); i++)
         if (emu::live[i].first == p) {
+            for (size_t j = 0; j < emu::opened.size(); j++)
+                if (emu::opened[j].first == p) emu::opened.erase(emu::opened.begin() + (long)j--);
+            munmap(p, emu::live[i].second);
             emu::used_bytes -= emu::live[i].second;
             emu::live.erase(emu::live.begin() + (long)i);
-            free(p);
             return cudaSuccess;
         }
     fprintf(stderr, "emu: cudaFree of %p, which cudaMalloc did not return (or freed twice)\n", p);
     abort();
 }
 inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind) {
+    emu::device_scope open;
     memcpy(d, s, n);
     return cudaSuccess;
 }
 inline cudaError_t cudaMemset(void *d, int v, size_t n) {
+    emu::device_scope open;
     memset(d, v, n);
     return cudaSuccess;
 }
@@ -505,6 +586,7 @@ inline cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, in
     if (m < 0 || n < 0 || k < 0 || lda < (ta == CUBLAS_OP_N ? m : k) || ldb < (tb == CUBLAS_OP_N ? k : n) ||
         ldc < m || lda < 1 || ldb < 1 || ldc < 1)
         return CUBLAS_STATUS_INVALID_VALUE;
+    device_scope open;
     for (int j = 0; j < n; j++)
         for (int i = 0; i < m; i++) {
             double s = 0.0;
