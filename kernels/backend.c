@@ -36,13 +36,17 @@ void zk_close(zk_backend *be) {
     if (be) be->destroy(be);
 }
 
-size_t zk_plan_scratch(const char *device, zen_dtype compute, size_t matmul_elems, size_t dropout_elems,
-                       size_t attention_rows, size_t widen_elems) {
+size_t zk_plan_scratch(const char *device, zen_dtype compute, size_t matmul_elems, size_t N, size_t lora_in, size_t r,
+                       int dropout, size_t attention_rows, size_t widen_elems) {
     if (strcmp(device, "cuda")) return 0;
-    /* kernels/cuda: cuBLAS workspace, the dropout pair (x and dx, fp32), and
-     * per precision either a bf16 copy of the widest matmul input plus
-     * attention's rowsum(dO * O), or one widened chunk of a 16-bit weight */
-    size_t bytes = ZK_CUDA_CUBLAS_WORKSPACE + 2 * dropout_elems * sizeof(float);
+    /* kernels/cuda: cuBLAS workspace; LoRA: the fused kernels' partial sums
+     * (ranks up to ZK_CUDA_LORA_MAX_R), else with dropout a dropped copy of x
+     * and of dx (fp32); per precision either a bf16 copy of the widest matmul
+     * input plus attention's rowsum(dO * O), or one widened chunk of a 16-bit
+     * weight */
+    size_t bytes = ZK_CUDA_CUBLAS_WORKSPACE;
+    if (r <= ZK_CUDA_LORA_MAX_R) bytes += zk_cuda_lora_partial_elems(N, lora_in, r) * sizeof(float);
+    else if (dropout) bytes += 2 * N * lora_in * sizeof(float);
     if (compute == ZEN_BF16) bytes += matmul_elems * 2 + attention_rows * sizeof(float);
     else bytes += (widen_elems < ZK_CUDA_WIDEN_CHUNK_ELEMS ? widen_elems : ZK_CUDA_WIDEN_CHUNK_ELEMS) * sizeof(float);
     return bytes;

@@ -169,11 +169,12 @@ void zk_close(zk_backend *be);
 
 /* Bytes a backend holds beside the model's own buffers during a step, for
  * printed memory plans (without opening it): scratch for matmul inputs of up
- * to matmul_elems elements (bf16 copies), for LoRA dropout on inputs of up to
- * dropout_elems (0: no dropout), attention_rows rows of attention
- * statistics, widened copies of 16-bit weights of up to widen_elems elements
- * (f32 compute; 0 for f32 weights), and fixed workspaces. 0 for cpu. */
-size_t zk_plan_scratch(const char *device, zen_dtype compute, size_t matmul_elems, size_t dropout_elems,
-                       size_t attention_rows, size_t widen_elems);
+ * to matmul_elems elements (bf16 copies), for LoRA of rank r on N rows of
+ * inputs up to lora_in wide (dropout: whether LoRA dropout is on),
+ * attention_rows rows of attention statistics, widened copies of 16-bit
+ * weights of up to widen_elems elements (f32 compute; 0 for f32 weights),
+ * and fixed workspaces. 0 for cpu. */
+size_t zk_plan_scratch(const char *device, zen_dtype compute, size_t matmul_elems, size_t N, size_t lora_in, size_t r,
+                       int dropout, size_t attention_rows, size_t widen_elems);
 
 #endif

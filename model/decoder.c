@@ -139,7 +139,7 @@ zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype comp
         zen_target_dims(cfg, (zen_target)t, &in, &out);
         if ((size_t)in * (size_t)out > largest) largest = (size_t)in * (size_t)out;
     }
-    p.backend = zk_plan_scratch(device, compute, matmul > head ? matmul : head, dropout ? matmul : 0,
+    p.backend = zk_plan_scratch(device, compute, matmul > head ? matmul : head, N, widest, (size_t)r, dropout,
                                 B * (size_t)cfg->heads * T, weights_dtype == ZEN_F32 ? 0 : largest);
     size_t lora = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) {

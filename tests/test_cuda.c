@@ -164,6 +164,32 @@ static void test_ops(void) {
     compare("AdamW, 3 steps", A, gA, r * in);
 }
 
+/* the LoRA branch at rank r, with or without dropout: ranks up to
+ * ZK_CUDA_LORA_MAX_R (32) take the fused kernels, larger ones cuBLAS */
+static void test_lora_rank(size_t r, float p) {
+    size_t N = 70, in = 300, out = 52; /* not multiples of any tile */
+    float *x = rnd(N * in, 1, 41), *A = rnd(r * in, 0.3f, 42), *Bm = rnd(out * r, 0.3f, 43), *dy = rnd(N * out, 1, 44);
+    float *y = rnd(N * out, 1, 45), *u = calloc(N * r, 4), *dx = rnd(N * in, 1, 46), *dA = rnd(r * in, 1, 47);
+    float *dB = rnd(out * r, 1, 48), *du = calloc(N * r, 4);
+    float *gx = dev(x, N * in), *gA = dev(A, r * in), *gB = dev(Bm, out * r), *gdy = dev(dy, N * out), *gy = dev(y, N * out);
+    float *gu = dev(u, N * r), *gdx = dev(dx, N * in), *gdA = dev(dA, r * in), *gdB = dev(dB, out * r), *gdu = dev(du, N * r);
+    zk_dropout drop = {p, 1234};
+    cpu->lora_fwd(cpu, y, u, x, A, Bm, N, in, out, r, 0.5f, &drop);
+    gpu->lora_fwd(gpu, gy, gu, gx, gA, gB, N, in, out, r, 0.5f, &drop);
+    cpu->lora_bwd(cpu, dx, dA, dB, du, dy, x, u, A, Bm, N, in, out, r, 0.5f, &drop);
+    gpu->lora_bwd(gpu, gdx, gdA, gdB, gdu, gdy, gx, gu, gA, gB, N, in, out, r, 0.5f, &drop);
+    char what[64];
+    snprintf(what, sizeof what, "LoRA r=%zu dropout %.2f: y", r, p);
+    compare(what, y, gy, N * out);
+    compare("  u", u, gu, N * r);
+    compare("  dx (accumulated)", dx, gdx, N * in);
+    compare("  dA (accumulated)", dA, gdA, r * in);
+    compare("  dB (accumulated)", dB, gdB, out * r);
+    float *ptrs[] = {gx, gA, gB, gdy, gy, gu, gdx, gdA, gdB, gdu};
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) gpu->free(gpu, ptrs[i]);
+    free(x), free(A), free(Bm), free(dy), free(y), free(u), free(dx), free(dA), free(dB), free(du);
+}
+
 /* bf16 compute: the tensor-core projections and flash attention against the
  * CPU's fp32 on the same inputs */
 static void test_bf16_linear(void) {
@@ -301,6 +327,9 @@ int main(void) {
     }
     gpu16 = zk_open("cuda", "bf16");
     test_ops();
+    test_lora_rank(8, 0.0f);
+    test_lora_rank(32, 0.1f);
+    test_lora_rank(40, 0.1f); /* above the fused kernels' rank: cuBLAS */
     test_bf16_linear();
     test_flash_attention(2, 200, 8, 2, 32);  /* T not a multiple of any tile */
     test_flash_attention(1, 64, 4, 4, 64);   /* MHA, exactly one tile */

@@ -56,6 +56,7 @@ enum {
     SCRATCH_WIDE_W,     /* fp32 chunk of a widened weight (f32 compute) */
     SCRATCH_BF16_ACT,   /* bf16 [N, width] an activation rounded for a bf16 matmul */
     SCRATCH_ATT_D,      /* fp32 [B, nh, T]  rowsum(dO * O) for attention backward */
+    SCRATCH_LORA_PART,  /* fp32 partial sums of the fused LoRA kernels (lora_cuda.cu) */
     SCRATCH_SLOTS
 };
 
@@ -133,6 +134,10 @@ __device__ static inline float block_max(float v) {
     __syncthreads();
     return r;
 }
+
+/* row-major C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C on cuBLAS, fp32 (linear_cuda.cu) */
+void cuda_rm_gemm(zk_backend *be, int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A,
+                  size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
 
 /* the ops each file defines (all take the arguments kernels.h documents) */
 void cu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N, size_t in, size_t out);

@@ -1,5 +1,5 @@
-/* kernels/cuda/linear_cuda.cu: the frozen projections and the LoRA branch on
- * cuBLAS.
+/* kernels/cuda/linear_cuda.cu: the frozen projections on cuBLAS (the LoRA
+ * branch is in lora_cuda.cu).
  *
  * Two precisions (be->compute):
  * - ZEN_BF16: weights are bf16 on the device; the fp32 activation is rounded
@@ -7,14 +7,13 @@
  *   fp32 accumulation into an fp32 output (tensor cores).
  * - ZEN_F32: weights stay as stored and are widened to fp32 a chunk of rows
  *   at a time before cublasSgemm, exactly as the CPU backend does (checking).
- * The LoRA branch is fp32 in both (its matmuls are rank-r thin).
  *
  * cuBLAS is column-major: a row-major C[M,N] = op(A) op(B) is the column-major
- * C^T = op(B)^T op(A)^T, which rm_gemm / rm_gemm_bf16 spell out once. */
+ * C^T = op(B)^T op(A)^T, which cuda_rm_gemm / rm_gemm_bf16 spell out once. */
 #include "cuda_common.cuh"
 
 /* row-major C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C, fp32 */
-static void rm_gemm(zk_backend *be, int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A,
+void cuda_rm_gemm(zk_backend *be, int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A,
                     size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
     CUBLAS_CHECK(cublasSgemm(ctx_of(be)->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
                              (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
@@ -88,7 +87,7 @@ void cu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, s
     size_t step = chunk_rows(w, in, out);
     for (size_t o0 = 0; o0 < out; o0 += step) {
         size_t rows = out - o0 < step ? out - o0 : step;
-        rm_gemm(be, 0, 1, N, rows, in, 1.0f, (const float *)x, in, weight_rows(be, w, o0, rows, in), in, 0.0f,
+        cuda_rm_gemm(be, 0, 1, N, rows, in, 1.0f, (const float *)x, in, weight_rows(be, w, o0, rows, in), in, 0.0f,
                 (float *)y + o0, out);
     }
 }
@@ -105,57 +104,7 @@ void cu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w,
     for (size_t o0 = 0; o0 < out; o0 += step) {
         size_t rows = out - o0 < step ? out - o0 : step;
         float beta = (o0 == 0 && !accumulate) ? 0.0f : 1.0f;
-        rm_gemm(be, 0, 0, N, in, rows, 1.0f, (const float *)dy + o0, out, weight_rows(be, w, o0, rows, in), in, beta,
+        cuda_rm_gemm(be, 0, 0, N, in, rows, 1.0f, (const float *)dy + o0, out, weight_rows(be, w, o0, rows, in), in, beta,
                 (float *)dx, in);
     }
-}
-
-__device__ static int keep_dev(unsigned long long seed, size_t i, unsigned long long threshold) {
-    unsigned long long z = seed + (unsigned long long)i * 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (z >> 40) >= threshold;
-}
-
-__global__ static void dropout_kernel(float *y, const float *x, size_t n, unsigned long long seed,
-                                      unsigned long long threshold, float keep_scale, int accumulate) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    float v = keep_dev(seed, i, threshold) ? x[i] * keep_scale : 0.0f;
-    y[i] = accumulate ? y[i] + v : v;
-}
-
-static const float *dropped(zk_backend *be, const float *x, size_t n, const zk_dropout *d) {
-    if (!d || d->p <= 0.0f) return x;
-    float *xd = (float *)scratch(be, SCRATCH_DROPOUT_X, n * sizeof(float));
-    ZK_LAUNCH(dropout_kernel, blocks_for(n, 256), 256, 0)(xd, x, n, d->seed, zk_dropout_threshold(d->p), 1.0f / (1.0f - d->p), 0);
-    CUDA_CHECK(cudaGetLastError());
-    return xd;
-}
-
-void cu_lora_fwd(zk_backend *be, void *y, float *u, const void *x_, const float *A, const float *B, size_t N, size_t in,
-                 size_t out, size_t r, float scale, const zk_dropout *drop) {
-    const float *x = dropped(be, (const float *)x_, N * in, drop);
-    rm_gemm(be, 0, 1, N, r, in, 1.0f, x, in, A, in, 0.0f, u, r);
-    rm_gemm(be, 0, 1, N, out, r, scale, u, r, B, r, 1.0f, (float *)y, out);
-}
-
-void cu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, const void *dy_, const void *x_,
-                 const float *u, const float *A, const float *B, size_t N, size_t in, size_t out, size_t r, float scale,
-                 const zk_dropout *drop) {
-    const float *dy = (const float *)dy_;
-    const float *x = dropped(be, (const float *)x_, N * in, drop);
-    rm_gemm(be, 0, 0, N, r, out, scale, dy, out, B, r, 0.0f, du, r);
-    rm_gemm(be, 1, 0, out, r, N, scale, dy, out, u, r, 1.0f, dB, r);
-    rm_gemm(be, 1, 0, r, in, N, 1.0f, du, r, x, in, 1.0f, dA, in);
-    if (!drop || drop->p <= 0.0f) {
-        rm_gemm(be, 0, 0, N, in, r, 1.0f, du, r, A, in, 1.0f, (float *)dx, in);
-        return;
-    }
-    float *dxd = (float *)scratch(be, SCRATCH_DROPOUT_DX, N * in * sizeof(float));
-    rm_gemm(be, 0, 0, N, in, r, 1.0f, du, r, A, in, 0.0f, dxd, in);
-    ZK_LAUNCH(dropout_kernel, blocks_for(N * in, 256), 256, 0)((float *)dx, dxd, N * in, drop->seed,
-                                                     zk_dropout_threshold(drop->p), 1.0f / (1.0f - drop->p), 1);
-    CUDA_CHECK(cudaGetLastError());
 }

@@ -9,3 +9,4 @@
 #include "kernels/cuda/backend_cuda.cu"
 #include "kernels/cuda/flash_attention.cu"
 #include "kernels/cuda/linear_cuda.cu"
+#include "kernels/cuda/lora_cuda.cu"
