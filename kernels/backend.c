@@ -1,5 +1,10 @@
-/* kernels/backend.c: picks a backend by name at run time. */
+/* kernels/backend.c: picks a backend by name at run time. The CUDA backend
+ * is a module (libzencuda.so) loaded on first use, so CPU runs never load the
+ * CUDA libraries; the emulator tests link it in instead (ZEN_CUDA_STATIC). */
+#include <dlfcn.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../util/error.h"
 #include "cpu/cpu_ops.h"
@@ -20,12 +25,43 @@ int zk_resolve_compute(const char *device, const char *compute, zen_dtype *out) 
     return 0;
 }
 
+#if defined(ZEN_HAVE_CUDA) && !defined(ZEN_CUDA_STATIC)
+/* libzencuda.so beside the executable, else where the build put it */
+static zk_backend *cuda_module_create(zen_dtype compute) {
+    static void *module;
+    if (!module) {
+        char exe[4096], path[4200];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n > 0) {
+            exe[n] = '\0';
+            char *slash = strrchr(exe, '/');
+            if (slash) *slash = '\0';
+            snprintf(path, sizeof path, "%s/libzencuda.so", exe);
+            if (access(path, F_OK) == 0) module = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        }
+        if (!module) module = dlopen(ZEN_CUDA_MODULE, RTLD_NOW | RTLD_LOCAL);
+        if (!module) {
+            zen_fail(ZEN_ERR_INPUT, "device 'cuda': cannot load the CUDA backend (libzencuda.so): %s", dlerror());
+            return NULL;
+        }
+    }
+    zk_backend *(*create)(zen_dtype) = (zk_backend * (*)(zen_dtype)) dlsym(module, "zk_cuda_create");
+    if (!create) {
+        zen_fail(ZEN_ERR_INPUT, "device 'cuda': libzencuda.so has no zk_cuda_create: %s", dlerror());
+        return NULL;
+    }
+    return create(compute);
+}
+#endif
+
 zk_backend *zk_open(const char *device, const char *compute) {
     zen_dtype dt;
     if (zk_resolve_compute(device, compute, &dt)) return NULL;
     if (!strcmp(device, "cpu")) return zk_cpu_create();
-#ifdef ZEN_HAVE_CUDA
+#if defined(ZEN_HAVE_CUDA) && defined(ZEN_CUDA_STATIC)
     return zk_cuda_create(dt);
+#elif defined(ZEN_HAVE_CUDA)
+    return cuda_module_create(dt);
 #else
     zen_fail(ZEN_ERR_INPUT, "device 'cuda': this build has no CUDA backend (nvcc was not found); use --device cpu");
     return NULL;
