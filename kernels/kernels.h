@@ -79,6 +79,8 @@ struct zk_backend {
     /* peak bytes of device memory this backend has held at once (allocations
      * and its own scratch), or NULL where the OS measures it (cpu: peak RSS) */
     size_t (*memory_peak)(zk_backend *be);
+    /* bytes free on the device and held by this backend now, or NULL (cpu) */
+    void (*memory_info)(zk_backend *be, size_t *free_bytes, size_t *in_use);
 
     /* --- linear algebra --- */
     /* y[N,out] = x[N,in] W[out,in]^T */

@@ -107,14 +107,41 @@ static int open_data(run *r) {
     return zen_seq_order_init(&r->order, 0, n_train, (uint64_t)c->seed, 1);
 }
 
+/* the memory plan of this run's steps */
+static zen_plan run_plan(const run *r) {
+    const zen_run_config *c = r->cfg;
+    zen_dtype compute = r->be->compute;
+    return zen_plan_make(&r->model.cfg, r->be->name, compute,
+                         zen_plan_weight_bytes(r->model.weight_bytes, r->model.main_dtype, compute),
+                         compute == ZEN_BF16 ? ZEN_BF16 : r->model.main_dtype, r->lora.r, r->lora.targets,
+                         (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c), r->lora.dropout > 0.0f);
+}
+
+/* On a device that reports its memory: refuses, in one line, a step whose
+ * activations and scratch cannot fit in what is left after the weights and
+ * the LoRA state, before anything is run. */
+static int check_device_memory(const run *r) {
+    if (!r->be->memory_info) return 0;
+    size_t free_bytes, in_use;
+    r->be->memory_info(r->be, &free_bytes, &in_use);
+    zen_plan plan = run_plan(r);
+    size_t need = plan.total > in_use ? plan.total - in_use : 0;
+    if (need <= free_bytes) return 0;
+    char n[32], f[32], t[32];
+    zen_format_bytes(n, sizeof n, need);
+    zen_format_bytes(f, sizeof f, free_bytes);
+    zen_format_bytes(t, sizeof t, plan.total);
+    return zen_fail(ZEN_ERR_INPUT, "device %s: a step of batch_size %ld x seq_len %ld needs %s more (plan %s in all) but "
+                    "%s are free; %s", r->be->name, r->cfg->batch_size, r->cfg->seq_len, n, t, f,
+                    zen_run_config_recompute(r->cfg) ? "lower seq_len or batch_size (grad_accum keeps the tokens per step)"
+                                                     : "set recompute=true, or lower seq_len or batch_size");
+}
+
 static void print_summary(run *r, long start_step) {
     const zen_run_config *c = r->cfg;
     const zen_config *m = &r->model.cfg;
     long long total = zen_config_param_count(m);
-    zen_plan plan = zen_plan_make(m, r->be->name, r->be->compute,
-                                  zen_plan_weight_bytes(r->model.weight_bytes, r->model.main_dtype, r->be->compute),
-                                  r->be->compute == ZEN_BF16 ? ZEN_BF16 : r->model.main_dtype, r->lora.r, r->lora.targets, (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c),
-                                  r->lora.dropout > 0.0f);
+    zen_plan plan = run_plan(r);
     char w[32], l[32], a[32], sc[32], lg[32], t[32];
     zen_format_bytes(w, sizeof w, plan.weights);
     zen_format_bytes(l, sizeof l, plan.lora_params + plan.lora_grads + plan.optimizer);
@@ -221,6 +248,7 @@ static int setup(run *r, int resume, zen_train_state *st) {
     if (!r->micro) return ZEN_ERR_INTERNAL;
     for (long m = 0; m < c->grad_accum; m++)
         if ((rc = zen_batch_alloc(&r->micro[m], (size_t)c->batch_size, (size_t)c->seq_len))) return rc;
+    if ((rc = check_device_memory(r))) return rc;
     return zen_acts_create(&r->acts, &r->model, &r->lora, (size_t)c->batch_size, (size_t)c->seq_len,
                            zen_run_config_recompute(c));
 }

@@ -75,6 +75,13 @@ static void cu_free(zk_backend *be, void *p) { cuda_free_tracked(be, p); }
 
 static size_t cu_memory_peak(zk_backend *be) { return ctx_of(be)->bytes_peak; }
 
+static void cu_memory_info(zk_backend *be, size_t *free_bytes, size_t *in_use) {
+    size_t total = 0;
+    *free_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(free_bytes, &total));
+    *in_use = ctx_of(be)->bytes_in_use;
+}
+
 static void cu_upload(zk_backend *be, void *dst, const void *src, size_t bytes) {
     (void)be;
     if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
@@ -446,6 +453,7 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute) {
     be->name = "cuda";
     be->act_bytes = sizeof(float);
     be->memory_peak = cu_memory_peak;
+    be->memory_info = cu_memory_info;
     be->alloc = cu_alloc;
     be->free = cu_free;
     be->upload = cu_upload;

@@ -373,7 +373,9 @@ using namespace nvcuda;
 
 /* ---- device memory: accessible only inside device work ---- */
 namespace emu {
-inline size_t device_bytes = (size_t)80 << 30; /* what cudaMalloc allows in all */
+/* what cudaMalloc allows in all: 80 GiB, or ZEN_EMU_DEVICE_BYTES */
+inline size_t device_bytes = getenv("ZEN_EMU_DEVICE_BYTES") ? strtoull(getenv("ZEN_EMU_DEVICE_BYTES"), NULL, 10)
+                                                             : (size_t)80 << 30;
 inline size_t used_bytes;
 inline std::vector<std::pair<void *, size_t>> live; /* pointer, mapped bytes */
 inline volatile int device_depth; /* read by the SIGSEGV handler: must not be optimised away */

@@ -8,7 +8,8 @@ from host code). What scripts/gpu_check checks on a GPU, in miniature:
    bf16 loss rel 1e-2 and gradients cosine >= 0.999; --recompute identical.
 2. zen train with dropout, accumulation and a held-out split: CUDA f32 losses
    within 1e-4 relative of the CPU's, bf16 within 2%; the printed memory plan
-   within 10% of the backend's measured allocation peak (device_mem_peak).
+   within 10% of the backend's measured allocation peak (device_mem_peak); a
+   step that cannot fit the (shrunken) device is refused in one line.
 3. Checkpoints from device memory: a run resumed from checkpoint-4 gives the
    uninterrupted run's losses and adapter bit for bit.
 4. zen eval --device cuda against the CPU's eval loss, and --save-logits.
@@ -89,6 +90,13 @@ def main():
         peak = rows[-1]["device_mem_peak"]
         check(f"zen train cuda {dtype}: plan vs measured allocation peak", abs(peak - planned) <= 0.1 * planned,
               f"plan {planned / 2**20:.2f} MiB, peak {peak / 2**20:.2f} MiB")
+
+    # 2b. a step that cannot fit the card is refused before it runs, in one line
+    env = dict(os.environ, ZEN_EMU_DEVICE_BYTES=str(33 * 2**20))
+    p = run([emu] + train + ["--out", w("run-oom"), "--set", "device=cuda"], expect=2, env=env)
+    lines = p.stderr.strip().splitlines()
+    check("a step larger than the free device memory: exit 2, one line naming what to change",
+          len(lines) == 1 and "are free" in lines[0] and "seq_len" in lines[0], lines[-1] if lines else "")
 
     # 3. resume from a checkpoint written from device memory
     shutil.copytree(w("run-bf16"), w("run-resumed"))
