@@ -40,12 +40,20 @@ typedef struct {
     uint64_t seed;
 } zk_dropout;
 
+/* host and device (nvcc) alike */
+#ifdef __CUDACC__
+#define ZK_HOST_DEVICE __host__ __device__
+#else
+#define ZK_HOST_DEVICE
+#endif
+
 /* the 24-bit threshold below which a hash drops an element (probability p) */
 static inline uint64_t zk_dropout_threshold(float p) { return (uint64_t)(p * 16777216.0f); }
 
 /* 1 if element i survives dropout with this seed and threshold (a splitmix64
- * hash of seed + i, whose top 24 bits are compared with the threshold) */
-static inline int zk_dropout_keep(uint64_t seed, size_t i, uint64_t threshold) {
+ * hash of seed + i, whose top 24 bits are compared with the threshold); the
+ * CUDA kernels call this same function */
+ZK_HOST_DEVICE static inline int zk_dropout_keep(uint64_t seed, size_t i, uint64_t threshold) {
     uint64_t z = seed + (uint64_t)i * 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;

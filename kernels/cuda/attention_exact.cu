@@ -79,17 +79,12 @@ __global__ static void attention_bwd_kernel(float *dq, float *dk, float *dv, con
     }
 }
 
-/* shared memory for a row of T scores (two rows in backward), above 48 KiB allowed where the GPU has it */
-static void attention_smem(const void *kernel, size_t bytes) {
-    if (bytes > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-}
-
 void cu_attention_exact_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                              size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
     (void)be;
     dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
     size_t smem = T * sizeof(float);
-    attention_smem((const void *)attention_fwd_kernel, smem);
+    allow_smem((const void *)attention_fwd_kernel, smem);
     ZK_LAUNCH(attention_fwd_kernel, grid, 128, smem)((float *)out, lse, (const float *)q, (const float *)k, (const float *)v, T,
                                               nh, nkv, hd, 1.0f / sqrtf((float)hd));
     CUDA_CHECK(cudaGetLastError());
@@ -104,7 +99,7 @@ void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const 
     CUDA_CHECK(cudaMemset(dv, 0, B * T * nkv * hd * sizeof(float)));
     dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
     size_t smem = 2 * T * sizeof(float);
-    attention_smem((const void *)attention_bwd_kernel, smem);
+    allow_smem((const void *)attention_bwd_kernel, smem);
     ZK_LAUNCH(attention_bwd_kernel, grid, 128, smem)((float *)dq, (float *)dk, (float *)dv, (const float *)dout, lse,
                                               (const float *)q, (const float *)k, (const float *)v, T, nh, nkv, hd,
                                               1.0f / sqrtf((float)hd));

@@ -100,8 +100,7 @@ static void cu_zero(zk_backend *be, void *dst, size_t bytes) {
 __global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const void *src, int dtype, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float x = dtype == ZEN_F32 ? ((const float *)src)[i] : __half2float(((const __half *)src)[i]);
-    dst[i] = __float2bfloat16_rn(x);
+    dst[i] = __float2bfloat16_rn(load_as_float(src, dtype, i));
 }
 
 /* Weights go to the device tensor by tensor (no host copy of the model): as
@@ -314,10 +313,7 @@ __global__ static void embedding_fwd_kernel(float *out, const int32_t *tok, cons
                                             size_t C) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N * C) return;
-    size_t at = (size_t)tok[i / C] * C + i % C;
-    const unsigned short *h = (const unsigned short *)w;
-    out[i] = dtype == ZEN_F32 ? ((const float *)w)[at]
-             : dtype == ZEN_BF16 ? __uint_as_float((unsigned)h[at] << 16) : __half2float(__ushort_as_half(h[at]));
+    out[i] = load_as_float(w, dtype, (size_t)tok[i / C] * C + i % C);
 }
 
 __global__ static void embedding_bwd_kernel(float *dW, const float *dout, const int32_t *tok, size_t N, size_t C) {

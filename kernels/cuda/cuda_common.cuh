@@ -100,6 +100,18 @@ static inline void *scratch(zk_backend *be, int slot, size_t bytes) {
     return c->scratch[slot];
 }
 
+/* element i of a tensor stored as dtype (ZEN_F32, ZEN_F16 or ZEN_BF16), as fp32 */
+__device__ static inline float load_as_float(const void *src, int dtype, size_t i) {
+    if (dtype == ZEN_F32) return ((const float *)src)[i];
+    unsigned short h = ((const unsigned short *)src)[i];
+    return dtype == ZEN_BF16 ? __uint_as_float((unsigned)h << 16) : __half2float(__ushort_as_half(h));
+}
+
+/* lets `kernel` take `bytes` of dynamic shared memory (needed above 48 KiB) */
+static inline void allow_smem(const void *kernel, size_t bytes) {
+    if (bytes > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
 /* sum over the block (blockDim.x a multiple of 32, at most 1024) */
 __device__ static inline double block_sum(double v) {
     __shared__ double warp_sums[32];

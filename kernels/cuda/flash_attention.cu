@@ -29,11 +29,6 @@
 
 /* ---------------- launchers ---------------- */
 
-/* allows `bytes` of dynamic shared memory (above the 48 KiB default) */
-static void allow_smem(const void *kernel, size_t bytes) {
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-}
-
 template <int HD>
 static void fwd_launch(float *out, float *lse, const float *q, const float *k, const float *v, size_t B, size_t T,
                        size_t nh, size_t nkv) {

@@ -54,10 +54,7 @@ static const __nv_bfloat16 *as_bf16(zk_backend *be, const float *x, size_t n) {
 
 __global__ static void widen_kernel(float *dst, const void *src, int dtype, size_t n) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const unsigned short *h = (const unsigned short *)src;
-    if (dtype == ZEN_BF16) dst[i] = __uint_as_float((unsigned)h[i] << 16);
-    else dst[i] = __half2float(__ushort_as_half(h[i]));
+    if (i < n) dst[i] = load_as_float(src, dtype, i);
 }
 
 /* rows [o0, o0 + rows) of W[out, in] as fp32 on the device */

@@ -18,14 +18,6 @@
 #define LORA_THREADS 256
 #define BWD_COLS 256 /* columns of x per backward block, one per thread */
 
-__device__ static int keep_dev(unsigned long long seed, size_t i, unsigned long long threshold) {
-    unsigned long long z = seed + (unsigned long long)i * 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (z >> 40) >= threshold;
-}
-
 /* the dropout of one run of the kernels: use = 0 keeps everything */
 typedef struct {
     int use;
@@ -58,7 +50,7 @@ __global__ static void lora_down_partial_kernel(float *part, const float *x, con
         float v = 0.0f;
         if (n < N && i < in) {
             v = x[n * in + i];
-            if (d.use) v = keep_dev(d.seed, n * in + i, d.threshold) ? v * d.keep_scale : 0.0f;
+            if (d.use) v = zk_dropout_keep(d.seed, n * in + i, d.threshold) ? v * d.keep_scale : 0.0f;
         }
         xs[rr * LDX + c] = v;
     }
@@ -114,7 +106,7 @@ __global__ static void lora_up_grad_kernel(float *dx, float *part, const float *
     size_t rows = N - n0 < ZK_CUDA_LORA_N_TILE ? N - n0 : ZK_CUDA_LORA_N_TILE;
     for (size_t rr = 0; rr < rows; rr++) {
         size_t at = (n0 + rr) * in + i;
-        int keep = !d.use || keep_dev(d.seed, at, d.threshold);
+        int keep = !d.use || zk_dropout_keep(d.seed, at, d.threshold);
         float xd = keep ? x[at] * d.keep_scale : 0.0f;
         const float *dur = dus + rr * (size_t)r;
         float g = 0.0f;
@@ -136,7 +128,7 @@ __global__ static void lora_up_grad_kernel(float *dx, float *part, const float *
 __global__ static void dropout_kernel(float *y, const float *x, size_t n, drop_args d, int accumulate) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float v = keep_dev(d.seed, i, d.threshold) ? x[i] * d.keep_scale : 0.0f;
+    float v = zk_dropout_keep(d.seed, i, d.threshold) ? x[i] * d.keep_scale : 0.0f;
     y[i] = accumulate ? y[i] + v : v;
 }
 
