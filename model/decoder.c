@@ -111,9 +111,10 @@ static int acts_slots(zen_acts *a, const zen_config *c, int recompute) {
     return a->resid && a->layer ? 0 : ZEN_ERR_INTERNAL;
 }
 
-zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t weights_bytes,
-                       zen_dtype weights_dtype, int r, unsigned targets, size_t B, size_t T, int recompute,
+zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t stored_bytes,
+                       zen_dtype stored_dtype, int r, unsigned targets, size_t B, size_t T, int recompute,
                        int dropout) {
+    zen_dtype weights_dtype = zen_device_weight_dtype(stored_dtype, compute);
     zen_plan p;
     memset(&p, 0, sizeof p);
     zen_acts a;
@@ -148,17 +149,13 @@ zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype comp
         zen_target_dims(cfg, (zen_target)t, &in, &out);
         lora += (size_t)cfg->layers * (size_t)r * (size_t)(in + out);
     }
-    p.weights = weights_bytes;
+    p.weights = stored_bytes / zen_dtype_size(stored_dtype) * zen_dtype_size(weights_dtype);
     p.lora_params = lora * sizeof(float);
     p.lora_grads = lora * sizeof(float);
     p.optimizer = 2 * lora * sizeof(float);
     p.total = p.weights + p.lora_params + p.lora_grads + p.optimizer + p.saved_acts + p.scratch +
               p.logits + p.backend;
     return p;
-}
-
-size_t zen_plan_weight_bytes(size_t stored_bytes, zen_dtype stored_dtype, zen_dtype compute) {
-    return compute == ZEN_BF16 && stored_dtype == ZEN_F32 ? stored_bytes / 2 : stored_bytes;
 }
 
 int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T,
@@ -349,8 +346,9 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
     be->rmsnorm_fwd(be, a->xf, a->rstd_f, a->resid[L], m->final_norm, N, C, c->rms_eps);
 
     /* LM head + loss in chunks of rows; backward through the head at once */
-    for (size_t r0 = 0; r0 < N; r0 += zen_head_rows(N)) {
-        size_t rows = N - r0 < zen_head_rows(N) ? N - r0 : zen_head_rows(N);
+    size_t chunk = zen_head_rows(N);
+    for (size_t r0 = 0; r0 < N; r0 += chunk) {
+        size_t rows = N - r0 < chunk ? N - r0 : chunk;
         be->linear_fwd(be, a->logits, (char *)a->xf + r0 * C * ab, &m->lm_head, rows, C, V);
         if (a->logits_host && r0 < T) /* sequence 0's rows */
             be->download_act(be, a->logits_host + r0 * V, a->logits, (T - r0 < rows ? T - r0 : rows) * V);

@@ -81,16 +81,17 @@ typedef struct {
 
 /* Memory plan of a step of B x T on `device` computing in `compute`, with
  * LoRA rank r on `targets` (dropout: whether LoRA dropout is on), for weights
- * of weights_bytes on the device, stored as weights_dtype there. Activations
- * are fp32 on every backend. */
-zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t weights_bytes,
-                       zen_dtype weights_dtype, int r, unsigned targets, size_t B, size_t T, int recompute,
+ * stored in stored_bytes of (main) dtype stored_dtype. Activations are fp32
+ * on every backend. */
+zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t stored_bytes,
+                       zen_dtype stored_dtype, int r, unsigned targets, size_t B, size_t T, int recompute,
                        int dropout);
 
-/* Device bytes of weights stored in `stored` bytes of dtype `stored_dtype`
- * (the main dtype) when computing in `compute`: bf16 compute keeps every
- * matrix as bf16 on the device, so f32 files halve. */
-size_t zen_plan_weight_bytes(size_t stored_bytes, zen_dtype stored_dtype, zen_dtype compute);
+/* The dtype weights stored as stored_dtype take on the device when computing
+ * in `compute`: bf16 compute keeps every matrix as bf16, f32 keeps them as stored. */
+static inline zen_dtype zen_device_weight_dtype(zen_dtype stored_dtype, zen_dtype compute) {
+    return compute == ZEN_BF16 ? ZEN_BF16 : stored_dtype;
+}
 
 int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T,
                     int recompute);

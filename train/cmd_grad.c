@@ -21,10 +21,8 @@ static int print_plan(const zen_config *cfg, const char *what, size_t stored_byt
     zen_dtype compute;
     int rc = zk_resolve_compute(device, compute_name, &compute);
     if (rc) return rc;
-    size_t wbytes = zen_plan_weight_bytes(stored_bytes, stored_dtype, compute);
-    zen_dtype device_dtype = compute == ZEN_BF16 ? ZEN_BF16 : stored_dtype;
-    zen_plan keep = zen_plan_make(cfg, device, compute, wbytes, device_dtype, r, targets, B, T, 0, 0);
-    zen_plan rec = zen_plan_make(cfg, device, compute, wbytes, device_dtype, r, targets, B, T, 1, 0);
+    zen_plan keep = zen_plan_make(cfg, device, compute, stored_bytes, stored_dtype, r, targets, B, T, 0, 0);
+    zen_plan rec = zen_plan_make(cfg, device, compute, stored_bytes, stored_dtype, r, targets, B, T, 1, 0);
     int ntargets = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) ntargets += (targets >> t) & 1;
     printf("memory plan (%s, %s compute): %s, %lld parameters, seq %zu, batch %zu, "
@@ -34,7 +32,7 @@ static int print_plan(const zen_config *cfg, const char *what, size_t stored_byt
     printf("  %-34s %14s %14s\n", "", "keep all", "recompute");
     char label[64];
     snprintf(label, sizeof label, "base weights (%s, frozen)",
-             zen_dtype_name(compute == ZEN_BF16 && stored_dtype == ZEN_F32 ? ZEN_BF16 : stored_dtype));
+             zen_dtype_name(zen_device_weight_dtype(stored_dtype, compute)));
     print_bytes_row(label, keep.weights, rec.weights);
     print_bytes_row("LoRA A,B (fp32)", keep.lora_params, rec.lora_params);
     print_bytes_row("LoRA gradients (fp32)", keep.lora_grads, rec.lora_grads);

@@ -56,7 +56,6 @@ typedef struct {
     long steps_per_epoch, total_steps;
     zen_schedule schedule;
     zen_report report;
-    size_t plan_total; /* bytes of the printed memory plan */
 } run;
 
 static void run_free(run *r) {
@@ -110,11 +109,9 @@ static int open_data(run *r) {
 /* the memory plan of this run's steps */
 static zen_plan run_plan(const run *r) {
     const zen_run_config *c = r->cfg;
-    zen_dtype compute = r->be->compute;
-    return zen_plan_make(&r->model.cfg, r->be->name, compute,
-                         zen_plan_weight_bytes(r->model.weight_bytes, r->model.main_dtype, compute),
-                         compute == ZEN_BF16 ? ZEN_BF16 : r->model.main_dtype, r->lora.r, r->lora.targets,
-                         (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c), r->lora.dropout > 0.0f);
+    return zen_plan_make(&r->model.cfg, r->be->name, r->be->compute, r->model.weight_bytes, r->model.main_dtype,
+                         r->lora.r, r->lora.targets, (size_t)c->batch_size, (size_t)c->seq_len,
+                         zen_run_config_recompute(c), r->lora.dropout > 0.0f);
 }
 
 /* On a device that reports its memory: refuses, in one line, a step whose
@@ -149,7 +146,6 @@ static void print_summary(run *r, long start_step) {
     zen_format_bytes(sc, sizeof sc, plan.scratch);
     zen_format_bytes(lg, sizeof lg, plan.logits);
     zen_format_bytes(t, sizeof t, plan.total);
-    r->plan_total = plan.total;
     zen_report_line(&r->report, "zen train: model %s: %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d, %s; "
                     "%lld parameters (%s)", c->model, m->layers, m->hidden, m->heads, m->kv_heads, m->head_dim,
                     m->intermediate, m->vocab, m->tied ? "tied head" : "untied head", total,
@@ -324,7 +320,7 @@ int zen_train(const zen_run_config *c, int resume) {
     if (!rc && r.be->memory_peak) {
         char peak[32], planned[32];
         zen_format_bytes(peak, sizeof peak, r.be->memory_peak(r.be));
-        zen_format_bytes(planned, sizeof planned, r.plan_total);
+        zen_format_bytes(planned, sizeof planned, run_plan(&r).total);
         zen_report_line(&r.report, "  peak %s memory %s (plan %s; the driver's context comes on top)", r.be->name, peak,
                         planned);
     }
