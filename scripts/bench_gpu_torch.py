@@ -22,7 +22,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from zen_bench import TARGETS, fresh_adapter  # noqa: E402
 WARMUP = 2
 
 
@@ -54,18 +55,12 @@ def peft_model(model_dir, device, compile_it):
     return params, loss_fn
 
 
-def ref_model(model_dir, device):
+def ref_model(model_dir):
     import torch
     from qwen3_lora_ref import Qwen3LoraReference
-    from zen_files import peft_key, proj_dims, read_model_dir
+    from zen_files import read_model_dir
     cfg, weights = read_model_dir(model_dir)
-    rng = np.random.default_rng(0)
-    adapter = {}
-    for l in range(cfg["num_hidden_layers"]):
-        for t in TARGETS:
-            fin, fout = proj_dims(cfg, t)
-            adapter[peft_key(l, t, "A")] = rng.uniform(-1, 1, (8, fin)) / np.sqrt(fin)
-            adapter[peft_key(l, t, "B")] = np.zeros((fout, 8))
+    adapter = fresh_adapter(cfg, 8)
     ref = Qwen3LoraReference(cfg, weights, {"r": 8, "lora_alpha": 16}, adapter, dtype=torch.float32, dropout=0.05)
     params = list(ref.lora.values())
 
@@ -88,7 +83,7 @@ def main():
     torch.manual_seed(0)
     cuda = args.device.startswith("cuda")
     if args.impl == "ref":
-        params, loss_fn = ref_model(args.model, args.device)
+        params, loss_fn = ref_model(args.model)
     else:
         params, loss_fn = peft_model(args.model, args.device, args.impl == "peft-compile")
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)

@@ -8,7 +8,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
-from zen_files import proj_dims  # noqa: E402
+import numpy as np  # noqa: E402
+
+from zen_files import peft_key, proj_dims  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -23,6 +25,19 @@ def model_flops_per_token(cfg, T, r):
     lora = sum(6 * r * (fi + fo) for fi, fo in (proj_dims(cfg, t) for t in TARGETS)) * L
     attn = 12 * cfg["head_dim"] * (T / 2) * cfg["num_attention_heads"] * L
     return 4 * frozen + lora + attn
+
+
+def fresh_adapter(cfg, r, seed=0):
+    """PEFT-keyed float64 LoRA tensors as a fresh adapter has them: A uniform
+    in +-1/sqrt(in), B zero, rank r on all seven targets of every layer"""
+    rng = np.random.default_rng(seed)
+    adapter = {}
+    for layer in range(cfg["num_hidden_layers"]):
+        for t in TARGETS:
+            fin, fout = proj_dims(cfg, t)
+            adapter[peft_key(layer, t, "A")] = rng.uniform(-1, 1, (r, fin)) / np.sqrt(fin)
+            adapter[peft_key(layer, t, "B")] = np.zeros((fout, r))
+    return adapter
 
 
 def run_zen_train(zen, model, data, out, recipe, env=None, prefix=()):

@@ -175,6 +175,17 @@ def write_tokens(path, tokens, vocab_size, loss_mask=None):
         f.attrs["vocab_size"] = vocab_size
 
 
+def compare_grad_files(ref_path, got_path):
+    """Two `zen grad` outputs: (loss relative difference, largest per-tensor
+    ||got - ref|| / ||ref||, cosine of all gradients concatenated)."""
+    (gr, mr), (gg, mg) = read_safetensors(ref_path), read_safetensors(got_path)
+    lr, lg = float(mr["loss"]), float(mg["loss"])
+    grel = max(np.linalg.norm(gg[k] - gr[k]) / max(np.linalg.norm(gr[k]), 1e-30) for k in gr)
+    a = np.concatenate([gr[k].ravel() for k in sorted(gr)])
+    b = np.concatenate([gg[k].ravel() for k in sorted(gr)])
+    return abs(lg - lr) / abs(lr), grel, float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
 def read_batch(path, T, B):
     """Batch 0 as zen reads it: sequence i is tokens[i*T : i*T+T+1]."""
     import h5py
