@@ -105,12 +105,7 @@ static int export_mlx(const zen_export_opts *o, const zen_model *m, const zen_lo
         cJSON *keys = cJSON_AddArrayToObject(p, "keys");
         for (int t = 0; t < ZEN_NUM_TARGETS; t++)
             if (zen_lora_has(lo, t)) cJSON_AddItemToArray(keys, cJSON_CreateString(zen_target_module((zen_target)t)));
-        char *text = cJSON_Print(root);
-        cJSON_Delete(root);
-        char *cfg_path = zen_path_join(dir, "adapter_config.json");
-        rc = text && cfg_path ? zen_write_text_file(cfg_path, text) : ZEN_ERR_INTERNAL;
-        free(text);
-        free(cfg_path);
+        rc = zen_write_json_file(dir, "adapter_config.json", root);
     }
     free(path);
     free(e);

@@ -336,16 +336,11 @@ int zen_lora_save_peft(const zen_lora *lo, const zen_config *cfg, const char *di
     cJSON_AddNullToObject(root, "modules_to_save");
     cJSON_AddObjectToObject(root, "rank_pattern");
     cJSON_AddObjectToObject(root, "alpha_pattern");
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    char *cfg_path = zen_path_join(dir, "adapter_config.json");
+    if ((rc = zen_write_json_file(dir, "adapter_config.json", root))) return rc;
     char *st_path = zen_path_join(dir, "adapter_model.safetensors");
-    if (!text || !cfg_path || !st_path) rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-    if (!rc) rc = zen_write_text_file(cfg_path, text);
+    if (!st_path) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
     const char *meta[] = {"format", "pt"};
-    if (!rc) rc = zen_lora_write_tensors(lo, cfg, lo->params, st_path, dtype, meta, 1);
-    free(text);
-    free(cfg_path);
+    rc = zen_lora_write_tensors(lo, cfg, lo->params, st_path, dtype, meta, 1);
     free(st_path);
     return rc;
 }

@@ -70,13 +70,7 @@ static int write_config(const char *dir, const char *config_json, zen_dtype dtyp
     const char *torch_dtype = dtype == ZEN_BF16 ? "bfloat16" : dtype == ZEN_F16 ? "float16" : "float32";
     cJSON_DeleteItemFromObjectCaseSensitive(root, "torch_dtype");
     cJSON_AddStringToObject(root, "torch_dtype", torch_dtype);
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    char *path = zen_path_join(dir, "config.json");
-    int rc = text && path ? zen_write_text_file(path, text) : ZEN_ERR_INTERNAL;
-    free(text);
-    free(path);
-    return rc;
+    return zen_write_json_file(dir, "config.json", root);
 }
 
 int zen_model_write_random(const char *dir, const char *config_json, const zen_config *cfg,

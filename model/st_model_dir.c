@@ -65,12 +65,7 @@ int st_write_model_dir(const char *dir, const st_entry *entries, int count, uint
             shard_name(name, sizeof name, shard_of[i], shards);
             cJSON_AddStringToObject(map, entries[i].name, name);
         }
-        char *text = cJSON_Print(root);
-        cJSON_Delete(root);
-        char *path = zen_path_join(dir, "model.safetensors.index.json");
-        rc = text && path ? zen_write_text_file(path, text) : ZEN_ERR_INTERNAL;
-        free(text);
-        free(path);
+        rc = zen_write_json_file(dir, "model.safetensors.index.json", root);
     }
     free(shard_of);
     return rc;

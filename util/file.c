@@ -54,6 +54,16 @@ int zen_read_json_object(const char *path, cJSON **out) {
     return 0;
 }
 
+int zen_write_json_file(const char *dir, const char *name, cJSON *root) {
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    char *path = zen_path_join(dir, name);
+    int rc = text && path ? zen_write_text_file(path, text) : zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    free(text);
+    free(path);
+    return rc;
+}
+
 int zen_write_text_file(const char *path, const char *text) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);

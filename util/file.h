@@ -12,6 +12,9 @@ struct cJSON;
 int zen_read_json_object(const char *path, struct cJSON **out);
 /* Writes text to path atomically (path.tmp, then rename). */
 int zen_write_text_file(const char *path, const char *text);
+/* Writes a cJSON tree, pretty-printed, to dir/name atomically and frees the
+ * tree (also on failure). */
+int zen_write_json_file(const char *dir, const char *name, struct cJSON *root);
 /* Creates a directory (and parents) if missing. */
 int zen_mkdir_p(const char *path);
 /* path joined as dir/name into a malloc'd string */
