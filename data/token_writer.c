@@ -1,9 +1,11 @@
 /* data/token_writer.c: streaming zen-tokens-v1 writer over HDF5. */
+#include <errno.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "token_writer.h"
 
@@ -37,11 +39,12 @@ static int append(hid_t dset, hid_t mem_type, const void *data, hsize_t start, h
 }
 
 static int flush(zen_token_writer *w) {
+    errno = 0;
     hsize_t start = (hsize_t)(w->n_tokens - (int64_t)w->buf_len);
     if (append((hid_t)w->tokens, H5T_NATIVE_INT32, w->tok_buf, start, w->buf_len) ||
         append((hid_t)w->mask, H5T_NATIVE_UINT8, w->mask_buf, start, w->buf_len) ||
         append((hid_t)w->offsets, H5T_NATIVE_INT64, w->off_buf, (hsize_t)w->n_written_offsets, w->off_len))
-        return zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 write failed (disk full?)", w->tmp_path);
+        return zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 write failed: %s", w->path, errno ? strerror(errno) : "disk full?");
     w->n_written_offsets += (int64_t)w->off_len;
     w->buf_len = w->off_len = 0;
     return 0;
@@ -51,9 +54,9 @@ int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_s
     memset(w, 0, sizeof *w);
     w->file = w->tokens = w->mask = w->offsets = -1;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    size_t n = strlen(path);
+    int rc = zen_atomic_tmp_name(path, &w->tmp_path);
+    if (rc) return rc;
     w->path = strdup(path);
-    w->tmp_path = malloc(n + 5);
     w->tok_buf = malloc(BUF_TOKENS * sizeof(int32_t));
     w->mask_buf = malloc(BUF_TOKENS);
     w->off_buf = malloc(BUF_TOKENS * sizeof(int64_t));
@@ -61,10 +64,9 @@ int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_s
         zen_token_writer_abort(w);
         return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
     }
-    snprintf(w->tmp_path, n + 5, "%s.tmp", path);
     w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (w->file < 0) {
-        int rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot create", w->tmp_path);
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot create", w->tmp_path);
         zen_token_writer_abort(w);
         return rc;
     }
@@ -114,12 +116,17 @@ int zen_token_writer_add(zen_token_writer *w, const int32_t *ids, const uint8_t 
     return rc ? rc : zen_token_writer_end_doc(w);
 }
 
-static void close_handles(zen_token_writer *w) {
-    if (w->tokens >= 0) H5Dclose((hid_t)w->tokens);
-    if (w->mask >= 0) H5Dclose((hid_t)w->mask);
-    if (w->offsets >= 0) H5Dclose((hid_t)w->offsets);
-    if (w->file >= 0) H5Fclose((hid_t)w->file);
+/* closes every handle (all of them, whatever fails); 0 when all closed
+ * cleanly. HDF5 writes cached chunks and metadata at close, so a full disk
+ * often shows only here. */
+static int close_handles(zen_token_writer *w) {
+    int bad = 0;
+    if (w->tokens >= 0) bad |= H5Dclose((hid_t)w->tokens) < 0;
+    if (w->mask >= 0) bad |= H5Dclose((hid_t)w->mask) < 0;
+    if (w->offsets >= 0) bad |= H5Dclose((hid_t)w->offsets) < 0;
+    if (w->file >= 0) bad |= H5Fclose((hid_t)w->file) < 0;
     w->file = w->tokens = w->mask = w->offsets = -1;
+    return bad ? -1 : 0;
 }
 
 static void free_buffers(zen_token_writer *w) {
@@ -136,9 +143,12 @@ static void free_buffers(zen_token_writer *w) {
 
 int zen_token_writer_close(zen_token_writer *w) {
     int rc = flush(w);
-    close_handles(w);
-    if (!rc && rename(w->tmp_path, w->path) != 0) rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot rename into place", w->path);
-    if (rc) remove(w->tmp_path);
+    errno = 0;
+    if (!rc && H5Fflush((hid_t)w->file, H5F_SCOPE_GLOBAL) < 0)
+        rc = zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 write failed: %s", w->path, errno ? strerror(errno) : "disk full?");
+    if (close_handles(w) && !rc) rc = zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 close failed: %s", w->path, errno ? strerror(errno) : "disk full?");
+    if (!rc) rc = zen_atomic_commit_path(w->tmp_path, w->path); /* fsync, rename; removes the temp file on failure */
+    else remove(w->tmp_path);
     free_buffers(w);
     return rc;
 }

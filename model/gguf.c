@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "gguf.h"
 
@@ -113,27 +114,22 @@ void gguf_add_tensor(gguf_writer *w, const char *name, int n_dims, const uint64_
     w->data_offset += pad_to(bytes);
 }
 
-static int write_zeros(FILE *fp, size_t n) {
+static int write_zeros(gguf_writer *w, size_t n) {
     static const unsigned char zeros[GGUF_ALIGNMENT] = {0};
-    return fwrite(zeros, 1, n, fp) == n ? 0 : -1;
+    return zen_atomic_write(&w->file, zeros, n);
 }
 
 int gguf_begin(gguf_writer *w, const char *path) {
     if (w->failed) return zen_fail(ZEN_ERR_INTERNAL, "out of memory building the GGUF metadata of %s", path);
-    size_t n = strlen(path);
-    w->path = strdup(path);
-    w->tmp_path = malloc(n + 5);
-    if (!w->path || !w->tmp_path) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-    snprintf(w->tmp_path, n + 5, "%s.tmp", path);
-    w->fp = fopen(w->tmp_path, "wb");
-    if (!w->fp) return zen_fail(ZEN_ERR_INPUT, "%s: cannot write: %s", w->tmp_path, strerror(errno));
+    int rc = zen_atomic_open(&w->file, path);
+    if (rc) return rc;
     uint32_t magic = 0x46554747u, version = 3;
-    int ok = fwrite(&magic, 4, 1, w->fp) == 1 && fwrite(&version, 4, 1, w->fp) == 1 &&
-             fwrite(&w->tensor_count, 8, 1, w->fp) == 1 && fwrite(&w->kv_count, 8, 1, w->fp) == 1 &&
-             fwrite(w->kv, 1, w->kv_len, w->fp) == w->kv_len && fwrite(w->info, 1, w->info_len, w->fp) == w->info_len;
     uint64_t header = 24 + w->kv_len + w->info_len;
-    if (ok) ok = write_zeros(w->fp, (size_t)(pad_to(header) - header)) == 0;
-    if (!ok) return zen_fail(ZEN_ERR_INTERNAL, "%s: write failed: %s", w->tmp_path, strerror(errno));
+    if (!(rc = zen_atomic_write(&w->file, &magic, 4)) && !(rc = zen_atomic_write(&w->file, &version, 4)) &&
+        !(rc = zen_atomic_write(&w->file, &w->tensor_count, 8)) && !(rc = zen_atomic_write(&w->file, &w->kv_count, 8)) &&
+        !(rc = zen_atomic_write(&w->file, w->kv, w->kv_len)) && !(rc = zen_atomic_write(&w->file, w->info, w->info_len)))
+        rc = write_zeros(w, (size_t)(pad_to(header) - header));
+    if (rc) return rc;
     while (w->current < w->tensor_count && w->tensor_bytes[w->current] == 0) w->current++;
     return 0;
 }
@@ -142,17 +138,16 @@ int gguf_put(gguf_writer *w, const void *data, size_t n) {
     const unsigned char *p = data;
     while (n > 0) {
         if (w->current >= w->tensor_count)
-            return zen_fail(ZEN_ERR_INTERNAL, "%s: more tensor data than declared", w->path);
+            return zen_fail(ZEN_ERR_INTERNAL, "%s: more tensor data than declared", w->file.path);
         uint64_t room = w->tensor_bytes[w->current] - w->written;
         size_t k = n < room ? n : (size_t)room;
-        if (fwrite(p, 1, k, w->fp) != k)
-            return zen_fail(ZEN_ERR_INTERNAL, "%s: write failed: %s", w->tmp_path, strerror(errno));
+        int rc = zen_atomic_write(&w->file, p, k);
+        if (rc) return rc;
         p += k;
         n -= k;
         w->written += k;
         if (w->written == w->tensor_bytes[w->current]) {
-            if (write_zeros(w->fp, (size_t)(pad_to(w->written) - w->written)))
-                return zen_fail(ZEN_ERR_INTERNAL, "%s: write failed", w->tmp_path);
+            if ((rc = write_zeros(w, (size_t)(pad_to(w->written) - w->written)))) return rc;
             w->current++;
             w->written = 0;
         }
@@ -162,29 +157,27 @@ int gguf_put(gguf_writer *w, const void *data, size_t n) {
 
 int gguf_finish(gguf_writer *w) {
     if (w->current != w->tensor_count)
-        return zen_fail(ZEN_ERR_INTERNAL, "%s: %llu of %llu tensors written", w->path,
+        return zen_fail(ZEN_ERR_INTERNAL, "%s: %llu of %llu tensors written", w->file.path,
                         (unsigned long long)w->current, (unsigned long long)w->tensor_count);
-    int rc = fclose(w->fp);
-    w->fp = NULL;
-    if (rc != 0 || rename(w->tmp_path, w->path) != 0)
-        return zen_fail(ZEN_ERR_INTERNAL, "%s: cannot finish: %s", w->path, strerror(errno));
-    free(w->tmp_path);
-    w->tmp_path = NULL;
-    return 0;
+    return zen_atomic_commit(&w->file); /* fsync, close once, rename; the temp file goes on failure */
 }
 
 void gguf_writer_free(gguf_writer *w) {
-    if (w->fp) fclose(w->fp);
-    if (w->tmp_path) remove(w->tmp_path);
-    free(w->tmp_path);
-    free(w->path);
+    zen_atomic_abort(&w->file);
     free(w->kv);
     free(w->info);
     free(w->tensor_bytes);
     memset(w, 0, sizeof *w);
 }
 
-/* ---------------- reading ---------------- */
+/* ---------------- reading ----------------
+ * Everything the header says is checked before it is used, as strictly as
+ * ggml's own reader (gguf.cpp) or more: version 3; counts and string lengths
+ * inside the file; known value types, no nested arrays, no key given twice;
+ * general.alignment a u32 power of two; tensors of 1-4 dims whose element
+ * count fits in int64, of a known ggml type with whole blocks per row, no
+ * name given twice, each at the offset ggml expects (the padded running sum,
+ * so none overlap or are misaligned) and inside the file. */
 
 typedef struct {
     const unsigned char *p, *end;
@@ -215,12 +208,13 @@ static uint32_t take_u32(cursor *c) {
     return v;
 }
 
-static char *take_string(cursor *c) {
+static char *take_string(cursor *c, int *oom) {
     uint64_t n = take_u64(c);
     const unsigned char *s = take(c, n);
     if (!s) return NULL;
     char *out = malloc(n + 1);
     if (!out) {
+        *oom = 1;
         c->bad = 1;
         return NULL;
     }
@@ -229,7 +223,7 @@ static char *take_string(cursor *c) {
     return out;
 }
 
-static uint64_t scalar_size(gguf_value_type t) {
+uint64_t gguf_scalar_size(gguf_value_type t) {
     switch (t) {
     case GGUF_U8: case GGUF_I8: case GGUF_BOOL: return 1;
     case GGUF_U16: case GGUF_I16: return 2;
@@ -239,99 +233,250 @@ static uint64_t scalar_size(gguf_value_type t) {
     }
 }
 
-/* skips one value of type t (a string or a scalar) */
-static void skip_value(cursor *c, gguf_value_type t) {
-    if (t == GGUF_STRING) take(c, take_u64(c));
-    else if (scalar_size(t)) take(c, scalar_size(t));
-    else c->bad = 1;
+/* skips count values of type t (strings or scalars) */
+static void skip_values(cursor *c, gguf_value_type t, uint64_t count) {
+    uint64_t size = gguf_scalar_size(t);
+    if (t == GGUF_STRING) {
+        for (uint64_t k = 0; k < count && !c->bad; k++) take(c, take_u64(c));
+    } else if (size) {
+        if (count > UINT64_MAX / size) c->bad = 1;
+        else take(c, count * size);
+    } else {
+        c->bad = 1; /* an unknown type, or an array inside an array */
+    }
 }
 
-int gguf_open(gguf_file *f, const char *path) {
-    memset(f, 0, sizeof *f);
-    f->path = strdup(path);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return zen_fail(ZEN_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size < 24) {
-        close(fd);
-        gguf_close(f);
-        return zen_fail(ZEN_ERR_INPUT, "%s: too short for a GGUF file", path);
-    }
-    f->size = (size_t)st.st_size;
-    f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (f->map == MAP_FAILED) {
-        f->map = NULL;
-        gguf_close(f);
-        return zen_fail(ZEN_ERR_INTERNAL, "%s: cannot map", path);
-    }
-    cursor c = {f->map, f->map + f->size, 0};
-    if (take_u32(&c) != 0x46554747u) {
-        gguf_close(f);
-        return zen_fail(ZEN_ERR_INPUT, "%s: not a GGUF file (bad magic)", path);
-    }
-    f->version = take_u32(&c);
-    f->n_tensors = take_u64(&c);
-    f->n_kv = take_u64(&c);
-    if (f->version != 3 || f->n_kv > f->size || f->n_tensors > f->size) {
-        gguf_close(f);
-        return zen_fail(ZEN_ERR_INPUT, "%s: unsupported GGUF version %u or bad counts", path, f->version);
-    }
-    f->kvs = calloc(f->n_kv ? f->n_kv : 1, sizeof(gguf_kv));
-    f->tensors = calloc(f->n_tensors ? f->n_tensors : 1, sizeof(gguf_tensor_info));
-    uint32_t alignment = GGUF_ALIGNMENT;
-    for (uint64_t i = 0; i < f->n_kv && !c.bad; i++) {
+/* grows *arr (of elem-byte items) to hold n + 1 */
+static int grow_array(void **arr, uint64_t *cap, uint64_t n, size_t elem) {
+    if (n < *cap) return 0;
+    uint64_t c = *cap ? 2 * *cap : 16;
+    void *a = realloc(*arr, (size_t)c * elem);
+    if (!a) return -1;
+    memset((char *)a + (size_t)*cap * elem, 0, (size_t)(c - *cap) * elem);
+    *arr = a;
+    *cap = c;
+    return 0;
+}
+
+static int name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* the first string of names[0..n) that appears twice (NULL if none); names is reordered */
+static const char *first_duplicate(char **names, uint64_t n) {
+    qsort(names, (size_t)n, sizeof *names, name_cmp);
+    for (uint64_t i = 1; i < n; i++)
+        if (!strcmp(names[i - 1], names[i])) return names[i];
+    return NULL;
+}
+
+/* a printable copy of a name from the file for messages (control bytes as ?) */
+static const char *printable(const char *s, char *buf, size_t cap) {
+    size_t i = 0;
+    for (; s && s[i] && i + 1 < cap; i++) buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    buf[i] = '\0';
+    return buf;
+}
+
+static int parse_kvs(gguf_file *f, cursor *c, uint32_t *alignment) {
+    const char *path = f->path;
+    uint64_t cap = 0;
+    int oom = 0;
+    for (uint64_t i = 0; i < f->n_kv; i++) {
+        if (grow_array((void **)&f->kvs, &cap, i, sizeof(gguf_kv))) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
         gguf_kv *kv = &f->kvs[i];
-        kv->key = take_string(&c);
-        kv->type = (gguf_value_type)take_u32(&c);
-        kv->value = c.p;
-        if (kv->type == GGUF_ARRAY) {
-            kv->elem_type = (gguf_value_type)take_u32(&c);
-            kv->count = take_u64(&c);
-            kv->value = c.p;
-            for (uint64_t k = 0; k < kv->count && !c.bad; k++) skip_value(&c, kv->elem_type);
-        } else {
+        kv->key = take_string(c, &oom);
+        if (kv->key) f->kv_loaded = i + 1;
+        kv->type = (gguf_value_type)take_u32(c);
+        kv->value = c->p;
+        if (!c->bad && kv->type == GGUF_ARRAY) {
+            kv->elem_type = (gguf_value_type)take_u32(c);
+            kv->count = take_u64(c);
+            kv->value = c->p;
+            if (!c->bad && kv->elem_type != GGUF_STRING && !gguf_scalar_size(kv->elem_type))
+                return zen_fail(ZEN_ERR_INPUT, "%s: key %llu has arrays of unknown type %u", path,
+                                (unsigned long long)i, (unsigned)kv->elem_type);
+            skip_values(c, kv->elem_type, kv->count);
+        } else if (!c->bad) {
+            if (kv->type != GGUF_STRING && !gguf_scalar_size(kv->type))
+                return zen_fail(ZEN_ERR_INPUT, "%s: key %llu has unknown value type %u", path, (unsigned long long)i,
+                                (unsigned)kv->type);
             kv->count = 1;
-            skip_value(&c, kv->type);
+            skip_values(c, kv->type, 1);
         }
-        if (!c.bad && kv->key && !strcmp(kv->key, "general.alignment") && kv->type == GGUF_U32)
-            memcpy(&alignment, kv->value, 4);
-    }
-    for (uint64_t i = 0; i < f->n_tensors && !c.bad; i++) {
-        gguf_tensor_info *t = &f->tensors[i];
-        t->name = take_string(&c);
-        t->n_dims = take_u32(&c);
-        if (t->n_dims > 4) c.bad = 1;
-        for (uint32_t d = 0; d < t->n_dims && !c.bad; d++) t->ne[d] = take_u64(&c);
-        t->type = take_u32(&c);
-        t->offset = take_u64(&c);
-    }
-    if (c.bad || alignment == 0) {
-        gguf_close(f);
-        return zen_fail(ZEN_ERR_INPUT, "%s: truncated or malformed GGUF header", path);
-    }
-    size_t data_start = ((size_t)(c.p - f->map) + alignment - 1) / alignment * alignment;
-    for (uint64_t i = 0; i < f->n_tensors; i++) {
-        gguf_tensor_info *t = &f->tensors[i];
-        uint64_t numel = 1;
-        for (uint32_t d = 0; d < t->n_dims; d++) numel *= t->ne[d];
-        uint64_t bytes = ggml_type_bytes((ggml_type_id)t->type, numel);
-        if (data_start + t->offset + bytes > f->size) {
-            int rc = zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' data lies past the end of the file", path, t->name);
-            gguf_close(f);
-            return rc;
+        if (oom) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        if (c->bad)
+            return zen_fail(ZEN_ERR_INPUT, "%s: key/value %llu of %llu runs past the end of the file (truncated?)",
+                            path, (unsigned long long)i, (unsigned long long)f->n_kv);
+        if (!strcmp(kv->key, "general.alignment")) {
+            uint32_t a = 0;
+            if (kv->type != GGUF_U32)
+                return zen_fail(ZEN_ERR_INPUT, "%s: general.alignment must be u32, not %s", path, gguf_type_name(kv->type));
+            memcpy(&a, kv->value, 4);
+            if (a == 0 || (a & (a - 1)) != 0)
+                return zen_fail(ZEN_ERR_INPUT, "%s: general.alignment %u is not a power of 2", path, a);
+            *alignment = a;
         }
-        t->data = f->map + data_start + t->offset;
+    }
+    if (f->n_kv > 1) {
+        char **keys = malloc((size_t)f->n_kv * sizeof *keys), buf[128];
+        if (!keys) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        for (uint64_t i = 0; i < f->n_kv; i++) keys[i] = f->kvs[i].key;
+        const char *dup = first_duplicate(keys, f->n_kv);
+        int rc = dup ? zen_fail(ZEN_ERR_INPUT, "%s: key '%s' appears twice", path, printable(dup, buf, sizeof buf)) : 0;
+        free(keys);
+        if (rc) return rc;
     }
     return 0;
 }
 
+static int parse_tensor_infos(gguf_file *f, cursor *c) {
+    const char *path = f->path;
+    uint64_t cap = 0;
+    int oom = 0;
+    char buf[128];
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        if (grow_array((void **)&f->tensors, &cap, i, sizeof(gguf_tensor_info)))
+            return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        gguf_tensor_info *t = &f->tensors[i];
+        t->name = take_string(c, &oom);
+        if (t->name) f->tensors_loaded = i + 1;
+        t->n_dims = take_u32(c);
+        if (!c->bad && (t->n_dims < 1 || t->n_dims > 4))
+            return zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' has %u dimensions (1 to 4 allowed)", path,
+                            printable(t->name, buf, sizeof buf), t->n_dims);
+        for (uint32_t d = 0; d < t->n_dims && !c->bad; d++) t->ne[d] = take_u64(c);
+        for (uint32_t d = t->n_dims; d < 4; d++) t->ne[d] = 1;
+        t->type = take_u32(c);
+        t->offset = take_u64(c);
+        if (oom) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        if (c->bad)
+            return zen_fail(ZEN_ERR_INPUT, "%s: tensor info %llu of %llu runs past the end of the file (truncated?)",
+                            path, (unsigned long long)i, (unsigned long long)f->n_tensors);
+        const char *name = printable(t->name, buf, sizeof buf);
+        uint64_t numel = 1;
+        for (uint32_t d = 0; d < 4; d++) {
+            if (t->ne[d] > (uint64_t)INT64_MAX || (t->ne[d] && numel > (uint64_t)INT64_MAX / t->ne[d]))
+                return zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' has dimensions whose product overflows", path, name);
+            numel *= t->ne[d];
+        }
+        if (!ggml_type_known(t->type))
+            return zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' has unknown ggml type %u", path, name, t->type);
+        size_t block = ggml_type_block((ggml_type_id)t->type);
+        if (t->ne[0] % block != 0)
+            return zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' has rows of %llu elements, not a multiple of %s's block of %zu",
+                            path, name, (unsigned long long)t->ne[0], ggml_type_name((ggml_type_id)t->type), block);
+        /* bytes = numel / block * bytes per block, checked against overflow */
+        uint64_t blocks = numel / block, per_block = ggml_type_bytes((ggml_type_id)t->type, block);
+        if (blocks && per_block > UINT64_MAX / 2 / blocks)
+            return zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' is too large", path, name);
+        t->nbytes = blocks * per_block;
+    }
+    if (f->n_tensors > 1) {
+        char **names = malloc((size_t)f->n_tensors * sizeof *names);
+        if (!names) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        for (uint64_t i = 0; i < f->n_tensors; i++) names[i] = f->tensors[i].name;
+        const char *dup = first_duplicate(names, f->n_tensors);
+        int rc = dup ? zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' appears twice", path, printable(dup, buf, sizeof buf)) : 0;
+        free(names);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* the data section: each tensor at the padded running offset, inside the file */
+static int place_tensors(gguf_file *f, size_t header_end, uint32_t alignment) {
+    uint64_t data_start = ((uint64_t)header_end + alignment - 1) / alignment * alignment;
+    if (data_start > f->size && f->n_tensors)
+        return zen_fail(ZEN_ERR_INPUT, "%s: the data section starts past the end of the file", f->path);
+    uint64_t expect = 0, room = f->size - (data_start < f->size ? data_start : f->size);
+    char buf[128];
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        gguf_tensor_info *t = &f->tensors[i];
+        const char *name = printable(t->name, buf, sizeof buf);
+        if (t->offset != expect)
+            return zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' has offset %llu, expected %llu (tensors must follow one "
+                            "another in order, each padded to the alignment of %u)", f->path, name,
+                            (unsigned long long)t->offset, (unsigned long long)expect, alignment);
+        if (t->nbytes > room || t->offset > room - t->nbytes)
+            return zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' data lies past the end of the file (truncated?)", f->path,
+                            name);
+        t->data = f->map + data_start + t->offset;
+        uint64_t padded = (t->nbytes + alignment - 1) / alignment * alignment;
+        if (padded < t->nbytes || expect > UINT64_MAX - padded)
+            return zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' is too large", f->path, name);
+        expect += padded;
+    }
+    f->data_offset = data_start;
+    return 0;
+}
+
+static int parse_gguf(gguf_file *f) {
+    const char *path = f->path;
+    cursor c = {f->map, f->map + f->size, 0};
+    if (f->size < 24) return zen_fail(ZEN_ERR_INPUT, "%s: too short for a GGUF file (%zu bytes)", path, f->size);
+    if (take_u32(&c) != 0x46554747u) return zen_fail(ZEN_ERR_INPUT, "%s: not a GGUF file (bad magic)", path);
+    f->version = take_u32(&c);
+    if (f->version != 3)
+        return zen_fail(ZEN_ERR_INPUT, "%s: GGUF version %u is not supported (only version 3)", path, f->version);
+    f->n_tensors = take_u64(&c);
+    f->n_kv = take_u64(&c);
+    /* each key/value takes at least 13 bytes and each tensor info 24 */
+    if (f->n_kv > (f->size - 24) / 13 || f->n_tensors > (f->size - 24) / 24)
+        return zen_fail(ZEN_ERR_INPUT, "%s: header declares %llu keys and %llu tensors, more than a file of %zu bytes "
+                        "can hold", path, (unsigned long long)f->n_kv, (unsigned long long)f->n_tensors, f->size);
+    uint32_t alignment = GGUF_ALIGNMENT;
+    int rc = parse_kvs(f, &c, &alignment);
+    if (!rc) rc = parse_tensor_infos(f, &c);
+    if (!rc) rc = place_tensors(f, (size_t)(c.p - f->map), alignment);
+    f->alignment = alignment;
+    return rc;
+}
+
+int gguf_open(gguf_file *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    if (!(f->path = strdup(path))) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        int rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
+        gguf_close(f);
+        return rc;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 24) {
+        close(fd);
+        gguf_close(f);
+        return zen_fail(ZEN_ERR_INPUT, "%s: too short for a GGUF file, or not a regular file", path);
+    }
+    f->size = (size_t)st.st_size;
+    void *map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        int rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot map: %s", path, strerror(errno));
+        gguf_close(f);
+        return rc;
+    }
+    f->map = map;
+    f->mapped = 1;
+    int rc = parse_gguf(f);
+    if (rc) gguf_close(f);
+    return rc;
+}
+
+int gguf_open_memory(gguf_file *f, const void *data, size_t size, const char *name) {
+    memset(f, 0, sizeof *f);
+    if (!(f->path = strdup(name))) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    f->map = (unsigned char *)data;
+    f->size = size;
+    int rc = parse_gguf(f);
+    if (rc) gguf_close(f);
+    return rc;
+}
+
 void gguf_close(gguf_file *f) {
-    for (uint64_t i = 0; f->kvs && i < f->n_kv; i++) free(f->kvs[i].key);
-    for (uint64_t i = 0; f->tensors && i < f->n_tensors; i++) free(f->tensors[i].name);
+    for (uint64_t i = 0; f->kvs && i < f->kv_loaded; i++) free(f->kvs[i].key);
+    for (uint64_t i = 0; f->tensors && i < f->tensors_loaded; i++) free(f->tensors[i].name);
     free(f->kvs);
     free(f->tensors);
-    if (f->map) munmap(f->map, f->size);
+    if (f->map && f->mapped) munmap(f->map, f->size);
     free(f->path);
     memset(f, 0, sizeof *f);
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "../util/atomic_file.h"
 #include "quant.h"
 
 #define GGUF_ALIGNMENT 32
@@ -30,8 +31,7 @@ typedef struct {
     uint64_t data_offset;   /* running offset of the next tensor's data */
     uint64_t *tensor_bytes; /* [tensor_count] */
     /* streaming */
-    FILE *fp;
-    char *path, *tmp_path;
+    zen_atomic_file file;   /* PATH.tmp until gguf_finish renames it */
     uint64_t current, written;
     int failed;
 } gguf_writer;
@@ -64,10 +64,11 @@ typedef struct {
 
 typedef struct {
     char *name;
-    uint32_t n_dims;
-    uint64_t ne[4];
-    uint32_t type;
+    uint32_t n_dims;          /* 1..4 */
+    uint64_t ne[4];           /* ne[0] fastest; unused dims are 1 */
+    uint32_t type;            /* a known ggml type (model/quant.h) */
     uint64_t offset;          /* relative to the data section */
+    uint64_t nbytes;
     const unsigned char *data;
 } gguf_tensor_info;
 
@@ -75,13 +76,22 @@ typedef struct {
     char *path;
     unsigned char *map;
     size_t size;
-    uint32_t version;
+    int mapped;               /* map is ours (mmap), else the caller's memory */
+    uint32_t version, alignment;
     uint64_t n_kv, n_tensors;
+    uint64_t kv_loaded, tensors_loaded; /* entries whose strings are allocated */
+    uint64_t data_offset;     /* start of the data section in the file */
     gguf_kv *kvs;
     gguf_tensor_info *tensors;
 } gguf_file;
 
+/* Opens and checks a GGUF file (see gguf.c for every check); errors name the
+ * file and what is wrong. */
 int gguf_open(gguf_file *f, const char *path);
+/* The same on a file already in memory (data must outlive f); for the fuzzer. */
+int gguf_open_memory(gguf_file *f, const void *data, size_t size, const char *name);
+/* bytes of one value of a scalar type (0 for strings, arrays and unknown types) */
+uint64_t gguf_scalar_size(gguf_value_type t);
 void gguf_close(gguf_file *f);
 const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key);
 const gguf_tensor_info *gguf_find_tensor(const gguf_file *f, const char *name);

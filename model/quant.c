@@ -1,54 +1,78 @@
 /* model/quant.c: ggml storage types and the Q8_0 / Q4_0 reference quantizers. */
 #include <math.h>
 #include <string.h>
+#include <strings.h>
 
 #include "../kernels/dtype.h"
 #include "quant.h"
 
+/* every ggml type: id, name, elements per block, bytes per block (ggml.c's
+ * type_traits; the block layouts of ggml-common.h), and whether zen converts it */
+static const struct {
+    ggml_type_id id;
+    const char *name;
+    uint32_t block, bytes;
+    int convertible;
+} TYPES[] = {
+    {GGML_F32, "F32", 1, 4, 1},         {GGML_F16, "F16", 1, 2, 1},          {GGML_Q4_0, "Q4_0", 32, 18, 1},
+    {GGML_Q4_1, "Q4_1", 32, 20, 0},     {GGML_Q5_0, "Q5_0", 32, 22, 0},      {GGML_Q5_1, "Q5_1", 32, 24, 0},
+    {GGML_Q8_0, "Q8_0", 32, 34, 1},     {GGML_Q8_1, "Q8_1", 32, 36, 0},      {GGML_Q2_K, "Q2_K", 256, 84, 0},
+    {GGML_Q3_K, "Q3_K", 256, 110, 0},   {GGML_Q4_K, "Q4_K", 256, 144, 0},    {GGML_Q5_K, "Q5_K", 256, 176, 0},
+    {GGML_Q6_K, "Q6_K", 256, 210, 0},   {GGML_Q8_K, "Q8_K", 256, 292, 0},    {GGML_IQ2_XXS, "IQ2_XXS", 256, 66, 0},
+    {GGML_IQ2_XS, "IQ2_XS", 256, 74, 0}, {GGML_IQ3_XXS, "IQ3_XXS", 256, 98, 0}, {GGML_IQ1_S, "IQ1_S", 256, 50, 0},
+    {GGML_IQ4_NL, "IQ4_NL", 32, 18, 0}, {GGML_IQ3_S, "IQ3_S", 256, 110, 0},  {GGML_IQ2_S, "IQ2_S", 256, 82, 0},
+    {GGML_IQ4_XS, "IQ4_XS", 256, 136, 0}, {GGML_I8, "I8", 1, 1, 0},          {GGML_I16, "I16", 1, 2, 0},
+    {GGML_I32, "I32", 1, 4, 0},         {GGML_I64, "I64", 1, 8, 0},          {GGML_F64, "F64", 1, 8, 0},
+    {GGML_IQ1_M, "IQ1_M", 256, 56, 0},  {GGML_BF16, "BF16", 1, 2, 1},        {GGML_TQ1_0, "TQ1_0", 256, 54, 0},
+    {GGML_TQ2_0, "TQ2_0", 256, 66, 0},  {GGML_MXFP4, "MXFP4", 32, 17, 0},
+};
+#define NTYPES (sizeof TYPES / sizeof TYPES[0])
+
+static int find_type(uint32_t t) {
+    for (size_t i = 0; i < NTYPES; i++)
+        if ((uint32_t)TYPES[i].id == t) return (int)i;
+    return -1;
+}
+
+int ggml_type_known(uint32_t t) { return find_type(t) >= 0; }
+
+int ggml_type_convertible(ggml_type_id t) {
+    int i = find_type((uint32_t)t);
+    return i >= 0 && TYPES[i].convertible;
+}
+
 int ggml_type_parse(const char *name, ggml_type_id *out) {
-    static const struct { const char *name; ggml_type_id t; } table[] = {
-        {"f32", GGML_F32}, {"f16", GGML_F16}, {"bf16", GGML_BF16}, {"q8_0", GGML_Q8_0}, {"q4_0", GGML_Q4_0}};
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (!strcmp(name, table[i].name)) {
-            *out = table[i].t;
+    for (size_t i = 0; i < NTYPES; i++)
+        if (TYPES[i].convertible && !strcasecmp(name, TYPES[i].name)) {
+            *out = TYPES[i].id;
             return 0;
         }
     return -1;
 }
 
 const char *ggml_type_name(ggml_type_id t) {
-    switch (t) {
-    case GGML_F32: return "F32";
-    case GGML_F16: return "F16";
-    case GGML_BF16: return "BF16";
-    case GGML_Q8_0: return "Q8_0";
-    case GGML_Q4_0: return "Q4_0";
-    }
-    return "?";
+    int i = find_type((uint32_t)t);
+    return i >= 0 ? TYPES[i].name : "?";
 }
 
-size_t ggml_type_block(ggml_type_id t) { return t == GGML_Q8_0 || t == GGML_Q4_0 ? GGML_QK : 1; }
+size_t ggml_type_block(ggml_type_id t) {
+    int i = find_type((uint32_t)t);
+    return i >= 0 ? TYPES[i].block : 0;
+}
 
 size_t ggml_type_bytes(ggml_type_id t, size_t n) {
-    switch (t) {
-    case GGML_F32: return 4 * n;
-    case GGML_F16:
-    case GGML_BF16: return 2 * n;
-    case GGML_Q8_0: return n / GGML_QK * 34;
-    case GGML_Q4_0: return n / GGML_QK * 18;
-    }
-    return 0;
+    int i = find_type((uint32_t)t);
+    return i >= 0 ? n / TYPES[i].block * TYPES[i].bytes : 0;
 }
 
 uint32_t ggml_file_type(ggml_type_id t) {
     switch (t) {
-    case GGML_F32: return 0;   /* LLAMA_FTYPE_ALL_F32 */
     case GGML_F16: return 1;   /* MOSTLY_F16 */
     case GGML_Q4_0: return 2;  /* MOSTLY_Q4_0 */
     case GGML_Q8_0: return 7;  /* MOSTLY_Q8_0 */
     case GGML_BF16: return 32; /* MOSTLY_BF16 */
+    default: return 0;         /* LLAMA_FTYPE_ALL_F32 */
     }
-    return 0;
 }
 
 static void put_f16(uint8_t *p, float v) {
@@ -95,6 +119,7 @@ void ggml_quantize(void *dst, const float *src, size_t n, ggml_type_id t) {
     case GGML_BF16: zen_narrow(dst, src, ZEN_BF16, n); break;
     case GGML_Q8_0: quantize_q8_0(dst, src, n); break;
     case GGML_Q4_0: quantize_q4_0(dst, src, n); break;
+    default: break; /* not convertible: callers check ggml_type_convertible */
     }
 }
 
@@ -119,5 +144,6 @@ void ggml_dequantize(float *dst, const void *src_, size_t n, ggml_type_id t) {
             }
         }
         break;
+    default: memset(dst, 0, n * sizeof(float)); break; /* not convertible */
     }
 }

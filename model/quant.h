@@ -1,6 +1,8 @@
-/* model/quant.h: ggml's storage types for export: f32, f16, bf16 and the block
- * quantizations Q8_0 and Q4_0, byte for byte as ggml lays them out
- * (ggml-common.h, reference quantizers of ggml-quants.c):
+/* model/quant.h: ggml's tensor types. One table names every type llama.cpp
+ * writes (ggml.h's enum), with its block size and bytes per block, so a GGUF
+ * reader can size any tensor; zen itself converts to and from f32, f16, bf16
+ * and the block quantizations Q8_0 and Q4_0, byte for byte as ggml lays them
+ * out (ggml-common.h, reference quantizers of ggml-quants.c):
  *   Q8_0: blocks of 32: {f16 d; int8 qs[32]}, d = amax/127, q = round(x/d)
  *   Q4_0: blocks of 32: {f16 d; u8 qs[16]}, d = max/-8 (max = the value of
  *         largest magnitude, with its sign), q = min(15, (int)(x/d + 8.5)),
@@ -10,27 +12,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* ggml_type ids */
+/* ggml_type ids (ggml.h); ids 4, 5 and 31-33, 36-38 are retired layouts */
 typedef enum {
-    GGML_F32 = 0,
-    GGML_F16 = 1,
-    GGML_Q4_0 = 2,
-    GGML_Q8_0 = 8,
-    GGML_BF16 = 30
+    GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7,
+    GGML_Q8_0 = 8, GGML_Q8_1 = 9, GGML_Q2_K = 10, GGML_Q3_K = 11, GGML_Q4_K = 12, GGML_Q5_K = 13,
+    GGML_Q6_K = 14, GGML_Q8_K = 15, GGML_IQ2_XXS = 16, GGML_IQ2_XS = 17, GGML_IQ3_XXS = 18,
+    GGML_IQ1_S = 19, GGML_IQ4_NL = 20, GGML_IQ3_S = 21, GGML_IQ2_S = 22, GGML_IQ4_XS = 23,
+    GGML_I8 = 24, GGML_I16 = 25, GGML_I32 = 26, GGML_I64 = 27, GGML_F64 = 28, GGML_IQ1_M = 29,
+    GGML_BF16 = 30, GGML_TQ1_0 = 34, GGML_TQ2_0 = 35, GGML_MXFP4 = 39
 } ggml_type_id;
 
 #define GGML_QK 32 /* elements per Q8_0 / Q4_0 block */
 
-/* "f32", "f16", "bf16", "q8_0", "q4_0" -> type; -1 if unknown */
+/* 1 if t is a type of the table (a layout llama.cpp can hold), else 0 */
+int ggml_type_known(uint32_t t);
+/* 1 if zen converts to and from t (f32, f16, bf16, q8_0, q4_0) */
+int ggml_type_convertible(ggml_type_id t);
+/* "f32", "f16", "bf16", "q8_0", "q4_0" -> type; -1 if unknown or not convertible */
 int ggml_type_parse(const char *name, ggml_type_id *out);
-const char *ggml_type_name(ggml_type_id t);
-/* bytes of n elements (n a multiple of the block size for quantized types) */
+const char *ggml_type_name(ggml_type_id t);   /* "Q4_K"; "?" for an unknown id */
+/* bytes of n elements (n a multiple of the block size); 0 for an unknown id */
 size_t ggml_type_bytes(ggml_type_id t, size_t n);
-size_t ggml_type_block(ggml_type_id t); /* 1 or 32 */
+size_t ggml_type_block(ggml_type_id t); /* elements per block: 1, 32 or 256; 0 for an unknown id */
 /* llama.cpp's general.file_type for a model stored mostly in t */
 uint32_t ggml_file_type(ggml_type_id t);
 
-/* Converts n fp32 values into dst in type t (n a multiple of the block size). */
+/* Converts n fp32 values into dst in type t (n a multiple of the block size;
+ * t convertible). */
 void ggml_quantize(void *dst, const float *src, size_t n, ggml_type_id t);
 /* And back (for tests and zen info). */
 void ggml_dequantize(float *dst, const void *src, size_t n, ggml_type_id t);

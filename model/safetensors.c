@@ -10,11 +10,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"
+#include "../util/json.h"
 #include "safetensors.h"
 
 #define ST_MAX_HEADER ((uint64_t)100 << 20)
+#define ZEN_ST_ORIGIN 4200 /* room for a path and a word */
 
 static size_t dtype_elem_size(const char *d) {
     static const struct { const char *name; size_t size; } table[] = {
@@ -98,26 +101,37 @@ static int parse_tensor(st_file *f, const cJSON *item, st_tensor *t, span *s) {
 static int parse_metadata(st_file *f, const cJSON *meta) {
     if (!cJSON_IsObject(meta))
         return zen_fail(ZEN_ERR_INPUT, "%s: '__metadata__' is not an object", f->path);
+    if (f->meta_keys) /* strict parsing refuses a repeated key; never grow the arrays twice */
+        return zen_fail(ZEN_ERR_INPUT, "%s: '__metadata__' appears twice in the header", f->path);
     int n = cJSON_GetArraySize(meta);
     f->meta_keys = zen_calloc((size_t)n, sizeof(char *));
     f->meta_values = zen_calloc((size_t)n, sizeof(char *));
     if (!f->meta_keys || !f->meta_values) return ZEN_ERR_INTERNAL;
     const cJSON *item;
     cJSON_ArrayForEach(item, meta) {
+        if (f->meta_count == n) break; /* never past the arrays */
         if (!cJSON_IsString(item))
             return zen_fail(ZEN_ERR_INPUT, "%s: __metadata__ value of '%s' is not a string", f->path,
                             item->string);
-        f->meta_keys[f->meta_count] = strdup(item->string);
-        f->meta_values[f->meta_count] = strdup(item->valuestring);
+        char *k = strdup(item->string), *v = strdup(item->valuestring);
+        if (!k || !v) {
+            free(k);
+            free(v);
+            return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        }
+        f->meta_keys[f->meta_count] = k;
+        f->meta_values[f->meta_count] = v;
         f->meta_count++;
     }
     return 0;
 }
 
 static int parse_header(st_file *f, const char *json, size_t json_len, size_t data_size) {
-    cJSON *root = cJSON_ParseWithLength(json, json_len);
-    if (!root) return zen_fail(ZEN_ERR_INPUT, "%s: header is not valid JSON", f->path);
-    int rc = 0;
+    char origin[ZEN_ST_ORIGIN];
+    snprintf(origin, sizeof origin, "%s: header", f->path);
+    cJSON *root = NULL;
+    int rc = zen_json_parse(json, json_len, origin, &root);
+    if (rc) return rc;
     span *spans = NULL;
     char **names = NULL;
     if (!cJSON_IsObject(root)) {
@@ -139,6 +153,7 @@ static int parse_header(st_file *f, const char *json, size_t json_len, size_t da
             continue;
         }
         int i = f->count;
+        if (i == n) break; /* never past the arrays */
         if ((rc = parse_tensor(f, item, &f->tensors[i], &spans[i]))) goto done;
         spans[i].index = i;
         names[i] = f->tensors[i].name;
@@ -182,9 +197,24 @@ done:
     return rc;
 }
 
+/* the header and tensor table of f->map[0..f->size) */
+static int parse_file(st_file *f) {
+    if (f->size < 8)
+        return zen_fail(ZEN_ERR_INPUT, "%s: too short for a SafeTensors file (%zu bytes)", f->path, f->size);
+    uint64_t header_len = 0;
+    const unsigned char *bytes = f->map;
+    for (int i = 7; i >= 0; i--) header_len = (header_len << 8) | bytes[i];
+    if (header_len > ST_MAX_HEADER || header_len > f->size - 8)
+        return zen_fail(ZEN_ERR_INPUT, "%s: header length %llu is past the end of the file (%zu bytes)", f->path,
+                        (unsigned long long)header_len, f->size);
+    if (header_len < 2 || bytes[8] != '{')
+        return zen_fail(ZEN_ERR_INPUT, "%s: header does not start with '{': not a SafeTensors file", f->path);
+    return parse_header(f, (const char *)bytes + 8, (size_t)header_len, f->size - 8 - (size_t)header_len);
+}
+
 int st_open(st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
-    f->path = strdup(path);
+    if (!(f->path = strdup(path))) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
     int fd = open(path, O_RDONLY);
     if (fd < 0) {
         int rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
@@ -204,25 +234,25 @@ int st_open(st_file *f, const char *path) {
         return zen_fail(ZEN_ERR_INPUT, "%s: too short for a SafeTensors file (%zu bytes)", path,
                         (size_t)st.st_size);
     }
-    f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (f->map == MAP_FAILED) {
-        f->map = NULL;
+    if (map == MAP_FAILED) {
         st_close(f);
         return zen_fail(ZEN_ERR_INTERNAL, "%s: cannot map: %s", path, strerror(errno));
     }
-    uint64_t header_len = 0;
-    const unsigned char *bytes = f->map;
-    for (int i = 7; i >= 0; i--) header_len = (header_len << 8) | bytes[i];
-    int rc = 0;
-    if (header_len > ST_MAX_HEADER || header_len > f->size - 8)
-        rc = zen_fail(ZEN_ERR_INPUT, "%s: header length %llu is past the end of the file (%zu bytes)",
-                      path, (unsigned long long)header_len, f->size);
-    else if (header_len < 2 || bytes[8] != '{')
-        rc = zen_fail(ZEN_ERR_INPUT, "%s: header does not start with '{': not a SafeTensors file", path);
-    else
-        rc = parse_header(f, (const char *)bytes + 8, (size_t)header_len,
-                          f->size - 8 - (size_t)header_len);
+    f->map = map;
+    f->mapped = 1;
+    int rc = parse_file(f);
+    if (rc) st_close(f);
+    return rc;
+}
+
+int st_open_memory(st_file *f, const void *data, size_t size, const char *name) {
+    memset(f, 0, sizeof *f);
+    if (!(f->path = strdup(name))) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    f->map = (void *)data;
+    f->size = size;
+    int rc = parse_file(f);
     if (rc) st_close(f);
     return rc;
 }
@@ -236,7 +266,7 @@ void st_close(st_file *f) {
     }
     free(f->meta_keys);
     free(f->meta_values);
-    if (f->map) munmap(f->map, f->size);
+    if (f->map && f->mapped) munmap(f->map, f->size);
     free(f->path);
     memset(f, 0, sizeof *f);
 }
@@ -374,58 +404,54 @@ int st_writer_open(st_writer *w, const char *path, const st_entry *entries, int 
                    const char *const *meta, int meta_pairs) {
     memset(w, 0, sizeof *w);
     cJSON *root = cJSON_CreateObject();
-    if (meta_pairs > 0) {
+    int ok = root != NULL;
+    if (ok && meta_pairs > 0) {
         cJSON *m = cJSON_AddObjectToObject(root, "__metadata__");
-        for (int i = 0; i < meta_pairs; i++) cJSON_AddStringToObject(m, meta[2 * i], meta[2 * i + 1]);
+        for (int i = 0; i < meta_pairs && ok; i++) ok = cJSON_AddStringToObject(m, meta[2 * i], meta[2 * i + 1]) != NULL;
     }
     w->nbytes = zen_calloc((size_t)(count ? count : 1), sizeof(size_t));
-    if (!w->nbytes) {
-        cJSON_Delete(root);
-        return ZEN_ERR_INTERNAL;
-    }
+    ok = ok && w->nbytes;
     size_t offset = 0;
-    for (int i = 0; i < count; i++) {
+    for (int i = 0; i < count && ok; i++) {
         const st_entry *e = &entries[i];
         size_t numel = 1;
         for (int d = 0; d < e->ndim; d++) numel *= (size_t)e->shape[d];
         w->nbytes[i] = numel * zen_dtype_size(e->dtype);
         cJSON *t = cJSON_AddObjectToObject(root, e->name);
-        cJSON_AddStringToObject(t, "dtype", zen_dtype_name(e->dtype));
-        cJSON *shape = cJSON_AddArrayToObject(t, "shape");
-        for (int d = 0; d < e->ndim; d++) cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e->shape[d]));
-        cJSON *offs = cJSON_AddArrayToObject(t, "data_offsets");
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset));
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(offset + w->nbytes[i])));
+        cJSON *shape = t ? cJSON_AddArrayToObject(t, "shape") : NULL;
+        cJSON *offs = t ? cJSON_AddArrayToObject(t, "data_offsets") : NULL;
+        ok = t && shape && offs && cJSON_AddStringToObject(t, "dtype", zen_dtype_name(e->dtype));
+        for (int d = 0; d < e->ndim && ok; d++) ok = cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e->shape[d]));
+        ok = ok && cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset)) &&
+             cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(offset + w->nbytes[i])));
         offset += w->nbytes[i];
     }
-    char *json = cJSON_PrintUnformatted(root);
+    char *json = ok ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
     if (!json) {
         free(w->nbytes);
+        w->nbytes = NULL;
         return zen_fail(ZEN_ERR_INTERNAL, "out of memory writing %s", path);
     }
     size_t len = strlen(json);
     size_t padded = (len + 7) & ~(size_t)7; /* header padded with spaces to 8 bytes */
     w->count = count;
-    w->path = strdup(path);
-    size_t tlen = strlen(path) + 5;
-    w->tmp_path = malloc(tlen);
-    snprintf(w->tmp_path, tlen, "%s.tmp", path);
-    w->fp = fopen(w->tmp_path, "wb");
-    if (!w->fp) {
+    int rc = zen_atomic_open(&w->file, path);
+    if (rc) {
         free(json);
-        int rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot write: %s", w->tmp_path, strerror(errno));
         st_writer_abort(w);
         return rc;
     }
-    unsigned char lenbytes[8];
-    for (int i = 0; i < 8; i++) lenbytes[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    int ok = fwrite(lenbytes, 1, 8, w->fp) == 8 && fwrite(json, 1, len, w->fp) == len;
-    for (size_t i = len; i < padded && ok; i++) ok = fputc(' ', w->fp) != EOF;
+    unsigned char head[8 + 7];
+    for (int i = 0; i < 8; i++) head[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    memset(head + 8, ' ', 7);
+    rc = zen_atomic_write(&w->file, head, 8);
+    if (!rc) rc = zen_atomic_write(&w->file, json, len);
+    if (!rc) rc = zen_atomic_write(&w->file, head + 8, padded - len);
     free(json);
-    if (!ok) {
+    if (rc) {
         st_writer_abort(w);
-        return zen_fail(ZEN_ERR_INTERNAL, "%s: write failed", path);
+        return rc;
     }
     while (w->current < w->count && w->nbytes[w->current] == 0) w->current++;
     return 0;
@@ -435,11 +461,11 @@ int st_writer_put(st_writer *w, const void *data, size_t nbytes) {
     const char *p = data;
     while (nbytes > 0) {
         if (w->current >= w->count)
-            return zen_fail(ZEN_ERR_INTERNAL, "%s: more data written than the header declares", w->path);
+            return zen_fail(ZEN_ERR_INTERNAL, "%s: more data written than the header declares", w->file.path);
         size_t room = w->nbytes[w->current] - w->written;
         size_t n = nbytes < room ? nbytes : room;
-        if (fwrite(p, 1, n, w->fp) != n)
-            return zen_fail(ZEN_ERR_INTERNAL, "%s: write failed: %s", w->path, strerror(errno));
+        int rc = zen_atomic_write(&w->file, p, n);
+        if (rc) return rc;
         p += n;
         nbytes -= n;
         w->written += n;
@@ -453,32 +479,20 @@ int st_writer_put(st_writer *w, const void *data, size_t nbytes) {
 }
 
 int st_writer_close(st_writer *w) {
-    int rc = 0;
-    if (w->current != w->count)
-        rc = zen_fail(ZEN_ERR_INTERNAL, "%s: closed after %d of %d tensors", w->path, w->current, w->count);
-    else if (fclose(w->fp) != 0)
-        rc = zen_fail(ZEN_ERR_INTERNAL, "%s: write failed: %s", w->path, strerror(errno));
-    else {
-        w->fp = NULL;
-        if (rename(w->tmp_path, w->path) != 0)
-            rc = zen_fail(ZEN_ERR_INTERNAL, "%s: rename failed: %s", w->path, strerror(errno));
+    int rc;
+    if (w->current != w->count) {
+        rc = zen_fail(ZEN_ERR_INTERNAL, "%s: closed after %d of %d tensors", w->file.path, w->current, w->count);
+        zen_atomic_abort(&w->file);
+    } else {
+        rc = zen_atomic_commit(&w->file); /* closes once, removes the temp file on failure */
     }
-    if (rc) {
-        st_writer_abort(w);
-        return rc;
-    }
-    free(w->path);
-    free(w->tmp_path);
     free(w->nbytes);
     memset(w, 0, sizeof *w);
-    return 0;
+    return rc;
 }
 
 void st_writer_abort(st_writer *w) {
-    if (w->fp) fclose(w->fp);
-    if (w->tmp_path) remove(w->tmp_path);
-    free(w->path);
-    free(w->tmp_path);
+    zen_atomic_abort(&w->file);
     free(w->nbytes);
     memset(w, 0, sizeof *w);
 }

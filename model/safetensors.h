@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "../kernels/dtype.h"
+#include "../util/atomic_file.h"
 
 #define ST_MAX_DIMS 8
 
@@ -31,6 +32,7 @@ typedef struct {
     char *path;
     void *map;                     /* the whole file, read-only */
     size_t size;
+    int mapped;                    /* map is ours (mmap), else the caller's memory */
     int count;
     st_tensor *tensors;            /* [count] in header order */
     int meta_count;
@@ -38,6 +40,9 @@ typedef struct {
 } st_file;
 
 int st_open(st_file *f, const char *path);
+/* The same checks on a SafeTensors file already in memory (data must outlive
+ * f); name stands for the file in errors. For tests and the fuzzer. */
+int st_open_memory(st_file *f, const void *data, size_t size, const char *name);
 void st_close(st_file *f);
 const st_tensor *st_find(const st_file *f, const char *name);
 /* Tells the kernel that the mapped bytes [data, data + nbytes) of a tensor are
@@ -71,8 +76,7 @@ typedef struct {
 } st_entry;
 
 typedef struct {
-    FILE *fp;
-    char *path, *tmp_path;
+    zen_atomic_file file;          /* PATH.tmp until st_writer_close renames it */
     int count, current;
     size_t *nbytes;                /* [count] */
     size_t written;                /* bytes written of the current tensor */
@@ -84,7 +88,7 @@ int st_writer_open(st_writer *w, const char *path, const st_entry *entries, int 
                    const char *const *meta, int meta_pairs);
 /* Appends bytes of the current tensor (a whole tensor or a piece of one). */
 int st_writer_put(st_writer *w, const void *data, size_t nbytes);
-/* Checks every tensor was written in full, then renames the temp file into place. */
+/* Checks every tensor was written in full, then commits the temp file (fsync, rename). */
 int st_writer_close(st_writer *w);
 void st_writer_abort(st_writer *w);
 

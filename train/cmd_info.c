@@ -32,27 +32,50 @@ static void print_scalar(gguf_value_type t, const unsigned char *p) {
     }
 }
 
-static void print_string(const char *s, size_t max) {
-    putchar('"');
+/* a name or value from a file, with control characters escaped so a hostile
+ * file cannot write to the terminal (ANSI sequences, carriage returns) */
+static void print_escaped(const char *s, size_t max) {
     for (size_t i = 0; s[i] && i < max; i++) {
-        if (s[i] == '\n') printf("\\n");
-        else if (s[i] == '"') printf("\\\"");
-        else putchar(s[i]);
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '\n') printf("\\n");
+        else if (ch == '"') printf("\\\"");
+        else if (ch == '\\') printf("\\\\");
+        else if (ch < 0x20 || ch == 0x7f) printf("\\x%02x", ch);
+        else putchar(ch);
     }
     if (strlen(s) > max) printf("...");
+}
+
+static void print_string(const char *s, size_t max) {
     putchar('"');
+    print_escaped(s, max);
+    putchar('"');
+}
+
+/* a key or tensor name padded to width */
+static void print_name(const char *s, int width) {
+    int plain = 1;
+    for (size_t i = 0; s[i]; i++) plain &= (unsigned char)s[i] >= 0x20 && s[i] != 0x7f && s[i] != '\\' && s[i] != '"';
+    if (plain) {
+        printf("%-*s", width, s);
+        return;
+    }
+    print_escaped(s, 200);
+    putchar(' ');
 }
 
 static int info_gguf(const char *path) {
     gguf_file f;
     int rc = gguf_open(&f, path);
     if (rc) return rc;
-    printf("%s: GGUF v%u, %llu keys, %llu tensors\n", path, f.version, (unsigned long long)f.n_kv,
-           (unsigned long long)f.n_tensors);
+    printf("%s: GGUF v%u, %llu keys, %llu tensors, alignment %u\n", path, f.version, (unsigned long long)f.n_kv,
+           (unsigned long long)f.n_tensors, f.alignment);
     for (uint64_t i = 0; i < f.n_kv; i++) {
         const gguf_kv *kv = &f.kvs[i];
+        printf("  ");
+        print_name(kv->key, 44);
         if (kv->type == GGUF_ARRAY) {
-            printf("  %-44s array[%s, %llu] ", kv->key, gguf_type_name(kv->elem_type), (unsigned long long)kv->count);
+            printf(" array[%s, %llu] ", gguf_type_name(kv->elem_type), (unsigned long long)kv->count);
             if (kv->elem_type == GGUF_STRING)
                 for (uint64_t k = 0; k < kv->count && k < 4; k++) {
                     char *s = gguf_string(kv, k);
@@ -61,13 +84,12 @@ static int info_gguf(const char *path) {
                 }
             else
                 for (uint64_t k = 0; k < kv->count && k < 8; k++) {
-                    print_scalar(kv->elem_type, kv->value + k * (kv->elem_type == GGUF_I32 || kv->elem_type == GGUF_U32 ||
-                                                                  kv->elem_type == GGUF_F32 ? 4 : 1));
+                    print_scalar(kv->elem_type, kv->value + k * gguf_scalar_size(kv->elem_type));
                     putchar(' ');
                 }
-            printf("%s\n", kv->count > 4 ? "..." : "");
+            printf("%s\n", kv->count > (kv->elem_type == GGUF_STRING ? 4u : 8u) ? "..." : "");
         } else {
-            printf("  %-44s %-6s ", kv->key, gguf_type_name(kv->type));
+            printf(" %-6s ", gguf_type_name(kv->type));
             if (kv->type == GGUF_STRING) {
                 char *s = gguf_string(kv, 0);
                 if (s) print_string(s, 80);
@@ -80,7 +102,9 @@ static int info_gguf(const char *path) {
     }
     for (uint64_t i = 0; i < f.n_tensors; i++) {
         const gguf_tensor_info *t = &f.tensors[i];
-        printf("  tensor %-40s %-5s [", t->name, ggml_type_name((ggml_type_id)t->type));
+        printf("  tensor ");
+        print_name(t->name, 40);
+        printf(" %-5s [", ggml_type_name((ggml_type_id)t->type));
         for (uint32_t d = 0; d < t->n_dims; d++) printf(d ? ", %llu" : "%llu", (unsigned long long)t->ne[d]);
         printf("]\n");
     }
@@ -92,10 +116,18 @@ static void print_st_file(const st_file *f) {
     size_t total = 0;
     for (int i = 0; i < f->count; i++) total += (size_t)f->tensors[i].numel;
     printf("%s: SafeTensors, %d tensors, %zu parameters\n", f->path, f->count, total);
-    for (int i = 0; i < f->meta_count; i++) printf("  metadata %s = %s\n", f->meta_keys[i], f->meta_values[i]);
+    for (int i = 0; i < f->meta_count; i++) {
+        printf("  metadata ");
+        print_escaped(f->meta_keys[i], 200);
+        printf(" = ");
+        print_escaped(f->meta_values[i], 200);
+        putchar('\n');
+    }
     for (int i = 0; i < f->count; i++) {
         const st_tensor *t = &f->tensors[i];
-        printf("  %-64s %-5s [", t->name, t->dtype);
+        printf("  ");
+        print_name(t->name, 64);
+        printf(" %-5s [", t->dtype);
         for (int d = 0; d < t->ndim; d++) printf(d ? ", %lld" : "%lld", (long long)t->shape[d]);
         printf("]\n");
     }

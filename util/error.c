@@ -13,9 +13,12 @@ int zen_fail(int code, const char *fmt, ...) {
     va_start(args, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, args);
     va_end(args);
-    /* keep the message to one line whatever the caller passed in */
-    for (char *c = last_error; *c; c++)
-        if (*c == '\n' || *c == '\r') *c = ' ';
+    /* keep the message to one line of printable text whatever the caller
+     * passed in (names from hostile files may hold control characters) */
+    for (char *c = last_error; *c; c++) {
+        if (*c == '\n' || *c == '\r' || *c == '\t') *c = ' ';
+        else if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+    }
     return code;
 }
 

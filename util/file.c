@@ -7,10 +7,15 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "atomic_file.h"
 #include "error.h"
 #include "file.h"
+#include "json.h"
 
-int zen_read_text_file(const char *path, char **out) {
+int zen_read_file_bytes(const char *path, char **out, size_t *len_out) {
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return zen_fail(ZEN_ERR_INPUT, "%s: not a regular file", path);
     FILE *f = fopen(path, "rb");
     if (!f) return zen_fail(ZEN_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
     if (fseek(f, 0, SEEK_END) != 0) {
@@ -36,16 +41,21 @@ int zen_read_text_file(const char *path, char **out) {
     }
     buf[size] = '\0';
     *out = buf;
+    if (len_out) *len_out = (size_t)size;
     return 0;
 }
 
+int zen_read_text_file(const char *path, char **out) { return zen_read_file_bytes(path, out, NULL); }
+
 int zen_read_json_object(const char *path, cJSON **out) {
     char *text = NULL;
-    int rc = zen_read_text_file(path, &text);
+    size_t len = 0;
+    int rc = zen_read_file_bytes(path, &text, &len);
     if (rc) return rc;
-    cJSON *root = cJSON_Parse(text);
+    cJSON *root = NULL;
+    rc = zen_json_parse(text, len, path, &root);
     free(text);
-    if (!root) return zen_fail(ZEN_ERR_INPUT, "%s: not valid JSON", path);
+    if (rc) return rc;
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return zen_fail(ZEN_ERR_INPUT, "%s: expected a JSON object", path);
@@ -65,18 +75,10 @@ int zen_write_json_file(const char *dir, const char *name, cJSON *root) {
 }
 
 int zen_write_text_file(const char *path, const char *text) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return zen_fail(ZEN_ERR_INPUT, "%s: cannot write: %s", tmp, strerror(errno));
-    size_t n = strlen(text);
-    int ok = fwrite(text, 1, n, f) == n;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return zen_fail(ZEN_ERR_INTERNAL, "%s: write failed: %s", path, strerror(errno));
-    }
-    return 0;
+    zen_atomic_file f;
+    int rc = zen_atomic_open(&f, path);
+    if (!rc) rc = zen_atomic_write(&f, text, strlen(text));
+    return rc ? (zen_atomic_abort(&f), rc) : zen_atomic_commit(&f);
 }
 
 int zen_mkdir_p(const char *path) {

@@ -4,13 +4,16 @@
 #include <stddef.h>
 #include <stdlib.h>
 
-/* Reads a whole (small) text file into a NUL-terminated malloc'd buffer. */
+/* Reads a whole (small, at most 64 MiB) regular file into a NUL-terminated
+ * malloc'd buffer; *len_out (optional) gets its length. */
+int zen_read_file_bytes(const char *path, char **out, size_t *len_out);
 int zen_read_text_file(const char *path, char **out);
-/* Reads and parses a JSON file whose top level must be an object (a cJSON
- * tree the caller frees with cJSON_Delete); errors name the path. */
+/* Reads and parses (strictly, util/json.h) a JSON file whose top level must
+ * be an object (a cJSON tree the caller frees with cJSON_Delete); errors name
+ * the path. */
 struct cJSON;
 int zen_read_json_object(const char *path, struct cJSON **out);
-/* Writes text to path atomically (path.tmp, then rename). */
+/* Writes text to path atomically (util/atomic_file.h). */
 int zen_write_text_file(const char *path, const char *text);
 /* Writes a cJSON tree, pretty-printed, to dir/name atomically and frees the
  * tree (also on failure). */

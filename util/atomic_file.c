@@ -1,0 +1,129 @@
+/* util/atomic_file.c: write to PATH.tmp, then fsync and rename (see atomic_file.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "atomic_file.h"
+#include "error.h"
+
+/* fsyncs the directory holding path, so the rename itself survives a crash
+ * (best effort: some file systems refuse fsync on directories) */
+static void sync_parent(const char *path) {
+    char *copy = strdup(path);
+    if (!copy) return;
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(copy);
+}
+
+int zen_atomic_tmp_name(const char *path, char **out) {
+    struct stat st;
+    *out = NULL;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return zen_fail(ZEN_ERR_INPUT, "%s is a directory; give a file name", path);
+    size_t n = strlen(path) + 5;
+    if (!(*out = zen_malloc(n))) return ZEN_ERR_INTERNAL;
+    snprintf(*out, n, "%s.tmp", path);
+    return 0;
+}
+
+int zen_atomic_open(zen_atomic_file *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    int rc = zen_atomic_tmp_name(path, &f->tmp);
+    if (rc) return rc;
+    f->path = strdup(path);
+    if (!f->path) {
+        zen_atomic_abort(f);
+        return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    }
+    f->fp = fopen(f->tmp, "wb");
+    if (!f->fp) {
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot write: %s", f->tmp, strerror(errno));
+        free(f->tmp);
+        f->tmp = NULL; /* nothing was created: nothing to remove */
+        zen_atomic_abort(f);
+        return rc;
+    }
+    return 0;
+}
+
+int zen_atomic_write(zen_atomic_file *f, const void *data, size_t n) {
+    if (!f->fp) return zen_fail(ZEN_ERR_INTERNAL, "%s: write after close", f->path);
+    if (n && fwrite(data, 1, n, f->fp) != n)
+        return zen_fail(ZEN_ERR_INTERNAL, "%s: write failed: %s", f->path, strerror(errno));
+    return 0;
+}
+
+int zen_atomic_commit_path(const char *tmp, const char *path) {
+    int fd = open(tmp, O_RDONLY);
+    int ok = fd >= 0 && fsync(fd) == 0;
+    int err = errno;
+    if (fd >= 0) close(fd);
+    if (!ok) {
+        remove(tmp);
+        return zen_fail(ZEN_ERR_INTERNAL, "%s: cannot write to disk: %s", path, strerror(err));
+    }
+    if (rename(tmp, path) != 0) {
+        err = errno;
+        remove(tmp);
+        return zen_fail(err == EISDIR || err == ENOTDIR ? ZEN_ERR_INPUT : ZEN_ERR_INTERNAL,
+                        "%s: cannot rename into place: %s", path, strerror(err));
+    }
+    sync_parent(path);
+    return 0;
+}
+
+int zen_atomic_commit(zen_atomic_file *f) {
+    if (!f->fp) {
+        zen_atomic_abort(f);
+        return zen_fail(ZEN_ERR_INTERNAL, "commit of a file that is not open");
+    }
+    errno = 0;
+    int ok = fflush(f->fp) == 0 && !ferror(f->fp) && fsync(fileno(f->fp)) == 0;
+    int err = errno;
+    if (fclose(f->fp) != 0 && ok) { /* closed once, whatever happened */
+        ok = 0;
+        err = errno;
+    }
+    f->fp = NULL;
+    int rc = ok ? zen_atomic_commit_path(f->tmp, f->path)
+                : zen_fail(ZEN_ERR_INTERNAL, "%s: write failed: %s", f->path, strerror(err ? err : EIO));
+    if (!rc) {
+        free(f->tmp);
+        f->tmp = NULL; /* renamed: nothing left to remove */
+    }
+    zen_atomic_abort(f);
+    return rc;
+}
+
+void zen_atomic_abort(zen_atomic_file *f) {
+    if (f->fp) fclose(f->fp);
+    if (f->tmp) remove(f->tmp);
+    free(f->tmp);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+int zen_atomic_commit_dir(const char *partial, const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        /* a directory that appeared meanwhile is never replaced */
+        return zen_fail(ZEN_ERR_INPUT, "%s already exists; choose another --out or remove it", path);
+    }
+    if (rename(partial, path) != 0)
+        return zen_fail(ZEN_ERR_INTERNAL, "%s: cannot rename into place: %s", path, strerror(errno));
+    sync_parent(path);
+    return 0;
+}
+
+int zen_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
