@@ -12,18 +12,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* what the check of a file found */
+typedef struct {
+    int64_t n_tokens;
+    int has_mask;
+    int64_t vocab_size;         /* the file's attribute */
+    int64_t n_masked;           /* targets (positions >= 1) whose mask is 1 */
+    int64_t n_docs;             /* documents in /doc_offsets, -1 without it */
+} zen_dataset_info;
+
 typedef struct {
     char *path;
     int64_t file, tokens, mask; /* HDF5 handles (hid_t); 0 = not open */
     int64_t n_tokens;
     int has_mask;
     int64_t vocab_size;         /* the file's attribute */
+    int64_t n_masked;           /* targets whose mask is 1, in the whole file */
+    int64_t n_docs;             /* -1 without /doc_offsets */
 } zen_dataset;
 
-/* Opens and validates the file: layout, dtypes, ranks, lengths, and (streaming
- * through it once) every token id < model_vocab and every mask value 0 or 1.
- * Every problem is a one-line error naming the file and what is wrong. */
+/* Opens and validates the file (see dataset.c: layout, storage, attribute,
+ * and, streaming through it once, every token id below the file's vocab_size
+ * and model_vocab, every mask value 0 or 1, the document offsets). The check
+ * runs in a child process, so even a crash of libhdf5 on a hostile file is a
+ * one-line error naming the file and what is wrong. */
 int zen_dataset_open(zen_dataset *d, const char *path, int model_vocab);
+/* The same check, in this process, on a file image in memory (the fuzzer). */
+int zen_dataset_check_image(const void *data, size_t size, int model_vocab, zen_dataset_info *info);
 /* Safe on a zero-initialised dataset and on one already closed. */
 void zen_dataset_close(zen_dataset *d);
 int64_t zen_dataset_num_sequences(const zen_dataset *d, size_t T);
