@@ -9,6 +9,7 @@
 
 #include "../util/error.h"
 #include "../util/file.h"
+#include "../util/json.h"
 #include "tokenizer.h"
 
 /* ---------------- hash maps ---------------- */
@@ -134,6 +135,7 @@ struct zen_tokenizer {
     cache_entry *cache;    /* [CACHE_SIZE] */
     uint32_t *token_bytes; /* [n_ids] decoded length of each token */
     int32_t eos;
+    int id_mismatches;     /* added tokens whose id differs from the one tokenizer.json lists */
 };
 
 /* GPT-2's map from bytes to printable code points */
@@ -213,126 +215,198 @@ static int setup_regex(zen_tokenizer *t, const cJSON *pre, const char *path) {
     return t->match ? 0 : zen_fail(ZEN_ERR_INTERNAL, "out of memory");
 }
 
-int zen_tokenizer_load(zen_tokenizer **out, const char *dir) {
-    char *path = zen_path_join(dir, "tokenizer.json");
-    cJSON *root = NULL;
-    zen_tokenizer *t = zen_calloc(1, sizeof *t);
-    int rc = path && t ? zen_read_json_object(path, &root) : ZEN_ERR_INTERNAL;
+/* an id from tokenizer.json: an integer in [0, ZEN_TOKENIZER_MAX_ID) */
+static int parse_id(const cJSON *item, int32_t *id) {
+    if (!cJSON_IsNumber(item)) return -1;
+    double v = item->valuedouble;
+    if (!(v >= 0 && v < ZEN_TOKENIZER_MAX_ID) || v != (double)(int32_t)v) return -1;
+    *id = (int32_t)v;
+    return 0;
+}
+
+/* the id Hugging Face tokenizers gives an added token that is not yet known
+ * (AddedVocabulary::add_tokens): the model's vocabulary size for the first,
+ * then one past the largest added id once that reaches the vocabulary size */
+static int32_t next_added_id(int32_t vocab_entries, int32_t max_added) {
+    if (max_added < 0) return vocab_entries;
+    return max_added >= vocab_entries || vocab_entries == 0 ? max_added + 1 : vocab_entries;
+}
+
+/* the ids of model.vocab and added_tokens, as HF assigns them:
+ * - a vocabulary entry's id is its value (each id used once);
+ * - an added token whose content is already known (in the vocabulary, or
+ *   added before) takes that id and is marked as added, whatever id the file
+ *   lists (HF warns and does the same), which is GPT-2's usual layout;
+ * - a new added token takes next_added_id; tokenizer.json's id is advisory.
+ * Every id must be in [0, ZEN_TOKENIZER_MAX_ID) and the ids dense enough
+ * that the tables stay proportional to the file. */
+static int assign_ids(zen_tokenizer *t, const cJSON *vocab, const cJSON *added, const char *path) {
+    int32_t vocab_entries = 0, max_id = -1, id;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, vocab) {
+        if (parse_id(item, &id))
+            return zen_fail(ZEN_ERR_INPUT, "%s: vocab entry '%.100s' has no valid id (an integer in [0, %d))", path,
+                            item->string, ZEN_TOKENIZER_MAX_ID);
+        vocab_entries++;
+        if (id > max_id) max_id = id;
+    }
+    int n_added = cJSON_GetArraySize(added);
+    if (added && !cJSON_IsArray(added)) return zen_fail(ZEN_ERR_INPUT, "%s: added_tokens must be a list", path);
+    /* new added ids grow from the vocabulary size: bound them before allocating */
+    int64_t bound = (int64_t)(max_id > vocab_entries ? max_id : vocab_entries) + n_added + 1;
+    if (bound > ZEN_TOKENIZER_MAX_ID || bound > 16 * ((int64_t)vocab_entries + n_added) + 4096)
+        return zen_fail(ZEN_ERR_INPUT, "%s: ids reach %lld for %d tokens (ids must be below %d and dense)", path,
+                        (long long)bound, vocab_entries + n_added, ZEN_TOKENIZER_MAX_ID);
+    t->n_ids = (int32_t)bound;
+    t->id_text = zen_calloc((size_t)t->n_ids, sizeof(char *));
+    t->is_added = zen_calloc((size_t)t->n_ids, 1);
+    t->added = zen_calloc((size_t)n_added + 1, sizeof(added_token));
+    if (!t->id_text || !t->is_added || !t->added || str_map_init(&t->vocab, (size_t)t->n_ids))
+        return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    cJSON_ArrayForEach(item, vocab) {
+        id = 0;
+        parse_id(item, &id);
+        if (t->id_text[id])
+            return zen_fail(ZEN_ERR_INPUT, "%s: vocab entries '%.100s' and '%.100s' share id %d", path, t->id_text[id],
+                            item->string, id);
+        if (!(t->id_text[id] = strdup(item->string))) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        str_map_put(&t->vocab, t->id_text[id], strlen(t->id_text[id]), id);
+    }
+    int32_t max_added = -1;
+    int k = 0;
+    cJSON_ArrayForEach(item, added) {
+        const cJSON *fid = cJSON_GetObjectItemCaseSensitive(item, "id");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
+        int32_t listed;
+        if (!cJSON_IsObject(item) || !cJSON_IsString(content))
+            return zen_fail(ZEN_ERR_INPUT, "%s: added token %d lacks a string 'content'", path, k);
+        if (parse_id(fid, &listed))
+            return zen_fail(ZEN_ERR_INPUT, "%s: added token %d ('%.100s') has no valid id (an integer in [0, %d))",
+                            path, k, content->valuestring, ZEN_TOKENIZER_MAX_ID);
+        k++;
+        size_t len = strlen(content->valuestring);
+        if (len == 0) continue; /* HF ignores empty added tokens */
+        id = str_map_get(&t->vocab, content->valuestring, len);
+        if (id < 0) { /* new: HF's next id */
+            id = next_added_id(vocab_entries, max_added);
+            if (id >= t->n_ids || t->id_text[id])
+                return zen_fail(ZEN_ERR_INPUT, "%s: added token '%.100s' would take id %d, which the vocabulary "
+                                "already uses", path, content->valuestring, id);
+            if (!(t->id_text[id] = strdup(content->valuestring))) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+            str_map_put(&t->vocab, t->id_text[id], len, id);
+        }
+        if (id != listed) t->id_mismatches++;
+        if (id > max_added) max_added = id;
+        if (!t->is_added[id]) { /* matched in text before BPE, kept whole */
+            t->is_added[id] = 1;
+            t->added[t->n_added++] = (added_token){t->id_text[id], strlen(t->id_text[id]), id};
+            t->added_first[(unsigned char)t->id_text[id][0]] = 1;
+        }
+    }
+    return 0;
+}
+
+/* "left right" or [left, right] -> the two halves (malloc'd) */
+static int merge_halves(const cJSON *item, char **left, char **right) {
+    *left = *right = NULL;
+    if (cJSON_IsString(item)) {
+        const char *space = strchr(item->valuestring, ' ');
+        if (!space) return -1;
+        *left = strndup(item->valuestring, (size_t)(space - item->valuestring));
+        *right = strdup(space + 1);
+    } else if (cJSON_IsArray(item) && cJSON_GetArraySize(item) == 2 && cJSON_IsString(cJSON_GetArrayItem(item, 0)) &&
+               cJSON_IsString(cJSON_GetArrayItem(item, 1))) {
+        *left = strdup(cJSON_GetArrayItem(item, 0)->valuestring);
+        *right = strdup(cJSON_GetArrayItem(item, 1)->valuestring);
+    } else {
+        return -1;
+    }
+    return *left && *right ? 0 : -2;
+}
+
+static int load_merges(zen_tokenizer *t, const cJSON *merges, const char *path) {
+    if (pair_map_init(&t->merges, (size_t)cJSON_GetArraySize(merges))) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    int rank = 0, rc = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, merges) {
+        char *left, *right;
+        int bad = merge_halves(item, &left, &right);
+        if (bad) rc = bad == -2 ? zen_fail(ZEN_ERR_INTERNAL, "out of memory")
+                                : zen_fail(ZEN_ERR_INPUT, "%s: merge %d is neither \"a b\" nor [a, b]", path, rank);
+        size_t nl = left ? strlen(left) : 0, nr = right ? strlen(right) : 0;
+        char *joined = rc ? NULL : malloc(nl + nr + 1);
+        if (!rc && !joined) rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        if (!rc) {
+            memcpy(joined, left, nl);
+            memcpy(joined + nl, right, nr + 1);
+            int32_t a = str_map_get(&t->vocab, left, nl), b = str_map_get(&t->vocab, right, nr);
+            int32_t m = str_map_get(&t->vocab, joined, nl + nr);
+            if (a < 0 || b < 0 || m < 0)
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: merge %d ('%.100s' '%.100s') uses a token not in the vocabulary", path,
+                              rank, left, right);
+            else
+                pair_map_put(&t->merges, a, b, rank++, m);
+        }
+        free(left);
+        free(right);
+        free(joined);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int load_root(zen_tokenizer *t, const cJSON *root, const char *path) {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    const cJSON *item;
-    if (!rc && !(cJSON_IsString(type) && !strcmp(type->valuestring, "BPE") && cJSON_IsObject(vocab) && cJSON_IsArray(merges)))
-        rc = zen_fail(ZEN_ERR_INPUT, "%s: expected a BPE model with 'vocab' and 'merges'", path);
-    /* ids: the vocabulary and the added tokens */
-    if (!rc) {
-        int32_t max_id = -1;
-        cJSON_ArrayForEach(item, vocab) if (cJSON_IsNumber(item) && item->valuedouble > max_id) max_id = (int32_t)item->valuedouble;
-        cJSON_ArrayForEach(item, added) {
-            const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "id");
-            if (cJSON_IsNumber(id) && id->valuedouble > max_id) max_id = (int32_t)id->valuedouble;
-        }
-        t->n_ids = max_id + 1;
-        t->id_text = zen_calloc((size_t)t->n_ids + 1, sizeof(char *));
-        t->is_added = zen_calloc((size_t)t->n_ids + 1, 1);
-        t->added = zen_calloc((size_t)cJSON_GetArraySize(added) + 1, sizeof(added_token));
-        t->cache = zen_calloc(CACHE_SIZE, sizeof(cache_entry));
-        if (!t->id_text || !t->is_added || !t->added || !t->cache ||
-            str_map_init(&t->vocab, (size_t)t->n_ids) || pair_map_init(&t->merges, (size_t)cJSON_GetArraySize(merges)))
-            rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-    }
-    if (!rc) cJSON_ArrayForEach(item, vocab) {
-        int32_t id = cJSON_IsNumber(item) ? (int32_t)item->valuedouble : -1;
-        if (id < 0) {
-            rc = zen_fail(ZEN_ERR_INPUT, "%s: vocab entry '%s' has no valid id", path, item->string);
-            break;
-        }
-        if (!t->id_text[id]) t->id_text[id] = strdup(item->string);
-        str_map_put(&t->vocab, t->id_text[id], strlen(t->id_text[id]), id);
-    }
-    if (!rc) cJSON_ArrayForEach(item, added) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "id");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
-        if (!cJSON_IsNumber(id) || !cJSON_IsString(content) || !content->valuestring[0]) {
-            rc = zen_fail(ZEN_ERR_INPUT, "%s: an added token lacks an id or content", path);
-            break;
-        }
-        int32_t i = (int32_t)id->valuedouble;
-        free(t->id_text[i]);
-        t->id_text[i] = strdup(content->valuestring);
-        t->is_added[i] = 1;
-        str_map_put(&t->vocab, t->id_text[i], strlen(t->id_text[i]), i);
-        t->added[t->n_added++] = (added_token){t->id_text[i], strlen(t->id_text[i]), i};
-        t->added_first[(unsigned char)t->id_text[i][0]] = 1;
-    }
+    if (!(cJSON_IsString(type) && !strcmp(type->valuestring, "BPE") && cJSON_IsObject(vocab) && cJSON_IsArray(merges)))
+        return zen_fail(ZEN_ERR_INPUT, "%s: expected a BPE model with 'vocab' and 'merges'", path);
+    int rc = assign_ids(t, vocab, added, path);
+    if (rc) return rc;
+    if (!(t->cache = zen_calloc(CACHE_SIZE, sizeof(cache_entry)))) return ZEN_ERR_INTERNAL;
     /* bytes */
     int cp_of_byte[256];
     byte_level_map(cp_of_byte);
     for (int i = 0; i < 512; i++) t->unicode_to_byte[i] = -1;
-    for (int b = 0; !rc && b < 256; b++) {
+    for (int b = 0; b < 256; b++) {
         char s[4];
         size_t n = utf8_encode(cp_of_byte[b], s);
         t->byte_id[b] = str_map_get(&t->vocab, s, n);
         t->unicode_to_byte[cp_of_byte[b]] = b;
-        if (t->byte_id[b] < 0) rc = zen_fail(ZEN_ERR_INPUT, "%s: the vocabulary lacks the byte-level token of byte %d", path, b);
+        if (t->byte_id[b] < 0)
+            return zen_fail(ZEN_ERR_INPUT, "%s: the vocabulary lacks the byte-level token of byte %d", path, b);
     }
-    /* merges, by rank: "a b" or [a, b] */
-    int rank = 0;
-    if (!rc) cJSON_ArrayForEach(item, merges) {
-        char buf[1024];
-        const char *left, *right;
-        if (cJSON_IsString(item)) {
-            snprintf(buf, sizeof buf, "%s", item->valuestring);
-            char *space = strchr(buf, ' ');
-            if (!space) {
-                rc = zen_fail(ZEN_ERR_INPUT, "%s: merge %d '%s' is not 'left right'", path, rank, item->valuestring);
-                break;
-            }
-            *space = '\0';
-            left = buf, right = space + 1;
-        } else if (cJSON_IsArray(item) && cJSON_GetArraySize(item) == 2) {
-            left = cJSON_GetArrayItem(item, 0)->valuestring;
-            right = cJSON_GetArrayItem(item, 1)->valuestring;
-            if (!left || !right) {
-                rc = zen_fail(ZEN_ERR_INPUT, "%s: merge %d is not two strings", path, rank);
-                break;
-            }
-        } else {
-            rc = zen_fail(ZEN_ERR_INPUT, "%s: merge %d is neither \"a b\" nor [a, b]", path, rank);
-            break;
-        }
-        char joined[2048];
-        snprintf(joined, sizeof joined, "%s%s", left, right);
-        int32_t a = str_map_get(&t->vocab, left, strlen(left)), b = str_map_get(&t->vocab, right, strlen(right));
-        int32_t m = str_map_get(&t->vocab, joined, strlen(joined));
-        if (a < 0 || b < 0 || m < 0) {
-            rc = zen_fail(ZEN_ERR_INPUT, "%s: merge %d ('%s' '%s') uses a token not in the vocabulary", path, rank, left, right);
-            break;
-        }
-        pair_map_put(&t->merges, a, b, rank++, m);
+    if ((rc = load_merges(t, merges, path))) return rc;
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
+    const cJSON *nt = cJSON_GetObjectItemCaseSensitive(norm, "type");
+    if (norm && !cJSON_IsNull(norm)) {
+        if (cJSON_IsString(nt) && !strcmp(nt->valuestring, "NFC")) t->nfc = 1;
+        else return zen_fail(ZEN_ERR_INPUT, "%s: normalizer '%.100s' is not supported (NFC or none)", path,
+                             cJSON_IsString(nt) ? nt->valuestring : "?");
     }
-    if (!rc) {
-        const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
-        const cJSON *nt = cJSON_GetObjectItemCaseSensitive(norm, "type");
-        if (norm && !cJSON_IsNull(norm)) {
-            if (cJSON_IsString(nt) && !strcmp(nt->valuestring, "NFC")) t->nfc = 1;
-            else rc = zen_fail(ZEN_ERR_INPUT, "%s: normalizer '%s' is not supported (NFC or none)", path,
-                               cJSON_IsString(nt) ? nt->valuestring : "?");
-        }
-    }
-    if (!rc) rc = setup_regex(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), path);
-    if (!rc) rc = load_config_eos(t, dir);
-    if (!rc && !(t->token_bytes = zen_calloc((size_t)t->n_ids + 1, sizeof(uint32_t)))) rc = ZEN_ERR_INTERNAL;
-    for (int32_t i = 0; !rc && i < t->n_ids; i++) {
+    if ((rc = setup_regex(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), path))) return rc;
+    if (!(t->token_bytes = zen_calloc((size_t)t->n_ids, sizeof(uint32_t)))) return ZEN_ERR_INTERNAL;
+    for (int32_t i = 0; i < t->n_ids; i++) {
         char *text = NULL;
         size_t len = 0;
         if (t->id_text[i] && !zen_tokenizer_decode(t, &i, 1, &text, &len)) free(text);
         t->token_bytes[i] = (uint32_t)len;
     }
+    return 0;
+}
+
+int zen_tokenizer_load_json(zen_tokenizer **out, const char *json, size_t len, const char *origin) {
+    *out = NULL;
+    cJSON *root = NULL;
+    zen_tokenizer *t = zen_calloc(1, sizeof *t);
+    if (!t) return ZEN_ERR_INTERNAL;
+    t->eos = -1;
+    int rc = zen_json_parse(json, len, origin, &root);
+    if (!rc && !cJSON_IsObject(root)) rc = zen_fail(ZEN_ERR_INPUT, "%s: expected a JSON object", origin);
+    if (!rc) rc = load_root(t, root, origin);
     cJSON_Delete(root);
-    free(path);
     if (rc) {
         zen_tokenizer_free(t);
         return rc;
@@ -340,6 +414,24 @@ int zen_tokenizer_load(zen_tokenizer **out, const char *dir) {
     *out = t;
     return 0;
 }
+
+int zen_tokenizer_load(zen_tokenizer **out, const char *dir) {
+    *out = NULL;
+    char *path = zen_path_join(dir, "tokenizer.json"), *text = NULL;
+    size_t len = 0;
+    int rc = path ? zen_read_file_bytes(path, &text, &len) : ZEN_ERR_INTERNAL;
+    if (!rc) rc = zen_tokenizer_load_json(out, text, len, path);
+    if (!rc) rc = load_config_eos(*out, dir);
+    if (rc && *out) {
+        zen_tokenizer_free(*out);
+        *out = NULL;
+    }
+    free(text);
+    free(path);
+    return rc;
+}
+
+int zen_tokenizer_id_mismatches(const zen_tokenizer *t) { return t->id_mismatches; }
 
 void zen_tokenizer_free(zen_tokenizer *t) {
     if (!t) return;
@@ -550,6 +642,12 @@ static int encode_plain(zen_tokenizer *t, const char *text, size_t len, zen_ids 
     while (pos < len && !rc) {
         int m = pcre2_match(t->regex, (PCRE2_SPTR)text, len, pos, check, t->match, NULL);
         check = PCRE2_NO_UTF_CHECK;
+        if (m == PCRE2_ERROR_MATCHLIMIT || m == PCRE2_ERROR_DEPTHLIMIT || m == PCRE2_ERROR_HEAPLIMIT ||
+            m == PCRE2_ERROR_JIT_STACKLIMIT || m == PCRE2_ERROR_NOMEMORY) {
+            rc = zen_fail(ZEN_ERR_INPUT, "the pre-tokenizer regex gave up (PCRE2 error %d) at byte %zu of a %zu-byte text",
+                          m, pos, len);
+            break;
+        }
         if (m < 0) {
             /* no further match, or invalid UTF-8: the rest is one piece of bytes (Isolated keeps gaps) */
             rc = bpe_word(t, text + pos, len - pos, out);
@@ -576,15 +674,19 @@ int zen_tokenizer_encode(zen_tokenizer *t, const char *text, size_t len, int par
     int rc = 0;
     for (size_t i = 0; i < len && !rc && parse_special; i++) {
         if (!t->added_first[(unsigned char)text[i]]) continue;
+        /* leftmost-longest, as HF's Aho-Corasick matcher */
+        const added_token *best = NULL;
         for (int k = 0; k < t->n_added; k++) {
             const added_token *a = &t->added[k];
-            if (a->content[0] == text[i] && a->len <= len - i && !memcmp(text + i, a->content, a->len)) {
-                rc = encode_plain(t, text + start, i - start, out);
-                if (!rc) rc = ids_push(out, &a->id, 1);
-                i += a->len - 1;
-                start = i + 1;
-                break;
-            }
+            if (a->content[0] == text[i] && a->len <= len - i && (!best || a->len > best->len) &&
+                !memcmp(text + i, a->content, a->len))
+                best = a;
+        }
+        if (best) {
+            rc = encode_plain(t, text + start, i - start, out);
+            if (!rc) rc = ids_push(out, &best->id, 1);
+            i += best->len - 1;
+            start = i + 1;
         }
     }
     if (!rc) rc = encode_plain(t, text + start, len - start, out);

@@ -12,8 +12,16 @@
 
 typedef struct zen_tokenizer zen_tokenizer;
 
+/* ids are below this (16.7M; real vocabularies stay under 1M) */
+#define ZEN_TOKENIZER_MAX_ID (1 << 24)
+
 /* Loads DIR/tokenizer.json (and DIR/tokenizer_config.json for the eos token). */
 int zen_tokenizer_load(zen_tokenizer **out, const char *dir);
+/* The same from tokenizer.json's text (no eos); origin names it in errors. */
+int zen_tokenizer_load_json(zen_tokenizer **out, const char *json, size_t len, const char *origin);
+/* Added tokens whose id (as HF assigns it) differs from the id tokenizer.json
+ * lists for them; HF warns about each. */
+int zen_tokenizer_id_mismatches(const zen_tokenizer *t);
 void zen_tokenizer_free(zen_tokenizer *t);
 
 /* A growable list of token ids. */
