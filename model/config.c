@@ -5,23 +5,26 @@
 
 #include "../util/error.h"
 #include "../util/file.h"
+#include "../util/json.h"
 #include "config.h"
 
-static int get_int(const cJSON *root, const char *key, int *out, const char *origin) {
+/* an integer in [1, max] */
+static int get_int(const cJSON *root, const char *key, int max, int *out, const char *origin) {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!item) return zen_fail(ZEN_ERR_INPUT, "%s: missing key '%s'", origin, key);
-    if (!cJSON_IsNumber(item) || item->valuedouble != (double)(int)item->valuedouble ||
-        item->valuedouble < 1)
-        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be a positive integer", origin, key);
-    *out = (int)item->valuedouble;
+    double v = cJSON_IsNumber(item) ? item->valuedouble : 0;
+    if (!(v >= 1 && v <= max) || v != (double)(int)v)
+        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be an integer in [1, %d]", origin, key, max);
+    *out = (int)v;
     return 0;
 }
 
-static int get_double(const cJSON *root, const char *key, double *out, const char *origin) {
+/* a finite number in (0, max] */
+static int get_double(const cJSON *root, const char *key, double max, double *out, const char *origin) {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!item) return zen_fail(ZEN_ERR_INPUT, "%s: missing key '%s'", origin, key);
-    if (!cJSON_IsNumber(item) || !(item->valuedouble > 0))
-        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be a positive number", origin, key);
+    if (!cJSON_IsNumber(item) || !(item->valuedouble > 0 && item->valuedouble <= max))
+        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be a number in (0, %g]", origin, key, max);
     *out = item->valuedouble;
     return 0;
 }
@@ -35,17 +38,22 @@ static int check_config(const cJSON *root, zen_config *cfg, const char *origin) 
                         origin, type->valuestring);
     int rc;
     double eps = 0;
-    if ((rc = get_int(root, "hidden_size", &cfg->hidden, origin)) ||
-        (rc = get_int(root, "intermediate_size", &cfg->intermediate, origin)) ||
-        (rc = get_int(root, "num_hidden_layers", &cfg->layers, origin)) ||
-        (rc = get_int(root, "num_attention_heads", &cfg->heads, origin)) ||
-        (rc = get_int(root, "num_key_value_heads", &cfg->kv_heads, origin)) ||
-        (rc = get_int(root, "head_dim", &cfg->head_dim, origin)) ||
-        (rc = get_double(root, "rms_norm_eps", &eps, origin)) ||
-        (rc = get_double(root, "rope_theta", &cfg->rope_theta, origin)) ||
-        (rc = get_int(root, "vocab_size", &cfg->vocab, origin)) ||
-        (rc = get_int(root, "max_position_embeddings", &cfg->max_positions, origin)))
+    /* bounds far above any real model, low enough that no size derived from
+     * them overflows (ZEN_CONFIG_MAX_* in config.h) */
+    if ((rc = get_int(root, "hidden_size", ZEN_CONFIG_MAX_WIDTH, &cfg->hidden, origin)) ||
+        (rc = get_int(root, "intermediate_size", ZEN_CONFIG_MAX_FFN, &cfg->intermediate, origin)) ||
+        (rc = get_int(root, "num_hidden_layers", ZEN_CONFIG_MAX_LAYERS, &cfg->layers, origin)) ||
+        (rc = get_int(root, "num_attention_heads", ZEN_CONFIG_MAX_HEADS, &cfg->heads, origin)) ||
+        (rc = get_int(root, "num_key_value_heads", ZEN_CONFIG_MAX_HEADS, &cfg->kv_heads, origin)) ||
+        (rc = get_int(root, "head_dim", ZEN_CONFIG_MAX_HEAD_DIM, &cfg->head_dim, origin)) ||
+        (rc = get_double(root, "rms_norm_eps", 1.0, &eps, origin)) ||
+        (rc = get_double(root, "rope_theta", 1e12, &cfg->rope_theta, origin)) ||
+        (rc = get_int(root, "vocab_size", ZEN_CONFIG_MAX_VOCAB, &cfg->vocab, origin)) ||
+        (rc = get_int(root, "max_position_embeddings", ZEN_CONFIG_MAX_POSITIONS, &cfg->max_positions, origin)))
         return rc;
+    if ((int64_t)cfg->heads * cfg->head_dim > ZEN_CONFIG_MAX_WIDTH)
+        return zen_fail(ZEN_ERR_INPUT, "%s: num_attention_heads %d x head_dim %d exceeds %d", origin, cfg->heads,
+                        cfg->head_dim, ZEN_CONFIG_MAX_WIDTH);
     cfg->rms_eps = (float)eps;
     const cJSON *tied = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
     if (!tied) return zen_fail(ZEN_ERR_INPUT, "%s: missing key 'tie_word_embeddings'", origin);
@@ -70,13 +78,18 @@ static int check_config(const cJSON *root, zen_config *cfg, const char *origin) 
     const cJSON *bias = cJSON_GetObjectItemCaseSensitive(root, "attention_bias");
     if (cJSON_IsTrue(bias))
         return zen_fail(ZEN_ERR_INPUT, "%s: attention_bias true is not supported", origin);
+    const cJSON *sliding = cJSON_GetObjectItemCaseSensitive(root, "use_sliding_window");
+    if (cJSON_IsTrue(sliding))
+        return zen_fail(ZEN_ERR_INPUT, "%s: use_sliding_window true is not supported (zen attends over the whole "
+                        "sequence, as Qwen3 does by default)", origin);
     return 0;
 }
 
 int zen_config_parse(zen_config *cfg, const char *json_text, const char *origin) {
-    cJSON *root = cJSON_Parse(json_text);
-    if (!root) return zen_fail(ZEN_ERR_INPUT, "%s: not valid JSON", origin);
-    int rc = cJSON_IsObject(root) ? check_config(root, cfg, origin)
+    cJSON *root = NULL;
+    int rc = zen_json_parse(json_text, strlen(json_text), origin, &root);
+    if (rc) return rc;
+    rc = cJSON_IsObject(root) ? check_config(root, cfg, origin)
                                   : zen_fail(ZEN_ERR_INPUT, "%s: expected a JSON object", origin);
     cJSON_Delete(root);
     return rc;

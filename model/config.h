@@ -20,6 +20,16 @@ typedef struct {
     double init_std;     /* initializer_range (optional, default 0.02): std of random init */
 } zen_config;
 
+/* Largest values config.json may give (far above Qwen3's largest models, small
+ * enough that every count derived from them fits in 64 bits). */
+#define ZEN_CONFIG_MAX_WIDTH (1 << 18)      /* hidden_size, heads x head_dim */
+#define ZEN_CONFIG_MAX_FFN (1 << 20)        /* intermediate_size */
+#define ZEN_CONFIG_MAX_LAYERS 1024
+#define ZEN_CONFIG_MAX_HEADS 4096
+#define ZEN_CONFIG_MAX_HEAD_DIM 4096
+#define ZEN_CONFIG_MAX_VOCAB (1 << 24)
+#define ZEN_CONFIG_MAX_POSITIONS (1 << 24)
+
 /* Parses config.json text; `origin` names the file in error messages. */
 int zen_config_parse(zen_config *cfg, const char *json_text, const char *origin);
 int zen_config_load(zen_config *cfg, const char *path);

@@ -7,6 +7,7 @@
 
 #include "../util/error.h"
 #include "../util/file.h"
+#include "../util/json.h"
 #include "../util/rng.h"
 #include "lora.h"
 
@@ -39,7 +40,7 @@ int zen_lora_parse_targets(const char *list, unsigned *mask) {
 static int lora_layout(zen_lora *lo, const zen_config *cfg, zk_backend *be, int r, float alpha,
                        int rslora, float dropout, unsigned targets) {
     memset(lo, 0, sizeof *lo);
-    if (r < 1) return zen_fail(ZEN_ERR_INPUT, "LoRA rank %d must be at least 1", r);
+    if (r < 1 || r > ZEN_LORA_MAX_R) return zen_fail(ZEN_ERR_INPUT, "LoRA rank %d must be in [1, %d]", r, ZEN_LORA_MAX_R);
     if (!(alpha > 0)) return zen_fail(ZEN_ERR_INPUT, "LoRA alpha %g must be positive", alpha);
     if (!(dropout >= 0 && dropout < 1))
         return zen_fail(ZEN_ERR_INPUT, "LoRA dropout %g must be in [0, 1)", dropout);
@@ -118,11 +119,10 @@ static int config_number(const cJSON *root, const char *key, double *out, const 
     return 0;
 }
 
-static int parse_adapter_config(const char *path, int *r, float *alpha, int *rslora, float *dropout,
-                                unsigned *targets) {
-    cJSON *root;
-    int rc = zen_read_json_object(path, &root);
-    if (rc) return rc;
+/* the LoRA settings of a parsed adapter_config.json (path names it in errors) */
+static int parse_adapter_root(const cJSON *root, const char *path, int *r, float *alpha, int *rslora, float *dropout,
+                              unsigned *targets) {
+    int rc = 0;
     double rv = 0, av = 0, dv = 0;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "peft_type");
     const cJSON *tm = cJSON_GetObjectItemCaseSensitive(root, "target_modules");
@@ -139,8 +139,12 @@ static int parse_adapter_config(const char *path, int *r, float *alpha, int *rsl
              (rc = config_number(root, "lora_alpha", &av, path, 1)) ||
              (rc = config_number(root, "lora_dropout", &dv, path, 0)))
         ;
-    else if (rv != (int)rv || rv < 1)
-        rc = zen_fail(ZEN_ERR_INPUT, "%s: key 'r' must be a positive integer", path);
+    else if (!(rv >= 1 && rv <= ZEN_LORA_MAX_R) || rv != (double)(int)rv)
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: key 'r' must be an integer in [1, %d]", path, ZEN_LORA_MAX_R);
+    else if (!(av > 0 && av <= 1e6))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: key 'lora_alpha' must be a number in (0, 1e6]", path);
+    else if (!(dv >= 0 && dv < 1))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: key 'lora_dropout' must be in [0, 1)", path);
     else if (cJSON_IsTrue(dora))
         rc = zen_fail(ZEN_ERR_INPUT, "%s: use_dora true is not supported", path);
     else if (cJSON_IsTrue(fifo))
@@ -172,10 +176,30 @@ static int parse_adapter_config(const char *path, int *r, float *alpha, int *rsl
         if (!rc && !*targets) rc = zen_fail(ZEN_ERR_INPUT, "%s: target_modules is empty", path);
     } else
         rc = zen_fail(ZEN_ERR_INPUT, "%s: missing key 'target_modules'", path);
-    *r = (int)rv;
+    *r = rc ? 0 : (int)rv;
     *alpha = (float)av;
     *dropout = (float)dv;
     *rslora = cJSON_IsTrue(rs);
+    return rc;
+}
+
+static int parse_adapter_config(const char *path, int *r, float *alpha, int *rslora, float *dropout,
+                                unsigned *targets) {
+    cJSON *root;
+    int rc = zen_read_json_object(path, &root);
+    if (rc) return rc;
+    rc = parse_adapter_root(root, path, r, alpha, rslora, dropout, targets);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int zen_lora_check_config_text(const char *text, size_t len, const char *origin) {
+    cJSON *root = NULL;
+    int r, rslora, rc = zen_json_parse(text, len, origin, &root);
+    float alpha, dropout;
+    unsigned targets;
+    if (!rc && !cJSON_IsObject(root)) rc = zen_fail(ZEN_ERR_INPUT, "%s: expected a JSON object", origin);
+    if (!rc) rc = parse_adapter_root(root, origin, &r, &alpha, &rslora, &dropout, &targets);
     cJSON_Delete(root);
     return rc;
 }
@@ -183,6 +207,22 @@ static int parse_adapter_config(const char *path, int *r, float *alpha, int *rsl
 static void peft_key(char *buf, size_t cap, int layer, int t, char which) {
     snprintf(buf, cap, "base_model.model.model.layers.%d.%s.lora_%c.weight", layer,
              zen_target_module((zen_target)t), which);
+}
+
+/* the tensor of (layer, target, half) in f, checked for dtype and shape */
+static int find_adapter_tensor(const st_file *f, const zen_config *cfg, int r, int l, int t, int half,
+                               const st_tensor **out, zen_dtype *dt) {
+    char key[256];
+    int in, o;
+    zen_target_dims(cfg, (zen_target)t, &in, &o);
+    peft_key(key, sizeof key, l, t, half ? 'B' : 'A');
+    const st_tensor *ten = st_find(f, key);
+    if (!ten) return zen_fail(ZEN_ERR_INPUT, "%s: missing tensor '%s'", f->path, key);
+    int64_t shape[2] = {half ? o : r, half ? r : in};
+    int rc = st_float_dtype(f, ten, dt);
+    if (!rc) rc = st_check_shape(f, ten, 2, shape);
+    *out = ten;
+    return rc;
 }
 
 int zen_lora_load_peft(zen_lora *lo, const zen_config *cfg, zk_backend *be, const char *dir) {
@@ -199,45 +239,25 @@ int zen_lora_load_peft(zen_lora *lo, const zen_config *cfg, zk_backend *be, cons
         goto done;
     }
     if ((rc = parse_adapter_config(cfg_path, &r, &alpha, &rslora, &dropout, &targets))) goto done;
-    if ((rc = lora_layout(lo, cfg, be, r, alpha, rslora, dropout, targets))) {
-        rc = zen_fail_context(rc, cfg_path);
-        goto done;
-    }
     if ((rc = st_open(&f, st_path))) goto done;
-    host = zen_calloc(lo->num_params, sizeof(float));
-    if (!host) {
-        rc = ZEN_ERR_INTERNAL;
-        goto done;
-    }
+    /* every tensor's shape is checked before anything is allocated for them */
     int expected = 0;
-    char key[256];
     for (int l = 0; l < cfg->layers && !rc; l++)
-        for (int t = 0; t < ZEN_NUM_TARGETS && !rc; t++) {
-            if (!zen_lora_has(lo, t)) continue;
-            int in, out;
-            zen_target_dims(cfg, (zen_target)t, &in, &out);
-            for (int half = 0; half < 2 && !rc; half++) {
-                peft_key(key, sizeof key, l, t, half ? 'B' : 'A');
-                const st_tensor *ten = st_find(&f, key);
-                int64_t shape[2] = {half ? out : r, half ? r : in};
+        for (int t = 0; t < ZEN_NUM_TARGETS && !rc; t++)
+            for (int half = 0; half < 2 && !rc && ((targets >> t) & 1u); half++) {
+                const st_tensor *ten;
                 zen_dtype dt;
-                if (!ten) {
-                    rc = zen_fail(ZEN_ERR_INPUT, "%s: missing tensor '%s'", st_path, key);
-                    break;
-                }
-                if ((rc = st_float_dtype(&f, ten, &dt)) || (rc = st_check_shape(&f, ten, 2, shape))) break;
-                float *dst = half ? zen_lora_B(lo, host, l, t) : zen_lora_A(lo, host, l, t);
-                zen_widen(dst, ten->data, dt, (size_t)ten->numel);
+                rc = find_adapter_tensor(&f, cfg, r, l, t, half, &ten, &dt);
                 expected++;
             }
-        }
     if (!rc && f.count != expected) {
         /* name the first tensor that is not part of this adapter */
+        char key[256];
         for (int i = 0; i < f.count && !rc; i++) {
             int known = 0;
             for (int l = 0; l < cfg->layers && !known; l++)
                 for (int t = 0; t < ZEN_NUM_TARGETS && !known; t++)
-                    for (int half = 0; half < 2 && !known && zen_lora_has(lo, t); half++) {
+                    for (int half = 0; half < 2 && !known && ((targets >> t) & 1u); half++) {
                         peft_key(key, sizeof key, l, t, half ? 'B' : 'A');
                         known = !strcmp(key, f.tensors[i].name);
                     }
@@ -246,6 +266,25 @@ int zen_lora_load_peft(zen_lora *lo, const zen_config *cfg, zk_backend *be, cons
                                              "targets and %d layers)", st_path, f.tensors[i].name, cfg->layers);
         }
     }
+    if (rc) goto done;
+    if ((rc = lora_layout(lo, cfg, be, r, alpha, rslora, dropout, targets))) {
+        rc = zen_fail_context(rc, cfg_path);
+        goto done;
+    }
+    host = zen_calloc(lo->num_params, sizeof(float));
+    if (!host) {
+        rc = ZEN_ERR_INTERNAL;
+        goto done;
+    }
+    for (int l = 0; l < cfg->layers && !rc; l++)
+        for (int t = 0; t < ZEN_NUM_TARGETS && !rc; t++)
+            for (int half = 0; half < 2 && !rc && zen_lora_has(lo, t); half++) {
+                const st_tensor *ten;
+                zen_dtype dt;
+                if ((rc = find_adapter_tensor(&f, cfg, r, l, t, half, &ten, &dt))) break;
+                float *dst = half ? zen_lora_B(lo, host, l, t) : zen_lora_A(lo, host, l, t);
+                zen_widen(dst, ten->data, dt, (size_t)ten->numel);
+            }
     if (!rc) be->upload(be, lo->params, host, lo->num_params * sizeof(float));
 done:
     if (rc) zen_lora_free(lo);

@@ -12,6 +12,8 @@
 
 #include "weights.h"
 
+#define ZEN_LORA_MAX_R 4096 /* the largest rank accepted anywhere */
+
 typedef struct {
     int r;
     float alpha;
@@ -34,6 +36,9 @@ int zen_lora_parse_targets(const char *list, unsigned *mask);
 int zen_lora_create(zen_lora *lo, const zen_config *cfg, zk_backend *be, int r, float alpha,
                     int rslora, float dropout, unsigned targets, uint64_t seed);
 int zen_lora_load_peft(zen_lora *lo, const zen_config *cfg, zk_backend *be, const char *dir);
+/* The checks zen_lora_load_peft makes of adapter_config.json, on its text
+ * (the fuzzer). */
+int zen_lora_check_config_text(const char *text, size_t len, const char *origin);
 /* Writes adapter_config.json and adapter_model.safetensors into dir (created). */
 int zen_lora_save_peft(const zen_lora *lo, const zen_config *cfg, const char *dir,
                        const char *base_model, zen_dtype dtype);
