@@ -2,6 +2,8 @@
  * is a module (libzencuda.so) loaded on first use, so CPU runs never load the
  * CUDA libraries; the emulator tests link it in instead (ZEN_CUDA_STATIC). */
 #include <dlfcn.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -68,22 +70,69 @@ zk_backend *zk_open(const char *device, const char *compute) {
 #endif
 }
 
+void zk_set_failed(zk_backend *be, int code, const char *fmt, ...) {
+    char msg[sizeof be->status_msg];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(msg, sizeof msg, fmt, args);
+    va_end(args);
+#pragma omp critical(zk_status)
+    {
+        if (!be->status) {
+            memcpy(be->status_msg, msg, sizeof msg);
+            be->status = code ? code : ZEN_ERR_INTERNAL;
+        }
+    }
+}
+
+int zk_status(zk_backend *be) {
+    if (!be->status) return 0;
+    return zen_fail(be->status, "%s", be->status_msg);
+}
+
+int zk_fault_hit(const char *name) {
+    /* one counter per name; a handful of names at most */
+    static struct { const char *name; long target, count; } slots[8];
+    int hit = 0;
+#pragma omp critical(zk_fault)
+    {
+        int i = 0;
+        while (i < 8 && slots[i].name && strcmp(slots[i].name, name)) i++;
+        if (i < 8) {
+            if (!slots[i].name) {
+                const char *v = getenv(name);
+                slots[i].name = name;
+                slots[i].target = v ? atol(v) : 0;
+            }
+            hit = slots[i].target > 0 && ++slots[i].count == slots[i].target;
+        }
+    }
+    return hit;
+}
+
 void zk_close(zk_backend *be) {
     if (be) be->destroy(be);
 }
 
-size_t zk_plan_scratch(const char *device, zen_dtype compute, size_t matmul_elems, size_t N, size_t lora_in, size_t r,
-                       int dropout, size_t attention_rows, size_t widen_elems) {
-    if (strcmp(device, "cuda")) return 0;
+size_t zk_plan_scratch(const char *device, zen_dtype compute, const zk_reserve_plan *p) {
+    if (strcmp(device, "cuda")) { /* cpu: the buffers cpu_reserve allocates */
+        size_t elems[4], rope;
+        cpu_scratch_sizes(p, elems, &rope);
+        return (elems[0] + elems[1] + elems[2] + elems[3] + rope) * sizeof(float);
+    }
     /* kernels/cuda: cuBLAS workspace; LoRA: the fused kernels' partial sums
      * (ranks up to ZK_CUDA_LORA_MAX_R), else with dropout a dropped copy of x
      * and of dx (fp32); per precision either a bf16 copy of the widest matmul
-     * input plus attention's rowsum(dO * O), or one widened chunk of a 16-bit
-     * weight */
-    size_t bytes = ZK_CUDA_CUBLAS_WORKSPACE;
-    if (r <= ZK_CUDA_LORA_MAX_R) bytes += zk_cuda_lora_partial_elems(N, lora_in, r) * sizeof(float);
-    else if (dropout) bytes += 2 * N * lora_in * sizeof(float);
-    if (compute == ZEN_BF16) bytes += matmul_elems * 2 + attention_rows * sizeof(float);
-    else bytes += (widen_elems < ZK_CUDA_WIDEN_CHUNK_ELEMS ? widen_elems : ZK_CUDA_WIDEN_CHUNK_ELEMS) * sizeof(float);
+     * input or one widened chunk of a 16-bit weight; attention's per-row
+     * statistics; the RoPE tables */
+    size_t bytes = ZK_CUDA_CUBLAS_WORKSPACE + 2 * p->T * (p->head_dim / 2) * sizeof(float);
+    if (p->lora_r && p->lora_r <= ZK_CUDA_LORA_MAX_R)
+        bytes += zk_cuda_lora_partial_elems(p->N, p->widest_in, p->lora_r) * sizeof(float);
+    else if (p->lora_r && p->lora_dropout)
+        bytes += 2 * p->N * p->widest_in * sizeof(float);
+    bytes += p->B * p->heads * p->T * sizeof(float); /* attention's per-row statistics */
+    if (compute == ZEN_BF16) bytes += p->matmul_elems * 2;
+    else bytes += (p->widen_elems < ZK_CUDA_WIDEN_CHUNK_ELEMS ? p->widen_elems : ZK_CUDA_WIDEN_CHUNK_ELEMS) * sizeof(float);
     return bytes;
 }
+

@@ -17,6 +17,11 @@
  *   outputs (dA, dB, dw, dW) always accumulate (+=), as in llm.c.
  * - Every op has a forward and a backward; base weights are frozen, so their
  *   backward gives only the input gradient.
+ * - Ops return nothing and never exit: an op that cannot run (scratch it
+ *   could not get, a device error) records a sticky failure with
+ *   zk_set_failed and does no further harm; the caller reads it once per
+ *   step with zk_status. Scratch is reserved up front (be->reserve) from the
+ *   same sizes the memory plan prints, so a step does not allocate.
  */
 #ifndef ZEN_KERNELS_H
 #define ZEN_KERNELS_H
@@ -63,11 +68,26 @@ ZK_HOST_DEVICE static inline int zk_dropout_keep(uint64_t seed, size_t i, uint64
 
 typedef struct zk_backend zk_backend;
 
+/* The largest shapes a run's ops will see, for reserving scratch up front. */
+typedef struct {
+    size_t N;              /* token rows per batch (B * T) */
+    size_t B, T;           /* batch and sequence length (attention) */
+    size_t heads, head_dim;
+    double rope_theta;
+    size_t widest_in;      /* the widest projection input (LoRA dropout copies) */
+    size_t matmul_elems;   /* the largest matmul input or output gradient */
+    size_t widen_elems;    /* the largest 16-bit weight matrix (0 if none) */
+    size_t lora_r;         /* 0 without LoRA */
+    int lora_dropout;
+} zk_reserve_plan;
+
 struct zk_backend {
     const char *name; /* "cpu", "cuda" */
     size_t act_bytes; /* bytes per activation element */
     zen_dtype compute; /* ZEN_F32 or ZEN_BF16, see above */
     void *ctx;        /* backend-private state */
+    int status;       /* sticky: 0, or the error code of the first op that failed */
+    char status_msg[512];
 
     /* --- memory --- */
     void *(*alloc)(zk_backend *be, size_t bytes); /* NULL + zen_fail on failure */
@@ -89,6 +109,8 @@ struct zk_backend {
     size_t (*memory_peak)(zk_backend *be);
     /* bytes free on the device and held by this backend now, or NULL (cpu) */
     void (*memory_info)(zk_backend *be, size_t *free_bytes, size_t *in_use);
+    /* allocates every scratch buffer the plan's ops need (0, or an error) */
+    int (*reserve)(zk_backend *be, const zk_reserve_plan *plan);
 
     /* --- linear algebra --- */
     /* y[N,out] = x[N,in] W[out,in]^T */
@@ -168,6 +190,15 @@ struct zk_backend {
                  const float *weights, size_t rows, size_t V, float grad_scale);
 };
 
+/* Records the first failure of an op (safe from any thread; later ones are
+ * kept out so the first cause is the one reported). */
+void zk_set_failed(zk_backend *be, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* 0, or the sticky failure (its message set with zen_fail). */
+int zk_status(zk_backend *be);
+/* Fault injection for tests: 1 on the N-th call with this name when the
+ * environment sets name=N (e.g. ZEN_FAULT_SCRATCH=40), else 0. */
+int zk_fault_hit(const char *name);
+
 /* Opens a backend by name ("cpu" or "cuda") with a compute precision: "auto"
  * (or NULL: f32 on cpu, bf16 on cuda), "f32" or "bf16"; NULL +
  * zen_fail(ZEN_ERR_INPUT) when the name or precision is unknown, the backend
@@ -178,13 +209,8 @@ int zk_resolve_compute(const char *device, const char *compute, zen_dtype *out);
 void zk_close(zk_backend *be);
 
 /* Bytes a backend holds beside the model's own buffers during a step, for
- * printed memory plans (without opening it): scratch for matmul inputs of up
- * to matmul_elems elements (bf16 copies), for LoRA of rank r on N rows of
- * inputs up to lora_in wide (dropout: whether LoRA dropout is on),
- * attention_rows rows of attention statistics, widened copies of 16-bit
- * weights of up to widen_elems elements (f32 compute; 0 for f32 weights),
- * and fixed workspaces. 0 for cpu. */
-size_t zk_plan_scratch(const char *device, zen_dtype compute, size_t matmul_elems, size_t N, size_t lora_in, size_t r,
-                       int dropout, size_t attention_rows, size_t widen_elems);
+ * printed memory plans (without opening it): exactly the scratch its reserve
+ * allocates for these shapes, and its fixed workspaces. */
+size_t zk_plan_scratch(const char *device, zen_dtype compute, const zk_reserve_plan *p);
 
 #endif

@@ -111,6 +111,35 @@ static int acts_slots(zen_acts *a, const zen_config *c, int recompute) {
     return a->resid && a->layer ? 0 : ZEN_ERR_INTERNAL;
 }
 
+/* the largest shapes a step's ops see: what the backend reserves up front
+ * and what the plan counts as the backend's scratch */
+static zk_reserve_plan reserve_plan(const zen_config *cfg, zen_dtype weights_dtype, int r, int has_lora, int dropout,
+                                    size_t B, size_t T) {
+    zk_reserve_plan p;
+    memset(&p, 0, sizeof p);
+    size_t N = B * T, C = (size_t)cfg->hidden, F = (size_t)cfg->intermediate, V = (size_t)cfg->vocab;
+    size_t qd = (size_t)cfg->heads * (size_t)cfg->head_dim, widest = C > qd ? C : qd;
+    widest = widest > F ? widest : F;
+    p.N = N, p.B = B, p.T = T;
+    p.heads = (size_t)cfg->heads, p.head_dim = (size_t)cfg->head_dim, p.rope_theta = cfg->rope_theta;
+    p.widest_in = widest;
+    /* the widest matmul input or output gradient (rounded to bf16 by a bf16
+     * backend): a projection's [N, widest] or a head chunk's [rows, V] */
+    size_t matmul = N * widest, head = zen_head_rows(N) * V;
+    p.matmul_elems = matmul > head ? matmul : head;
+    /* the largest weight matrix: a projection or the head / embedding */
+    size_t largest = V * C;
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
+        int in, out;
+        zen_target_dims(cfg, (zen_target)t, &in, &out);
+        if ((size_t)in * (size_t)out > largest) largest = (size_t)in * (size_t)out;
+    }
+    p.widen_elems = weights_dtype == ZEN_F32 ? 0 : largest;
+    p.lora_r = has_lora ? (size_t)r : 0;
+    p.lora_dropout = has_lora && dropout;
+    return p;
+}
+
 zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t stored_bytes,
                        zen_dtype stored_dtype, int r, unsigned targets, size_t B, size_t T, int recompute,
                        int dropout) {
@@ -127,21 +156,8 @@ zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype comp
     }
     free(a.resid);
     free(a.layer);
-    /* the widest matmul input or output gradient (the backend rounds it to
-     * bf16): a projection's [N, max(C, nh hd, F)] or a head chunk's [rows, V] */
-    size_t N = B * T, C = (size_t)cfg->hidden, F = (size_t)cfg->intermediate;
-    size_t qd = (size_t)cfg->heads * (size_t)cfg->head_dim, widest = C > qd ? C : qd;
-    widest = widest > F ? widest : F;
-    size_t matmul = N * widest, head = zen_head_rows(N) * (size_t)cfg->vocab;
-    /* the largest weight matrix: a projection or the head / embedding */
-    size_t V = (size_t)cfg->vocab, largest = V * C;
-    for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
-        int in, out;
-        zen_target_dims(cfg, (zen_target)t, &in, &out);
-        if ((size_t)in * (size_t)out > largest) largest = (size_t)in * (size_t)out;
-    }
-    p.backend = zk_plan_scratch(device, compute, matmul > head ? matmul : head, N, widest, (size_t)r, dropout,
-                                B * (size_t)cfg->heads * T, weights_dtype == ZEN_F32 ? 0 : largest);
+    zk_reserve_plan rp = reserve_plan(cfg, weights_dtype, r, targets != 0, dropout, B, T);
+    p.backend = zk_plan_scratch(device, compute, &rp);
     size_t lora = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
         if (!((targets >> t) & 1u)) continue;
@@ -184,6 +200,16 @@ int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t 
         return ZEN_ERR_INTERNAL;
     }
     layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, a->arena);
+    /* the backend's scratch, reserved now so a step does not allocate */
+    if (m->be->reserve) {
+        zen_dtype wd = zen_device_weight_dtype(m->main_dtype, m->be->compute);
+        zk_reserve_plan rp = reserve_plan(c, wd, r, lo != NULL, lo && lo->dropout > 0.0f, B, T);
+        int rc = m->be->reserve(m->be, &rp);
+        if (rc) {
+            zen_acts_free(a);
+            return rc;
+        }
+    }
     return 0;
 }
 
@@ -362,7 +388,7 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
         if (mask[i]) sum += host[i];
     *loss_sum = sum;
     free(host);
-    if (!backward) return 0;
+    if (!backward) return zk_status(be);
 
     /* backward: final norm, then the layers in reverse */
     be->rmsnorm_bwd(be, a->dres, NULL, a->dxn, a->resid[L], a->rstd_f, m->final_norm, N, C, 0);
@@ -372,5 +398,5 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
             layer_forward(m, lo, a, (int)l, s, a->resid[l], a->tmp_c);
         layer_backward(m, lo, a, (int)l, s, a->resid[l]);
     }
-    return 0;
+    return zk_status(be); /* an op that could not run (out of memory, a device fault) */
 }

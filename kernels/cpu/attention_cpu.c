@@ -11,19 +11,21 @@
  *
  * Layouts: q, out [B, T, nh, hd]; k, v [B, T, nkv, hd]; lse [B, nh, T]. One
  * head's rows are strided views (lda = nh*hd or nkv*hd), so no copies are made.
+ * Each thread takes its tiles from one reserved scratch buffer.
  * Threads split (b, h) in the forward and (b, g) in the backward (the query
  * heads of a group are the only writers of its dK, dV); sgemm called inside
  * the parallel region runs single-threaded (OpenBLAS's OpenMP build), so the
  * results do not depend on the thread count. */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops.h"
 #include "fast_exp.h"
 
-#define QUERY_TILE 64
+#define QUERY_TILE CPU_ATTN_TILE
 
 /* P[rows, nk] = softmax of S over the causal keys of each row (row r is query
  * i0 + r, seeing keys j <= i0 + r); writes lse for each row when lse_out */
@@ -44,14 +46,16 @@ static void causal_softmax(float *P, size_t rows, size_t nk, size_t i0, float *l
 
 void cpu_attention_fwd(zk_backend *be, void *out_, float *lse, const void *q_, const void *k_,
                        const void *v_, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
-    (void)be;
     float *out = out_;
     const float *q = q_, *k = k_, *v = v_;
     size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd; /* row strides */
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel
+    int threads = omp_get_max_threads();
+    float *tiles = cpu_scratch(be, CPU_SCRATCH_ATTN, (size_t)threads * 2 * QUERY_TILE * T); /* [threads, 2, tile, T] */
+    if (!tiles) return;
+#pragma omp parallel num_threads(threads)
     {
-        float *S = malloc(QUERY_TILE * T * sizeof(float)); /* [tile, T] scores, then probabilities */
+        float *S = tiles + (size_t)omp_get_thread_num() * 2 * QUERY_TILE * T; /* [tile, T] scores, then probabilities */
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (size_t b = 0; b < B; b++)
             for (size_t h = 0; h < nh; h++) {
@@ -68,23 +72,24 @@ void cpu_attention_fwd(zk_backend *be, void *out_, float *lse, const void *q_, c
                                 (int)nk, vg, (int)ks, 0.0f, oh + i0 * qs, (int)qs);
                 }
             }
-        free(S);
     }
 }
 
 void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const void *dout_,
                        const void *out_, const float *lse, const void *q_, const void *k_,
                        const void *v_, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
-    (void)be;
     (void)out_; /* D_i is formed from P and dP: sum_j P_ij dP_ij = dO_i . O_i */
     float *dq = dq_, *dk = dk_, *dv = dv_;
     const float *dout = dout_, *q = q_, *k = k_, *v = v_;
     size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel
+    int threads = omp_get_max_threads();
+    float *tiles = cpu_scratch(be, CPU_SCRATCH_ATTN, (size_t)threads * 2 * QUERY_TILE * T); /* [threads, 2, tile, T] */
+    if (!tiles) return;
+#pragma omp parallel num_threads(threads)
     {
-        float *P = malloc(QUERY_TILE * T * sizeof(float));  /* [tile, T] */
-        float *dP = malloc(QUERY_TILE * T * sizeof(float)); /* [tile, T] dP, then dS */
+        float *P = tiles + (size_t)omp_get_thread_num() * 2 * QUERY_TILE * T; /* [tile, T] */
+        float *dP = P + QUERY_TILE * T;                                         /* [tile, T] dP, then dS */
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (size_t b = 0; b < B; b++)
             for (size_t g = 0; g < nkv; g++) {
@@ -125,7 +130,5 @@ void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const vo
                     }
                 }
             }
-        free(P);
-        free(dP);
     }
 }

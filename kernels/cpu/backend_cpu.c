@@ -1,5 +1,7 @@
 /* kernels/cpu/backend_cpu.c: the CPU backend: host memory, weights aliased in
- * place (no copy of a memory-mapped model), and the table of CPU operations. */
+ * place (no copy of a memory-mapped model), scratch reserved up front, and the
+ * table of CPU operations. */
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,19 +55,45 @@ static void cpu_copy_act_back(zk_backend *be, float *dst, const void *src, size_
 }
 
 float *cpu_scratch(zk_backend *be, int slot, size_t elems) {
+    static const char *const names[] = {"widened weight", "LoRA dropout input", "LoRA dropout gradient",
+                                        "attention tiles"};
     cpu_ctx *ctx = be->ctx;
-    if (elems > ctx->scratch_capacity[slot]) {
+    if (be->status) return NULL; /* a failed step does no more work */
+    int injected = zk_fault_hit("ZEN_FAULT_SCRATCH");
+    if (elems > ctx->scratch_capacity[slot] || injected) {
         free(ctx->scratch[slot]);
-        ctx->scratch[slot] = malloc(elems * sizeof(float));
+        ctx->scratch[slot] = injected ? NULL : malloc(elems * sizeof(float));
         ctx->scratch_capacity[slot] = ctx->scratch[slot] ? elems : 0;
-        if (!ctx->scratch[slot]) abort(); /* a few MiB: failing here means the machine is out of memory */
+        if (!ctx->scratch[slot]) {
+            zk_set_failed(be, ZEN_ERR_INTERNAL, "out of memory allocating %zu bytes of %s scratch on cpu%s",
+                          elems * sizeof(float), names[slot], injected ? " (injected by ZEN_FAULT_SCRATCH)" : "");
+            return NULL;
+        }
     }
     return ctx->scratch[slot];
 }
 
+void cpu_scratch_sizes(const zk_reserve_plan *p, size_t elems[4], size_t *rope_elems) {
+    size_t widen = p->widest_in > CPU_WIDEN_CHUNK_ELEMS ? p->widest_in : CPU_WIDEN_CHUNK_ELEMS;
+    elems[CPU_SCRATCH_WIDEN] = p->widen_elems < widen ? p->widen_elems : widen;
+    elems[CPU_SCRATCH_DROP_X] = elems[CPU_SCRATCH_DROP_DX] = p->lora_r && p->lora_dropout ? p->N * p->widest_in : 0;
+    elems[CPU_SCRATCH_ATTN] = (size_t)omp_get_max_threads() * 2 * CPU_ATTN_TILE * p->T;
+    *rope_elems = 2 * p->T * (p->head_dim / 2);
+}
+
+int cpu_reserve(zk_backend *be, const zk_reserve_plan *p) {
+    size_t elems[4], rope;
+    cpu_scratch_sizes(p, elems, &rope);
+    for (int slot = 0; slot < 4; slot++)
+        if (elems[slot]) cpu_scratch(be, slot, elems[slot]);
+    const float *c, *s;
+    if (p->T && p->head_dim) cpu_rope_tables(be, p->T, p->head_dim, p->rope_theta, &c, &s);
+    return zk_status(be);
+}
+
 static void cpu_destroy(zk_backend *be) {
     cpu_ctx *ctx = be->ctx;
-    for (int i = 0; i < 3; i++) free(ctx->scratch[i]);
+    for (int i = 0; i < 4; i++) free(ctx->scratch[i]);
     free(ctx->rope_cos);
     free(ctx->rope_sin);
     free(ctx);
@@ -94,6 +122,7 @@ zk_backend *zk_cpu_create(void) {
     be->upload_act = cpu_copy_act;
     be->download_act = cpu_copy_act_back;
     be->destroy = cpu_destroy;
+    be->reserve = cpu_reserve;
     be->linear_fwd = cpu_linear_fwd;
     be->linear_bwd = cpu_linear_bwd;
     be->lora_fwd = cpu_lora_fwd;

@@ -7,16 +7,28 @@
 
 /* backend-private state */
 typedef struct {
-    float *scratch[3];      /* reusable fp32 buffers, see CPU_SCRATCH_* */
-    size_t scratch_capacity[3]; /* elements */
+    float *scratch[4];      /* reusable fp32 buffers, see CPU_SCRATCH_* */
+    size_t scratch_capacity[4]; /* elements */
     float *rope_cos, *rope_sin; /* [T, hd/2] tables for the cached (T, hd, theta) */
     size_t rope_T, rope_hd;
     double rope_theta;
 } cpu_ctx;
 
-/* scratch slots: a widened weight chunk, and the two LoRA dropout buffers */
-enum { CPU_SCRATCH_WIDEN = 0, CPU_SCRATCH_DROP_X = 1, CPU_SCRATCH_DROP_DX = 2 };
+/* scratch slots: a widened weight chunk, the two LoRA dropout buffers, and
+ * attention's per-thread score tiles */
+enum { CPU_SCRATCH_WIDEN = 0, CPU_SCRATCH_DROP_X = 1, CPU_SCRATCH_DROP_DX = 2, CPU_SCRATCH_ATTN = 3 };
+/* slot's buffer of at least elems floats: reserved up front (cpu_reserve),
+ * grown if a caller needs more; NULL with the backend's sticky failure set
+ * when memory runs out (the op then does nothing) */
 float *cpu_scratch(zk_backend *be, int slot, size_t elems);
+
+/* the sizes cpu_reserve allocates, in floats, per slot (and the RoPE tables) */
+#define CPU_WIDEN_CHUNK_ELEMS ((size_t)4 << 20) /* 16 MiB of fp32 per widened weight chunk */
+#define CPU_ATTN_TILE 64                         /* query rows per attention tile */
+void cpu_scratch_sizes(const zk_reserve_plan *p, size_t elems[4], size_t *rope_elems);
+int cpu_reserve(zk_backend *be, const zk_reserve_plan *p);
+/* the RoPE tables for (T, hd, theta), built if needed; 0, or -1 (sticky failure set) */
+int cpu_rope_tables(zk_backend *be, size_t T, size_t hd, double theta, const float **cos_out, const float **sin_out);
 
 void cpu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N,
                     size_t in, size_t out);

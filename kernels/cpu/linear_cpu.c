@@ -5,12 +5,9 @@
 
 #include "cpu_ops.h"
 
-/* elements of fp32 scratch per widened chunk (16 MiB) */
-#define WIDEN_CHUNK_ELEMS ((size_t)4 << 20)
-
 /* rows of W[out,in] per chunk, and the fp32 view of rows [o0, o0+rows) */
 static size_t chunk_rows(size_t in, size_t out) {
-    size_t rows = WIDEN_CHUNK_ELEMS / (in ? in : 1);
+    size_t rows = CPU_WIDEN_CHUNK_ELEMS / (in ? in : 1);
     if (rows < 1) rows = 1;
     return rows < out ? rows : out;
 }
@@ -19,6 +16,7 @@ static const float *weight_rows(zk_backend *be, const zk_weight *w, size_t o0, s
                                 size_t in) {
     if (w->dtype == ZEN_F32) return (const float *)w->data + o0 * in;
     float *scratch = cpu_scratch(be, CPU_SCRATCH_WIDEN, rows * in);
+    if (!scratch) return NULL;
     const char *src = (const char *)w->data + o0 * in * zen_dtype_size(w->dtype);
     zen_widen(scratch, src, w->dtype, rows * in);
     return scratch;
@@ -32,6 +30,7 @@ void cpu_linear_fwd(zk_backend *be, void *y_, const void *x_, const zk_weight *w
     for (size_t o0 = 0; o0 < out; o0 += step) {
         size_t rows = out - o0 < step ? out - o0 : step;
         const float *W = weight_rows(be, w, o0, rows, in); /* [rows, in] */
+        if (!W) return;
         /* y[:, o0:o0+rows] = x W^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)rows, (int)in, 1.0f, x,
                     (int)in, W, (int)in, 0.0f, y + o0, (int)out);
@@ -46,6 +45,7 @@ void cpu_linear_bwd(zk_backend *be, void *dx_, const void *dy_, const zk_weight 
     for (size_t o0 = 0; o0 < out; o0 += step) {
         size_t rows = out - o0 < step ? out - o0 : step;
         const float *W = weight_rows(be, w, o0, rows, in);
+        if (!W) return;
         float beta = (o0 == 0 && !accumulate) ? 0.0f : 1.0f;
         /* dx += dy[:, o0:o0+rows] W[o0:o0+rows, :] */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)rows, 1.0f,
@@ -57,6 +57,7 @@ void cpu_linear_bwd(zk_backend *be, void *dx_, const void *dy_, const zk_weight 
 static const float *dropped_input(zk_backend *be, const float *x, size_t n, const zk_dropout *drop) {
     if (!drop || drop->p <= 0.0f) return x;
     float *xd = cpu_scratch(be, CPU_SCRATCH_DROP_X, n);
+    if (!xd) return NULL;
     float keep_scale = 1.0f / (1.0f - drop->p);
     uint64_t threshold = zk_dropout_threshold(drop->p), seed = drop->seed;
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -69,6 +70,7 @@ void cpu_lora_fwd(zk_backend *be, void *y_, float *u, const void *x_, const floa
                   const zk_dropout *drop) {
     float *y = y_;                                             /* [N, out] */
     const float *x = dropped_input(be, x_, N * in, drop);      /* [N, in] */
+    if (!x) return;
     /* u[N,r] = x A^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)r, (int)in, 1.0f, x,
                 (int)in, A, (int)in, 0.0f, u, (int)r);
@@ -83,6 +85,7 @@ void cpu_lora_bwd(zk_backend *be, void *dx_, float *dA, float *dB, float *du, co
     float *dx = dx_;                                         /* [N, in] */
     const float *dy = dy_;                                   /* [N, out] */
     const float *x = dropped_input(be, x_, N * in, drop);    /* [N, in] the same xd as forward */
+    if (!x) return;
     /* du[N,r] = scale * dy B */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)r, (int)out, scale, dy,
                 (int)out, B, (int)r, 0.0f, du, (int)r);
@@ -100,6 +103,7 @@ void cpu_lora_bwd(zk_backend *be, void *dx_, float *dA, float *dB, float *du, co
     }
     /* dxd[N,in] = du A, then dx += dxd through the dropout mask */
     float *dxd = cpu_scratch(be, CPU_SCRATCH_DROP_DX, N * in);
+    if (!dxd) return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, du,
                 (int)r, A, (int)in, 0.0f, dxd, (int)in);
     float keep_scale = 1.0f / (1.0f - drop->p);

@@ -7,10 +7,11 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "../../util/error.h"
+
 #include "cpu_ops.h"
 
-static void rope_tables(zk_backend *be, size_t T, size_t hd, double theta, const float **cos_out,
-                        const float **sin_out) {
+int cpu_rope_tables(zk_backend *be, size_t T, size_t hd, double theta, const float **cos_out, const float **sin_out) {
     cpu_ctx *ctx = be->ctx;
     size_t half = hd / 2;
     if (!(ctx->rope_cos && ctx->rope_T >= T && ctx->rope_hd == hd && ctx->rope_theta == theta)) {
@@ -18,6 +19,13 @@ static void rope_tables(zk_backend *be, size_t T, size_t hd, double theta, const
         free(ctx->rope_sin);
         ctx->rope_cos = malloc(T * half * sizeof(float)); /* [T, hd/2] */
         ctx->rope_sin = malloc(T * half * sizeof(float));
+        if (!ctx->rope_cos || !ctx->rope_sin) {
+            free(ctx->rope_cos);
+            free(ctx->rope_sin);
+            ctx->rope_cos = ctx->rope_sin = NULL;
+            zk_set_failed(be, ZEN_ERR_INTERNAL, "out of memory allocating RoPE tables for %zu positions on cpu", T);
+            return -1;
+        }
         for (size_t i = 0; i < half; i++) {
             double inv_freq = pow(theta, -2.0 * (double)i / (double)hd);
             for (size_t t = 0; t < T; t++) {
@@ -32,13 +40,14 @@ static void rope_tables(zk_backend *be, size_t T, size_t hd, double theta, const
     }
     *cos_out = ctx->rope_cos;
     *sin_out = ctx->rope_sin;
+    return 0;
 }
 
 /* direction +1 rotates by +a (forward), -1 by -a (backward) */
 static void rope_apply(zk_backend *be, float *x, size_t B, size_t T, size_t H, size_t hd,
                        double theta, float direction) {
     const float *cos_t, *sin_t;
-    rope_tables(be, T, hd, theta, &cos_t, &sin_t);
+    if (be->status || cpu_rope_tables(be, T, hd, theta, &cos_t, &sin_t)) return;
     size_t half = hd / 2;
 #pragma omp parallel for schedule(static) if (B * T * H * hd > 32768)
     for (size_t row = 0; row < B * T; row++) {

@@ -1,16 +1,22 @@
 /* kernels/cuda/attention_exact.cu: causal GQA attention in exact fp32, one
  * block per query row (the f32 compute mode, for checking against the CPU;
  * also the fallback for head sizes the flash kernels do not handle).
- * Slow at long sequences: bf16 compute uses flash_attention.cu. dk and dv are
- * accumulated with atomics, so their last bits may vary between runs. */
+ * Slow at long sequences: bf16 compute uses flash_attention.cu. Every output
+ * element has one writer that adds its terms in a fixed order (no atomics),
+ * so the results are the same bits on every run, as resume needs. */
 #include "cuda_common.cuh"
 
 
-/* One block per (b, h, i). The row's scores s_j (j <= i) sit in shared memory
- * (T floats), so the [T, T] matrix is never stored:
- *   forward:  p_j = exp(s_j - lse),  o[d] = sum_j p_j v_j[d]  (a thread per d)
- *   backward: dp_j = do . v_j, D = sum_j p_j dp_j, ds_j = p_j (dp_j - D) scale,
- *             dq[d] = sum_j ds_j k_j[d];  dk_j += ds_j q, dv_j += p_j do (atomic) */
+/* forward: one block per (b, h, i). The row's scores s_j (j <= i) sit in
+ * shared memory (T floats), so the [T, T] matrix is never stored:
+ *   p_j = exp(s_j - lse),  o[d] = sum_j p_j v_j[d]  (a thread per d)
+ * backward, in two kernels:
+ *   dq:    one block per (b, h, i): dp_j = do . v_j, D = sum_j p_j dp_j (saved
+ *          per row), ds_j = p_j (dp_j - D) scale, dq[d] = sum_j ds_j k_j[d]
+ *   dk,dv: one block per (b, g, j) key row: over the group's heads and the
+ *          queries i >= j in tiles of a block's threads, p_ij and ds_ij are
+ *          recomputed from lse and D, then dk_j[d] += sum_i ds_ij q_i[d] and
+ *          dv_j[d] += sum_i p_ij do_i[d], thread d adding in order of i */
 __device__ static float dot_dev(const float *a, const float *b, size_t n) {
     float s = 0.0f;
     for (size_t d = 0; d < n; d++) s += a[d] * b[d];
@@ -45,9 +51,9 @@ __global__ static void attention_fwd_kernel(float *out, float *lse, const float 
     }
 }
 
-__global__ static void attention_bwd_kernel(float *dq, float *dk, float *dv, const float *dout, const float *lse,
-                                            const float *q, const float *k, const float *v, size_t T, size_t nh,
-                                            size_t nkv, size_t hd, float scale) {
+__global__ static void attention_bwd_dq_kernel(float *dq, float *Drow, const float *dout, const float *lse,
+                                               const float *q, const float *k, const float *v, size_t T, size_t nh,
+                                               size_t nkv, size_t hd, float scale) {
     ZK_DYNAMIC_SMEM(smem);
     float *shm = (float *)smem; /* p [T] then ds [T] */
     float *p = shm, *ds = shm + T;
@@ -63,6 +69,7 @@ __global__ static void attention_bwd_kernel(float *dq, float *dk, float *dv, con
         D += (double)p[j] * ds[j];
     }
     D = block_sum(D);
+    if (threadIdx.x == 0) Drow[(b * nh + h) * T + i] = (float)D;
     for (size_t j = threadIdx.x; j <= i; j += blockDim.x) ds[j] = p[j] * (ds[j] - (float)D) * scale;
     __syncthreads();
     for (size_t d = threadIdx.x; d < hd; d += blockDim.x) {
@@ -70,39 +77,70 @@ __global__ static void attention_bwd_kernel(float *dq, float *dk, float *dv, con
         for (size_t j = 0; j <= i; j++) acc += ds[j] * k[((b * T + j) * nkv + g) * hd + d];
         dq[qrow + d] = acc;
     }
-    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
-        size_t kv = ((b * T + j) * nkv + g) * hd;
-        for (size_t d = 0; d < hd; d++) {
-            atomicAdd(&dk[kv + d], ds[j] * qi[d]);
-            atomicAdd(&dv[kv + d], p[j] * doi[d]);
+}
+
+#define EXACT_BWD_THREADS 128
+
+__global__ static void attention_bwd_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse,
+                                                const float *Drow, const float *q, const float *k, const float *v,
+                                                size_t T, size_t nh, size_t nkv, size_t hd, float scale) {
+    __shared__ float p[EXACT_BWD_THREADS], ds[EXACT_BWD_THREADS];
+    size_t j = blockIdx.x, g = blockIdx.y, b = blockIdx.z, group = nh / nkv;
+    size_t kv = ((b * T + j) * nkv + g) * hd;
+    const float *kj = k + kv, *vj = v + kv;
+    for (size_t h = g * group; h < (g + 1) * group; h++)
+        for (size_t i0 = j; i0 < T; i0 += blockDim.x) {
+            size_t i = i0 + threadIdx.x;
+            if (i < T) { /* p_ij and ds_ij of this thread's query */
+                size_t qrow = ((b * T + i) * nh + h) * hd;
+                float pij = expf(scale * dot_dev(q + qrow, kj, hd) - lse[(b * nh + h) * T + i]);
+                p[threadIdx.x] = pij;
+                ds[threadIdx.x] = pij * (dot_dev(dout + qrow, vj, hd) - Drow[(b * nh + h) * T + i]) * scale;
+            }
+            __syncthreads();
+            size_t n = T - i0 < blockDim.x ? T - i0 : blockDim.x;
+            for (size_t d = threadIdx.x; d < hd; d += blockDim.x) {
+                float ak = dk[kv + d], av = dv[kv + d];
+                for (size_t t = 0; t < n; t++) {
+                    size_t qrow = ((b * T + i0 + t) * nh + h) * hd;
+                    ak += ds[t] * q[qrow + d];
+                    av += p[t] * dout[qrow + d];
+                }
+                dk[kv + d] = ak;
+                dv[kv + d] = av;
+            }
+            __syncthreads();
         }
-    }
 }
 
 void cu_attention_exact_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                              size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
-    (void)be;
     dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
     size_t smem = T * sizeof(float);
-    allow_smem((const void *)attention_fwd_kernel, smem);
+    if (!allow_smem(be, (const void *)attention_fwd_kernel, smem)) return;
     ZK_LAUNCH(attention_fwd_kernel, grid, 128, smem)((float *)out, lse, (const float *)q, (const float *)k, (const float *)v, T,
                                               nh, nkv, hd, 1.0f / sqrtf((float)hd));
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
 }
 
 void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,
                              const float *lse, const void *q, const void *k, const void *v, size_t B, size_t T,
                              size_t nh, size_t nkv, size_t hd) {
-    (void)be;
     (void)out;
-    CUDA_CHECK(cudaMemset(dk, 0, B * T * nkv * hd * sizeof(float)));
-    CUDA_CHECK(cudaMemset(dv, 0, B * T * nkv * hd * sizeof(float)));
+    float *Drow = (float *)scratch(be, SCRATCH_ATT_D, B * nh * T * sizeof(float)); /* [B, nh, T] */
+    if (!Drow) return;
+    float scale = 1.0f / sqrtf((float)hd);
     dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
     size_t smem = 2 * T * sizeof(float);
-    allow_smem((const void *)attention_bwd_kernel, smem);
-    ZK_LAUNCH(attention_bwd_kernel, grid, 128, smem)((float *)dq, (float *)dk, (float *)dv, (const float *)dout, lse,
-                                              (const float *)q, (const float *)k, (const float *)v, T, nh, nkv, hd,
-                                              1.0f / sqrtf((float)hd));
-    CUDA_CHECK(cudaGetLastError());
+    if (!allow_smem(be, (const void *)attention_bwd_dq_kernel, smem)) return;
+    ZK_LAUNCH(attention_bwd_dq_kernel, grid, 128, smem)((float *)dq, Drow, (const float *)dout, lse, (const float *)q,
+                                                        (const float *)k, (const float *)v, T, nh, nkv, hd, scale);
+    CUDA_CHECK(be, cudaGetLastError());
+    CUDA_CHECK(be, cudaMemset(dk, 0, B * T * nkv * hd * sizeof(float)));
+    CUDA_CHECK(be, cudaMemset(dv, 0, B * T * nkv * hd * sizeof(float)));
+    dim3 grid2((unsigned)T, (unsigned)nkv, (unsigned)B);
+    ZK_LAUNCH(attention_bwd_dkv_kernel, grid2, EXACT_BWD_THREADS, 0)((float *)dk, (float *)dv, (const float *)dout, lse,
+                                                                     Drow, (const float *)q, (const float *)k,
+                                                                     (const float *)v, T, nh, nkv, hd, scale);
+    CUDA_CHECK(be, cudaGetLastError());
 }
-

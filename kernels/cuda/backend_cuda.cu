@@ -19,21 +19,20 @@
 
 /* ---------------- memory ---------------- */
 
-/* records a live allocation (grows the table as needed) */
-static void track(cuda_ctx *c, void *p, size_t bytes) {
+/* records a live allocation (grows the table as needed); -1 when the host
+ * is out of memory for the table */
+static int track(cuda_ctx *c, void *p, size_t bytes) {
     if (c->n_allocs == c->cap_allocs) {
         size_t cap = c->cap_allocs ? 2 * c->cap_allocs : 256;
         cuda_alloc_entry *t = (cuda_alloc_entry *)realloc(c->allocs, cap * sizeof *t);
-        if (!t) {
-            fprintf(stderr, "zen: out of host memory tracking GPU allocations\n");
-            exit(1);
-        }
+        if (!t) return -1;
         c->allocs = t, c->cap_allocs = cap;
     }
     c->allocs[c->n_allocs].ptr = p;
     c->allocs[c->n_allocs++].bytes = bytes;
     c->bytes_in_use += bytes;
     if (c->bytes_in_use > c->bytes_peak) c->bytes_peak = c->bytes_in_use;
+    return 0;
 }
 
 static void *cu_alloc(zk_backend *be, size_t bytes) {
@@ -46,16 +45,17 @@ static void *cu_alloc(zk_backend *be, size_t bytes) {
                  bytes, free_b, total_b, ctx_of(be)->bytes_in_use);
         return NULL;
     }
-    track(ctx_of(be), p, bytes);
+    if (track(ctx_of(be), p, bytes)) {
+        cudaFree(p);
+        zen_fail(ZEN_ERR_INTERNAL, "out of host memory tracking GPU allocations");
+        return NULL;
+    }
     return p;
 }
 
-void *cuda_alloc_or_die(zk_backend *be, size_t bytes) {
+void *cuda_alloc_op(zk_backend *be, size_t bytes) {
     void *p = cu_alloc(be, bytes);
-    if (!p) {
-        fprintf(stderr, "zen: %s\n", zen_last_error());
-        exit(1);
-    }
+    if (!p) zk_set_failed(be, ZEN_ERR_INTERNAL, "%s", zen_last_error());
     return p;
 }
 
@@ -68,7 +68,7 @@ void cuda_free_tracked(zk_backend *be, void *p) {
             c->allocs[i] = c->allocs[--c->n_allocs];
             break;
         }
-    CUDA_CHECK(cudaFree(p));
+    CUDA_CHECK(be, cudaFree(p));
 }
 
 static void cu_free(zk_backend *be, void *p) { cuda_free_tracked(be, p); }
@@ -78,23 +78,23 @@ static size_t cu_memory_peak(zk_backend *be) { return ctx_of(be)->bytes_peak; }
 static void cu_memory_info(zk_backend *be, size_t *free_bytes, size_t *in_use) {
     size_t total = 0;
     *free_bytes = 0;
-    CUDA_CHECK(cudaMemGetInfo(free_bytes, &total));
+    if (!CUDA_CHECK(be, cudaMemGetInfo(free_bytes, &total))) *free_bytes = 0;
     *in_use = ctx_of(be)->bytes_in_use;
 }
 
 static void cu_upload(zk_backend *be, void *dst, const void *src, size_t bytes) {
     (void)be;
-    if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    if (bytes) CUDA_CHECK(be, cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
 
 static void cu_download(zk_backend *be, void *dst, const void *src, size_t bytes) {
     (void)be;
-    if (bytes) CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+    if (bytes) CUDA_CHECK(be, cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 
 static void cu_zero(zk_backend *be, void *dst, size_t bytes) {
     (void)be;
-    if (bytes) CUDA_CHECK(cudaMemset(dst, 0, bytes));
+    if (bytes) CUDA_CHECK(be, cudaMemset(dst, 0, bytes));
 }
 
 __global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const void *src, int dtype, size_t n) {
@@ -116,7 +116,7 @@ static int cu_weight_create(zk_backend *be, zk_weight *out, const void *host, ze
         }
         cu_upload(be, tmp, host, bytes);
         ZK_LAUNCH(to_bf16_kernel, blocks_for(numel, 256), 256, 0)((__nv_bfloat16 *)dev, tmp, (int)dtype, numel);
-        CUDA_CHECK(cudaGetLastError());
+        CUDA_CHECK(be, cudaGetLastError());
         cu_free(be, tmp);
         out->data = dev;
         out->dtype = ZEN_BF16;
@@ -148,7 +148,7 @@ __global__ static void add_kernel(float *y, const float *a, const float *b, size
 static void cu_add(zk_backend *be, void *y, const void *a, const void *b, size_t n) {
     (void)be;
     ZK_LAUNCH(add_kernel, blocks_for(n, 256), 256, 0)((float *)y, (const float *)a, (const float *)b, n);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
 }
 
 /* ---------------- RMSNorm ---------------- */
@@ -193,7 +193,7 @@ static void cu_rmsnorm_fwd(zk_backend *be, void *y, float *rstd, const void *x, 
                            float eps) {
     (void)be;
     ZK_LAUNCH(rmsnorm_fwd_kernel, (unsigned)rows, row_threads(dim), 0)((float *)y, rstd, (const float *)x, w, dim, eps);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
 }
 
 static void cu_rmsnorm_bwd(zk_backend *be, void *dx, float *dw, const void *dy, const void *x, const float *rstd,
@@ -201,37 +201,42 @@ static void cu_rmsnorm_bwd(zk_backend *be, void *dx, float *dw, const void *dy, 
     (void)be;
     if (dw) { /* before dx: dx may alias nothing here, but keep the CPU order */
         ZK_LAUNCH(rmsnorm_dw_kernel, blocks_for(dim, 256), 256, 0)(dw, (const float *)dy, (const float *)x, rstd, rows, dim);
-        CUDA_CHECK(cudaGetLastError());
+        CUDA_CHECK(be, cudaGetLastError());
     }
     ZK_LAUNCH(rmsnorm_bwd_kernel, (unsigned)rows, row_threads(dim), 0)((float *)dx, (const float *)dy, (const float *)x, rstd, w,
                                                             dim, accumulate);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
 }
 
 /* ---------------- RoPE ---------------- */
 
 /* the CPU's tables (angles in double on the host), uploaded once per (T, hd, theta) */
-static void rope_tables(zk_backend *be, size_t T, size_t hd, double theta) {
+int cuda_rope_tables(zk_backend *be, size_t T, size_t hd, double theta) {
     cuda_ctx *c = ctx_of(be);
-    if (c->rope_cos && c->rope_T >= T && c->rope_hd == hd && c->rope_theta == theta) return;
+    if (c->rope_cos && c->rope_T >= T && c->rope_hd == hd && c->rope_theta == theta) return 0;
     size_t half = hd / 2;
     float *cs = (float *)malloc(T * half * sizeof(float)), *sn = (float *)malloc(T * half * sizeof(float));
-    for (size_t i = 0; i < half; i++) {
-        double inv_freq = pow(theta, -2.0 * (double)i / (double)hd);
-        for (size_t t = 0; t < T; t++) {
-            cs[t * half + i] = (float)cos((double)t * inv_freq);
-            sn[t * half + i] = (float)sin((double)t * inv_freq);
-        }
-    }
     cuda_free_tracked(be, c->rope_cos);
     cuda_free_tracked(be, c->rope_sin);
-    c->rope_cos = (float *)cuda_alloc_or_die(be, T * half * sizeof(float));
-    c->rope_sin = (float *)cuda_alloc_or_die(be, T * half * sizeof(float));
-    cu_upload(be, c->rope_cos, cs, T * half * sizeof(float));
-    cu_upload(be, c->rope_sin, sn, T * half * sizeof(float));
+    c->rope_cos = c->rope_sin = NULL;
+    c->rope_T = 0;
+    if (!cs || !sn) zk_set_failed(be, ZEN_ERR_INTERNAL, "out of host memory building RoPE tables for %zu positions", T);
+    else if ((c->rope_cos = (float *)cuda_alloc_op(be, T * half * sizeof(float))) &&
+             (c->rope_sin = (float *)cuda_alloc_op(be, T * half * sizeof(float)))) {
+        for (size_t i = 0; i < half; i++) {
+            double inv_freq = pow(theta, -2.0 * (double)i / (double)hd);
+            for (size_t t = 0; t < T; t++) {
+                cs[t * half + i] = (float)cos((double)t * inv_freq);
+                sn[t * half + i] = (float)sin((double)t * inv_freq);
+            }
+        }
+        cu_upload(be, c->rope_cos, cs, T * half * sizeof(float));
+        cu_upload(be, c->rope_sin, sn, T * half * sizeof(float));
+        c->rope_T = T, c->rope_hd = hd, c->rope_theta = theta;
+    }
     free(cs);
     free(sn);
-    c->rope_T = T, c->rope_hd = hd, c->rope_theta = theta;
+    return c->rope_T ? 0 : -1;
 }
 
 __global__ static void rope_kernel(float *x, const float *cs, const float *sn, size_t rows, size_t T, size_t H, size_t hd,
@@ -249,10 +254,10 @@ __global__ static void rope_kernel(float *x, const float *cs, const float *sn, s
 }
 
 static void rope_apply(zk_backend *be, void *x, size_t B, size_t T, size_t H, size_t hd, double theta, float dir) {
-    rope_tables(be, T, hd, theta);
+    if (be->status || cuda_rope_tables(be, T, hd, theta)) return;
     size_t n = B * T * H * (hd / 2);
     ZK_LAUNCH(rope_kernel, blocks_for(n, 256), 256, 0)((float *)x, ctx_of(be)->rope_cos, ctx_of(be)->rope_sin, B * T, T, H, hd, dir);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
 }
 
 static void cu_rope_fwd(zk_backend *be, void *x, size_t B, size_t T, size_t H, size_t hd, double theta) {
@@ -299,14 +304,14 @@ __global__ static void swiglu_bwd_kernel(float *dg, float *du, const float *dh, 
 static void cu_swiglu_fwd(zk_backend *be, void *h, const void *g, const void *u, size_t n) {
     (void)be;
     ZK_LAUNCH(swiglu_fwd_kernel, blocks_for(n, 256), 256, 0)((float *)h, (const float *)g, (const float *)u, n);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
 }
 
 static void cu_swiglu_bwd(zk_backend *be, void *dg, void *du, const void *dh, const void *g, const void *u, size_t n) {
     (void)be;
     ZK_LAUNCH(swiglu_bwd_kernel, blocks_for(n, 256), 256, 0)((float *)dg, (float *)du, (const float *)dh, (const float *)g,
                                                    (const float *)u, n);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
 }
 
 __global__ static void embedding_fwd_kernel(float *out, const int32_t *tok, const void *w, int dtype, size_t N,
@@ -316,22 +321,23 @@ __global__ static void embedding_fwd_kernel(float *out, const int32_t *tok, cons
     out[i] = load_as_float(w, dtype, (size_t)tok[i / C] * C + i % C);
 }
 
+/* one thread per column c adds the rows in order: deterministic, no atomics */
 __global__ static void embedding_bwd_kernel(float *dW, const float *dout, const int32_t *tok, size_t N, size_t C) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= N * C) return;
-    atomicAdd(&dW[(size_t)tok[i / C] * C + i % C], dout[i]);
+    size_t c = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    for (size_t n = 0; n < N; n++) dW[(size_t)tok[n] * C + c] += dout[n * C + c];
 }
 
 static void cu_embedding_fwd(zk_backend *be, void *out, const int32_t *tokens, const zk_weight *w, size_t N, size_t C) {
     (void)be;
     ZK_LAUNCH(embedding_fwd_kernel, blocks_for(N * C, 256), 256, 0)((float *)out, tokens, w->data, (int)w->dtype, N, C);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
 }
 
 static void cu_embedding_bwd(zk_backend *be, float *dW, const void *dout, const int32_t *tokens, size_t N, size_t C) {
     (void)be;
-    ZK_LAUNCH(embedding_bwd_kernel, blocks_for(N * C, 256), 256, 0)(dW, (const float *)dout, tokens, N, C);
-    CUDA_CHECK(cudaGetLastError());
+    ZK_LAUNCH(embedding_bwd_kernel, blocks_for(C, 256), 256, 0)(dW, (const float *)dout, tokens, N, C);
+    CUDA_CHECK(be, cudaGetLastError());
 }
 
 /* ---------------- softmax + cross-entropy ---------------- */
@@ -360,26 +366,28 @@ static void cu_xent(zk_backend *be, void *logits, float *losses, const int32_t *
                     size_t rows, size_t V, float grad_scale) {
     (void)be;
     ZK_LAUNCH(xent_kernel, (unsigned)rows, 1024, 0)((float *)logits, losses, targets, weights, V, grad_scale);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
 }
 
 /* ---------------- optimizer ---------------- */
 
-__global__ static void sum_squares_kernel(double *out, const float *x, size_t n) {
+/* block b sums a fixed strided share of x into part[b]; the host adds the
+ * blocks' sums in order, so the result never depends on scheduling */
+__global__ static void sum_squares_kernel(double *part, const float *x, size_t n) {
     double s = 0.0;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         s += (double)x[i] * x[i];
     s = block_sum(s);
-    if (threadIdx.x == 0) atomicAdd(out, s);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
 static double cu_sum_squares(zk_backend *be, const float *x, size_t n) {
     cuda_ctx *c = ctx_of(be);
-    CUDA_CHECK(cudaMemset(c->reduce, 0, sizeof(double)));
-    ZK_LAUNCH(sum_squares_kernel, 256, 256, 0)(c->reduce, x, n);
-    CUDA_CHECK(cudaGetLastError());
-    double r;
-    cu_download(be, &r, c->reduce, sizeof(double));
+    ZK_LAUNCH(sum_squares_kernel, ZK_CUDA_REDUCE_BLOCKS, 256, 0)(c->reduce, x, n);
+    CUDA_CHECK(be, cudaGetLastError());
+    double part[ZK_CUDA_REDUCE_BLOCKS], r = 0.0;
+    cu_download(be, part, c->reduce, sizeof part);
+    for (int b = 0; b < ZK_CUDA_REDUCE_BLOCKS; b++) r += part[b];
     return r;
 }
 
@@ -401,7 +409,28 @@ static void cu_adamw(zk_backend *be, float *p, const float *g, float *m, float *
     double bc1 = 1.0 - pow((double)beta1, (double)step), bc2 = 1.0 - pow((double)beta2, (double)step);
     ZK_LAUNCH(adamw_kernel, blocks_for(n, 256), 256, 0)(p, g, m, v, n, beta1, beta2, eps, 1.0f - lr * weight_decay,
                                                         grad_scale, (float)((double)lr / bc1), (float)sqrt(bc2));
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
+}
+
+/* ---------------- scratch reserved up front ---------------- */
+
+/* every scratch buffer the plan's ops use, at the sizes zk_plan_scratch counts */
+int cu_reserve(zk_backend *be, const zk_reserve_plan *p) {
+    if (p->lora_r && p->lora_r <= ZK_CUDA_LORA_MAX_R)
+        scratch(be, SCRATCH_LORA_PART, zk_cuda_lora_partial_elems(p->N, p->widest_in, p->lora_r) * sizeof(float));
+    else if (p->lora_r && p->lora_dropout) {
+        scratch(be, SCRATCH_DROPOUT_X, p->N * p->widest_in * sizeof(float));
+        scratch(be, SCRATCH_DROPOUT_DX, p->N * p->widest_in * sizeof(float));
+    }
+    scratch(be, SCRATCH_ATT_D, p->B * p->heads * p->T * sizeof(float)); /* both attentions' row statistics */
+    if (be->compute == ZEN_BF16) {
+        scratch(be, SCRATCH_BF16_ACT, p->matmul_elems * 2);
+    } else if (p->widen_elems) {
+        size_t w = p->widen_elems < ZK_CUDA_WIDEN_CHUNK_ELEMS ? p->widen_elems : ZK_CUDA_WIDEN_CHUNK_ELEMS;
+        scratch(be, SCRATCH_WIDE_W, w * sizeof(float));
+    }
+    if (p->T && p->head_dim) cuda_rope_tables(be, p->T, p->head_dim, p->rope_theta);
+    return zk_status(be);
 }
 
 /* ---------------- the backend ---------------- */
@@ -441,11 +470,17 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute) {
     }
     be->ctx = c;
     be->compute = compute;
-    c->reduce = (double *)cuda_alloc_or_die(be, sizeof(double));
-    c->blas_workspace = cuda_alloc_or_die(be, ZK_CUDA_CUBLAS_WORKSPACE);
-    CUBLAS_CHECK(cublasSetWorkspace(c->blas, c->blas_workspace, ZK_CUDA_CUBLAS_WORKSPACE));
+    c->reduce = (double *)cu_alloc(be, ZK_CUDA_REDUCE_BLOCKS * sizeof(double));
+    c->blas_workspace = c->reduce ? cu_alloc(be, ZK_CUDA_CUBLAS_WORKSPACE) : NULL;
     /* f32: exact fp32 sgemm, no TF32 (NVIDIA_TF32_OVERRIDE=0 is also honoured) */
-    CUBLAS_CHECK(cublasSetMathMode(c->blas, compute == ZEN_F32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
+    if (!c->blas_workspace ||
+        cublasSetWorkspace(c->blas, c->blas_workspace, ZK_CUDA_CUBLAS_WORKSPACE) != CUBLAS_STATUS_SUCCESS ||
+        cublasSetMathMode(c->blas, compute == ZEN_F32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH) !=
+            CUBLAS_STATUS_SUCCESS) {
+        if (c->blas_workspace) zen_fail(ZEN_ERR_INTERNAL, "device 'cuda': cannot set up cuBLAS");
+        cu_destroy(be);
+        return NULL;
+    }
     be->name = "cuda";
     be->act_bytes = sizeof(float);
     be->memory_peak = cu_memory_peak;
@@ -460,6 +495,7 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute) {
     be->upload_act = cu_upload_act;
     be->download_act = cu_download_act;
     be->destroy = cu_destroy;
+    be->reserve = cu_reserve;
     be->linear_fwd = cu_linear_fwd;
     be->linear_bwd = cu_linear_bwd;
     be->lora_fwd = cu_lora_fwd;

@@ -3,8 +3,10 @@
  * buffers, allocation accounting), error checks, launch helpers and block
  * reductions.
  *
- * CUDA errors are internal failures: the first one is printed and the process
- * exits 1 (model code has no error path per op).
+ * CUDA and cuBLAS errors, and scratch that cannot be allocated, are recorded
+ * as the backend's sticky failure (zk_set_failed): nothing here exits, the
+ * op that cannot run returns early, and the caller reads the status once a
+ * step (zk_status) and ends the run with one line.
  *
  * Kernels are launched with ZK_LAUNCH(kernel, grid, block, smem)(args...) and
  * take dynamic shared memory through ZK_DYNAMIC_SMEM, so the same sources
@@ -32,22 +34,19 @@ extern "C" {
 #include "backend_cuda.h" /* zk_cuda_create; ZK_CUDA_CUBLAS_WORKSPACE, ZK_CUDA_WIDEN_CHUNK_ELEMS */
 }
 
-#define CUDA_CHECK(call)                                                                                  \
-    do {                                                                                                  \
-        cudaError_t e_ = (call);                                                                          \
-        if (e_ != cudaSuccess) {                                                                          \
-            fprintf(stderr, "zen: CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
-            exit(1);                                                                                      \
-        }                                                                                                 \
-    } while (0)
-#define CUBLAS_CHECK(call)                                                                  \
-    do {                                                                                    \
-        cublasStatus_t s_ = (call);                                                         \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                  \
-            fprintf(stderr, "zen: cuBLAS error %d at %s:%d\n", (int)s_, __FILE__, __LINE__); \
-            exit(1);                                                                        \
-        }                                                                                   \
-    } while (0)
+/* 1 if the call succeeded; else records the first failure and returns 0 */
+static inline int cuda_ok(zk_backend *be, cudaError_t e, const char *what, const char *file, int line) {
+    if (e == cudaSuccess) return 1;
+    zk_set_failed(be, ZEN_ERR_INTERNAL, "CUDA error: %s (%s at %s:%d)", cudaGetErrorString(e), what, file, line);
+    return 0;
+}
+static inline int cublas_ok(zk_backend *be, cublasStatus_t s, const char *what, const char *file, int line) {
+    if (s == CUBLAS_STATUS_SUCCESS) return 1;
+    zk_set_failed(be, ZEN_ERR_INTERNAL, "cuBLAS error %d (%s at %s:%d)", (int)s, what, file, line);
+    return 0;
+}
+#define CUDA_CHECK(be, call) cuda_ok((be), (call), #call, __FILE__, __LINE__)
+#define CUBLAS_CHECK(be, call) cublas_ok((be), (call), #call, __FILE__, __LINE__)
 
 /* reusable scratch buffers, one per purpose, grown on demand and kept */
 enum {
@@ -74,7 +73,7 @@ typedef struct {
     double rope_theta;
     void *scratch[SCRATCH_SLOTS];
     size_t scratch_cap[SCRATCH_SLOTS]; /* bytes */
-    double *reduce;                    /* one double for sum_squares */
+    double *reduce;                    /* [ZK_CUDA_REDUCE_BLOCKS] per-block partial sums of sum_squares */
     /* every live device allocation, for the in-use and peak byte counts */
     cuda_alloc_entry *allocs;
     size_t n_allocs, cap_allocs;
@@ -85,16 +84,29 @@ static inline cuda_ctx *ctx_of(zk_backend *be) { return (cuda_ctx *)be->ctx; }
 
 static inline unsigned blocks_for(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
 
-/* device memory with accounting (backend_cuda.cu); exits on failure */
-void *cuda_alloc_or_die(zk_backend *be, size_t bytes);
+#define ZK_CUDA_REDUCE_BLOCKS 256 /* blocks of the two-pass sum_squares */
+
+/* device memory with accounting (backend_cuda.cu) for an op: NULL with the
+ * sticky failure set when it cannot be had */
+void *cuda_alloc_op(zk_backend *be, size_t bytes);
 void cuda_free_tracked(zk_backend *be, void *p);
 
-/* scratch buffer `slot` with at least `bytes` bytes */
+/* scratch buffer `slot` with at least `bytes` bytes (reserved up front by
+ * cu_reserve, grown if a caller needs more); NULL once the backend has failed */
 static inline void *scratch(zk_backend *be, int slot, size_t bytes) {
     cuda_ctx *c = ctx_of(be);
-    if (bytes > c->scratch_cap[slot]) {
+    if (be->status) return NULL;
+    int injected = zk_fault_hit("ZEN_FAULT_SCRATCH");
+    if (bytes > c->scratch_cap[slot] || injected) {
         if (c->scratch[slot]) cuda_free_tracked(be, c->scratch[slot]);
-        c->scratch[slot] = cuda_alloc_or_die(be, bytes);
+        c->scratch[slot] = NULL;
+        c->scratch_cap[slot] = 0;
+        if (injected) {
+            zk_set_failed(be, ZEN_ERR_INTERNAL, "out of GPU memory allocating %zu bytes of scratch (injected by "
+                          "ZEN_FAULT_SCRATCH)", bytes);
+            return NULL;
+        }
+        if (!(c->scratch[slot] = cuda_alloc_op(be, bytes))) return NULL;
         c->scratch_cap[slot] = bytes;
     }
     return c->scratch[slot];
@@ -107,9 +119,10 @@ __device__ static inline float load_as_float(const void *src, int dtype, size_t 
     return dtype == ZEN_BF16 ? __uint_as_float((unsigned)h << 16) : __half2float(__ushort_as_half(h));
 }
 
-/* lets `kernel` take `bytes` of dynamic shared memory (needed above 48 KiB) */
-static inline void allow_smem(const void *kernel, size_t bytes) {
-    if (bytes > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+/* lets `kernel` take `bytes` of dynamic shared memory (needed above 48 KiB); 0 on failure */
+static inline int allow_smem(zk_backend *be, const void *kernel, size_t bytes) {
+    if (bytes <= 48 * 1024) return 1;
+    return CUDA_CHECK(be, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
 /* sum over the block (blockDim.x a multiple of 32, at most 1024) */
@@ -161,6 +174,9 @@ void cu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, cons
                  const float *u, const float *A, const float *B, size_t N, size_t in, size_t out, size_t r, float scale,
                  const zk_dropout *drop);
 /* exact fp32 attention (one block per query row) */
+int cu_reserve(zk_backend *be, const zk_reserve_plan *p);
+/* the RoPE tables for (T, hd, theta) on the device; 0, or -1 (sticky failure set) */
+int cuda_rope_tables(zk_backend *be, size_t T, size_t hd, double theta);
 void cu_attention_exact_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                             size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
 void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,

@@ -15,7 +15,8 @@
 /* row-major C[M,N] = alpha op(A)[M,K] op(B)[K,N] + beta C, fp32 */
 void cuda_rm_gemm(zk_backend *be, int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A,
                     size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc) {
-    CUBLAS_CHECK(cublasSgemm(ctx_of(be)->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
+    if (!A || !B) return; /* an input the backend could not make (failure recorded) */
+    CUBLAS_CHECK(be, cublasSgemm(ctx_of(be)->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
                              (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));
 }
 
@@ -23,7 +24,8 @@ void cuda_rm_gemm(zk_backend *be, int transA, int transB, size_t M, size_t N, si
 static void rm_gemm_bf16(zk_backend *be, int transA, int transB, size_t M, size_t N, size_t K, const void *A,
                          size_t lda, const void *B, size_t ldb, float beta, float *C, size_t ldc) {
     float alpha = 1.0f;
-    CUBLAS_CHECK(cublasGemmEx(ctx_of(be)->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
+    if (!A || !B) return;
+    CUBLAS_CHECK(be, cublasGemmEx(ctx_of(be)->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N,
                               (int)N, (int)M, (int)K, &alpha, B, CUDA_R_16BF, (int)ldb, A, CUDA_R_16BF, (int)lda, &beta,
                               C, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
@@ -45,8 +47,9 @@ __global__ static void round_bf16_kernel(__nv_bfloat16 *dst, const float *src, s
 /* an fp32 activation [n] rounded to bf16 in the scratch buffer */
 static const __nv_bfloat16 *as_bf16(zk_backend *be, const float *x, size_t n) {
     __nv_bfloat16 *xb = (__nv_bfloat16 *)scratch(be, SCRATCH_BF16_ACT, n * sizeof(__nv_bfloat16));
+    if (!xb) return NULL;
     ZK_LAUNCH(round_bf16_kernel, blocks_for((n + 3) / 4, 256), 256, 0)(xb, x, n);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
     return xb;
 }
 
@@ -61,8 +64,9 @@ __global__ static void widen_kernel(float *dst, const void *src, int dtype, size
 static const float *weight_rows(zk_backend *be, const zk_weight *w, size_t o0, size_t rows, size_t in) {
     if (w->dtype == ZEN_F32) return (const float *)w->data + o0 * in;
     float *dst = (float *)scratch(be, SCRATCH_WIDE_W, rows * in * sizeof(float));
+    if (!dst) return NULL;
     ZK_LAUNCH(widen_kernel, blocks_for(rows * in, 256), 256, 0)(dst, (const char *)w->data + o0 * in * 2, (int)w->dtype, rows * in);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
     return dst;
 }
 

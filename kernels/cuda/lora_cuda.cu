@@ -135,8 +135,9 @@ __global__ static void dropout_kernel(float *y, const float *x, size_t n, drop_a
 static const float *dropped(zk_backend *be, const float *x, size_t n, drop_args d) {
     if (!d.use) return x;
     float *xd = (float *)scratch(be, SCRATCH_DROPOUT_X, n * sizeof(float));
+    if (!xd) return NULL;
     ZK_LAUNCH(dropout_kernel, blocks_for(n, 256), 256, 0)(xd, x, n, d, 0);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
     return xd;
 }
 
@@ -149,12 +150,13 @@ void cu_lora_fwd(zk_backend *be, void *y, float *u, const void *x_, const float 
     if (r <= ZK_CUDA_LORA_MAX_R) {
         size_t chunks = (in + ZK_CUDA_LORA_K_TILE - 1) / ZK_CUDA_LORA_K_TILE;
         float *part = (float *)scratch(be, SCRATCH_LORA_PART, zk_cuda_lora_partial_elems(N, in, r) * sizeof(float));
+        if (!part) return;
         dim3 grid((unsigned)((N + FWD_ROWS - 1) / FWD_ROWS), (unsigned)chunks);
         size_t smem = (size_t)(FWD_ROWS + r) * LDX * sizeof(float);
         ZK_LAUNCH(lora_down_partial_kernel, grid, LORA_THREADS, smem)(part, x, A, N, in, (int)r, d);
-        CUDA_CHECK(cudaGetLastError());
+        CUDA_CHECK(be, cudaGetLastError());
         ZK_LAUNCH(sum_partials_kernel, blocks_for(N * r, 256), 256, 0)(u, part, chunks, N * r, 0);
-        CUDA_CHECK(cudaGetLastError());
+        CUDA_CHECK(be, cudaGetLastError());
     } else {
         cuda_rm_gemm(be, 0, 1, N, r, in, 1.0f, dropped(be, x, N * in, d), in, A, in, 0.0f, u, r);
     }
@@ -171,12 +173,13 @@ void cu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, cons
     if (r <= ZK_CUDA_LORA_MAX_R) {
         size_t chunks = (N + ZK_CUDA_LORA_N_TILE - 1) / ZK_CUDA_LORA_N_TILE;
         float *part = (float *)scratch(be, SCRATCH_LORA_PART, zk_cuda_lora_partial_elems(N, in, r) * sizeof(float));
+        if (!part) return;
         dim3 grid((unsigned)((in + BWD_COLS - 1) / BWD_COLS), (unsigned)chunks);
         size_t smem = (size_t)(ZK_CUDA_LORA_N_TILE * r + r * BWD_COLS) * sizeof(float);
         ZK_LAUNCH(lora_up_grad_kernel, grid, BWD_COLS, smem)((float *)dx, part, du, x, A, N, in, (int)r, d);
-        CUDA_CHECK(cudaGetLastError());
+        CUDA_CHECK(be, cudaGetLastError());
         ZK_LAUNCH(sum_partials_kernel, blocks_for(r * in, 256), 256, 0)(dA, part, chunks, r * in, 1);
-        CUDA_CHECK(cudaGetLastError());
+        CUDA_CHECK(be, cudaGetLastError());
         return;
     }
     const float *xd = dropped(be, x, N * in, d);
@@ -186,7 +189,8 @@ void cu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, cons
         return;
     }
     float *dxd = (float *)scratch(be, SCRATCH_DROPOUT_DX, N * in * sizeof(float));
+    if (!dxd) return;
     cuda_rm_gemm(be, 0, 0, N, in, r, 1.0f, du, r, A, in, 0.0f, dxd, in);
     ZK_LAUNCH(dropout_kernel, blocks_for(N * in, 256), 256, 0)((float *)dx, dxd, N * in, d, 1);
-    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(be, cudaGetLastError());
 }
