@@ -106,9 +106,49 @@ static void test_run_config(void **state) {
     zen_run_config_defaults(&back);
     assert_int_equal(zen_run_config_apply_json(&back, json, "resolved"), 0);
     free(json);
-    assert_null(zen_run_config_trajectory_diff(&c, &back));
+    char diffs[1024];
+    assert_int_equal(zen_run_config_trajectory_diffs(&c, &back, NULL, diffs, sizeof diffs), 0);
+    /* every changed key is named, not only the first; allowed ones are not */
     back.lr = 2e-3;
-    assert_string_equal(zen_run_config_trajectory_diff(&c, &back), "lr");
+    back.lora_alpha = 32;
+    back.max_steps = 99;
+    strcpy(back.schedule, "linear");
+    const char *allowed[] = {"max_steps", "epochs", NULL};
+    assert_int_equal(zen_run_config_trajectory_diffs(&c, &back, allowed, diffs, sizeof diffs), 3);
+    assert_non_null(strstr(diffs, "'lr' (0.001, now 0.002)"));
+    assert_non_null(strstr(diffs, "'lora.alpha'"));
+    assert_non_null(strstr(diffs, "'schedule' (cosine, now linear)"));
+    assert_null(strstr(diffs, "max_steps"));
+    assert_int_equal(zen_run_config_trajectory_diffs(&c, &back, NULL, diffs, sizeof diffs), 4);
+
+    /* the command line wins: --set val_data replaces the recipe's val_fraction, with a note */
+    zen_run_config_defaults(&c);
+    snprintf(buf, sizeof buf, "%s, \"val_fraction\": 0.1}", base);
+    assert_int_equal(zen_run_config_apply_json(&c, buf, "run.json"), 0);
+    assert_int_equal(zen_run_config_set(&c, "val_data=v.h5"), 0);
+    char note[256];
+    assert_int_equal(zen_run_config_resolve(&c, note, sizeof note), 0);
+    assert_int_equal(zen_run_config_validate(&c), 0);
+    assert_true(c.val_fraction == 0.0 && !strcmp(c.val_data, "v.h5"));
+    assert_non_null(strstr(note, "--set val_data overrides the recipe's 'val_fraction'"));
+    /* and the other way round */
+    zen_run_config_defaults(&c);
+    snprintf(buf, sizeof buf, "%s, \"val_data\": \"v.h5\"}", base);
+    assert_int_equal(zen_run_config_apply_json(&c, buf, "run.json"), 0);
+    assert_int_equal(zen_run_config_set(&c, "val_fraction=0.2"), 0);
+    assert_int_equal(zen_run_config_resolve(&c, note, sizeof note), 0);
+    assert_true(c.val_fraction == 0.2 && !c.val_data[0]);
+    /* both in the file: still refused */
+    zen_run_config_defaults(&c);
+    snprintf(buf, sizeof buf, "%s, \"val_data\": \"v.h5\", \"val_fraction\": 0.1}", base);
+    assert_int_equal(zen_run_config_apply_json(&c, buf, "run.json"), 0);
+    assert_int_equal(zen_run_config_resolve(&c, note, sizeof note), 0);
+    assert_string_equal(note, "");
+    assert_int_equal(zen_run_config_validate(&c), ZEN_ERR_INPUT);
+    /* strict JSON: a repeated key or trailing garbage is refused */
+    zen_run_config_defaults(&c);
+    expect_config_error(&c, "{\"lr\": 1e-3, \"lr\": 1}", "'lr' appears twice");
+    expect_config_error(&c, "{\"lr\": 1e-3} {\"lr\": 1}", "more after the value");
 
     zen_run_config_defaults(&c);
     expect_config_error(&c, "{\"learning_rate\": 1}", "unknown key 'learning_rate'");

@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include "../model/safetensors.h"
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"
+#include "../util/json.h"
 #include "checkpoint.h"
 
 #define CKPT_PREFIX "checkpoint-"
@@ -59,7 +61,11 @@ static char *state_json(const zen_train_state *st, const zen_run_config *cfg) {
     char *cfg_text = zen_run_config_to_json(cfg);
     cJSON *cfg_json = cfg_text ? cJSON_Parse(cfg_text) : NULL;
     free(cfg_text);
-    if (cfg_json) cJSON_AddItemToObject(root, "config", cfg_json);
+    if (!cfg_json) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    cJSON_AddItemToObject(root, "config", cfg_json);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     return text;
@@ -85,13 +91,19 @@ int zen_checkpoint_save(const char *out_dir, const zen_train_state *st, const ze
     free(state_path);
     free(text);
     if (!rc) {
-        /* replace an existing checkpoint of the same step (a re-run after resume) */
+        /* replace an existing checkpoint of the same step (a re-run after resume);
+         * the old one comes back if the new one cannot take its place */
         zen_remove_tree(old_dir);
-        if (rename(final_dir, old_dir) != 0 && errno != ENOENT)
+        int had_old = rename(final_dir, old_dir) == 0;
+        if (!had_old && errno != ENOENT) {
             rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot move aside: %s", final_dir, strerror(errno));
-        else if (rename(tmp_dir, final_dir) != 0)
+        } else if (rename(tmp_dir, final_dir) != 0) {
             rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot rename into place: %s", final_dir, strerror(errno));
-        zen_remove_tree(old_dir);
+            if (had_old) rename(old_dir, final_dir);
+        } else {
+            zen_sync_parent(final_dir);
+            zen_remove_tree(old_dir);
+        }
     }
     if (rc) zen_remove_tree(tmp_dir);
     return rc;
@@ -153,52 +165,95 @@ void zen_checkpoint_prune(const char *out_dir, long keep) {
     }
 }
 
-static int read_moments(const char *path, zen_adamw *opt) {
+/* a non-negative integer below 2^53 written as a decimal string */
+static int parse_count(const char *text, long *out) {
+    if (!text || !*text) return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || *end || v < 0 || v > (1LL << 53)) return -1;
+    *out = (long)v;
+    return 0;
+}
+
+static int read_moments(const char *path, zen_adamw *opt, long max_step) {
     st_file f;
     int rc = st_open(&f, path);
     if (rc) return rc;
     const st_tensor *m = st_find(&f, "exp_avg"), *v = st_find(&f, "exp_avg_sq");
     const char *step = st_meta(&f, "step");
     int64_t shape[1] = {(int64_t)opt->n};
+    long updates = 0;
     if (!m || !v || !step)
         rc = zen_fail(ZEN_ERR_INPUT, "%s: missing exp_avg, exp_avg_sq or the step", path);
+    else if (parse_count(step, &updates) || updates > max_step)
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: step '%s' is not an update count in [0, %ld]", path, step, max_step);
     else if (strcmp(m->dtype, "F32") || strcmp(v->dtype, "F32"))
         rc = zen_fail(ZEN_ERR_INPUT, "%s: moments must be F32", path);
     else if (!(rc = st_check_shape(&f, m, 1, shape)) && !(rc = st_check_shape(&f, v, 1, shape))) {
         opt->be->upload(opt->be, opt->m, m->data, opt->n * sizeof(float));
         opt->be->upload(opt->be, opt->v, v->data, opt->n * sizeof(float));
-        opt->step = atol(step);
+        opt->step = updates;
     }
     st_close(&f);
     return rc;
 }
 
-static int read_state(const char *path, zen_train_state *st, zen_run_config *saved_cfg) {
-    cJSON *root;
-    int rc = zen_read_json_object(path, &root);
+/* a JSON number that is an integer in [0, 2^53] */
+static int state_count(const cJSON *root, const char *key, long *out, const char *origin) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
+    if (!(v >= 0 && v <= 9007199254740992.0) || v != (double)(long long)v)
+        return zen_fail(ZEN_ERR_INPUT, "%s: '%s' must be a non-negative integer", origin, key);
+    *out = (long)v;
+    return 0;
+}
+
+/* a JSON number, finite and >= 0 */
+static int state_amount(const cJSON *root, const char *key, double *out, const char *origin) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!cJSON_IsNumber(item) || !(item->valuedouble >= 0 && item->valuedouble < 1e300))
+        return zen_fail(ZEN_ERR_INPUT, "%s: '%s' must be a finite number >= 0", origin, key);
+    *out = item->valuedouble;
+    return 0;
+}
+
+int zen_checkpoint_parse_state(const char *text, size_t len, const char *origin, zen_train_state *st,
+                               zen_run_config *saved_cfg) {
+    cJSON *root = NULL;
+    int rc = zen_json_parse(text, len, origin, &root);
     if (rc) return rc;
-    const cJSON *step = cJSON_GetObjectItemCaseSensitive(root, "step");
-    const cJSON *epoch = cJSON_GetObjectItemCaseSensitive(root, "epoch");
-    const cJSON *bie = cJSON_GetObjectItemCaseSensitive(root, "batch_in_epoch");
-    const cJSON *el = cJSON_GetObjectItemCaseSensitive(root, "elapsed_s");
-    const cJSON *tok = cJSON_GetObjectItemCaseSensitive(root, "tokens_seen");
+    memset(st, 0, sizeof *st);
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(root, "format");
     const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(root, "config");
-    if (!cJSON_IsNumber(step) || !cJSON_IsNumber(epoch) || !cJSON_IsNumber(bie) || !cJSON_IsNumber(el) ||
-        !cJSON_IsNumber(tok) || !cJSON_IsObject(cfg)) {
-        cJSON_Delete(root);
-        return zen_fail(ZEN_ERR_INPUT, "%s: not a zen trainer state (missing step, epoch, elapsed_s or config)", path);
+    if (!cJSON_IsObject(root) || !cJSON_IsString(format) || strcmp(format->valuestring, "zen-trainer-state-v1"))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: not a zen trainer state (format zen-trainer-state-v1)", origin);
+    else if (!(rc = state_count(root, "step", &st->step, origin)) && !(rc = state_count(root, "epoch", &st->epoch, origin)) &&
+             !(rc = state_count(root, "batch_in_epoch", &st->batch_in_epoch, origin)) &&
+             !(rc = state_amount(root, "elapsed_s", &st->elapsed_s, origin)) &&
+             !(rc = state_amount(root, "tokens_seen", &st->tokens_seen, origin)) && !cJSON_IsObject(cfg))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: missing the run config ('config')", origin);
+    if (!rc) {
+        char *cfg_text = cJSON_PrintUnformatted(cfg);
+        zen_run_config_defaults(saved_cfg);
+        rc = cfg_text ? zen_run_config_apply_json(saved_cfg, cfg_text, origin) : zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        if (!rc) rc = zen_run_config_validate(saved_cfg);
+        if (rc) rc = zen_fail_context(rc, "checkpoint config");
+        free(cfg_text);
     }
-    st->step = (long)step->valuedouble;
-    st->epoch = (long)epoch->valuedouble;
-    st->batch_in_epoch = (long)bie->valuedouble;
-    st->elapsed_s = el->valuedouble;
-    st->tokens_seen = tok->valuedouble;
-    char *cfg_text = cJSON_PrintUnformatted(cfg);
-    zen_run_config_defaults(saved_cfg);
-    rc = zen_run_config_apply_json(saved_cfg, cfg_text, path);
-    free(cfg_text);
     cJSON_Delete(root);
     return rc;
+}
+
+int zen_checkpoint_check_position(const zen_train_state *st, const char *origin, long total_steps,
+                                  long steps_per_epoch) {
+    if (st->step > total_steps)
+        return zen_fail(ZEN_ERR_INPUT, "%s: step %ld is past the run's %ld steps (raise max_steps or epochs to "
+                        "continue it)", origin, st->step, total_steps);
+    if (steps_per_epoch < 1 || st->epoch != st->step / steps_per_epoch || st->batch_in_epoch != st->step % steps_per_epoch)
+        return zen_fail(ZEN_ERR_INPUT, "%s: epoch %ld, batch %ld do not match step %ld at %ld steps per epoch (another "
+                        "dataset or batch size?)", origin, st->epoch, st->batch_in_epoch, st->step, steps_per_epoch);
+    return 0;
 }
 
 int zen_checkpoint_load(const char *out_dir, long step, zen_train_state *st, zen_lora *lo,
@@ -206,7 +261,13 @@ int zen_checkpoint_load(const char *out_dir, long step, zen_train_state *st, zen
     char dir[ZEN_PATH_MAX + 64], path[ZEN_PATH_MAX + 128];
     snprintf(dir, sizeof dir, "%s/" CKPT_PREFIX "%ld", out_dir, step);
     snprintf(path, sizeof path, "%s/trainer_state.json", dir);
-    int rc = read_state(path, st, saved_cfg);
+    char *text = NULL;
+    size_t len = 0;
+    int rc = zen_read_file_bytes(path, &text, &len);
+    if (!rc) rc = zen_checkpoint_parse_state(text, len, path, st, saved_cfg);
+    free(text);
+    if (!rc && st->step != step)
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: step %ld, but the directory is checkpoint-%ld", path, st->step, step);
     if (rc) return rc;
     zen_lora saved;
     if ((rc = zen_lora_load_peft(&saved, model_cfg, lo->be, dir))) return rc;
@@ -225,5 +286,5 @@ int zen_checkpoint_load(const char *out_dir, long step, zen_train_state *st, zen
     zen_lora_free(&saved);
     if (rc) return rc;
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    return read_moments(path, opt);
+    return read_moments(path, opt, st->step);
 }

@@ -24,6 +24,15 @@ long zen_checkpoint_latest(const char *out_dir);
  * the state, and the run config it was written with. */
 int zen_checkpoint_load(const char *out_dir, long step, zen_train_state *st, zen_lora *lo,
                         const zen_config *model_cfg, zen_adamw *opt, zen_run_config *saved_cfg);
+/* Parses and checks trainer_state.json's text: format, step, epoch and
+ * batch_in_epoch non-negative integers, elapsed_s and tokens_seen finite,
+ * and the run config it holds (every key checked as a config file's). */
+int zen_checkpoint_parse_state(const char *text, size_t len, const char *origin, zen_train_state *st,
+                               zen_run_config *saved_cfg);
+/* The state's data position against the run: step within total_steps, and
+ * epoch / batch_in_epoch the ones step gives at steps_per_epoch. */
+int zen_checkpoint_check_position(const zen_train_state *st, const char *origin, long total_steps,
+                                  long steps_per_epoch);
 /* Removes complete checkpoints beyond the newest `keep` (0 keeps all), and
  * leftovers of interrupted saves. */
 void zen_checkpoint_prune(const char *out_dir, long keep);

@@ -50,7 +50,18 @@ int zen_cmd_train(int argc, char **argv) {
         else if (!strcmp(argv[i], "--out")) rc = set_path(&cfg, "out_dir", argv[++i]);
         else if (!strcmp(argv[i], "--set")) rc = zen_run_config_set(&cfg, argv[++i]);
     }
+    char note[512];
+    if (!rc) rc = zen_run_config_resolve(&cfg, note, sizeof note);
+    if (!rc && note[0]) fprintf(stderr, "zen train: %s\n", note);
     if (!rc) rc = zen_run_config_validate(&cfg);
     if (!rc) rc = zen_train(&cfg, resume);
+    if (rc >= 128) { /* stopped by a signal after a checkpoint: say how to go on */
+        char msg[4096], *p = msg, *end = msg + sizeof msg;
+        p += snprintf(p, (size_t)(end - p), "%s; resume with:", zen_last_error());
+        for (int i = 0; i < argc && p < end; i++)
+            p += snprintf(p, (size_t)(end - p), strpbrk(argv[i], " \t'\"$\\") ? " '%s'" : " %s", argv[i]);
+        if (!resume && p < end) snprintf(p, (size_t)(end - p), " --resume");
+        zen_fail(rc, "%s", msg);
+    }
     return rc;
 }

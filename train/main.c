@@ -26,7 +26,8 @@ static void usage(FILE *out) {
             "  zen data  --tokenizer DIR --in FILE --format text|jsonl|alpaca|messages --out FILE.h5\n"
             "  zen data  --decode FILE.h5 --tokenizer DIR [--range a:b]\n"
             "\n"
-            "exit codes: 0 success, 1 internal failure, 2 bad input or usage\n");
+            "exit codes: 0 success, 1 internal failure, 2 bad input or usage,\n"
+            "            130 / 143 zen train stopped by SIGINT / SIGTERM after saving a checkpoint\n");
 }
 
 int main(int argc, char **argv) {
@@ -57,6 +58,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "zen: unknown command '%s' (see zen --help)\n", cmd);
         return 2;
     }
-    if (rc) fprintf(stderr, "zen %s: error: %s\n", cmd, zen_last_error());
+    if (rc >= 128) /* stopped by a signal after saving (zen train): not an error */
+        fprintf(stderr, "zen %s: %s\n", cmd, zen_last_error());
+    else if (rc)
+        fprintf(stderr, "zen %s: error: %s\n", cmd, zen_last_error());
     return rc;
 }

@@ -1,5 +1,6 @@
 /* train/report.c: metrics.jsonl and the progress line. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -54,9 +55,9 @@ int zen_report_open(zen_report *r, const char *out_dir, long keep_upto_step) {
     int rc = keep_upto_step >= 0 ? truncate_metrics(path, keep_upto_step) : 0;
     if (!rc) {
         r->metrics = fopen(path, keep_upto_step >= 0 ? "a" : "w");
-        if (!r->metrics) rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot write", path);
+        if (!r->metrics) rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot write: %s", path, strerror(errno));
     }
-    free(path);
+    r->metrics_path = path;
     r->tty = isatty(STDERR_FILENO);
     return rc;
 }
@@ -64,19 +65,34 @@ int zen_report_open(zen_report *r, const char *out_dir, long keep_upto_step) {
 void zen_report_close(zen_report *r) {
     if (r->bar_shown) fputc('\n', stderr);
     if (r->metrics) fclose(r->metrics);
+    free(r->metrics_path);
     memset(r, 0, sizeof *r);
 }
 
-void zen_report_metrics(zen_report *r, const zen_step_record *s) {
-    fprintf(r->metrics,
-            "{\"step\": %ld, \"epoch\": %ld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
-            "\"tokens_per_s\": %.2f, \"elapsed_s\": %.3f",
-            s->step, s->epoch, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->elapsed_s);
-    if (!isnan(s->eval_loss)) fprintf(r->metrics, ", \"eval_loss\": %.9g, \"eval_ppl\": %.9g", s->eval_loss,
-                                      exp(s->eval_loss));
-    if (!isnan(s->mem_peak)) fprintf(r->metrics, ", \"device_mem_peak\": %.0f", s->mem_peak);
-    fprintf(r->metrics, "}\n");
-    fflush(r->metrics);
+/* a number as JSON: non-finite values (a step without targets) are null */
+static void put_number(FILE *f, const char *key, double v, const char *fmt) {
+    fprintf(f, ", \"%s\": ", key);
+    if (isfinite(v)) fprintf(f, fmt, v);
+    else fputs("null", f);
+}
+
+int zen_report_metrics(zen_report *r, const zen_step_record *s) {
+    FILE *f = r->metrics;
+    fprintf(f, "{\"step\": %ld, \"epoch\": %ld", s->step, s->epoch);
+    put_number(f, "loss", s->loss, "%.9g");
+    put_number(f, "lr", s->lr, "%.9g");
+    put_number(f, "grad_norm", s->grad_norm, "%.9g");
+    put_number(f, "tokens_per_s", s->tokens_per_s, "%.2f");
+    put_number(f, "elapsed_s", s->elapsed_s, "%.3f");
+    if (!isnan(s->eval_loss)) {
+        put_number(f, "eval_loss", s->eval_loss, "%.9g");
+        put_number(f, "eval_ppl", exp(s->eval_loss), "%.9g");
+    }
+    if (!isnan(s->mem_peak)) put_number(f, "device_mem_peak", s->mem_peak, "%.0f");
+    fprintf(f, "}\n");
+    if (fflush(f) != 0 || ferror(f))
+        return zen_fail(ZEN_ERR_INTERNAL, "%s: write failed: %s", r->metrics_path, strerror(errno));
+    return 0;
 }
 
 static void format_time(char *buf, size_t cap, double s) {

@@ -7,6 +7,7 @@
 
 typedef struct {
     FILE *metrics;   /* OUT/metrics.jsonl, appended */
+    char *metrics_path;
     int tty;         /* stderr is a terminal */
     int bar_shown;   /* a live bar is on the current line */
 } zen_report;
@@ -23,7 +24,9 @@ typedef struct {
     double mem_peak;  /* peak device bytes so far (GPU backends), NAN where the OS measures it */
 } zen_step_record;
 
-void zen_report_metrics(zen_report *r, const zen_step_record *s);
+/* Appends the step's line (non-finite numbers as null, so every line is JSON)
+ * and flushes it; a failed write (disk full) is an error naming the file. */
+int zen_report_metrics(zen_report *r, const zen_step_record *s);
 void zen_report_progress(zen_report *r, const zen_step_record *s, int force_line);
 /* Prints a message on its own line (ending a live bar first). */
 void zen_report_line(zen_report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

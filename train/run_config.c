@@ -11,6 +11,7 @@
 #include "../model/lora.h"
 #include "../optim/schedule.h"
 #include "../util/error.h"
+#include "../util/json.h"
 #include "run_config.h"
 
 typedef enum { K_STR, K_INT, K_FLOAT, K_BOOL, K_AUTO_BOOL, K_TARGETS } key_type;
@@ -174,9 +175,9 @@ static int apply_item(zen_run_config *c, const cJSON *item, const char *name, co
 }
 
 int zen_run_config_apply_json(zen_run_config *c, const char *json_text, const char *origin) {
-    cJSON *root = cJSON_Parse(json_text);
-    if (!root) return zen_fail(ZEN_ERR_INPUT, "%s: not valid JSON", origin);
-    int rc = 0;
+    cJSON *root = NULL;
+    int rc = zen_json_parse(json_text, strlen(json_text), origin, &root);
+    if (rc) return rc;
     if (!cJSON_IsObject(root)) rc = zen_fail(ZEN_ERR_INPUT, "%s: expected a JSON object", origin);
     const cJSON *item;
     cJSON_ArrayForEach(item, root) {
@@ -212,6 +213,7 @@ int zen_run_config_set(zen_run_config *c, const char *assignment) {
     const char *value = eq + 1;
     const key_spec *k = find_key(name);
     if (!k) return zen_fail(ZEN_ERR_INPUT, "--set: unknown key '%s'", name);
+    c->cli_keys |= 1ull << (k - KEYS);
     char origin[160];
     snprintf(origin, sizeof origin, "--set %s", name);
     if (k->type == K_STR || k->type == K_TARGETS) return set_string(c, k, value, origin);
@@ -228,6 +230,41 @@ int zen_run_config_set(zen_run_config *c, const char *assignment) {
     if (errno || end == value || *end)
         return zen_fail(ZEN_ERR_INPUT, "--set %s: '%s' is not %s", name, value, type_name(k->type));
     return set_number(c, k, v, origin);
+}
+
+/* keys that exclude each other; given on the command line, one replaces the
+ * recipe's other */
+static const struct { const char *a, *b; } CONFLICTS[] = {{"val_data", "val_fraction"}};
+
+static int key_is_set(const zen_run_config *c, const key_spec *k) {
+    const char *field = (const char *)c + k->offset;
+    if (k->type == K_STR) return field[0] != '\0';
+    if (k->type == K_FLOAT) return *(const double *)field != 0;
+    return *(const long *)field != 0;
+}
+
+static void reset_key(zen_run_config *c, const key_spec *k) {
+    zen_run_config d;
+    zen_run_config_defaults(&d);
+    size_t size = k->type == K_STR || k->type == K_TARGETS ? k->cap
+                  : k->type == K_FLOAT ? sizeof(double) : k->type == K_INT ? sizeof(long) : sizeof(int);
+    memcpy((char *)c + k->offset, (const char *)&d + k->offset, size);
+}
+
+int zen_run_config_resolve(zen_run_config *c, char *note, size_t cap) {
+    note[0] = '\0';
+    for (size_t i = 0; i < sizeof CONFLICTS / sizeof CONFLICTS[0]; i++) {
+        const key_spec *a = find_key(CONFLICTS[i].a), *b = find_key(CONFLICTS[i].b);
+        if (!key_is_set(c, a) || !key_is_set(c, b)) continue;
+        int a_cli = (c->cli_keys >> (a - KEYS)) & 1, b_cli = (c->cli_keys >> (b - KEYS)) & 1;
+        if (a_cli == b_cli) continue; /* both from one place: validate refuses them */
+        const key_spec *wins = a_cli ? a : b, *loses = a_cli ? b : a;
+        size_t used = strlen(note);
+        snprintf(note + used, cap - used, "%s--set %s overrides the recipe's '%s' (the two exclude each other)",
+                 used ? "; " : "", wins->name, loses->name);
+        reset_key(c, loses);
+    }
+    return 0;
 }
 
 int zen_run_config_validate(const zen_run_config *c) {
@@ -292,10 +329,31 @@ char *zen_run_config_to_json(const zen_run_config *c) {
     return text;
 }
 
-const char *zen_run_config_trajectory_diff(const zen_run_config *a, const zen_run_config *b) {
+/* a key's value as text, for messages */
+static void format_value(const zen_run_config *c, const key_spec *k, char *buf, size_t cap) {
+    const char *f = (const char *)c + k->offset;
+    switch (k->type) {
+    case K_STR:
+    case K_TARGETS: snprintf(buf, cap, "%s", f); break;
+    case K_INT: snprintf(buf, cap, "%ld", *(const long *)f); break;
+    case K_FLOAT: snprintf(buf, cap, "%.9g", *(const double *)f); break;
+    default: {
+        int v = *(const int *)f;
+        snprintf(buf, cap, "%s", v < 0 ? "auto" : v ? "true" : "false");
+    }
+    }
+}
+
+int zen_run_config_trajectory_diffs(const zen_run_config *a, const zen_run_config *b, const char *const *allowed,
+                                    char *out, size_t cap) {
+    int n = 0;
+    out[0] = '\0';
     for (size_t i = 0; i < NKEYS; i++) {
         const key_spec *k = &KEYS[i];
         if (!k->trajectory) continue;
+        int skip = 0;
+        for (const char *const *x = allowed; x && *x && !skip; x++) skip = !strcmp(*x, k->name);
+        if (skip) continue;
         const char *fa = (const char *)a + k->offset, *fb = (const char *)b + k->offset;
         int same;
         switch (k->type) {
@@ -305,9 +363,15 @@ const char *zen_run_config_trajectory_diff(const zen_run_config *a, const zen_ru
         case K_FLOAT: same = *(const double *)fa == *(const double *)fb; break;
         default: same = *(const int *)fa == *(const int *)fb; break;
         }
-        if (!same) return k->name;
+        if (same) continue;
+        char va[160], vb[160];
+        format_value(a, k, va, sizeof va);
+        format_value(b, k, vb, sizeof vb);
+        size_t used = strlen(out);
+        snprintf(out + used, cap - used, "%s'%s' (%s, now %s)", n ? ", " : "", k->name, va, vb);
+        n++;
     }
-    return NULL;
+    return n;
 }
 
 int zen_run_config_recompute(const zen_run_config *c) {

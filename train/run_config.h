@@ -27,6 +27,7 @@ typedef struct {
     double lora_alpha, lora_dropout;
     char lora_targets[128]; /* comma list, e.g. "q_proj,k_proj" */
     int lora_rslora;
+    unsigned long long cli_keys; /* bit i: key i of the table was given by --set (not a config key) */
 } zen_run_config;
 
 void zen_run_config_defaults(zen_run_config *c);
@@ -38,9 +39,15 @@ int zen_run_config_set(zen_run_config *c, const char *assignment);
 int zen_run_config_validate(const zen_run_config *c);
 /* The resolved config as pretty JSON (malloc'd), nested like the input. */
 char *zen_run_config_to_json(const zen_run_config *c);
-/* Name of the first key whose value differs and that changes a run's
- * trajectory (used to refuse --resume with another recipe), or NULL. */
-const char *zen_run_config_trajectory_diff(const zen_run_config *a, const zen_run_config *b);
+/* The command line wins over the recipe: where a key given by --set excludes
+ * one the file set (val_data and val_fraction), the file's is reset to its
+ * default; note gets one line saying so ("" when nothing changed). */
+int zen_run_config_resolve(zen_run_config *c, char *note, size_t cap);
+/* Every key that changes a run's trajectory and differs between a (the
+ * checkpoint's) and b (now), except those in the NULL-terminated list
+ * allowed, as "'lr' (0.0002, now 0.001), ..." in out; returns their count. */
+int zen_run_config_trajectory_diffs(const zen_run_config *a, const zen_run_config *b, const char *const *allowed,
+                                    char *out, size_t cap);
 
 /* recompute as resolved for the config's device */
 int zen_run_config_recompute(const zen_run_config *c);

@@ -9,6 +9,8 @@
  * Everything random is a function of (seed, step), so a resumed run repeats
  * an uninterrupted one bit for bit (with the same thread count). */
 #include <math.h>
+#include <signal.h>
+#include <unistd.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +28,8 @@
 #include "checkpoint.h"
 #include "evaluate.h"
 #include "report.h"
+#include "run_lock.h"
+#include "stop_signal.h"
 #include "trainer.h"
 
 static double now_s(void) {
@@ -56,6 +60,9 @@ typedef struct {
     long steps_per_epoch, total_steps;
     zen_schedule schedule;
     zen_report report;
+    int lock_fd;                 /* OUT/zen.lock, held for the whole run */
+    int created_out;             /* this run made out_dir */
+    const char *resume_note;     /* a line for the summary, or NULL */
 } run;
 
 static void run_free(run *r) {
@@ -71,6 +78,15 @@ static void run_free(run *r) {
     zen_dataset_close(&r->val_file);
     zen_model_free(&r->model);
     zk_close(r->be);
+    /* the lock file goes with the run; a run that stopped before writing
+     * anything leaves no directory behind */
+    if (r->lock_fd >= 0) {
+        char *lock = zen_path_join(r->cfg->out_dir, "zen.lock");
+        if (lock) remove(lock);
+        free(lock);
+        if (r->created_out) rmdir(r->cfg->out_dir); /* only when empty */
+    }
+    zen_run_unlock(r->lock_fd);
 }
 
 /* datasets, the train/validation split, and the number of steps */
@@ -79,6 +95,8 @@ static int open_data(run *r) {
     size_t T = (size_t)c->seq_len;
     int rc = zen_dataset_open(&r->train_data, c->data, r->model.cfg.vocab);
     if (rc) return rc;
+    if (r->train_data.n_masked == 0)
+        return zen_fail(ZEN_ERR_INPUT, "%s: no target token has loss_mask 1: there is nothing to train on", c->data);
     int64_t seqs = zen_dataset_num_sequences(&r->train_data, T);
     int64_t n_val = 0;
     if (c->val_data[0]) {
@@ -166,6 +184,7 @@ static void print_summary(run *r, long start_step) {
     zen_report_line(&r->report, "  memory plan (recompute %s): weights %s, LoRA+grads+AdamW %s, activations %s, "
                     "scratch %s, logits %s; total %s", zen_run_config_recompute(c) ? "on" : "off", w, l, a, sc, lg, t);
     if (start_step > 0) zen_report_line(&r->report, "  resuming at step %ld", start_step);
+    if (r->resume_note) zen_report_line(&r->report, "  %s", r->resume_note);
 }
 
 /* runs one step's micro-batches: loss and accumulated gradients */
@@ -199,9 +218,47 @@ static int evaluate_val(run *r, double *loss) {
     return zen_evaluate(&r->model, &r->lora, &r->acts, r->val_data, r->val_first, r->val_count, loss, &n);
 }
 
+/* What out_dir already holds decides what this run may do there:
+ * - a checkpoint: only --resume continues it (a fresh run is refused);
+ * - a finished run's adapter without a checkpoint: refused either way, so a
+ *   finished adapter and its metrics are never overwritten;
+ * - nothing: a fresh run; --resume starts one too, saying so. */
+static int check_out_dir(run *r, int resume, long latest) {
+    const zen_run_config *c = r->cfg;
+    char *adapter = zen_path_join(c->out_dir, "adapter_model.safetensors");
+    int finished = adapter && zen_file_exists(adapter);
+    free(adapter);
+    if (!resume && latest >= 0)
+        return zen_fail(ZEN_ERR_INPUT, "%s already holds checkpoint-%ld: continue it with --resume, or choose another --out",
+                        c->out_dir, latest);
+    if (latest < 0 && finished)
+        return zen_fail(ZEN_ERR_INPUT, "%s already holds a finished run (adapter_model.safetensors) and no checkpoint%s; "
+                        "choose another --out or remove it", c->out_dir, resume ? " to resume from" : "");
+    if (resume && latest < 0) r->resume_note = "no checkpoint to resume from: starting at step 0";
+    return 0;
+}
+
+/* the checkpoint's recipe and data position against this run's */
+static int check_resumed(run *r, const zen_run_config *saved, const zen_train_state *st, long latest) {
+    const zen_run_config *c = r->cfg;
+    static const char *const may_change[] = {"max_steps", "epochs", NULL}; /* extending a run is allowed */
+    char diffs[2048], origin[ZEN_PATH_MAX + 64];
+    if (zen_run_config_trajectory_diffs(saved, c, may_change, diffs, sizeof diffs) > 0)
+        return zen_fail(ZEN_ERR_INPUT, "--resume: config %s differ from %s/checkpoint-%ld; a resumed run must use the "
+                        "recipe it started with", diffs, c->out_dir, latest);
+    snprintf(origin, sizeof origin, "%s/checkpoint-%ld/trainer_state.json", c->out_dir, latest);
+    return zen_checkpoint_check_position(st, origin, r->total_steps, r->steps_per_epoch);
+}
+
 static int setup(run *r, int resume, zen_train_state *st) {
     const zen_run_config *c = r->cfg;
     int rc;
+    memset(st, 0, sizeof *st);
+    /* one run per directory, from before anything is read or written there */
+    r->created_out = !zen_file_exists(c->out_dir);
+    if ((rc = zen_mkdir_p(c->out_dir)) || (rc = zen_run_lock(c->out_dir, &r->lock_fd))) return rc;
+    long latest = zen_checkpoint_latest(c->out_dir);
+    if ((rc = check_out_dir(r, resume, latest))) return rc;
     if (!(r->be = zk_open(c->device, c->dtype))) return ZEN_ERR_INPUT;
     if ((rc = zen_model_load(&r->model, r->be, c->model))) return rc;
     if ((rc = open_data(r))) return rc;
@@ -214,45 +271,57 @@ static int setup(run *r, int resume, zen_train_state *st) {
     if ((rc = zen_adamw_create(&r->opt, r->be, r->lora.num_params, (float)c->beta1, (float)c->beta2, (float)c->eps,
                                (float)c->weight_decay, (float)c->grad_clip)))
         return rc;
-    if ((rc = zen_mkdir_p(c->out_dir))) return rc;
-    long latest = zen_checkpoint_latest(c->out_dir);
-    memset(st, 0, sizeof *st);
-    if (!resume && latest >= 0)
-        return zen_fail(ZEN_ERR_INPUT, "%s already holds checkpoint-%ld: continue it with --resume, or choose another --out",
-                        c->out_dir, latest);
     if (resume && latest >= 0) {
         zen_run_config saved;
-        if ((rc = zen_checkpoint_load(c->out_dir, latest, st, &r->lora, &r->model.cfg, &r->opt, &saved))) return rc;
-        const char *diff = zen_run_config_trajectory_diff(&saved, c);
-        if (diff && strcmp(diff, "max_steps") && strcmp(diff, "epochs"))
-            return zen_fail(ZEN_ERR_INPUT, "--resume: config key '%s' differs from %s/checkpoint-%ld; a resumed run "
-                            "must use the recipe it started with", diff, c->out_dir, latest);
+        if ((rc = zen_checkpoint_load(c->out_dir, latest, st, &r->lora, &r->model.cfg, &r->opt, &saved)) ||
+            (rc = check_resumed(r, &saved, st, latest)))
+            return rc;
     }
     r->schedule.lr = c->lr;
     r->schedule.warmup_steps = c->warmup_steps;
     r->schedule.total_steps = r->total_steps;
     r->schedule.min_lr_ratio = c->min_lr_ratio;
     zen_schedule_parse(c->schedule, &r->schedule.kind);
+    r->micro = zen_calloc((size_t)c->grad_accum, sizeof(zen_batch));
+    if (!r->micro) return ZEN_ERR_INTERNAL;
+    for (long m = 0; m < c->grad_accum; m++)
+        if ((rc = zen_batch_alloc(&r->micro[m], (size_t)c->batch_size, (size_t)c->seq_len))) return rc;
+    if ((rc = check_device_memory(r))) return rc;
+    if ((rc = zen_acts_create(&r->acts, &r->model, &r->lora, (size_t)c->batch_size, (size_t)c->seq_len,
+                              zen_run_config_recompute(c))))
+        return rc;
+    /* everything checked: only now does the run write into out_dir */
     char *text = zen_run_config_to_json(c);
     char *path = zen_path_join(c->out_dir, "train_config.json");
     rc = text && path ? zen_write_text_file(path, text) : ZEN_ERR_INTERNAL;
     free(text);
     free(path);
     if (rc) return rc;
-    if ((rc = zen_report_open(&r->report, c->out_dir, resume ? st->step : -1))) return rc;
-    r->micro = zen_calloc((size_t)c->grad_accum, sizeof(zen_batch));
-    if (!r->micro) return ZEN_ERR_INTERNAL;
-    for (long m = 0; m < c->grad_accum; m++)
-        if ((rc = zen_batch_alloc(&r->micro[m], (size_t)c->batch_size, (size_t)c->seq_len))) return rc;
-    if ((rc = check_device_memory(r))) return rc;
-    return zen_acts_create(&r->acts, &r->model, &r->lora, (size_t)c->batch_size, (size_t)c->seq_len,
-                           zen_run_config_recompute(c));
+    return zen_report_open(&r->report, c->out_dir, resume ? st->step : -1);
+}
+
+/* the last good checkpoint, for messages that end a run */
+static void last_checkpoint(const run *r, long last_saved, char *buf, size_t cap) {
+    if (last_saved > 0)
+        snprintf(buf, cap, "the last good checkpoint is %s/checkpoint-%ld (continue with --resume)", r->cfg->out_dir,
+                 last_saved);
+    else
+        snprintf(buf, cap, "no checkpoint was saved before it");
+}
+
+static int save_checkpoint(run *r, const zen_train_state *st, long *last_saved) {
+    int rc = zen_checkpoint_save(r->cfg->out_dir, st, &r->lora, &r->model.cfg, &r->opt, r->cfg);
+    if (rc) return rc;
+    zen_checkpoint_prune(r->cfg->out_dir, r->cfg->keep_checkpoints);
+    *last_saved = st->step;
+    return 0;
 }
 
 int zen_train(const zen_run_config *c, int resume) {
     run r;
     memset(&r, 0, sizeof r);
     r.cfg = c;
+    r.lock_fd = -1;
     zen_train_state st;
     int rc = setup(&r, resume, &st);
     if (rc) {
@@ -266,17 +335,25 @@ int zen_train(const zen_run_config *c, int resume) {
     double session_start = now_s(), resumed_elapsed = st.elapsed_s;
     double interval_tokens = 0, interval_seconds = 0, eval_loss = NAN;
     long first_step = st.step, last_saved = st.step;
+    char where[ZEN_PATH_MAX + 160];
+    int stop_signal = 0;
+    zen_stop_signal_install();
     for (long step = st.step; step < r.total_steps && !rc; step++) {
         double t0 = now_s(), loss;
         size_t tokens;
         float lr = (float)zen_schedule_lr(&r.schedule, step);
-        if ((rc = train_step(&r, step, &loss, &tokens))) break;
-        double gnorm = tokens ? zen_grad_norm(r.be, r.lora.grads, r.lora.num_params) : 0.0;
+        rc = train_step(&r, step, &loss, &tokens);
+        double gnorm = !rc && tokens ? zen_grad_norm(r.be, r.lora.grads, r.lora.num_params) : 0.0;
+        if (!rc) rc = zk_status(r.be); /* an op that failed (out of memory, a device fault) */
+        if (rc) {
+            last_checkpoint(&r, last_saved, where, sizeof where);
+            char cause[1024];
+            snprintf(cause, sizeof cause, "%s", zen_last_error());
+            rc = zen_fail(rc, "step %ld: %s; %s", step + 1, cause, where);
+            break;
+        }
         if (tokens && (!isfinite(loss) || !isfinite(gnorm))) {
-            char where[ZEN_PATH_MAX + 160];
-            if (last_saved > 0) snprintf(where, sizeof where, "the last good checkpoint is %s/checkpoint-%ld (continue "
-                                         "with --resume, e.g. at a lower lr)", c->out_dir, last_saved);
-            else snprintf(where, sizeof where, "no checkpoint was saved before it");
+            last_checkpoint(&r, last_saved, where, sizeof where);
             rc = zen_fail(ZEN_ERR_INTERNAL, "step %ld: non-finite %s (loss %g, grad norm %g); stopped before the "
                           "update; %s", step + 1, isfinite(loss) ? "gradient" : "loss", loss, gnorm, where);
             break;
@@ -301,18 +378,24 @@ int zen_train(const zen_run_config *c, int resume) {
         if (!tokens) zen_report_line(&r.report, "step %ld: no target token with loss_mask 1; no update", st.step);
         int log_now = st.step % c->log_every == 0 || evaluate || last;
         if (log_now) {
-            zen_report_metrics(&r.report, &rec);
+            if ((rc = zen_report_metrics(&r.report, &rec))) break;
             interval_seconds = interval_tokens = 0;
         }
         zen_report_progress(&r.report, &rec, log_now);
         if (evaluate) zen_report_line(&r.report, "  eval loss %.4f (ppl %.3f) on %lld validation sequences", eval_loss,
                                       exp(eval_loss), (long long)r.val_count);
-        if (c->save_every > 0 && (st.step % c->save_every == 0 || last)) {
-            if ((rc = zen_checkpoint_save(c->out_dir, &st, &r.lora, &r.model.cfg, &r.opt, c))) break;
-            zen_checkpoint_prune(c->out_dir, c->keep_checkpoints);
-            last_saved = st.step;
+        /* a checkpoint every save_every steps, and always after the last one */
+        if (((c->save_every > 0 && st.step % c->save_every == 0) || last) && (rc = save_checkpoint(&r, &st, &last_saved)))
+            break;
+        if ((stop_signal = zen_stop_signal_pending())) {
+            if (last_saved != st.step && (rc = save_checkpoint(&r, &st, &last_saved))) break;
+            rc = 128 + stop_signal;
+            zen_fail(rc, "stopped by %s after step %ld of %ld; saved %s/checkpoint-%ld", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", st.step,
+                     r.total_steps, c->out_dir, st.step);
+            break;
         }
     }
+    zen_stop_signal_restore();
     if (!rc) rc = zen_lora_save_peft(&r.lora, &r.model.cfg, c->out_dir, c->model, ZEN_F32);
     if (!rc)
         zen_report_line(&r.report, "done: %ld steps in %.1f s; adapter in %s (adapter_model.safetensors), metrics in "

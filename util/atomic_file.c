@@ -10,9 +10,7 @@
 #include "atomic_file.h"
 #include "error.h"
 
-/* fsyncs the directory holding path, so the rename itself survives a crash
- * (best effort: some file systems refuse fsync on directories) */
-static void sync_parent(const char *path) {
+void zen_sync_parent(const char *path) {
     char *copy = strdup(path);
     if (!copy) return;
     int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
@@ -76,7 +74,7 @@ int zen_atomic_commit_path(const char *tmp, const char *path) {
         return zen_fail(err == EISDIR || err == ENOTDIR ? ZEN_ERR_INPUT : ZEN_ERR_INTERNAL,
                         "%s: cannot rename into place: %s", path, strerror(err));
     }
-    sync_parent(path);
+    zen_sync_parent(path);
     return 0;
 }
 
@@ -119,7 +117,7 @@ int zen_atomic_commit_dir(const char *partial, const char *path) {
     }
     if (rename(partial, path) != 0)
         return zen_fail(ZEN_ERR_INTERNAL, "%s: cannot rename into place: %s", path, strerror(errno));
-    sync_parent(path);
+    zen_sync_parent(path);
     return 0;
 }
 

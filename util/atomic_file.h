@@ -40,6 +40,10 @@ int zen_atomic_commit_path(const char *tmp, const char *path);
  * fsyncs the parent; removes partial on failure */
 int zen_atomic_commit_dir(const char *partial, const char *path);
 
+/* fsyncs the directory holding path, so a rename into it survives a crash
+ * (best effort: some file systems refuse fsync on directories) */
+void zen_sync_parent(const char *path);
+
 /* 1 if a and b name the same existing file (same device and inode) */
 int zen_same_file(const char *a, const char *b);
 

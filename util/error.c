@@ -6,7 +6,7 @@
 
 #include "error.h"
 
-static _Thread_local char last_error[1024];
+static _Thread_local char last_error[4096];
 
 int zen_fail(int code, const char *fmt, ...) {
     va_list args;
