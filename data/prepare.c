@@ -9,7 +9,9 @@
 #include <sys/stat.h>
 
 #include "../util/error.h"
+#include "../util/atomic_file.h"
 #include "../util/file.h"
+#include "../util/json.h"
 #include "prepare.h"
 #include "token_writer.h"
 
@@ -198,8 +200,9 @@ typedef struct {
 } prep;
 
 static int ensure_mask(prep *p, size_t n) {
-    if (n <= p->mask_cap) return 0;
+    if (n <= p->mask_cap && p->mask) return 0;
     size_t cap = p->mask_cap ? p->mask_cap : 4096;
+    if (cap < n) cap = n;
     while (cap < n) cap *= 2;
     uint8_t *m = realloc(p->mask, cap);
     if (!m) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
@@ -215,7 +218,7 @@ static int add_text(prep *p, const char *text, size_t len, int last) {
     int rc = zen_tokenizer_encode(p->tok, text, len, 1, &p->ids);
     if (!rc && last && p->eos >= 0) rc = zen_ids_push(&p->ids, p->eos);
     if (!rc) rc = ensure_mask(p, p->ids.len);
-    if (!rc) {
+    if (!rc && p->ids.len) {
         memset(p->mask, 1, p->ids.len);
         rc = zen_token_writer_append(&p->w, p->ids.ids, p->mask, p->ids.len);
     }
@@ -225,8 +228,8 @@ static int add_text(prep *p, const char *text, size_t len, int last) {
 
 static int add_text_doc(prep *p, const char *text, size_t len) { return add_text(p, text, len, 1); }
 
-/* a rendered chat: each token takes the mask of its first byte */
-static int add_chat_doc(prep *p, const zen_render *r) {
+/* a rendered chat into p->ids with p->mask: each token takes the mask of its first byte */
+static int chat_tokens(prep *p, const zen_render *r) {
     p->ids.len = 0;
     int rc = zen_tokenizer_encode(p->tok, r->text, r->len, 1, &p->ids);
     if (!rc) rc = ensure_mask(p, p->ids.len);
@@ -237,7 +240,6 @@ static int add_chat_doc(prep *p, const zen_render *r) {
     }
     if (!rc && at != r->len)
         rc = zen_fail(ZEN_ERR_INTERNAL, "token offsets (%zu bytes) do not cover the rendered text (%zu bytes)", at, r->len);
-    if (!rc) rc = zen_token_writer_add(&p->w, p->ids.ids, p->mask, p->ids.len);
     return rc;
 }
 
@@ -245,6 +247,30 @@ static int bad_line(prep *p, int rc) {
     if (!p->o->skip_bad || rc != ZEN_ERR_INPUT) return rc;
     p->st->bad_lines++;
     return 0;
+}
+
+/* one record line (jsonl, alpaca, messages) into p->ids and p->mask; the
+ * line must be exactly one JSON object (strict: nothing after it, no key
+ * twice) */
+static int line_tokens(prep *p, const char *line, size_t n, const char *where, zen_render *r) {
+    cJSON *rec = NULL;
+    int rc = zen_json_parse(line, n, where, &rec);
+    if (!rc && !cJSON_IsObject(rec)) rc = zen_fail(ZEN_ERR_INPUT, "%s: not a JSON object", where);
+    if (!rc && p->o->format == ZEN_DATA_JSONL) {
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(rec, p->o->field);
+        if (!cJSON_IsString(text)) rc = zen_fail(ZEN_ERR_INPUT, "%s: missing string field '%s'", where, p->o->field);
+        p->ids.len = 0;
+        if (!rc) rc = zen_tokenizer_encode(p->tok, text->valuestring, strlen(text->valuestring), 1, &p->ids);
+        if (!rc && p->eos >= 0) rc = zen_ids_push(&p->ids, p->eos);
+        if (!rc) rc = ensure_mask(p, p->ids.len);
+        if (!rc && p->ids.len) memset(p->mask, 1, p->ids.len);
+    } else if (!rc) {
+        r->len = 0;
+        rc = zen_render_chat(p->o, p->tok, rec, r, where);
+        if (!rc) rc = chat_tokens(p, r);
+    }
+    cJSON_Delete(rec);
+    return rc;
 }
 
 static int prepare_lines(prep *p, FILE *in) {
@@ -261,60 +287,107 @@ static int prepare_lines(prep *p, FILE *in) {
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';
         if (n == 0) continue; /* blank lines are not records */
         snprintf(where, sizeof where, "%s:%ld", p->path, lineno);
-        cJSON *rec = cJSON_ParseWithLength(line, (size_t)n);
-        if (!rec || !cJSON_IsObject(rec)) {
-            rc = bad_line(p, zen_fail(ZEN_ERR_INPUT, "%s: not a JSON object", where));
-        } else if (p->o->format == ZEN_DATA_JSONL) {
-            const cJSON *text = cJSON_GetObjectItemCaseSensitive(rec, p->o->field);
-            if (!cJSON_IsString(text))
-                rc = bad_line(p, zen_fail(ZEN_ERR_INPUT, "%s: missing string field '%s'", where, p->o->field));
-            else
-                rc = add_text_doc(p, text->valuestring, strlen(text->valuestring));
-        } else {
-            r.len = 0;
-            int rr = zen_render_chat(p->o, p->tok, rec, &r, where);
-            rc = rr ? bad_line(p, rr) : add_chat_doc(p, &r);
-        }
-        cJSON_Delete(rec);
+        int lr = line_tokens(p, line, (size_t)n, where, &r);
+        if (lr) rc = bad_line(p, lr);
+        else rc = zen_token_writer_add(&p->w, p->ids.ids, p->mask, p->ids.len);
     }
+    if (!rc && ferror(in)) rc = zen_fail(ZEN_ERR_INPUT, "%s: read failed", p->path);
     zen_render_free(&r);
     free(line);
     return rc;
 }
 
-#define TEXT_PIECE ((size_t)4 << 20) /* bytes of one document tokenized at a time */
+#define TEXT_PIECE ((size_t)4 << 20)       /* bytes of one document tokenized at a time */
+#define TEXT_LONG_LINE ((size_t)8 << 20)   /* a line this long is cut inside itself */
+#define TEXT_HARD_CAP ((size_t)64 << 20)   /* beyond this a piece is cut wherever it is */
+#define CUT_WINDOW 1024                    /* bytes of context either side of a checked cut */
+#define READ_SEGMENT ((size_t)1 << 20)     /* bytes read at a time */
 
-/* text: the whole file as one document, or paragraphs split on blank lines;
- * read a line at a time. A long document is tokenized in pieces of about
- * TEXT_PIECE bytes, cut before a line that starts with an ASCII non-space
- * character: no pre-tokenizer piece (nor NFC composition, nor special token)
- * spans a newline followed by such a character, so the ids are those of the
- * whole document and memory stays bounded for files larger than memory. */
+/* the byte index of the start of the UTF-8 character at or after i */
+static size_t char_start(const char *t, size_t len, size_t i) {
+    while (i < len && ((unsigned char)t[i] & 0xC0) == 0x80) i++;
+    return i;
+}
+
+/* 1 if tokenizing text[a, b) whole gives the tokens of [a, i) followed by
+ * those of [i, b): the cut at i changes nothing in a window of CUT_WINDOW
+ * bytes either side (pre-tokenizer pieces, NFC, special tokens, BPE) */
+static int cut_is_exact(prep *p, const char *text, size_t len, size_t i) {
+    size_t a = i > CUT_WINDOW ? char_start(text, len, i - CUT_WINDOW) : 0;
+    size_t b = char_start(text, len, i + CUT_WINDOW < len ? i + CUT_WINDOW : len);
+    zen_ids whole = {0}, split = {0};
+    int ok = !zen_tokenizer_encode(p->tok, text + a, b - a, 1, &whole) &&
+             !zen_tokenizer_encode(p->tok, text + a, i - a, 1, &split) &&
+             !zen_tokenizer_encode(p->tok, text + i, b - i, 1, &split) && whole.len == split.len &&
+             (!whole.len || !memcmp(whole.ids, split.ids, whole.len * sizeof(int32_t)));
+    zen_ids_free(&whole);
+    zen_ids_free(&split);
+    return ok;
+}
+
+/* where to cut doc[0, len) inside a long line: the first character start at
+ * or after TEXT_PIECE whose cut checks exact (with a full window of context
+ * after it); 0 if none yet */
+static size_t find_inline_cut(prep *p, const char *doc, size_t len) {
+    for (size_t i = char_start(doc, len, TEXT_PIECE); i + CUT_WINDOW <= len; i = char_start(doc, len, i + 1)) {
+        /* candidates where pieces usually end: before a space, a punctuation
+         * mark or any non-ASCII character, after a non-space */
+        unsigned char c = (unsigned char)doc[i], prev = (unsigned char)doc[i - 1];
+        int likely = (c == ' ' || c >= 0x80 || (c < 0x80 && !((c | 32) >= 'a' && (c | 32) <= 'z') &&
+                                                 !(c >= '0' && c <= '9'))) && prev != ' ';
+        if (likely && cut_is_exact(p, doc, len, i)) return i;
+    }
+    return 0;
+}
+
+/* text: the whole file as one document, or paragraphs split on blank lines.
+ * Read a segment (a line, or a megabyte of a longer one) at a time. A long
+ * document is tokenized in pieces of about TEXT_PIECE bytes, cut before a
+ * line that starts with an ASCII non-space character (no pre-tokenizer piece,
+ * NFC composition or special token spans such a line start). A single line
+ * longer than TEXT_LONG_LINE is cut inside itself where a check of the cut
+ * in context shows the tokens unchanged; only a stretch of TEXT_HARD_CAP
+ * bytes with no such place is cut anyway (counted in stats->forced_cuts).
+ * So the ids are those of the whole document and memory stays bounded, even
+ * for a file of one 2 GB line. */
 static int prepare_text(prep *p, FILE *in) {
-    char *line = NULL, *doc = NULL;
-    size_t cap = 0, doc_len = 0, doc_cap = 0;
-    ssize_t n;
-    int rc = 0;
-    while (!rc && (n = getline(&line, &cap, in)) >= 0) {
-        p->st->bytes += (double)n;
-        int blank = 1;
-        for (ssize_t i = 0; i < n && blank; i++) blank = line[i] == '\n' || line[i] == '\r' || line[i] == ' ' || line[i] == '\t';
-        unsigned char first = (unsigned char)line[0];
-        int safe_cut = n > 0 && first < 0x80 && first != ' ' && first != '\t' && first != '\n' && first != '\r';
-        if (doc_len >= TEXT_PIECE && safe_cut) { /* a piece of the document, not its end */
-            rc = add_text(p, doc, doc_len, 0);
-            doc_len = 0;
-            if (rc) break;
+    char *seg = malloc(READ_SEGMENT), *doc = NULL;
+    size_t seg_len = 0, doc_len = 0, doc_cap = 0;
+    int rc = seg ? 0 : zen_fail(ZEN_ERR_INTERNAL, "out of memory"), at_line_start = 1;
+    for (;;) {
+        /* the next segment: up to and including '\n', or READ_SEGMENT bytes */
+        int ch = 0;
+        seg_len = 0;
+        while (!rc && seg_len < READ_SEGMENT && (ch = getc_unlocked(in)) != EOF) {
+            seg[seg_len++] = (char)ch;
+            if (ch == '\n') break;
         }
-        if (p->o->split_paragraphs && blank) {
-            while (doc_len && (doc[doc_len - 1] == '\n' || doc[doc_len - 1] == '\r')) doc_len--;
-            if (doc_len) rc = add_text_doc(p, doc, doc_len);
-            doc_len = 0;
-            continue;
+        if (rc || seg_len == 0) break;
+        int line_end = seg[seg_len - 1] == '\n';
+        p->st->bytes += (double)seg_len;
+        if (at_line_start) {
+            int blank = line_end;
+            for (size_t i = 0; i < seg_len && blank; i++)
+                blank = seg[i] == '\n' || seg[i] == '\r' || seg[i] == ' ' || seg[i] == '\t';
+            unsigned char first = (unsigned char)seg[0];
+            int safe_cut = first < 0x80 && first != ' ' && first != '\t' && first != '\n' && first != '\r';
+            if (doc_len >= TEXT_PIECE && safe_cut) { /* a piece of the document, not its end */
+                rc = add_text(p, doc, doc_len, 0);
+                doc_len = 0;
+                if (rc) break;
+            }
+            if (p->o->split_paragraphs && blank) {
+                while (doc_len && (doc[doc_len - 1] == '\n' || doc[doc_len - 1] == '\r')) doc_len--;
+                if (doc_len) rc = add_text_doc(p, doc, doc_len);
+                doc_len = 0;
+                if (rc) break;
+                continue;
+            }
         }
-        if (doc_len + (size_t)n + 1 > doc_cap) {
+        at_line_start = line_end;
+        if (doc_len + seg_len + 1 > doc_cap) {
             size_t c = doc_cap ? doc_cap : 1 << 16;
-            while (c < doc_len + (size_t)n + 1) c *= 2;
+            while (c < doc_len + seg_len + 1) c *= 2;
             char *d = realloc(doc, c);
             if (!d) {
                 rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
@@ -323,14 +396,28 @@ static int prepare_text(prep *p, FILE *in) {
             doc = d;
             doc_cap = c;
         }
-        memcpy(doc + doc_len, line, (size_t)n);
-        doc_len += (size_t)n;
+        memcpy(doc + doc_len, seg, seg_len);
+        doc_len += seg_len;
+        if (!line_end && doc_len >= TEXT_LONG_LINE) { /* inside a long line */
+            size_t cut = find_inline_cut(p, doc, doc_len);
+            if (!cut && doc_len >= TEXT_HARD_CAP) {
+                cut = char_start(doc, doc_len, TEXT_PIECE);
+                p->st->forced_cuts++;
+            }
+            if (cut) {
+                rc = add_text(p, doc, cut, 0);
+                memmove(doc, doc + cut, doc_len - cut);
+                doc_len -= cut;
+                if (rc) break;
+            }
+        }
     }
+    if (!rc && ferror(in)) rc = zen_fail(ZEN_ERR_INPUT, "%s: read failed", p->path);
     if (!rc && p->o->split_paragraphs) { /* a paragraph ends without its trailing newline */
         while (doc_len && (doc[doc_len - 1] == '\n' || doc[doc_len - 1] == '\r')) doc_len--;
     }
     if (!rc && doc_len) rc = add_text_doc(p, doc, doc_len);
-    free(line);
+    free(seg);
     free(doc);
     return rc;
 }
@@ -374,6 +461,29 @@ static int list_inputs(const char *in, char ***out, int *n) {
     return 0;
 }
 
+/* documents end with the document separator (Qwen: <|endoftext|>), else the eos token */
+static int32_t doc_separator(const zen_tokenizer *t) {
+    int32_t id = zen_tokenizer_token_id(t, "<|endoftext|>");
+    return id >= 0 ? id : zen_tokenizer_eos(t);
+}
+
+int zen_data_tokenize_line(const zen_data_opts *o, zen_tokenizer *t, const char *line, size_t len, const char *where,
+                           zen_ids *ids, uint8_t **mask) {
+    zen_data_stats st;
+    memset(&st, 0, sizeof st);
+    prep p = {0};
+    p.o = o;
+    p.st = &st;
+    p.tok = t;
+    p.eos = doc_separator(t);
+    zen_render r = {0};
+    int rc = line_tokens(&p, line, len, where, &r);
+    zen_render_free(&r);
+    *ids = p.ids;
+    *mask = p.mask;
+    return rc;
+}
+
 int zen_data_prepare(const zen_data_opts *o, zen_data_stats *st) {
     memset(st, 0, sizeof *st);
     prep p = {0};
@@ -383,13 +493,14 @@ int zen_data_prepare(const zen_data_opts *o, zen_data_stats *st) {
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = zen_tokenizer_load(&p.tok, o->tokenizer_dir);
     if (rc) return rc;
-    /* documents end with the document separator (Qwen: <|endoftext|>), else the eos token */
-    p.eos = zen_tokenizer_token_id(p.tok, "<|endoftext|>");
-    if (p.eos < 0) p.eos = zen_tokenizer_eos(p.tok);
+    p.eos = doc_separator(p.tok);
     /* --in is a file, or a directory whose regular files are read in name order */
     char **files = NULL;
     int n_files = 0;
     rc = list_inputs(o->in, &files, &n_files);
+    for (int f = 0; !rc && f < n_files; f++)
+        if (zen_same_file(files[f], o->out))
+            rc = zen_fail(ZEN_ERR_INPUT, "--out %s is one of the inputs; write the dataset elsewhere", o->out);
     if (!rc) rc = zen_token_writer_open(&p.w, o->out, zen_tokenizer_vocab_size(p.tok));
     if (!rc) {
         for (int f = 0; f < n_files && !rc; f++) {
@@ -404,6 +515,7 @@ int zen_data_prepare(const zen_data_opts *o, zen_data_stats *st) {
         }
         if (!rc && p.w.n_docs == 0) rc = zen_fail(ZEN_ERR_INPUT, "%s: no documents found", o->in);
         st->docs = p.w.n_docs;
+        st->id_mismatches = zen_tokenizer_id_mismatches(p.tok);
         st->tokens = p.w.n_tokens;
         st->masked = p.w.n_masked;
         rc = rc ? (zen_token_writer_abort(&p.w), rc) : zen_token_writer_close(&p.w);

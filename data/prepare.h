@@ -28,6 +28,8 @@ typedef struct {
 
 typedef struct {
     int64_t docs, tokens, masked, bad_lines;
+    int64_t forced_cuts; /* text pieces cut where no exact cut was found (a 64 MB stretch without one) */
+    int64_t id_mismatches; /* added tokens whose id differs from tokenizer.json's (as HF assigns them) */
     double bytes, seconds;
 } zen_data_stats;
 

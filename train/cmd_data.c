@@ -23,16 +23,16 @@ static int decode_file(const char *path, const char *tok_dir, const char *range,
         return rc;
     }
     long long a = 0, b = d.n_tokens < 4096 ? d.n_tokens : 4096;
-    if (range && (sscanf(range, "%lld:%lld", &a, &b) != 2 || a < 0 || b <= a || b > d.n_tokens)) {
+    char extra;
+    if (range && (sscanf(range, "%lld:%lld%c", &a, &b, &extra) != 2 || a < 0 || b <= a || b > d.n_tokens))
         rc = zen_fail(ZEN_ERR_INPUT, "--range '%s': expected a:b with 0 <= a < b <= %lld", range, (long long)d.n_tokens);
-    }
-    size_t n = (size_t)(b - a);
+    size_t n = rc ? 0 : (size_t)(b - a);
     int32_t *ids = rc ? NULL : malloc((n + 1) * sizeof(int32_t));
     uint8_t *mask = rc ? NULL : malloc(n + 1);
     if (!rc && (!ids || !mask)) rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
     if (!rc) rc = zen_dataset_read_range(&d, a, n, ids, mask);
     int tty = isatty(STDOUT_FILENO), in_mask = 0;
-    if (plain) memset(mask, 0, n);
+    if (!rc && plain) memset(mask, 0, n);
     for (size_t i = 0; !rc && i < n; i++) {
         if (mask[i] != in_mask) {
             fputs(mask[i] ? (tty ? "\033[32m" : "[[") : (tty ? "\033[0m" : "]]"), stdout);
@@ -84,6 +84,12 @@ int zen_cmd_data(int argc, char **argv) {
     d.drop_empty_think = zen_cli_get(o, n, "--drop-empty-think") != NULL;
     zen_data_stats st;
     if ((rc = zen_data_prepare(&d, &st))) return rc;
+    if (st.id_mismatches)
+        fprintf(stderr, "zen data: note: %lld added tokens of tokenizer.json got other ids than it lists, as Hugging Face "
+                "tokenizers assigns them (it warns about each)\n", (long long)st.id_mismatches);
+    if (st.forced_cuts)
+        fprintf(stderr, "zen data: note: %lld stretches of 64 MB without any exact place to cut were cut anyway; "
+                "their tokens at the cut may differ from tokenizing the whole line\n", (long long)st.forced_cuts);
     fprintf(stderr, "zen data: %lld documents, %lld tokens, %.1f%% masked in, %lld bad lines skipped; %.1f MB in %.2f s "
             "(%.2f MB/s, %.0f tokens/s) -> %s\n", (long long)st.docs, (long long)st.tokens,
             st.tokens ? 100.0 * (double)st.masked / (double)st.tokens : 0.0, (long long)st.bad_lines, st.bytes / 1e6,
