@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"
 #include "export.h"
@@ -120,16 +121,17 @@ static int produce_safetensors(void *ctx_, int i, st_writer *w) {
 /* copies a file if it exists (tokenizer and generation files beside the weights) */
 static int copy_if_present(const char *from_dir, const char *to_dir, const char *name) {
     char *src = zen_path_join(from_dir, name), *dst = zen_path_join(to_dir, name);
-    int rc = 0;
-    FILE *in = src ? fopen(src, "rb") : NULL;
+    int rc = src && dst ? 0 : ZEN_ERR_INTERNAL;
+    FILE *in = rc ? NULL : fopen(src, "rb");
     if (in) {
-        FILE *out = fopen(dst, "wb");
-        if (!out) rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot write: %s", dst, strerror(errno));
+        zen_atomic_file out;
+        rc = zen_atomic_open(&out, dst);
         char buf[65536];
         size_t n;
-        while (!rc && (n = fread(buf, 1, sizeof buf, in)) > 0)
-            if (fwrite(buf, 1, n, out) != n) rc = zen_fail(ZEN_ERR_INTERNAL, "%s: write failed", dst);
-        if (out && fclose(out) != 0 && !rc) rc = zen_fail(ZEN_ERR_INTERNAL, "%s: write failed", dst);
+        while (!rc && (n = fread(buf, 1, sizeof buf, in)) > 0) rc = zen_atomic_write(&out, buf, n);
+        if (!rc && ferror(in)) rc = zen_fail(ZEN_ERR_INPUT, "%s: read failed", src);
+        if (!rc) rc = zen_atomic_commit(&out);
+        else if (out.path) zen_atomic_abort(&out);
         fclose(in);
     }
     free(src);
@@ -239,23 +241,6 @@ int zen_export_parse_format(const char *name, zen_export_format *out) {
     return -1;
 }
 
-/* a directory output is built under OUT.partial and renamed into place */
-static int begin_dir(const char *out, char *partial, size_t cap) {
-    struct stat st;
-    if (stat(out, &st) == 0)
-        return zen_fail(ZEN_ERR_INPUT, "%s already exists; choose another --out or remove it", out);
-    snprintf(partial, cap, "%s.partial", out);
-    zen_remove_tree(partial);
-    return zen_mkdir_p(partial);
-}
-
-static int finish_dir(int rc, const char *partial, const char *out) {
-    if (!rc && rename(partial, out) != 0)
-        rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot rename into place: %s", out, strerror(errno));
-    if (rc) zen_remove_tree(partial);
-    return rc;
-}
-
 int zen_export(const zen_export_opts *o) {
     int merged = o->format == ZEN_EXPORT_SAFETENSORS || o->format == ZEN_EXPORT_GGUF;
     if (!merged && !o->adapter_dir)
@@ -266,8 +251,9 @@ int zen_export(const zen_export_opts *o) {
     zen_model m = {0};
     zen_lora lo = {0};
     xctx c = {0};
-    char partial[4200];
+    char *partial = NULL;
     int rc = zen_model_load(&m, be, o->model_dir);
+    if (!rc) rc = zen_model_check_output(&m, o->out, o->adapter_dir);
     if (!rc && o->adapter_dir) rc = zen_lora_load_peft(&lo, &m.cfg, be, o->adapter_dir);
     if (!rc && lo.num_params) {
         c.lora_host = zen_malloc(lo.num_params * sizeof(float));
@@ -278,8 +264,8 @@ int zen_export(const zen_export_opts *o) {
     if (!merged) {
         if (o->format == ZEN_EXPORT_GGUF_LORA) /* a single file, written to a temporary name */
             rc = zen_export_adapter(o, &m, &lo, c.lora_host, o->out);
-        else if (!(rc = begin_dir(o->out, partial, sizeof partial)))
-            rc = finish_dir(zen_export_adapter(o, &m, &lo, c.lora_host, partial), partial, o->out);
+        else if (!(rc = zen_atomic_dir_begin(o->out, &partial)))
+            rc = zen_atomic_dir_end(zen_export_adapter(o, &m, &lo, c.lora_host, partial), &partial, o->out);
         goto done;
     }
     c.m = &m;
@@ -298,8 +284,8 @@ int zen_export(const zen_export_opts *o) {
             rc = zen_fail(ZEN_ERR_INPUT, "--dtype '%s': safetensors takes f32, f16 or bf16", o->dtype);
             goto done;
         }
-        if (!(rc = begin_dir(o->out, partial, sizeof partial)))
-            rc = finish_dir(export_safetensors(&c, o, partial), partial, o->out);
+        if (!(rc = zen_atomic_dir_begin(o->out, &partial)))
+            rc = zen_atomic_dir_end(export_safetensors(&c, o, partial), &partial, o->out);
     } else {
         ggml_type_id type = m.main_dtype == ZEN_BF16 ? GGML_BF16 : m.main_dtype == ZEN_F16 ? GGML_F16 : GGML_F32;
         if (o->dtype && ggml_type_parse(o->dtype, &type)) {

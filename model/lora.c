@@ -404,3 +404,27 @@ void zen_lora_free(zen_lora *lo) {
     free(lo->offset_B);
     memset(lo, 0, sizeof *lo);
 }
+
+int zen_lora_find_nonfinite(const zen_lora *lo, const zen_config *cfg, char *where, size_t cap) {
+    float *host = zen_malloc(lo->num_params * sizeof(float));
+    if (!host) return -1;
+    lo->be->download(lo->be, host, lo->params, lo->num_params * sizeof(float));
+    int found = 0;
+    char key[256];
+    for (int l = 0; l < cfg->layers && !found; l++)
+        for (int t = 0; t < ZEN_NUM_TARGETS && !found; t++)
+            for (int half = 0; half < 2 && !found && zen_lora_has(lo, t); half++) {
+                int in, out;
+                zen_target_dims(cfg, (zen_target)t, &in, &out);
+                const float *x = half ? zen_lora_B(lo, host, l, t) : zen_lora_A(lo, host, l, t);
+                size_t rows = half ? (size_t)out : (size_t)lo->r, cols = half ? (size_t)lo->r : (size_t)in;
+                for (size_t i = 0; i < rows * cols && !found; i++)
+                    if (!isfinite(x[i])) {
+                        peft_key(key, sizeof key, l, t, half ? 'B' : 'A');
+                        snprintf(where, cap, "adapter tensor '%s' holds %g at [%zu, %zu]", key, x[i], i / cols, i % cols);
+                        found = 1;
+                    }
+            }
+    free(host);
+    return found;
+}

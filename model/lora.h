@@ -52,6 +52,9 @@ int zen_lora_alloc_grads(zen_lora *lo);
 double zen_float_for_json(float v);
 void zen_lora_zero_grads(zen_lora *lo);
 void zen_lora_free(zen_lora *lo);
+/* 1 if an A or B value is NaN or infinite (where names the tensor and
+ * element), 0 if all are finite, -1 out of memory. */
+int zen_lora_find_nonfinite(const zen_lora *lo, const zen_config *cfg, char *where, size_t cap);
 
 static inline int zen_lora_has(const zen_lora *lo, int t) { return lo && ((lo->targets >> t) & 1u); }
 static inline float *zen_lora_A(const zen_lora *lo, float *buf, int layer, int t) {

@@ -1,8 +1,11 @@
 /* model/weights.c: loading the base model's weights by their Hugging Face names,
  * checking every shape against config.json. */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"
 #include "weights.h"
@@ -201,4 +204,48 @@ void zen_model_free(zen_model *m) {
     be->free(be, m->final_norm);
     st_set_close(&m->files);
     memset(m, 0, sizeof *m);
+}
+
+int zen_model_find_nonfinite(const zen_model *m, char *where, size_t cap) {
+    zen_tensor_desc *t = NULL;
+    int n = zen_model_tensors(&m->cfg, &t);
+    if (n < 0) return -1;
+    float buf[4096];
+    int found = 0;
+    for (int i = 0; i < n && !found; i++) {
+        const st_file *file = NULL;
+        const st_tensor *ten = st_set_find(&m->files, t[i].hf_name, &file);
+        zen_dtype dt;
+        if (!ten || zen_dtype_parse(ten->dtype, &dt)) continue;
+        size_t es = zen_dtype_size(dt);
+        for (size_t off = 0; off < (size_t)ten->numel && !found; off += 4096) {
+            size_t k = (size_t)ten->numel - off < 4096 ? (size_t)ten->numel - off : 4096;
+            zen_widen(buf, (const char *)ten->data + off * es, dt, k);
+            for (size_t j = 0; j < k; j++)
+                if (!isfinite(buf[j])) {
+                    size_t at = off + j, cols = t[i].ndim == 2 ? t[i].cols : 1;
+                    snprintf(where, cap, "tensor '%s' of %s holds %g at [%zu, %zu]", t[i].hf_name, file->path, buf[j],
+                             at / cols, at % cols);
+                    found = 1;
+                    break;
+                }
+        }
+        st_release(ten->data, ten->nbytes);
+    }
+    free(t);
+    return found;
+}
+
+int zen_model_check_output(const zen_model *m, const char *out, const char *adapter_dir) {
+    for (int i = 0; i < m->files.count; i++)
+        if (zen_same_file(out, m->files.files[i].path))
+            return zen_fail(ZEN_ERR_INPUT, "--out %s is the model's own %s; write elsewhere", out, m->files.files[i].path);
+    static const char *const adapter_files[] = {"adapter_model.safetensors", "adapter_config.json"};
+    for (size_t i = 0; adapter_dir && i < 2; i++) {
+        char *path = zen_path_join(adapter_dir, adapter_files[i]);
+        int same = path && zen_same_file(out, path);
+        free(path);
+        if (same) return zen_fail(ZEN_ERR_INPUT, "--out %s is the adapter's own %s; write elsewhere", out, adapter_files[i]);
+    }
+    return 0;
 }

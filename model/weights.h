@@ -61,5 +61,12 @@ int zen_model_load(zen_model *m, zk_backend *be, const char *dir);
 const zk_weight *zen_model_matrix(const zen_model *m, const zen_tensor_desc *d);
 const float *zen_model_vector(const zen_model *m, const zen_tensor_desc *d);
 void zen_model_free(zen_model *m);
+/* After a non-finite loss: 1 if a weight in the model's files is NaN or
+ * infinite (where gets "tensor 'x' of FILE holds nan at [r, c]"), 0 if all
+ * are finite, -1 out of memory. */
+int zen_model_find_nonfinite(const zen_model *m, char *where, size_t cap);
+/* Refuses (exit 2) an output path that is one of the model's weight files or
+ * the adapter's files (adapter_dir may be NULL). */
+int zen_model_check_output(const zen_model *m, const char *out, const char *adapter_dir);
 
 #endif

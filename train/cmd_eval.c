@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "evaluate.h"
+#include "session.h"
 
 int zen_cmd_eval(int argc, char **argv) {
     zen_opt o[] = {{"--model", 1, NULL},   {"--adapter", 1, NULL}, {"--data", 1, NULL},
@@ -33,39 +34,37 @@ int zen_cmd_eval(int argc, char **argv) {
         (rc = zen_cli_int(o, n, "--batch", 1, 1, 1 << 16, &B)))
         return rc;
     if (T < 0) return zen_fail(ZEN_ERR_INPUT, "missing required option --seq-len");
-    zk_backend *be = zk_open(device ? device : "cpu", zen_cli_get(o, n, "--dtype"));
-    if (!be) return ZEN_ERR_INPUT;
-    zen_model m = {0};
-    zen_lora lo = {0};
-    zen_acts a = {0};
-    zen_dataset d = {0};
+    const char *logits_path = zen_cli_get(o, n, "--save-logits");
+    zen_session s;
     double loss = 0;
     size_t tokens = 0;
     int64_t seqs = 0;
-    if ((rc = zen_model_load(&m, be, model_dir))) goto done;
-    if (adapter_dir && (rc = zen_lora_load_peft(&lo, &m.cfg, be, adapter_dir))) goto done;
-    if ((rc = zen_dataset_open(&d, data_path, m.cfg.vocab))) goto done;
-    seqs = zen_dataset_num_sequences(&d, (size_t)T);
+    if ((rc = zen_session_open(&s, device, zen_cli_get(o, n, "--dtype"), model_dir))) goto done;
+    if (adapter_dir && (rc = zen_session_load_adapter(&s, adapter_dir))) goto done;
+    if (logits_path && (rc = zen_check_output(logits_path, &s.model, adapter_dir, data_path))) goto done;
+    if ((rc = zen_session_open_data(&s, data_path))) goto done;
+    seqs = zen_dataset_num_sequences(&s.data, (size_t)T);
     if (seqs < 1) {
         rc = zen_fail(ZEN_ERR_INPUT, "%s: %lld tokens, fewer than one sequence of %lld", data_path,
-                      (long long)d.n_tokens, T);
+                      (long long)s.data.n_tokens, T);
         goto done;
     }
-    if ((rc = zen_acts_create(&a, &m, adapter_dir ? &lo : NULL, (size_t)B, (size_t)T,
-                              zen_cli_get(o, n, "--recompute") != NULL)))
-        goto done;
-    const char *logits_path = zen_cli_get(o, n, "--save-logits");
-    if (logits_path && !(a.logits_host = zen_malloc((size_t)T * (size_t)m.cfg.vocab * sizeof(float)))) {
+    if ((rc = zen_session_make_acts(&s, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL))) goto done;
+    if (logits_path && !(s.acts.logits_host = zen_malloc((size_t)T * (size_t)s.model.cfg.vocab * sizeof(float)))) {
         rc = ZEN_ERR_INTERNAL;
         goto done;
     }
-    if ((rc = zen_evaluate(&m, adapter_dir ? &lo : NULL, &a, &d, 0, seqs, &loss, &tokens))) goto done;
+    if ((rc = zen_evaluate(&s.model, s.has_lora ? &s.lora : NULL, &s.acts, &s.data, 0, seqs, &loss, &tokens))) goto done;
+    if (!isfinite(loss)) {
+        rc = zen_session_nonfinite(&s, "the eval loss", loss);
+        goto done;
+    }
     if (logits_path) {
         /* sequence 0 was in the first batch; its logits were saved before the later batches */
-        st_entry e = {"logits", ZEN_F32, 2, {T, m.cfg.vocab}};
+        st_entry e = {"logits", ZEN_F32, 2, {T, s.model.cfg.vocab}};
         st_writer w;
         if (!(rc = st_writer_open(&w, logits_path, &e, 1, NULL, 0))) {
-            rc = st_writer_put(&w, a.logits_host, (size_t)T * (size_t)m.cfg.vocab * sizeof(float));
+            rc = st_writer_put(&w, s.acts.logits_host, (size_t)T * (size_t)s.model.cfg.vocab * sizeof(float));
             rc = rc ? (st_writer_abort(&w), rc) : st_writer_close(&w);
         }
         if (rc) goto done;
@@ -73,11 +72,8 @@ int zen_cmd_eval(int argc, char **argv) {
     printf("loss %.9g\nppl %.9g\n", loss, exp(loss));
     fprintf(stderr, "evaluated %lld sequences of %lld (%zu target tokens)\n", (long long)seqs, T, tokens);
 done:
-    free(a.logits_host);
-    zen_acts_free(&a);
-    zen_lora_free(&lo);
-    zen_dataset_close(&d);
-    zen_model_free(&m);
-    zk_close(be);
+    free(s.acts.logits_host);
+    s.acts.logits_host = NULL;
+    zen_session_close(&s);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* train/cmd_grad.c: `zen grad`: the LoRA gradients of the mean masked loss of
  * batch 0 (unshuffled, no dropout), written under PEFT key names with the loss
  * in __metadata__; and `zen grad --plan`: the memory plan of a step. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "../util/file.h"
 #include "cli.h"
 #include "commands.h"
+#include "session.h"
 
 static void print_bytes_row(const char *label, size_t a, size_t b) {
     printf("  %-34s %10.3f GiB %10.3f GiB\n", label, (double)a / (1 << 30), (double)b / (1 << 30));
@@ -139,12 +141,8 @@ int zen_cmd_grad(int argc, char **argv) {
         return zen_fail(ZEN_ERR_INPUT, "--rank/--alpha/--targets/--rslora describe a fresh adapter "
                                        "and cannot be combined with --adapter");
 
-    zk_backend *be = zk_open(device ? device : "cpu", zen_cli_get(o, n, "--dtype"));
-    if (!be) return ZEN_ERR_INPUT;
-    zen_model m = {0};
-    zen_lora lo = {0};
-    zen_acts a = {0};
-    zen_dataset d = {0};
+    zen_session s;
+    memset(&s, 0, sizeof s);
     size_t N = (size_t)(B * T);
     int32_t *inputs = zen_malloc(N * sizeof(int32_t)), *tgts = zen_malloc(N * sizeof(int32_t));
     uint8_t *mask = zen_malloc(N);
@@ -152,37 +150,37 @@ int zen_cmd_grad(int argc, char **argv) {
         rc = ZEN_ERR_INTERNAL;
         goto done;
     }
-    if ((rc = zen_model_load(&m, be, model_dir))) goto done;
-    if (adapter_dir) rc = zen_lora_load_peft(&lo, &m.cfg, be, adapter_dir);
-    else rc = zen_lora_create(&lo, &m.cfg, be, (int)rank, (float)alpha, zen_cli_get(o, n, "--rslora") != NULL,
-                              0.0f, targets, (uint64_t)seed);
-    if (rc) goto done;
-    if ((rc = zen_dataset_open(&d, data_path, m.cfg.vocab))) goto done;
-    if ((rc = read_batch(&d, (size_t)B, (size_t)T, inputs, tgts, mask))) goto done;
+    if ((rc = zen_session_open(&s, device, zen_cli_get(o, n, "--dtype"), model_dir))) goto done;
+    if (adapter_dir) rc = zen_session_load_adapter(&s, adapter_dir);
+    else rc = zen_session_fresh_adapter(&s, (int)rank, (float)alpha, zen_cli_get(o, n, "--rslora") != NULL, 0.0f,
+                                        targets, (uint64_t)seed);
+    if (rc || (rc = zen_check_output(out_path, &s.model, adapter_dir, data_path))) goto done;
+    if ((rc = zen_session_open_data(&s, data_path))) goto done;
+    if ((rc = read_batch(&s.data, (size_t)B, (size_t)T, inputs, tgts, mask))) goto done;
     size_t count = 0;
     for (size_t i = 0; i < N; i++) count += mask[i];
     if (count == 0) {
         rc = zen_fail(ZEN_ERR_INPUT, "%s: batch 0 has no target token with loss_mask 1", data_path);
         goto done;
     }
-    if ((rc = zen_lora_alloc_grads(&lo))) goto done;
-    if ((rc = zen_acts_create(&a, &m, &lo, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL)))
-        goto done;
+    if ((rc = zen_lora_alloc_grads(&s.lora))) goto done;
+    if ((rc = zen_session_make_acts(&s, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL))) goto done;
     double loss_sum;
-    if ((rc = zen_decoder_run(&m, &lo, &a, inputs, tgts, mask, 1.0f / (float)count, 0, &loss_sum))) goto done;
+    if ((rc = zen_decoder_run(&s.model, &s.lora, &s.acts, inputs, tgts, mask, 1.0f / (float)count, 0, &loss_sum)))
+        goto done;
     double loss = loss_sum / (double)count;
+    if (!isfinite(loss)) {
+        rc = zen_session_nonfinite(&s, "the loss", loss);
+        goto done;
+    }
     char loss_text[64], tokens_text[32];
     snprintf(loss_text, sizeof loss_text, "%.17g", loss);
     snprintf(tokens_text, sizeof tokens_text, "%zu", count);
     const char *meta[] = {"format", "pt", "loss", loss_text, "loss_tokens", tokens_text};
-    if ((rc = zen_lora_write_tensors(&lo, &m.cfg, lo.grads, out_path, ZEN_F32, meta, 3))) goto done;
+    if ((rc = zen_lora_write_tensors(&s.lora, &s.model.cfg, s.lora.grads, out_path, ZEN_F32, meta, 3))) goto done;
     printf("loss %.9g\n", loss);
 done:
-    zen_acts_free(&a);
-    zen_lora_free(&lo);
-    zen_dataset_close(&d);
-    zen_model_free(&m);
-    zk_close(be);
+    zen_session_close(&s);
     free(inputs);
     free(tgts);
     free(mask);

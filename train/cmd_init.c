@@ -7,6 +7,7 @@
 #include "../data/tokenizer.h"
 #include "../model/config.h"
 #include "../model/model_init.h"
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"
 #include "cli.h"
@@ -49,11 +50,15 @@ int zen_cmd_init(int argc, char **argv) {
         origin = config_path;
     }
     zen_config cfg;
+    char *partial = NULL;
     rc = zen_config_parse(&cfg, text, origin);
-    if (!rc) rc = zen_model_write_random(out, text, &cfg, dtype, (uint64_t)seed, (uint64_t)shard);
+    /* built under OUT.partial and renamed when complete: a failure leaves nothing */
+    if (!rc) rc = zen_atomic_dir_begin(out, &partial);
+    if (!rc) rc = zen_model_write_random(partial, text, &cfg, dtype, (uint64_t)seed, (uint64_t)shard);
     /* toy vocabularies get a byte-level tokenizer; Zen-nano's own is Qwen3's (copy its files beside the weights) */
     int byte_tokenizer = !rc && cfg.vocab >= 256 && cfg.vocab < 151936;
-    if (byte_tokenizer) rc = zen_write_byte_tokenizer(out, cfg.vocab);
+    if (byte_tokenizer) rc = zen_write_byte_tokenizer(partial, cfg.vocab);
+    rc = zen_atomic_dir_end(rc, &partial, out);
     if (!rc)
         printf("wrote %s: %lld parameters, %s%s\n", out, (long long)zen_config_param_count(&cfg),
                zen_dtype_name(dtype), byte_tokenizer ? ", byte-level tokenizer" : "");

@@ -28,6 +28,7 @@
 #include "checkpoint.h"
 #include "evaluate.h"
 #include "report.h"
+#include "session.h"
 #include "run_lock.h"
 #include "stop_signal.h"
 #include "trainer.h"
@@ -47,12 +48,9 @@ static uint64_t dropout_seed(long seed, long step, long micro) {
 
 typedef struct {
     const zen_run_config *cfg;
-    zk_backend *be;
-    zen_model model;
-    zen_lora lora;
+    zen_session s;               /* backend, model, adapter, training data, activations */
     zen_adamw opt;
-    zen_acts acts;
-    zen_dataset train_data, val_file;
+    zen_dataset val_file;
     const zen_dataset *val_data; /* the file the validation sequences come from, or NULL */
     int64_t val_first, val_count;
     zen_seq_order order;
@@ -71,13 +69,9 @@ static void run_free(run *r) {
         for (long m = 0; m < r->cfg->grad_accum; m++) zen_batch_free(&r->micro[m]);
     free(r->micro);
     zen_seq_order_free(&r->order);
-    zen_acts_free(&r->acts);
     zen_adamw_free(&r->opt);
-    zen_lora_free(&r->lora);
-    zen_dataset_close(&r->train_data);
     zen_dataset_close(&r->val_file);
-    zen_model_free(&r->model);
-    zk_close(r->be);
+    zen_session_close(&r->s);
     /* the lock file goes with the run; a run that stopped before writing
      * anything leaves no directory behind */
     if (r->lock_fd >= 0) {
@@ -93,14 +87,14 @@ static void run_free(run *r) {
 static int open_data(run *r) {
     const zen_run_config *c = r->cfg;
     size_t T = (size_t)c->seq_len;
-    int rc = zen_dataset_open(&r->train_data, c->data, r->model.cfg.vocab);
+    int rc = zen_session_open_data(&r->s, c->data);
     if (rc) return rc;
-    if (r->train_data.n_masked == 0)
+    if (r->s.data.n_masked == 0)
         return zen_fail(ZEN_ERR_INPUT, "%s: no target token has loss_mask 1: there is nothing to train on", c->data);
-    int64_t seqs = zen_dataset_num_sequences(&r->train_data, T);
+    int64_t seqs = zen_dataset_num_sequences(&r->s.data, T);
     int64_t n_val = 0;
     if (c->val_data[0]) {
-        if ((rc = zen_dataset_open(&r->val_file, c->val_data, r->model.cfg.vocab))) return rc;
+        if ((rc = zen_dataset_open(&r->val_file, c->val_data, r->s.model.cfg.vocab))) return rc;
         r->val_data = &r->val_file;
         r->val_first = 0;
         r->val_count = zen_dataset_num_sequences(&r->val_file, T);
@@ -108,7 +102,7 @@ static int open_data(run *r) {
             return zen_fail(ZEN_ERR_INPUT, "%s: fewer tokens than one sequence of %zu", c->val_data, T);
     } else if (c->val_fraction > 0) {
         n_val = (int64_t)ceil(c->val_fraction * (double)seqs);
-        r->val_data = &r->train_data;
+        r->val_data = &r->s.data;
         r->val_first = seqs - n_val; /* the last sequences of the file are held out */
         r->val_count = n_val;
     }
@@ -117,7 +111,7 @@ static int open_data(run *r) {
         return zen_fail(ZEN_ERR_INPUT,
                         "%s: %lld tokens make %lld training sequences of %zu (after holding out %lld), fewer "
                         "than one step's batch_size x grad_accum = %lld",
-                        c->data, (long long)r->train_data.n_tokens, (long long)n_train, T, (long long)n_val,
+                        c->data, (long long)r->s.data.n_tokens, (long long)n_train, T, (long long)n_val,
                         (long long)per_step);
     r->steps_per_epoch = (long)(n_train / per_step);
     r->total_steps = c->max_steps > 0 ? c->max_steps : c->epochs * r->steps_per_epoch;
@@ -127,18 +121,18 @@ static int open_data(run *r) {
 /* the memory plan of this run's steps */
 static zen_plan run_plan(const run *r) {
     const zen_run_config *c = r->cfg;
-    return zen_plan_make(&r->model.cfg, r->be->name, r->be->compute, r->model.weight_bytes, r->model.main_dtype,
-                         r->lora.r, r->lora.targets, (size_t)c->batch_size, (size_t)c->seq_len,
-                         zen_run_config_recompute(c), r->lora.dropout > 0.0f);
+    return zen_plan_make(&r->s.model.cfg, r->s.be->name, r->s.be->compute, r->s.model.weight_bytes, r->s.model.main_dtype,
+                         r->s.lora.r, r->s.lora.targets, (size_t)c->batch_size, (size_t)c->seq_len,
+                         zen_run_config_recompute(c), r->s.lora.dropout > 0.0f);
 }
 
 /* On a device that reports its memory: refuses, in one line, a step whose
  * activations and scratch cannot fit in what is left after the weights and
  * the LoRA state, before anything is run. */
 static int check_device_memory(const run *r) {
-    if (!r->be->memory_info) return 0;
+    if (!r->s.be->memory_info) return 0;
     size_t free_bytes, in_use;
-    r->be->memory_info(r->be, &free_bytes, &in_use);
+    r->s.be->memory_info(r->s.be, &free_bytes, &in_use);
     zen_plan plan = run_plan(r);
     size_t need = plan.total > in_use ? plan.total - in_use : 0;
     if (need <= free_bytes) return 0;
@@ -147,14 +141,14 @@ static int check_device_memory(const run *r) {
     zen_format_bytes(f, sizeof f, free_bytes);
     zen_format_bytes(t, sizeof t, plan.total);
     return zen_fail(ZEN_ERR_INPUT, "device %s: a step of batch_size %ld x seq_len %ld needs %s more (plan %s in all) but "
-                    "%s are free; %s", r->be->name, r->cfg->batch_size, r->cfg->seq_len, n, t, f,
+                    "%s are free; %s", r->s.be->name, r->cfg->batch_size, r->cfg->seq_len, n, t, f,
                     zen_run_config_recompute(r->cfg) ? "lower seq_len or batch_size (grad_accum keeps the tokens per step)"
                                                      : "set recompute=true, or lower seq_len or batch_size");
 }
 
 static void print_summary(run *r, long start_step) {
     const zen_run_config *c = r->cfg;
-    const zen_config *m = &r->model.cfg;
+    const zen_config *m = &r->s.model.cfg;
     long long total = zen_config_param_count(m);
     zen_plan plan = run_plan(r);
     char w[32], l[32], a[32], sc[32], lg[32], t[32];
@@ -167,20 +161,20 @@ static void print_summary(run *r, long start_step) {
     zen_report_line(&r->report, "zen train: model %s: %d layers, hidden %d, heads %d/%d x %d, ffn %d, vocab %d, %s; "
                     "%lld parameters (%s)", c->model, m->layers, m->hidden, m->heads, m->kv_heads, m->head_dim,
                     m->intermediate, m->vocab, m->tied ? "tied head" : "untied head", total,
-                    zen_dtype_name(r->model.main_dtype));
+                    zen_dtype_name(r->s.model.main_dtype));
     zen_report_line(&r->report, "  LoRA r=%d alpha=%g (scale %g%s) dropout %g on %s: %zu trainable (%.3f%% of %lld)",
-                    r->lora.r, r->lora.alpha, r->lora.scale, r->lora.rslora ? ", rsLoRA" : "", r->lora.dropout,
-                    c->lora_targets, r->lora.num_params, 100.0 * (double)r->lora.num_params / (double)total, total);
+                    r->s.lora.r, r->s.lora.alpha, r->s.lora.scale, r->s.lora.rslora ? ", rsLoRA" : "", r->s.lora.dropout,
+                    c->lora_targets, r->s.lora.num_params, 100.0 * (double)r->s.lora.num_params / (double)total, total);
     zen_report_line(&r->report, "  data %s: %lld tokens, %lld sequences of %ld; training on %lld, validation %lld%s",
-                    c->data, (long long)r->train_data.n_tokens,
-                    (long long)zen_dataset_num_sequences(&r->train_data, (size_t)c->seq_len), c->seq_len,
+                    c->data, (long long)r->s.data.n_tokens,
+                    (long long)zen_dataset_num_sequences(&r->s.data, (size_t)c->seq_len), c->seq_len,
                     (long long)r->order.count, (long long)r->val_count,
                     c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
     zen_report_line(&r->report, "  %ld steps/epoch of %ld sequences (batch %ld x accum %ld = %ld tokens); %ld steps, "
                     "lr %g %s, warm-up %ld; device %s (%s compute), %d threads",
                     r->steps_per_epoch, c->batch_size * c->grad_accum, c->batch_size, c->grad_accum,
                     c->batch_size * c->grad_accum * c->seq_len, r->total_steps, c->lr, c->schedule,
-                    c->warmup_steps, r->be->name, r->be->compute == ZEN_BF16 ? "bf16" : "f32", omp_get_max_threads());
+                    c->warmup_steps, r->s.be->name, r->s.be->compute == ZEN_BF16 ? "bf16" : "f32", omp_get_max_threads());
     zen_report_line(&r->report, "  memory plan (recompute %s): weights %s, LoRA+grads+AdamW %s, activations %s, "
                     "scratch %s, logits %s; total %s", zen_run_config_recompute(c) ? "on" : "off", w, l, a, sc, lg, t);
     if (start_step > 0) zen_report_line(&r->report, "  resuming at step %ld", start_step);
@@ -196,15 +190,15 @@ static int train_step(run *r, long step, double *loss, size_t *tokens) {
     for (long m = 0; m < c->grad_accum && !rc; m++)
         for (long b = 0; b < c->batch_size && !rc; b++) {
             int64_t pos = (in_epoch * c->grad_accum + m) * c->batch_size + b;
-            rc = zen_batch_read_row(&r->micro[m], &r->train_data, (size_t)b, zen_seq_order_get(&r->order, epoch, pos));
+            rc = zen_batch_read_row(&r->micro[m], &r->s.data, (size_t)b, zen_seq_order_get(&r->order, epoch, pos));
         }
     for (long m = 0; m < c->grad_accum && !rc; m++) count += zen_batch_mask_count(&r->micro[m]);
-    zen_lora_zero_grads(&r->lora);
+    zen_lora_zero_grads(&r->s.lora);
     double sum = 0.0;
     for (long m = 0; m < c->grad_accum && !rc && count > 0; m++) {
         double part;
         uint64_t seed = c->lora_dropout > 0 ? dropout_seed(c->seed, step, m) : 0;
-        rc = zen_decoder_run(&r->model, &r->lora, &r->acts, r->micro[m].inputs, r->micro[m].targets,
+        rc = zen_decoder_run(&r->s.model, &r->s.lora, &r->s.acts, r->micro[m].inputs, r->micro[m].targets,
                              r->micro[m].mask, 1.0f / (float)count, seed, &part);
         sum += part;
     }
@@ -215,7 +209,7 @@ static int train_step(run *r, long step, double *loss, size_t *tokens) {
 
 static int evaluate_val(run *r, double *loss) {
     size_t n;
-    return zen_evaluate(&r->model, &r->lora, &r->acts, r->val_data, r->val_first, r->val_count, loss, &n);
+    return zen_evaluate(&r->s.model, &r->s.lora, &r->s.acts, r->val_data, r->val_first, r->val_count, loss, &n);
 }
 
 /* What out_dir already holds decides what this run may do there:
@@ -259,21 +253,20 @@ static int setup(run *r, int resume, zen_train_state *st) {
     if ((rc = zen_mkdir_p(c->out_dir)) || (rc = zen_run_lock(c->out_dir, &r->lock_fd))) return rc;
     long latest = zen_checkpoint_latest(c->out_dir);
     if ((rc = check_out_dir(r, resume, latest))) return rc;
-    if (!(r->be = zk_open(c->device, c->dtype))) return ZEN_ERR_INPUT;
-    if ((rc = zen_model_load(&r->model, r->be, c->model))) return rc;
+    if ((rc = zen_session_open(&r->s, c->device, c->dtype, c->model))) return rc;
     if ((rc = open_data(r))) return rc;
     unsigned targets;
     if ((rc = zen_lora_parse_targets(c->lora_targets, &targets))) return rc;
-    if ((rc = zen_lora_create(&r->lora, &r->model.cfg, r->be, (int)c->lora_r, (float)c->lora_alpha, c->lora_rslora,
-                              (float)c->lora_dropout, targets, (uint64_t)c->seed)) ||
-        (rc = zen_lora_alloc_grads(&r->lora)))
+    if ((rc = zen_session_fresh_adapter(&r->s, (int)c->lora_r, (float)c->lora_alpha, c->lora_rslora,
+                                        (float)c->lora_dropout, targets, (uint64_t)c->seed)) ||
+        (rc = zen_lora_alloc_grads(&r->s.lora)))
         return rc;
-    if ((rc = zen_adamw_create(&r->opt, r->be, r->lora.num_params, (float)c->beta1, (float)c->beta2, (float)c->eps,
+    if ((rc = zen_adamw_create(&r->opt, r->s.be, r->s.lora.num_params, (float)c->beta1, (float)c->beta2, (float)c->eps,
                                (float)c->weight_decay, (float)c->grad_clip)))
         return rc;
     if (resume && latest >= 0) {
         zen_run_config saved;
-        if ((rc = zen_checkpoint_load(c->out_dir, latest, st, &r->lora, &r->model.cfg, &r->opt, &saved)) ||
+        if ((rc = zen_checkpoint_load(c->out_dir, latest, st, &r->s.lora, &r->s.model.cfg, &r->opt, &saved)) ||
             (rc = check_resumed(r, &saved, st, latest)))
             return rc;
     }
@@ -287,8 +280,7 @@ static int setup(run *r, int resume, zen_train_state *st) {
     for (long m = 0; m < c->grad_accum; m++)
         if ((rc = zen_batch_alloc(&r->micro[m], (size_t)c->batch_size, (size_t)c->seq_len))) return rc;
     if ((rc = check_device_memory(r))) return rc;
-    if ((rc = zen_acts_create(&r->acts, &r->model, &r->lora, (size_t)c->batch_size, (size_t)c->seq_len,
-                              zen_run_config_recompute(c))))
+    if ((rc = zen_session_make_acts(&r->s, (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c))))
         return rc;
     /* everything checked: only now does the run write into out_dir */
     char *text = zen_run_config_to_json(c);
@@ -310,7 +302,7 @@ static void last_checkpoint(const run *r, long last_saved, char *buf, size_t cap
 }
 
 static int save_checkpoint(run *r, const zen_train_state *st, long *last_saved) {
-    int rc = zen_checkpoint_save(r->cfg->out_dir, st, &r->lora, &r->model.cfg, &r->opt, r->cfg);
+    int rc = zen_checkpoint_save(r->cfg->out_dir, st, &r->s.lora, &r->s.model.cfg, &r->opt, r->cfg);
     if (rc) return rc;
     zen_checkpoint_prune(r->cfg->out_dir, r->cfg->keep_checkpoints);
     *last_saved = st->step;
@@ -343,8 +335,8 @@ int zen_train(const zen_run_config *c, int resume) {
         size_t tokens;
         float lr = (float)zen_schedule_lr(&r.schedule, step);
         rc = train_step(&r, step, &loss, &tokens);
-        double gnorm = !rc && tokens ? zen_grad_norm(r.be, r.lora.grads, r.lora.num_params) : 0.0;
-        if (!rc) rc = zk_status(r.be); /* an op that failed (out of memory, a device fault) */
+        double gnorm = !rc && tokens ? zen_grad_norm(r.s.be, r.s.lora.grads, r.s.lora.num_params) : 0.0;
+        if (!rc) rc = zk_status(r.s.be); /* an op that failed (out of memory, a device fault) */
         if (rc) {
             last_checkpoint(&r, last_saved, where, sizeof where);
             char cause[1024];
@@ -353,12 +345,23 @@ int zen_train(const zen_run_config *c, int resume) {
             break;
         }
         if (tokens && (!isfinite(loss) || !isfinite(gnorm))) {
+            /* bad weights in the files are the user's input (exit 2, naming the
+             * tensor); otherwise the run diverged (exit 1) */
+            char cause[2048];
+            rc = zen_session_nonfinite(&r.s, isfinite(loss) ? "the gradient norm" : "the loss",
+                                       isfinite(loss) ? gnorm : loss);
+            snprintf(cause, sizeof cause, "%s", zen_last_error());
             last_checkpoint(&r, last_saved, where, sizeof where);
-            rc = zen_fail(ZEN_ERR_INTERNAL, "step %ld: non-finite %s (loss %g, grad norm %g); stopped before the "
-                          "update; %s", step + 1, isfinite(loss) ? "gradient" : "loss", loss, gnorm, where);
+            if (rc == ZEN_ERR_INPUT)
+                rc = zen_fail(rc, "step %ld: %s; %s", step + 1, cause, where);
+            else
+                rc = zen_fail(rc, "step %ld: non-finite %s (loss %g, grad norm %g) with finite weights (an "
+                              "overflow: the run diverged, or the weights are too large); stopped before the "
+                              "update; %s", step + 1, isfinite(loss) ? "gradient" : "loss",
+                              loss, gnorm, where);
             break;
         }
-        if (tokens) zen_adamw_update(&r.opt, r.lora.params, r.lora.grads, gnorm, lr);
+        if (tokens) zen_adamw_update(&r.opt, r.s.lora.params, r.s.lora.grads, gnorm, lr);
         interval_seconds += now_s() - t0;
         interval_tokens += tokens_per_step;
         st.step = step + 1;
@@ -374,7 +377,7 @@ int zen_train(const zen_run_config *c, int resume) {
         zen_step_record rec = {st.step, r.total_steps, step / r.steps_per_epoch, loss, lr, gnorm,
                                interval_tokens / interval_seconds, st.elapsed_s,
                                session / (double)(st.step - first_step) * (double)(r.total_steps - st.step),
-                               eval_loss, r.be->memory_peak ? (double)r.be->memory_peak(r.be) : NAN};
+                               eval_loss, r.s.be->memory_peak ? (double)r.s.be->memory_peak(r.s.be) : NAN};
         if (!tokens) zen_report_line(&r.report, "step %ld: no target token with loss_mask 1; no update", st.step);
         int log_now = st.step % c->log_every == 0 || evaluate || last;
         if (log_now) {
@@ -396,15 +399,15 @@ int zen_train(const zen_run_config *c, int resume) {
         }
     }
     zen_stop_signal_restore();
-    if (!rc) rc = zen_lora_save_peft(&r.lora, &r.model.cfg, c->out_dir, c->model, ZEN_F32);
+    if (!rc) rc = zen_lora_save_peft(&r.s.lora, &r.s.model.cfg, c->out_dir, c->model, ZEN_F32);
     if (!rc)
         zen_report_line(&r.report, "done: %ld steps in %.1f s; adapter in %s (adapter_model.safetensors), metrics in "
                         "%s/metrics.jsonl", st.step, st.elapsed_s, c->out_dir, c->out_dir);
-    if (!rc && r.be->memory_peak) {
+    if (!rc && r.s.be->memory_peak) {
         char peak[32], planned[32];
-        zen_format_bytes(peak, sizeof peak, r.be->memory_peak(r.be));
+        zen_format_bytes(peak, sizeof peak, r.s.be->memory_peak(r.s.be));
         zen_format_bytes(planned, sizeof planned, run_plan(&r).total);
-        zen_report_line(&r.report, "  peak %s memory %s (plan %s; the driver's context comes on top)", r.be->name, peak,
+        zen_report_line(&r.report, "  peak %s memory %s (plan %s; the driver's context comes on top)", r.s.be->name, peak,
                         planned);
     }
     run_free(&r);

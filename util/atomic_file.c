@@ -1,4 +1,5 @@
 /* util/atomic_file.c: write to PATH.tmp, then fsync and rename (see atomic_file.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -9,6 +10,7 @@
 
 #include "atomic_file.h"
 #include "error.h"
+#include "file.h"
 
 void zen_sync_parent(const char *path) {
     char *copy = strdup(path);
@@ -109,16 +111,49 @@ void zen_atomic_abort(zen_atomic_file *f) {
     memset(f, 0, sizeof *f);
 }
 
-int zen_atomic_commit_dir(const char *partial, const char *path) {
+/* 1 if path is a directory with nothing in it */
+static int empty_dir(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    struct dirent *e;
+    int empty = 1;
+    while (empty && (e = readdir(d))) empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+    closedir(d);
+    return empty;
+}
+
+int zen_atomic_dir_begin(const char *path, char **partial) {
+    *partial = NULL;
     struct stat st;
-    if (stat(path, &st) == 0) {
-        /* a directory that appeared meanwhile is never replaced */
+    if (stat(path, &st) == 0 && !empty_dir(path))
         return zen_fail(ZEN_ERR_INPUT, "%s already exists; choose another --out or remove it", path);
+    size_t n = strlen(path) + 9;
+    if (!(*partial = zen_malloc(n))) return ZEN_ERR_INTERNAL;
+    snprintf(*partial, n, "%s.partial", path);
+    zen_remove_tree(*partial);
+    int rc = zen_mkdir_p(*partial);
+    if (rc) {
+        free(*partial);
+        *partial = NULL;
     }
-    if (rename(partial, path) != 0)
-        return zen_fail(ZEN_ERR_INTERNAL, "%s: cannot rename into place: %s", path, strerror(errno));
-    zen_sync_parent(path);
-    return 0;
+    return rc;
+}
+
+int zen_atomic_dir_end(int rc, char **partial, const char *path) {
+    if (!*partial) return rc;
+    if (!rc) {
+        struct stat st;
+        if (stat(path, &st) == 0 && (!empty_dir(path) || rmdir(path) != 0)) /* appeared meanwhile: never replaced */
+            rc = zen_fail(ZEN_ERR_INPUT, "%s already exists; choose another --out or remove it", path);
+        else if (rename(*partial, path) != 0)
+            rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot rename into place: %s", path, strerror(errno));
+        else
+            zen_sync_parent(path);
+    }
+    if (rc) zen_remove_tree(*partial);
+    free(*partial);
+    *partial = NULL;
+    return rc;
 }
 
 int zen_same_file(const char *a, const char *b) {

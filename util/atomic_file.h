@@ -36,9 +36,14 @@ void zen_atomic_abort(zen_atomic_file *f);
 int zen_atomic_tmp_name(const char *path, char **out);
 /* fsync(tmp), rename(tmp, path), fsync the directory; removes tmp on failure. */
 int zen_atomic_commit_path(const char *tmp, const char *path);
-/* renames the finished directory partial to path (which must not exist) and
- * fsyncs the parent; removes partial on failure */
-int zen_atomic_commit_dir(const char *partial, const char *path);
+/* A directory output (a model, a PEFT adapter) built under PATH.partial and
+ * renamed into place when complete. begin refuses a PATH that exists and is
+ * not an empty directory (user error), clears a stale PATH.partial and makes
+ * a fresh one (*partial, malloc'd). end commits it when rc is 0 (rename,
+ * fsync the parent), else removes it; it frees *partial and returns the
+ * outcome. */
+int zen_atomic_dir_begin(const char *path, char **partial);
+int zen_atomic_dir_end(int rc, char **partial, const char *path);
 
 /* fsyncs the directory holding path, so a rename into it survives a crash
  * (best effort: some file systems refuse fsync on directories) */

@@ -145,8 +145,18 @@ def main():
     p = run([zen, "train", w("resume.json"), "--model", w("nan_model"), "--data", w("text.h5"), "--out", w("nan")],
             expect=None)
     lines = p.stderr.strip().splitlines()
-    check("non-finite: exit 1 with one error line", p.returncode == 1 and "non-finite" in lines[-1] and
+    check("non-finite: NaN weights are the input's fault: exit 2 naming the tensor and element",
+          p.returncode == 2 and "model.layers.0.mlp.down_proj.weight" in lines[-1] and "[3, 5]" in lines[-1] and
           lines[-1].startswith("zen train: error:"), lines[-1] if lines else "")
+    # finite weights whose products overflow: exit 1 (not the input's NaN), non-finite
+    weights["model.layers.0.mlp.down_proj.weight"][3, 5] = 0.0
+    weights["model.norm.weight"][:] = 3e38  # finite, but the final norm's output overflows
+    write_safetensors(st, weights)
+    p = run([zen, "train", w("resume.json"), "--model", w("nan_model"), "--data", w("text.h5"), "--out", w("overflow")],
+            expect=None)
+    lines = p.stderr.strip().splitlines()
+    check("non-finite: an overflow with finite weights exits 1 with one line",
+          p.returncode == 1 and "non-finite" in lines[-1] and "finite weights" in lines[-1], lines[-1] if lines else "")
 
     harness.finish()
 

@@ -1,0 +1,59 @@
+/* train/session.c: the set-up zen grad, zen eval and zen train share (see session.h). */
+#include <string.h>
+
+#include "../util/atomic_file.h"
+
+#include "../util/error.h"
+#include "session.h"
+
+int zen_session_open(zen_session *s, const char *device, const char *dtype, const char *model_dir) {
+    memset(s, 0, sizeof *s);
+    if (!(s->be = zk_open(device ? device : "cpu", dtype))) return ZEN_ERR_INPUT;
+    return zen_model_load(&s->model, s->be, model_dir);
+}
+
+int zen_session_load_adapter(zen_session *s, const char *adapter_dir) {
+    int rc = zen_lora_load_peft(&s->lora, &s->model.cfg, s->be, adapter_dir);
+    s->has_lora = !rc;
+    return rc;
+}
+
+int zen_session_fresh_adapter(zen_session *s, int r, float alpha, int rslora, float dropout, unsigned targets,
+                              uint64_t seed) {
+    int rc = zen_lora_create(&s->lora, &s->model.cfg, s->be, r, alpha, rslora, dropout, targets, seed);
+    s->has_lora = !rc;
+    return rc;
+}
+
+int zen_session_open_data(zen_session *s, const char *path) {
+    return zen_dataset_open(&s->data, path, s->model.cfg.vocab);
+}
+
+int zen_session_make_acts(zen_session *s, size_t B, size_t T, int recompute) {
+    return zen_acts_create(&s->acts, &s->model, s->has_lora ? &s->lora : NULL, B, T, recompute);
+}
+
+int zen_session_nonfinite(const zen_session *s, const char *what, double value) {
+    char where[1024];
+    int found = zen_model_find_nonfinite(&s->model, where, sizeof where);
+    if (found == 0 && s->has_lora) found = zen_lora_find_nonfinite(&s->lora, &s->model.cfg, where, sizeof where);
+    if (found > 0) return zen_fail(ZEN_ERR_INPUT, "%s is %g: %s", what, value, where);
+    return zen_fail(ZEN_ERR_INTERNAL, "%s is %g though every weight is finite (an overflow in the computation)", what,
+                    value);
+}
+
+int zen_check_output(const char *out, const zen_model *m, const char *adapter_dir, const char *data_path) {
+    int rc = zen_model_check_output(m, out, adapter_dir);
+    if (!rc && data_path && zen_same_file(out, data_path))
+        rc = zen_fail(ZEN_ERR_INPUT, "--out %s is the dataset being read; write elsewhere", out);
+    return rc;
+}
+
+void zen_session_close(zen_session *s) {
+    zen_acts_free(&s->acts);
+    zen_lora_free(&s->lora);
+    zen_dataset_close(&s->data);
+    zen_model_free(&s->model);
+    zk_close(s->be);
+    memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,38 @@
+/* train/session.h: what zen grad, zen eval and zen train all set up, in the
+ * order they need it: a backend, the base model, an adapter (loaded from a
+ * PEFT directory or fresh), a dataset checked against the model, and the
+ * activations of one batch shape. zen_session_close frees whatever was
+ * opened. */
+#ifndef ZEN_SESSION_H
+#define ZEN_SESSION_H
+#include "../data/dataset.h"
+#include "../model/decoder.h"
+
+typedef struct {
+    zk_backend *be;
+    zen_model model;
+    zen_lora lora;
+    int has_lora;       /* lora holds an adapter */
+    zen_dataset data;
+    zen_acts acts;
+} zen_session;
+
+/* The backend (device "cpu"/"cuda", compute dtype "auto"/"f32"/"bf16" or
+ * NULL) and the model of model_dir. */
+int zen_session_open(zen_session *s, const char *device, const char *dtype, const char *model_dir);
+int zen_session_load_adapter(zen_session *s, const char *adapter_dir);
+int zen_session_fresh_adapter(zen_session *s, int r, float alpha, int rslora, float dropout, unsigned targets,
+                              uint64_t seed);
+int zen_session_open_data(zen_session *s, const char *path);
+/* activations for batches of B x T (the adapter, if any, included) */
+int zen_session_make_acts(zen_session *s, size_t B, size_t T, int recompute);
+/* The one line for a loss that came out non-finite: exit 2 naming the
+ * tensor when the model's weights or the adapter hold NaN or Inf, else exit
+ * 1 (an overflow inside the computation). what is "loss", "eval loss", ... */
+int zen_session_nonfinite(const zen_session *s, const char *what, double value);
+void zen_session_close(zen_session *s);
+/* Refuses an output path that is one of the inputs (a model shard, the
+ * adapter's files, the dataset): writing it would destroy what is read. */
+int zen_check_output(const char *out, const zen_model *m, const char *adapter_dir, const char *data_path);
+
+#endif
