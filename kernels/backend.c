@@ -91,18 +91,21 @@ int zk_status(zk_backend *be) {
 }
 
 int zk_fault_hit(const char *name) {
-    /* one counter per name; a handful of names at most */
-    static struct { const char *name; long target, count; } slots[8];
+    /* one counter per name (a handful of names at most), restarted whenever
+     * the variable's value changes, so a test can arm it mid-process */
+    static struct { const char *name; char value[32]; long target, count; } slots[8];
     int hit = 0;
 #pragma omp critical(zk_fault)
     {
         int i = 0;
         while (i < 8 && slots[i].name && strcmp(slots[i].name, name)) i++;
         if (i < 8) {
-            if (!slots[i].name) {
-                const char *v = getenv(name);
+            const char *v = getenv(name);
+            if (!slots[i].name || strncmp(slots[i].value, v ? v : "", sizeof slots[i].value)) {
                 slots[i].name = name;
+                snprintf(slots[i].value, sizeof slots[i].value, "%s", v ? v : "");
                 slots[i].target = v ? atol(v) : 0;
+                slots[i].count = 0;
             }
             hit = slots[i].target > 0 && ++slots[i].count == slots[i].target;
         }

@@ -8,7 +8,11 @@
  *   bf16 (relative step 2^-8), so each op is checked as
  *   ||cuda - cpu|| / ||cpu|| <= 1e-2 against the CPU's fp32, the decoder's
  *   loss within 1e-2 relative and its LoRA gradients at cosine >= 0.999;
- *   flash attention's backward is checked to be bit-deterministic. */
+ *   flash attention's backward is checked to be bit-deterministic.
+ * - Every reduction is deterministic (resume is bit-exact on CUDA too): exact
+ *   attention's backward, sum_squares and the embedding backward give the
+ *   same bits twice; under the emulator the second run has every block's
+ *   threads in the opposite order, which changes any atomic sum. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,6 +255,96 @@ static void test_flash_attention(size_t B, size_t T, size_t nh, size_t nkv, size
     free(q), free(k), free(v), free(dout), free(o), free(lse), free(dq), free(dk), free(dv), free(a1), free(a2);
 }
 
+#ifdef ZEN_TEST_EMULATED
+void zk_emu_flip_order(int flip);
+#define FLIP_ORDER(x) zk_emu_flip_order(x)
+#else
+#define FLIP_ORDER(x) ((void)0)
+#endif
+
+/* bytes of a device buffer equal between two runs */
+static void same_bits(const char *what, const float *a, const float *b_dev, size_t n) {
+    float *b = malloc(n * sizeof(float));
+    gpu->download(gpu, b, b_dev, n * sizeof(float));
+    int same = !memcmp(a, b, n * sizeof(float));
+    printf("%s %-34s\n", same ? "ok  " : "FAIL", what);
+    failures += !same;
+    free(b);
+}
+
+static void test_determinism(void) {
+    size_t B = 2, T = 70, nh = 4, nkv = 2, hd = 16, nq = B * T * nh * hd, nk = B * T * nkv * hd, nl = B * nh * T;
+    float *q = rnd(nq, 1, 41), *k = rnd(nk, 1, 42), *v = rnd(nk, 1, 43), *dout = rnd(nq, 1, 44);
+    float *gq = dev(q, nq), *gk = dev(k, nk), *gv = dev(v, nk), *gdout = dev(dout, nq);
+    float *go = gpu->alloc(gpu, nq * 4), *glse = gpu->alloc(gpu, nl * 4);
+    float *gdq = gpu->alloc(gpu, nq * 4), *gdk = gpu->alloc(gpu, nk * 4), *gdv = gpu->alloc(gpu, nk * 4);
+    float *first_dk = malloc(nk * 4), *first_dv = malloc(nk * 4), *first_dq = malloc(nq * 4);
+    gpu->attention_fwd(gpu, go, glse, gq, gk, gv, B, T, nh, nkv, hd); /* f32 compute: the exact kernels */
+    gpu->attention_bwd(gpu, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
+    gpu->download(gpu, first_dk, gdk, nk * 4);
+    gpu->download(gpu, first_dv, gdv, nk * 4);
+    gpu->download(gpu, first_dq, gdq, nq * 4);
+    size_t n = 100003;
+    float *x = rnd(n, 1, 45);
+    for (size_t i = 0; i < n; i++) x[i] *= powf(10.0f, (float)(i % 13) - 6.0f); /* magnitudes 1e-6..1e6: order shows */
+    float *gx = dev(x, n);
+    double s1 = gpu->sum_squares(gpu, gx, n);
+    size_t N = 40, C = 24, V = 7;
+    int32_t tok[40];
+    for (size_t i = 0; i < N; i++) tok[i] = (int32_t)(i * 5 % V); /* repeated tokens: several rows add into one */
+    float *d_emb = rnd(N * C, 1, 46), *gd_emb = dev(d_emb, N * C), *first_dw = malloc(V * C * 4);
+    int32_t *gtok = gpu->alloc(gpu, sizeof tok);
+    gpu->upload(gpu, gtok, tok, sizeof tok);
+    float *gdw = gpu->alloc(gpu, V * C * 4);
+    gpu->zero(gpu, gdw, V * C * 4);
+    gpu->embedding_bwd(gpu, gdw, gd_emb, gtok, N, C);
+    gpu->download(gpu, first_dw, gdw, V * C * 4);
+    FLIP_ORDER(1);
+    gpu->attention_bwd(gpu, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
+    same_bits("exact attention dq: same bits", first_dq, gdq, nq);
+    same_bits("exact attention dk: same bits", first_dk, gdk, nk);
+    same_bits("exact attention dv: same bits", first_dv, gdv, nk);
+    double s2 = gpu->sum_squares(gpu, gx, n);
+    int ok = s1 == s2;
+    printf("%s %-34s %.17g\n", ok ? "ok  " : "FAIL", "sum_squares: same bits", s1);
+    failures += !ok;
+    gpu->zero(gpu, gdw, V * C * 4);
+    gpu->embedding_bwd(gpu, gdw, gd_emb, gtok, N, C);
+    same_bits("embedding backward: same bits", first_dw, gdw, V * C);
+    FLIP_ORDER(0);
+    float *ptrs[] = {gq, gk, gv, gdout, go, glse, gdq, gdk, gdv, gx, gd_emb, gdw};
+    for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) gpu->free(gpu, ptrs[i]);
+    gpu->free(gpu, gtok);
+    free(q), free(k), free(v), free(dout), free(first_dk), free(first_dv), free(first_dq), free(x), free(d_emb),
+        free(first_dw);
+}
+
+/* an op whose scratch cannot be had records a sticky failure and returns:
+ * nothing exits, the status names the cause */
+static void test_sticky_failure(void) {
+    zk_backend *be = zk_open("cuda", "f32");
+    size_t N = 8, in = 16, out = 8;
+    float *x = rnd(N * in, 1, 51), *W = rnd(out * in, 1, 52);
+    uint16_t *Wh = malloc(out * in * 2);
+    for (size_t i = 0; i < out * in; i++) Wh[i] = zen_f32_to_bf16(W[i]);
+    zk_weight w;
+    be->weight_create(be, &w, Wh, ZEN_BF16, out * in); /* f32 compute widens it through scratch */
+    float *gx = be->alloc(be, N * in * 4), *gy = be->alloc(be, N * out * 4);
+    be->upload(be, gx, x, N * in * 4);
+    setenv("ZEN_FAULT_SCRATCH", "1", 1);
+    be->linear_fwd(be, gy, gx, &w, N, in, out);
+    int rc = zk_status(be);
+    int ok = rc == ZEN_ERR_INTERNAL && strstr(zen_last_error(), "injected") != NULL;
+    printf("%s %-34s %s\n", ok ? "ok  " : "FAIL", "failed scratch: sticky status", zen_last_error());
+    failures += !ok;
+    unsetenv("ZEN_FAULT_SCRATCH");
+    be->free(be, gx);
+    be->free(be, gy);
+    be->weight_destroy(be, &w);
+    zk_close(be);
+    free(x), free(W), free(Wh);
+}
+
 /* the whole decoder on a zen-init tiny model: loss and every LoRA gradient,
  * f32 compute (close to the CPU) and bf16 compute (cosine) */
 static void test_decoder(void) {
@@ -339,6 +433,8 @@ int main(void) {
 #else
     test_flash_attention(1, 333, 32, 8, 128); /* Zen-nano's heads */
 #endif
+    test_determinism();
+    test_sticky_failure();
     test_decoder();
     zk_close(gpu16);
     zk_close(gpu);

@@ -10,3 +10,11 @@
 #include "kernels/cuda/flash_attention.cu"
 #include "kernels/cuda/linear_cuda.cu"
 #include "kernels/cuda/lora_cuda.cu"
+
+/* for tests/test_cuda.c: run the following launches with every block's
+ * threads in the other order than the environment's (ZEN_EMU_REVERSE), so one
+ * process can check that a kernel's result does not depend on the order */
+extern "C" void zk_emu_flip_order(int flip) {
+    static const bool env = getenv("ZEN_EMU_REVERSE") != NULL;
+    emu::reverse_order = flip ? !env : env;
+}

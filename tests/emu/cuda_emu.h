@@ -209,8 +209,8 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, F f) {
         fprintf(stderr, "emu: unsupported block shape\n");
         abort();
     }
-    static const bool reverse_env = getenv("ZEN_EMU_REVERSE") != NULL; /* run fibers last to first */
-    if (reverse_env) reverse_order = true;
+    static bool initialised; /* ZEN_EMU_REVERSE: run fibers last to first (a test may flip it later) */
+    if (!initialised) reverse_order = getenv("ZEN_EMU_REVERSE") != NULL, initialised = true;
     nthreads = block.x;
     fibers.assign(nthreads, fiber{});
     if (!stacks) stacks = (char *)calloc(1024, stack_bytes);
@@ -219,40 +219,43 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, F f) {
     body = f;
     gridDim = grid;
     blockDim = block;
-    for (unsigned bz = 0; bz < grid.z; bz++)
-        for (unsigned by = 0; by < grid.y; by++)
-            for (unsigned bx = 0; bx < grid.x; bx++) {
-                blockIdx = emu_uint3{bx, by, bz};
-                memset(smem, 0xff, sbytes); /* NaN everywhere */
-                dyn_smem = smem;
-                block_arrived = block_gen = 0;
-                memset(warp_arrived, 0, sizeof warp_arrived);
-                memset(warp_gen, 0, sizeof warp_gen);
-                for (unsigned t = 0; t < nthreads; t++) {
-                    fibers[t].done = false;
-                    fibers[t].wait_gen = NULL;
-                    fiber_init(t);
-                }
-                for (;;) {
-                    bool any = false;
-                    unsigned long before = events;
-                    for (unsigned k = 0; k < nthreads; k++) {
-                        unsigned t = reverse_order ? nthreads - 1 - k : k;
-                        if (fibers[t].done) continue;
-                        any = true;
-                        if (fibers[t].wait_gen && *fibers[t].wait_gen == fibers[t].wait_val) continue; /* still parked */
-                        current = t;
-                        threadIdx = emu_uint3{t, 0, 0};
-                        resume(t);
-                    }
-                    if (!any) break;
-                    if (events == before) {
-                        fprintf(stderr, "emu: deadlock in block (%u,%u,%u): a barrier not reached by every thread\n",
-                                bx, by, bz);
-                        abort();
-                    }
-                }
+    /* reversed order runs the blocks last to first too, so a sum whose order
+     * depends on scheduling (atomics across blocks) comes out different */
+    const unsigned long nblocks = (unsigned long)grid.x * grid.y * grid.z;
+    for (unsigned long nb = 0; nb < nblocks; nb++) {
+        unsigned long b = reverse_order ? nblocks - 1 - nb : nb;
+        unsigned bx = (unsigned)(b % grid.x), by = (unsigned)(b / grid.x % grid.y), bz = (unsigned)(b / grid.x / grid.y);
+        blockIdx = emu_uint3{bx, by, bz};
+        memset(smem, 0xff, sbytes); /* NaN everywhere */
+        dyn_smem = smem;
+        block_arrived = block_gen = 0;
+        memset(warp_arrived, 0, sizeof warp_arrived);
+        memset(warp_gen, 0, sizeof warp_gen);
+        for (unsigned t = 0; t < nthreads; t++) {
+            fibers[t].done = false;
+            fibers[t].wait_gen = NULL;
+            fiber_init(t);
+        }
+        for (;;) {
+            bool any = false;
+            unsigned long before = events;
+            for (unsigned k = 0; k < nthreads; k++) {
+                unsigned t = reverse_order ? nthreads - 1 - k : k;
+                if (fibers[t].done) continue;
+                any = true;
+                if (fibers[t].wait_gen && *fibers[t].wait_gen == fibers[t].wait_val) continue; /* still parked */
+                current = t;
+                threadIdx = emu_uint3{t, 0, 0};
+                resume(t);
             }
+            if (!any) break;
+            if (events == before) {
+                fprintf(stderr, "emu: deadlock in block (%u,%u,%u): a barrier not reached by every thread\n",
+                        bx, by, bz);
+                abort();
+            }
+        }
+    }
     free(smem);
 }
 } // namespace emu
