@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -321,6 +322,9 @@ static int check_isolated(const char *path, int model_vocab, zen_dataset_info *i
     }
     if (pid == 0) {
         close(fds[0]);
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core); /* a crash of libhdf5 here leaves no core file */
+        if (getenv("ZEN_FAULT_HDF5_CRASH")) raise(SIGSEGV); /* for the test of this guard */
         check_reply r;
         memset(&r, 0, sizeof r);
         r.rc = check_path(path, model_vocab, &r.info);

@@ -1,4 +1,5 @@
 /* train/session.c: the set-up zen grad, zen eval and zen train share (see session.h). */
+#include <math.h>
 #include <string.h>
 
 #include "../util/atomic_file.h"
@@ -35,11 +36,12 @@ int zen_session_make_acts(zen_session *s, size_t B, size_t T, int recompute) {
 
 int zen_session_nonfinite(const zen_session *s, const char *what, double value) {
     char where[1024];
+    const char *shown = isnan(value) ? "nan" : value > 0 ? "inf" : "-inf";
     int found = zen_model_find_nonfinite(&s->model, where, sizeof where);
     if (found == 0 && s->has_lora) found = zen_lora_find_nonfinite(&s->lora, &s->model.cfg, where, sizeof where);
-    if (found > 0) return zen_fail(ZEN_ERR_INPUT, "%s is %g: %s", what, value, where);
-    return zen_fail(ZEN_ERR_INTERNAL, "%s is %g though every weight is finite (an overflow in the computation)", what,
-                    value);
+    if (found > 0) return zen_fail(ZEN_ERR_INPUT, "%s is %s: %s", what, shown, where);
+    return zen_fail(ZEN_ERR_INTERNAL, "%s is %s though every weight is finite (an overflow in the computation)", what,
+                    shown);
 }
 
 int zen_check_output(const char *out, const zen_model *m, const char *adapter_dir, const char *data_path) {

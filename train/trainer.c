@@ -303,7 +303,12 @@ static void last_checkpoint(const run *r, long last_saved, char *buf, size_t cap
 
 static int save_checkpoint(run *r, const zen_train_state *st, long *last_saved) {
     int rc = zen_checkpoint_save(r->cfg->out_dir, st, &r->s.lora, &r->s.model.cfg, &r->opt, r->cfg);
-    if (rc) return rc;
+    if (rc) { /* the cause, and what survives it */
+        char cause[2048], where[ZEN_PATH_MAX + 160];
+        snprintf(cause, sizeof cause, "%s", zen_last_error());
+        last_checkpoint(r, *last_saved, where, sizeof where);
+        return zen_fail(rc, "step %ld: saving checkpoint-%ld failed: %s; %s", st->step, st->step, cause, where);
+    }
     zen_checkpoint_prune(r->cfg->out_dir, r->cfg->keep_checkpoints);
     *last_saved = st->step;
     return 0;
