@@ -35,6 +35,12 @@ typedef struct {
 
 int zen_data_parse_format(const char *name, zen_data_format *out);
 int zen_data_prepare(const zen_data_opts *o, zen_data_stats *stats);
+/* One record line of a jsonl, alpaca or messages file (o->format) rendered
+ * and tokenized as zen_data_prepare does it: *ids and *mask (malloc'd, the
+ * caller frees them with zen_ids_free and free, also on error) get its
+ * tokens and loss mask; where names the line in errors. For the fuzzer. */
+int zen_data_tokenize_line(const zen_data_opts *o, zen_tokenizer *t, const char *line, size_t len, const char *where,
+                           zen_ids *ids, uint8_t **mask);
 
 /* Renders one chat record (a parsed JSON object) to text with a per-byte mask
  * (exposed for tests). line names the record in errors. */

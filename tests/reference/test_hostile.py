@@ -528,8 +528,11 @@ def main():
     p = subprocess.run(["/usr/bin/time", "-f", "%M", zen, "data", "--tokenizer", w("model"), "--in", w("oneline.txt"),
                         "--format", "text", "--out", w("oneline.h5")], capture_output=True, text=True)
     peak = int(p.stderr.strip().splitlines()[-1]) if p.returncode == 0 else -1
-    check("a 40 MB one-line text takes bounded memory", 0 < peak < 200_000,
-          f"(peak {peak // 1024} MiB, {time.time() - t0:.1f} s)")
+    if "ASAN_OPTIONS" in os.environ:  # the sanitizer build's shadow memory and quarantine hide the figure
+        print(f"SKIP a 40 MB one-line text takes bounded memory (sanitizer build: peak {peak // 1024} MiB)")
+    else:
+        check("a 40 MB one-line text takes bounded memory", 0 < peak < 200_000,
+              f"(peak {peak // 1024} MiB, {time.time() - t0:.1f} s)")
 
     # ---- the command line wins over the recipe ----
     write_tokens(w("val.h5"), rng.integers(0, 256, 400), 256)

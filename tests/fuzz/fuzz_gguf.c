@@ -1,0 +1,43 @@
+/* tests/fuzz/fuzz_gguf.c: the GGUF reader. A file that opens has every
+ * tensor's data inside it at an aligned, non-overlapping offset, and every
+ * key's value readable. */
+#include "fuzz_common.h"
+#include "model/gguf.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    gguf_file f;
+    if (gguf_open_memory(&f, data, size, "fuzz.gguf")) {
+        fuzz_check_message();
+        return 0;
+    }
+    unsigned sum = 0;
+    for (uint64_t i = 0; i < f.n_kv; i++) {
+        const gguf_kv *kv = &f.kvs[i];
+        FUZZ_ASSERT(gguf_find_kv(&f, kv->key) == kv);
+        if (kv->type == GGUF_STRING || (kv->type == GGUF_ARRAY && kv->elem_type == GGUF_STRING)) {
+            for (uint64_t k = 0; k < kv->count && k < 64; k++) {
+                char *s = gguf_string(kv, k);
+                FUZZ_ASSERT(s != NULL);
+                sum += (unsigned char)s[0];
+                free(s);
+            }
+        } else if (kv->count) {
+            uint64_t bytes = kv->count * gguf_scalar_size(kv->type == GGUF_ARRAY ? kv->elem_type : kv->type);
+            FUZZ_ASSERT(kv->value >= data && kv->value + bytes <= data + size);
+            sum += kv->value[0] + kv->value[bytes - 1];
+        }
+    }
+    uint64_t end = 0;
+    for (uint64_t i = 0; i < f.n_tensors; i++) {
+        const gguf_tensor_info *t = &f.tensors[i];
+        FUZZ_ASSERT(ggml_type_known(t->type) && t->n_dims >= 1 && t->n_dims <= 4);
+        FUZZ_ASSERT(t->data >= data && t->nbytes <= size && t->data + t->nbytes <= data + size);
+        FUZZ_ASSERT(t->offset % f.alignment == 0 && t->offset >= end);
+        end = t->offset + t->nbytes;
+        if (t->nbytes) sum += t->data[0] + t->data[t->nbytes - 1];
+        FUZZ_ASSERT(gguf_find_tensor(&f, t->name) == t);
+    }
+    (void)sum;
+    gguf_close(&f);
+    return 0;
+}
