@@ -132,7 +132,7 @@ struct zen_tokenizer {
     int nfc;
     pcre2_code *regex;
     pcre2_match_data *match;
-    cache_entry *cache;    /* [CACHE_SIZE] */
+    cache_entry *cache;    /* [CACHE_SIZE], allocated by the first encode */
     uint32_t *token_bytes; /* [n_ids] decoded length of each token */
     int32_t eos;
     int id_mismatches;     /* added tokens whose id differs from the one tokenizer.json lists */
@@ -365,7 +365,6 @@ static int load_root(zen_tokenizer *t, const cJSON *root, const char *path) {
         return zen_fail(ZEN_ERR_INPUT, "%s: expected a BPE model with 'vocab' and 'merges'", path);
     int rc = assign_ids(t, vocab, added, path);
     if (rc) return rc;
-    if (!(t->cache = zen_calloc(CACHE_SIZE, sizeof(cache_entry)))) return ZEN_ERR_INTERNAL;
     /* bytes */
     int cp_of_byte[256];
     byte_level_map(cp_of_byte);
@@ -585,6 +584,7 @@ static long bpe_heap(const zen_tokenizer *t, int32_t *sym, size_t n) {
 
 static int bpe_word(zen_tokenizer *t, const char *w, size_t n, zen_ids *out) {
     size_t slot = hash_bytes(w, n) & (CACHE_SIZE - 1);
+    if (!t->cache && !(t->cache = zen_calloc(CACHE_SIZE, sizeof(cache_entry)))) return ZEN_ERR_INTERNAL; /* on first use */
     cache_entry *c = &t->cache[slot];
     if (c->word && c->len == n && !memcmp(c->word, w, n)) return ids_push(out, c->ids, c->n);
     int32_t stack[BPE_SCAN_MAX], *sym = n <= BPE_SCAN_MAX ? stack : malloc(n * sizeof(int32_t));
