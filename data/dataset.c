@@ -181,8 +181,9 @@ typedef struct {
 
 /* token ids, mask values, and the count of masked-in targets (positions >= 1) */
 static int scan_tokens(const checked_file *f, int model_vocab, int64_t *masked) {
-    int32_t *tok = malloc(SCAN_CHUNK * sizeof(int32_t));
-    uint8_t *msk = malloc(SCAN_CHUNK);
+    hsize_t piece = (hsize_t)f->n_tokens < SCAN_CHUNK ? (hsize_t)f->n_tokens : SCAN_CHUNK;
+    int32_t *tok = malloc(piece * sizeof(int32_t));
+    uint8_t *msk = malloc(piece);
     int rc = (tok && msk) ? 0 : zen_fail(ZEN_ERR_INTERNAL, "out of memory");
     int64_t limit = f->vocab_attr < model_vocab ? f->vocab_attr : model_vocab;
     const char *which = f->vocab_attr < model_vocab ? "the file's vocab_size" : "the model's vocab";
@@ -217,7 +218,8 @@ static int scan_offsets(const checked_file *f) {
     if (f->n_offsets < 2)
         return zen_fail(ZEN_ERR_INPUT, "%s: /doc_offsets has %lld entries (expected num_docs + 1 >= 2)", f->path,
                         (long long)f->n_offsets);
-    int64_t *off = malloc(SCAN_CHUNK * sizeof(int64_t));
+    hsize_t piece = (hsize_t)f->n_offsets < SCAN_CHUNK ? (hsize_t)f->n_offsets : SCAN_CHUNK;
+    int64_t *off = malloc(piece * sizeof(int64_t));
     if (!off) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
     int rc = 0;
     int64_t prev = 0;

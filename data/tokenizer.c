@@ -121,7 +121,7 @@ typedef struct {
 struct zen_tokenizer {
     str_map vocab;
     char **id_text;        /* [n_ids] token text (byte-level unicode, or an added token's content) */
-    unsigned char *is_added; /* [n_ids] */
+    unsigned char *is_added; /* [n_ids] 0, or 1 for an added token, 2 for a special one */
     int32_t n_ids;
     pair_map merges;
     int32_t byte_id[256];  /* id of the one-character token of each byte */
@@ -180,30 +180,43 @@ static int load_config_eos(zen_tokenizer *t, const char *dir) {
     return 0;
 }
 
+/* GPT-2's split, which a ByteLevel pre-tokenizer with use_regex (its default) applies */
+static const char GPT2_SPLIT[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
 static int setup_regex(zen_tokenizer *t, const cJSON *pre, const char *path) {
-    /* the Split pattern of the pre-tokenizer (alone or inside a Sequence) */
-    const cJSON *list = pre, *split = NULL, *item;
+    /* the Split pattern of the pre-tokenizer (alone or inside a Sequence); a
+     * ByteLevel one alone splits as GPT-2 does, or not at all (use_regex false) */
+    const cJSON *list = pre, *split = NULL, *byte_level = NULL, *item;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(pre, "type");
     if (cJSON_IsString(type) && !strcmp(type->valuestring, "Sequence")) list = cJSON_GetObjectItemCaseSensitive(pre, "pretokenizers");
     if (cJSON_IsArray(list)) {
         cJSON_ArrayForEach(item, list) {
             const cJSON *ty = cJSON_GetObjectItemCaseSensitive(item, "type");
             if (cJSON_IsString(ty) && !strcmp(ty->valuestring, "Split")) split = item;
+            if (cJSON_IsString(ty) && !strcmp(ty->valuestring, "ByteLevel")) byte_level = item;
         }
     } else if (cJSON_IsString(type) && !strcmp(type->valuestring, "Split")) {
         split = pre;
+    } else if (cJSON_IsString(type) && !strcmp(type->valuestring, "ByteLevel")) {
+        byte_level = pre;
     }
     const cJSON *pattern = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(split, "pattern"), "Regex");
     const cJSON *behavior = cJSON_GetObjectItemCaseSensitive(split, "behavior");
-    if (!cJSON_IsString(pattern))
-        return zen_fail(ZEN_ERR_INPUT, "%s: pre_tokenizer has no Split regex (only byte-level BPE with a split pattern "
-                        "is supported)", path);
-    if (cJSON_IsString(behavior) && strcmp(behavior->valuestring, "Isolated"))
+    const char *regex = cJSON_IsString(pattern) ? pattern->valuestring : NULL;
+    if (!split && byte_level) {
+        const cJSON *use_regex = cJSON_GetObjectItemCaseSensitive(byte_level, "use_regex");
+        if (cJSON_IsFalse(use_regex)) return 0; /* no split: every stretch between special tokens is one word */
+        regex = GPT2_SPLIT;
+    }
+    if (!regex)
+        return zen_fail(ZEN_ERR_INPUT, "%s: pre_tokenizer has no Split regex or ByteLevel (only byte-level BPE is "
+                        "supported)", path);
+    if (split && cJSON_IsString(behavior) && strcmp(behavior->valuestring, "Isolated"))
         return zen_fail(ZEN_ERR_INPUT, "%s: Split behavior '%s' is not supported (expected Isolated)", path,
                         behavior->valuestring);
     int err;
     PCRE2_SIZE offset;
-    t->regex = pcre2_compile((PCRE2_SPTR)pattern->valuestring, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err,
+    t->regex = pcre2_compile((PCRE2_SPTR)regex, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err,
                              &offset, NULL);
     if (!t->regex) {
         PCRE2_UCHAR msg[256];
@@ -297,12 +310,14 @@ static int assign_ids(zen_tokenizer *t, const cJSON *vocab, const cJSON *added, 
         }
         if (id != listed) t->id_mismatches++;
         if (id > max_added) max_added = id;
+        if (id > max_id) max_id = id;
         if (!t->is_added[id]) { /* matched in text before BPE, kept whole */
-            t->is_added[id] = 1;
+            t->is_added[id] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(item, "special")) ? 2 : 1;
             t->added[t->n_added++] = (added_token){t->id_text[id], strlen(t->id_text[id]), id};
             t->added_first[(unsigned char)t->id_text[id][0]] = 1;
         }
     }
+    t->n_ids = max_id + 1; /* the tables hold `bound` entries; ids stop here */
     return 0;
 }
 
@@ -431,6 +446,15 @@ int zen_tokenizer_load(zen_tokenizer **out, const char *dir) {
 }
 
 int zen_tokenizer_id_mismatches(const zen_tokenizer *t) { return t->id_mismatches; }
+
+const char *zen_tokenizer_text(const zen_tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->n_ids ? t->id_text[id] : NULL;
+}
+
+int zen_tokenizer_kind(const zen_tokenizer *t, int32_t id) {
+    if (id < 0 || id >= t->n_ids || !t->id_text[id]) return 0;
+    return 1 + t->is_added[id];
+}
 
 void zen_tokenizer_free(zen_tokenizer *t) {
     if (!t) return;
@@ -639,6 +663,10 @@ static int encode_plain(zen_tokenizer *t, const char *text, size_t len, zen_ids 
     int rc = 0;
     size_t pos = 0;
     uint32_t check = 0; /* the first match validates the UTF-8 of the whole stretch; later ones skip it */
+    if (!t->regex) { /* a pre-tokenizer without a split: the stretch is one word */
+        rc = bpe_word(t, text, len, out);
+        pos = len;
+    }
     while (pos < len && !rc) {
         int m = pcre2_match(t->regex, (PCRE2_SPTR)text, len, pos, check, t->match, NULL);
         check = PCRE2_NO_UTF_CHECK;

@@ -43,6 +43,10 @@ int32_t zen_tokenizer_token_id(const zen_tokenizer *t, const char *token);
 size_t zen_tokenizer_token_bytes(const zen_tokenizer *t, int32_t id);
 /* The tokenizer's normalisation of text (NFC or none) into a malloc'd copy. */
 int zen_tokenizer_normalize(const zen_tokenizer *t, const char *text, size_t len, char **out, size_t *out_len);
+/* The stored text of an id (byte-level unicode, or an added token's content), or NULL. */
+const char *zen_tokenizer_text(const zen_tokenizer *t, int32_t id);
+/* 0 no such id, 1 a vocabulary token, 2 an added token, 3 a special added token */
+int zen_tokenizer_kind(const zen_tokenizer *t, int32_t id);
 /* One more than the largest id. */
 int32_t zen_tokenizer_vocab_size(const zen_tokenizer *t);
 /* The eos token of tokenizer_config.json, or -1. */

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../util/error.h"
+#include "../data/tokenizer.h"
 #include "../util/file.h"
 #include "export.h"
 
@@ -36,7 +37,7 @@ static int config_id(const char *model_dir, const char *key) {
     int id = -1;
     if (path && !zen_read_json_object(path, &root)) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-        if (cJSON_IsNumber(v)) id = (int)v->valuedouble;
+        if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < ZEN_TOKENIZER_MAX_ID) id = (int)v->valuedouble;
     }
     cJSON_Delete(root);
     free(path);
@@ -47,6 +48,7 @@ int zen_gguf_add_tokenizer(gguf_writer *w, const char *model_dir, int n_vocab) {
     char *tok_path = zen_path_join(model_dir, "tokenizer.json");
     char *cfg_path = zen_path_join(model_dir, "tokenizer_config.json");
     cJSON *tok = NULL, *cfg = NULL;
+    zen_tokenizer *t = NULL;
     char **tokens = zen_calloc((size_t)n_vocab, sizeof(char *));
     int32_t *types = zen_calloc((size_t)n_vocab, sizeof(int32_t));
     char **merges = NULL;
@@ -55,36 +57,21 @@ int zen_gguf_add_tokenizer(gguf_writer *w, const char *model_dir, int n_vocab) {
     else if (!zen_file_exists(tok_path))
         rc = zen_fail(ZEN_ERR_INPUT, "%s: no tokenizer.json for the GGUF vocabulary (give --no-tokenizer to export "
                       "a model without one)", model_dir);
-    else if (!(rc = zen_read_json_object(tok_path, &tok)) && zen_file_exists(cfg_path))
+    /* the ids as zen data gives them (data/tokenizer.c: HF's assignment, every id checked) */
+    else if (!(rc = zen_tokenizer_load(&t, model_dir)) && zen_tokenizer_vocab_size(t) > n_vocab)
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: token ids reach %d, outside the model's %d embedding rows", tok_path,
+                      zen_tokenizer_vocab_size(t) - 1, n_vocab);
+    if (!rc && !(rc = zen_read_json_object(tok_path, &tok)) && zen_file_exists(cfg_path))
         rc = zen_read_json_object(cfg_path, &cfg);
     const cJSON *model = rc ? NULL : cJSON_GetObjectItemCaseSensitive(tok, "model");
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *mlist = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    if (!rc && !(cJSON_IsString(type) && !strcmp(type->valuestring, "BPE") && cJSON_IsObject(vocab) && cJSON_IsArray(mlist)))
-        rc = zen_fail(ZEN_ERR_INPUT, "%s: expected a BPE model with 'vocab' and 'merges'", tok_path);
     const cJSON *item;
-    if (!rc) cJSON_ArrayForEach(item, vocab) {
-        int id = cJSON_IsNumber(item) ? (int)item->valuedouble : -1;
-        if (id < 0 || id >= n_vocab) {
-            rc = zen_fail(ZEN_ERR_INPUT, "%s: token '%s' has id %d, outside the model's %d embedding rows", tok_path,
-                          item->string, id, n_vocab);
-            break;
-        }
-        tokens[id] = item->string;
-        types[id] = TOKEN_NORMAL;
-    }
-    const cJSON *added = rc ? NULL : cJSON_GetObjectItemCaseSensitive(tok, "added_tokens");
-    cJSON_ArrayForEach(item, added) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(item, "id");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
-        const cJSON *special = cJSON_GetObjectItemCaseSensitive(item, "special");
-        if (!cJSON_IsNumber(id) || !cJSON_IsString(content) || id->valuedouble < 0 || id->valuedouble >= n_vocab) {
-            rc = zen_fail(ZEN_ERR_INPUT, "%s: an added token lacks a valid id (< %d) or content", tok_path, n_vocab);
-            break;
-        }
-        tokens[(int)id->valuedouble] = content->valuestring;
-        types[(int)id->valuedouble] = cJSON_IsTrue(special) ? TOKEN_CONTROL : TOKEN_USER_DEFINED;
+    for (int32_t id = 0; !rc && id < zen_tokenizer_vocab_size(t); id++) {
+        static const int32_t kind_type[] = {0, TOKEN_NORMAL, TOKEN_USER_DEFINED, TOKEN_CONTROL};
+        int kind = zen_tokenizer_kind(t, id);
+        if (!kind) continue;
+        tokens[id] = (char *)zen_tokenizer_text(t, id);
+        types[id] = kind_type[kind];
     }
     char **pads = zen_calloc((size_t)n_vocab, sizeof(char *));
     if (!rc && !pads) rc = ZEN_ERR_INTERNAL;
@@ -142,6 +129,7 @@ int zen_gguf_add_tokenizer(gguf_writer *w, const char *model_dir, int n_vocab) {
     free(merges);
     free(tokens);
     free(types);
+    zen_tokenizer_free(t);
     cJSON_Delete(tok);
     cJSON_Delete(cfg);
     free(tok_path);
