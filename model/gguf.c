@@ -1,5 +1,6 @@
 /* model/gguf.c: GGUF v3 writing (streamed) and reading (bounds-checked). */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 
 #include "../util/atomic_file.h"
 #include "../util/error.h"
+#include "../util/file.h"
 #include "gguf.h"
 
 /* ---------------- writing ---------------- */
@@ -260,20 +262,29 @@ static int grow_array(void **arr, uint64_t *cap, uint64_t n, size_t elem) {
 
 static int name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* the first string of names[0..n) that appears twice (NULL if none); names is reordered */
-static const char *first_duplicate(char **names, uint64_t n) {
-    qsort(names, (size_t)n, sizeof *names, name_cmp);
-    for (uint64_t i = 1; i < n; i++)
-        if (!strcmp(names[i - 1], names[i])) return names[i];
-    return NULL;
-}
-
 /* a printable copy of a name from the file for messages (control bytes as ?) */
 static const char *printable(const char *s, char *buf, size_t cap) {
     size_t i = 0;
     for (; s && s[i] && i + 1 < cap; i++) buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
     buf[i] = '\0';
     return buf;
+}
+
+/* refuses a name given twice among n items of `stride` bytes whose char *
+ * name sits at `offset` in each (keys, tensor infos) */
+static int refuse_duplicates(const char *path, const char *what, const void *items, uint64_t n, size_t stride,
+                             size_t offset) {
+    if (n < 2) return 0;
+    char **names = malloc((size_t)n * sizeof *names), buf[128];
+    if (!names) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    for (uint64_t i = 0; i < n; i++) memcpy(&names[i], (const char *)items + i * stride + offset, sizeof(char *));
+    qsort(names, (size_t)n, sizeof *names, name_cmp);
+    int rc = 0;
+    for (uint64_t i = 1; i < n && !rc; i++)
+        if (!strcmp(names[i - 1], names[i]))
+            rc = zen_fail(ZEN_ERR_INPUT, "%s: %s '%s' appears twice", path, what, printable(names[i], buf, sizeof buf));
+    free(names);
+    return rc;
 }
 
 static int parse_kvs(gguf_file *f, cursor *c, uint32_t *alignment) {
@@ -316,16 +327,7 @@ static int parse_kvs(gguf_file *f, cursor *c, uint32_t *alignment) {
             *alignment = a;
         }
     }
-    if (f->n_kv > 1) {
-        char **keys = malloc((size_t)f->n_kv * sizeof *keys), buf[128];
-        if (!keys) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-        for (uint64_t i = 0; i < f->n_kv; i++) keys[i] = f->kvs[i].key;
-        const char *dup = first_duplicate(keys, f->n_kv);
-        int rc = dup ? zen_fail(ZEN_ERR_INPUT, "%s: key '%s' appears twice", path, printable(dup, buf, sizeof buf)) : 0;
-        free(keys);
-        if (rc) return rc;
-    }
-    return 0;
+    return refuse_duplicates(path, "key", f->kvs, f->n_kv, sizeof(gguf_kv), offsetof(gguf_kv, key));
 }
 
 static int parse_tensor_infos(gguf_file *f, cursor *c) {
@@ -370,16 +372,8 @@ static int parse_tensor_infos(gguf_file *f, cursor *c) {
             return zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' is too large", path, name);
         t->nbytes = blocks * per_block;
     }
-    if (f->n_tensors > 1) {
-        char **names = malloc((size_t)f->n_tensors * sizeof *names);
-        if (!names) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-        for (uint64_t i = 0; i < f->n_tensors; i++) names[i] = f->tensors[i].name;
-        const char *dup = first_duplicate(names, f->n_tensors);
-        int rc = dup ? zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' appears twice", path, printable(dup, buf, sizeof buf)) : 0;
-        free(names);
-        if (rc) return rc;
-    }
-    return 0;
+    return refuse_duplicates(path, "tensor", f->tensors, f->n_tensors, sizeof(gguf_tensor_info),
+                             offsetof(gguf_tensor_info, name));
 }
 
 /* the data section: each tensor at the padded running offset, inside the file */
@@ -434,29 +428,13 @@ static int parse_gguf(gguf_file *f) {
 int gguf_open(gguf_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     if (!(f->path = strdup(path))) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        int rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
-        gguf_close(f);
-        return rc;
+    void *map;
+    int rc = zen_map_file(path, 24, "GGUF file", &map, &f->size);
+    if (!rc) {
+        f->map = map;
+        f->mapped = 1;
+        rc = parse_gguf(f);
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 24) {
-        close(fd);
-        gguf_close(f);
-        return zen_fail(ZEN_ERR_INPUT, "%s: too short for a GGUF file, or not a regular file", path);
-    }
-    f->size = (size_t)st.st_size;
-    void *map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) {
-        int rc = zen_fail(ZEN_ERR_INTERNAL, "%s: cannot map: %s", path, strerror(errno));
-        gguf_close(f);
-        return rc;
-    }
-    f->map = map;
-    f->mapped = 1;
-    int rc = parse_gguf(f);
     if (rc) gguf_close(f);
     return rc;
 }

@@ -215,34 +215,11 @@ static int parse_file(st_file *f) {
 int st_open(st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     if (!(f->path = strdup(path))) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        int rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
-        st_close(f);
-        return rc;
+    int rc = zen_map_file(path, 8, "SafeTensors file", &f->map, &f->size);
+    if (!rc) {
+        f->mapped = 1;
+        rc = parse_file(f);
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        st_close(f);
-        return zen_fail(ZEN_ERR_INPUT, "%s: not a regular file", path);
-    }
-    f->size = (size_t)st.st_size;
-    if (f->size < 8) {
-        close(fd);
-        st_close(f);
-        return zen_fail(ZEN_ERR_INPUT, "%s: too short for a SafeTensors file (%zu bytes)", path,
-                        (size_t)st.st_size);
-    }
-    void *map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) {
-        st_close(f);
-        return zen_fail(ZEN_ERR_INTERNAL, "%s: cannot map: %s", path, strerror(errno));
-    }
-    f->map = map;
-    f->mapped = 1;
-    int rc = parse_file(f);
     if (rc) st_close(f);
     return rc;
 }

@@ -1,6 +1,8 @@
 /* util/file.c: small file helpers. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <errno.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -42,6 +44,28 @@ int zen_read_file_bytes(const char *path, char **out, size_t *len_out) {
     buf[size] = '\0';
     *out = buf;
     if (len_out) *len_out = (size_t)size;
+    return 0;
+}
+
+int zen_map_file(const char *path, size_t min_size, const char *kind, void **map, size_t *size) {
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return zen_fail(ZEN_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return zen_fail(ZEN_ERR_INPUT, "%s: not a regular file", path);
+    }
+    if ((size_t)st.st_size < min_size) {
+        close(fd);
+        return zen_fail(ZEN_ERR_INPUT, "%s: too short for a %s (%zu bytes)", path, kind, (size_t)st.st_size);
+    }
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) return zen_fail(ZEN_ERR_INTERNAL, "%s: cannot map: %s", path, strerror(errno));
+    *map = m;
+    *size = (size_t)st.st_size;
     return 0;
 }
 

@@ -13,6 +13,10 @@ int zen_read_text_file(const char *path, char **out);
  * the path. */
 struct cJSON;
 int zen_read_json_object(const char *path, struct cJSON **out);
+/* Maps a whole regular file read-only: *map, *size; min_size the least a
+ * file of its kind can be (else "too short for a <kind>"). Unmap with
+ * munmap(*map, *size). */
+int zen_map_file(const char *path, size_t min_size, const char *kind, void **map, size_t *size);
 /* Writes text to path atomically (util/atomic_file.h). */
 int zen_write_text_file(const char *path, const char *text);
 /* Writes a cJSON tree, pretty-printed, to dir/name atomically and frees the

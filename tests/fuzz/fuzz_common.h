@@ -37,4 +37,17 @@ static inline void fuzz_check_message(void) {
     for (const char *c = zen_last_error(); *c; c++) FUZZ_ASSERT((unsigned char)*c >= 0x20 && *c != 0x7f);
 }
 
+#ifdef ZEN_FUZZ_TOKENIZER_DIR
+#include "data/tokenizer.h"
+/* the fuzz tokenizer (tests/fuzz/tokenizer), loaded once */
+static inline zen_tokenizer *fuzz_tokenizer(void) {
+    static zen_tokenizer *tok;
+    if (!tok && zen_tokenizer_load(&tok, ZEN_FUZZ_TOKENIZER_DIR)) {
+        fprintf(stderr, "fuzz: %s\n", zen_last_error());
+        abort();
+    }
+    return tok;
+}
+#endif
+
 #endif

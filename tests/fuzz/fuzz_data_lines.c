@@ -4,18 +4,8 @@
 #include "data/prepare.h"
 #include "fuzz_common.h"
 
-static zen_tokenizer *tok;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc, (void)argv;
-    if (zen_tokenizer_load(&tok, ZEN_FUZZ_TOKENIZER_DIR)) {
-        fprintf(stderr, "fuzz: %s\n", zen_last_error());
-        abort();
-    }
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    zen_tokenizer *tok = fuzz_tokenizer();
     if (size < 1) return 0;
     static const zen_data_format formats[] = {ZEN_DATA_JSONL, ZEN_DATA_ALPACA, ZEN_DATA_MESSAGES};
     zen_data_opts o = {0};

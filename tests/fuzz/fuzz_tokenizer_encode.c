@@ -5,18 +5,8 @@
 #include "data/tokenizer.h"
 #include "fuzz_common.h"
 
-static zen_tokenizer *tok;
-
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    (void)argc, (void)argv;
-    if (zen_tokenizer_load(&tok, ZEN_FUZZ_TOKENIZER_DIR)) {
-        fprintf(stderr, "fuzz: %s\n", zen_last_error());
-        abort();
-    }
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    zen_tokenizer *tok = fuzz_tokenizer();
     const char *text = (const char *)data;
     char *norm;
     size_t norm_len;
