@@ -54,6 +54,7 @@ static char *state_json(const zen_train_state *st, const zen_run_config *cfg) {
     cJSON_AddNumberToObject(root, "batch_in_epoch", (double)st->batch_in_epoch);
     cJSON_AddNumberToObject(root, "elapsed_s", st->elapsed_s);
     cJSON_AddNumberToObject(root, "tokens_seen", st->tokens_seen);
+    cJSON_AddNumberToObject(root, "data_tokens", (double)st->data_tokens);
     cJSON *rng = cJSON_AddObjectToObject(root, "rng");
     cJSON_AddNumberToObject(rng, "seed", (double)cfg->seed);
     cJSON_AddStringToObject(rng, "data_order", "xoshiro256** Fisher-Yates per epoch, seeded from (seed, epoch)");
@@ -231,7 +232,9 @@ int zen_checkpoint_parse_state(const char *text, size_t len, const char *origin,
     else if (!(rc = state_count(root, "step", &st->step, origin)) && !(rc = state_count(root, "epoch", &st->epoch, origin)) &&
              !(rc = state_count(root, "batch_in_epoch", &st->batch_in_epoch, origin)) &&
              !(rc = state_amount(root, "elapsed_s", &st->elapsed_s, origin)) &&
-             !(rc = state_amount(root, "tokens_seen", &st->tokens_seen, origin)) && !cJSON_IsObject(cfg))
+             !(rc = state_amount(root, "tokens_seen", &st->tokens_seen, origin)) &&
+             !(rc = cJSON_HasObjectItem(root, "data_tokens") ? state_count(root, "data_tokens", &st->data_tokens, origin) : 0) &&
+             !cJSON_IsObject(cfg))
         rc = zen_fail(ZEN_ERR_INPUT, "%s: missing the run config ('config')", origin);
     if (!rc) {
         char *cfg_text = cJSON_PrintUnformatted(cfg);

@@ -14,6 +14,7 @@ typedef struct {
     long epoch, batch_in_epoch; /* data position of the next step */
     double elapsed_s;
     double tokens_seen;
+    long data_tokens;     /* tokens in the training file when saved (0: not recorded) */
 } zen_train_state;
 
 int zen_checkpoint_save(const char *out_dir, const zen_train_state *st, const zen_lora *lo,

@@ -241,6 +241,10 @@ static int check_resumed(run *r, const zen_run_config *saved, const zen_train_st
         return zen_fail(ZEN_ERR_INPUT, "--resume: config %s differ from %s/checkpoint-%ld; a resumed run must use the "
                         "recipe it started with", diffs, c->out_dir, latest);
     snprintf(origin, sizeof origin, "%s/checkpoint-%ld/trainer_state.json", c->out_dir, latest);
+    if (st->data_tokens && st->data_tokens != (long)r->s.data.n_tokens)
+        return zen_fail(ZEN_ERR_INPUT, "--resume: %s holds %lld tokens but the run was saved training on %ld; a "
+                        "resumed run must read the data it started with", c->data, (long long)r->s.data.n_tokens,
+                        st->data_tokens);
     return zen_checkpoint_check_position(st, origin, r->total_steps, r->steps_per_epoch);
 }
 
@@ -373,6 +377,7 @@ int zen_train(const zen_run_config *c, int resume) {
         st.epoch = st.step / r.steps_per_epoch;
         st.batch_in_epoch = st.step % r.steps_per_epoch;
         st.tokens_seen += tokens_per_step;
+        st.data_tokens = (long)r.s.data.n_tokens;
         int last = st.step == r.total_steps;
         int evaluate = r.val_data && ((c->eval_every > 0 && st.step % c->eval_every == 0) || last);
         eval_loss = NAN;

@@ -246,6 +246,11 @@ def main():
                      "--set", "max_steps=3"], fragment)
     with open(state_path, "w") as f:
         json.dump(state, f)
+    write_tokens(w("moving.h5"), rng.integers(0, 256, 4000), 256)
+    mbase = [zen, "train", w("r.json"), "--model", w("model"), "--data", w("moving.h5"), "--out", w("r3")]
+    run(mbase + ["--set", "max_steps=3"])
+    write_tokens(w("moving.h5"), rng.integers(0, 256, 4100), 256)  # the same path, other data
+    expect_error("--resume on data that changed under the same path is refused", mbase + ["--resume"], "4100 tokens")
 
     # ---- 6. crashes and hangs on small inputs ----
     run([zen, "data", "--tokenizer", w("model"), "--in", w("text.txt"), "--format", "text", "--out", w("d6.h5")])
