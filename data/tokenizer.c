@@ -721,12 +721,21 @@ int zen_tokenizer_encode(zen_tokenizer *t, const char *text, size_t len, int par
     return rc;
 }
 
-static int decode_cp(const unsigned char *s, size_t *adv) {
-    if (s[0] < 0x80) { *adv = 1; return s[0]; }
-    if ((s[0] & 0xE0) == 0xC0) { *adv = 2; return (s[0] & 0x1F) << 6 | (s[1] & 0x3F); }
-    if ((s[0] & 0xF0) == 0xE0) { *adv = 3; return (s[0] & 0x0F) << 12 | (s[1] & 0x3F) << 6 | (s[2] & 0x3F); }
-    *adv = 4;
-    return -1;
+/* the code point of the UTF-8 character at s (n bytes left), *adv its length;
+ * a lead byte without its continuation bytes is one byte of its own (-1) */
+static int decode_cp(const unsigned char *s, size_t n, size_t *adv) {
+    size_t want = s[0] < 0x80 ? 1 : (s[0] & 0xE0) == 0xC0 ? 2 : (s[0] & 0xF0) == 0xE0 ? 3 : (s[0] & 0xF8) == 0xF0 ? 4 : 0;
+    for (size_t k = 1; k < want && want <= n; k++)
+        if ((s[k] & 0xC0) != 0x80) want = 0;
+    if (want == 0 || want > n) {
+        *adv = 1;
+        return -1;
+    }
+    *adv = want;
+    if (want == 1) return s[0];
+    if (want == 2) return (s[0] & 0x1F) << 6 | (s[1] & 0x3F);
+    if (want == 3) return (s[0] & 0x0F) << 12 | (s[1] & 0x3F) << 6 | (s[2] & 0x3F);
+    return -1; /* four bytes: above the byte-level map's range */
 }
 
 int zen_tokenizer_decode(const zen_tokenizer *t, const int32_t *ids, size_t n, char **out, size_t *len_out) {
@@ -756,7 +765,7 @@ int zen_tokenizer_decode(const zen_tokenizer *t, const int32_t *ids, size_t n, c
         }
         for (size_t i = 0; i < sl;) { /* byte-level characters back to bytes */
             size_t adv;
-            int cp = decode_cp((const unsigned char *)s + i, &adv);
+            int cp = decode_cp((const unsigned char *)s + i, sl - i, &adv);
             int b = cp >= 0 && cp < 512 ? t->unicode_to_byte[cp] : -1;
             if (b < 0) {
                 memcpy(buf + len, s + i, adv);

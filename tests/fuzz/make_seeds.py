@@ -24,9 +24,13 @@ from zen_files import write_safetensors  # noqa: E402
 
 
 def corpus(target):
+    """the seed directory of a target, emptied but for regress-* files (inputs
+    that once found a bug, kept so that every fuzz run replays them)"""
     d = os.path.join(HERE, "corpus", target)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    os.makedirs(d, exist_ok=True)
+    for f in os.listdir(d):
+        if not f.startswith("regress-"):
+            os.remove(os.path.join(d, f))
     return lambda name, data: open(os.path.join(d, name), "wb").write(data if isinstance(data, bytes) else data.encode())
 
 
