@@ -148,13 +148,10 @@ static int open_array(const char *path, hid_t file, const char *name, size_t max
     return rc;
 }
 
-/* the root attribute vocab_size: one integer in [1, 2^31) */
-static int read_vocab_attr(const char *path, hid_t file, int64_t *out) {
-    H5O_info_t info;
-    if (H5Oget_info2(file, &info, H5O_INFO_NUM_ATTRS) < 0 || info.num_attrs == 0 ||
-        H5Aexists(file, "vocab_size") <= 0)
-        return zen_fail(ZEN_ERR_INPUT, "%s: missing root attribute 'vocab_size'", path);
-    hid_t attr = H5Aopen(file, "vocab_size", H5P_DEFAULT);
+/* the root attribute `name` (which exists): one integer in [lo, hi] (range names it in the error) */
+static int read_int_attr(const char *path, hid_t file, const char *name, long long lo, long long hi,
+                         const char *range, int64_t *out) {
+    hid_t attr = H5Aopen(file, name, H5P_DEFAULT);
     hid_t type = attr < 0 ? -1 : H5Aget_type(attr);
     hid_t space = attr < 0 ? -1 : H5Aget_space(attr);
     int ok = type >= 0 && space >= 0 && H5Tget_class(type) == H5T_INTEGER && H5Tget_size(type) <= 8 &&
@@ -164,10 +161,26 @@ static int read_vocab_attr(const char *path, hid_t file, int64_t *out) {
     if (space >= 0) H5Sclose(space);
     if (type >= 0) H5Tclose(type);
     if (attr >= 0) H5Aclose(attr);
-    if (!ok || value < 1 || value > INT32_MAX)
-        return zen_fail(ZEN_ERR_INPUT, "%s: root attribute 'vocab_size' must be one integer in [1, 2^31)", path);
+    if (!ok || value < lo || value > hi)
+        return zen_fail(ZEN_ERR_INPUT, "%s: root attribute '%s' must be one integer in %s", path, name, range);
     *out = value;
     return 0;
+}
+
+/* the root attribute vocab_size: one integer in [1, 2^31) */
+static int read_vocab_attr(const char *path, hid_t file, int64_t *out) {
+    H5O_info_t info;
+    if (H5Oget_info2(file, &info, H5O_INFO_NUM_ATTRS) < 0 || info.num_attrs == 0 ||
+        H5Aexists(file, "vocab_size") <= 0)
+        return zen_fail(ZEN_ERR_INPUT, "%s: missing root attribute 'vocab_size'", path);
+    return read_int_attr(path, file, "vocab_size", 1, INT32_MAX, "[1, 2^31)", out);
+}
+
+/* the optional root attribute packed_seq_len (zen data --pack T): 0 if absent */
+static int read_packed_attr(const char *path, hid_t file, int64_t *out) {
+    *out = 0;
+    if (H5Aexists(file, "packed_seq_len") <= 0) return 0;
+    return read_int_attr(path, file, "packed_seq_len", 1, 1 << 20, "[1, 2^20]", out);
 }
 
 /* ---------------- values ---------------- */
@@ -253,8 +266,12 @@ static int check_file(const char *path, hid_t file, int model_vocab, zen_dataset
                       (long long)f.n_tokens);
     if (!rc) rc = open_array(path, file, "doc_offsets", 8, 1, "int64", 0, &f.offsets, &f.n_offsets);
     if (!rc) rc = read_vocab_attr(path, file, &f.vocab_attr);
+    if (!rc) rc = read_packed_attr(path, file, &info->packed_seq_len);
     if (!rc && f.n_tokens < 2)
         rc = zen_fail(ZEN_ERR_INPUT, "%s: /tokens holds %lld tokens; at least 2 are needed", path, (long long)f.n_tokens);
+    if (!rc && info->packed_seq_len && (f.n_tokens - 1) % info->packed_seq_len)
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: packed_seq_len %lld, but /tokens holds %lld tokens, not a multiple of it plus one",
+                      path, (long long)info->packed_seq_len, (long long)f.n_tokens);
     if (!rc) rc = scan_tokens(&f, model_vocab, &info->n_masked);
     if (!rc && f.offsets >= 0) rc = scan_offsets(&f);
     if (!rc) {
@@ -380,6 +397,17 @@ int zen_dataset_open(zen_dataset *d, const char *path, int model_vocab) {
         d->vocab_size = info.vocab_size;
         d->n_masked = info.n_masked;
         d->n_docs = info.n_docs;
+        d->packed_seq_len = info.packed_seq_len;
+        d->doc_mask = 1;
+    }
+    if (!rc && info.n_docs >= 0) { /* the documents, in memory (8 bytes each): checked above, so read whole */
+        hid_t off = H5Dopen2((hid_t)d->file, "doc_offsets", H5P_DEFAULT);
+        d->offsets = off >= 0 ? zen_malloc((size_t)(info.n_docs + 1) * sizeof(int64_t)) : NULL;
+        rc = off < 0 ? zen_fail(ZEN_ERR_INPUT, "%s: cannot open /doc_offsets", path)
+             : !d->offsets ? ZEN_ERR_INTERNAL
+                           : read_range(path, off, H5T_NATIVE_INT64, 0, (hsize_t)info.n_docs + 1, d->offsets,
+                                        "/doc_offsets");
+        if (off >= 0) H5Dclose(off);
     }
     if (rc) zen_dataset_close(d);
     return rc;
@@ -390,6 +418,7 @@ void zen_dataset_close(zen_dataset *d) {
     if (d->mask > 0) H5Dclose((hid_t)d->mask);
     if (d->tokens > 0) H5Dclose((hid_t)d->tokens);
     if (d->file > 0) H5Fclose((hid_t)d->file);
+    free(d->offsets);
     free(d->path);
     memset(d, 0, sizeof *d);
 }
@@ -398,7 +427,28 @@ int64_t zen_dataset_num_sequences(const zen_dataset *d, size_t T) {
     return d->n_tokens < 1 ? 0 : (d->n_tokens - 1) / (int64_t)T;
 }
 
-int zen_dataset_read(const zen_dataset *d, int64_t seq, size_t T, int32_t *inputs, int32_t *targets, uint8_t *mask) {
+/* the documents of tokens [g0, g0 + T]: each row's segment start and RoPE
+ * position, and mask 0 on a target that begins another document */
+static void segment_rows(const zen_dataset *d, int64_t g0, size_t T, uint8_t *mask, int32_t *pos, int32_t *seg) {
+    int64_t lo = 0, hi = d->n_docs; /* the document holding g0: off[j] <= g0 < off[j + 1] */
+    while (lo < hi) {
+        int64_t mid = (lo + hi + 1) / 2;
+        if (d->offsets[mid] <= g0) lo = mid;
+        else hi = mid - 1;
+    }
+    int64_t j = lo;
+    for (size_t t = 0; t < T; t++) {
+        int64_t g = g0 + (int64_t)t;
+        while (d->offsets[j + 1] <= g) j++; /* past the documents that end here (empty ones too) */
+        int64_t start = d->offsets[j] > g0 ? d->offsets[j] - g0 : 0;
+        seg[t] = (int32_t)start;
+        pos[t] = (int32_t)((int64_t)t - start);
+        if (g + 1 == d->offsets[j + 1]) mask[t] = 0; /* the next token starts another document */
+    }
+}
+
+int zen_dataset_read(const zen_dataset *d, int64_t seq, size_t T, int32_t *inputs, int32_t *targets, uint8_t *mask,
+                     int32_t *pos, int32_t *seg) {
     if (seq < 0 || seq >= zen_dataset_num_sequences(d, T))
         return zen_fail(ZEN_ERR_INPUT, "%s: sequence %lld is out of range (%lld sequences of %zu)", d->path,
                         (long long)seq, (long long)zen_dataset_num_sequences(d, T), T);
@@ -414,8 +464,22 @@ int zen_dataset_read(const zen_dataset *d, int64_t seq, size_t T, int32_t *input
         else
             memset(mask, 1, T);
     }
+    if (!rc && pos) {
+        if (d->offsets && d->doc_mask) {
+            segment_rows(d, (int64_t)start, T, mask, pos, seg);
+        } else { /* one segment: positions 0..T-1, every key before */
+            for (size_t t = 0; t < T; t++) pos[t] = (int32_t)t, seg[t] = 0;
+        }
+    }
     free(buf);
     return rc;
+}
+
+int zen_dataset_check_seq_len(const zen_dataset *d, size_t T) {
+    if (d->packed_seq_len && (size_t)d->packed_seq_len != T)
+        return zen_fail(ZEN_ERR_INPUT, "%s was packed for seq_len %lld (zen data --pack); use seq_len %lld or pack it "
+                        "again for %zu", d->path, (long long)d->packed_seq_len, (long long)d->packed_seq_len, T);
+    return 0;
 }
 
 int zen_dataset_read_range(const zen_dataset *d, int64_t start, size_t n, int32_t *tokens, uint8_t *mask) {

@@ -19,6 +19,7 @@ typedef struct {
     int64_t vocab_size;         /* the file's attribute */
     int64_t n_masked;           /* targets (positions >= 1) whose mask is 1 */
     int64_t n_docs;             /* documents in /doc_offsets, -1 without it */
+    int64_t packed_seq_len;     /* the root attribute of a packed file (zen data --pack T), else 0 */
 } zen_dataset_info;
 
 typedef struct {
@@ -29,6 +30,9 @@ typedef struct {
     int64_t vocab_size;         /* the file's attribute */
     int64_t n_masked;           /* targets whose mask is 1, in the whole file */
     int64_t n_docs;             /* -1 without /doc_offsets */
+    int64_t *offsets;           /* [n_docs + 1] document boundaries in memory, NULL without /doc_offsets */
+    int64_t packed_seq_len;     /* 0 unless written by zen data --pack T */
+    int doc_mask;               /* 1 (the default): documents are kept apart when read; 0: one segment */
 } zen_dataset;
 
 /* Opens and validates the file (see dataset.c: layout, storage, attribute,
@@ -42,9 +46,16 @@ int zen_dataset_check_image(const void *data, size_t size, int model_vocab, zen_
 /* Safe on a zero-initialised dataset and on one already closed. */
 void zen_dataset_close(zen_dataset *d);
 int64_t zen_dataset_num_sequences(const zen_dataset *d, size_t T);
-/* Reads sequence `seq`: inputs, targets [T] and mask [T] (all ones without /loss_mask). */
-int zen_dataset_read(const zen_dataset *d, int64_t seq, size_t T, int32_t *inputs,
-                     int32_t *targets, uint8_t *mask);
+/* Reads sequence `seq`: inputs, targets [T] and mask [T] (all ones without
+ * /loss_mask), and (pos and seg may be NULL) its documents: with
+ * /doc_offsets and doc_mask, each row's segment start seg[t] (the first row
+ * of its document in the sequence), its RoPE position pos[t] = t - seg[t],
+ * and mask 0 where the target begins another document; else one segment
+ * (seg 0, pos t). */
+int zen_dataset_read(const zen_dataset *d, int64_t seq, size_t T, int32_t *inputs, int32_t *targets, uint8_t *mask,
+                     int32_t *pos, int32_t *seg);
+/* A packed file (packed_seq_len) read with another sequence length is a one-line error. */
+int zen_dataset_check_seq_len(const zen_dataset *d, size_t T);
 
 /* Reads tokens [start, start + n) and their loss mask (ones without /loss_mask). */
 int zen_dataset_read_range(const zen_dataset *d, int64_t start, size_t n, int32_t *tokens, uint8_t *mask);

@@ -140,22 +140,27 @@ struct zk_backend {
     void (*rmsnorm_bwd)(zk_backend *be, void *dx, float *dw, const void *dy, const void *x,
                         const float *rstd, const float *w, size_t rows, size_t dim,
                         int accumulate);
-    /* rotate-half (NEOX) RoPE in place on x[B*T, H, hd]; position of row b*T+t is t;
-     * inv_freq[i] = theta^(-2i/hd). Backward applies the inverse rotation to dx. */
-    void (*rope_fwd)(zk_backend *be, void *x, size_t B, size_t T, size_t H, size_t hd,
+    /* rotate-half (NEOX) RoPE in place on x[N, H, hd]: row n is at position
+     * pos[n] (device int32 [N], each in [0, max_pos)); inv_freq[i] =
+     * theta^(-2i/hd). Backward applies the inverse rotation to dx. */
+    void (*rope_fwd)(zk_backend *be, void *x, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
                      double theta);
-    void (*rope_bwd)(zk_backend *be, void *dx, size_t B, size_t T, size_t H, size_t hd,
+    void (*rope_bwd)(zk_backend *be, void *dx, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
                      double theta);
 
     /* --- attention --- */
-    /* causal GQA: q[B,T,nh,hd], k,v[B,T,nkv,hd] -> out[B,T,nh,hd], lse[B,nh,T];
-     * query head h reads kv head h / (nh/nkv); scale 1/sqrt(hd) */
+    /* segmented causal GQA: q[B,T,nh,hd], k,v[B,T,nkv,hd] -> out[B,T,nh,hd],
+     * lse[B,nh,T]; query head h reads kv head h / (nh/nkv); scale
+     * 1/sqrt(hd). Query t of sequence b sees the keys [seg[b*T+t], t]:
+     * seg (device int32 [B*T]) is the first row of each row's segment (its
+     * document) within the sequence, so seg[t] <= t and seg never decreases
+     * along a sequence; NULL is one segment (plain causal). */
     void (*attention_fwd)(zk_backend *be, void *out, float *lse, const void *q, const void *k,
-                          const void *v, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+                          const void *v, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
     /* dq, dk, dv are overwritten */
     void (*attention_bwd)(zk_backend *be, void *dq, void *dk, void *dv, const void *dout,
                           const void *out, const float *lse, const void *q, const void *k,
-                          const void *v, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+                          const void *v, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
 
     /* --- elementwise --- */
     /* h = silu(g) * u */

@@ -75,6 +75,8 @@ static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, u
      * every layer's activations */
     a->tokens = take(&b, N * sizeof(int32_t));
     a->targets = take(&b, N * sizeof(int32_t));
+    a->pos = take(&b, N * sizeof(int32_t));
+    a->seg = take(&b, N * sizeof(int32_t));
     a->weights = take(&b, N * sizeof(float));
     for (size_t l = 0; l <= L; l++) a->resid[l] = take(&b, N * C * ab);
     if (!recompute)
@@ -265,9 +267,9 @@ static void layer_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, i
     project(m, lo, a, l, ZT_V, s->v, s->xn1, s->lora_u[ZT_V]);
     be->rmsnorm_fwd(be, s->q, s->rstd_q, s->q_pre, w->q_norm, N * nh, hd, c->rms_eps);
     be->rmsnorm_fwd(be, s->k, s->rstd_k, s->k_pre, w->k_norm, N * nkv, hd, c->rms_eps);
-    be->rope_fwd(be, s->q, B, T, nh, hd, c->rope_theta);
-    be->rope_fwd(be, s->k, B, T, nkv, hd, c->rope_theta);
-    be->attention_fwd(be, s->att, s->lse, s->q, s->k, s->v, B, T, nh, nkv, hd);
+    be->rope_fwd(be, s->q, a->pos, N, T, nh, hd, c->rope_theta);
+    be->rope_fwd(be, s->k, a->pos, N, T, nkv, hd, c->rope_theta);
+    be->attention_fwd(be, s->att, s->lse, s->q, s->k, s->v, a->seg, B, T, nh, nkv, hd);
     project(m, lo, a, l, ZT_O, a->tmp_c, s->att, s->lora_u[ZT_O]);
     be->add(be, s->x_mid, x_in, a->tmp_c, N * C);
 
@@ -318,10 +320,10 @@ static void layer_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, 
 
     /* attention block: x_mid = x_in + o(att) */
     project_backward(m, lo, a, l, ZT_O, a->datt, a->dres, s->att, s->lora_u[ZT_O], 0);
-    be->attention_bwd(be, a->dq, a->dk, a->dv, a->datt, s->att, s->lse, s->q, s->k, s->v, B, T, nh,
+    be->attention_bwd(be, a->dq, a->dk, a->dv, a->datt, s->att, s->lse, s->q, s->k, s->v, a->seg, B, T, nh,
                       nkv, hd);
-    be->rope_bwd(be, a->dq, B, T, nh, hd, c->rope_theta);
-    be->rope_bwd(be, a->dk, B, T, nkv, hd, c->rope_theta);
+    be->rope_bwd(be, a->dq, a->pos, N, T, nh, hd, c->rope_theta);
+    be->rope_bwd(be, a->dk, a->pos, N, T, nkv, hd, c->rope_theta);
     be->rmsnorm_bwd(be, a->dq_pre, NULL, a->dq, s->q_pre, s->rstd_q, w->q_norm, N * nh, hd, 0);
     be->rmsnorm_bwd(be, a->dk_pre, NULL, a->dk, s->k_pre, s->rstd_k, w->k_norm, N * nkv, hd, 0);
     project_backward(m, lo, a, l, ZT_Q, a->dxn, a->dq_pre, s->xn1, s->lora_u[ZT_Q], 0);
@@ -341,9 +343,21 @@ static int check_tokens(const int32_t *ids, size_t N, size_t T, int vocab, const
     return 0;
 }
 
+/* checks the segments of a batch: per sequence, seg[t] <= t and never
+ * decreasing, pos[t] = t - seg[t] (what the kernels rely on) */
+static int check_segments(const int32_t *pos, const int32_t *seg, size_t B, size_t T) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t t = 0; t < T; t++) {
+            int32_t s = seg[b * T + t];
+            if (s < 0 || (size_t)s > t || (t && s < seg[b * T + t - 1]) || pos[b * T + t] != (int32_t)t - s)
+                return zen_fail(ZEN_ERR_INTERNAL, "batch segments are inconsistent at sequence %zu position %zu", b, t);
+        }
+    return 0;
+}
+
 int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
-                    const int32_t *targets, const uint8_t *mask, float grad_scale,
-                    uint64_t dropout_seed, double *loss_sum) {
+                    const int32_t *targets, const uint8_t *mask, const int32_t *pos, const int32_t *seg,
+                    float grad_scale, uint64_t dropout_seed, double *loss_sum) {
     zk_backend *be = m->be;
     const zen_config *c = &m->cfg;
     size_t B = a->B, T = a->T, N = B * T, C = (size_t)c->hidden, V = (size_t)c->vocab;
@@ -353,15 +367,28 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
         return zen_fail(ZEN_ERR_INTERNAL, "decoder backward called without LoRA gradient buffers");
     int rc = check_tokens(inputs, N, T, c->vocab, "input");
     if (!rc) rc = check_tokens(targets, N, T, c->vocab, "target");
+    if (!rc && (!pos) != (!seg)) rc = zen_fail(ZEN_ERR_INTERNAL, "decoder: positions and segments come together");
+    if (!rc && pos) rc = check_segments(pos, seg, B, T);
     if (rc) return rc;
     a->dropout_seed = dropout_seed;
 
     float *host = zen_malloc(N * sizeof(float)); /* [N] mask as floats, then losses */
-    if (!host) return ZEN_ERR_INTERNAL;
+    int32_t *rows = pos ? NULL : zen_malloc(2 * N * sizeof(int32_t)); /* one segment per sequence: pos t, seg 0 */
+    if (!host || (!pos && !rows)) {
+        free(host);
+        return ZEN_ERR_INTERNAL;
+    }
+    if (!pos) {
+        for (size_t i = 0; i < N; i++) rows[i] = (int32_t)(i % T), rows[N + i] = 0;
+        pos = rows, seg = rows + N;
+    }
     for (size_t i = 0; i < N; i++) host[i] = mask[i] ? 1.0f : 0.0f;
     be->upload(be, a->weights, host, N * sizeof(float));
     be->upload(be, a->tokens, inputs, N * sizeof(int32_t));
     be->upload(be, a->targets, targets, N * sizeof(int32_t));
+    be->upload(be, a->pos, pos, N * sizeof(int32_t));
+    be->upload(be, a->seg, seg, N * sizeof(int32_t));
+    free(rows);
 
     /* forward through the layers */
     be->embedding_fwd(be, a->resid[0], a->tokens, &m->embed, N, C);

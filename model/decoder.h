@@ -41,6 +41,8 @@ typedef struct {
     /* inputs on the device */
     int32_t *tokens;   /* [N] */
     int32_t *targets;  /* [N] */
+    int32_t *pos;      /* [N] RoPE position of each row: its offset in its document's segment */
+    int32_t *seg;      /* [N] each row's segment start within its sequence (attention sees keys from there) */
     float *weights;    /* [N] loss mask as 0/1 */
     /* forward */
     void **resid;      /* [L+1] each [N, C]: input of layer l; resid[L] = last output */
@@ -98,14 +100,18 @@ int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t 
 void zen_acts_free(zen_acts *a);
 
 /* Runs the decoder on one batch: inputs, targets [B*T] token ids, mask [B*T]
- * (0/1). Returns in *loss_sum the sum of mask * token loss (double). If
+ * (0/1), and the batch's documents: pos [B*T] the RoPE position of each row
+ * and seg [B*T] its segment's first row within the sequence (a query sees
+ * only keys of its own segment; pos = t - seg), or both NULL for one segment
+ * per sequence (positions 0..T-1, plain causal attention). Returns in
+ * *loss_sum the sum of mask * token loss (double). If
  * grad_scale != 0, also runs backward and accumulates (+=) the gradients of
  * grad_scale * loss_sum into lo->grads (allocated beforehand).
  * dropout_seed != 0 applies the adapter's LoRA dropout (training), with masks
  * drawn from that seed; 0 runs without dropout (evaluation, zen grad).
  * Token ids outside [0, vocab) are refused with an error naming the position. */
 int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
-                    const int32_t *targets, const uint8_t *mask, float grad_scale,
-                    uint64_t dropout_seed, double *loss_sum);
+                    const int32_t *targets, const uint8_t *mask, const int32_t *pos, const int32_t *seg,
+                    float grad_scale, uint64_t dropout_seed, double *loss_sum);
 
 #endif

@@ -23,6 +23,7 @@
 #include "model/decoder.h"
 #include "model/model_init.h"
 #include "test_util.h"
+#include "packing_property.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -74,6 +75,26 @@ static void compare(const char *what, const float *cpu_out, const float *gpu_dev
     free(g);
 }
 
+/* an int32 device copy */
+static int32_t *devi(const int32_t *h, size_t n) {
+    int32_t *d = gpu->alloc(gpu, n * sizeof(int32_t));
+    gpu->upload(gpu, d, h, n * sizeof(int32_t));
+    return d;
+}
+
+/* documents in B sequences of T: boundaries at T/3, 2T/3 + 1 and a
+ * one-token document at T - 2 of the last sequence; pos = t - seg */
+static void make_segments(int32_t *seg, int32_t *pos, size_t B, size_t T) {
+    for (size_t b = 0; b < B; b++)
+        for (size_t t = 0; t < T; t++) {
+            size_t s = t < T / 3 ? 0 : t < 2 * T / 3 + 1 ? T / 3 : 2 * T / 3 + 1;
+            if (b == B - 1 && T > 4 && t >= T - 2) s = t == T - 2 ? T - 2 : T - 1;
+            if (s > t) s = t;
+            seg[b * T + t] = (int32_t)s;
+            pos[b * T + t] = (int32_t)(t - s);
+        }
+}
+
 static float *rnd(size_t n, float bound, uint64_t seed) {
     float *x = malloc(n * sizeof(float));
     fill_uniform(x, n, bound, seed);
@@ -114,29 +135,37 @@ static void test_ops(void) {
     cpu->rmsnorm_bwd(cpu, dx, NULL, dy, x, rs, w, N, in, 1);
     gpu->rmsnorm_bwd(gpu, gdx, NULL, gdy, gx, grs, gw, N, in, 1);
     compare("rmsnorm backward", dx, gdx, N * in);
-    /* RoPE */
+    /* RoPE, at positions that restart with each document */
     size_t nq = B * T * nh * hd, nk = B * T * nkv * hd;
+    int32_t seg[2 * 12], pos[2 * 12];
+    make_segments(seg, pos, B, T);
+    int32_t *gseg = devi(seg, B * T), *gpos = devi(pos, B * T);
     float *q = rnd(nq, 1, 7), *gq = dev(q, nq);
-    cpu->rope_fwd(cpu, q, B, T, nh, hd, 1e6);
-    gpu->rope_fwd(gpu, gq, B, T, nh, hd, 1e6);
-    compare("rope forward", q, gq, nq);
-    cpu->rope_bwd(cpu, q, B, T, nh, hd, 1e6);
-    gpu->rope_bwd(gpu, gq, B, T, nh, hd, 1e6);
+    cpu->rope_fwd(cpu, q, pos, B * T, T, nh, hd, 1e6);
+    gpu->rope_fwd(gpu, gq, gpos, B * T, T, nh, hd, 1e6);
+    compare("rope forward (documents)", q, gq, nq);
+    cpu->rope_bwd(cpu, q, pos, B * T, T, nh, hd, 1e6);
+    gpu->rope_bwd(gpu, gq, gpos, B * T, T, nh, hd, 1e6);
     compare("rope backward", q, gq, nq);
     /* attention (GQA 3:1) */
     float *k = rnd(nk, 1, 8), *v = rnd(nk, 1, 9), *o = calloc(nq, 4), *lse = calloc(B * nh * T, 4), *dout = rnd(nq, 1, 10);
     float *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4);
     float *gk = dev(k, nk), *gv = dev(v, nk), *go = dev(o, nq), *glse = dev(lse, B * nh * T), *gdout = dev(dout, nq);
     float *gdq = dev(dq, nq), *gdk = dev(dk, nk), *gdv = dev(dv, nk);
-    cpu->attention_fwd(cpu, o, lse, q, k, v, B, T, nh, nkv, hd);
-    gpu->attention_fwd(gpu, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
-    compare("attention forward", o, go, nq);
-    compare("attention lse", lse, glse, B * nh * T);
-    cpu->attention_bwd(cpu, dq, dk, dv, dout, o, lse, q, k, v, B, T, nh, nkv, hd);
-    gpu->attention_bwd(gpu, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
-    compare("attention dq", dq, gdq, nq);
-    compare("attention dk", dk, gdk, nk);
-    compare("attention dv", dv, gdv, nk);
+    for (int docs = 0; docs < 2; docs++) {
+        const int32_t *cs = docs ? seg : NULL, *gs = docs ? gseg : NULL;
+        cpu->attention_fwd(cpu, o, lse, q, k, v, cs, B, T, nh, nkv, hd);
+        gpu->attention_fwd(gpu, go, glse, gq, gk, gv, gs, B, T, nh, nkv, hd);
+        compare(docs ? "attention forward (documents)" : "attention forward", o, go, nq);
+        compare("attention lse", lse, glse, B * nh * T);
+        cpu->attention_bwd(cpu, dq, dk, dv, dout, o, lse, q, k, v, cs, B, T, nh, nkv, hd);
+        gpu->attention_bwd(gpu, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, gs, B, T, nh, nkv, hd);
+        compare("attention dq", dq, gdq, nq);
+        compare("attention dk", dk, gdk, nk);
+        compare("attention dv", dv, gdv, nk);
+    }
+    gpu->free(gpu, gseg);
+    gpu->free(gpu, gpos);
     /* SwiGLU, softmax + cross-entropy */
     float *g2 = rnd(N * in, 3, 11), *gg2 = dev(g2, N * in);
     cpu->swiglu_fwd(cpu, y, g2, x, N * in);
@@ -223,7 +252,7 @@ static void test_bf16_linear(void) {
     free(x), free(W), free(dy), free(y), free(dx), free(Wb);
 }
 
-static void test_flash_attention(size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
+static void test_flash_attention(size_t B, size_t T, size_t nh, size_t nkv, size_t hd, int docs) {
     size_t nq = B * T * nh * hd, nk = B * T * nkv * hd, nl = B * nh * T;
     float *q = rnd(nq, 1, 31), *k = rnd(nk, 1, 32), *v = rnd(nk, 1, 33), *dout = rnd(nq, 1, 34);
     float *o = calloc(nq, 4), *lse = calloc(nl, 4), *dq = calloc(nq, 4), *dk = calloc(nk, 4), *dv = calloc(nk, 4);
@@ -231,12 +260,16 @@ static void test_flash_attention(size_t B, size_t T, size_t nh, size_t nkv, size
     for (size_t i = 0; i < nq; i++) q[i] *= 2.0f;
     float *gq = dev(q, nq), *gk = dev(k, nk), *gv = dev(v, nk), *gdout = dev(dout, nq);
     float *go = dev(o, nq), *glse = dev(lse, nl), *gdq = dev(dq, nq), *gdk = dev(dk, nk), *gdv = dev(dv, nk);
-    cpu->attention_fwd(cpu, o, lse, q, k, v, B, T, nh, nkv, hd);
-    gpu16->attention_fwd(gpu16, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
-    cpu->attention_bwd(cpu, dq, dk, dv, dout, o, lse, q, k, v, B, T, nh, nkv, hd);
-    gpu16->attention_bwd(gpu16, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
-    char what[64];
-    snprintf(what, sizeof what, "flash fwd B%zu T%zu %zu/%zu hd%zu", B, T, nh, nkv, hd);
+    int32_t *seg = malloc(B * T * sizeof(int32_t)), *pos = malloc(B * T * sizeof(int32_t));
+    make_segments(seg, pos, B, T);
+    int32_t *gseg = devi(seg, B * T);
+    const int32_t *cs = docs ? seg : NULL, *gs = docs ? gseg : NULL;
+    cpu->attention_fwd(cpu, o, lse, q, k, v, cs, B, T, nh, nkv, hd);
+    gpu16->attention_fwd(gpu16, go, glse, gq, gk, gv, gs, B, T, nh, nkv, hd);
+    cpu->attention_bwd(cpu, dq, dk, dv, dout, o, lse, q, k, v, cs, B, T, nh, nkv, hd);
+    gpu16->attention_bwd(gpu16, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, gs, B, T, nh, nkv, hd);
+    char what[80];
+    snprintf(what, sizeof what, "flash fwd B%zu T%zu %zu/%zu hd%zu%s", B, T, nh, nkv, hd, docs ? " documents" : "");
     compare_rel(what, o, go, nq, 1e-2);
     compare_rel("  lse", lse, glse, nl, 1e-2);
     compare_rel("  dq", dq, gdq, nq, 2e-2);
@@ -245,14 +278,16 @@ static void test_flash_attention(size_t B, size_t T, size_t nh, size_t nkv, size
     /* deterministic: a second backward gives the same bits */
     float *a1 = malloc(nk * 4), *a2 = malloc(nk * 4);
     gpu->download(gpu, a1, gdk, nk * 4);
-    gpu16->attention_bwd(gpu16, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
+    gpu16->attention_bwd(gpu16, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, gs, B, T, nh, nkv, hd);
     gpu->download(gpu, a2, gdk, nk * 4);
     int same = !memcmp(a1, a2, nk * 4);
     printf("%s %-34s\n", same ? "ok  " : "FAIL", "  backward bit-deterministic");
     failures += !same;
     float *ptrs[] = {gq, gk, gv, gdout, go, glse, gdq, gdk, gdv};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) gpu->free(gpu, ptrs[i]);
+    gpu->free(gpu, gseg);
     free(q), free(k), free(v), free(dout), free(o), free(lse), free(dq), free(dk), free(dv), free(a1), free(a2);
+    free(seg), free(pos);
 }
 
 #ifdef ZEN_TEST_EMULATED
@@ -279,8 +314,8 @@ static void test_determinism(void) {
     float *go = gpu->alloc(gpu, nq * 4), *glse = gpu->alloc(gpu, nl * 4);
     float *gdq = gpu->alloc(gpu, nq * 4), *gdk = gpu->alloc(gpu, nk * 4), *gdv = gpu->alloc(gpu, nk * 4);
     float *first_dk = malloc(nk * 4), *first_dv = malloc(nk * 4), *first_dq = malloc(nq * 4);
-    gpu->attention_fwd(gpu, go, glse, gq, gk, gv, B, T, nh, nkv, hd); /* f32 compute: the exact kernels */
-    gpu->attention_bwd(gpu, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
+    gpu->attention_fwd(gpu, go, glse, gq, gk, gv, NULL, B, T, nh, nkv, hd); /* f32 compute: the exact kernels */
+    gpu->attention_bwd(gpu, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, NULL, B, T, nh, nkv, hd);
     gpu->download(gpu, first_dk, gdk, nk * 4);
     gpu->download(gpu, first_dv, gdv, nk * 4);
     gpu->download(gpu, first_dq, gdq, nq * 4);
@@ -300,7 +335,7 @@ static void test_determinism(void) {
     gpu->embedding_bwd(gpu, gdw, gd_emb, gtok, N, C);
     gpu->download(gpu, first_dw, gdw, V * C * 4);
     FLIP_ORDER(1);
-    gpu->attention_bwd(gpu, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, B, T, nh, nkv, hd);
+    gpu->attention_bwd(gpu, gdq, gdk, gdv, gdout, go, glse, gq, gk, gv, NULL, B, T, nh, nkv, hd);
     same_bits("exact attention dq: same bits", first_dq, gdq, nq);
     same_bits("exact attention dk: same bits", first_dk, gdk, nk);
     same_bits("exact attention dv: same bits", first_dv, gdv, nk);
@@ -375,13 +410,15 @@ static void test_decoder(void) {
     int32_t in[64], tg[64];
     uint8_t mask[64];
     for (size_t i = 0; i < N; i++) in[i] = (int32_t)((i * 37) % 256), tg[i] = (int32_t)((i * 91 + 5) % 256), mask[i] = i % 4 != 0;
+    int32_t dseg[64], dpos[64]; /* documents: host arrays, the decoder uploads them */
+    make_segments(dseg, dpos, B, T);
     zen_acts_create(&ac, &mc, &lc, B, T, 0);
     zen_acts_create(&ag, &mg, &lg, B, T, 1); /* recompute on the GPU side */
     zen_acts_create(&ah, &mh, &lh, B, T, 1);
     double sc, sg, sh;
-    zen_decoder_run(&mc, &lc, &ac, in, tg, mask, 1.0f / 48, 12345, &sc);
-    zen_decoder_run(&mg, &lg, &ag, in, tg, mask, 1.0f / 48, 12345, &sg);
-    zen_decoder_run(&mh, &lh, &ah, in, tg, mask, 1.0f / 48, 12345, &sh);
+    zen_decoder_run(&mc, &lc, &ac, in, tg, mask, dpos, dseg, 1.0f / 48, 12345, &sc);
+    zen_decoder_run(&mg, &lg, &ag, in, tg, mask, dpos, dseg, 1.0f / 48, 12345, &sg);
+    zen_decoder_run(&mh, &lh, &ah, in, tg, mask, dpos, dseg, 1.0f / 48, 12345, &sh);
     int ok = fabs(sc - sg) <= 1e-5 * fabs(sc);
     printf("%s %-28s %.9g vs %.9g\n", ok ? "ok  " : "FAIL", "decoder loss f32 (dropout on)", sc / 48, sg / 48);
     failures += !ok;
@@ -411,6 +448,38 @@ static void test_decoder(void) {
     zen_remove_tree(dir);
 }
 
+/* packing: documents in one sequence lose on the GPU what each loses alone,
+ * with the exact f32 attention and with bf16 flash attention (documents of
+ * 37, 90, 1 and 72 rows: starts inside and across its tiles) */
+static void test_packed_documents(void) {
+    char dir[128];
+    snprintf(dir, sizeof dir, "/tmp/zen_test_cuda_docs_%d", (int)getpid());
+    zen_config c;
+    zen_config_parse(&c, zen_preset_json("tiny"), "tiny");
+    zen_model_write_random(dir, zen_preset_json("tiny"), &c, ZEN_BF16, 4, 1ull << 40);
+    zk_backend *bes[2] = {gpu, gpu16};
+    const char *names[2] = {"f32 exact attention", "bf16 flash attention"};
+    const double tol[2] = {1e-5, 2e-2};
+    const size_t lens[] = {37, 90, 1, 72};
+    for (int i = 0; i < 2; i++) {
+        zen_model m;
+        zen_lora lo;
+        packing_result r;
+        int rc = zen_model_load(&m, bes[i], dir);
+        if (!rc && !(rc = zen_lora_create(&lo, &c, bes[i], 4, 8, 0, 0, 0x7f, 6))) {
+            rc = packing_check(&m, &lo, lens, 4, &r);
+            zen_lora_free(&lo);
+        }
+        if (!rc) zen_model_free(&m);
+        int ok = !rc && r.packed_vs_alone <= tol[i] && r.causal_vs_alone > 10 * tol[i];
+        if (rc) printf("FAIL packed documents %s: %s\n", names[i], zen_last_error());
+        else printf("%s packed documents vs alone, %-21s max loss rel %.2e (<= %.0e; documents ignored %.2e)\n",
+                    ok ? "ok  " : "FAIL", names[i], r.packed_vs_alone, tol[i], r.causal_vs_alone);
+        failures += !ok;
+    }
+    zen_remove_tree(dir);
+}
+
 int main(void) {
     cpu = zk_open("cpu", NULL);
     gpu = zk_open("cuda", "f32");
@@ -425,17 +494,21 @@ int main(void) {
     test_lora_rank(32, 0.1f);
     test_lora_rank(40, 0.1f); /* above the fused kernels' rank: cuBLAS */
     test_bf16_linear();
-    test_flash_attention(2, 200, 8, 2, 32);  /* T not a multiple of any tile */
-    test_flash_attention(1, 64, 4, 4, 64);   /* MHA, exactly one tile */
-    test_flash_attention(1, 1, 2, 1, 128);   /* a single token */
+    test_flash_attention(2, 200, 8, 2, 32, 0);  /* T not a multiple of any tile */
+    test_flash_attention(2, 200, 8, 2, 32, 1);  /* documents: segments across and inside tiles */
+    test_flash_attention(1, 64, 4, 4, 64, 0);   /* MHA, exactly one tile */
+    test_flash_attention(1, 1, 2, 1, 128, 0);   /* a single token */
 #ifdef ZEN_TEST_EMULATED /* tests/emu runs this file on the CPU: a smaller case of the same kind */
-    test_flash_attention(1, 97, 8, 2, 128); /* Zen-nano's head size and GQA ratio */
+    test_flash_attention(1, 97, 8, 2, 128, 0); /* Zen-nano's head size and GQA ratio */
+    test_flash_attention(2, 97, 8, 2, 128, 1);
 #else
-    test_flash_attention(1, 333, 32, 8, 128); /* Zen-nano's heads */
+    test_flash_attention(1, 333, 32, 8, 128, 0); /* Zen-nano's heads */
+    test_flash_attention(2, 333, 32, 8, 128, 1);
 #endif
     test_determinism();
     test_sticky_failure();
     test_decoder();
+    test_packed_documents();
     zk_close(gpu16);
     zk_close(gpu);
     zk_close(cpu);

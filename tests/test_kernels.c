@@ -187,7 +187,8 @@ static void test_rope_hand(void **state) {
     (void)state;
     /* B=1, T=2, H=1, hd=4, theta=100: inv_freq = [1, 100^(-1/2) = 0.1] */
     float x[8] = {9, 9, 9, 9, 1, 2, 3, 4};
-    be->rope_fwd(be, x, 1, 2, 1, 4, 100.0);
+    int32_t pos[2] = {0, 1};
+    be->rope_fwd(be, x, pos, 2, 2, 1, 4, 100.0);
     /* position 0 is the identity */
     assert_true(x[0] == 9 && x[1] == 9 && x[2] == 9 && x[3] == 9);
     /* position 1: pairs (x0, x2) by angle 1 and (x1, x3) by angle 0.1 */
@@ -197,6 +198,9 @@ static void test_rope_hand(void **state) {
     assert_true(fabs(x[7] - (4 * cos(0.1) + 2 * sin(0.1))) < 1e-6);
 }
 
+/* 10 rows of 3 heads in documents: each row's position restarts at its document */
+static const int32_t rope_pos[10] = {0, 1, 2, 0, 1, 3, 4, 0, 1, 2};
+
 typedef struct {
     float *x, *y, *w;
     size_t n;
@@ -205,7 +209,7 @@ typedef struct {
 static double rope_loss(void *p) {
     rope_ctx *c = p;
     memcpy(c->y, c->x, c->n * sizeof(float));
-    be->rope_fwd(be, c->y, 2, 5, 3, 8, 10000.0);
+    be->rope_fwd(be, c->y, rope_pos, 10, 5, 3, 8, 10000.0);
     return dot_weights(c->y, c->w, c->n);
 }
 
@@ -217,34 +221,41 @@ static void test_rope_backward(void **state) {
     fill_uniform(x, n, 1, 14);
     fill_uniform(w, n, 1, 15);
     memcpy(dx, w, sizeof dx);
-    be->rope_bwd(be, dx, 2, 5, 3, 8, 10000.0);
+    be->rope_bwd(be, dx, rope_pos, 10, 5, 3, 8, 10000.0);
     double e = fd_relative_error(rope_loss, &c, x, n, dx, FD_H);
     printf("rope: rel err %.2e\n", e);
     assert_true(e < FD_TOL);
+    /* a row at position p rotates as the hand case does at p: rows 3 and 0 (both 0) are unchanged */
+    memcpy(y, x, sizeof y);
+    be->rope_fwd(be, y, rope_pos, 10, 5, 3, 8, 10000.0);
+    assert_memory_equal(y, x, 3 * 8 * sizeof(float));
+    assert_memory_equal(y + 3 * 24, x + 3 * 24, 3 * 8 * sizeof(float));
 }
 
 /* ---------- attention ---------- */
 
-/* naive double causal GQA with materialised probabilities */
-static void attention_naive(double *out, const float *q, const float *k, const float *v, size_t B,
-                            size_t T, size_t nh, size_t nkv, size_t hd) {
+/* naive double segmented causal GQA with materialised probabilities: query i
+ * sees keys [seg[i], i] (seg NULL: from 0) */
+static void attention_naive(double *out, const float *q, const float *k, const float *v, const int32_t *seg,
+                            size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
     double scale = 1.0 / sqrt((double)hd);
     for (size_t b = 0; b < B; b++)
         for (size_t h = 0; h < nh; h++) {
             size_t kvh = h / (nh / nkv);
             for (size_t i = 0; i < T; i++) {
-                double s[64], m = -1e300, sum = 0;
-                for (size_t j = 0; j <= i; j++) {
+                double s[128], m = -1e300, sum = 0;
+                size_t j0 = seg ? (size_t)seg[b * T + i] : 0;
+                for (size_t j = j0; j <= i; j++) {
                     double d = 0;
                     for (size_t e = 0; e < hd; e++)
                         d += (double)q[((b * T + i) * nh + h) * hd + e] * k[((b * T + j) * nkv + kvh) * hd + e];
                     s[j] = d * scale;
                     if (s[j] > m) m = s[j];
                 }
-                for (size_t j = 0; j <= i; j++) sum += (s[j] = exp(s[j] - m));
+                for (size_t j = j0; j <= i; j++) sum += (s[j] = exp(s[j] - m));
                 for (size_t e = 0; e < hd; e++) {
                     double o = 0;
-                    for (size_t j = 0; j <= i; j++) o += s[j] / sum * v[((b * T + j) * nkv + kvh) * hd + e];
+                    for (size_t j = j0; j <= i; j++) o += s[j] / sum * v[((b * T + j) * nkv + kvh) * hd + e];
                     out[((b * T + i) * nh + h) * hd + e] = o;
                 }
             }
@@ -256,7 +267,7 @@ static void test_attention_hand(void **state) {
     /* one head, T=2, hd=2. Row 0 sees only itself: out0 = v0.
      * Row 1: scores = (q1.k0, q1.k1)/sqrt(2) = (1, 0)/sqrt(2) */
     float q[4] = {0, 0, 1, 0}, k[4] = {1, 0, 0, 1}, v[4] = {2, 3, 4, 5}, out[4], lse[2];
-    be->attention_fwd(be, out, lse, q, k, v, 1, 2, 1, 1, 2);
+    be->attention_fwd(be, out, lse, q, k, v, NULL, 1, 2, 1, 1, 2);
     double a = exp(1 / sqrt(2.0)), p0 = a / (a + 1), p1 = 1 / (a + 1);
     assert_true(fabs(out[0] - 2) < 1e-6 && fabs(out[1] - 3) < 1e-6);
     assert_true(fabs(out[2] - (p0 * 2 + p1 * 4)) < 1e-6);
@@ -267,11 +278,12 @@ static void test_attention_hand(void **state) {
 typedef struct {
     size_t B, T, nh, nkv, hd;
     float *q, *k, *v, *out, *lse, *w;
+    const int32_t *seg;
 } att_ctx;
 
 static double att_loss(void *p) {
     att_ctx *c = p;
-    be->attention_fwd(be, c->out, c->lse, c->q, c->k, c->v, c->B, c->T, c->nh, c->nkv, c->hd);
+    be->attention_fwd(be, c->out, c->lse, c->q, c->k, c->v, c->seg, c->B, c->T, c->nh, c->nkv, c->hd);
     return dot_weights(c->out, c->w, c->B * c->T * c->nh * c->hd);
 }
 
@@ -287,13 +299,58 @@ static void test_attention_gqa(void **state) {
     fill_uniform(v, nk, 1, 18);
     fill_uniform(w, nq, 1, 19);
     att_loss(&c);
-    attention_naive(ref, q, k, v, c.B, c.T, c.nh, c.nkv, c.hd);
+    attention_naive(ref, q, k, v, NULL, c.B, c.T, c.nh, c.nkv, c.hd);
     for (size_t i = 0; i < nq; i++) assert_true(fabs(ref[i] - out[i]) < 1e-5);
-    be->attention_bwd(be, dq, dk, dv, w, out, lse, q, k, v, c.B, c.T, c.nh, c.nkv, c.hd);
+    be->attention_bwd(be, dq, dk, dv, w, out, lse, q, k, v, NULL, c.B, c.T, c.nh, c.nkv, c.hd);
     double eq = fd_relative_error(att_loss, &c, q, nq, dq, FD_H);
     double ek = fd_relative_error(att_loss, &c, k, nk, dk, FD_H);
     double ev = fd_relative_error(att_loss, &c, v, nk, dv, FD_H);
     printf("attention (GQA 3:1): rel err dq %.2e dk %.2e dv %.2e\n", eq, ek, ev);
+    assert_true(eq < FD_TOL && ek < FD_TOL && ev < FD_TOL);
+}
+
+/* documents in a sequence: a query sees only keys of its own segment, across a
+ * query tile boundary (64 rows) too, against the naive reference and finite
+ * differences; and each document gives what it gives alone */
+static void test_attention_segments(void **state) {
+    (void)state;
+    enum { B = 2, T = 70, NH = 2, NKV = 1, HD = 4 };
+    /* sequence 0: documents [0, 1), [1, 40), [40, 66), [66, 70); sequence 1: one of 3 rows, then [3, 70) */
+    int32_t seg[B * T];
+    for (int t = 0; t < T; t++) {
+        seg[t] = t < 1 ? 0 : t < 40 ? 1 : t < 66 ? 40 : 66;
+        seg[T + t] = t < 3 ? 0 : 3;
+    }
+    size_t nq = B * T * NH * HD, nk = B * T * NKV * HD;
+    static float q[B * T * NH * HD], k[B * T * NKV * HD], v[B * T * NKV * HD], out[B * T * NH * HD], w[B * T * NH * HD];
+    static float dq[B * T * NH * HD], dk[B * T * NKV * HD], dv[B * T * NKV * HD], lse[B * NH * T];
+    static double ref[B * T * NH * HD];
+    att_ctx c = {B, T, NH, NKV, HD, q, k, v, out, lse, w, seg};
+    fill_uniform(q, nq, 1.5f, 26);
+    fill_uniform(k, nk, 1.5f, 27);
+    fill_uniform(v, nk, 1, 28);
+    fill_uniform(w, nq, 1, 29);
+    att_loss(&c);
+    attention_naive(ref, q, k, v, seg, B, T, NH, NKV, HD);
+    double worst = 0;
+    for (size_t i = 0; i < nq; i++) worst = fmax(worst, fabs(ref[i] - out[i]));
+    printf("attention with documents: max |zen - naive| %.2e\n", worst);
+    assert_true(worst < 1e-5);
+    /* the document [40, 66) of sequence 0 alone (T = 26) gives the same rows */
+    static float qa[26 * NH * HD], ka[26 * NKV * HD], va[26 * NKV * HD], oa[26 * NH * HD], la[NH * 26];
+    memcpy(qa, q + 40 * NH * HD, sizeof qa);
+    memcpy(ka, k + 40 * NKV * HD, sizeof ka);
+    memcpy(va, v + 40 * NKV * HD, sizeof va);
+    be->attention_fwd(be, oa, la, qa, ka, va, NULL, 1, 26, NH, NKV, HD);
+    worst = 0;
+    for (size_t i = 0; i < 26 * NH * HD; i++) worst = fmax(worst, fabs(oa[i] - out[40 * NH * HD + i]));
+    printf("  a document alone: max |difference| %.2e\n", worst);
+    assert_true(worst < 1e-6);
+    be->attention_bwd(be, dq, dk, dv, w, out, lse, q, k, v, seg, B, T, NH, NKV, HD);
+    double eq = fd_relative_error(att_loss, &c, q, nq, dq, FD_H);
+    double ek = fd_relative_error(att_loss, &c, k, nk, dk, FD_H);
+    double ev = fd_relative_error(att_loss, &c, v, nk, dv, FD_H);
+    printf("  backward: rel err dq %.2e dk %.2e dv %.2e\n", eq, ek, ev);
     assert_true(eq < FD_TOL && ek < FD_TOL && ev < FD_TOL);
 }
 
@@ -461,6 +518,7 @@ int main(void) {
         cmocka_unit_test(test_rope_backward),
         cmocka_unit_test(test_attention_hand),
         cmocka_unit_test(test_attention_gqa),
+        cmocka_unit_test(test_attention_segments),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_xent),

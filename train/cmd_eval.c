@@ -16,12 +16,13 @@
 int zen_cmd_eval(int argc, char **argv) {
     zen_opt o[] = {{"--model", 1, NULL},   {"--adapter", 1, NULL}, {"--data", 1, NULL},
                    {"--seq-len", 1, NULL}, {"--batch", 1, NULL},   {"--device", 1, NULL},
-                   {"--recompute", 0, NULL}, {"--dtype", 1, NULL}, {"--save-logits", 1, NULL}, {"--help", 0, NULL}};
+                   {"--recompute", 0, NULL}, {"--dtype", 1, NULL}, {"--save-logits", 1, NULL},
+                   {"--no-doc-mask", 0, NULL}, {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "eval"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen eval --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B]\n"
-               "         [--device cpu|cuda] [--dtype auto|f32|bf16] [--recompute]\n"
+               "         [--device cpu|cuda] [--dtype auto|f32|bf16] [--recompute] [--no-doc-mask]\n"
                "         [--save-logits FILE.safetensors]   (the logits [T, V] of sequence 0, F32)\n");
         return 0;
     }
@@ -42,7 +43,7 @@ int zen_cmd_eval(int argc, char **argv) {
     if ((rc = zen_session_open(&s, device, zen_cli_get(o, n, "--dtype"), model_dir))) goto done;
     if (adapter_dir && (rc = zen_session_load_adapter(&s, adapter_dir))) goto done;
     if (logits_path && (rc = zen_check_output(logits_path, &s.model, adapter_dir, data_path))) goto done;
-    if ((rc = zen_session_open_data(&s, data_path))) goto done;
+    if ((rc = zen_session_open_data(&s, data_path, !zen_cli_get(o, n, "--no-doc-mask"), (size_t)T))) goto done;
     seqs = zen_dataset_num_sequences(&s.data, (size_t)T);
     if (seqs < 1) {
         rc = zen_fail(ZEN_ERR_INPUT, "%s: %lld tokens, fewer than one sequence of %lld", data_path,

@@ -12,6 +12,7 @@
 #include "../util/file.h"
 #include "cli.h"
 #include "commands.h"
+#include "evaluate.h"
 #include "session.h"
 
 static void print_bytes_row(const char *label, size_t a, size_t b) {
@@ -80,15 +81,14 @@ static int run_plan(const char *model_dir, const char *preset, const char *dtype
     return print_plan(&cfg, what, wbytes, dt, r, targets, B, T, device, compute);
 }
 
-/* reads sequences 0..B-1 of the dataset into the batch arrays */
-static int read_batch(const zen_dataset *d, size_t B, size_t T, int32_t *inputs, int32_t *targets,
-                      uint8_t *mask) {
-    int64_t have = zen_dataset_num_sequences(d, T);
-    if (have < (int64_t)B)
+/* sequences 0..B-1 of the dataset (batch 0, unshuffled) */
+static int read_batch(const zen_dataset *d, zen_batch *b) {
+    int64_t have = zen_dataset_num_sequences(d, b->T);
+    if (have < (int64_t)b->B)
         return zen_fail(ZEN_ERR_INPUT, "%s: %lld tokens make %lld sequences of %zu, fewer than one batch of %zu",
-                        d->path, (long long)d->n_tokens, (long long)have, T, B);
-    for (size_t b = 0; b < B; b++) {
-        int rc = zen_dataset_read(d, (int64_t)b, T, inputs + b * T, targets + b * T, mask + b * T);
+                        d->path, (long long)d->n_tokens, (long long)have, b->T, b->B);
+    for (size_t row = 0; row < b->B; row++) {
+        int rc = zen_batch_read_row(b, d, row, (int64_t)row);
         if (rc) return rc;
     }
     return 0;
@@ -100,13 +100,14 @@ int zen_cmd_grad(int argc, char **argv) {
                    {"--rank", 1, NULL},    {"--alpha", 1, NULL},   {"--targets", 1, NULL},
                    {"--rslora", 0, NULL},  {"--seed", 1, NULL},    {"--recompute", 0, NULL},
                    {"--device", 1, NULL},  {"--plan", 0, NULL},    {"--preset", 1, NULL},
-                   {"--dtype", 1, NULL},   {"--weights-dtype", 1, NULL}, {"--help", 0, NULL}};
+                   {"--dtype", 1, NULL},   {"--weights-dtype", 1, NULL}, {"--no-doc-mask", 0, NULL},
+                   {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "grad"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen grad --model DIR [--adapter DIR] --data FILE.h5 --seq-len T --batch B --out FILE\n"
                "         [--rank 8] [--alpha 16] [--targets all|q,k,v,o,gate,up,down] [--rslora]\n"
-               "         [--seed 0] [--recompute] [--device cpu|cuda] [--dtype auto|f32|bf16]\n"
+               "         [--seed 0] [--recompute] [--device cpu|cuda] [--dtype auto|f32|bf16] [--no-doc-mask]\n"
                "zen grad --plan (--model DIR | --preset NAME [--weights-dtype bf16]) --seq-len T [--batch B]\n"
                "         [--device cpu|cuda] [--dtype auto|f32|bf16]\n");
         return 0;
@@ -143,22 +144,17 @@ int zen_cmd_grad(int argc, char **argv) {
 
     zen_session s;
     memset(&s, 0, sizeof s);
-    size_t N = (size_t)(B * T);
-    int32_t *inputs = zen_malloc(N * sizeof(int32_t)), *tgts = zen_malloc(N * sizeof(int32_t));
-    uint8_t *mask = zen_malloc(N);
-    if (!inputs || !tgts || !mask) {
-        rc = ZEN_ERR_INTERNAL;
-        goto done;
-    }
+    zen_batch batch;
+    memset(&batch, 0, sizeof batch);
+    if ((rc = zen_batch_alloc(&batch, (size_t)B, (size_t)T))) goto done;
     if ((rc = zen_session_open(&s, device, zen_cli_get(o, n, "--dtype"), model_dir))) goto done;
     if (adapter_dir) rc = zen_session_load_adapter(&s, adapter_dir);
     else rc = zen_session_fresh_adapter(&s, (int)rank, (float)alpha, zen_cli_get(o, n, "--rslora") != NULL, 0.0f,
                                         targets, (uint64_t)seed);
     if (rc || (rc = zen_check_output(out_path, &s.model, adapter_dir, data_path))) goto done;
-    if ((rc = zen_session_open_data(&s, data_path))) goto done;
-    if ((rc = read_batch(&s.data, (size_t)B, (size_t)T, inputs, tgts, mask))) goto done;
-    size_t count = 0;
-    for (size_t i = 0; i < N; i++) count += mask[i];
+    if ((rc = zen_session_open_data(&s, data_path, !zen_cli_get(o, n, "--no-doc-mask"), (size_t)T))) goto done;
+    if ((rc = read_batch(&s.data, &batch))) goto done;
+    size_t count = zen_batch_mask_count(&batch);
     if (count == 0) {
         rc = zen_fail(ZEN_ERR_INPUT, "%s: batch 0 has no target token with loss_mask 1", data_path);
         goto done;
@@ -166,8 +162,7 @@ int zen_cmd_grad(int argc, char **argv) {
     if ((rc = zen_lora_alloc_grads(&s.lora))) goto done;
     if ((rc = zen_session_make_acts(&s, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL))) goto done;
     double loss_sum;
-    if ((rc = zen_decoder_run(&s.model, &s.lora, &s.acts, inputs, tgts, mask, 1.0f / (float)count, 0, &loss_sum)))
-        goto done;
+    if ((rc = zen_batch_run(&batch, &s.model, &s.lora, &s.acts, 1.0f / (float)count, 0, &loss_sum))) goto done;
     double loss = loss_sum / (double)count;
     if (!isfinite(loss)) {
         rc = zen_session_nonfinite(&s, "the loss", loss);
@@ -181,8 +176,6 @@ int zen_cmd_grad(int argc, char **argv) {
     printf("loss %.9g\n", loss);
 done:
     zen_session_close(&s);
-    free(inputs);
-    free(tgts);
-    free(mask);
+    zen_batch_free(&batch);
     return rc;
 }

@@ -24,7 +24,8 @@ int zen_cmd_train(int argc, char **argv) {
     /* the config file first, then the flags in order, so flags override it */
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--help")) {
-            printf("zen train CONFIG.json [--model DIR] [--data FILE.h5] [--out DIR] [--set key=value]... [--resume]\n");
+            printf("zen train CONFIG.json [--model DIR] [--data FILE.h5] [--out DIR] [--set key=value]... [--resume]\n"
+                   "          [--no-doc-mask (= --set doc_mask=false)]\n");
             return 0;
         }
         if (argv[i][0] != '-') {
@@ -32,6 +33,8 @@ int zen_cmd_train(int argc, char **argv) {
             config_path = argv[i];
         } else if (!strcmp(argv[i], "--resume")) {
             resume = 1;
+        } else if (!strcmp(argv[i], "--no-doc-mask")) {
+            continue; /* applied below, in order with the other flags */
         } else if (strcmp(argv[i], "--model") && strcmp(argv[i], "--data") && strcmp(argv[i], "--out") &&
                    strcmp(argv[i], "--set")) {
             return zen_fail(ZEN_ERR_INPUT, "unknown option '%s' (see zen train --help)", argv[i]);
@@ -49,6 +52,7 @@ int zen_cmd_train(int argc, char **argv) {
         else if (!strcmp(argv[i], "--data")) rc = set_path(&cfg, "data", argv[++i]);
         else if (!strcmp(argv[i], "--out")) rc = set_path(&cfg, "out_dir", argv[++i]);
         else if (!strcmp(argv[i], "--set")) rc = zen_run_config_set(&cfg, argv[++i]);
+        else if (!strcmp(argv[i], "--no-doc-mask")) rc = zen_run_config_set(&cfg, "doc_mask=false");
     }
     char note[512];
     if (!rc) rc = zen_run_config_resolve(&cfg, note, sizeof note);

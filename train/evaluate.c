@@ -12,7 +12,9 @@ int zen_batch_alloc(zen_batch *b, size_t B, size_t T) {
     b->inputs = zen_malloc(B * T * sizeof(int32_t));
     b->targets = zen_malloc(B * T * sizeof(int32_t));
     b->mask = zen_malloc(B * T);
-    if (!b->inputs || !b->targets || !b->mask) {
+    b->pos = zen_malloc(B * T * sizeof(int32_t));
+    b->seg = zen_malloc(B * T * sizeof(int32_t));
+    if (!b->inputs || !b->targets || !b->mask || !b->pos || !b->seg) {
         zen_batch_free(b);
         return ZEN_ERR_INTERNAL;
     }
@@ -23,12 +25,21 @@ void zen_batch_free(zen_batch *b) {
     free(b->inputs);
     free(b->targets);
     free(b->mask);
+    free(b->pos);
+    free(b->seg);
     memset(b, 0, sizeof *b);
 }
 
 int zen_batch_read_row(zen_batch *b, const zen_dataset *d, size_t row, int64_t seq) {
     size_t off = row * b->T;
-    return zen_dataset_read(d, seq, b->T, b->inputs + off, b->targets + off, b->mask + off);
+    return zen_dataset_read(d, seq, b->T, b->inputs + off, b->targets + off, b->mask + off, b->pos + off,
+                            b->seg + off);
+}
+
+int zen_batch_run(const zen_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a, float grad_scale,
+                  uint64_t dropout_seed, double *loss_sum) {
+    return zen_decoder_run(m, lo, a, b->inputs, b->targets, b->mask, b->pos, b->seg, grad_scale, dropout_seed,
+                           loss_sum);
 }
 
 size_t zen_batch_mask_count(const zen_batch *b) {
@@ -50,14 +61,15 @@ int zen_evaluate(const zen_model *m, const zen_lora *lo, zen_acts *a, const zen_
         for (size_t row = 0; row < a->B && !rc; row++) {
             if (s + (int64_t)row < count) {
                 rc = zen_batch_read_row(&b, d, row, first + s + (int64_t)row);
-            } else { /* padding: a valid token, nothing counted */
+            } else { /* padding: a valid token, nothing counted, one segment */
                 memset(b.inputs + row * a->T, 0, a->T * sizeof(int32_t));
                 memset(b.targets + row * a->T, 0, a->T * sizeof(int32_t));
                 memset(b.mask + row * a->T, 0, a->T);
+                for (size_t t = 0; t < a->T; t++) b.pos[row * a->T + t] = (int32_t)t, b.seg[row * a->T + t] = 0;
             }
         }
         double batch_sum = 0.0;
-        if (!rc) rc = zen_decoder_run(m, lo, a, b.inputs, b.targets, b.mask, 0.0f, 0, &batch_sum);
+        if (!rc) rc = zen_batch_run(&b, m, lo, a, 0.0f, 0, &batch_sum);
         sum += batch_sum;
         n += zen_batch_mask_count(&b);
     }

@@ -6,11 +6,13 @@
 #include "../data/seq_order.h"
 #include "../model/decoder.h"
 
-/* Host buffers of one micro-batch: [B*T] each. */
+/* Host buffers of one micro-batch: [B*T] each; pos and seg are each row's
+ * RoPE position and segment start (its document, see zen_dataset_read). */
 typedef struct {
     size_t B, T;
     int32_t *inputs, *targets;
     uint8_t *mask;
+    int32_t *pos, *seg;
 } zen_batch;
 
 int zen_batch_alloc(zen_batch *b, size_t B, size_t T);
@@ -18,6 +20,9 @@ void zen_batch_free(zen_batch *b);
 /* Row `row` of the batch from the file's sequence `seq`. */
 int zen_batch_read_row(zen_batch *b, const zen_dataset *d, size_t row, int64_t seq);
 size_t zen_batch_mask_count(const zen_batch *b);
+/* zen_decoder_run on the batch */
+int zen_batch_run(const zen_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a, float grad_scale,
+                  uint64_t dropout_seed, double *loss_sum);
 
 /* Token-weighted mean masked loss over the sequences [first, first + count) of
  * d, in file order, in batches of a->B (the last one padded with masked-out

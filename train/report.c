@@ -83,6 +83,7 @@ int zen_report_metrics(zen_report *r, const zen_step_record *s) {
     put_number(f, "lr", s->lr, "%.9g");
     put_number(f, "grad_norm", s->grad_norm, "%.9g");
     put_number(f, "tokens_per_s", s->tokens_per_s, "%.2f");
+    put_number(f, "real_tokens_per_s", s->real_tokens_per_s, "%.2f");
     put_number(f, "elapsed_s", s->elapsed_s, "%.3f");
     if (!isnan(s->eval_loss)) {
         put_number(f, "eval_loss", s->eval_loss, "%.9g");
@@ -106,11 +107,12 @@ static void format_time(char *buf, size_t cap, double s) {
 }
 
 void zen_report_progress(zen_report *r, const zen_step_record *s, int force_line) {
-    char elapsed[32], eta[32], stats[256];
+    char elapsed[32], eta[32], stats[288];
     format_time(elapsed, sizeof elapsed, s->elapsed_s);
     format_time(eta, sizeof eta, s->eta_s);
-    snprintf(stats, sizeof stats, "step %ld/%ld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tok/s | %s elapsed | ETA %s",
-             s->step, s->total_steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s, elapsed, eta);
+    snprintf(stats, sizeof stats, "step %ld/%ld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tok/s (%.0f trained) | "
+             "%s elapsed | ETA %s", s->step, s->total_steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s,
+             s->real_tokens_per_s, elapsed, eta);
     if (r->tty) {
         const int width = 24;
         int filled = (int)((double)width * (double)s->step / (double)(s->total_steps ? s->total_steps : 1));

@@ -19,7 +19,9 @@ void zen_report_close(zen_report *r);
 
 typedef struct {
     long step, total_steps, epoch;
-    double loss, lr, grad_norm, tokens_per_s, elapsed_s, eta_s;
+    double loss, lr, grad_norm, elapsed_s, eta_s;
+    double tokens_per_s;      /* every input position of the batches, padding included */
+    double real_tokens_per_s; /* the targets that count: loss_mask 1 and not across a document boundary */
     double eval_loss; /* NAN when not evaluated at this step */
     double mem_peak;  /* peak device bytes so far (GPU backends), NAN where the OS measures it */
 } zen_step_record;

@@ -51,6 +51,7 @@ static const key_spec KEYS[] = {
     {"eps", K_FLOAT, OFF(eps), 1e-30, 1, 0, 1},
     {"grad_clip", K_FLOAT, OFF(grad_clip), 0, 1e9, 0, 1},
     {"recompute", K_AUTO_BOOL, OFF(recompute), 0, 0, 0, 0},
+    {"doc_mask", K_BOOL, OFF(doc_mask), 0, 0, 0, 1},
     {"log_every", K_INT, OFF(log_every), 1, 1e12, 0, 0},
     {"eval_every", K_INT, OFF(eval_every), 0, 1e12, 0, 0},
     {"save_every", K_INT, OFF(save_every), 0, 1e12, 0, 0},
@@ -68,6 +69,7 @@ void zen_run_config_defaults(zen_run_config *c) {
     strcpy(c->device, "cpu");
     strcpy(c->dtype, "auto");
     c->recompute = -1;
+    c->doc_mask = 1;
     c->seed = 42;
     c->seq_len = 512;
     c->batch_size = 4;

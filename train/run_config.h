@@ -22,6 +22,7 @@ typedef struct {
     long warmup_steps;
     double min_lr_ratio, weight_decay, beta1, beta2, eps, grad_clip;
     int recompute;      /* 1, 0, or -1 = auto: on for cuda (memory), off for cpu (speed) */
+    int doc_mask;       /* documents kept apart (attention, positions, targets); default 1 */
     long log_every, eval_every, save_every, keep_checkpoints;
     long lora_r;
     double lora_alpha, lora_dropout;

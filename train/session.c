@@ -26,8 +26,11 @@ int zen_session_fresh_adapter(zen_session *s, int r, float alpha, int rslora, fl
     return rc;
 }
 
-int zen_session_open_data(zen_session *s, const char *path) {
-    return zen_dataset_open(&s->data, path, s->model.cfg.vocab);
+int zen_session_open_data(zen_session *s, const char *path, int doc_mask, size_t T) {
+    int rc = zen_dataset_open(&s->data, path, s->model.cfg.vocab);
+    if (!rc) rc = zen_dataset_check_seq_len(&s->data, T);
+    s->data.doc_mask = doc_mask;
+    return rc;
 }
 
 int zen_session_make_acts(zen_session *s, size_t B, size_t T, int recompute) {

@@ -23,7 +23,9 @@ int zen_session_open(zen_session *s, const char *device, const char *dtype, cons
 int zen_session_load_adapter(zen_session *s, const char *adapter_dir);
 int zen_session_fresh_adapter(zen_session *s, int r, float alpha, int rslora, float dropout, unsigned targets,
                               uint64_t seed);
-int zen_session_open_data(zen_session *s, const char *path);
+/* the dataset, read with sequences of T (a file packed for another length is
+ * refused) and its documents kept apart (doc_mask) or not */
+int zen_session_open_data(zen_session *s, const char *path, int doc_mask, size_t T);
 /* activations for batches of B x T (the adapter, if any, included) */
 int zen_session_make_acts(zen_session *s, size_t B, size_t T, int recompute);
 /* The one line for a loss that came out non-finite: exit 2 naming the

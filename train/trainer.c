@@ -87,14 +87,17 @@ static void run_free(run *r) {
 static int open_data(run *r) {
     const zen_run_config *c = r->cfg;
     size_t T = (size_t)c->seq_len;
-    int rc = zen_session_open_data(&r->s, c->data);
+    int rc = zen_session_open_data(&r->s, c->data, c->doc_mask, T);
     if (rc) return rc;
     if (r->s.data.n_masked == 0)
         return zen_fail(ZEN_ERR_INPUT, "%s: no target token has loss_mask 1: there is nothing to train on", c->data);
     int64_t seqs = zen_dataset_num_sequences(&r->s.data, T);
     int64_t n_val = 0;
     if (c->val_data[0]) {
-        if ((rc = zen_dataset_open(&r->val_file, c->val_data, r->s.model.cfg.vocab))) return rc;
+        if ((rc = zen_dataset_open(&r->val_file, c->val_data, r->s.model.cfg.vocab)) ||
+            (rc = zen_dataset_check_seq_len(&r->val_file, T)))
+            return rc;
+        r->val_file.doc_mask = c->doc_mask;
         r->val_data = &r->val_file;
         r->val_first = 0;
         r->val_count = zen_dataset_num_sequences(&r->val_file, T);
@@ -198,8 +201,7 @@ static int train_step(run *r, long step, double *loss, size_t *tokens) {
     for (long m = 0; m < c->grad_accum && !rc && count > 0; m++) {
         double part;
         uint64_t seed = c->lora_dropout > 0 ? dropout_seed(c->seed, step, m) : 0;
-        rc = zen_decoder_run(&r->s.model, &r->s.lora, &r->s.acts, r->micro[m].inputs, r->micro[m].targets,
-                             r->micro[m].mask, 1.0f / (float)count, seed, &part);
+        rc = zen_batch_run(&r->micro[m], &r->s.model, &r->s.lora, &r->s.acts, 1.0f / (float)count, seed, &part);
         sum += part;
     }
     *loss = count ? sum / (double)count : NAN;
@@ -334,7 +336,7 @@ int zen_train(const zen_run_config *c, int resume) {
     /* tokens/s counts the steps' own time; elapsed and ETA are wall-clock,
      * evaluation and checkpoints included (elapsed continues across resumes) */
     double session_start = now_s(), resumed_elapsed = st.elapsed_s;
-    double interval_tokens = 0, interval_seconds = 0, eval_loss = NAN;
+    double interval_tokens = 0, interval_real = 0, interval_seconds = 0, eval_loss = NAN;
     long first_step = st.step, last_saved = st.step;
     char where[ZEN_PATH_MAX + 160];
     int stop_signal = 0;
@@ -373,6 +375,7 @@ int zen_train(const zen_run_config *c, int resume) {
         if (tokens) zen_adamw_update(&r.opt, r.s.lora.params, r.s.lora.grads, gnorm, lr);
         interval_seconds += now_s() - t0;
         interval_tokens += tokens_per_step;
+        interval_real += (double)tokens;
         st.step = step + 1;
         st.epoch = st.step / r.steps_per_epoch;
         st.batch_in_epoch = st.step % r.steps_per_epoch;
@@ -384,15 +387,17 @@ int zen_train(const zen_run_config *c, int resume) {
         if (evaluate && (rc = evaluate_val(&r, &eval_loss))) break;
         double session = now_s() - session_start;
         st.elapsed_s = resumed_elapsed + session;
-        zen_step_record rec = {st.step, r.total_steps, step / r.steps_per_epoch, loss, lr, gnorm,
-                               interval_tokens / interval_seconds, st.elapsed_s,
-                               session / (double)(st.step - first_step) * (double)(r.total_steps - st.step),
-                               eval_loss, r.s.be->memory_peak ? (double)r.s.be->memory_peak(r.s.be) : NAN};
+        zen_step_record rec = {.step = st.step, .total_steps = r.total_steps, .epoch = step / r.steps_per_epoch,
+                               .loss = loss, .lr = lr, .grad_norm = gnorm, .elapsed_s = st.elapsed_s,
+                               .eta_s = session / (double)(st.step - first_step) * (double)(r.total_steps - st.step),
+                               .tokens_per_s = interval_tokens / interval_seconds,
+                               .real_tokens_per_s = interval_real / interval_seconds, .eval_loss = eval_loss,
+                               .mem_peak = r.s.be->memory_peak ? (double)r.s.be->memory_peak(r.s.be) : NAN};
         if (!tokens) zen_report_line(&r.report, "step %ld: no target token with loss_mask 1; no update", st.step);
         int log_now = st.step % c->log_every == 0 || evaluate || last;
         if (log_now) {
             if ((rc = zen_report_metrics(&r.report, &rec))) break;
-            interval_seconds = interval_tokens = 0;
+            interval_seconds = interval_tokens = interval_real = 0;
         }
         zen_report_progress(&r.report, &rec, log_now);
         if (evaluate) zen_report_line(&r.report, "  eval loss %.4f (ppl %.3f) on %lld validation sequences", eval_loss,

@@ -1,13 +1,17 @@
-/* kernels/cpu/attention_cpu.c: causal grouped-query attention on sgemm, a tile
- * of query rows at a time, never storing the [T, T] probabilities: the forward
- * saves each row's log-sum-exp and the backward recomputes p = exp(s - lse).
+/* kernels/cpu/attention_cpu.c: segmented causal grouped-query attention on
+ * sgemm, a tile of query rows at a time, never storing the [T, T]
+ * probabilities: the forward saves each row's log-sum-exp and the backward
+ * recomputes p = exp(s - lse).
  *
- * For query head h (kv head g = h / (nh/nkv)) and a tile of queries [i0, i1),
- * keys [0, i1) are the only ones any row of the tile may see:
- *   S = scale * Q[i0:i1] K[0:i1]^T,  P = softmax over j <= i,  O[i0:i1] = P V[0:i1]
+ * Query i sees the keys [seg_i, i] (seg_i the first row of its document in the
+ * sequence, non-decreasing in i). For query head h (kv head g = h / (nh/nkv))
+ * and a tile of queries [i0, i1), keys [k0, i1) with k0 = seg_{i0} are the only
+ * ones any row of the tile may see (keys of earlier documents are skipped):
+ *   S = scale * Q[i0:i1] K[k0:i1]^T,  P = softmax over seg_i <= j <= i,
+ *   O[i0:i1] = P V[k0:i1]
  * backward, with D_i = sum_j P_ij dP_ij:
  *   dP = dO V^T,  dS = P (dP - D) scale,
- *   dQ[i0:i1] = dS K,  dK[0:i1] += dS^T Q[i0:i1],  dV[0:i1] += P^T dO[i0:i1]
+ *   dQ[i0:i1] = dS K,  dK[k0:i1] += dS^T Q[i0:i1],  dV[k0:i1] += P^T dO[i0:i1]
  *
  * Layouts: q, out [B, T, nh, hd]; k, v [B, T, nkv, hd]; lse [B, nh, T]. One
  * head's rows are strided views (lda = nh*hd or nkv*hd), so no copies are made.
@@ -27,25 +31,33 @@
 
 #define QUERY_TILE CPU_ATTN_TILE
 
-/* P[rows, nk] = softmax of S over the causal keys of each row (row r is query
- * i0 + r, seeing keys j <= i0 + r); writes lse for each row when lse_out */
-static void causal_softmax(float *P, size_t rows, size_t nk, size_t i0, float *lse_out) {
+/* the first key query i of sequence b may see */
+static inline size_t seg_of(const int32_t *seg, size_t b, size_t T, size_t i) {
+    return seg ? (size_t)seg[b * T + i] : 0;
+}
+
+/* P[rows, nk] = softmax of S over the keys each row sees: row r is query
+ * i0 + r, column c key k0 + c, and the row sees columns [first_r, i0 + r - k0];
+ * writes lse for each row */
+static void segment_softmax(float *P, size_t rows, size_t nk, size_t i0, size_t k0, const int32_t *seg, size_t b,
+                            size_t T, float *lse_out) {
     for (size_t r = 0; r < rows; r++) {
         float *p = P + r * nk;
-        size_t valid = i0 + r + 1;
+        size_t first = seg_of(seg, b, T, i0 + r) - k0, last = i0 + r - k0 + 1; /* columns [first, last) */
         float m = -INFINITY;
-        for (size_t j = 0; j < valid; j++) m = p[j] > m ? p[j] : m;
-        for (size_t j = 0; j < valid; j++) p[j] = zk_expf(p[j] - m);
-        float sum = zk_sum(p, valid);
+        for (size_t j = first; j < last; j++) m = p[j] > m ? p[j] : m;
+        for (size_t j = first; j < last; j++) p[j] = zk_expf(p[j] - m);
+        float sum = zk_sum(p + first, last - first);
         float inv = 1.0f / sum;
-        for (size_t j = 0; j < valid; j++) p[j] *= inv;
-        for (size_t j = valid; j < nk; j++) p[j] = 0.0f;
+        for (size_t j = first; j < last; j++) p[j] *= inv;
+        for (size_t j = 0; j < first; j++) p[j] = 0.0f;
+        for (size_t j = last; j < nk; j++) p[j] = 0.0f;
         lse_out[r] = m + logf(sum);
     }
 }
 
 void cpu_attention_fwd(zk_backend *be, void *out_, float *lse, const void *q_, const void *k_,
-                       const void *v_, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
+                       const void *v_, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
     float *out = out_;
     const float *q = q_, *k = k_, *v = v_;
     size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd; /* row strides */
@@ -64,12 +76,13 @@ void cpu_attention_fwd(zk_backend *be, void *out_, float *lse, const void *q_, c
                 const float *vg = v + b * T * ks + (h / group) * hd;
                 float *oh = out + b * T * qs + h * hd;
                 for (size_t i0 = 0; i0 < T; i0 += QUERY_TILE) {
-                    size_t rows = T - i0 < QUERY_TILE ? T - i0 : QUERY_TILE, nk = i0 + rows;
+                    size_t rows = T - i0 < QUERY_TILE ? T - i0 : QUERY_TILE, k0 = seg_of(seg, b, T, i0);
+                    size_t nk = i0 + rows - k0;
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, scale,
-                                qh + i0 * qs, (int)qs, kg, (int)ks, 0.0f, S, (int)nk);
-                    causal_softmax(S, rows, nk, i0, lse + (b * nh + h) * T + i0);
+                                qh + i0 * qs, (int)qs, kg + k0 * ks, (int)ks, 0.0f, S, (int)nk);
+                    segment_softmax(S, rows, nk, i0, k0, seg, b, T, lse + (b * nh + h) * T + i0);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)nk, 1.0f, S,
-                                (int)nk, vg, (int)ks, 0.0f, oh + i0 * qs, (int)qs);
+                                (int)nk, vg + k0 * ks, (int)ks, 0.0f, oh + i0 * qs, (int)qs);
                 }
             }
     }
@@ -77,7 +90,7 @@ void cpu_attention_fwd(zk_backend *be, void *out_, float *lse, const void *q_, c
 
 void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const void *dout_,
                        const void *out_, const float *lse, const void *q_, const void *k_,
-                       const void *v_, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
+                       const void *v_, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
     (void)out_; /* D_i is formed from P and dP: sum_j P_ij dP_ij = dO_i . O_i */
     float *dq = dq_, *dk = dk_, *dv = dv_;
     const float *dout = dout_, *q = q_, *k = k_, *v = v_;
@@ -104,29 +117,31 @@ void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const vo
                     float *dqh = dq + b * T * qs + h * hd;
                     const float *lse_h = lse + (b * nh + h) * T;
                     for (size_t i0 = 0; i0 < T; i0 += QUERY_TILE) {
-                        size_t rows = T - i0 < QUERY_TILE ? T - i0 : QUERY_TILE, nk = i0 + rows;
+                        size_t rows = T - i0 < QUERY_TILE ? T - i0 : QUERY_TILE, k0 = seg_of(seg, b, T, i0);
+                        size_t nk = i0 + rows - k0;
                         /* P from the saved log-sum-exp */
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, scale,
-                                    qh + i0 * qs, (int)qs, kg, (int)ks, 0.0f, P, (int)nk);
+                                    qh + i0 * qs, (int)qs, kg + k0 * ks, (int)ks, 0.0f, P, (int)nk);
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, 1.0f,
-                                    doh + i0 * qs, (int)qs, vg, (int)ks, 0.0f, dP, (int)nk);
+                                    doh + i0 * qs, (int)qs, vg + k0 * ks, (int)ks, 0.0f, dP, (int)nk);
                         for (size_t r = 0; r < rows; r++) {
                             float *p = P + r * nk, *dp = dP + r * nk;
-                            size_t valid = i0 + r + 1;
+                            size_t first = seg_of(seg, b, T, i0 + r) - k0, last = i0 + r - k0 + 1;
                             float l = lse_h[i0 + r];
-                            for (size_t j = 0; j < valid; j++) p[j] = zk_expf(p[j] - l);
-                            for (size_t j = 0; j < valid; j++) dp[j] *= p[j]; /* P * dP, summed to D */
-                            float D = zk_sum(dp, valid);
-                            for (size_t j = 0; j < valid; j++) dp[j] = dp[j] - p[j] * D;
-                            for (size_t j = 0; j < valid; j++) dp[j] *= scale;
-                            for (size_t j = valid; j < nk; j++) p[j] = dp[j] = 0.0f;
+                            for (size_t j = first; j < last; j++) p[j] = zk_expf(p[j] - l);
+                            for (size_t j = first; j < last; j++) dp[j] *= p[j]; /* P * dP, summed to D */
+                            float D = zk_sum(dp + first, last - first);
+                            for (size_t j = first; j < last; j++) dp[j] = dp[j] - p[j] * D;
+                            for (size_t j = first; j < last; j++) dp[j] *= scale;
+                            for (size_t j = 0; j < first; j++) p[j] = dp[j] = 0.0f;
+                            for (size_t j = last; j < nk; j++) p[j] = dp[j] = 0.0f;
                         }
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)nk, 1.0f,
-                                    dP, (int)nk, kg, (int)ks, 0.0f, dqh + i0 * qs, (int)qs);
+                                    dP, (int)nk, kg + k0 * ks, (int)ks, 0.0f, dqh + i0 * qs, (int)qs);
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)hd, (int)rows, 1.0f, dP,
-                                    (int)nk, qh + i0 * qs, (int)qs, 1.0f, dkg, (int)ks);
+                                    (int)nk, qh + i0 * qs, (int)qs, 1.0f, dkg + k0 * ks, (int)ks);
                         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)hd, (int)rows, 1.0f, P,
-                                    (int)nk, doh + i0 * qs, (int)qs, 1.0f, dvg, (int)ks);
+                                    (int)nk, doh + i0 * qs, (int)qs, 1.0f, dvg + k0 * ks, (int)ks);
                     }
                 }
             }

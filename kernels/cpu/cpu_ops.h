@@ -49,16 +49,16 @@ void cpu_rmsnorm_fwd(zk_backend *be, void *y, float *rstd, const void *x, const 
                      size_t rows, size_t dim, float eps);
 void cpu_rmsnorm_bwd(zk_backend *be, void *dx, float *dw, const void *dy, const void *x,
                      const float *rstd, const float *w, size_t rows, size_t dim, int accumulate);
-void cpu_rope_fwd(zk_backend *be, void *x, size_t B, size_t T, size_t H, size_t hd,
+void cpu_rope_fwd(zk_backend *be, void *x, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
                   double theta);
-void cpu_rope_bwd(zk_backend *be, void *dx, size_t B, size_t T, size_t H, size_t hd,
+void cpu_rope_bwd(zk_backend *be, void *dx, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
                   double theta);
 
 void cpu_attention_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k,
-                       const void *v, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+                       const void *v, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
 void cpu_attention_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout,
                        const void *out, const float *lse, const void *q, const void *k,
-                       const void *v, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+                       const void *v, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
 
 void cpu_swiglu_fwd(zk_backend *be, void *h, const void *g, const void *u, size_t n);
 void cpu_swiglu_bwd(zk_backend *be, void *dg, void *du, const void *dh, const void *g,

@@ -1,9 +1,10 @@
 /* kernels/cpu/rope_cpu.c: rotary position embedding, rotate-half (NEOX) form as in
- * Hugging Face Qwen3: for i < hd/2 with angle a = t * theta^(-2i/hd),
+ * Hugging Face Qwen3: for i < hd/2 with angle a = pos * theta^(-2i/hd) (pos the
+ * row's position in its document),
  *   y[i]        = x[i] cos a - x[i+hd/2] sin a
  *   y[i+hd/2]   = x[i+hd/2] cos a + x[i] sin a
  * The backward is the inverse rotation (angle -a). Angles are computed in double
- * and cached per (T, hd, theta). */
+ * and cached per (max position, hd, theta). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -44,14 +45,14 @@ int cpu_rope_tables(zk_backend *be, size_t T, size_t hd, double theta, const flo
 }
 
 /* direction +1 rotates by +a (forward), -1 by -a (backward) */
-static void rope_apply(zk_backend *be, float *x, size_t B, size_t T, size_t H, size_t hd,
+static void rope_apply(zk_backend *be, float *x, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
                        double theta, float direction) {
     const float *cos_t, *sin_t;
-    if (be->status || cpu_rope_tables(be, T, hd, theta, &cos_t, &sin_t)) return;
+    if (be->status || cpu_rope_tables(be, max_pos, hd, theta, &cos_t, &sin_t)) return;
     size_t half = hd / 2;
-#pragma omp parallel for schedule(static) if (B * T * H * hd > 32768)
-    for (size_t row = 0; row < B * T; row++) {
-        size_t t = row % T;
+#pragma omp parallel for schedule(static) if (N * H * hd > 32768)
+    for (size_t row = 0; row < N; row++) {
+        size_t t = (size_t)pos[row];
         const float *c = cos_t + t * half, *s = sin_t + t * half;
         for (size_t h = 0; h < H; h++) {
             float *xh = x + (row * H + h) * hd; /* [hd] */
@@ -65,12 +66,12 @@ static void rope_apply(zk_backend *be, float *x, size_t B, size_t T, size_t H, s
     }
 }
 
-void cpu_rope_fwd(zk_backend *be, void *x, size_t B, size_t T, size_t H, size_t hd,
+void cpu_rope_fwd(zk_backend *be, void *x, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
                   double theta) {
-    rope_apply(be, x, B, T, H, hd, theta, 1.0f);
+    rope_apply(be, x, pos, N, max_pos, H, hd, theta, 1.0f);
 }
 
-void cpu_rope_bwd(zk_backend *be, void *dx, size_t B, size_t T, size_t H, size_t hd,
+void cpu_rope_bwd(zk_backend *be, void *dx, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
                   double theta) {
-    rope_apply(be, dx, B, T, H, hd, theta, -1.0f);
+    rope_apply(be, dx, pos, N, max_pos, H, hd, theta, -1.0f);
 }

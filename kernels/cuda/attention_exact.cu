@@ -1,4 +1,5 @@
-/* kernels/cuda/attention_exact.cu: causal GQA attention in exact fp32, one
+/* kernels/cuda/attention_exact.cu: segmented causal GQA attention (query i sees
+ * keys [seg_i, i], see kernels.h) in exact fp32, one
  * block per query row (the f32 compute mode, for checking against the CPU;
  * also the fallback for head sizes the flash kernels do not handle).
  * Slow at long sequences: bf16 compute uses flash_attention.cu. Every output
@@ -7,14 +8,16 @@
 #include "cuda_common.cuh"
 
 
-/* forward: one block per (b, h, i). The row's scores s_j (j <= i) sit in
- * shared memory (T floats), so the [T, T] matrix is never stored:
+/* forward: one block per (b, h, i). The row's scores s_j (seg_i <= j <= i)
+ * sit in shared memory (T floats), so the [T, T] matrix is never stored:
  *   p_j = exp(s_j - lse),  o[d] = sum_j p_j v_j[d]  (a thread per d)
  * backward, in two kernels:
  *   dq:    one block per (b, h, i): dp_j = do . v_j, D = sum_j p_j dp_j (saved
  *          per row), ds_j = p_j (dp_j - D) scale, dq[d] = sum_j ds_j k_j[d]
  *   dk,dv: one block per (b, g, j) key row: over the group's heads and the
- *          queries i >= j in tiles of a block's threads, p_ij and ds_ij are
+ *          queries i >= j of the key's segment (seg_i <= j: they are
+ *          contiguous, so the loop stops at the first query past it) in tiles
+ *          of a block's threads, p_ij and ds_ij are
  *          recomputed from lse and D, then dk_j[d] += sum_i ds_ij q_i[d] and
  *          dv_j[d] += sum_i p_ij do_i[d], thread d adding in order of i */
 __device__ static float dot_dev(const float *a, const float *b, size_t n) {
@@ -23,20 +26,25 @@ __device__ static float dot_dev(const float *a, const float *b, size_t n) {
     return s;
 }
 
+__device__ static inline int seg_start(const int32_t *seg, size_t b, size_t T, size_t i) {
+    return seg ? seg[b * T + i] : 0;
+}
+
 __global__ static void attention_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
-                                            size_t T, size_t nh, size_t nkv, size_t hd, float scale) {
+                                            const int32_t *seg, size_t T, size_t nh, size_t nkv, size_t hd,
+                                            float scale) {
     ZK_DYNAMIC_SMEM(smem);
     float *p = (float *)smem; /* [i + 1] */
-    size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv);
+    size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv), j0 = (size_t)seg_start(seg, b, T, i);
     const float *qi = q + ((b * T + i) * nh + h) * hd;
     float m = -INFINITY;
-    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
+    for (size_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) {
         p[j] = scale * dot_dev(qi, k + ((b * T + j) * nkv + g) * hd, hd);
         m = fmaxf(m, p[j]);
     }
     m = block_max(m);
     double sum = 0.0;
-    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
+    for (size_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) {
         p[j] = expf(p[j] - m);
         sum += p[j];
     }
@@ -46,23 +54,23 @@ __global__ static void attention_fwd_kernel(float *out, float *lse, const float 
     float *oi = out + ((b * T + i) * nh + h) * hd;
     for (size_t d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0.0f;
-        for (size_t j = 0; j <= i; j++) acc += p[j] * v[((b * T + j) * nkv + g) * hd + d];
+        for (size_t j = j0; j <= i; j++) acc += p[j] * v[((b * T + j) * nkv + g) * hd + d];
         oi[d] = acc * inv;
     }
 }
 
 __global__ static void attention_bwd_dq_kernel(float *dq, float *Drow, const float *dout, const float *lse,
-                                               const float *q, const float *k, const float *v, size_t T, size_t nh,
-                                               size_t nkv, size_t hd, float scale) {
+                                               const float *q, const float *k, const float *v, const int32_t *seg,
+                                               size_t T, size_t nh, size_t nkv, size_t hd, float scale) {
     ZK_DYNAMIC_SMEM(smem);
     float *shm = (float *)smem; /* p [T] then ds [T] */
     float *p = shm, *ds = shm + T;
-    size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv);
+    size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv), j0 = (size_t)seg_start(seg, b, T, i);
     size_t qrow = ((b * T + i) * nh + h) * hd;
     const float *qi = q + qrow, *doi = dout + qrow;
     float l = lse[(b * nh + h) * T + i];
     double D = 0.0;
-    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) {
+    for (size_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) {
         size_t kv = ((b * T + j) * nkv + g) * hd;
         p[j] = expf(scale * dot_dev(qi, k + kv, hd) - l);
         ds[j] = dot_dev(doi, v + kv, hd); /* dp for now */
@@ -70,11 +78,11 @@ __global__ static void attention_bwd_dq_kernel(float *dq, float *Drow, const flo
     }
     D = block_sum(D);
     if (threadIdx.x == 0) Drow[(b * nh + h) * T + i] = (float)D;
-    for (size_t j = threadIdx.x; j <= i; j += blockDim.x) ds[j] = p[j] * (ds[j] - (float)D) * scale;
+    for (size_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) ds[j] = p[j] * (ds[j] - (float)D) * scale;
     __syncthreads();
     for (size_t d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0.0f;
-        for (size_t j = 0; j <= i; j++) acc += ds[j] * k[((b * T + j) * nkv + g) * hd + d];
+        for (size_t j = j0; j <= i; j++) acc += ds[j] * k[((b * T + j) * nkv + g) * hd + d];
         dq[qrow + d] = acc;
     }
 }
@@ -83,22 +91,27 @@ __global__ static void attention_bwd_dq_kernel(float *dq, float *Drow, const flo
 
 __global__ static void attention_bwd_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse,
                                                 const float *Drow, const float *q, const float *k, const float *v,
-                                                size_t T, size_t nh, size_t nkv, size_t hd, float scale) {
+                                                const int32_t *seg, size_t T, size_t nh, size_t nkv, size_t hd,
+                                                float scale) {
     __shared__ float p[EXACT_BWD_THREADS], ds[EXACT_BWD_THREADS];
     size_t j = blockIdx.x, g = blockIdx.y, b = blockIdx.z, group = nh / nkv;
     size_t kv = ((b * T + j) * nkv + g) * hd;
     const float *kj = k + kv, *vj = v + kv;
+    /* the queries that see key j: i in [j, end), where end is the first row of
+     * the next segment (seg_i > j there and after) */
+    size_t end = j + 1;
+    while (end < T && (size_t)seg_start(seg, b, T, end) <= j) end++;
     for (size_t h = g * group; h < (g + 1) * group; h++)
-        for (size_t i0 = j; i0 < T; i0 += blockDim.x) {
+        for (size_t i0 = j; i0 < end; i0 += blockDim.x) {
             size_t i = i0 + threadIdx.x;
-            if (i < T) { /* p_ij and ds_ij of this thread's query */
+            if (i < end) { /* p_ij and ds_ij of this thread's query */
                 size_t qrow = ((b * T + i) * nh + h) * hd;
                 float pij = expf(scale * dot_dev(q + qrow, kj, hd) - lse[(b * nh + h) * T + i]);
                 p[threadIdx.x] = pij;
                 ds[threadIdx.x] = pij * (dot_dev(dout + qrow, vj, hd) - Drow[(b * nh + h) * T + i]) * scale;
             }
             __syncthreads();
-            size_t n = T - i0 < blockDim.x ? T - i0 : blockDim.x;
+            size_t n = end - i0 < blockDim.x ? end - i0 : blockDim.x;
             for (size_t d = threadIdx.x; d < hd; d += blockDim.x) {
                 float ak = dk[kv + d], av = dv[kv + d];
                 for (size_t t = 0; t < n; t++) {
@@ -114,18 +127,18 @@ __global__ static void attention_bwd_dkv_kernel(float *dk, float *dv, const floa
 }
 
 void cu_attention_exact_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
-                             size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
+                            const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
     dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
     size_t smem = T * sizeof(float);
     if (!allow_smem(be, (const void *)attention_fwd_kernel, smem)) return;
-    ZK_LAUNCH(attention_fwd_kernel, grid, 128, smem)((float *)out, lse, (const float *)q, (const float *)k, (const float *)v, T,
-                                              nh, nkv, hd, 1.0f / sqrtf((float)hd));
+    ZK_LAUNCH(attention_fwd_kernel, grid, 128, smem)((float *)out, lse, (const float *)q, (const float *)k, (const float *)v, seg,
+                                              T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
     CUDA_CHECK(be, cudaGetLastError());
 }
 
 void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,
-                             const float *lse, const void *q, const void *k, const void *v, size_t B, size_t T,
-                             size_t nh, size_t nkv, size_t hd) {
+                            const float *lse, const void *q, const void *k, const void *v, const int32_t *seg, size_t B,
+                            size_t T, size_t nh, size_t nkv, size_t hd) {
     (void)out;
     float *Drow = (float *)scratch(be, SCRATCH_ATT_D, B * nh * T * sizeof(float)); /* [B, nh, T] */
     if (!Drow) return;
@@ -134,13 +147,13 @@ void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const 
     size_t smem = 2 * T * sizeof(float);
     if (!allow_smem(be, (const void *)attention_bwd_dq_kernel, smem)) return;
     ZK_LAUNCH(attention_bwd_dq_kernel, grid, 128, smem)((float *)dq, Drow, (const float *)dout, lse, (const float *)q,
-                                                        (const float *)k, (const float *)v, T, nh, nkv, hd, scale);
+                                                        (const float *)k, (const float *)v, seg, T, nh, nkv, hd, scale);
     CUDA_CHECK(be, cudaGetLastError());
     CUDA_CHECK(be, cudaMemset(dk, 0, B * T * nkv * hd * sizeof(float)));
     CUDA_CHECK(be, cudaMemset(dv, 0, B * T * nkv * hd * sizeof(float)));
     dim3 grid2((unsigned)T, (unsigned)nkv, (unsigned)B);
     ZK_LAUNCH(attention_bwd_dkv_kernel, grid2, EXACT_BWD_THREADS, 0)((float *)dk, (float *)dv, (const float *)dout, lse,
                                                                      Drow, (const float *)q, (const float *)k,
-                                                                     (const float *)v, T, nh, nkv, hd, scale);
+                                                                     (const float *)v, seg, T, nh, nkv, hd, scale);
     CUDA_CHECK(be, cudaGetLastError());
 }

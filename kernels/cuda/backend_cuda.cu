@@ -239,13 +239,13 @@ int cuda_rope_tables(zk_backend *be, size_t T, size_t hd, double theta) {
     return c->rope_T ? 0 : -1;
 }
 
-__global__ static void rope_kernel(float *x, const float *cs, const float *sn, size_t rows, size_t T, size_t H, size_t hd,
-                                   float direction) {
+__global__ static void rope_kernel(float *x, const float *cs, const float *sn, const int32_t *pos, size_t rows, size_t H,
+                                   size_t hd, float direction) {
     size_t half = hd / 2;
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; /* over rows * H * half */
     if (idx >= rows * H * half) return;
     size_t i = idx % half, rh = idx / half, row = rh / H;
-    size_t t = row % T;
+    size_t t = (size_t)pos[row];
     float *xh = x + rh * hd;
     float c = cs[t * half + i], s = direction * sn[t * half + i];
     float x1 = xh[i], x2 = xh[i + half];
@@ -253,35 +253,40 @@ __global__ static void rope_kernel(float *x, const float *cs, const float *sn, s
     xh[i + half] = x2 * c + x1 * s;
 }
 
-static void rope_apply(zk_backend *be, void *x, size_t B, size_t T, size_t H, size_t hd, double theta, float dir) {
-    if (be->status || cuda_rope_tables(be, T, hd, theta)) return;
-    size_t n = B * T * H * (hd / 2);
-    ZK_LAUNCH(rope_kernel, blocks_for(n, 256), 256, 0)((float *)x, ctx_of(be)->rope_cos, ctx_of(be)->rope_sin, B * T, T, H, hd, dir);
+static void rope_apply(zk_backend *be, void *x, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
+                       double theta, float dir) {
+    if (be->status || cuda_rope_tables(be, max_pos, hd, theta)) return;
+    size_t n = N * H * (hd / 2);
+    ZK_LAUNCH(rope_kernel, blocks_for(n, 256), 256, 0)((float *)x, ctx_of(be)->rope_cos, ctx_of(be)->rope_sin, pos, N, H,
+                                                       hd, dir);
     CUDA_CHECK(be, cudaGetLastError());
 }
 
-static void cu_rope_fwd(zk_backend *be, void *x, size_t B, size_t T, size_t H, size_t hd, double theta) {
-    rope_apply(be, x, B, T, H, hd, theta, 1.0f);
+static void cu_rope_fwd(zk_backend *be, void *x, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
+                        double theta) {
+    rope_apply(be, x, pos, N, max_pos, H, hd, theta, 1.0f);
 }
 
-static void cu_rope_bwd(zk_backend *be, void *dx, size_t B, size_t T, size_t H, size_t hd, double theta) {
-    rope_apply(be, dx, B, T, H, hd, theta, -1.0f);
+static void cu_rope_bwd(zk_backend *be, void *dx, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
+                        double theta) {
+    rope_apply(be, dx, pos, N, max_pos, H, hd, theta, -1.0f);
 }
 
 /* ---------------- attention ---------------- */
 
 static void cu_attention_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
-                             size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
-    if (be->compute == ZEN_BF16 && cu_flash_attention_fwd(be, out, lse, q, k, v, B, T, nh, nkv, hd)) return;
-    cu_attention_exact_fwd(be, out, lse, q, k, v, B, T, nh, nkv, hd);
+                             const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
+    if (be->compute == ZEN_BF16 && cu_flash_attention_fwd(be, out, lse, q, k, v, seg, B, T, nh, nkv, hd)) return;
+    cu_attention_exact_fwd(be, out, lse, q, k, v, seg, B, T, nh, nkv, hd);
 }
 
 static void cu_attention_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,
-                             const float *lse, const void *q, const void *k, const void *v, size_t B, size_t T,
-                             size_t nh, size_t nkv, size_t hd) {
-    if (be->compute == ZEN_BF16 && cu_flash_attention_bwd(be, dq, dk, dv, dout, out, lse, q, k, v, B, T, nh, nkv, hd))
+                             const float *lse, const void *q, const void *k, const void *v, const int32_t *seg, size_t B,
+                             size_t T, size_t nh, size_t nkv, size_t hd) {
+    if (be->compute == ZEN_BF16 &&
+        cu_flash_attention_bwd(be, dq, dk, dv, dout, out, lse, q, k, v, seg, B, T, nh, nkv, hd))
         return;
-    cu_attention_exact_bwd(be, dq, dk, dv, dout, out, lse, q, k, v, B, T, nh, nkv, hd);
+    cu_attention_exact_bwd(be, dq, dk, dv, dout, out, lse, q, k, v, seg, B, T, nh, nkv, hd);
 }
 
 /* ---------------- elementwise, embedding ---------------- */

@@ -178,16 +178,16 @@ int cu_reserve(zk_backend *be, const zk_reserve_plan *p);
 /* the RoPE tables for (T, hd, theta) on the device; 0, or -1 (sticky failure set) */
 int cuda_rope_tables(zk_backend *be, size_t T, size_t hd, double theta);
 void cu_attention_exact_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
-                            size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+                            const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
 void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,
-                            const float *lse, const void *q, const void *k, const void *v, size_t B, size_t T,
-                            size_t nh, size_t nkv, size_t hd);
+                            const float *lse, const void *q, const void *k, const void *v, const int32_t *seg, size_t B,
+                            size_t T, size_t nh, size_t nkv, size_t hd);
 /* flash attention on bf16 tensor cores; returns 0 when hd is not supported
  * (multiples of 16 up to 128 are), and the caller uses the exact kernels */
 int cu_flash_attention_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
-                           size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+                           const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
 int cu_flash_attention_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,
-                           const float *lse, const void *q, const void *k, const void *v, size_t B, size_t T,
-                           size_t nh, size_t nkv, size_t hd);
+                           const float *lse, const void *q, const void *k, const void *v, const int32_t *seg, size_t B,
+                           size_t T, size_t nh, size_t nkv, size_t hd);
 
 #endif

@@ -120,8 +120,8 @@ static size_t fwd_smem_bytes() {
 /* grid (ceil(T / 64), nh, B) */
 template <int HD>
 __global__ static void __launch_bounds__(FA_THREADS)
-    flash_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int T, int nh, int nkv,
-                     float scale) {
+    flash_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v, const int *seg, int T,
+                     int nh, int nkv, float scale) {
     ZK_DYNAMIC_SMEM(smem);
     const int LDH = HD + PAD_H, LDS = FA_BC + PAD_F, LDP = FA_BC + PAD_H, LDO = HD + PAD_F;
     bf16 *Qs = (bf16 *)smem;                      /* [BR][LDH] */
@@ -142,11 +142,17 @@ __global__ static void __launch_bounds__(FA_THREADS)
     float *Sw = Ss + warp * 16 * LDS, *Ow = Os + warp * 16 * LDO;
     bf16 *Pw = Ps + warp * 16 * LDP;
     float m_row[16], l_row[16]; /* every lane holds the same running max and sum */
+    int seg_r[16];              /* the first key each row sees (its segment's start) */
 #pragma unroll
-    for (int r = 0; r < 16; r++) m_row[r] = -INFINITY, l_row[r] = 0.0f;
+    for (int r = 0; r < 16; r++) {
+        int i = q0 + warp * 16 + r;
+        m_row[r] = -INFINITY, l_row[r] = 0.0f, seg_r[r] = seg && i < T ? seg[(size_t)b * T + i] : 0;
+    }
 
-    const int kv_end = min(T, q0 + FA_BR); /* causal: keys < kv_end */
-    for (int j0 = 0; j0 < kv_end; j0 += FA_BC) {
+    /* causal: keys < kv_end; segments: no row of the block sees a key before
+     * its first row's segment start, so whole tiles before it are skipped */
+    const int kv_end = min(T, q0 + FA_BR), kv_begin = seg ? seg[(size_t)b * T + q0] / FA_BC * FA_BC : 0;
+    for (int j0 = kv_begin; j0 < kv_end; j0 += FA_BC) {
         __syncthreads(); /* the previous tile is no longer read */
         load_tile<HD>(Ks, kb + (size_t)j0 * ks, ks, FA_BC, min(FA_BC, T - j0));
         load_tile<HD>(Vs, vb + (size_t)j0 * ks, ks, FA_BC, min(FA_BC, T - j0));
@@ -156,7 +162,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
 #pragma unroll
         for (int r = 0; r < 16; r++) {
             int i = q0 + warp * 16 + r, j = j0 + lane;
-            float s = (j <= i && j < T) ? Sw[r * LDS + lane] * scale : -INFINITY;
+            float s = (j <= i && j < T && j >= seg_r[r]) ? Sw[r * LDS + lane] * scale : -INFINITY;
             float m_new = fmaxf(m_row[r], warp_max(s));
             float p = s == -INFINITY ? 0.0f : __expf(s - m_new);
             float alpha = m_row[r] == -INFINITY ? 0.0f : __expf(m_row[r] - m_new);
@@ -212,7 +218,7 @@ static size_t dq_smem_bytes() {
 template <int HD>
 __global__ static void __launch_bounds__(FA_THREADS)
     flash_bwd_dq_kernel(float *dq, const float *dout, const float *lse, const float *Drow, const float *q,
-                        const float *k, const float *v, int T, int nh, int nkv, float scale) {
+                        const float *k, const float *v, const int *seg, int T, int nh, int nkv, float scale) {
     ZK_DYNAMIC_SMEM(smem);
     const int LDH = HD + PAD_H, LDS = FA_BC + PAD_F, LDP = FA_BC + PAD_H;
     bf16 *Qs = (bf16 *)smem;                  /* [BR][LDH] */
@@ -233,19 +239,21 @@ __global__ static void __launch_bounds__(FA_THREADS)
     float *Sw = Ss + warp * 16 * LDS, *dPw = dPs + warp * 16 * LDS;
     bf16 *dSw = dSs + warp * 16 * LDP;
     float lse_r[16], D_r[16];
+    int seg_r[16];
 #pragma unroll
     for (int r = 0; r < 16; r++) {
         int i = q0 + warp * 16 + r;
         size_t at = ((size_t)b * nh + h) * T + i;
         lse_r[r] = i < T ? lse[at] : 0.0f;
         D_r[r] = i < T ? Drow[at] : 0.0f;
+        seg_r[r] = seg && i < T ? seg[(size_t)b * T + i] : 0;
     }
     frag_c acc[HD / 16];
 #pragma unroll
     for (int n = 0; n < HD / 16; n++) wmma::fill_fragment(acc[n], 0.0f);
 
-    const int kv_end = min(T, q0 + FA_BR);
-    for (int j0 = 0; j0 < kv_end; j0 += FA_BC) {
+    const int kv_end = min(T, q0 + FA_BR), kv_begin = seg ? seg[(size_t)b * T + q0] / FA_BC * FA_BC : 0;
+    for (int j0 = kv_begin; j0 < kv_end; j0 += FA_BC) {
         __syncthreads();
         load_tile<HD>(Ks, k + koff + (size_t)j0 * ks, ks, FA_BC, min(FA_BC, T - j0));
         load_tile<HD>(Vs, v + koff + (size_t)j0 * ks, ks, FA_BC, min(FA_BC, T - j0));
@@ -257,7 +265,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
         for (int r = 0; r < 16; r++) {
             int i = q0 + warp * 16 + r, j = j0 + lane;
             float ds = 0.0f;
-            if (j <= i && i < T) {
+            if (j <= i && i < T && j >= seg_r[r]) {
                 float p = __expf(Sw[r * LDS + lane] * scale - lse_r[r]);
                 ds = p * (dPw[r * LDS + lane] - D_r[r]) * scale;
             }
@@ -273,7 +281,7 @@ template <int HD>
 static size_t dkv_smem_bytes() {
     return (size_t)(2 * FA_BKV + 2 * FA_BQ) * (HD + PAD_H) * sizeof(bf16) +
            (size_t)2 * FA_BKV * (FA_BQ + PAD_F) * sizeof(float) + (size_t)2 * FA_BKV * (FA_BQ + PAD_H) * sizeof(bf16) +
-           (size_t)2 * FA_BQ * sizeof(float);
+           (size_t)3 * FA_BQ * sizeof(float);
 }
 
 /* grid (ceil(T / 64), nkv, B): dk, dv of 64 key rows of one kv head, summed
@@ -281,7 +289,7 @@ static size_t dkv_smem_bytes() {
 template <int HD>
 __global__ static void __launch_bounds__(FA_THREADS)
     flash_bwd_dkv_kernel(float *dk, float *dv, const float *dout, const float *lse, const float *Drow, const float *q,
-                         const float *k, const float *v, int T, int nh, int nkv, float scale) {
+                         const float *k, const float *v, const int *seg, int T, int nh, int nkv, float scale) {
     ZK_DYNAMIC_SMEM(smem);
     const int LDH = HD + PAD_H, LDT = FA_BQ + PAD_F, LDPT = FA_BQ + PAD_H;
     bf16 *Ks = (bf16 *)smem;                    /* [BKV][LDH] */
@@ -293,6 +301,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
     bf16 *PTs = (bf16 *)(dPTs + FA_BKV * LDT);  /* [BKV][LDPT] */
     bf16 *dSTs = PTs + FA_BKV * LDPT;           /* [BKV][LDPT] */
     float *lse_s = (float *)(dSTs + FA_BKV * LDPT), *D_s = lse_s + FA_BQ; /* [BQ] each */
+    int *seg_s = (int *)(D_s + FA_BQ);                                     /* [BQ] */
     const int k0 = blockIdx.x * FA_BKV, g = blockIdx.y, b = blockIdx.z, group = nh / nkv;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const size_t qs = (size_t)nh * HD, ks = (size_t)nkv * HD;
@@ -311,6 +320,9 @@ __global__ static void __launch_bounds__(FA_THREADS)
         const int h = g * group + hh;
         const size_t qoff = ((size_t)b * T * nh + h) * HD, row_at = ((size_t)b * nh + h) * T;
         for (int i0 = k0; i0 < T; i0 += FA_BQ) { /* causal: queries i >= k0 (k0 is a multiple of BQ) */
+            /* segments never restart backwards: once a query tile's first row
+             * starts past the block's last key, no later query sees the block */
+            if (seg && seg[(size_t)b * T + i0] > min(T, k0 + FA_BKV) - 1) break;
             __syncthreads();
             load_tile<HD>(Qs, q + qoff + (size_t)i0 * qs, qs, FA_BQ, min(FA_BQ, T - i0));
             load_tile<HD>(dOs, dout + qoff + (size_t)i0 * qs, qs, FA_BQ, min(FA_BQ, T - i0));
@@ -318,6 +330,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
                 int i = i0 + threadIdx.x;
                 lse_s[threadIdx.x] = i < T ? lse[row_at + i] : 0.0f;
                 D_s[threadIdx.x] = i < T ? Drow[row_at + i] : 0.0f;
+                seg_s[threadIdx.x] = seg && i < T ? seg[(size_t)b * T + i] : 0;
             }
             __syncthreads();
             warp_gemm_abt<HD, FA_BQ / 16>(STw, LDT, Kw, LDH, Qs, LDH);
@@ -327,7 +340,7 @@ __global__ static void __launch_bounds__(FA_THREADS)
             for (int r = 0; r < 16; r++) {
                 int j = k0 + warp * 16 + r, i = i0 + lane;
                 float p = 0.0f, ds = 0.0f;
-                if (j <= i && i < T && j < T) {
+                if (j <= i && i < T && j < T && j >= seg_s[lane]) {
                     p = __expf(STw[r * LDT + lane] * scale - lse_s[lane]);
                     ds = p * (dPTw[r * LDT + lane] - D_s[lane]) * scale;
                 }

@@ -1,7 +1,12 @@
 """tests/reference/qwen3_lora_ref.py: an independent float64 PyTorch
 implementation of the Qwen3 decoder with PEFT LoRA, written from Hugging Face's
 modeling_qwen3.py and PEFT's lora/layer.py (not from zen's C code). Autograd
-gives the reference gradients of the LoRA A and B matrices."""
+gives the reference gradients of the LoRA A and B matrices.
+
+Documents (packed sequences): `docs` [B, T] labels each input with its
+document; positions restart at 0 where the label changes and a query attends
+only to keys of its own document, as Hugging Face does with packed
+`position_ids` and TRL/torchtune with a block-causal mask."""
 import math
 
 import torch
@@ -20,11 +25,22 @@ def rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def rope_cos_sin(T, head_dim, theta):
+def rope_cos_sin(positions, head_dim, theta):
+    """cos, sin [..., hd] at integer positions [...]"""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)  # [T, hd], not interleaved
+    freqs = torch.as_tensor(positions, dtype=torch.float64)[..., None] * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)  # not interleaved
     return emb.cos(), emb.sin()
+
+
+def document_positions(docs):
+    """[B, T] position of each input within its run of equal labels"""
+    docs = torch.as_tensor(docs)
+    t = torch.arange(docs.shape[1]).expand(docs.shape)
+    starts = torch.ones(docs.shape, dtype=torch.bool)
+    starts[:, 1:] = docs[:, 1:] != docs[:, :-1]
+    run_start = torch.where(starts, t, torch.zeros_like(t)).cummax(dim=1).values
+    return t - run_start
 
 
 class Qwen3LoraReference:
@@ -55,13 +71,19 @@ class Qwen3LoraReference:
             y = y + (x @ a.T) @ b.T * self.scale
         return y
 
-    def logits(self, tokens):
+    def logits(self, tokens, docs=None):
+        """tokens [B, T]; docs [B, T] document labels (None: one document per row)"""
         c = self.cfg
         B, T = tokens.shape
         nh, nkv, hd, eps = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], c["rms_norm_eps"]
-        cos, sin = rope_cos_sin(T, hd, c["rope_theta"])
-        cos, sin = cos.to(self.dtype), sin.to(self.dtype)
-        causal = torch.full((T, T), float("-inf"), dtype=self.dtype).triu(1)
+        if docs is None:
+            docs = torch.zeros((B, T), dtype=torch.long)
+        docs = torch.as_tensor(docs)
+        cos, sin = rope_cos_sin(document_positions(docs), hd, c["rope_theta"])  # [B, T, hd]
+        cos, sin = cos.to(self.dtype)[:, None], sin.to(self.dtype)[:, None]     # [B, 1, T, hd]
+        # key j is seen by query i when j <= i and both lie in one document
+        seen = torch.ones((T, T), dtype=torch.bool).tril() & (docs[:, :, None] == docs[:, None, :])  # [B, T, T]
+        causal = torch.zeros((B, 1, T, T), dtype=self.dtype).masked_fill(~seen[:, None], float("-inf"))
         x = self.w["model.embed_tokens.weight"][torch.as_tensor(tokens, dtype=torch.long)]
         for l in range(c["num_hidden_layers"]):
             p = f"model.layers.{l}."
@@ -86,15 +108,15 @@ class Qwen3LoraReference:
         head = self.w["model.embed_tokens.weight"] if c["tie_word_embeddings"] else self.w["lm_head.weight"]
         return x @ head.T
 
-    def loss(self, inputs, targets, mask):
-        logits = self.logits(torch.as_tensor(inputs))
+    def loss(self, inputs, targets, mask, docs=None):
+        logits = self.logits(torch.as_tensor(inputs), docs)
         V = logits.shape[-1]
         tok_loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, V), torch.as_tensor(targets, dtype=torch.long).reshape(-1), reduction="none")
         m = torch.as_tensor(mask, dtype=self.dtype).reshape(-1)
         return (tok_loss * m).sum() / m.sum()
 
-    def loss_and_grads(self, inputs, targets, mask):
-        loss = self.loss(inputs, targets, mask)
+    def loss_and_grads(self, inputs, targets, mask, docs=None):
+        loss = self.loss(inputs, targets, mask, docs)
         loss.backward()
         return loss.item(), {k: v.grad.numpy() for k, v in self.lora.items()}

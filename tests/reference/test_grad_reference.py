@@ -3,7 +3,10 @@
 PyTorch reference on tiny configs that cover GQA 4:1, 3:1 and 1:1, tied and
 untied output heads, head_dim != hidden/heads, f32/f16/bf16-stored weights,
 sharded weights, non-zero adapters (B != 0) on all seven targets and on subsets,
-rsLoRA, and loss masks. Loss and every LoRA gradient must agree to a relative
+rsLoRA, loss masks, and documents (/doc_offsets: positions restart and
+attention stays inside each document; many short ones, empty ones, ones longer
+than a sequence, boundaries at a sequence's first and last position; and
+--no-doc-mask, which must equal the plain causal reference). Loss and every LoRA gradient must agree to a relative
 error of 1e-5 (||zen - ref|| / ||ref|| per tensor); --recompute must give
 bit-identical gradients. Prints the largest errors seen."""
 import os
@@ -30,11 +33,11 @@ def run(cmd):
     return p.stdout
 
 
-def check_case(zen, work, name, model_dir, adapter_dir, data, T, B, results):
+def check_case(zen, work, name, model_dir, adapter_dir, data, T, B, results, doc_mask=True):
     out_keep = os.path.join(work, f"{name}.grads.safetensors")
     out_rec = os.path.join(work, f"{name}.grads.recompute.safetensors")
     base = [zen, "grad", "--model", model_dir, "--adapter", adapter_dir, "--data", data,
-            "--seq-len", str(T), "--batch", str(B)]
+            "--seq-len", str(T), "--batch", str(B)] + ([] if doc_mask else ["--no-doc-mask"])
     stdout = run(base + ["--out", out_keep])
     run(base + ["--out", out_rec, "--recompute"])
     printed = float(stdout.split()[1])
@@ -44,8 +47,11 @@ def check_case(zen, work, name, model_dir, adapter_dir, data, T, B, results):
     cfg, weights = read_model_dir(model_dir)
     acfg, adapter = read_adapter(adapter_dir)
     ref = Qwen3LoraReference(cfg, weights, acfg, adapter)
-    inputs, targets, mask = read_batch(data, T, B)
-    ref_loss, ref_grads = ref.loss_and_grads(inputs, targets, mask)
+    inputs, targets, mask, docs = read_batch(data, T, B, doc_mask=doc_mask)
+    ref_loss, ref_grads = ref.loss_and_grads(inputs, targets, mask, docs)
+    if docs is not None:  # the documents must matter, or the case checks nothing about them
+        plain = Qwen3LoraReference(cfg, weights, acfg, adapter).loss(inputs, targets, mask).item()
+        assert abs(plain - ref_loss) > 1e-3 * abs(ref_loss), f"{name}: documents do not change the loss"
 
     loss_err = abs(float(meta["loss"]) - ref_loss) / abs(ref_loss)
     assert abs(printed - float(meta["loss"])) <= 1e-8 * abs(printed) + 1e-12, "printed loss != metadata loss"
@@ -101,6 +107,43 @@ def main():
     toks = rng.integers(0, 256, 40)
     write_tokens(w("d4.h5"), toks, 256, loss_mask=(np.arange(40) % 3 != 0))
     check_case(zen, work, "zen-init-tiny-bf16-sharded", w("m4"), w("a4"), w("d4.h5"), 16, 2, results)
+
+    # 6-10. documents. Offsets are cut from the token stream independently of
+    # the sequence length; the reference derives positions and the
+    # block-causal mask from them (read_batch, Qwen3LoraReference.logits).
+    def offsets_of(lengths):
+        return np.concatenate([[0], np.cumsum(lengths)])
+
+    # 6. many short documents (1-5 tokens, one empty), GQA 4:1 tied f32, loss mask
+    lengths = list(rng.integers(1, 6, 20))
+    lengths[4] = 0
+    n = int(sum(lengths))
+    assert n >= 3 * 16 + 1
+    write_tokens(w("d6.h5"), rng.integers(0, 64, n), 64, loss_mask=rng.integers(0, 2, n) | (np.arange(n) % 4 == 0),
+                 doc_offsets=offsets_of(lengths))
+    check_case(zen, work, "docs-short-gqa4:1-tied-f32", w("m1"), w("a1"), w("d6.h5"), 16, 3, results)
+
+    # 7. documents longer than a sequence (16 and 11 tokens across 7-token sequences), GQA 3:1 untied bf16
+    lengths = [16, 2, 11, 14]
+    write_tokens(w("d7.h5"), rng.integers(0, 50, sum(lengths)), 50, doc_offsets=offsets_of(lengths))
+    check_case(zen, work, "docs-longer-than-T-gqa3:1-untied-bf16", w("m2"), w("a2"), w("d7.h5"), 7, 4, results)
+
+    # 8. boundaries at the first (12, 24) and the last input (11: a target across
+    # sequences; 35: a one-token document at the last position), f16 MHA untied
+    lengths = [5, 6, 1, 12, 11, 1, 4]
+    write_tokens(w("d8.h5"), rng.integers(0, 40, sum(lengths)), 40, doc_offsets=offsets_of(lengths))
+    check_case(zen, work, "docs-edge-boundaries-mha-untied-f16", w("m3"), w("a3"), w("d8.h5"), 12, 3, results)
+
+    # 9. the sharded zen-init model, bf16 adapter: mixed lengths with a masked prompt per document
+    lengths = [5, 17, 3, 9, 1, 8]
+    n = sum(lengths)
+    prompt = np.concatenate([np.arange(k) >= k // 2 for k in lengths])
+    write_tokens(w("d9.h5"), rng.integers(0, 256, n), 256, loss_mask=prompt, doc_offsets=offsets_of(lengths))
+    check_case(zen, work, "docs-zen-init-tiny-bf16", w("m4"), w("a4"), w("d9.h5"), 10, 4, results)
+
+    # 10. --no-doc-mask: the file of case 6 read as plain causal sequences
+    check_case(zen, work, "docs-ignored-by-no-doc-mask", w("m1"), w("a1"), w("d6.h5"), 16, 3, results,
+               doc_mask=False)
 
     # 5. a tied model that also stores lm_head.weight: the extra tensor is ignored
     from zen_files import read_safetensors as _read, write_safetensors as _write

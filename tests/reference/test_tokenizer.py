@@ -24,6 +24,7 @@ import harness  # noqa: E402
 
 LLAMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "llama")
 from harness import check, run  # noqa: E402
+from zen_files import read_docs  # noqa: E402
 
 
 
@@ -31,12 +32,6 @@ def reference(texts, w):
     with open(w("ref_in.json"), "w") as f:
         json.dump(texts, f)
     return json.loads(run(["node", os.path.join(LLAMA_DIR, "encode.mjs"), w("ref_in.json")], cwd=LLAMA_DIR).stdout)
-
-
-def read_docs(path):
-    with h5py.File(path) as f:
-        tok, mask, off = f["tokens"][:], f["loss_mask"][:], f["doc_offsets"][:]
-    return [(tok[a:b].tolist(), mask[a:b].tolist()) for a, b in zip(off[:-1], off[1:])]
 
 
 def corpus(rng):

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from zen_files import read_adapter, read_model_dir, write_model, make_config, write_tokens  # noqa: E402
+from zen_files import read_adapter, read_batch, read_model_dir, write_model, make_config, write_tokens  # noqa: E402
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
 
 from harness import check, run  # noqa: E402
@@ -42,13 +42,8 @@ def reference_eval(model_dir, adapter_dir, data, T):
     acfg, adapter = read_adapter(adapter_dir)
     ref = Qwen3LoraReference(cfg, weights, acfg, adapter)
     with h5py.File(data, "r") as f:
-        tokens = f["tokens"][:]
-        mask = f["loss_mask"][:] if "loss_mask" in f else np.ones_like(tokens, dtype=np.uint8)
-    n = (len(tokens) - 1) // T
-    inputs = np.stack([tokens[i * T:i * T + T] for i in range(n)])
-    targets = np.stack([tokens[i * T + 1:i * T + T + 1] for i in range(n)])
-    masks = np.stack([mask[i * T + 1:i * T + T + 1] for i in range(n)])
-    return ref.loss(inputs, targets, masks).item()
+        n = (f["tokens"].shape[0] - 1) // T
+    return ref.loss(*read_batch(data, T, n)).item()
 
 
 def main():

@@ -166,12 +166,14 @@ def write_model(path, cfg, rng, dtype="F32", std=0.15):
         json.dump(cfg, f)
 
 
-def write_tokens(path, tokens, vocab_size, loss_mask=None):
+def write_tokens(path, tokens, vocab_size, loss_mask=None, doc_offsets=None):
     import h5py
     with h5py.File(path, "w") as f:
         f.create_dataset("tokens", data=np.asarray(tokens, dtype=np.int32))
         if loss_mask is not None:
             f.create_dataset("loss_mask", data=np.asarray(loss_mask, dtype=np.uint8))
+        if doc_offsets is not None:
+            f.create_dataset("doc_offsets", data=np.asarray(doc_offsets, dtype=np.int64))
         f.attrs["vocab_size"] = vocab_size
 
 
@@ -186,13 +188,32 @@ def compare_grad_files(ref_path, got_path):
     return abs(lg - lr) / abs(lr), grel, float(a @ b / np.sqrt((a @ a) * (b @ b)))
 
 
-def read_batch(path, T, B):
-    """Batch 0 as zen reads it: sequence i is tokens[i*T : i*T+T+1]."""
+def read_batch(path, T, B, first=0, doc_mask=True):
+    """Sequences first .. first+B-1 as zen reads them: sequence i is
+    tokens[i*T : i*T+T+1]. Returns inputs, targets, masks and docs [B, T]
+    (each input's document number from /doc_offsets, None without it or
+    without doc_mask); a target in another document than its input is
+    masked out."""
     import h5py
     with h5py.File(path, "r") as f:
         tokens = f["tokens"][:]
         mask = f["loss_mask"][:] if "loss_mask" in f else np.ones_like(tokens, dtype=np.uint8)
-    inputs = np.stack([tokens[i * T:i * T + T] for i in range(B)])
-    targets = np.stack([tokens[i * T + 1:i * T + T + 1] for i in range(B)])
-    masks = np.stack([mask[i * T + 1:i * T + T + 1] for i in range(B)])
-    return inputs, targets, masks
+        offsets = f["doc_offsets"][:] if "doc_offsets" in f and doc_mask else None
+    rows = range(first, first + B)
+    inputs = np.stack([tokens[i * T:i * T + T] for i in rows])
+    targets = np.stack([tokens[i * T + 1:i * T + T + 1] for i in rows])
+    masks = np.stack([mask[i * T + 1:i * T + T + 1] for i in rows])
+    if offsets is None:
+        return inputs, targets, masks, None
+    doc = np.searchsorted(offsets, np.arange(len(tokens)), side="right") - 1  # document of every token
+    docs = np.stack([doc[i * T:i * T + T] for i in rows])
+    target_docs = np.stack([doc[i * T + 1:i * T + T + 1] for i in rows])
+    return inputs, targets, masks * (docs == target_docs), docs
+
+
+def read_docs(path):
+    """every document of a zen-tokens file: [(token ids, loss mask)] as lists"""
+    import h5py
+    with h5py.File(path) as f:
+        tok, mask, off = f["tokens"][:], f["loss_mask"][:], f["doc_offsets"][:]
+    return [(tok[a:b].tolist(), mask[a:b].tolist()) for a, b in zip(off[:-1], off[1:])]
