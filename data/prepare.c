@@ -12,6 +12,7 @@
 #include "../util/atomic_file.h"
 #include "../util/file.h"
 #include "../util/json.h"
+#include "pack.h"
 #include "prepare.h"
 #include "token_writer.h"
 
@@ -191,6 +192,7 @@ typedef struct {
     const zen_data_opts *o;
     zen_tokenizer *tok;
     zen_token_writer w;
+    zen_packer pk;   /* --pack: documents are collected here, and written packed at the end */
     zen_ids ids;
     uint8_t *mask;
     size_t mask_cap;
@@ -198,6 +200,18 @@ typedef struct {
     zen_data_stats *st;
     const char *path; /* the input file being read */
 } prep;
+
+/* documents go to the file, or to the packer with --pack */
+static int doc_append(prep *p, const int32_t *ids, const uint8_t *mask, size_t n) {
+    return p->o->pack_seq_len ? zen_packer_append(&p->pk, ids, mask, n) : zen_token_writer_append(&p->w, ids, mask, n);
+}
+
+static int doc_end(prep *p) { return p->o->pack_seq_len ? zen_packer_end_doc(&p->pk) : zen_token_writer_end_doc(&p->w); }
+
+static int doc_add(prep *p, const int32_t *ids, const uint8_t *mask, size_t n) {
+    int rc = doc_append(p, ids, mask, n);
+    return rc ? rc : doc_end(p);
+}
 
 static int ensure_mask(prep *p, size_t n) {
     if (n <= p->mask_cap && p->mask) return 0;
@@ -220,9 +234,9 @@ static int add_text(prep *p, const char *text, size_t len, int last) {
     if (!rc) rc = ensure_mask(p, p->ids.len);
     if (!rc && p->ids.len) {
         memset(p->mask, 1, p->ids.len);
-        rc = zen_token_writer_append(&p->w, p->ids.ids, p->mask, p->ids.len);
+        rc = doc_append(p, p->ids.ids, p->mask, p->ids.len);
     }
-    if (!rc && last) rc = zen_token_writer_end_doc(&p->w);
+    if (!rc && last) rc = doc_end(p);
     return rc;
 }
 
@@ -289,7 +303,7 @@ static int prepare_lines(prep *p, FILE *in) {
         snprintf(where, sizeof where, "%s:%ld", p->path, lineno);
         int lr = line_tokens(p, line, (size_t)n, where, &r);
         if (lr) rc = bad_line(p, lr);
-        else rc = zen_token_writer_add(&p->w, p->ids.ids, p->mask, p->ids.len);
+        else rc = doc_add(p, p->ids.ids, p->mask, p->ids.len);
     }
     if (!rc && ferror(in)) rc = zen_fail(ZEN_ERR_INPUT, "%s: read failed", p->path);
     zen_render_free(&r);
@@ -501,6 +515,7 @@ int zen_data_prepare(const zen_data_opts *o, zen_data_stats *st) {
     for (int f = 0; !rc && f < n_files; f++)
         if (zen_same_file(files[f], o->out))
             rc = zen_fail(ZEN_ERR_INPUT, "--out %s is one of the inputs; write the dataset elsewhere", o->out);
+    if (!rc && o->pack_seq_len) rc = zen_packer_open(&p.pk, o->out, o->pack_seq_len, o->pack_seed);
     if (!rc) rc = zen_token_writer_open(&p.w, o->out, zen_tokenizer_vocab_size(p.tok));
     if (!rc) {
         for (int f = 0; f < n_files && !rc; f++) {
@@ -513,13 +528,21 @@ int zen_data_prepare(const zen_data_opts *o, zen_data_stats *st) {
             rc = o->format == ZEN_DATA_TEXT ? prepare_text(&p, in) : prepare_lines(&p, in);
             fclose(in);
         }
-        if (!rc && p.w.n_docs == 0) rc = zen_fail(ZEN_ERR_INPUT, "%s: no documents found", o->in);
-        st->docs = p.w.n_docs;
+        st->docs = o->pack_seq_len ? p.pk.n_docs : p.w.n_docs;
+        if (!rc && st->docs == 0) rc = zen_fail(ZEN_ERR_INPUT, "%s: no documents found", o->in);
+        if (!rc && o->pack_seq_len) {
+            /* the tokenizer's pad token, else the document separator; masked out either way */
+            st->pad_id = zen_tokenizer_pad(p.tok) >= 0 ? zen_tokenizer_pad(p.tok) : p.eos >= 0 ? p.eos : 0;
+            zen_pack_stats ps;
+            rc = zen_packer_finish(&p.pk, &p.w, st->pad_id, &ps);
+            st->windows = ps.windows, st->pad_tokens = ps.pad_tokens, st->split_docs = ps.split_docs;
+        }
         st->id_mismatches = zen_tokenizer_id_mismatches(p.tok);
         st->tokens = p.w.n_tokens;
         st->masked = p.w.n_masked;
         rc = rc ? (zen_token_writer_abort(&p.w), rc) : zen_token_writer_close(&p.w);
     }
+    zen_packer_close(&p.pk);
     for (int f = 0; f < n_files; f++) free(files[f]);
     free(files);
     clock_gettime(CLOCK_MONOTONIC, &t1);

@@ -7,7 +7,8 @@
  *   messages: {"messages": [{role, content}]} or ShareGPT {"conversations": [{from, value}]},
  *             rendered with Qwen3's ChatML template
  * Chat formats mask in (loss_mask 1) only the assistant's content and its
- * closing <|im_end|>, unless train_on_prompt. */
+ * closing <|im_end|>, unless train_on_prompt. With pack_seq_len the
+ * documents are packed into windows of that many tokens (data/pack.h). */
 #ifndef ZEN_PREPARE_H
 #define ZEN_PREPARE_H
 #include <stdint.h>
@@ -24,6 +25,8 @@ typedef struct {
     int skip_bad;          /* skip bad lines (and count them) instead of stopping */
     int train_on_prompt;   /* chat formats: mask in every token */
     int drop_empty_think;  /* messages: no "<think>\n\n</think>\n\n" before the final answer */
+    int64_t pack_seq_len;  /* --pack T: documents in windows of T tokens (data/pack.h); 0: as they come */
+    uint64_t pack_seed;    /* --seed: the order of the packed windows */
 } zen_data_opts;
 
 typedef struct {
@@ -31,6 +34,8 @@ typedef struct {
     int64_t forced_cuts; /* text pieces cut where no exact cut was found (a 64 MB stretch without one) */
     int64_t id_mismatches; /* added tokens whose id differs from tokenizer.json's (as HF assigns them) */
     double bytes, seconds;
+    int64_t windows, pad_tokens, split_docs; /* --pack: windows of T, padding, documents longer than T */
+    int32_t pad_id;                          /* --pack: the pad token */
 } zen_data_stats;
 
 int zen_data_parse_format(const char *name, zen_data_format *out);

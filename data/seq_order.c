@@ -32,12 +32,7 @@ int64_t zen_seq_order_get(zen_seq_order *o, int64_t epoch, int64_t i) {
         zen_rng rng;
         zen_rng_seed(&rng, o->seed ^ (0x5eed0000ull + (uint64_t)epoch * 0x9e3779b97f4a7c15ull));
         for (int64_t k = 0; k < o->count; k++) o->perm[k] = k;
-        for (int64_t k = o->count - 1; k > 0; k--) {
-            int64_t j = (int64_t)(zen_rng_next(&rng) % (uint64_t)(k + 1));
-            int64_t t = o->perm[k];
-            o->perm[k] = o->perm[j];
-            o->perm[j] = t;
-        }
+        zen_rng_shuffle(&rng, o->perm, o->count);
         o->epoch = epoch;
     }
     return o->first + o->perm[i];

@@ -50,6 +50,17 @@ static int flush(zen_token_writer *w) {
     return 0;
 }
 
+/* a scalar int64 root attribute */
+static int write_attr(zen_token_writer *w, const char *name, int64_t value) {
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr = H5Acreate2((hid_t)w->file, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    long long v = value;
+    int ok = attr >= 0 && H5Awrite(attr, H5T_NATIVE_LLONG, &v) >= 0;
+    if (attr >= 0) ok &= H5Aclose(attr) >= 0;
+    H5Sclose(space);
+    return ok ? 0 : zen_fail(ZEN_ERR_INTERNAL, "%s: cannot write the attribute %s", w->path, name);
+}
+
 int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_size) {
     memset(w, 0, sizeof *w);
     w->file = w->tokens = w->mask = w->offsets = -1;
@@ -73,16 +84,13 @@ int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_s
     w->tokens = make_dataset((hid_t)w->file, "tokens", H5T_STD_I32LE);
     w->mask = make_dataset((hid_t)w->file, "loss_mask", H5T_STD_U8LE);
     w->offsets = make_dataset((hid_t)w->file, "doc_offsets", H5T_STD_I64LE);
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t attr = H5Acreate2((hid_t)w->file, "vocab_size", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-    long long v = vocab_size;
-    int ok = w->tokens >= 0 && w->mask >= 0 && w->offsets >= 0 && attr >= 0 &&
-             H5Awrite(attr, H5T_NATIVE_LLONG, &v) >= 0;
-    if (attr >= 0) H5Aclose(attr);
-    H5Sclose(space);
-    if (!ok) {
+    if (w->tokens < 0 || w->mask < 0 || w->offsets < 0) {
         zen_token_writer_abort(w);
         return zen_fail(ZEN_ERR_INTERNAL, "%s: cannot create the datasets", path);
+    }
+    if ((rc = write_attr(w, "vocab_size", vocab_size))) {
+        zen_token_writer_abort(w);
+        return rc;
     }
     w->off_buf[w->off_len++] = 0; /* doc_offsets starts at 0 */
     return 0;
@@ -143,6 +151,7 @@ static void free_buffers(zen_token_writer *w) {
 
 int zen_token_writer_close(zen_token_writer *w) {
     int rc = flush(w);
+    if (!rc && w->packed_seq_len) rc = write_attr(w, "packed_seq_len", w->packed_seq_len);
     errno = 0;
     if (!rc && H5Fflush((hid_t)w->file, H5F_SCOPE_GLOBAL) < 0)
         rc = zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 write failed: %s", w->path, errno ? strerror(errno) : "disk full?");

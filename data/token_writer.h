@@ -17,6 +17,7 @@ typedef struct {
     int64_t *off_buf;
     size_t off_len;
     int64_t n_tokens, n_docs, n_masked, n_written_offsets;
+    int64_t packed_seq_len; /* set by zen data --pack: written as the root attribute at close (0: none) */
 } zen_token_writer;
 
 int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_size);

@@ -134,7 +134,7 @@ struct zen_tokenizer {
     pcre2_match_data *match;
     cache_entry *cache;    /* [CACHE_SIZE], allocated by the first encode */
     uint32_t *token_bytes; /* [n_ids] decoded length of each token */
-    int32_t eos;
+    int32_t eos, pad; /* tokenizer_config.json's eos_token and pad_token, -1 if absent */
     int id_mismatches;     /* added tokens whose id differs from the one tokenizer.json lists */
 };
 
@@ -164,16 +164,22 @@ static size_t utf8_encode(int cp, char *out) {
     return 3;
 }
 
-static int load_config_eos(zen_tokenizer *t, const char *dir) {
+/* a token named by tokenizer_config.json: a string or {"content": ...}; -1 if absent */
+static int32_t config_token(const zen_tokenizer *t, const cJSON *root, const char *key) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    const char *text = cJSON_IsString(item) ? item->valuestring : NULL;
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(item, "content");
+    if (!text && cJSON_IsString(c)) text = c->valuestring;
+    return text ? zen_tokenizer_token_id(t, text) : -1;
+}
+
+static int load_config_tokens(zen_tokenizer *t, const char *dir) {
     char *path = zen_path_join(dir, "tokenizer_config.json");
     cJSON *root = NULL;
-    t->eos = -1;
+    t->eos = t->pad = -1;
     if (path && zen_file_exists(path) && !zen_read_json_object(path, &root)) {
-        const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token");
-        const char *text = cJSON_IsString(eos) ? eos->valuestring : NULL;
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(eos, "content");
-        if (!text && cJSON_IsString(c)) text = c->valuestring;
-        if (text) t->eos = zen_tokenizer_token_id(t, text);
+        t->eos = config_token(t, root, "eos_token");
+        t->pad = config_token(t, root, "pad_token");
     }
     cJSON_Delete(root);
     free(path);
@@ -416,7 +422,7 @@ int zen_tokenizer_load_json(zen_tokenizer **out, const char *json, size_t len, c
     cJSON *root = NULL;
     zen_tokenizer *t = zen_calloc(1, sizeof *t);
     if (!t) return ZEN_ERR_INTERNAL;
-    t->eos = -1;
+    t->eos = t->pad = -1;
     int rc = zen_json_parse(json, len, origin, &root);
     if (!rc && !cJSON_IsObject(root)) rc = zen_fail(ZEN_ERR_INPUT, "%s: expected a JSON object", origin);
     if (!rc) rc = load_root(t, root, origin);
@@ -435,7 +441,7 @@ int zen_tokenizer_load(zen_tokenizer **out, const char *dir) {
     size_t len = 0;
     int rc = path ? zen_read_file_bytes(path, &text, &len) : ZEN_ERR_INTERNAL;
     if (!rc) rc = zen_tokenizer_load_json(out, text, len, path);
-    if (!rc) rc = load_config_eos(*out, dir);
+    if (!rc) rc = load_config_tokens(*out, dir);
     if (rc && *out) {
         zen_tokenizer_free(*out);
         *out = NULL;
@@ -812,3 +818,4 @@ int zen_tokenizer_normalize(const zen_tokenizer *t, const char *text, size_t len
     return 0;
 }
 int32_t zen_tokenizer_eos(const zen_tokenizer *t) { return t->eos; }
+int32_t zen_tokenizer_pad(const zen_tokenizer *t) { return t->pad; }

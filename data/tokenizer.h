@@ -51,6 +51,8 @@ int zen_tokenizer_kind(const zen_tokenizer *t, int32_t id);
 int32_t zen_tokenizer_vocab_size(const zen_tokenizer *t);
 /* The eos token of tokenizer_config.json, or -1. */
 int32_t zen_tokenizer_eos(const zen_tokenizer *t);
+/* The pad token of tokenizer_config.json (Qwen3: <|endoftext|>), or -1. */
+int32_t zen_tokenizer_pad(const zen_tokenizer *t);
 
 /* GPT-2's byte-level spelling of byte b as UTF-8 (out holds at least 4 bytes). */
 void zen_byte_level_char(int b, char *out);

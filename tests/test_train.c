@@ -1,6 +1,8 @@
 /* tests/test_train.c: the optimizer against a hand-computed two-step AdamW
  * example (the numbers agree with torch.optim.AdamW), clipping, schedules at
- * their boundaries, the run config's checks, and the data order. */
+ * their boundaries, the run config's checks, the data order, and the packing
+ * of documents into windows (a hand-worked example, and the invariants on
+ * random corpora). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,11 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/pack.h"
 #include "data/seq_order.h"
 #include "optim/adamw.h"
 #include "optim/schedule.h"
 #include "train/run_config.h"
 #include "util/error.h"
+#include "util/rng.h"
 
 static zk_backend *be;
 
@@ -213,12 +217,89 @@ static void test_seq_order(void **state) {
     zen_seq_order_free(&plain);
 }
 
+/* T = 10, documents of 6, 4, 3, 3, 3, 25, 0 and 7 tokens, longest first:
+ * 25 fills windows 1-3 (room 5 left), 7 opens window 4 (room 3), 6 opens
+ * window 5 (room 4), 4 fills window 5, the first 3 fills window 4, the second
+ * goes beside 25 (room 2), the third opens window 6 (room 7): 6 windows and 9
+ * pad tokens; the empty document is left out. */
+static void test_pack_example(void **state) {
+    (void)state;
+    const int64_t len[] = {6, 4, 3, 3, 3, 25, 0, 7};
+    zen_pack_layout l;
+    assert_int_equal(zen_pack_plan(len, 8, 10, 1, &l), 0);
+    assert_int_equal(l.windows, 6);
+    assert_int_equal(l.pad_tokens, 9);
+    assert_int_equal(l.split_docs, 1);
+    assert_int_equal(l.n_placed, 7);
+    for (int64_t i = 0; i < l.n_placed; i++) {
+        if (l.order[i] == 5) { /* the long document, then a 3, then 2 pad tokens */
+            assert_true(i + 1 < l.n_placed && len[l.order[i + 1]] == 3 && l.pad_after[i + 1] == 2);
+            assert_int_equal(l.pad_after[i], 0);
+        }
+        if (l.order[i] == 7) assert_true(i + 1 < l.n_placed && len[l.order[i + 1]] == 3 && l.pad_after[i + 1] == 0);
+        if (l.order[i] == 0) assert_true(i + 1 < l.n_placed && l.order[i + 1] == 1 && l.pad_after[i + 1] == 0);
+    }
+    zen_pack_layout_free(&l);
+    assert_int_equal(zen_pack_plan(len, 8, 0, 1, &l), ZEN_ERR_INPUT);
+}
+
+/* random corpora: each document once; one of <= T tokens inside a window,
+ * a longer one from a window's start; padding ends windows; the same seed
+ * gives the same layout, another seed another order */
+static void test_pack_invariants(void **state) {
+    (void)state;
+    enum { N = 3000 };
+    static int64_t len[N];
+    const int64_t Ts[] = {1, 7, 64, 512};
+    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+        int64_t T = Ts[ti], total = 0;
+        zen_rng rng;
+        zen_rng_seed(&rng, (uint64_t)T);
+        for (int i = 0; i < N; i++) {
+            uint64_t r = zen_rng_next(&rng);
+            len[i] = r % 10 == 0 ? (int64_t)(r >> 8) % (3 * T) + 1 : (int64_t)(r >> 8) % (T / 4 + 1) + 1;
+            total += len[i];
+        }
+        zen_pack_layout l, same, other;
+        assert_int_equal(zen_pack_plan(len, N, T, 5, &l), 0);
+        assert_int_equal(zen_pack_plan(len, N, T, 5, &same), 0);
+        assert_int_equal(zen_pack_plan(len, N, T, 6, &other), 0);
+        static char seen[N];
+        memset(seen, 0, sizeof seen);
+        int64_t at = 0, pads = 0;
+        for (int64_t i = 0; i < l.n_placed; i++) {
+            int64_t d = l.order[i];
+            assert_true(d >= 0 && d < N && !seen[d]);
+            seen[d] = 1;
+            if (len[d] <= T) assert_true(at / T == (at + len[d] - 1) / T);
+            else assert_true(at % T == 0);
+            at += len[d] + l.pad_after[i];
+            pads += l.pad_after[i];
+            if (l.pad_after[i]) assert_true(at % T == 0);
+            assert_true(l.order[i] == same.order[i] && l.pad_after[i] == same.pad_after[i]);
+        }
+        assert_int_equal(l.n_placed, N);
+        assert_true(at == l.windows * T && pads == l.pad_tokens && total + pads == at);
+        assert_int_equal(other.windows, l.windows); /* ties broken otherwise: the same number of windows here */
+        int differs = 0;
+        for (int64_t i = 0; i < l.n_placed; i++) differs += l.order[i] != other.order[i];
+        assert_true(differs > N / 2);
+        printf("pack T=%lld: %lld windows for %lld tokens, padding %.2f%%\n", (long long)T, (long long)l.windows,
+               (long long)total, 100.0 * (double)pads / (double)at);
+        if (T >= 64) assert_true(pads < at / 50); /* best fit leaves little room with many short documents */
+        zen_pack_layout_free(&l);
+        zen_pack_layout_free(&same);
+        zen_pack_layout_free(&other);
+    }
+}
+
 int main(void) {
     be = zk_open("cpu", NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adamw_two_steps), cmocka_unit_test(test_clipping),
         cmocka_unit_test(test_schedules),       cmocka_unit_test(test_run_config),
-        cmocka_unit_test(test_seq_order),
+        cmocka_unit_test(test_seq_order),       cmocka_unit_test(test_pack_example),
+        cmocka_unit_test(test_pack_invariants),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     zk_close(be);

@@ -1,5 +1,6 @@
 /* train/cmd_data.c: `zen data --tokenizer DIR --in FILE --format F --out FILE.h5`
  * and `zen data --decode FILE.h5 --tokenizer DIR [--range a:b]`. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,12 +59,13 @@ int zen_cmd_data(int argc, char **argv) {
                    {"--out", 1, NULL},       {"--field", 1, NULL},       {"--split-paragraphs", 0, NULL},
                    {"--skip-bad", 0, NULL},  {"--train-on-prompt", 0, NULL}, {"--drop-empty-think", 0, NULL},
                    {"--decode", 1, NULL},    {"--range", 1, NULL},       {"--plain", 0, NULL},
-                   {"--help", 0, NULL}};
+                   {"--pack", 1, NULL},      {"--seed", 1, NULL},        {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "data"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen data --tokenizer DIR --in FILE --format text|jsonl|alpaca|messages --out FILE.h5\n"
                "         [--field text] [--split-paragraphs] [--skip-bad] [--train-on-prompt] [--drop-empty-think]\n"
+               "         [--pack T [--seed S]]   (documents whole in windows of T tokens, for --seq-len T)\n"
                "zen data --decode FILE.h5 --tokenizer DIR [--range a:b] [--plain (no mask markers)]\n");
         return 0;
     }
@@ -82,6 +84,12 @@ int zen_cmd_data(int argc, char **argv) {
     d.skip_bad = zen_cli_get(o, n, "--skip-bad") != NULL;
     d.train_on_prompt = zen_cli_get(o, n, "--train-on-prompt") != NULL;
     d.drop_empty_think = zen_cli_get(o, n, "--drop-empty-think") != NULL;
+    long long pack, seed;
+    if ((rc = zen_cli_int(o, n, "--pack", 0, 1, 1 << 20, &pack)) || (rc = zen_cli_int(o, n, "--seed", 0, 0, LLONG_MAX, &seed)))
+        return rc;
+    if (zen_cli_get(o, n, "--seed") && !pack) return zen_fail(ZEN_ERR_INPUT, "--seed orders packed windows; it needs --pack T");
+    d.pack_seq_len = pack;
+    d.pack_seed = (uint64_t)seed;
     zen_data_stats st;
     if ((rc = zen_data_prepare(&d, &st))) return rc;
     if (st.id_mismatches)
@@ -94,5 +102,10 @@ int zen_cmd_data(int argc, char **argv) {
             "(%.2f MB/s, %.0f tokens/s) -> %s\n", (long long)st.docs, (long long)st.tokens,
             st.tokens ? 100.0 * (double)st.masked / (double)st.tokens : 0.0, (long long)st.bad_lines, st.bytes / 1e6,
             st.seconds, st.bytes / 1e6 / st.seconds, (double)st.tokens / st.seconds, d.out);
+    if (pack)
+        fprintf(stderr, "zen data: packed into %lld windows of %lld tokens: padding %.2f%% (%lld pad tokens, id %d), "
+                "%lld documents longer than %lld split across windows\n", (long long)st.windows, pack,
+                100.0 * (double)st.pad_tokens / ((double)st.windows * (double)pack), (long long)st.pad_tokens, st.pad_id,
+                (long long)st.split_docs, pack);
     return 0;
 }

@@ -168,8 +168,14 @@ static int info_hdf5(const char *path) {
     if (rc) return rc;
     printf("%s: zen-tokens-v1 dataset, %lld tokens (int32), vocab_size %lld, loss_mask %s\n", path,
            (long long)d.n_tokens, (long long)d.vocab_size, d.has_mask ? "present" : "absent (all tokens count)");
-    for (int T = 128; T <= 4096; T *= 2)
-        printf("  seq-len %4d: %lld sequences\n", T, (long long)zen_dataset_num_sequences(&d, (size_t)T));
+    if (d.n_docs >= 0) printf("  %lld documents (/doc_offsets): kept apart in training unless --no-doc-mask\n",
+                              (long long)d.n_docs);
+    if (d.packed_seq_len)
+        printf("  packed for seq-len %lld (zen data --pack): %lld sequences\n", (long long)d.packed_seq_len,
+               (long long)zen_dataset_num_sequences(&d, (size_t)d.packed_seq_len));
+    else
+        for (int T = 128; T <= 4096; T *= 2)
+            printf("  seq-len %4d: %lld sequences\n", T, (long long)zen_dataset_num_sequences(&d, (size_t)T));
     zen_dataset_close(&d);
     return 0;
 }

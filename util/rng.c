@@ -34,3 +34,12 @@ float zen_rng_uniform(zen_rng *rng) {
 float zen_rng_symmetric(zen_rng *rng, float bound) {
     return (2.0f * zen_rng_uniform(rng) - 1.0f) * bound;
 }
+
+void zen_rng_shuffle(zen_rng *rng, int64_t *a, int64_t n) {
+    for (int64_t k = n - 1; k > 0; k--) {
+        int64_t j = (int64_t)(zen_rng_next(rng) % (uint64_t)(k + 1));
+        int64_t t = a[k];
+        a[k] = a[j];
+        a[j] = t;
+    }
+}

@@ -13,5 +13,7 @@ uint64_t zen_rng_next(zen_rng *rng);
 float zen_rng_uniform(zen_rng *rng);
 /* uniform in [-bound, bound) */
 float zen_rng_symmetric(zen_rng *rng, float bound);
+/* Fisher-Yates: a[0..n) in a random order drawn from rng (n - 1 draws) */
+void zen_rng_shuffle(zen_rng *rng, int64_t *a, int64_t n);
 
 #endif

@@ -119,6 +119,21 @@ def main():
                      os.path.join(d, "d.h5")], expect=None)
             ok, line = one_line_error(p, 1)
             check("full disk: zen data exits 1 with one line, no file, no temp", ok and not os.listdir(d), line)
+    with small_disk(w("full1p"), "64k") as d:
+        if d is None:
+            skipped("zen data --pack onto a full disk")
+        else:
+            p = run([zen, "data", "--tokenizer", w("model"), "--in", w("text.txt"), "--format", "text", "--out",
+                     os.path.join(d, "d.h5"), "--pack", "64"], expect=None)
+            ok, line = one_line_error(p, 1)
+            check("full disk: zen data --pack exits 1 with one line, no file, no spill left", ok and not os.listdir(d),
+                  line)
+    for value, count, fragment in ((0, 129, "packed_seq_len"), (-3, 129, "packed_seq_len"), (64, 130, "multiple")):
+        with h5py.File(w("packed.h5"), "w") as f:
+            f["tokens"] = np.arange(count, dtype=np.int32) % 256
+            f.attrs["vocab_size"] = 256
+            f.attrs["packed_seq_len"] = value
+        expect_error(f"packed_seq_len {value} over {count} tokens refused", [zen, "info", w("packed.h5")], fragment)
     with h5py.File(w("zeroed.h5"), "w") as f:  # what the old writer renamed into place
         f["tokens"] = np.zeros(100, np.int32)
         f["loss_mask"] = np.zeros(100, np.uint8)
