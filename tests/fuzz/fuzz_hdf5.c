@@ -25,5 +25,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     FUZZ_ASSERT(info.n_tokens >= 2 && info.n_masked >= 0 && info.n_masked < info.n_tokens);
     FUZZ_ASSERT(info.vocab_size >= 1 && info.n_docs >= -1);
+    FUZZ_ASSERT(info.packed_seq_len == 0 || (info.n_tokens - 1) % info.packed_seq_len == 0);
     return 0;
 }

@@ -206,6 +206,14 @@ def main():
         f["tokens"] = np.arange(50, dtype=np.int32)
         f.attrs["vocab_size"] = 256
     h5("contiguous.h5", plain)
+    def packed(f):  # zen data --pack 64: 3 windows and the closing pad token
+        f.create_dataset("tokens", data=rng.integers(0, 256, 193).astype(np.int32), chunks=(64,), compression="gzip",
+                         maxshape=(None,))
+        f.create_dataset("loss_mask", data=(np.arange(193) % 5 != 0).astype(np.uint8), chunks=(64,), maxshape=(None,))
+        f.create_dataset("doc_offsets", data=np.array([0, 40, 64, 100, 120, 128, 192, 193], np.int64))
+        f.attrs["vocab_size"] = np.int64(256)
+        f.attrs["packed_seq_len"] = np.int64(64)
+    h5("packed.h5", packed)
     shutil.rmtree(tmp)
 
 
