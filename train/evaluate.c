@@ -14,7 +14,9 @@ int zen_batch_alloc(zen_batch *b, size_t B, size_t T) {
     b->mask = zen_malloc(B * T);
     b->pos = zen_malloc(B * T * sizeof(int32_t));
     b->seg = zen_malloc(B * T * sizeof(int32_t));
-    if (!b->inputs || !b->targets || !b->mask || !b->pos || !b->seg) {
+    b->run_buf = zen_malloc(4 * B * T * sizeof(int32_t));
+    b->run_mask = zen_malloc(B * T);
+    if (!b->inputs || !b->targets || !b->mask || !b->pos || !b->seg || !b->run_buf || !b->run_mask) {
         zen_batch_free(b);
         return ZEN_ERR_INTERNAL;
     }
@@ -27,6 +29,8 @@ void zen_batch_free(zen_batch *b) {
     free(b->mask);
     free(b->pos);
     free(b->seg);
+    free(b->run_buf);
+    free(b->run_mask);
     memset(b, 0, sizeof *b);
 }
 
@@ -36,10 +40,38 @@ int zen_batch_read_row(zen_batch *b, const zen_dataset *d, size_t row, int64_t s
                             b->seg + off);
 }
 
+/* 1 + the last row of any sequence whose target is masked in (0 if none) */
+static size_t rows_to_run(const zen_batch *b) {
+    size_t keep = 0;
+    for (size_t r = 0; r < b->B; r++) {
+        size_t t = b->T;
+        while (t > keep && !b->mask[r * b->T + t - 1]) t--;
+        keep = t > keep ? t : keep;
+    }
+    return keep;
+}
+
 int zen_batch_run(const zen_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a, float grad_scale,
                   uint64_t dropout_seed, double *loss_sum) {
-    return zen_decoder_run(m, lo, a, b->inputs, b->targets, b->mask, b->pos, b->seg, grad_scale, dropout_seed,
-                           loss_sum);
+    size_t B = b->B, T = b->T, Tr = a->logits_host ? T : rows_to_run(b); /* --save-logits wants every row */
+    *loss_sum = 0.0;
+    if (Tr == 0) return 0;
+    if (Tr == T)
+        return zen_decoder_run(m, lo, a, b->inputs, b->targets, b->mask, b->pos, b->seg, grad_scale, dropout_seed,
+                               loss_sum);
+    size_t N = B * Tr;
+    int32_t *in = b->run_buf, *tg = in + N, *pos = tg + N, *seg = pos + N; /* each [B, Tr] */
+    for (size_t r = 0; r < B; r++) {
+        memcpy(in + r * Tr, b->inputs + r * T, Tr * sizeof(int32_t));
+        memcpy(tg + r * Tr, b->targets + r * T, Tr * sizeof(int32_t));
+        memcpy(pos + r * Tr, b->pos + r * T, Tr * sizeof(int32_t));
+        memcpy(seg + r * Tr, b->seg + r * T, Tr * sizeof(int32_t));
+        memcpy(b->run_mask + r * Tr, b->mask + r * T, Tr);
+    }
+    a->T = Tr;
+    int rc = zen_decoder_run(m, lo, a, in, tg, b->run_mask, pos, seg, grad_scale, dropout_seed, loss_sum);
+    a->T = T;
+    return rc;
 }
 
 size_t zen_batch_mask_count(const zen_batch *b) {

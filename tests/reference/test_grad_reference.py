@@ -145,6 +145,15 @@ def main():
     check_case(zen, work, "docs-ignored-by-no-doc-mask", w("m1"), w("a1"), w("d6.h5"), 16, 3, results,
                doc_mask=False)
 
+    # 11. every sequence ends in masked-out targets (3 and 7 of them), as a
+    # packed window ends in padding: zen does not run those rows
+    n = 2 * 14 + 1
+    mask = np.ones(n, np.uint8)
+    mask[1 + 14 - 3:1 + 14] = 0
+    mask[1 + 28 - 7:] = 0
+    write_tokens(w("d11.h5"), rng.integers(0, 64, n), 64, loss_mask=mask, doc_offsets=offsets_of([5, 13, 11]))
+    check_case(zen, work, "trailing-masked-rows-skipped", w("m1"), w("a1"), w("d11.h5"), 14, 2, results)
+
     # 5. a tied model that also stores lm_head.weight: the extra tensor is ignored
     from zen_files import read_safetensors as _read, write_safetensors as _write
     shutil.copytree(w("m1"), w("m1-extra-head"))
