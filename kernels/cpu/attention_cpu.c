@@ -5,8 +5,9 @@
  *
  * Query i sees the keys [seg_i, i] (seg_i the first row of its document in the
  * sequence, non-decreasing in i). For query head h (kv head g = h / (nh/nkv))
- * and a tile of queries [i0, i1), keys [k0, i1) with k0 = seg_{i0} are the only
- * ones any row of the tile may see (keys of earlier documents are skipped):
+ * and a tile of queries [i0, i1) inside one segment (a tile ends where a
+ * segment does), keys [k0, i1) with k0 = seg_{i0} are the only ones its rows
+ * may see (keys of earlier documents are skipped):
  *   S = scale * Q[i0:i1] K[k0:i1]^T,  P = softmax over seg_i <= j <= i,
  *   O[i0:i1] = P V[k0:i1]
  * backward, with D_i = sum_j P_ij dP_ij:
@@ -34,6 +35,16 @@
 /* the first key query i of sequence b may see */
 static inline size_t seg_of(const int32_t *seg, size_t b, size_t T, size_t i) {
     return seg ? (size_t)seg[b * T + i] : 0;
+}
+
+/* rows of the query tile that starts at i0: at most QUERY_TILE and none past
+ * the end of i0's segment, so a tile never computes scores against keys of
+ * an earlier document that only its first rows may see */
+static inline size_t tile_rows(const int32_t *seg, size_t b, size_t T, size_t i0) {
+    size_t end = T - i0 < QUERY_TILE ? T : i0 + QUERY_TILE;
+    for (size_t i = i0 + 1; seg && i < end; i++)
+        if (seg[b * T + i] != seg[b * T + i0]) return i - i0;
+    return end - i0;
 }
 
 /* P[rows, nk] = softmax of S over the keys each row sees: row r is query
@@ -75,9 +86,9 @@ void cpu_attention_fwd(zk_backend *be, void *out_, float *lse, const void *q_, c
                 const float *kg = k + b * T * ks + (h / group) * hd;
                 const float *vg = v + b * T * ks + (h / group) * hd;
                 float *oh = out + b * T * qs + h * hd;
-                for (size_t i0 = 0; i0 < T; i0 += QUERY_TILE) {
-                    size_t rows = T - i0 < QUERY_TILE ? T - i0 : QUERY_TILE, k0 = seg_of(seg, b, T, i0);
-                    size_t nk = i0 + rows - k0;
+                for (size_t i0 = 0, rows; i0 < T; i0 += rows) {
+                    rows = tile_rows(seg, b, T, i0);
+                    size_t k0 = seg_of(seg, b, T, i0), nk = i0 + rows - k0;
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, scale,
                                 qh + i0 * qs, (int)qs, kg + k0 * ks, (int)ks, 0.0f, S, (int)nk);
                     segment_softmax(S, rows, nk, i0, k0, seg, b, T, lse + (b * nh + h) * T + i0);
@@ -116,9 +127,9 @@ void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const vo
                     const float *qh = q + b * T * qs + h * hd, *doh = dout + b * T * qs + h * hd;
                     float *dqh = dq + b * T * qs + h * hd;
                     const float *lse_h = lse + (b * nh + h) * T;
-                    for (size_t i0 = 0; i0 < T; i0 += QUERY_TILE) {
-                        size_t rows = T - i0 < QUERY_TILE ? T - i0 : QUERY_TILE, k0 = seg_of(seg, b, T, i0);
-                        size_t nk = i0 + rows - k0;
+                    for (size_t i0 = 0, rows; i0 < T; i0 += rows) {
+                        rows = tile_rows(seg, b, T, i0);
+                        size_t k0 = seg_of(seg, b, T, i0), nk = i0 + rows - k0;
                         /* P from the saved log-sum-exp */
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, scale,
                                     qh + i0 * qs, (int)qs, kg + k0 * ks, (int)ks, 0.0f, P, (int)nk);
