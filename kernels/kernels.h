@@ -180,6 +180,12 @@ struct zk_backend {
                   float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                   long step);
 
+    /* --- rows of activations --- */
+    /* dst[n, :] = src[idx[n], :] for n < N (rows of C elements; idx: device int32 [N]) */
+    void (*gather_rows)(zk_backend *be, void *dst, const void *src, const int32_t *idx, size_t N, size_t C);
+    /* dst[idx[n], :] = src[n, :] for n < N (idx distinct); the other rows of dst are left as they are */
+    void (*scatter_rows)(zk_backend *be, void *dst, const void *src, const int32_t *idx, size_t N, size_t C);
+
     /* --- embedding and loss --- */
     /* out[N,C] = W[tokens[n], :]  (tokens: device int32 [N]) */
     void (*embedding_fwd)(zk_backend *be, void *out, const int32_t *tokens, const zk_weight *w,

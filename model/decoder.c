@@ -88,6 +88,10 @@ static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, u
     a->xf = take(&b, N * C * ab);
     a->rstd_f = take(&b, N * sizeof(float));
     a->losses = take(&b, N * sizeof(float));
+    a->head_rows = take(&b, N * sizeof(int32_t));
+    a->head_targets = take(&b, N * sizeof(int32_t));
+    a->head_weights = take(&b, N * sizeof(float));
+    a->head_losses = take(&b, N * sizeof(float));
     a->dres = take(&b, N * C * ab);
     a->dxn = take(&b, N * C * ab);
     a->datt = take(&b, N * qd * ab);
@@ -398,16 +402,54 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
     }
     be->rmsnorm_fwd(be, a->xf, a->rstd_f, a->resid[L], m->final_norm, N, C, c->rms_eps);
 
-    /* LM head + loss in chunks of rows; backward through the head at once */
-    size_t chunk = zen_head_rows(N);
-    for (size_t r0 = 0; r0 < N; r0 += chunk) {
-        size_t rows = N - r0 < chunk ? N - r0 : chunk;
-        be->linear_fwd(be, a->logits, (char *)a->xf + r0 * C * ab, &m->lm_head, rows, C, V);
+    /* LM head + loss in chunks of rows; backward through the head at once.
+     * Only the M rows whose loss counts go through the head (a masked-out
+     * row's logits change nothing; SFT masks out the prompts): they are
+     * gathered into tmp_c, free between the forward and the backward, and
+     * each chunk's input gradient is written over its rows there, then
+     * scattered into dxn (the other rows' gradient is 0). Every row goes
+     * through with logits_host (zen eval --save-logits) or when all count. */
+    size_t M = 0;
+    for (size_t i = 0; i < N; i++) M += mask[i] != 0;
+    int compact = !a->logits_host && M < N;
+    const char *head_in = a->xf;
+    char *head_dx = a->dxn;
+    const int32_t *head_targets = a->targets;
+    const float *head_weights = a->weights;
+    float *head_losses = a->losses;
+    if (compact) {
+        int32_t *rows_host = zen_malloc(2 * (M ? M : 1) * sizeof(int32_t)); /* [M] rows, [M] their targets */
+        if (!rows_host) {
+            free(host);
+            return ZEN_ERR_INTERNAL;
+        }
+        for (size_t i = 0, j = 0; i < N; i++)
+            if (mask[i]) rows_host[j] = (int32_t)i, rows_host[M + j] = targets[i], host[j++] = 1.0f;
+        be->upload(be, a->head_rows, rows_host, M * sizeof(int32_t));
+        be->upload(be, a->head_targets, rows_host + M, M * sizeof(int32_t));
+        be->upload(be, a->head_weights, host, M * sizeof(float));
+        free(rows_host);
+        be->gather_rows(be, a->tmp_c, a->xf, a->head_rows, M, C);
+        head_in = head_dx = a->tmp_c;
+        head_targets = a->head_targets, head_weights = a->head_weights, head_losses = a->head_losses;
+    }
+    size_t R = compact ? M : N, chunk = zen_head_rows(N);
+    for (size_t r0 = 0; r0 < R; r0 += chunk) {
+        size_t rows = R - r0 < chunk ? R - r0 : chunk;
+        be->linear_fwd(be, a->logits, head_in + r0 * C * ab, &m->lm_head, rows, C, V);
         if (a->logits_host && r0 < T) /* sequence 0's rows */
             be->download_act(be, a->logits_host + r0 * V, a->logits, (T - r0 < rows ? T - r0 : rows) * V);
-        be->xent(be, a->logits, a->losses + r0, a->targets + r0, a->weights + r0, rows, V, grad_scale);
-        if (backward) /* dxf = dlogits lm_head; dxn is free until the layers' backward */
-            be->linear_bwd(be, (char *)a->dxn + r0 * C * ab, a->logits, &m->lm_head, rows, C, V, 0);
+        be->xent(be, a->logits, head_losses + r0, head_targets + r0, head_weights + r0, rows, V, grad_scale);
+        if (backward) /* dxf = dlogits lm_head (over this chunk's own rows of tmp_c when compact) */
+            be->linear_bwd(be, head_dx + r0 * C * ab, a->logits, &m->lm_head, rows, C, V, 0);
+    }
+    if (compact) {
+        be->zero(be, a->losses, N * sizeof(float));
+        be->scatter_rows(be, a->losses, a->head_losses, a->head_rows, M, 1);
+        if (backward) {
+            be->zero(be, a->dxn, N * C * ab);
+            be->scatter_rows(be, a->dxn, a->tmp_c, a->head_rows, M, C);
+        }
     }
     be->download(be, host, a->losses, N * sizeof(float));
     double sum = 0.0;

@@ -51,7 +51,12 @@ typedef struct {
     void *xf;          /* [N, C] final norm output */
     float *rstd_f;     /* [N] */
     void *logits;      /* [zen_head_rows(N), V] one chunk's logits, then their gradient */
-    float *losses;     /* [N] per-token loss (unweighted) */
+    float *losses;     /* [N] per-token loss (unweighted) of the rows with mask 1, 0 in the others
+                        * (every row's with logits_host) */
+    int32_t *head_rows;    /* [N] the rows whose loss counts, for the LM head (M of them) */
+    int32_t *head_targets; /* [N] their targets */
+    float *head_weights;   /* [N] ones */
+    float *head_losses;    /* [N] their losses */
     /* backward scratch, reused by every layer */
     void *dres;        /* [N, C] gradient of the residual stream */
     void *dxn;         /* [N, C] */

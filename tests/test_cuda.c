@@ -184,6 +184,17 @@ static void test_ops(void) {
     gpu->xent(gpu, gz, gloss, gtg, gwt, N, in, 0.1f);
     compare("softmax+CE losses", loss, gloss, N);
     compare("softmax+CE gradient", z, gz, N * in);
+    /* rows gathered (every third one, backwards) and scattered back over other values */
+    int32_t rows[8];
+    for (int i = 0; i < 8; i++) rows[i] = 21 - 3 * i;
+    int32_t *grows = devi(rows, 8);
+    cpu->gather_rows(cpu, y, x, rows, 8, in);
+    gpu->gather_rows(gpu, gy, gx, grows, 8, in);
+    compare("gather rows", y, gy, 8 * in);
+    cpu->scatter_rows(cpu, z, y, rows, 8, in);
+    gpu->scatter_rows(gpu, gz, gy, grows, 8, in);
+    compare("scatter rows", z, gz, N * in);
+    gpu->free(gpu, grows);
     /* AdamW and the gradient norm */
     double ss_c = cpu->sum_squares(cpu, x, N * in), ss_g = gpu->sum_squares(gpu, gx, N * in);
     int ok = fabs(ss_c - ss_g) <= 1e-9 * ss_c;

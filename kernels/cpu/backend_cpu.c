@@ -136,6 +136,8 @@ zk_backend *zk_cpu_create(void) {
     be->attention_bwd = cpu_attention_bwd;
     be->swiglu_fwd = cpu_swiglu_fwd;
     be->swiglu_bwd = cpu_swiglu_bwd;
+    be->gather_rows = cpu_gather_rows;
+    be->scatter_rows = cpu_scatter_rows;
     be->embedding_fwd = cpu_embedding_fwd;
     be->embedding_bwd = cpu_embedding_bwd;
     be->xent = cpu_xent;

@@ -64,6 +64,8 @@ void cpu_swiglu_fwd(zk_backend *be, void *h, const void *g, const void *u, size_
 void cpu_swiglu_bwd(zk_backend *be, void *dg, void *du, const void *dh, const void *g,
                     const void *u, size_t n);
 
+void cpu_gather_rows(zk_backend *be, void *dst, const void *src, const int32_t *idx, size_t N, size_t C);
+void cpu_scatter_rows(zk_backend *be, void *dst, const void *src, const int32_t *idx, size_t N, size_t C);
 void cpu_embedding_fwd(zk_backend *be, void *out, const int32_t *tokens, const zk_weight *w,
                        size_t N, size_t C);
 void cpu_embedding_bwd(zk_backend *be, float *dW, const void *dout, const int32_t *tokens,

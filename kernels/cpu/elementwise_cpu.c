@@ -1,9 +1,11 @@
-/* kernels/cpu/elementwise_cpu.c: SwiGLU and the embedding lookup.
+/* kernels/cpu/elementwise_cpu.c: SwiGLU, gathering and scattering rows, and
+ * the embedding lookup.
  *
  * SwiGLU: h = silu(g) * u, silu(g) = g * sigmoid(g)
  *   dg = dh * u * sigmoid(g) * (1 + g * (1 - sigmoid(g))),  du = dh * silu(g)
  */
 #include <math.h>
+#include <string.h>
 
 #include "cpu_ops.h"
 #include "fast_exp.h"
@@ -31,6 +33,22 @@ void cpu_swiglu_bwd(zk_backend *be, void *dg_, void *du_, const void *dh_, const
         dg[i] = dh[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
         du[i] = dh[i] * silu;
     }
+}
+
+void cpu_gather_rows(zk_backend *be, void *dst_, const void *src_, const int32_t *idx, size_t N, size_t C) {
+    (void)be;
+    float *dst = dst_; /* [N, C] */
+    const float *src = src_;
+#pragma omp parallel for schedule(static) if (N * C > 65536)
+    for (size_t n = 0; n < N; n++) memcpy(dst + n * C, src + (size_t)idx[n] * C, C * sizeof(float));
+}
+
+void cpu_scatter_rows(zk_backend *be, void *dst_, const void *src_, const int32_t *idx, size_t N, size_t C) {
+    (void)be;
+    float *dst = dst_;
+    const float *src = src_; /* [N, C] */
+#pragma omp parallel for schedule(static) if (N * C > 65536)
+    for (size_t n = 0; n < N; n++) memcpy(dst + (size_t)idx[n] * C, src + n * C, C * sizeof(float));
 }
 
 void cpu_embedding_fwd(zk_backend *be, void *out_, const int32_t *tokens, const zk_weight *w,

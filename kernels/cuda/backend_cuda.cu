@@ -319,6 +319,28 @@ static void cu_swiglu_bwd(zk_backend *be, void *dg, void *du, const void *dh, co
     CUDA_CHECK(be, cudaGetLastError());
 }
 
+/* one thread per element of the N gathered (scattered) rows */
+__global__ static void move_rows_kernel(float *dst, const float *src, const int32_t *idx, size_t N, size_t C,
+                                        int scatter) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N * C) return;
+    size_t n = i / C, c = i % C, far = (size_t)idx[n] * C + c;
+    if (scatter) dst[far] = src[i];
+    else dst[i] = src[far];
+}
+
+static void cu_gather_rows(zk_backend *be, void *dst, const void *src, const int32_t *idx, size_t N, size_t C) {
+    if (N == 0) return;
+    ZK_LAUNCH(move_rows_kernel, blocks_for(N * C, 256), 256, 0)((float *)dst, (const float *)src, idx, N, C, 0);
+    CUDA_CHECK(be, cudaGetLastError());
+}
+
+static void cu_scatter_rows(zk_backend *be, void *dst, const void *src, const int32_t *idx, size_t N, size_t C) {
+    if (N == 0) return;
+    ZK_LAUNCH(move_rows_kernel, blocks_for(N * C, 256), 256, 0)((float *)dst, (const float *)src, idx, N, C, 1);
+    CUDA_CHECK(be, cudaGetLastError());
+}
+
 __global__ static void embedding_fwd_kernel(float *out, const int32_t *tok, const void *w, int dtype, size_t N,
                                             size_t C) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -514,6 +536,8 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute) {
     be->attention_bwd = cu_attention_bwd;
     be->swiglu_fwd = cu_swiglu_fwd;
     be->swiglu_bwd = cu_swiglu_bwd;
+    be->gather_rows = cu_gather_rows;
+    be->scatter_rows = cu_scatter_rows;
     be->embedding_fwd = cu_embedding_fwd;
     be->embedding_bwd = cu_embedding_bwd;
     be->xent = cu_xent;
