@@ -13,61 +13,109 @@
 #include "cuda/backend_cuda.h" /* declarations and sizes only; defined when ZEN_HAVE_CUDA */
 #include "kernels.h"
 
-int zk_resolve_compute(const char *device, const char *compute, zen_dtype *out) {
-    int is_cuda = !strcmp(device, "cuda");
-    if (!is_cuda && strcmp(device, "cpu"))
-        return zen_fail(ZEN_ERR_INPUT, "device '%s' is unknown (expected cpu or cuda)", device);
-    if (!compute || !strcmp(compute, "auto")) *out = is_cuda ? ZEN_BF16 : ZEN_F32;
-    else if (!strcmp(compute, "f32")) *out = ZEN_F32;
-    else if (!strcmp(compute, "bf16")) *out = ZEN_BF16;
-    else return zen_fail(ZEN_ERR_INPUT, "dtype '%s' is unknown (expected auto, f32 or bf16)", compute);
-    if (!is_cuda && *out != ZEN_F32)
-        return zen_fail(ZEN_ERR_INPUT, "dtype '%s' is not available on device cpu (it computes in f32; bf16 is for "
-                                       "--device cuda)", compute);
-    return 0;
-}
+/* ---------------- the backends ---------------- */
 
 #if defined(ZEN_HAVE_CUDA) && !defined(ZEN_CUDA_STATIC)
-/* libzencuda.so beside the executable, else where the build put it */
-static zk_backend *cuda_module_create(zen_dtype compute) {
+/* libzencuda.so beside the executable, else where the build put it; NULL +
+ * zen_fail when it cannot be loaded */
+static void *cuda_module(void) {
     static void *module;
-    if (!module) {
-        char exe[4096], path[4200];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (n > 0) {
-            exe[n] = '\0';
-            char *slash = strrchr(exe, '/');
-            if (slash) *slash = '\0';
-            snprintf(path, sizeof path, "%s/libzencuda.so", exe);
-            if (access(path, F_OK) == 0) module = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-        }
-        if (!module) module = dlopen(ZEN_CUDA_MODULE, RTLD_NOW | RTLD_LOCAL);
-        if (!module) {
-            zen_fail(ZEN_ERR_INPUT, "device 'cuda': cannot load the CUDA backend (libzencuda.so): %s", dlerror());
-            return NULL;
-        }
+    if (module) return module;
+    char exe[4096], path[4200];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = '\0';
+        snprintf(path, sizeof path, "%s/libzencuda.so", exe);
+        if (access(path, F_OK) == 0) module = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     }
-    zk_backend *(*create)(zen_dtype) = (zk_backend * (*)(zen_dtype)) dlsym(module, "zk_cuda_create");
-    if (!create) {
-        zen_fail(ZEN_ERR_INPUT, "device 'cuda': libzencuda.so has no zk_cuda_create: %s", dlerror());
-        return NULL;
-    }
-    return create(compute);
+    if (!module) module = dlopen(ZEN_CUDA_MODULE, RTLD_NOW | RTLD_LOCAL);
+    if (!module) zen_fail(ZEN_ERR_INPUT, "device 'cuda': cannot load the CUDA backend (libzencuda.so): %s", dlerror());
+    return module;
+}
+
+static void *cuda_symbol(const char *name) {
+    void *module = cuda_module(), *sym = module ? dlsym(module, name) : NULL;
+    if (module && !sym) zen_fail(ZEN_ERR_INPUT, "device 'cuda': libzencuda.so has no %s: %s", name, dlerror());
+    return sym;
 }
 #endif
 
-zk_backend *zk_open(const char *device, const char *compute) {
-    zen_dtype dt;
-    if (zk_resolve_compute(device, compute, &dt)) return NULL;
-    if (!strcmp(device, "cpu")) return zk_cpu_create();
+static zk_backend *cuda_create(zen_dtype compute) {
 #if defined(ZEN_HAVE_CUDA) && defined(ZEN_CUDA_STATIC)
-    return zk_cuda_create(dt);
+    return zk_cuda_create(compute);
 #elif defined(ZEN_HAVE_CUDA)
-    return cuda_module_create(dt);
+    zk_backend *(*create)(zen_dtype) = (zk_backend * (*)(zen_dtype)) cuda_symbol("zk_cuda_create");
+    return create ? create(compute) : NULL;
 #else
+    (void)compute;
     zen_fail(ZEN_ERR_INPUT, "device 'cuda': this build has no CUDA backend (nvcc was not found); use --device cpu");
     return NULL;
 #endif
+}
+
+static int cuda_device_count(void) {
+#if defined(ZEN_HAVE_CUDA) && defined(ZEN_CUDA_STATIC)
+    return zk_cuda_device_count();
+#elif defined(ZEN_HAVE_CUDA)
+    int (*count)(void) = (int (*)(void))cuda_symbol("zk_cuda_device_count");
+    return count ? count() : 0;
+#else
+    return 0;
+#endif
+}
+
+/* CUDA computes in both; whether the GPU can is checked when it opens */
+static int cuda_supports(zen_dtype dt) {
+    (void)dt;
+    return 0;
+}
+
+static zen_dtype cuda_auto_compute(const char **why) {
+    *why = "auto: bf16 tensor cores";
+    return ZEN_BF16;
+}
+
+static const zk_backend_desc BACKENDS[] = {
+    {"cpu", 0, zk_cpu_supports, zk_cpu_auto_compute, zk_cpu_plan_scratch, zk_cpu_device_count, zk_cpu_create},
+    {"cuda", 1, cuda_supports, cuda_auto_compute, zk_cuda_plan_scratch, cuda_device_count, cuda_create},
+};
+
+const zk_backend_desc *zk_backend_find(const char *device) {
+    for (size_t i = 0; i < sizeof BACKENDS / sizeof BACKENDS[0]; i++)
+        if (device && !strcmp(device, BACKENDS[i].name)) return &BACKENDS[i];
+    zen_fail(ZEN_ERR_INPUT, "device '%s' is unknown (expected cpu or cuda)", device ? device : "");
+    return NULL;
+}
+
+int zk_resolve_compute(const char *device, const char *compute, zen_dtype *out, const char **why) {
+    const zk_backend_desc *d = zk_backend_find(device);
+    const char *reason = "";
+    if (!d) return ZEN_ERR_INPUT;
+    if (!compute || !strcmp(compute, "auto")) *out = d->auto_compute(&reason);
+    else if (!strcmp(compute, "f32")) *out = ZEN_F32;
+    else if (!strcmp(compute, "bf16")) *out = ZEN_BF16;
+    else return zen_fail(ZEN_ERR_INPUT, "dtype '%s' is unknown (expected auto, f32 or bf16)", compute);
+    if (why) *why = reason;
+    return d->supports(*out);
+}
+
+zk_backend *zk_open(const char *device, const char *compute) {
+    zen_dtype dt;
+    const char *why;
+    if (zk_resolve_compute(device, compute, &dt, &why)) return NULL;
+    zk_backend *be = zk_backend_find(device)->create(dt);
+    if (be && *why) {
+        size_t n = strlen(be->info);
+        snprintf(be->info + n, sizeof be->info - n, " (%s)", why);
+    }
+    return be;
+}
+
+size_t zk_plan_scratch(const char *device, zen_dtype compute, const zk_reserve_plan *p) {
+    const zk_backend_desc *d = zk_backend_find(device);
+    return d ? d->plan_scratch(compute, p) : 0;
 }
 
 void zk_set_failed(zk_backend *be, int code, const char *fmt, ...) {
@@ -116,26 +164,3 @@ int zk_fault_hit(const char *name) {
 void zk_close(zk_backend *be) {
     if (be) be->destroy(be);
 }
-
-size_t zk_plan_scratch(const char *device, zen_dtype compute, const zk_reserve_plan *p) {
-    if (strcmp(device, "cuda")) { /* cpu: the buffers cpu_reserve allocates */
-        size_t elems[4], rope;
-        cpu_scratch_sizes(p, elems, &rope);
-        return (elems[0] + elems[1] + elems[2] + elems[3] + rope) * sizeof(float);
-    }
-    /* kernels/cuda: cuBLAS workspace; LoRA: the fused kernels' partial sums
-     * (ranks up to ZK_CUDA_LORA_MAX_R), else with dropout a dropped copy of x
-     * and of dx (fp32); per precision either a bf16 copy of the widest matmul
-     * input or one widened chunk of a 16-bit weight; attention's per-row
-     * statistics; the RoPE tables */
-    size_t bytes = ZK_CUDA_CUBLAS_WORKSPACE + 2 * p->T * (p->head_dim / 2) * sizeof(float);
-    if (p->lora_r && p->lora_r <= ZK_CUDA_LORA_MAX_R)
-        bytes += zk_cuda_lora_partial_elems(p->N, p->widest_in, p->lora_r) * sizeof(float);
-    else if (p->lora_r && p->lora_dropout)
-        bytes += 2 * p->N * p->widest_in * sizeof(float);
-    bytes += p->B * p->heads * p->T * sizeof(float); /* attention's per-row statistics */
-    if (compute == ZEN_BF16) bytes += p->matmul_elems * 2;
-    else bytes += (p->widen_elems < ZK_CUDA_WIDEN_CHUNK_ELEMS ? p->widen_elems : ZK_CUDA_WIDEN_CHUNK_ELEMS) * sizeof(float);
-    return bytes;
-}
-

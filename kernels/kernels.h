@@ -72,7 +72,7 @@ typedef struct zk_backend zk_backend;
 typedef struct {
     size_t N;              /* token rows per batch (B * T) */
     size_t B, T;           /* batch and sequence length (attention) */
-    size_t heads, head_dim;
+    size_t heads, kv_heads, head_dim;
     double rope_theta;
     size_t widest_in;      /* the widest projection input (LoRA dropout copies) */
     size_t matmul_elems;   /* the largest matmul input or output gradient */
@@ -83,6 +83,7 @@ typedef struct {
 
 struct zk_backend {
     const char *name; /* "cpu", "cuda" */
+    char info[192];   /* what computes, for the summary line: "bf16 on oneDNN (avx512_core_bf16)", ... */
     size_t act_bytes; /* bytes per activation element */
     zen_dtype compute; /* ZEN_F32 or ZEN_BF16, see above */
     void *ctx;        /* backend-private state */
@@ -210,18 +211,40 @@ int zk_status(zk_backend *be);
  * environment sets name=N (e.g. ZEN_FAULT_SCRATCH=40), else 0. */
 int zk_fault_hit(const char *name);
 
+/* What generic code knows of a backend without opening it: one descriptor
+ * per backend, in one table (kernels/backend.c); no other generic code
+ * names a backend or holds a formula of one. */
+typedef struct {
+    const char *name;      /* "cpu", "cuda" */
+    int default_recompute; /* what recompute "auto" means there */
+    /* 0 if it can compute in dt in this build and on this machine, else a
+     * one-line error (ZEN_ERR_INPUT) saying why and what to use */
+    int (*supports)(zen_dtype dt);
+    /* the precision "auto" picks here; *why (static text) says why */
+    zen_dtype (*auto_compute)(const char **why);
+    /* bytes the backend holds beside the model's buffers during a step:
+     * exactly the scratch its reserve allocates for these shapes, and its
+     * fixed workspaces (for the printed memory plan) */
+    size_t (*plan_scratch)(zen_dtype compute, const zk_reserve_plan *p);
+    int (*device_count)(void); /* devices it can use (0 where unavailable) */
+    zk_backend *(*create)(zen_dtype compute);
+} zk_backend_desc;
+
+/* The descriptor of a backend by name; NULL + zen_fail(ZEN_ERR_INPUT) if unknown. */
+const zk_backend_desc *zk_backend_find(const char *device);
+
 /* Opens a backend by name ("cpu" or "cuda") with a compute precision: "auto"
- * (or NULL: f32 on cpu, bf16 on cuda), "f32" or "bf16"; NULL +
+ * (or NULL: what the backend's auto_compute picks), "f32" or "bf16"; NULL +
  * zen_fail(ZEN_ERR_INPUT) when the name or precision is unknown, the backend
- * is unavailable in this build / machine, or it lacks that precision. */
+ * is unavailable in this build / machine, or it lacks that precision. The
+ * backend's info says what computes (and, for auto, why). */
 zk_backend *zk_open(const char *device, const char *compute);
-/* The precision zk_open would pick (or the same one-line error), without opening. */
-int zk_resolve_compute(const char *device, const char *compute, zen_dtype *out);
+/* The precision zk_open would pick (or the same one-line error), without
+ * opening; *why (may be NULL) gets the reason for an "auto" choice, else "". */
+int zk_resolve_compute(const char *device, const char *compute, zen_dtype *out, const char **why);
 void zk_close(zk_backend *be);
 
-/* Bytes a backend holds beside the model's own buffers during a step, for
- * printed memory plans (without opening it): exactly the scratch its reserve
- * allocates for these shapes, and its fixed workspaces. */
+/* The descriptor's plan_scratch for device (0 for an unknown device). */
 size_t zk_plan_scratch(const char *device, zen_dtype compute, const zk_reserve_plan *p);
 
 #endif

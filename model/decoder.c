@@ -127,7 +127,8 @@ static zk_reserve_plan reserve_plan(const zen_config *cfg, zen_dtype weights_dty
     size_t qd = (size_t)cfg->heads * (size_t)cfg->head_dim, widest = C > qd ? C : qd;
     widest = widest > F ? widest : F;
     p.N = N, p.B = B, p.T = T;
-    p.heads = (size_t)cfg->heads, p.head_dim = (size_t)cfg->head_dim, p.rope_theta = cfg->rope_theta;
+    p.heads = (size_t)cfg->heads, p.kv_heads = (size_t)cfg->kv_heads, p.head_dim = (size_t)cfg->head_dim;
+    p.rope_theta = cfg->rope_theta;
     p.widest_in = widest;
     /* the widest matmul input or output gradient (rounded to bf16 by a bf16
      * backend): a projection's [N, widest] or a head chunk's [rows, V] */

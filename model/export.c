@@ -246,7 +246,7 @@ int zen_export(const zen_export_opts *o) {
     if (!merged && !o->adapter_dir)
         return zen_fail(ZEN_ERR_INPUT, "--format %s exports an adapter: give --adapter DIR",
                         o->format == ZEN_EXPORT_PEFT ? "peft" : o->format == ZEN_EXPORT_MLX ? "mlx" : "gguf-lora");
-    zk_backend *be = zk_open("cpu", NULL);
+    zk_backend *be = zk_open("cpu", "f32"); /* merging is fp32 */
     if (!be) return ZEN_ERR_INTERNAL;
     zen_model m = {0};
     zen_lora lo = {0};

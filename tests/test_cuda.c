@@ -492,7 +492,7 @@ static void test_packed_documents(void) {
 }
 
 int main(void) {
-    cpu = zk_open("cpu", NULL);
+    cpu = zk_open("cpu", "f32");
     gpu = zk_open("cuda", "f32");
     if (!gpu) {
         printf("SKIPPED: %s\n", zen_last_error());

@@ -12,6 +12,7 @@
 #include "kernels/cpu/fast_exp.h"
 #include "kernels/kernels.h"
 #include "test_util.h"
+#include "util/error.h"
 
 static zk_backend *be;
 #define FD_H 1e-2f
@@ -354,6 +355,100 @@ static void test_attention_segments(void **state) {
     assert_true(eq < FD_TOL && ek < FD_TOL && ev < FD_TOL);
 }
 
+/* ---------- bf16 compute (oneDNN), where the CPU has native bf16 ---------- */
+
+static zk_backend *open_bf16(const char *what) {
+    zk_backend *b16 = zk_open("cpu", "bf16");
+    if (!b16) printf("SKIP %s: %s\n", what, zen_last_error());
+    return b16;
+}
+
+static float bf16_round(float x) { return zen_bf16_to_f32(zen_f32_to_bf16(x)); }
+
+/* y = x W^T and dx (+)= dy W, computed in double from the bf16-rounded inputs:
+ * exactly the products oneDNN forms, so only fp32 accumulation differs; an f32
+ * weight is rounded once when the backend takes it */
+static void test_bf16_linear(void **state) {
+    (void)state;
+    zk_backend *b16 = open_bf16("bf16 linear");
+    if (!b16) return;
+    enum { N = 37, IN = 96, OUT = 70 }; /* odd sizes: no tile fits them exactly */
+    static float x[N * IN], W[OUT * IN], y[N * OUT], dy[N * OUT], dx[N * IN];
+    fill_uniform(x, N * IN, 1, 40);
+    fill_uniform(W, OUT * IN, 0.5f, 41);
+    fill_uniform(dy, N * OUT, 1, 42);
+    zk_weight w;
+    assert_int_equal(b16->weight_create(b16, &w, W, ZEN_F32, OUT * IN), 0);
+    assert_int_equal(w.dtype, ZEN_BF16);
+    assert_true(w.data != (const void *)W);
+    b16->linear_fwd(b16, y, x, &w, N, IN, OUT);
+    double worst = 0, scale = 0;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OUT; o++) {
+            double s = 0;
+            for (int i = 0; i < IN; i++) s += (double)bf16_round(x[n * IN + i]) * bf16_round(W[o * IN + i]);
+            worst = fmax(worst, fabs(s - y[n * OUT + o]));
+            scale = fmax(scale, fabs(s));
+        }
+    printf("bf16 linear forward: max |zen - rounded-input reference| %.2e (max %.2f)\n", worst, scale);
+    assert_true(worst < 1e-5 * scale);
+    for (int i = 0; i < N * IN; i++) dx[i] = 1.0f; /* accumulate onto ones */
+    b16->linear_bwd(b16, dx, dy, &w, N, IN, OUT, 1);
+    worst = scale = 0;
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < IN; i++) {
+            double s = 1.0;
+            for (int o = 0; o < OUT; o++) s += (double)bf16_round(dy[n * OUT + o]) * bf16_round(W[o * IN + i]);
+            worst = fmax(worst, fabs(s - dx[n * IN + i]));
+            scale = fmax(scale, fabs(s));
+        }
+    printf("bf16 linear backward (accumulating): max |zen - reference| %.2e\n", worst);
+    assert_true(worst < 1e-5 * scale);
+    b16->weight_destroy(b16, &w);
+    zk_close(b16);
+}
+
+/* bf16 attention against the f32 one on documents across tile boundaries:
+ * outputs and gradients agree to bf16 precision (and differ by more than f32
+ * rounding: the products are bf16), and two runs are bit-identical */
+static void test_bf16_attention(void **state) {
+    (void)state;
+    zk_backend *b16 = open_bf16("bf16 attention");
+    if (!b16) return;
+    enum { B = 2, T = 150, NH = 4, NKV = 2, HD = 32 };
+    int32_t seg[B * T];
+    for (int t = 0; t < T; t++) seg[t] = t < 50 ? 0 : t < 131 ? 50 : 131, seg[T + t] = 0;
+    size_t nq = B * T * NH * HD, nk = B * T * NKV * HD;
+    static float q[B * T * NH * HD], k[B * T * NKV * HD], v[B * T * NKV * HD], dout[B * T * NH * HD];
+    static float o32[B * T * NH * HD], o16[B * T * NH * HD], o16b[B * T * NH * HD], l32[B * NH * T], l16[B * NH * T];
+    static float dq32[B * T * NH * HD], dk32[B * T * NKV * HD], dv32[B * T * NKV * HD];
+    static float dq16[B * T * NH * HD], dk16[B * T * NKV * HD], dv16[B * T * NKV * HD];
+    fill_uniform(q, nq, 1.5f, 50);
+    fill_uniform(k, nk, 1.5f, 51);
+    fill_uniform(v, nk, 1, 52);
+    fill_uniform(dout, nq, 1, 53);
+    zk_reserve_plan plan = {.N = B * T, .B = B, .T = T, .heads = NH, .kv_heads = NKV, .head_dim = HD};
+    assert_int_equal(b16->reserve(b16, &plan), 0);
+    be->attention_fwd(be, o32, l32, q, k, v, seg, B, T, NH, NKV, HD);
+    b16->attention_fwd(b16, o16, l16, q, k, v, seg, B, T, NH, NKV, HD);
+    b16->attention_fwd(b16, o16b, l16, q, k, v, seg, B, T, NH, NKV, HD);
+    assert_memory_equal(o16, o16b, sizeof o16);
+    be->attention_bwd(be, dq32, dk32, dv32, dout, o32, l32, q, k, v, seg, B, T, NH, NKV, HD);
+    b16->attention_bwd(b16, dq16, dk16, dv16, dout, o16, l16, q, k, v, seg, B, T, NH, NKV, HD);
+    assert_int_equal(zk_status(b16), 0);
+    const float *a[4] = {o32, dq32, dk32, dv32}, *b[4] = {o16, dq16, dk16, dv16};
+    size_t n[4] = {nq, nq, nk, nk};
+    const char *name[4] = {"out", "dq", "dk", "dv"};
+    for (int t = 0; t < 4; t++) {
+        double d = 0, ref = 0;
+        for (size_t i = 0; i < n[t]; i++) d += (a[t][i] - b[t][i]) * (double)(a[t][i] - b[t][i]), ref += a[t][i] * (double)a[t][i];
+        printf("bf16 attention %s: ||bf16 - f32|| / ||f32|| = %.2e\n", name[t], sqrt(d / ref));
+        assert_true(sqrt(d / ref) < 2e-2);
+        assert_true(sqrt(d / ref) > 1e-4); /* the products did round to bf16 */
+    }
+    zk_close(b16);
+}
+
 /* ---------- SwiGLU ---------- */
 
 typedef struct {
@@ -494,7 +589,7 @@ static void test_fast_exp(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    be = zk_open("cpu", NULL);
+    be = zk_open("cpu", "f32");
     return be ? 0 : -1;
 }
 
@@ -519,6 +614,8 @@ int main(void) {
         cmocka_unit_test(test_attention_hand),
         cmocka_unit_test(test_attention_gqa),
         cmocka_unit_test(test_attention_segments),
+        cmocka_unit_test(test_bf16_linear),
+        cmocka_unit_test(test_bf16_attention),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_xent),

@@ -259,7 +259,7 @@ static void test_packed_documents(void **state) {
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/zen_test_model_%d", (int)getpid());
     zen_mkdir_p(dir);
-    be = zk_open("cpu", NULL);
+    be = zk_open("cpu", "f32");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_presets),
         cmocka_unit_test(test_config_errors),

@@ -294,7 +294,7 @@ static void test_pack_invariants(void **state) {
 }
 
 int main(void) {
-    be = zk_open("cpu", NULL);
+    be = zk_open("cpu", "f32");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adamw_two_steps), cmocka_unit_test(test_clipping),
         cmocka_unit_test(test_schedules),       cmocka_unit_test(test_run_config),

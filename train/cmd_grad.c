@@ -22,7 +22,7 @@ static void print_bytes_row(const char *label, size_t a, size_t b) {
 static int print_plan(const zen_config *cfg, const char *what, size_t stored_bytes, zen_dtype stored_dtype, int r,
                       unsigned targets, size_t B, size_t T, const char *device, const char *compute_name) {
     zen_dtype compute;
-    int rc = zk_resolve_compute(device, compute_name, &compute);
+    int rc = zk_resolve_compute(device, compute_name, &compute, NULL);
     if (rc) return rc;
     zen_plan keep = zen_plan_make(cfg, device, compute, stored_bytes, stored_dtype, r, targets, B, T, 0, 0);
     zen_plan rec = zen_plan_make(cfg, device, compute, stored_bytes, stored_dtype, r, targets, B, T, 1, 0);
@@ -56,7 +56,7 @@ static int run_plan(const char *model_dir, const char *preset, const char *dtype
     int rc;
     if (!device) device = "cpu";
     if (model_dir) {
-        zk_backend *be = zk_open("cpu", NULL);
+        zk_backend *be = zk_open("cpu", "f32"); /* only the config and the weights' sizes are read */
         if (!be) return ZEN_ERR_INTERNAL;
         zen_model m;
         rc = zen_model_load(&m, be, model_dir);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../kernels/kernels.h"
 #include "../model/lora.h"
 #include "../optim/schedule.h"
 #include "../util/error.h"
@@ -34,7 +35,7 @@ static const key_spec KEYS[] = {
     {"val_fraction", K_FLOAT, OFF(val_fraction), 0, 0.5, 0, 1},
     {"out_dir", K_STR, OFF(out_dir), 0, 0, CAP(out_dir), 0},
     {"device", K_STR, OFF(device), 0, 0, CAP(device), 0},
-    {"dtype", K_STR, OFF(dtype), 0, 0, CAP(dtype), 0},
+    {"dtype", K_STR, OFF(dtype), 0, 0, CAP(dtype), 1},
     {"seed", K_INT, OFF(seed), 0, 4e18, 0, 1},
     {"seq_len", K_INT, OFF(seq_len), 1, 1 << 20, 0, 1},
     {"batch_size", K_INT, OFF(batch_size), 1, 65536, 0, 1},
@@ -377,5 +378,7 @@ int zen_run_config_trajectory_diffs(const zen_run_config *a, const zen_run_confi
 }
 
 int zen_run_config_recompute(const zen_run_config *c) {
-    return c->recompute < 0 ? !strcmp(c->device, "cuda") : c->recompute;
+    if (c->recompute >= 0) return c->recompute;
+    const zk_backend_desc *d = zk_backend_find(c->device); /* "auto": the device's own default */
+    return d ? d->default_recompute : 0;
 }

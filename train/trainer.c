@@ -11,7 +11,6 @@
 #include <math.h>
 #include <signal.h>
 #include <unistd.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +47,7 @@ static uint64_t dropout_seed(long seed, long step, long micro) {
 
 typedef struct {
     const zen_run_config *cfg;
+    const char *dtype_asked; /* the dtype as given ("auto" included); cfg holds what it resolved to */
     zen_session s;               /* backend, model, adapter, training data, activations */
     zen_adamw opt;
     zen_dataset val_file;
@@ -174,10 +174,10 @@ static void print_summary(run *r, long start_step) {
                     (long long)r->order.count, (long long)r->val_count,
                     c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
     zen_report_line(&r->report, "  %ld steps/epoch of %ld sequences (batch %ld x accum %ld = %ld tokens); %ld steps, "
-                    "lr %g %s, warm-up %ld; device %s (%s compute), %d threads",
-                    r->steps_per_epoch, c->batch_size * c->grad_accum, c->batch_size, c->grad_accum,
-                    c->batch_size * c->grad_accum * c->seq_len, r->total_steps, c->lr, c->schedule,
-                    c->warmup_steps, r->s.be->name, r->s.be->compute == ZEN_BF16 ? "bf16" : "f32", omp_get_max_threads());
+                    "lr %g %s, warm-up %ld", r->steps_per_epoch, c->batch_size * c->grad_accum, c->batch_size,
+                    c->grad_accum, c->batch_size * c->grad_accum * c->seq_len, r->total_steps, c->lr, c->schedule,
+                    c->warmup_steps);
+    zen_report_line(&r->report, "  device %s: %s", r->s.be->name, r->s.be->info);
     zen_report_line(&r->report, "  memory plan (recompute %s): weights %s, LoRA+grads+AdamW %s, activations %s, "
                     "scratch %s, logits %s; total %s", zen_run_config_recompute(c) ? "on" : "off", w, l, a, sc, lg, t);
     if (start_step > 0) zen_report_line(&r->report, "  resuming at step %ld", start_step);
@@ -235,8 +235,11 @@ static int check_out_dir(run *r, int resume, long latest) {
 }
 
 /* the checkpoint's recipe and data position against this run's */
-static int check_resumed(run *r, const zen_run_config *saved, const zen_train_state *st, long latest) {
+static int check_resumed(run *r, zen_run_config *saved, const zen_train_state *st, long latest) {
     const zen_run_config *c = r->cfg;
+    /* checkpoints from before dtype was resolved say "auto", which then meant
+     * f32 on the CPU and bf16 on CUDA */
+    if (!strcmp(saved->dtype, "auto")) strcpy(saved->dtype, strcmp(saved->device, "cuda") ? "f32" : "bf16");
     static const char *const may_change[] = {"max_steps", "epochs", NULL}; /* extending a run is allowed */
     char diffs[2048], origin[ZEN_PATH_MAX + 64];
     if (zen_run_config_trajectory_diffs(saved, c, may_change, diffs, sizeof diffs) > 0)
@@ -259,7 +262,7 @@ static int setup(run *r, int resume, zen_train_state *st) {
     if ((rc = zen_mkdir_p(c->out_dir)) || (rc = zen_run_lock(c->out_dir, &r->lock_fd))) return rc;
     long latest = zen_checkpoint_latest(c->out_dir);
     if ((rc = check_out_dir(r, resume, latest))) return rc;
-    if ((rc = zen_session_open(&r->s, c->device, c->dtype, c->model))) return rc;
+    if ((rc = zen_session_open(&r->s, c->device, r->dtype_asked, c->model))) return rc;
     if ((rc = open_data(r))) return rc;
     unsigned targets;
     if ((rc = zen_lora_parse_targets(c->lora_targets, &targets))) return rc;
@@ -320,13 +323,22 @@ static int save_checkpoint(run *r, const zen_train_state *st, long *last_saved) 
     return 0;
 }
 
-int zen_train(const zen_run_config *c, int resume) {
+int zen_train(const zen_run_config *given, int resume) {
+    /* dtype "auto" resolved to what this machine computes in: the precision
+     * is part of the trajectory (saved, and checked on --resume) */
+    zen_run_config resolved = *given;
+    const zen_run_config *c = &resolved;
+    zen_dtype compute;
+    int rc = zk_resolve_compute(given->device, given->dtype, &compute, NULL);
+    if (rc) return rc;
+    snprintf(resolved.dtype, sizeof resolved.dtype, "%s", compute == ZEN_BF16 ? "bf16" : "f32");
     run r;
     memset(&r, 0, sizeof r);
     r.cfg = c;
+    r.dtype_asked = given->dtype;
     r.lock_fd = -1;
     zen_train_state st;
-    int rc = setup(&r, resume, &st);
+    rc = setup(&r, resume, &st);
     if (rc) {
         run_free(&r);
         return rc;

@@ -20,7 +20,12 @@
  * Threads split (b, h) in the forward and (b, g) in the backward (the query
  * heads of a group are the only writers of its dK, dV); sgemm called inside
  * the parallel region runs single-threaded (OpenBLAS's OpenMP build), so the
- * results do not depend on the thread count. */
+ * results do not depend on the thread count.
+ *
+ * bf16 compute: the products run on oneDNN with bf16 operands and fp32
+ * accumulation, as CUDA's flash attention rounds them: Q, K, V and dO are
+ * rounded once per call into bf16 copies, and P and dS per tile before
+ * they multiply; the softmax, its scale, lse and D stay fp32. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -67,33 +72,109 @@ static void segment_softmax(float *P, size_t rows, size_t nk, size_t i0, size_t 
     }
 }
 
+/* The products of a tile, in f32 on sgemm or in bf16 on oneDNN. The bf16
+ * operand copies share the layouts of q, k, v and dout. */
+typedef struct {
+    int bf16;
+    const float *q, *k, *v, *dout;          /* fp32 operands */
+    const uint16_t *qb, *kb, *vb, *dob;     /* their bf16 copies (bf16 only) */
+    const void *ab_t, *ab, *at_b_acc;       /* oneDNN primitives: A B^T, A B, and A^T B accumulated */
+    size_t qs, ks;                          /* row strides of q/dout and k/v */
+} tile_ops;
+
+size_t cpu_attention_bf16_elems(size_t N, size_t T, size_t q_width, size_t kv_width) {
+    size_t halves = 2 * N * q_width + 2 * N * kv_width +                     /* q, dout; k, v */
+                    (size_t)omp_get_max_threads() * 2 * CPU_ATTN_TILE * T;  /* each thread's P and dS */
+    return (halves + 1) / 2;
+}
+
+/* the bf16 copies of q, k, v (and dout, if given) and the primitives; 0, or -1 (sticky failure set) */
+static int tile_ops_init(zk_backend *be, tile_ops *ops, const float *q, const float *k, const float *v,
+                         const float *dout, size_t N, size_t T, size_t qs, size_t ks, uint16_t **tiles) {
+    memset(ops, 0, sizeof *ops);
+    ops->q = q, ops->k = k, ops->v = v, ops->dout = dout, ops->qs = qs, ops->ks = ks;
+    if (be->compute != ZEN_BF16) return 0;
+    ops->bf16 = 1;
+    uint16_t *buf = cpu_scratch_bf16(be, CPU_SCRATCH_ATTN_BF16, 2 * cpu_attention_bf16_elems(N, T, qs, ks));
+    if (!buf) return -1;
+    uint16_t *qb = buf, *dob = qb + N * qs, *kb = dob + N * qs, *vb = kb + N * ks;
+    cpu_round_bf16(qb, q, N * qs);
+    cpu_round_bf16(kb, k, N * ks);
+    cpu_round_bf16(vb, v, N * ks);
+    if (dout) cpu_round_bf16(dob, dout, N * qs);
+    ops->qb = qb, ops->kb = kb, ops->vb = vb, ops->dob = dob;
+    *tiles = vb + N * ks; /* [threads, 2, tile, T] */
+    ops->ab_t = cpu_bf16_tile_gemm_prepare(be, 0, 1, 0);
+    ops->ab = cpu_bf16_tile_gemm_prepare(be, 0, 0, 0);
+    ops->at_b_acc = cpu_bf16_tile_gemm_prepare(be, 1, 0, 1);
+    return ops->ab_t && ops->ab && ops->at_b_acc ? 0 : -1;
+}
+
+/* S[rows, nk] = scale * X[i0:i0+rows] Y[k0:k0+nk]^T for X, Y = (q, k) or (dout, v) */
+static void product_abt(zk_backend *be, const tile_ops *o, int dout_v, float scale, size_t rows, size_t nk, size_t hd,
+                        size_t xoff, size_t yoff, float *S) {
+    if (!o->bf16) {
+        const float *X = dout_v ? o->dout : o->q, *Y = dout_v ? o->v : o->k;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, scale, X + xoff, (int)o->qs,
+                    Y + yoff, (int)o->ks, 0.0f, S, (int)nk);
+        return;
+    }
+    const uint16_t *X = dout_v ? o->dob : o->qb, *Y = dout_v ? o->vb : o->kb;
+    cpu_bf16_tile_gemm(be, o->ab_t, rows, nk, hd, X + xoff, o->qs, Y + yoff, o->ks, S, nk);
+    if (scale != 1.0f)
+        for (size_t i = 0; i < rows * nk; i++) S[i] *= scale;
+}
+
+/* OUT[rows, hd] = P[rows, nk] Y[k0:k0+nk] for Y = v (the output) or k (dQ);
+ * Pb: a bf16 tile for P's rounding (bf16 only) */
+static void product_ab(zk_backend *be, const tile_ops *o, int use_k, const float *P, uint16_t *Pb, size_t rows,
+                       size_t nk, size_t hd, size_t yoff, float *out) {
+    if (!o->bf16) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)nk, 1.0f, P, (int)nk,
+                    (use_k ? o->k : o->v) + yoff, (int)o->ks, 0.0f, out, (int)o->qs);
+        return;
+    }
+    for (size_t i = 0; i < rows * nk; i++) Pb[i] = zen_f32_to_bf16(P[i]);
+    cpu_bf16_tile_gemm(be, o->ab, rows, hd, nk, Pb, nk, (use_k ? o->kb : o->vb) + yoff, o->ks, out, o->qs);
+}
+
+/* D[nk, hd] += P[rows, nk]^T X[i0:i0+rows] for X = q (dK) or dout (dV);
+ * Pb already holds P rounded (bf16 only) */
+static void product_atb_acc(zk_backend *be, const tile_ops *o, int use_dout, const float *P, const uint16_t *Pb,
+                            size_t rows, size_t nk, size_t hd, size_t xoff, float *D) {
+    if (!o->bf16) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)hd, (int)rows, 1.0f, P, (int)nk,
+                    (use_dout ? o->dout : o->q) + xoff, (int)o->qs, 1.0f, D, (int)o->ks);
+        return;
+    }
+    cpu_bf16_tile_gemm(be, o->at_b_acc, nk, hd, rows, Pb, nk, (use_dout ? o->dob : o->qb) + xoff, o->qs, D, o->ks);
+}
+
 void cpu_attention_fwd(zk_backend *be, void *out_, float *lse, const void *q_, const void *k_,
                        const void *v_, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
     float *out = out_;
-    const float *q = q_, *k = k_, *v = v_;
     size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd; /* row strides */
     float scale = 1.0f / sqrtf((float)hd);
     int threads = omp_get_max_threads();
     float *tiles = cpu_scratch(be, CPU_SCRATCH_ATTN, (size_t)threads * 2 * QUERY_TILE * T); /* [threads, 2, tile, T] */
-    if (!tiles) return;
+    tile_ops ops;
+    uint16_t *btiles = NULL; /* [threads, 2, tile, T] bf16 */
+    if (!tiles || tile_ops_init(be, &ops, q_, k_, v_, NULL, B * T, T, qs, ks, &btiles)) return;
 #pragma omp parallel num_threads(threads)
     {
-        float *S = tiles + (size_t)omp_get_thread_num() * 2 * QUERY_TILE * T; /* [tile, T] scores, then probabilities */
+        int me = omp_get_thread_num();
+        float *S = tiles + (size_t)me * 2 * QUERY_TILE * T; /* [tile, T] scores, then probabilities */
+        uint16_t *Pb = btiles ? btiles + (size_t)me * 2 * QUERY_TILE * T : NULL;
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (size_t b = 0; b < B; b++)
             for (size_t h = 0; h < nh; h++) {
-                const float *qh = q + b * T * qs + h * hd;
-                const float *kg = k + b * T * ks + (h / group) * hd;
-                const float *vg = v + b * T * ks + (h / group) * hd;
-                float *oh = out + b * T * qs + h * hd;
+                size_t qoff = b * T * qs + h * hd, kvoff = b * T * ks + (h / group) * hd;
                 for (size_t i0 = 0, rows; i0 < T; i0 += rows) {
                     rows = tile_rows(seg, b, T, i0);
                     size_t k0 = seg_of(seg, b, T, i0), nk = i0 + rows - k0;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, scale,
-                                qh + i0 * qs, (int)qs, kg + k0 * ks, (int)ks, 0.0f, S, (int)nk);
+                    product_abt(be, &ops, 0, scale, rows, nk, hd, qoff + i0 * qs, kvoff + k0 * ks, S);
                     segment_softmax(S, rows, nk, i0, k0, seg, b, T, lse + (b * nh + h) * T + i0);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)nk, 1.0f, S,
-                                (int)nk, vg + k0 * ks, (int)ks, 0.0f, oh + i0 * qs, (int)qs);
+                    product_ab(be, &ops, 0, S, Pb, rows, nk, hd, kvoff + k0 * ks, out + qoff + i0 * qs);
                 }
             }
     }
@@ -104,37 +185,36 @@ void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const vo
                        const void *v_, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
     (void)out_; /* D_i is formed from P and dP: sum_j P_ij dP_ij = dO_i . O_i */
     float *dq = dq_, *dk = dk_, *dv = dv_;
-    const float *dout = dout_, *q = q_, *k = k_, *v = v_;
     size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
     int threads = omp_get_max_threads();
     float *tiles = cpu_scratch(be, CPU_SCRATCH_ATTN, (size_t)threads * 2 * QUERY_TILE * T); /* [threads, 2, tile, T] */
-    if (!tiles) return;
+    tile_ops ops;
+    uint16_t *btiles = NULL; /* [threads, 2, tile, T] bf16: P and dS rounded */
+    if (!tiles || tile_ops_init(be, &ops, q_, k_, v_, dout_, B * T, T, qs, ks, &btiles)) return;
 #pragma omp parallel num_threads(threads)
     {
-        float *P = tiles + (size_t)omp_get_thread_num() * 2 * QUERY_TILE * T; /* [tile, T] */
-        float *dP = P + QUERY_TILE * T;                                         /* [tile, T] dP, then dS */
+        int me = omp_get_thread_num();
+        float *P = tiles + (size_t)me * 2 * QUERY_TILE * T; /* [tile, T] */
+        float *dP = P + QUERY_TILE * T;                      /* [tile, T] dP, then dS */
+        uint16_t *Pb = btiles ? btiles + (size_t)me * 2 * QUERY_TILE * T : NULL, *dSb = Pb ? Pb + QUERY_TILE * T : NULL;
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (size_t b = 0; b < B; b++)
             for (size_t g = 0; g < nkv; g++) {
-                const float *kg = k + b * T * ks + g * hd, *vg = v + b * T * ks + g * hd;
-                float *dkg = dk + b * T * ks + g * hd, *dvg = dv + b * T * ks + g * hd;
+                size_t kvoff = b * T * ks + g * hd;
                 for (size_t j = 0; j < T; j++) {
-                    memset(dkg + j * ks, 0, hd * sizeof(float));
-                    memset(dvg + j * ks, 0, hd * sizeof(float));
+                    memset(dk + kvoff + j * ks, 0, hd * sizeof(float));
+                    memset(dv + kvoff + j * ks, 0, hd * sizeof(float));
                 }
                 for (size_t h = g * group; h < (g + 1) * group; h++) {
-                    const float *qh = q + b * T * qs + h * hd, *doh = dout + b * T * qs + h * hd;
-                    float *dqh = dq + b * T * qs + h * hd;
+                    size_t qoff = b * T * qs + h * hd;
                     const float *lse_h = lse + (b * nh + h) * T;
                     for (size_t i0 = 0, rows; i0 < T; i0 += rows) {
                         rows = tile_rows(seg, b, T, i0);
                         size_t k0 = seg_of(seg, b, T, i0), nk = i0 + rows - k0;
-                        /* P from the saved log-sum-exp */
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, scale,
-                                    qh + i0 * qs, (int)qs, kg + k0 * ks, (int)ks, 0.0f, P, (int)nk);
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)nk, (int)hd, 1.0f,
-                                    doh + i0 * qs, (int)qs, vg + k0 * ks, (int)ks, 0.0f, dP, (int)nk);
+                        /* P from the saved log-sum-exp; dP = dO V^T */
+                        product_abt(be, &ops, 0, scale, rows, nk, hd, qoff + i0 * qs, kvoff + k0 * ks, P);
+                        product_abt(be, &ops, 1, 1.0f, rows, nk, hd, qoff + i0 * qs, kvoff + k0 * ks, dP);
                         for (size_t r = 0; r < rows; r++) {
                             float *p = P + r * nk, *dp = dP + r * nk;
                             size_t first = seg_of(seg, b, T, i0 + r) - k0, last = i0 + r - k0 + 1;
@@ -147,12 +227,12 @@ void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const vo
                             for (size_t j = 0; j < first; j++) p[j] = dp[j] = 0.0f;
                             for (size_t j = last; j < nk; j++) p[j] = dp[j] = 0.0f;
                         }
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)hd, (int)nk, 1.0f,
-                                    dP, (int)nk, kg + k0 * ks, (int)ks, 0.0f, dqh + i0 * qs, (int)qs);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)hd, (int)rows, 1.0f, dP,
-                                    (int)nk, qh + i0 * qs, (int)qs, 1.0f, dkg + k0 * ks, (int)ks);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nk, (int)hd, (int)rows, 1.0f, P,
-                                    (int)nk, doh + i0 * qs, (int)qs, 1.0f, dvg + k0 * ks, (int)ks);
+                        /* dQ = dS K (dS rounded into dSb), dK += dS^T Q, dV += P^T dO (P rounded into Pb) */
+                        product_ab(be, &ops, 1, dP, dSb, rows, nk, hd, kvoff + k0 * ks, dq + qoff + i0 * qs);
+                        product_atb_acc(be, &ops, 0, dP, dSb, rows, nk, hd, qoff + i0 * qs, dk + kvoff + k0 * ks);
+                        if (ops.bf16)
+                            for (size_t i = 0; i < rows * nk; i++) Pb[i] = zen_f32_to_bf16(P[i]);
+                        product_atb_acc(be, &ops, 1, P, Pb, rows, nk, hd, qoff + i0 * qs, dv + kvoff + k0 * ks);
                     }
                 }
             }

@@ -1,7 +1,9 @@
 /* kernels/cpu/backend_cpu.c: the CPU backend: host memory, weights aliased in
- * place (no copy of a memory-mapped model), scratch reserved up front, and the
- * table of CPU operations. */
+ * place (no copy of a memory-mapped model; in bf16 compute an f32/f16 weight
+ * is rounded once into a bf16 copy), scratch reserved up front, the table of
+ * CPU operations, and the CPU's descriptor functions. */
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,15 +36,44 @@ static void cpu_zero(zk_backend *be, void *dst, size_t bytes) {
 
 static int cpu_weight_create(zk_backend *be, zk_weight *out, const void *host, zen_dtype dtype,
                              size_t numel) {
-    (void)be;
-    (void)numel;
+    cpu_ctx *ctx = be->ctx;
     out->data = host;
     out->dtype = dtype;
+    if (be->compute != ZEN_BF16 || dtype == ZEN_BF16) return 0;
+    /* bf16 compute reads every matrix as bf16: rounded once, here */
+    if (ctx->n_owned == ctx->cap_owned) {
+        size_t cap = ctx->cap_owned ? 2 * ctx->cap_owned : 64;
+        void **owned = realloc(ctx->owned, cap * sizeof *owned);
+        if (!owned) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        ctx->owned = owned, ctx->cap_owned = cap;
+    }
+    uint16_t *copy = cpu_alloc(be, numel * sizeof(uint16_t));
+    if (!copy) return ZEN_ERR_INTERNAL;
+    if (dtype == ZEN_F32) {
+        cpu_round_bf16(copy, host, numel);
+    } else { /* f16: widened and rounded a row-sized piece at a time */
+        enum { PIECE = 1 << 16 };
+        float wide[PIECE];
+        for (size_t i = 0; i < numel; i += PIECE) {
+            size_t n = numel - i < PIECE ? numel - i : PIECE;
+            zen_widen(wide, (const uint16_t *)host + i, dtype, n);
+            for (size_t j = 0; j < n; j++) copy[i + j] = zen_f32_to_bf16(wide[j]);
+        }
+    }
+    ctx->owned[ctx->n_owned++] = copy;
+    out->data = copy;
+    out->dtype = ZEN_BF16;
     return 0;
 }
 
 static void cpu_weight_destroy(zk_backend *be, zk_weight *w) {
-    (void)be;
+    cpu_ctx *ctx = be->ctx;
+    for (size_t i = 0; i < ctx->n_owned; i++)
+        if (ctx->owned[i] == w->data) {
+            free(ctx->owned[i]);
+            ctx->owned[i] = ctx->owned[--ctx->n_owned];
+            break;
+        }
     w->data = NULL;
 }
 
@@ -55,8 +86,9 @@ static void cpu_copy_act_back(zk_backend *be, float *dst, const void *src, size_
 }
 
 float *cpu_scratch(zk_backend *be, int slot, size_t elems) {
-    static const char *const names[] = {"widened weight", "LoRA dropout input", "LoRA dropout gradient",
-                                        "attention tiles"};
+    static const char *const names[CPU_SCRATCH_SLOTS] = {"widened weight", "LoRA dropout input",
+                                                         "LoRA dropout gradient", "attention tiles",
+                                                         "bf16 matmul input", "bf16 attention"};
     cpu_ctx *ctx = be->ctx;
     if (be->status) return NULL; /* a failed step does no more work */
     int injected = zk_fault_hit("ZEN_FAULT_SCRATCH");
@@ -73,18 +105,31 @@ float *cpu_scratch(zk_backend *be, int slot, size_t elems) {
     return ctx->scratch[slot];
 }
 
-void cpu_scratch_sizes(const zk_reserve_plan *p, size_t elems[4], size_t *rope_elems) {
+void cpu_scratch_sizes(const zk_reserve_plan *p, zen_dtype compute, size_t elems[CPU_SCRATCH_SLOTS],
+                       size_t *rope_elems) {
     size_t widen = p->widest_in > CPU_WIDEN_CHUNK_ELEMS ? p->widest_in : CPU_WIDEN_CHUNK_ELEMS;
-    elems[CPU_SCRATCH_WIDEN] = p->widen_elems < widen ? p->widen_elems : widen;
+    /* f32 compute widens 16-bit weights a chunk at a time; bf16 compute reads
+     * bf16 weights in place and rounds each matmul input into a bf16 copy */
+    elems[CPU_SCRATCH_WIDEN] = compute == ZEN_BF16 ? 0 : p->widen_elems < widen ? p->widen_elems : widen;
     elems[CPU_SCRATCH_DROP_X] = elems[CPU_SCRATCH_DROP_DX] = p->lora_r && p->lora_dropout ? p->N * p->widest_in : 0;
     elems[CPU_SCRATCH_ATTN] = (size_t)omp_get_max_threads() * 2 * CPU_ATTN_TILE * p->T;
+    elems[CPU_SCRATCH_BF16_IN] = compute == ZEN_BF16 ? (p->matmul_elems + 1) / 2 : 0;
+    elems[CPU_SCRATCH_ATTN_BF16] =
+        compute == ZEN_BF16 ? cpu_attention_bf16_elems(p->N, p->T, p->heads * p->head_dim, p->kv_heads * p->head_dim) : 0;
     *rope_elems = 2 * p->T * (p->head_dim / 2);
 }
 
+size_t zk_cpu_plan_scratch(zen_dtype compute, const zk_reserve_plan *p) {
+    size_t elems[CPU_SCRATCH_SLOTS], total = 0, rope;
+    cpu_scratch_sizes(p, compute, elems, &rope);
+    for (int slot = 0; slot < CPU_SCRATCH_SLOTS; slot++) total += elems[slot];
+    return (total + rope) * sizeof(float);
+}
+
 int cpu_reserve(zk_backend *be, const zk_reserve_plan *p) {
-    size_t elems[4], rope;
-    cpu_scratch_sizes(p, elems, &rope);
-    for (int slot = 0; slot < 4; slot++)
+    size_t elems[CPU_SCRATCH_SLOTS], rope;
+    cpu_scratch_sizes(p, be->compute, elems, &rope);
+    for (int slot = 0; slot < CPU_SCRATCH_SLOTS; slot++)
         if (elems[slot]) cpu_scratch(be, slot, elems[slot]);
     const float *c, *s;
     if (p->T && p->head_dim) cpu_rope_tables(be, p->T, p->head_dim, p->rope_theta, &c, &s);
@@ -93,14 +138,36 @@ int cpu_reserve(zk_backend *be, const zk_reserve_plan *p) {
 
 static void cpu_destroy(zk_backend *be) {
     cpu_ctx *ctx = be->ctx;
-    for (int i = 0; i < 4; i++) free(ctx->scratch[i]);
+    for (int i = 0; i < CPU_SCRATCH_SLOTS; i++) free(ctx->scratch[i]);
+    for (size_t i = 0; i < ctx->n_owned; i++) free(ctx->owned[i]);
+    free(ctx->owned);
+    cpu_dnnl_close(ctx);
     free(ctx->rope_cos);
     free(ctx->rope_sin);
     free(ctx);
     free(be);
 }
 
-zk_backend *zk_cpu_create(void) {
+int zk_cpu_supports(zen_dtype dt) {
+    int native;
+    const char *isa = cpu_dnnl_isa(&native);
+    if (dt == ZEN_BF16 && !native)
+        return zen_fail(ZEN_ERR_INPUT, "dtype bf16 on cpu needs native bf16 matrix arithmetic (AMX-BF16 or "
+                                       "AVX512-BF16); oneDNN runs %s here, so use --dtype f32", isa);
+    return 0;
+}
+
+zen_dtype zk_cpu_auto_compute(const char **why) {
+    int native;
+    cpu_dnnl_isa(&native);
+    *why = native ? "auto: this CPU has native bf16 matrix arithmetic"
+                  : "auto: this CPU has no native bf16 matrix arithmetic (AMX-BF16 or AVX512-BF16)";
+    return native ? ZEN_BF16 : ZEN_F32;
+}
+
+int zk_cpu_device_count(void) { return 1; }
+
+zk_backend *zk_cpu_create(zen_dtype compute) {
     zk_backend *be = zen_calloc(1, sizeof *be);
     cpu_ctx *ctx = zen_calloc(1, sizeof *ctx);
     if (!be || !ctx) {
@@ -110,8 +177,19 @@ zk_backend *zk_cpu_create(void) {
     }
     be->name = "cpu";
     be->act_bytes = sizeof(float);
-    be->compute = ZEN_F32;
+    be->compute = compute;
     be->ctx = ctx;
+    if (compute == ZEN_BF16 && cpu_dnnl_open(ctx)) {
+        cpu_dnnl_close(ctx);
+        free(ctx);
+        free(be);
+        return NULL;
+    }
+    if (compute == ZEN_BF16)
+        snprintf(be->info, sizeof be->info, "bf16 on oneDNN (%s), %d threads", cpu_dnnl_isa(NULL),
+                 omp_get_max_threads());
+    else
+        snprintf(be->info, sizeof be->info, "f32 on OpenBLAS sgemm, %d threads", omp_get_max_threads());
     be->alloc = cpu_alloc;
     be->free = cpu_free;
     be->upload = cpu_copy;

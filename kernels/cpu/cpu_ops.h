@@ -1,31 +1,77 @@
-/* kernels/cpu/cpu_ops.h: the CPU backend's operations (fp32 compute, OpenBLAS
- * sgemm, OpenMP loops). Wired into a zk_backend by backend_cpu.c; see
- * kernels/kernels.h for the meaning and shapes of every argument. */
+/* kernels/cpu/cpu_ops.h: the CPU backend's operations: f32 compute on
+ * OpenBLAS sgemm, or bf16 compute (matmul inputs rounded to bf16, fp32
+ * accumulation and outputs) on oneDNN (dnnl_cpu.c); OpenMP loops for the
+ * rest. Wired into a zk_backend by backend_cpu.c; see kernels/kernels.h for
+ * the meaning and shapes of every argument. */
 #ifndef ZEN_CPU_OPS_H
 #define ZEN_CPU_OPS_H
 #include "../kernels.h"
 
+typedef struct cpu_dnnl cpu_dnnl; /* oneDNN's engine, streams and primitives (dnnl_cpu.c) */
+
+/* scratch slots: a widened weight chunk, the two LoRA dropout buffers,
+ * attention's per-thread score tiles, a bf16 copy of a matmul input, and
+ * attention's bf16 operands and tiles */
+enum {
+    CPU_SCRATCH_WIDEN = 0,
+    CPU_SCRATCH_DROP_X = 1,
+    CPU_SCRATCH_DROP_DX = 2,
+    CPU_SCRATCH_ATTN = 3,
+    CPU_SCRATCH_BF16_IN = 4,
+    CPU_SCRATCH_ATTN_BF16 = 5,
+    CPU_SCRATCH_SLOTS = 6
+};
+
 /* backend-private state */
 typedef struct {
-    float *scratch[4];      /* reusable fp32 buffers, see CPU_SCRATCH_* */
-    size_t scratch_capacity[4]; /* elements */
+    float *scratch[CPU_SCRATCH_SLOTS];      /* reusable buffers, see CPU_SCRATCH_* */
+    size_t scratch_capacity[CPU_SCRATCH_SLOTS]; /* fp32 elements */
     float *rope_cos, *rope_sin; /* [T, hd/2] tables for the cached (T, hd, theta) */
     size_t rope_T, rope_hd;
     double rope_theta;
+    cpu_dnnl *dnnl;             /* bf16 compute only */
+    void **owned;               /* bf16 copies of f32/f16 weights, freed with them */
+    size_t n_owned, cap_owned;
 } cpu_ctx;
-
-/* scratch slots: a widened weight chunk, the two LoRA dropout buffers, and
- * attention's per-thread score tiles */
-enum { CPU_SCRATCH_WIDEN = 0, CPU_SCRATCH_DROP_X = 1, CPU_SCRATCH_DROP_DX = 2, CPU_SCRATCH_ATTN = 3 };
 /* slot's buffer of at least elems floats: reserved up front (cpu_reserve),
  * grown if a caller needs more; NULL with the backend's sticky failure set
  * when memory runs out (the op then does nothing) */
 float *cpu_scratch(zk_backend *be, int slot, size_t elems);
 
+/* the same slot as n bf16 elements */
+static inline uint16_t *cpu_scratch_bf16(zk_backend *be, int slot, size_t n) {
+    return (uint16_t *)cpu_scratch(be, slot, (n + 1) / 2);
+}
+
 /* the sizes cpu_reserve allocates, in floats, per slot (and the RoPE tables) */
 #define CPU_WIDEN_CHUNK_ELEMS ((size_t)4 << 20) /* 16 MiB of fp32 per widened weight chunk */
 #define CPU_ATTN_TILE 64                         /* query rows per attention tile */
-void cpu_scratch_sizes(const zk_reserve_plan *p, size_t elems[4], size_t *rope_elems);
+void cpu_scratch_sizes(const zk_reserve_plan *p, zen_dtype compute, size_t elems[CPU_SCRATCH_SLOTS],
+                       size_t *rope_elems);
+/* attention's bf16 slot: rounded q, k, v, dout [N, heads*hd] each (k and v
+ * may be narrower), then each thread's two bf16 tiles [tile, T] */
+size_t cpu_attention_bf16_elems(size_t N, size_t T, size_t q_width, size_t kv_width);
+
+/* ---- oneDNN (dnnl_cpu.c) ---- */
+#define CPU_DNNL_CACHE 128 /* primitives kept, the least recently used replaced */
+/* the ISA oneDNN dispatches to ("avx512_core_amx_bf16", "avx2", ...);
+ * *native_bf16 (may be NULL) = 1 with native bf16 matrix arithmetic */
+const char *cpu_dnnl_isa(int *native_bf16);
+int cpu_dnnl_open(cpu_ctx *ctx);
+void cpu_dnnl_close(cpu_ctx *ctx);
+/* C[M,N] (+= if accumulate) op(A)[M,K] op(B)[K,N], bf16 inputs and fp32 C,
+ * row-major with leading dimensions; op(X) = X^T if tX. A primitive per
+ * shape, made once; called from one thread (it runs on all of them). */
+void cpu_bf16_gemm(zk_backend *be, int ta, int tb, size_t M, size_t N, size_t K, const uint16_t *A, size_t lda,
+                   const uint16_t *B, size_t ldb, float *C, size_t ldc, int accumulate);
+/* The same for shapes that change every call (attention tiles): prepare
+ * (outside parallel regions) one primitive per (ta, tb, accumulate), then
+ * call it from any thread. NULL (sticky failure set) if it cannot be made. */
+const void *cpu_bf16_tile_gemm_prepare(zk_backend *be, int ta, int tb, int accumulate);
+void cpu_bf16_tile_gemm(zk_backend *be, const void *prepared, size_t M, size_t N, size_t K, const uint16_t *A,
+                        size_t lda, const uint16_t *B, size_t ldb, float *C, size_t ldc);
+/* dst[n] = src[n] rounded to bf16 (nearest even), on all threads */
+void cpu_round_bf16(uint16_t *dst, const float *src, size_t n);
 int cpu_reserve(zk_backend *be, const zk_reserve_plan *p);
 /* the RoPE tables for (T, hd, theta), built if needed; 0, or -1 (sticky failure set) */
 int cpu_rope_tables(zk_backend *be, size_t T, size_t hd, double theta, const float **cos_out, const float **sin_out);
@@ -73,6 +119,11 @@ void cpu_embedding_bwd(zk_backend *be, float *dW, const void *dout, const int32_
 void cpu_xent(zk_backend *be, void *logits, float *losses, const int32_t *targets,
               const float *weights, size_t rows, size_t V, float grad_scale);
 
-zk_backend *zk_cpu_create(void);
+/* the CPU's descriptor (kernels/backend.c's table) */
+zk_backend *zk_cpu_create(zen_dtype compute);
+int zk_cpu_supports(zen_dtype dt);
+zen_dtype zk_cpu_auto_compute(const char **why);
+size_t zk_cpu_plan_scratch(zen_dtype compute, const zk_reserve_plan *p);
+int zk_cpu_device_count(void);
 
 #endif

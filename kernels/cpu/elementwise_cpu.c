@@ -1,5 +1,5 @@
-/* kernels/cpu/elementwise_cpu.c: SwiGLU, gathering and scattering rows, and
- * the embedding lookup.
+/* kernels/cpu/elementwise_cpu.c: SwiGLU, gathering and scattering rows, the
+ * embedding lookup, and rounding to bf16.
  *
  * SwiGLU: h = silu(g) * u, silu(g) = g * sigmoid(g)
  *   dg = dh * u * sigmoid(g) * (1 + g * (1 - sigmoid(g))),  du = dh * silu(g)
@@ -33,6 +33,11 @@ void cpu_swiglu_bwd(zk_backend *be, void *dg_, void *du_, const void *dh_, const
         dg[i] = dh[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
         du[i] = dh[i] * silu;
     }
+}
+
+void cpu_round_bf16(uint16_t *dst, const float *src, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) dst[i] = zen_f32_to_bf16(src[i]);
 }
 
 void cpu_gather_rows(zk_backend *be, void *dst_, const void *src_, const int32_t *idx, size_t N, size_t C) {

@@ -1,6 +1,11 @@
-/* kernels/cpu/linear_cpu.c: frozen linear layers and the LoRA branch on OpenBLAS
- * sgemm. Weights stored as bf16/f16 are widened to fp32 a chunk of output rows at
- * a time, so no fp32 copy of a large matrix (the LM head) ever exists. */
+/* kernels/cpu/linear_cpu.c: frozen linear layers and the LoRA branch.
+ * f32 compute: OpenBLAS sgemm; weights stored as bf16/f16 are widened to fp32
+ * a chunk of output rows at a time, so no fp32 copy of a large matrix (the LM
+ * head) ever exists.
+ * bf16 compute: the weights are bf16 (backend_cpu.c rounds f32/f16 ones at
+ * load); the fp32 input (x, or dy) is rounded into a bf16 copy and one
+ * oneDNN matmul accumulates in fp32 into the fp32 output.
+ * The LoRA branch is fp32 (sgemm) in both. */
 #include <cblas.h>
 
 #include "cpu_ops.h"
@@ -26,6 +31,14 @@ void cpu_linear_fwd(zk_backend *be, void *y_, const void *x_, const zk_weight *w
                     size_t in, size_t out) {
     float *y = y_;         /* [N, out] */
     const float *x = x_;   /* [N, in] */
+    if (be->compute == ZEN_BF16) {
+        uint16_t *xb = cpu_scratch_bf16(be, CPU_SCRATCH_BF16_IN, N * in); /* [N, in] */
+        if (!xb) return;
+        cpu_round_bf16(xb, x, N * in);
+        /* y = xb W^T: W [out, in] read as [in, out] */
+        cpu_bf16_gemm(be, 0, 1, N, out, in, xb, in, w->data, in, y, out, 0);
+        return;
+    }
     size_t step = w->dtype == ZEN_F32 ? out : chunk_rows(in, out);
     for (size_t o0 = 0; o0 < out; o0 += step) {
         size_t rows = out - o0 < step ? out - o0 : step;
@@ -41,6 +54,14 @@ void cpu_linear_bwd(zk_backend *be, void *dx_, const void *dy_, const zk_weight 
                     size_t in, size_t out, int accumulate) {
     float *dx = dx_;         /* [N, in] */
     const float *dy = dy_;   /* [N, out] */
+    if (be->compute == ZEN_BF16) {
+        uint16_t *dyb = cpu_scratch_bf16(be, CPU_SCRATCH_BF16_IN, N * out); /* [N, out] */
+        if (!dyb) return;
+        cpu_round_bf16(dyb, dy, N * out);
+        /* dx (+)= dyb W */
+        cpu_bf16_gemm(be, 0, 0, N, in, out, dyb, out, w->data, in, dx, in, accumulate);
+        return;
+    }
     size_t step = w->dtype == ZEN_F32 ? out : chunk_rows(in, out);
     for (size_t o0 = 0; o0 < out; o0 += step) {
         size_t rows = out - o0 < step ? out - o0 : step;

@@ -475,13 +475,18 @@ static void cu_destroy(zk_backend *be) {
     free(be);
 }
 
+extern "C" int zk_cuda_device_count(void) {
+    int count = 0;
+    return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
+}
+
 extern "C" zk_backend *zk_cuda_create(zen_dtype compute) {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
         zen_fail(ZEN_ERR_INPUT, "device 'cuda': no CUDA GPU is visible on this machine (use --device cpu)");
         return NULL;
     }
-    cudaDeviceProp prop;
+    cudaDeviceProp prop = {};
     if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major < 8) {
         zen_fail(ZEN_ERR_INPUT, "device 'cuda': %s has compute capability %d.%d; zen needs 8.0 or newer (Ampere+)",
                  prop.name, prop.major, prop.minor);
@@ -509,6 +514,9 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute) {
         return NULL;
     }
     be->name = "cuda";
+    snprintf(be->info, sizeof be->info, "%s on %.100s (compute capability %d.%d)",
+             compute == ZEN_BF16 ? "bf16 tensor cores, flash attention" : "f32 (exact attention, no TF32)", prop.name,
+             prop.major, prop.minor);
     be->act_bytes = sizeof(float);
     be->memory_peak = cu_memory_peak;
     be->memory_info = cu_memory_info;

@@ -26,5 +26,9 @@ static inline size_t zk_cuda_lora_partial_elems(size_t N, size_t in, size_t r) {
  * accumulation) or ZEN_F32 (exact fp32, for checking against the CPU).
  * NULL + zen_fail(ZEN_ERR_INPUT) when no GPU is visible. */
 zk_backend *zk_cuda_create(zen_dtype compute);
+/* GPUs visible to this process (0 if none or no driver) */
+int zk_cuda_device_count(void);
+/* the descriptor's plan_scratch (plan_cuda.c: plain C, in every build) */
+size_t zk_cuda_plan_scratch(zen_dtype compute, const zk_reserve_plan *p);
 
 #endif

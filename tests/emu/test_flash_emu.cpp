@@ -118,7 +118,7 @@ static void test_case(zk_backend *cpu, int B, int T, int nh, int nkv, const std:
 }
 
 int main(void) {
-    zk_backend *cpu = zk_open("cpu", NULL);
+    zk_backend *cpu = zk_open("cpu", "f32");
     test_case<32>(cpu, 2, 130, 4, 1);  /* T not a multiple of any tile, GQA 4:1, B > 1 */
     test_case<64>(cpu, 1, 64, 4, 4);   /* MHA, exactly one tile of each kind */
     test_case<128>(cpu, 1, 1, 2, 1);   /* a single token */

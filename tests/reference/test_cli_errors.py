@@ -85,6 +85,7 @@ def main():
         return build
 
     toks = np.arange(100, dtype=np.int32) % 256
+    NO_BF16 = dict(os.environ, DNNL_MAX_CPU_ISA="AVX2")  # as on a CPU without bf16 matrix arithmetic
     cases = [
         ("no command", [zen], "missing command"),
         ("unknown command", [zen, "fly"], "fly"),
@@ -95,7 +96,7 @@ def main():
         ("zero batch", grad(extra=["--batch", "0"]), "--batch"),
         ("device cuda in a CPU build", grad(extra=["--device", "cuda"]), "cuda"),
         ("unknown device", grad(extra=["--device", "tpu"]), "tpu"),
-        ("bf16 compute on cpu", grad(extra=["--dtype", "bf16"]), "bf16"),
+        ("bf16 compute on a cpu without native bf16", grad(extra=["--dtype", "bf16"]), "native bf16", NO_BF16),
         ("unknown compute dtype", grad(extra=["--dtype", "fp8"]), "fp8"),
         ("unknown target", grad(extra=["--targets", "q,embed"]), "embed"),
         ("adapter with --rank", grad(adapter=w("adapter"), extra=["--rank", "4"]), "--rank"),
@@ -164,15 +165,15 @@ def main():
         ("train: missing model", [zen, "train", ok_cfg, "--data", w("good.h5"), "--out", w("o2")], "'model'"),
         ("train: too little data", train + ["--set", "batch_size=20"], "fewer than one step"),
         ("train: cuda", train + ["--set", "device=cuda"], "cuda"),
-        ("train: bf16 on cpu", train + ["--set", "dtype=bf16"], "bf16"),
+        ("train: bf16 on a cpu without native bf16", train + ["--set", "dtype=bf16"], "avx2", NO_BF16),
         ("train: recompute maybe", train + ["--set", "recompute=maybe"], "recompute"),
         ("eval: missing data", [zen, "eval", "--model", w("model"), "--seq-len", "8"], "--data"),
         ("eval: data shorter than a sequence", [zen, "eval", "--model", w("model"), "--data", w("good.h5"),
                                                "--seq-len", "500"], "fewer than one sequence"),
     ]
     failed = 0
-    for name, cmd, fragment in cases:
-        p = subprocess.run(cmd, capture_output=True, text=True)
+    for name, cmd, fragment, *env in cases:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env[0] if env else None)
         lines = p.stderr.strip().splitlines()
         ok = p.returncode == 2 and len(lines) == 1 and fragment in lines[0]
         if not ok:
@@ -180,7 +181,17 @@ def main():
             print(f"FAIL {name}: exit {p.returncode}, stderr: {p.stderr.strip()!r} (expected '{fragment}')")
         else:
             print(f"ok   {name}: {lines[0]}")
-    print(f"{len(cases) - failed} passed, {failed} failed")
+    # --dtype auto: bf16 where the CPU has native bf16 matrix arithmetic, else
+    # f32, and the summary says which and why
+    checks = 0
+    for label, env in (("this cpu", None), ("oneDNN limited to avx2", NO_BF16)):
+        p = subprocess.run(train + ["--out", w(f"auto-{checks}")], capture_output=True, text=True, env=env)
+        line = next((l for l in p.stderr.splitlines() if l.strip().startswith("device cpu:")), "")
+        ok = p.returncode == 0 and "(auto: " in line and (env is None or line.strip().startswith("device cpu: f32"))
+        checks += 1
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} dtype auto on {label}: {line.strip() or p.stderr.strip()[-200:]}")
+    print(f"{len(cases) + checks - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
 

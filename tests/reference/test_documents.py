@@ -152,7 +152,8 @@ def main():
     with h5py.File(w("small.h5")) as f:
         S = (f["tokens"].shape[0] - 1) // T
     cfg, weights = read_model_dir(w("model"))
-    out = run([zen, "eval", "--model", w("model"), "--data", w("small.h5"), "--seq-len", str(T), "--batch", "3"])
+    out = run([zen, "eval", "--model", w("model"), "--data", w("small.h5"), "--seq-len", str(T), "--batch", "3",
+               "--dtype", "f32"])
     got = float(out.stdout.split()[1])
     inputs, targets, masks, docs = read_batch(w("small.h5"), T, S)
     want = Qwen3LoraReference(cfg, weights).loss(inputs, targets, masks, docs).item()
@@ -163,7 +164,7 @@ def main():
           f"(zen {got:.8f}, reference {want:.8f}, documents ignored {plain:.8f}; {S} sequences)")
     write_adapter(w("adapter"), cfg, r=4, alpha=8, targets=ALL, rng=rng)
     run([zen, "grad", "--model", w("model"), "--adapter", w("adapter"), "--data", w("small.h5"), "--seq-len", str(T),
-         "--batch", "4", "--out", w("g.safetensors")])
+         "--batch", "4", "--dtype", "f32", "--out", w("g.safetensors")])
     grads, meta = read_safetensors(w("g.safetensors"))
     acfg, adapter = read_adapter(w("adapter"))
     ref_loss, ref_grads = Qwen3LoraReference(cfg, weights, acfg, adapter).loss_and_grads(*read_batch(w("small.h5"), T, 4))

@@ -62,7 +62,7 @@ def main():
     tokens = rng.integers(0, 256, 33)
     write_tokens(w("seq.h5"), tokens, 256)
     run([zen, "eval", "--model", w("model"), "--adapter", w("adapter"), "--data", w("seq.h5"), "--seq-len", "32",
-         "--save-logits", w("logits.safetensors")])
+         "--dtype", "f32", "--save-logits", w("logits.safetensors")])
     zen_logits = read_safetensors(w("logits.safetensors"))[0]["logits"]
     p_zen = softmax(zen_logits)
 

@@ -7,8 +7,11 @@ rsLoRA, loss masks, and documents (/doc_offsets: positions restart and
 attention stays inside each document; many short ones, empty ones, ones longer
 than a sequence, boundaries at a sequence's first and last position; and
 --no-doc-mask, which must equal the plain causal reference). Loss and every LoRA gradient must agree to a relative
-error of 1e-5 (||zen - ref|| / ||ref|| per tensor); --recompute must give
-bit-identical gradients. Prints the largest errors seen."""
+error of 1e-5 (||zen - ref|| / ||ref|| per tensor) in f32 compute (pinned:
+--dtype f32); --recompute must give bit-identical gradients. Where the CPU has
+native bf16 matrix arithmetic, every case also runs with --dtype bf16: loss
+within 1e-2 relative, every LoRA gradient at cosine >= 0.999 with the
+reference, and two runs byte-identical. Prints the largest errors seen."""
 import os
 import shutil
 import subprocess
@@ -23,6 +26,8 @@ from zen_files import (make_config, read_adapter, read_batch, read_model_dir, re
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
 
 TOL = 1e-5
+BF16_LOSS_TOL, BF16_COSINE = 1e-2, 0.999
+bf16 = {"native": None, "results": []}  # whether --dtype bf16 runs here (learned from the first try)
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -38,8 +43,8 @@ def check_case(zen, work, name, model_dir, adapter_dir, data, T, B, results, doc
     out_rec = os.path.join(work, f"{name}.grads.recompute.safetensors")
     base = [zen, "grad", "--model", model_dir, "--adapter", adapter_dir, "--data", data,
             "--seq-len", str(T), "--batch", str(B)] + ([] if doc_mask else ["--no-doc-mask"])
-    stdout = run(base + ["--out", out_keep])
-    run(base + ["--out", out_rec, "--recompute"])
+    stdout = run(base + ["--dtype", "f32", "--out", out_keep])
+    run(base + ["--dtype", "f32", "--out", out_rec, "--recompute"])
     printed = float(stdout.split()[1])
     grads, meta = read_safetensors(out_keep)
     grads_rec, _ = read_safetensors(out_rec)
@@ -67,6 +72,31 @@ def check_case(zen, work, name, model_dir, adapter_dir, data, T, B, results, doc
         assert np.array_equal(grads[k], grads_rec[k]), f"{name}: --recompute changed {k}"
     ok = loss_err <= TOL and worst <= TOL
     results.append((name, ref_loss, loss_err, worst, worst_key, ok))
+    check_bf16(base, name, work, ref_loss, ref_grads)
+
+
+def check_bf16(base, name, work, ref_loss, ref_grads):
+    """the same case in bf16 compute, where the CPU has it: loss, cosines, and two runs byte-identical"""
+    if bf16["native"] is False:
+        return
+    outs = [os.path.join(work, f"{name}.grads.bf16.{i}.safetensors") for i in range(2)]
+    p = subprocess.run(base[:2] + ["--dtype", "bf16"] + base[2:] + ["--out", outs[0]], capture_output=True, text=True)
+    if p.returncode == 2 and "native bf16" in p.stderr:
+        bf16["native"] = False
+        print(f"SKIP --dtype bf16 cases: {p.stderr.strip()}")
+        return
+    if p.returncode != 0:
+        raise SystemExit(f"FAILED ({p.returncode}): zen grad --dtype bf16 on {name}\n{p.stderr}")
+    bf16["native"] = True
+    run(base[:2] + ["--dtype", "bf16"] + base[2:] + ["--out", outs[1]])
+    grads, meta = read_safetensors(outs[0])
+    loss_err = abs(float(meta["loss"]) - ref_loss) / abs(ref_loss)
+    cosines = {k: float(np.dot(grads[k].ravel(), g.ravel()) / (np.linalg.norm(grads[k]) * np.linalg.norm(g)))
+               for k, g in ref_grads.items()}
+    low = min(cosines, key=cosines.get)
+    same = open(outs[0], "rb").read() == open(outs[1], "rb").read()
+    ok = loss_err <= BF16_LOSS_TOL and cosines[low] >= BF16_COSINE and same
+    bf16["results"].append((name, loss_err, cosines[low], low, same, ok))
 
 
 def main():
@@ -161,7 +191,7 @@ def main():
     weights, _ = _read(st)
     weights["lm_head.weight"] = rng.normal(0, 5.0, weights["model.embed_tokens.weight"].shape)
     _write(st, weights)
-    base = [zen, "grad", "--adapter", w("a1"), "--data", w("d1.h5"), "--seq-len", "9", "--batch", "2"]
+    base = [zen, "grad", "--adapter", w("a1"), "--data", w("d1.h5"), "--seq-len", "9", "--batch", "2", "--dtype", "f32"]
     a = run(base + ["--model", w("m1"), "--out", w("t1.safetensors")])
     b = run(base + ["--model", w("m1-extra-head"), "--out", w("t2.safetensors")])
     same = a == b and open(w("t1.safetensors"), "rb").read() == open(w("t2.safetensors"), "rb").read()
@@ -174,7 +204,16 @@ def main():
     worst = max(max(r[2], r[3]) for r in results)
     print(f"largest relative error: {worst:.2e} (tolerance {TOL:.0e}); --recompute bit-identical in every case")
     failed = [r for r in results if not r[5]]
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if bf16["results"]:
+        print(f"\n--dtype bf16 {'case':31s} {'loss rel err':>13s} {'min cosine':>11s}  two runs")
+        for name, le, cos, key, same, ok in bf16["results"]:
+            print(f"{name:44s} {le:13.2e} {cos:11.6f}  {'identical' if same else 'DIFFER'}  {'ok' if ok else 'FAIL'}"
+                  f"  (lowest: {key})")
+        print(f"bf16: largest loss error {max(r[1] for r in bf16['results']):.2e} (tolerance {BF16_LOSS_TOL:.0e}), "
+              f"smallest cosine {min(r[2] for r in bf16['results']):.6f} (>= {BF16_COSINE})")
+        failed += [r for r in bf16["results"] if not r[5]]
+    passed = len(results) + len(bf16["results"]) - len(failed)
+    print(f"{passed} passed, {len(failed)} failed")
     sys.exit(1 if failed else 0)
 
 

@@ -57,7 +57,7 @@ def main():
     val_tokens = np.tile(pattern, 40)[3:]
     write_tokens(w("val.h5"), val_tokens, 256, loss_mask=(np.arange(len(val_tokens)) % 4 != 0))
     cfg = {"seq_len": 32, "batch_size": 4, "max_steps": 50, "lr": 1e-2, "warmup_steps": 5, "log_every": 1,
-           "eval_every": 25, "save_every": 25, "val_data": w("val.h5"), "lora": {"r": 8, "alpha": 16}}
+           "eval_every": 25, "save_every": 25, "val_data": w("val.h5"), "lora": {"r": 8, "alpha": 16}, "dtype": "f32"}
     with open(w("pattern.json"), "w") as f:
         json.dump(cfg, f)
     run([zen, "train", w("pattern.json"), "--model", w("model"), "--data", w("pattern.h5"), "--out", w("run1")])
@@ -73,7 +73,7 @@ def main():
     with open(w("loss.png"), "rb") as f:
         check("plot_metrics: writes a PNG", f.read(8) == b"\x89PNG\r\n\x1a\n")
     out = run([zen, "eval", "--model", w("model"), "--adapter", w("run1"), "--data", w("val.h5"), "--seq-len", "32",
-               "--batch", "3"]).stdout.split()
+               "--batch", "3", "--dtype", "f32"]).stdout.split()
     zen_eval, zen_ppl = float(out[1]), float(out[3])
     ref = reference_eval(w("model"), w("run1"), w("val.h5"), 32)
     rel = abs(zen_eval - ref) / abs(ref)
@@ -88,7 +88,7 @@ def main():
     write_tokens(w("text.h5"), rng.integers(0, 256, 3000), 256, loss_mask=rng.integers(0, 2, 3000))
     cfg = {"seq_len": 16, "batch_size": 3, "grad_accum": 2, "max_steps": 9, "lr": 5e-3, "warmup_steps": 2,
            "val_fraction": 0.1, "eval_every": 4, "save_every": 3, "keep_checkpoints": 0, "log_every": 1,
-           "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "targets": ["q", "v", "o", "down"]}}
+           "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "targets": ["q", "v", "o", "down"]}, "dtype": "f32"}
     with open(w("resume.json"), "w") as f:
         json.dump(cfg, f)
     base = [zen, "train", w("resume.json"), "--model", w("model"), "--data", w("text.h5")]
@@ -118,9 +118,27 @@ def main():
     check("resume: a changed recipe is refused, naming the key", "'lr'" in p.stderr and
           len(p.stderr.strip().splitlines()) == 1, p.stderr.strip())
 
+    # the same in bf16 compute, where the CPU has native bf16 (else said and skipped)
+    p = run(base + ["--out", w("full16"), "--set", "dtype=bf16"], expect=None)
+    if p.returncode == 2 and "native bf16" in p.stderr:
+        print(f"SKIP resume in bf16: {p.stderr.strip()}")
+    elif p.returncode != 0:
+        check("resume bf16: the uninterrupted run", False, p.stderr.strip()[-300:])
+    else:
+        p = run(base + ["--out", w("killed16"), "--set", "dtype=bf16"], env=env, expect=None)
+        p = run(base + ["--out", w("killed16"), "--set", "dtype=bf16", "--resume"])
+        same = open(w("full16", "adapter_model.safetensors"), "rb").read() == \
+            open(w("killed16", "adapter_model.safetensors"), "rb").read()
+        check("resume bf16: killed in checkpoint-6, resumed: losses and adapter bit-identical",
+              "resuming at step 3" in p.stderr and raw_loss_fields(w("full16")) == raw_loss_fields(w("killed16"))
+              and same)
+        p = run(base + ["--out", w("killed"), "--resume", "--set", "dtype=bf16"], expect=2)
+        check("resume: an f32 run resumed in bf16 is refused, naming dtype", "'dtype' (f32, now bf16)" in p.stderr,
+              p.stderr.strip())
+
     # ---- accumulation through zen train: batch 4 x accum 1 == batch 1 x accum 4 ----
     # (same sequences per step by construction; no dropout)
-    acc = {"seq_len": 16, "max_steps": 3, "lr": 5e-3, "log_every": 1, "lora": {"r": 4, "alpha": 8}}
+    acc = {"seq_len": 16, "max_steps": 3, "lr": 5e-3, "log_every": 1, "lora": {"r": 4, "alpha": 8}, "dtype": "f32"}
     for name, b, a in (("acc_b4", 4, 1), ("acc_a4", 1, 4)):
         with open(w(name + ".json"), "w") as f:
             json.dump(dict(acc, batch_size=b, grad_accum=a), f)
