@@ -84,6 +84,7 @@ typedef struct {
 struct zk_backend {
     const char *name; /* "cpu", "cuda" */
     char info[192];   /* what computes, for the summary line: "bf16 on oneDNN (avx512_core_bf16)", ... */
+    char note[256];   /* "" or one line the user should read (a slow library setup and its fix) */
     size_t act_bytes; /* bytes per activation element */
     zen_dtype compute; /* ZEN_F32 or ZEN_BF16, see above */
     void *ctx;        /* backend-private state */

@@ -1,5 +1,6 @@
 /* train/session.c: the set-up zen grad, zen eval and zen train share (see session.h). */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../util/atomic_file.h"
@@ -10,6 +11,7 @@
 int zen_session_open(zen_session *s, const char *device, const char *dtype, const char *model_dir) {
     memset(s, 0, sizeof *s);
     if (!(s->be = zk_open(device ? device : "cpu", dtype))) return ZEN_ERR_INPUT;
+    if (s->be->note[0]) fprintf(stderr, "zen: note: %s\n", s->be->note);
     return zen_model_load(&s->model, s->be, model_dir);
 }
 

@@ -2,6 +2,7 @@
  * place (no copy of a memory-mapped model; in bf16 compute an f32/f16 weight
  * is rounded once into a bf16 copy), scratch reserved up front, the table of
  * CPU operations, and the CPU's descriptor functions. */
+#include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +185,15 @@ zk_backend *zk_cpu_create(zen_dtype compute) {
         free(ctx);
         free(be);
         return NULL;
+    }
+    /* OpenBLAS's pthread build keeps its own threads, which spin against
+     * zen's OpenMP ones on every core (a step about 5x slower); run it on
+     * the calling thread instead and say so */
+    if (openblas_get_parallel() == 1 && omp_get_max_threads() > 1) {
+        openblas_set_num_threads(1);
+        snprintf(be->note, sizeof be->note, "OpenBLAS is its pthread build, whose threads fight zen's OpenMP threads; "
+                 "its f32 matmuls now run on one thread (apt-get install libopenblas-openmp-dev and rebuild zen for "
+                 "all cores)");
     }
     if (compute == ZEN_BF16)
         snprintf(be->info, sizeof be->info, "bf16 on oneDNN (%s), %d threads", cpu_dnnl_isa(NULL),

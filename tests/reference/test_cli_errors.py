@@ -191,6 +191,18 @@ def main():
         checks += 1
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'} dtype auto on {label}: {line.strip() or p.stderr.strip()[-200:]}")
+    # OpenBLAS's pthread build (where installed): zen runs it single-threaded and says so in one line
+    pthread_dir = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
+    if os.path.exists(os.path.join(pthread_dir, "libopenblas.so.0")):
+        p = subprocess.run(grad(extra=["--dtype", "f32"]), capture_output=True, text=True,
+                           env=dict(os.environ, LD_LIBRARY_PATH=pthread_dir))
+        notes = [l for l in p.stderr.splitlines() if l.startswith("zen: note: OpenBLAS is its pthread build")]
+        ok = p.returncode == 0 and len(notes) == 1 and "libopenblas-openmp-dev" in notes[0]
+        checks += 1
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} OpenBLAS pthread build: {notes[0] if notes else p.stderr.strip()[-200:]}")
+    else:
+        print(f"SKIP OpenBLAS pthread build: {pthread_dir}/libopenblas.so.0 is not installed")
     print(f"{len(cases) + checks - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
