@@ -104,12 +104,17 @@ static void test_run_config(void **state) {
     assert_int_equal(zen_run_config_set(&c, "lora.dropout=0.1"), 0);
     assert_int_equal(zen_run_config_set(&c, "recompute=true"), 0);
     assert_true(c.recompute && fabs(c.lora_dropout - 0.1) < 1e-12);
+    /* a value that needs 16 digits (cJSON's printer would keep 15, one ulp
+     * off: the fuzzer found it) and one that needs 17 */
+    assert_int_equal(zen_run_config_set(&c, "beta2=0.99111111111111111111"), 0);
+    assert_int_equal(zen_run_config_set(&c, "weight_decay=0.30000000000000004"), 0);
     /* the resolved JSON reads back to the same config */
     char *json = zen_run_config_to_json(&c);
     zen_run_config back;
     zen_run_config_defaults(&back);
     assert_int_equal(zen_run_config_apply_json(&back, json, "resolved"), 0);
     free(json);
+    assert_true(back.beta2 == c.beta2 && back.weight_decay == c.weight_decay);
     char diffs[1024];
     assert_int_equal(zen_run_config_trajectory_diffs(&c, &back, NULL, diffs, sizeof diffs), 0);
     /* every changed key is named, not only the first; allowed ones are not */

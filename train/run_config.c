@@ -311,7 +311,7 @@ char *zen_run_config_to_json(const zen_run_config *c) {
         switch (k->type) {
         case K_STR: cJSON_AddStringToObject(parent, name, field); break;
         case K_INT: cJSON_AddNumberToObject(parent, name, (double)*(const long *)field); break;
-        case K_FLOAT: cJSON_AddNumberToObject(parent, name, *(const double *)field); break;
+        case K_FLOAT: cJSON_AddItemToObject(parent, name, zen_json_exact_number(*(const double *)field)); break;
         case K_BOOL: cJSON_AddBoolToObject(parent, name, *(const int *)field); break;
         case K_AUTO_BOOL:
             if (*(const int *)field < 0) cJSON_AddStringToObject(parent, name, "auto");

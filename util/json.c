@@ -1,5 +1,7 @@
 /* util/json.c: strict JSON parsing (see json.h). */
 #include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,4 +72,14 @@ int zen_json_parse(const char *text, size_t len, const char *origin, cJSON **out
     }
     *out = root;
     return 0;
+}
+
+cJSON *zen_json_exact_number(double v) {
+    if (!isfinite(v)) return cJSON_CreateNull();
+    char text[40];
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(text, sizeof text, "%.*g", digits, v);
+        if (strtod(text, NULL) == v) break;
+    }
+    return cJSON_CreateRaw(text);
 }

@@ -11,4 +11,10 @@ struct cJSON;
  * errors name origin (a file, "--set x") and what is wrong. */
 int zen_json_parse(const char *text, size_t len, const char *origin, struct cJSON **out);
 
+/* A JSON number item that reads back as exactly v: the shortest of 15, 16 or
+ * 17 significant digits that does (cJSON's own printer stops at 15 digits
+ * whenever they come within an epsilon of v, one ulp off, which a resumed run
+ * would see as a changed setting). Non-finite v gives null. NULL if out of memory. */
+struct cJSON *zen_json_exact_number(double v);
+
 #endif
