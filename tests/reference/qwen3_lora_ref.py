@@ -45,13 +45,17 @@ def document_positions(docs):
 
 class Qwen3LoraReference:
     """float64 by default (the reference); scripts/bench_cpu uses it in float32
-    with dropout as the PyTorch peer of a training step."""
+    with dropout as the PyTorch peer of a training step, and with
+    weight_dtype=torch.bfloat16 (the weight matrices stored in bf16, as a
+    PyTorch user loads a bf16 checkpoint) under torch.autocast for bf16."""
 
-    def __init__(self, config, weights, adapter_config=None, adapter=None, dtype=torch.float64, dropout=0.0):
+    def __init__(self, config, weights, adapter_config=None, adapter=None, dtype=torch.float64, dropout=0.0,
+                 weight_dtype=None):
         self.cfg = config
         self.dtype = dtype
         self.dropout = dropout
-        self.w = {k: torch.tensor(v, dtype=dtype) for k, v in weights.items()}
+        self.w = {k: torch.tensor(v, dtype=weight_dtype if weight_dtype is not None and v.ndim == 2 else dtype)
+                  for k, v in weights.items()}
         self.lora = {}
         self.scale = 0.0
         if adapter_config is not None:
@@ -84,7 +88,7 @@ class Qwen3LoraReference:
         # key j is seen by query i when j <= i and both lie in one document
         seen = torch.ones((T, T), dtype=torch.bool).tril() & (docs[:, :, None] == docs[:, None, :])  # [B, T, T]
         causal = torch.zeros((B, 1, T, T), dtype=self.dtype).masked_fill(~seen[:, None], float("-inf"))
-        x = self.w["model.embed_tokens.weight"][torch.as_tensor(tokens, dtype=torch.long)]
+        x = self.w["model.embed_tokens.weight"][torch.as_tensor(tokens, dtype=torch.long)].to(self.dtype)
         for l in range(c["num_hidden_layers"]):
             p = f"model.layers.{l}."
             h = rms_norm(x, self.w[p + "input_layernorm.weight"], eps)
@@ -109,7 +113,7 @@ class Qwen3LoraReference:
         return x @ head.T
 
     def loss(self, inputs, targets, mask, docs=None):
-        logits = self.logits(torch.as_tensor(inputs), docs)
+        logits = self.logits(torch.as_tensor(inputs), docs).to(self.dtype)
         V = logits.shape[-1]
         tok_loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, V), torch.as_tensor(targets, dtype=torch.long).reshape(-1), reduction="none")
