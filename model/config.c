@@ -116,3 +116,12 @@ int64_t zen_config_param_count(const zen_config *c) {
     if (!c->tied) total += (int64_t)c->vocab * C;
     return total;
 }
+
+void zen_config_json_no_sliding_window(cJSON *root) {
+    if (!cJSON_GetObjectItemCaseSensitive(root, "use_sliding_window"))
+        cJSON_AddBoolToObject(root, "use_sliding_window", 0);
+    if (!cJSON_GetObjectItemCaseSensitive(root, "sliding_window")) cJSON_AddNullToObject(root, "sliding_window");
+    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "num_hidden_layers");
+    if (!cJSON_GetObjectItemCaseSensitive(root, "max_window_layers") && cJSON_IsNumber(layers))
+        cJSON_AddNumberToObject(root, "max_window_layers", layers->valuedouble);
+}

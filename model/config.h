@@ -41,4 +41,11 @@ const char *zen_preset_names(void);
 /* Total parameter count (embedding, layers, final norm, LM head if untied). */
 int64_t zen_config_param_count(const zen_config *cfg);
 
+/* Adds to a config.json object what Hugging Face's Qwen3 code needs to know
+ * that there is no sliding window (use_sliding_window false, sliding_window
+ * null, max_window_layers = num_hidden_layers), where a key is missing:
+ * without them transformers 4.51 applies a 4096-token window. */
+struct cJSON;
+void zen_config_json_no_sliding_window(struct cJSON *root);
+
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "../util/atomic_file.h"
 #include "../util/error.h"
@@ -16,6 +17,7 @@
 #include "export.h"
 #include "lora.h"
 #include "quant.h"
+#include "quant_mix.h"
 #include "safetensors.h"
 #include "weights.h"
 
@@ -39,6 +41,7 @@ typedef struct {
     ggml_type_id *gguf_types; /* [n] gguf output type per tensor */
     gguf_writer *gw;      /* the output being written */
     st_writer *sw;
+    int progress;         /* 1: show the tensor being written (stderr is a terminal) */
 } xctx;
 
 /* every tensor of the model with its source */
@@ -107,9 +110,18 @@ static int emit_safetensors(xctx *c, int i, size_t count) {
     return st_writer_put(c->sw, c->out, count * zen_dtype_size(c->st_dtype));
 }
 
+/* converts a chunk of whole rows, the rows shared among the threads (each
+ * row's blocks depend only on that row, so the bytes do not depend on the
+ * thread count) */
 static int emit_gguf(xctx *c, int i, size_t count) {
-    ggml_quantize(c->out, c->buf, count, c->gguf_types[i]);
-    return gguf_put(c->gw, c->out, ggml_type_bytes(c->gguf_types[i], count));
+    ggml_type_id type = c->gguf_types[i];
+    size_t row = c->t[i].d.ndim == 1 ? count : c->t[i].d.cols; /* elements per row */
+    size_t rows = count / row, row_bytes = ggml_type_bytes(type, row);
+    const float *src = c->buf;          /* [rows, row] */
+    unsigned char *dst = c->out;        /* [rows, row_bytes] */
+#pragma omp parallel for schedule(dynamic, 16) if (rows > 1 && ggml_type_block(type) > 1)
+    for (size_t r = 0; r < rows; r++) ggml_quantize(dst + r * row_bytes, src + r * row, row, type);
+    return gguf_put(c->gw, c->out, rows * row_bytes);
 }
 
 static int produce_safetensors(void *ctx_, int i, st_writer *w) {
@@ -147,6 +159,7 @@ static int write_hf_config(const char *model_dir, const char *out_dir, zen_dtype
         cJSON_DeleteItemFromObjectCaseSensitive(root, "torch_dtype");
         cJSON_AddStringToObject(root, "torch_dtype",
                                 dtype == ZEN_BF16 ? "bfloat16" : dtype == ZEN_F16 ? "float16" : "float32");
+        zen_config_json_no_sliding_window(root);
         char *text = cJSON_Print(root);
         rc = text ? zen_write_text_file(dst, text) : ZEN_ERR_INTERNAL;
         free(text);
@@ -176,7 +189,7 @@ static int export_safetensors(xctx *c, const zen_export_opts *o, const char *dir
     return rc;
 }
 
-static int export_gguf(xctx *c, const zen_export_opts *o, ggml_type_id type) {
+static int export_gguf(xctx *c, const zen_export_opts *o, const zen_gguf_mix *mix) {
     const zen_config *cfg = &c->m->cfg;
     gguf_writer w;
     gguf_writer_init(&w);
@@ -185,21 +198,19 @@ static int export_gguf(xctx *c, const zen_export_opts *o, ggml_type_id type) {
     int fallbacks = 0;
     for (int i = 0; i < c->n; i++) {
         const xtensor *t = &c->t[i];
-        ggml_type_id tt = t->d.ndim == 1 ? GGML_F32 : type; /* norms stay f32 */
-        if (t->d.cols % ggml_type_block(tt) != 0) {
-            tt = GGML_F16; /* as llama.cpp's converter: rows that do not fill whole blocks */
-            fallbacks++;
-        }
-        c->gguf_types[i] = tt;
+        int fell_back;
+        c->gguf_types[i] = zen_gguf_mix_type(mix, t->d.gguf_name, t->d.ndim, t->d.cols, cfg->layers,
+                                             cfg->tied, &fell_back);
+        fallbacks += fell_back;
     }
     if (fallbacks)
-        fprintf(stderr, "zen export: %d tensors have rows that are not a multiple of %d; stored as F16\n", fallbacks,
-                GGML_QK);
+        fprintf(stderr, "zen export: %d tensors have rows that do not fill %s's blocks; stored in a smaller block "
+                "type, as llama.cpp does\n", fallbacks, mix->name);
     const char *base = strrchr(o->model_dir, '/');
     gguf_add_string(&w, "general.architecture", "qwen3");
     gguf_add_string(&w, "general.type", "model");
     gguf_add_string(&w, "general.name", base && base[1] ? base + 1 : o->model_dir);
-    gguf_add_u32(&w, "general.file_type", ggml_file_type(type));
+    gguf_add_u32(&w, "general.file_type", mix->file_type);
     gguf_add_u32(&w, "general.quantization_version", 2);
     gguf_add_u32(&w, "qwen3.block_count", (uint32_t)cfg->layers);
     gguf_add_u32(&w, "qwen3.context_length", (uint32_t)cfg->max_positions);
@@ -223,7 +234,13 @@ static int export_gguf(xctx *c, const zen_export_opts *o, ggml_type_id type) {
         gguf_add_tensor(&w, c->t[i].d.gguf_name, c->t[i].d.ndim, ne, c->gguf_types[i]);
     }
     if (!rc) rc = gguf_begin(&w, o->out);
-    for (int i = 0; i < c->n && !rc; i++) rc = stream_tensor(c, i, emit_gguf);
+    for (int i = 0; i < c->n && !rc; i++) {
+        if (c->progress)
+            fprintf(stderr, "\rzen export: tensor %d/%d %-28s %-5s", i + 1, c->n, c->t[i].d.gguf_name,
+                    ggml_type_name(c->gguf_types[i]));
+        rc = stream_tensor(c, i, emit_gguf);
+    }
+    if (c->progress) fprintf(stderr, "\r%-72s\r", "");
     if (!rc) rc = gguf_finish(&w);
     gguf_writer_free(&w);
     return rc;
@@ -287,12 +304,15 @@ int zen_export(const zen_export_opts *o) {
         if (!(rc = zen_atomic_dir_begin(o->out, &partial)))
             rc = zen_atomic_dir_end(export_safetensors(&c, o, partial), &partial, o->out);
     } else {
-        ggml_type_id type = m.main_dtype == ZEN_BF16 ? GGML_BF16 : m.main_dtype == ZEN_F16 ? GGML_F16 : GGML_F32;
-        if (o->dtype && ggml_type_parse(o->dtype, &type)) {
-            rc = zen_fail(ZEN_ERR_INPUT, "--dtype '%s': gguf takes f32, f16, bf16, q8_0 or q4_0", o->dtype);
+        const zen_gguf_mix *mix =
+            zen_gguf_mix_plain(m.main_dtype == ZEN_BF16 ? GGML_BF16 : m.main_dtype == ZEN_F16 ? GGML_F16 : GGML_F32);
+        if (o->dtype && !(mix = zen_gguf_mix_find(o->dtype))) {
+            rc = zen_fail(ZEN_ERR_INPUT, "--dtype '%s': gguf takes %s", o->dtype, zen_gguf_mix_names());
             goto done;
         }
-        rc = export_gguf(&c, o, type);
+        /* progress on a terminal, for models whose export takes minutes */
+        c.progress = isatty(STDERR_FILENO) && m.cfg.layers >= 8;
+        rc = export_gguf(&c, o, mix);
     }
 done:
     free(c.t);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../util/error.h"
 #include "../util/file.h"
@@ -358,7 +359,13 @@ int zen_lora_save_peft(const zen_lora *lo, const zen_config *cfg, const char *di
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "peft_type", "LORA");
     cJSON_AddStringToObject(root, "task_type", "CAUSAL_LM");
-    cJSON_AddStringToObject(root, "base_model_name_or_path", base_model ? base_model : "");
+    /* a local directory as an absolute path, so that PEFT's AutoPeftModel
+     * finds the base from anywhere; anything else (a hub name) as given */
+    char *absolute = base_model && *base_model ? realpath(base_model, NULL) : NULL;
+    struct stat st;
+    int local_dir = absolute && stat(absolute, &st) == 0 && S_ISDIR(st.st_mode);
+    cJSON_AddStringToObject(root, "base_model_name_or_path", local_dir ? absolute : base_model ? base_model : "");
+    free(absolute);
     cJSON_AddNumberToObject(root, "r", lo->r);
     cJSON_AddNumberToObject(root, "lora_alpha", zen_float_for_json(lo->alpha));
     cJSON_AddNumberToObject(root, "lora_dropout", zen_float_for_json(lo->dropout));

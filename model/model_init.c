@@ -70,6 +70,7 @@ static int write_config(const char *dir, const char *config_json, zen_dtype dtyp
     const char *torch_dtype = dtype == ZEN_BF16 ? "bfloat16" : dtype == ZEN_F16 ? "float16" : "float32";
     cJSON_DeleteItemFromObjectCaseSensitive(root, "torch_dtype");
     cJSON_AddStringToObject(root, "torch_dtype", torch_dtype);
+    zen_config_json_no_sliding_window(root);
     return zen_write_json_file(dir, "config.json", root);
 }
 

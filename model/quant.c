@@ -1,9 +1,11 @@
-/* model/quant.c: ggml storage types and the Q8_0 / Q4_0 reference quantizers. */
+/* model/quant.c: ggml storage types, the Q8_0 / Q4_0 reference quantizers,
+ * and the dispatch to the k-quant ones (kquant.c). */
 #include <math.h>
 #include <string.h>
 #include <strings.h>
 
 #include "../kernels/dtype.h"
+#include "kquant.h"
 #include "quant.h"
 
 /* every ggml type: id, name, elements per block, bytes per block (ggml.c's
@@ -15,10 +17,10 @@ static const struct {
     int convertible;
 } TYPES[] = {
     {GGML_F32, "F32", 1, 4, 1},         {GGML_F16, "F16", 1, 2, 1},          {GGML_Q4_0, "Q4_0", 32, 18, 1},
-    {GGML_Q4_1, "Q4_1", 32, 20, 0},     {GGML_Q5_0, "Q5_0", 32, 22, 0},      {GGML_Q5_1, "Q5_1", 32, 24, 0},
+    {GGML_Q4_1, "Q4_1", 32, 20, 0},     {GGML_Q5_0, "Q5_0", 32, 22, 1},      {GGML_Q5_1, "Q5_1", 32, 24, 1},
     {GGML_Q8_0, "Q8_0", 32, 34, 1},     {GGML_Q8_1, "Q8_1", 32, 36, 0},      {GGML_Q2_K, "Q2_K", 256, 84, 0},
-    {GGML_Q3_K, "Q3_K", 256, 110, 0},   {GGML_Q4_K, "Q4_K", 256, 144, 0},    {GGML_Q5_K, "Q5_K", 256, 176, 0},
-    {GGML_Q6_K, "Q6_K", 256, 210, 0},   {GGML_Q8_K, "Q8_K", 256, 292, 0},    {GGML_IQ2_XXS, "IQ2_XXS", 256, 66, 0},
+    {GGML_Q3_K, "Q3_K", 256, 110, 0},   {GGML_Q4_K, "Q4_K", 256, 144, 1},    {GGML_Q5_K, "Q5_K", 256, 176, 1},
+    {GGML_Q6_K, "Q6_K", 256, 210, 1},   {GGML_Q8_K, "Q8_K", 256, 292, 0},    {GGML_IQ2_XXS, "IQ2_XXS", 256, 66, 0},
     {GGML_IQ2_XS, "IQ2_XS", 256, 74, 0}, {GGML_IQ3_XXS, "IQ3_XXS", 256, 98, 0}, {GGML_IQ1_S, "IQ1_S", 256, 50, 0},
     {GGML_IQ4_NL, "IQ4_NL", 32, 18, 0}, {GGML_IQ3_S, "IQ3_S", 256, 110, 0},  {GGML_IQ2_S, "IQ2_S", 256, 82, 0},
     {GGML_IQ4_XS, "IQ4_XS", 256, 136, 0}, {GGML_I8, "I8", 1, 1, 0},          {GGML_I16, "I16", 1, 2, 0},
@@ -65,16 +67,6 @@ size_t ggml_type_bytes(ggml_type_id t, size_t n) {
     return i >= 0 ? n / TYPES[i].block * TYPES[i].bytes : 0;
 }
 
-uint32_t ggml_file_type(ggml_type_id t) {
-    switch (t) {
-    case GGML_F16: return 1;   /* MOSTLY_F16 */
-    case GGML_Q4_0: return 2;  /* MOSTLY_Q4_0 */
-    case GGML_Q8_0: return 7;  /* MOSTLY_Q8_0 */
-    case GGML_BF16: return 32; /* MOSTLY_BF16 */
-    default: return 0;         /* LLAMA_FTYPE_ALL_F32 */
-    }
-}
-
 static void put_f16(uint8_t *p, float v) {
     uint16_t h = zen_f32_to_f16(v);
     p[0] = (uint8_t)(h & 0xff);
@@ -119,7 +111,7 @@ void ggml_quantize(void *dst, const float *src, size_t n, ggml_type_id t) {
     case GGML_BF16: zen_narrow(dst, src, ZEN_BF16, n); break;
     case GGML_Q8_0: quantize_q8_0(dst, src, n); break;
     case GGML_Q4_0: quantize_q4_0(dst, src, n); break;
-    default: break; /* not convertible: callers check ggml_type_convertible */
+    default: kquant_quantize(dst, src, n, t); break; /* the rest; callers check ggml_type_convertible */
     }
 }
 
@@ -144,6 +136,8 @@ void ggml_dequantize(float *dst, const void *src_, size_t n, ggml_type_id t) {
             }
         }
         break;
-    default: memset(dst, 0, n * sizeof(float)); break; /* not convertible */
+    default:
+        if (kquant_dequantize(dst, src, n, t)) memset(dst, 0, n * sizeof(float)); /* not convertible */
+        break;
     }
 }

@@ -15,7 +15,7 @@ int zen_cmd_export(int argc, char **argv) {
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "export"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen export --model DIR [--adapter DIR] --format safetensors|gguf|peft|gguf-lora|mlx --out PATH\n"
-               "           [--dtype f32|f16|bf16|q8_0|q4_0] [--shard-size BYTES (4000000000)] [--no-tokenizer]\n");
+               "           [--dtype f32|f16|bf16|q8_0|q4_0|q4_k_m|q4_k_s|q5_k_m|q5_k_s|q6_k] [--shard-size BYTES (4000000000)] [--no-tokenizer]\n");
         return 0;
     }
     zen_export_opts e = {0};

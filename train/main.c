@@ -21,7 +21,7 @@ static void usage(FILE *out) {
             "            [--resume]\n"
             "  zen eval  --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B]\n"
             "  zen export --model DIR [--adapter DIR] --format safetensors|gguf|peft|gguf-lora|mlx\n"
-            "            --out PATH [--dtype f32|f16|bf16|q8_0|q4_0] [--shard-size BYTES] [--no-tokenizer]\n"
+            "            --out PATH [--dtype f32|f16|bf16|q8_0|q4_0|q4_k_m|q4_k_s|q5_k_m|q5_k_s|q6_k] [--shard-size BYTES] [--no-tokenizer]\n"
             "  zen info  FILE|DIR  (SafeTensors, GGUF, HDF5)\n"
             "  zen data  --tokenizer DIR --in FILE --format text|jsonl|alpaca|messages --out FILE.h5\n"
             "  zen data  --decode FILE.h5 --tokenizer DIR [--range a:b]\n"

@@ -67,6 +67,20 @@ def main():
     check("pattern: checkpoints and final adapter", all(os.path.exists(w("run1", p)) for p in [
         "checkpoint-25/optimizer.safetensors", "checkpoint-50/trainer_state.json", "adapter_model.safetensors",
         "adapter_config.json", "train_config.json"]))
+    # the base model as typed relative to the working directory comes out absolute, so that PEFT finds it anywhere
+    with open(w("one.json"), "w") as f:
+        json.dump(dict(cfg, max_steps=1, eval_every=0, save_every=0), f)
+    run([os.path.abspath(zen), "train", "one.json", "--model", "model", "--data", "pattern.h5", "--out", "run-rel"],
+        cwd=work)
+    with open(w("run-rel", "adapter_config.json")) as f:
+        base = json.load(f)["base_model_name_or_path"]
+    check("adapter_config: base_model_name_or_path absolute for a local model", base == os.path.realpath(w("model")),
+          f"({base})")
+    # transformers' Qwen3 code assumes a 4096 sliding window unless config.json says there is none
+    with open(w("model", "config.json")) as f:
+        hf = json.load(f)
+    check("zen init: config.json says there is no sliding window", hf.get("use_sliding_window") is False and
+          "sliding_window" in hf and hf["sliding_window"] is None and hf.get("max_window_layers") == 2, f"({ {k: hf.get(k) for k in ('use_sliding_window', 'sliding_window', 'max_window_layers')} })")
     plot = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts",
                         "plot_metrics")
     run(["/usr/bin/python3", plot, w("run1", "metrics.jsonl"), w("loss.png")])

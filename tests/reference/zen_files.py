@@ -144,11 +144,11 @@ def make_config(hidden, inter, layers, heads, kv_heads, head_dim, vocab, tied, t
             "max_position_embeddings": 512, "hidden_act": "silu", "torch_dtype": "float32"}
 
 
-def write_model(path, cfg, rng, dtype="F32", std=0.15):
+def write_model(path, cfg, rng, dtype="F32", std=0.15, embed_std=1.0, head_std=0.3):
     """A random model with random (non-unit) norm weights, so every weight matters."""
     os.makedirs(path, exist_ok=True)
     C, V, hd = cfg["hidden_size"], cfg["vocab_size"], cfg["head_dim"]
-    w = {"model.embed_tokens.weight": rng.normal(0, 1.0, (V, C))}
+    w = {"model.embed_tokens.weight": rng.normal(0, embed_std, (V, C))}
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
         w[p + "input_layernorm.weight"] = rng.uniform(0.5, 1.5, C)
@@ -160,7 +160,7 @@ def write_model(path, cfg, rng, dtype="F32", std=0.15):
             w[p + f"{MODULES[t]}.{t}.weight"] = rng.normal(0, std, (fout, fin))
     w["model.norm.weight"] = rng.uniform(0.5, 1.5, C)
     if not cfg["tie_word_embeddings"]:
-        w["lm_head.weight"] = rng.normal(0, 0.3, (V, C))
+        w["lm_head.weight"] = rng.normal(0, head_std, (V, C))
     write_safetensors(os.path.join(path, "model.safetensors"), w, dtype, {"format": "pt"})
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(cfg, f)
