@@ -27,14 +27,6 @@
 #define QK_K 256
 #define GROUP_MAX_EPS 1e-15f
 
-static void put_f16(uint8_t *p, float v) {
-    uint16_t h = zen_f32_to_f16(v);
-    p[0] = (uint8_t)(h & 0xff);
-    p[1] = (uint8_t)(h >> 8);
-}
-
-static float get_f16(const uint8_t *p) { return zen_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
-
 static int imin(int a, int b) { return a < b ? a : b; }
 static int imax(int a, int b) { return a > b ? a : b; }
 
@@ -209,9 +201,9 @@ static void quantize_k_offset(uint8_t *blk, const float *x, int nmax, float rmin
             scales_out[j] |= (uint8_t)((lm >> 4) << 6);
         }
     }
-    put_f16(blk, max_scale / 63.f);
-    put_f16(blk + 2, max_min / 63.f);
-    float d_all = get_f16(blk), dmin_all = get_f16(blk + 2);
+    ggml_put_f16(blk, max_scale / 63.f);
+    ggml_put_f16(blk + 2, max_min / 63.f);
+    float d_all = ggml_get_f16(blk), dmin_all = ggml_get_f16(blk + 2);
     for (int j = 0; j < QK_K / 32; j++) {
         uint8_t sc, m;
         get_scale_min(j, scales_out, &sc, &m);
@@ -277,9 +269,9 @@ static void quantize_q6_k(uint8_t *dst, const float *x, size_t n) {
             continue;
         }
         float iscale = -128.f / max_scale;
-        put_f16(dst + 208, 1 / iscale);
+        ggml_put_f16(dst + 208, 1 / iscale);
         for (int ib = 0; ib < QK_K / 16; ib++) sc[ib] = (int8_t)imin(127, nearest_int(iscale * scales[ib]));
-        float d_all = get_f16(dst + 208);
+        float d_all = ggml_get_f16(dst + 208);
         for (int j = 0; j < QK_K / 16; j++) {
             float d = d_all * sc[j];
             if (!d) continue;
@@ -316,7 +308,7 @@ static void quantize_q5_0(uint8_t *dst, const float *x, size_t n) {
                 max = x[j];
             }
         const float d = max / -16, id = d ? 1.0f / d : 0.0f;
-        put_f16(dst, d);
+        ggml_put_f16(dst, d);
         uint32_t qh = 0;
         for (int j = 0; j < 16; j++) {
             uint8_t xi0 = (uint8_t)imin(31, (int8_t)(x[j] * id + 16.5f));
@@ -337,8 +329,8 @@ static void quantize_q5_1(uint8_t *dst, const float *x, size_t n) {
             if (x[j] > max) max = x[j];
         }
         const float d = (max - min) / 31, id = d ? 1.0f / d : 0.0f;
-        put_f16(dst, d);
-        put_f16(dst + 2, min);
+        ggml_put_f16(dst, d);
+        ggml_put_f16(dst + 2, min);
         uint32_t qh = 0;
         for (int j = 0; j < 16; j++) {
             uint8_t xi0 = (uint8_t)((x[j] - min) * id + 0.5f), xi1 = (uint8_t)((x[j + 16] - min) * id + 0.5f);
@@ -363,7 +355,7 @@ int kquant_quantize(void *dst, const float *src, size_t n, ggml_type_id t) {
 
 static void dequantize_q4_k(float *y, const uint8_t *blk, size_t n) {
     for (size_t b = 0; b < n / QK_K; b++, blk += 144) {
-        float d = get_f16(blk), min = get_f16(blk + 2);
+        float d = ggml_get_f16(blk), min = ggml_get_f16(blk + 2);
         const uint8_t *q = blk + 16;
         for (int j = 0, is = 0; j < QK_K; j += 64, q += 32, is += 2) {
             uint8_t sc, m;
@@ -379,7 +371,7 @@ static void dequantize_q4_k(float *y, const uint8_t *blk, size_t n) {
 
 static void dequantize_q5_k(float *y, const uint8_t *blk, size_t n) {
     for (size_t b = 0; b < n / QK_K; b++, blk += 176) {
-        float d = get_f16(blk), min = get_f16(blk + 2);
+        float d = ggml_get_f16(blk), min = ggml_get_f16(blk + 2);
         const uint8_t *qh = blk + 16, *ql = blk + 48;
         uint8_t u1 = 1, u2 = 2;
         for (int j = 0, is = 0; j < QK_K; j += 64, ql += 32, is += 2, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
@@ -396,7 +388,7 @@ static void dequantize_q5_k(float *y, const uint8_t *blk, size_t n) {
 
 static void dequantize_q6_k(float *y, const uint8_t *blk, size_t n) {
     for (size_t b = 0; b < n / QK_K; b++, blk += 210) {
-        float d = get_f16(blk + 208);
+        float d = ggml_get_f16(blk + 208);
         const uint8_t *ql = blk, *qh = blk + 128;
         const int8_t *sc = (const int8_t *)(blk + 192);
         for (int s = 0; s < QK_K; s += 128, y += 128, ql += 64, qh += 32, sc += 8) {
@@ -417,7 +409,7 @@ static void dequantize_q6_k(float *y, const uint8_t *blk, size_t n) {
 
 static void dequantize_q5_0(float *y, const uint8_t *blk, size_t n) {
     for (size_t b = 0; b < n / 32; b++, blk += 22, y += 32) {
-        float d = get_f16(blk);
+        float d = ggml_get_f16(blk);
         uint32_t qh = get_u32(blk + 2);
         for (int j = 0; j < 16; j++) {
             int x0 = (blk[6 + j] & 0x0F) | (int)(((qh >> j) << 4) & 0x10);
@@ -430,7 +422,7 @@ static void dequantize_q5_0(float *y, const uint8_t *blk, size_t n) {
 
 static void dequantize_q5_1(float *y, const uint8_t *blk, size_t n) {
     for (size_t b = 0; b < n / 32; b++, blk += 24, y += 32) {
-        float d = get_f16(blk), m = get_f16(blk + 2);
+        float d = ggml_get_f16(blk), m = ggml_get_f16(blk + 2);
         uint32_t qh = get_u32(blk + 4);
         for (int j = 0; j < 16; j++) {
             int x0 = (blk[8 + j] & 0x0F) | (int)(((qh >> j) << 4) & 0x10);

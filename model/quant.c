@@ -67,20 +67,20 @@ size_t ggml_type_bytes(ggml_type_id t, size_t n) {
     return i >= 0 ? n / TYPES[i].block * TYPES[i].bytes : 0;
 }
 
-static void put_f16(uint8_t *p, float v) {
+void ggml_put_f16(uint8_t *p, float v) {
     uint16_t h = zen_f32_to_f16(v);
     p[0] = (uint8_t)(h & 0xff);
     p[1] = (uint8_t)(h >> 8);
 }
 
-static float get_f16(const uint8_t *p) { return zen_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+float ggml_get_f16(const uint8_t *p) { return zen_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
 
 static void quantize_q8_0(uint8_t *dst, const float *x, size_t n) {
     for (size_t b = 0; b < n / GGML_QK; b++, x += GGML_QK, dst += 34) {
         float amax = 0.0f;
         for (int j = 0; j < GGML_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
-        put_f16(dst, d);
+        ggml_put_f16(dst, d);
         for (int j = 0; j < GGML_QK; j++) dst[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
     }
 }
@@ -94,7 +94,7 @@ static void quantize_q4_0(uint8_t *dst, const float *x, size_t n) {
                 max = x[j];
             }
         float d = max / -8.0f, id = d ? 1.0f / d : 0.0f;
-        put_f16(dst, d);
+        ggml_put_f16(dst, d);
         for (int j = 0; j < GGML_QK / 2; j++) {
             int q0 = (int)(x[j] * id + 8.5f), q1 = (int)(x[j + GGML_QK / 2] * id + 8.5f);
             q0 = q0 < 15 ? q0 : 15;
@@ -123,13 +123,13 @@ void ggml_dequantize(float *dst, const void *src_, size_t n, ggml_type_id t) {
     case GGML_BF16: zen_widen(dst, src, ZEN_BF16, n); break;
     case GGML_Q8_0:
         for (size_t b = 0; b < n / GGML_QK; b++, src += 34) {
-            float d = get_f16(src);
+            float d = ggml_get_f16(src);
             for (int j = 0; j < GGML_QK; j++) *dst++ = (float)(int8_t)src[2 + j] * d;
         }
         break;
     case GGML_Q4_0:
         for (size_t b = 0; b < n / GGML_QK; b++, src += 18, dst += GGML_QK) {
-            float d = get_f16(src);
+            float d = ggml_get_f16(src);
             for (int j = 0; j < GGML_QK / 2; j++) {
                 dst[j] = (float)((src[2 + j] & 0x0f) - 8) * d;
                 dst[j + GGML_QK / 2] = (float)((src[2 + j] >> 4) - 8) * d;

@@ -36,6 +36,10 @@ const char *ggml_type_name(ggml_type_id t);   /* "Q4_K"; "?" for an unknown id *
 size_t ggml_type_bytes(ggml_type_id t, size_t n);
 size_t ggml_type_block(ggml_type_id t); /* elements per block: 1, 32 or 256; 0 for an unknown id */
 
+/* a little-endian IEEE half at p (the scales of every ggml block type) */
+void ggml_put_f16(uint8_t *p, float v);
+float ggml_get_f16(const uint8_t *p);
+
 /* Converts n fp32 values into dst in type t (n a multiple of the block size;
  * t convertible). */
 void ggml_quantize(void *dst, const float *src, size_t n, ggml_type_id t);
