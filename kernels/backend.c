@@ -42,14 +42,15 @@ static void *cuda_symbol(const char *name) {
 }
 #endif
 
-static zk_backend *cuda_create(zen_dtype compute) {
+static zk_backend *cuda_create(zen_dtype compute, int device_index) {
 #if defined(ZEN_HAVE_CUDA) && defined(ZEN_CUDA_STATIC)
-    return zk_cuda_create(compute);
+    return zk_cuda_create(compute, device_index);
 #elif defined(ZEN_HAVE_CUDA)
-    zk_backend *(*create)(zen_dtype) = (zk_backend * (*)(zen_dtype)) cuda_symbol("zk_cuda_create");
-    return create ? create(compute) : NULL;
+    zk_backend *(*create)(zen_dtype, int) = (zk_backend * (*)(zen_dtype, int)) cuda_symbol("zk_cuda_create");
+    return create ? create(compute, device_index) : NULL;
 #else
     (void)compute;
+    (void)device_index;
     zen_fail(ZEN_ERR_INPUT, "device 'cuda': this build has no CUDA backend (nvcc was not found); use --device cpu");
     return NULL;
 #endif
@@ -101,11 +102,13 @@ int zk_resolve_compute(const char *device, const char *compute, zen_dtype *out, 
     return d->supports(*out);
 }
 
-zk_backend *zk_open(const char *device, const char *compute) {
+zk_backend *zk_open(const char *device, const char *compute) { return zk_open_index(device, compute, 0); }
+
+zk_backend *zk_open_index(const char *device, const char *compute, int device_index) {
     zen_dtype dt;
     const char *why;
     if (zk_resolve_compute(device, compute, &dt, &why)) return NULL;
-    zk_backend *be = zk_backend_find(device)->create(dt);
+    zk_backend *be = zk_backend_find(device)->create(dt, device_index);
     if (be && *why) {
         size_t n = strlen(be->info);
         snprintf(be->info + n, sizeof be->info - n, " (%s)", why);

@@ -201,7 +201,19 @@ struct zk_backend {
      * (softmax - onehot) * weights[r] * grad_scale; weights is the loss mask. */
     void (*xent)(zk_backend *be, void *logits, float *losses, const int32_t *targets,
                  const float *weights, size_t rows, size_t V, float grad_scale);
+
+    /* --- sums across data-parallel ranks, device to device (optional: NULL
+     * where the backend has none; CUDA with NCCL) --- */
+    /* rank 0 makes the id (ZK_COMM_ID_BYTES) that the caller hands to every rank */
+    int (*comm_make_id)(zk_backend *be, void *id);
+    /* every rank joins with the same id; sums of up to max_n floats follow */
+    int (*comm_join)(zk_backend *be, const void *id, int rank, int size, size_t max_n);
+    /* collective: v[n] (fp32, device) becomes the sum over the ranks in the
+     * pairs of kernels/tree_sum.h, the sums a host does in that order */
+    int (*comm_tree_sum)(zk_backend *be, float *v, size_t n);
 };
+
+#define ZK_COMM_ID_BYTES 128 /* NCCL's unique id */
 
 /* Records the first failure of an op (safe from any thread; later ones are
  * kept out so the first cause is the one reported). */
@@ -228,7 +240,9 @@ typedef struct {
      * fixed workspaces (for the printed memory plan) */
     size_t (*plan_scratch)(zen_dtype compute, const zk_reserve_plan *p);
     int (*device_count)(void); /* devices it can use (0 where unavailable) */
-    zk_backend *(*create)(zen_dtype compute);
+    /* device_index: which of device_count() devices (one per rank on a
+     * machine); backends with one device ignore it */
+    zk_backend *(*create)(zen_dtype compute, int device_index);
 } zk_backend_desc;
 
 /* The descriptor of a backend by name; NULL + zen_fail(ZEN_ERR_INPUT) if unknown. */
@@ -240,6 +254,8 @@ const zk_backend_desc *zk_backend_find(const char *device);
  * is unavailable in this build / machine, or it lacks that precision. The
  * backend's info says what computes (and, for auto, why). */
 zk_backend *zk_open(const char *device, const char *compute);
+/* The same on device number device_index of that kind (the GPU of a rank). */
+zk_backend *zk_open_index(const char *device, const char *compute, int device_index);
 /* The precision zk_open would pick (or the same one-line error), without
  * opening; *why (may be NULL) gets the reason for an "auto" choice, else "". */
 int zk_resolve_compute(const char *device, const char *compute, zen_dtype *out, const char **why);

@@ -55,6 +55,7 @@ static char *state_json(const zen_train_state *st, const zen_run_config *cfg) {
     cJSON_AddNumberToObject(root, "elapsed_s", st->elapsed_s);
     cJSON_AddNumberToObject(root, "tokens_seen", st->tokens_seen);
     cJSON_AddNumberToObject(root, "data_tokens", (double)st->data_tokens);
+    cJSON_AddNumberToObject(root, "ranks", (double)(st->ranks > 0 ? st->ranks : 1));
     cJSON *rng = cJSON_AddObjectToObject(root, "rng");
     cJSON_AddNumberToObject(rng, "seed", (double)cfg->seed);
     cJSON_AddStringToObject(rng, "data_order", "xoshiro256** Fisher-Yates per epoch, seeded from (seed, epoch)");
@@ -234,6 +235,8 @@ int zen_checkpoint_parse_state(const char *text, size_t len, const char *origin,
              !(rc = state_amount(root, "elapsed_s", &st->elapsed_s, origin)) &&
              !(rc = state_amount(root, "tokens_seen", &st->tokens_seen, origin)) &&
              !(rc = cJSON_HasObjectItem(root, "data_tokens") ? state_count(root, "data_tokens", &st->data_tokens, origin) : 0) &&
+             !(rc = cJSON_HasObjectItem(root, "ranks") ? state_count(root, "ranks", &st->ranks, origin) : 0) &&
+             !(rc = st->ranks > 65536 ? zen_fail(ZEN_ERR_INPUT, "%s: 'ranks' %ld is past 65536", origin, st->ranks) : 0) &&
              !cJSON_IsObject(cfg))
         rc = zen_fail(ZEN_ERR_INPUT, "%s: missing the run config ('config')", origin);
     if (!rc) {

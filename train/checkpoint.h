@@ -15,6 +15,7 @@ typedef struct {
     double elapsed_s;
     double tokens_seen;
     long data_tokens;     /* tokens in the training file when saved (0: not recorded) */
+    long ranks;           /* data-parallel ranks that wrote it (0: not recorded, one) */
 } zen_train_state;
 
 int zen_checkpoint_save(const char *out_dir, const zen_train_state *st, const zen_lora *lo,

@@ -10,6 +10,7 @@
 #include "../util/error.h"
 #include "cli.h"
 #include "commands.h"
+#include "dist.h"
 #include "evaluate.h"
 #include "session.h"
 
@@ -60,7 +61,7 @@ int zen_cmd_eval(int argc, char **argv) {
         rc = zen_session_nonfinite(&s, "the eval loss", loss);
         goto done;
     }
-    if (logits_path) {
+    if (logits_path && zen_dist_get()->rank == 0) {
         /* sequence 0 was in the first batch; its logits were saved before the later batches */
         st_entry e = {"logits", ZEN_F32, 2, {T, s.model.cfg.vocab}};
         st_writer w;
@@ -70,9 +71,16 @@ int zen_cmd_eval(int argc, char **argv) {
         }
         if (rc) goto done;
     }
-    printf("loss %.9g\nppl %.9g\n", loss, exp(loss));
-    fprintf(stderr, "evaluated %lld sequences of %lld (%zu target tokens)\n", (long long)seqs, T, tokens);
+    if (zen_dist_get()->rank == 0) {
+        printf("loss %.9g\nppl %.9g\n", loss, exp(loss));
+        fprintf(stderr, "evaluated %lld sequences of %lld (%zu target tokens)", (long long)seqs, T, tokens);
+        if (zen_dist_get()->size > 1) fprintf(stderr, " over %d ranks", zen_dist_get()->size);
+        fputc('\n', stderr);
+    }
 done:
+    /* every rank's outcome, so that one failing alone does not leave the
+     * others waiting (its message is the one reported) */
+    rc = zen_dist_settle(rc);
     free(s.acts.logits_host);
     s.acts.logits_host = NULL;
     zen_session_close(&s);

@@ -7,6 +7,7 @@
 #include "../util/error.h"
 #include "../util/file.h"
 #include "commands.h"
+#include "dist.h"
 #include "run_config.h"
 #include "trainer.h"
 
@@ -62,6 +63,7 @@ int zen_cmd_train(int argc, char **argv) {
     if (rc >= 128) { /* stopped by a signal after a checkpoint: say how to go on */
         char msg[4096], *p = msg, *end = msg + sizeof msg;
         p += snprintf(p, (size_t)(end - p), "%s; resume with:", zen_last_error());
+        if (zen_dist_get()->size > 1) p += snprintf(p, (size_t)(end - p), " mpirun -np %d", zen_dist_get()->size);
         for (int i = 0; i < argc && p < end; i++)
             p += snprintf(p, (size_t)(end - p), strpbrk(argv[i], " \t'\"$\\") ? " '%s'" : " %s", argv[i]);
         if (!resume && p < end) snprintf(p, (size_t)(end - p), " --resume");

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../util/error.h"
+#include "dist.h"
 #include "evaluate.h"
 
 int zen_batch_alloc(zen_batch *b, size_t B, size_t T) {
@@ -82,13 +83,22 @@ size_t zen_batch_mask_count(const zen_batch *b) {
 
 int zen_evaluate(const zen_model *m, const zen_lora *lo, zen_acts *a, const zen_dataset *d,
                  int64_t first, int64_t count, double *mean_loss, size_t *tokens) {
+    const zen_dist *dist = zen_dist_get();
+    int64_t batches = (count + (int64_t)a->B - 1) / (int64_t)a->B;
+    /* each batch's loss sum and target count, from the rank that ran it */
+    double *sums = zen_calloc((size_t)batches + 1, sizeof(double));
+    int64_t *counts = zen_calloc((size_t)batches + 1, sizeof(int64_t));
     zen_batch b;
-    int rc = zen_batch_alloc(&b, a->B, a->T);
-    if (rc) return rc;
-    double sum = 0.0;
-    size_t n = 0;
+    int rc = sums && counts ? zen_batch_alloc(&b, a->B, a->T) : ZEN_ERR_INTERNAL;
+    if (rc) {
+        free(sums);
+        free(counts);
+        return zen_dist_agree(rc);
+    }
     float *logits_host = a->logits_host; /* only the first batch's sequence 0 is kept */
-    for (int64_t s = 0; s < count && !rc; s += (int64_t)a->B) {
+    /* rank r runs batches r, r + N, ... */
+    for (int64_t bi = dist->rank; bi < batches && !rc; bi += dist->size) {
+        int64_t s = bi * (int64_t)a->B;
         a->logits_host = s == 0 ? logits_host : NULL;
         for (size_t row = 0; row < a->B && !rc; row++) {
             if (s + (int64_t)row < count) {
@@ -100,13 +110,25 @@ int zen_evaluate(const zen_model *m, const zen_lora *lo, zen_acts *a, const zen_
                 for (size_t t = 0; t < a->T; t++) b.pos[row * a->T + t] = (int32_t)t, b.seg[row * a->T + t] = 0;
             }
         }
-        double batch_sum = 0.0;
-        if (!rc) rc = zen_batch_run(&b, m, lo, a, 0.0f, 0, &batch_sum);
-        sum += batch_sum;
-        n += zen_batch_mask_count(&b);
+        if (!rc) rc = zen_batch_run(&b, m, lo, a, 0.0f, 0, &sums[bi]);
+        counts[bi] = (int64_t)zen_batch_mask_count(&b);
     }
     a->logits_host = logits_host;
     zen_batch_free(&b);
+    if (!rc) rc = zk_status(m->be);
+    if (!(rc = zen_dist_agree(rc))) {
+        zen_dist_merge_f64(sums, (size_t)batches);
+        zen_dist_sum_i64(counts, (int)batches);
+    }
+    /* the batches' sums in file order, as one process adds them */
+    double sum = 0.0;
+    size_t n = 0;
+    for (int64_t bi = 0; bi < batches && !rc; bi++) {
+        sum += sums[bi];
+        n += (size_t)counts[bi];
+    }
+    free(sums);
+    free(counts);
     if (rc) return rc;
     if (n == 0) return zen_fail(ZEN_ERR_INPUT, "%s: no target token with loss_mask 1 to evaluate", d->path);
     *mean_loss = sum / (double)n;

@@ -5,6 +5,7 @@
 
 #include "../util/error.h"
 #include "commands.h"
+#include "dist.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -36,10 +37,19 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
-    int rc;
+    int rc = zen_dist_init(&argc, &argv);
+    if (rc) {
+        fprintf(stderr, "zen %s: error: %s\n", cmd, zen_last_error());
+        return rc;
+    }
+    int ranks = zen_dist_get()->size;
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         usage(stdout);
-        return 0;
+        return zen_dist_finish(0);
+    } else if (ranks > 1 && strcmp(cmd, "train") && strcmp(cmd, "eval")) {
+        /* every rank would write the same output */
+        rc = zen_dist_settle(zen_fail(ZEN_ERR_INPUT, "started as %d ranks, but only zen train and zen eval run over "
+                                     "several ranks; run zen %s as one process", ranks, cmd));
     } else if (!strcmp(cmd, "init")) {
         rc = zen_cmd_init(argc, argv);
     } else if (!strcmp(cmd, "grad")) {
@@ -56,11 +66,16 @@ int main(int argc, char **argv) {
         rc = zen_cmd_data(argc, argv);
     } else {
         fprintf(stderr, "zen: unknown command '%s' (see zen --help)\n", cmd);
-        return 2;
+        return zen_dist_finish(zen_dist_settle(ZEN_ERR_INPUT)); /* every rank says the same */
     }
-    if (rc >= 128) /* stopped by a signal after saving (zen train): not an error */
+    /* With several ranks: each rank's outcome (a command that failed on some
+     * ranks only, before a collective, ends them all here); an error they
+     * all agreed on is printed once, by rank 0. */
+    if (ranks > 1 && rc < 128) rc = zen_dist_settle(rc);
+    int quiet = zen_dist_get()->rank > 0 && (zen_dist_error_is_shared() || rc >= 128);
+    if (rc >= 128 && !quiet) /* stopped by a signal after saving (zen train): not an error */
         fprintf(stderr, "zen %s: %s\n", cmd, zen_last_error());
-    else if (rc)
+    else if (rc && !quiet)
         fprintf(stderr, "zen %s: error: %s\n", cmd, zen_last_error());
-    return rc;
+    return zen_dist_finish(rc);
 }

@@ -62,6 +62,11 @@ int zen_report_open(zen_report *r, const char *out_dir, long keep_upto_step) {
     return rc;
 }
 
+void zen_report_silent(zen_report *r) {
+    memset(r, 0, sizeof *r);
+    r->silent = 1;
+}
+
 void zen_report_close(zen_report *r) {
     if (r->bar_shown) fputc('\n', stderr);
     if (r->metrics) fclose(r->metrics);
@@ -77,6 +82,7 @@ static void put_number(FILE *f, const char *key, double v, const char *fmt) {
 }
 
 int zen_report_metrics(zen_report *r, const zen_step_record *s) {
+    if (r->silent) return 0;
     FILE *f = r->metrics;
     fprintf(f, "{\"step\": %ld, \"epoch\": %ld", s->step, s->epoch);
     put_number(f, "loss", s->loss, "%.9g");
@@ -107,6 +113,7 @@ static void format_time(char *buf, size_t cap, double s) {
 }
 
 void zen_report_progress(zen_report *r, const zen_step_record *s, int force_line) {
+    if (r->silent) return;
     char elapsed[32], eta[32], stats[288];
     format_time(elapsed, sizeof elapsed, s->elapsed_s);
     format_time(eta, sizeof eta, s->eta_s);
@@ -132,6 +139,7 @@ void zen_report_progress(zen_report *r, const zen_step_record *s, int force_line
 }
 
 void zen_report_line(zen_report *r, const char *fmt, ...) {
+    if (r->silent) return;
     if (r->bar_shown) {
         fputc('\n', stderr);
         r->bar_shown = 0;

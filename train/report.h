@@ -10,12 +10,15 @@ typedef struct {
     char *metrics_path;
     int tty;         /* stderr is a terminal */
     int bar_shown;   /* a live bar is on the current line */
+    int silent;      /* a rank other than 0: reports nothing, writes nothing */
 } zen_report;
 
 /* Opens OUT/metrics.jsonl; keeps only the lines with step <= keep_upto_step
  * (the resumed step; -1 starts the file afresh). */
 int zen_report_open(zen_report *r, const char *out_dir, long keep_upto_step);
 void zen_report_close(zen_report *r);
+/* The report of a rank other than 0: every call below does nothing. */
+void zen_report_silent(zen_report *r);
 
 typedef struct {
     long step, total_steps, epoch;

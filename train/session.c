@@ -6,11 +6,13 @@
 #include "../util/atomic_file.h"
 
 #include "../util/error.h"
+#include "dist.h"
 #include "session.h"
 
 int zen_session_open(zen_session *s, const char *device, const char *dtype, const char *model_dir) {
     memset(s, 0, sizeof *s);
-    if (!(s->be = zk_open(device ? device : "cpu", dtype))) return ZEN_ERR_INPUT;
+    /* each rank of a machine on its own device (GPU) */
+    if (!(s->be = zk_open_index(device ? device : "cpu", dtype, zen_dist_get()->local_rank))) return ZEN_ERR_INPUT;
     if (s->be->note[0]) fprintf(stderr, "zen: note: %s\n", s->be->note);
     return zen_model_load(&s->model, s->be, model_dir);
 }

@@ -1,13 +1,19 @@
 /* train/trainer.c: the training loop.
  *
+ * A step has M = grad_accum x ranks micro-batches (ranks: the data-parallel
+ * processes, 1 without MPI); rank r runs micro-batches m = r, r + ranks, ...
  * Step s (0-based) uses, for micro-batch m and row b, position
- * (s % steps_per_epoch * grad_accum + m) * batch_size + b of epoch
+ * (s % steps_per_epoch * M + m) * batch_size + b of epoch
  * s / steps_per_epoch's permutation of the training sequences (the last
  * partial batch of an epoch is dropped). The loss of a step is the sum over
  * all its micro-batches of the masked token losses divided by the count of
  * masked-in targets over all of them, so accumulation equals one big batch.
- * Everything random is a function of (seed, step), so a resumed run repeats
- * an uninterrupted one bit for bit (with the same thread count). */
+ * Each micro-batch's gradient is computed on its own and the M of them are
+ * summed pairwise in the fixed order of dist.h, within a rank and then across
+ * ranks, so N ranks give exactly the numbers of one process with N x the
+ * accumulation. Everything random is a function of (seed, step, m), so a
+ * resumed run repeats an uninterrupted one bit for bit (with the same thread
+ * count per process). Rank 0 alone writes into out_dir. */
 #include <math.h>
 #include <signal.h>
 #include <unistd.h>
@@ -25,6 +31,7 @@
 #include "../util/file.h"
 #include "../util/rng.h"
 #include "checkpoint.h"
+#include "dist.h"
 #include "evaluate.h"
 #include "report.h"
 #include "session.h"
@@ -54,7 +61,16 @@ typedef struct {
     const zen_dataset *val_data; /* the file the validation sequences come from, or NULL */
     int64_t val_first, val_count;
     zen_seq_order order;
-    zen_batch *micro;            /* [grad_accum] */
+    const zen_dist *dist;        /* this rank among the data-parallel ranks */
+    int writer;                  /* rank 0: the one that writes into out_dir */
+    long micro_per_step;         /* M = grad_accum x ranks */
+    zen_batch *micro;            /* [grad_accum] this rank's micro-batches */
+    int tree_depth;              /* ceil(log2(grad_accum)) */
+    float **grad_sums;           /* [tree_depth + 1] device [num_params]: the micro-batch tree's partial sums;
+                                  * [0] is the adapter's own gradient buffer */
+    float *host_grads;           /* [num_params + num_params / 2 + 1] the gradients on their way across ranks,
+                                  * and the halves received (NULL alone) */
+    int device_comm;             /* the backend sums across ranks itself (NCCL), device to device */
     long steps_per_epoch, total_steps;
     zen_schedule schedule;
     zen_report report;
@@ -68,6 +84,13 @@ static void run_free(run *r) {
     if (r->micro)
         for (long m = 0; m < r->cfg->grad_accum; m++) zen_batch_free(&r->micro[m]);
     free(r->micro);
+    if (r->grad_sums) {
+        r->s.lora.grads = r->grad_sums[0];
+        for (int i = 1; i <= r->tree_depth; i++)
+            if (r->grad_sums[i]) r->s.be->free(r->s.be, r->grad_sums[i]);
+    }
+    free(r->grad_sums);
+    free(r->host_grads);
     zen_seq_order_free(&r->order);
     zen_adamw_free(&r->opt);
     zen_dataset_close(&r->val_file);
@@ -109,13 +132,13 @@ static int open_data(run *r) {
         r->val_first = seqs - n_val; /* the last sequences of the file are held out */
         r->val_count = n_val;
     }
-    int64_t n_train = seqs - n_val, per_step = c->batch_size * c->grad_accum;
+    int64_t n_train = seqs - n_val, per_step = c->batch_size * r->micro_per_step;
     if (n_train < per_step)
         return zen_fail(ZEN_ERR_INPUT,
                         "%s: %lld tokens make %lld training sequences of %zu (after holding out %lld), fewer "
-                        "than one step's batch_size x grad_accum = %lld",
+                        "than one step's batch_size x grad_accum%s = %lld",
                         c->data, (long long)r->s.data.n_tokens, (long long)n_train, T, (long long)n_val,
-                        (long long)per_step);
+                        r->dist->size > 1 ? " x ranks" : "", (long long)per_step);
     r->steps_per_epoch = (long)(n_train / per_step);
     r->total_steps = c->max_steps > 0 ? c->max_steps : c->epochs * r->steps_per_epoch;
     return zen_seq_order_init(&r->order, 0, n_train, (uint64_t)c->seed, 1);
@@ -124,9 +147,14 @@ static int open_data(run *r) {
 /* the memory plan of this run's steps */
 static zen_plan run_plan(const run *r) {
     const zen_run_config *c = r->cfg;
-    return zen_plan_make(&r->s.model.cfg, r->s.be->name, r->s.be->compute, r->s.model.weight_bytes, r->s.model.main_dtype,
-                         r->s.lora.r, r->s.lora.targets, (size_t)c->batch_size, (size_t)c->seq_len,
-                         zen_run_config_recompute(c), r->s.lora.dropout > 0.0f);
+    zen_plan p = zen_plan_make(&r->s.model.cfg, r->s.be->name, r->s.be->compute, r->s.model.weight_bytes,
+                               r->s.model.main_dtype, r->s.lora.r, r->s.lora.targets, (size_t)c->batch_size,
+                               (size_t)c->seq_len, zen_run_config_recompute(c), r->s.lora.dropout > 0.0f);
+    /* the micro-batch tree's partial gradient sums beside the adapter's own */
+    size_t tree = (size_t)r->tree_depth * r->s.lora.num_params * sizeof(float);
+    p.lora_grads += tree;
+    p.total += tree;
+    return p;
 }
 
 /* On a device that reports its memory: refuses, in one line, a step whose
@@ -173,10 +201,17 @@ static void print_summary(run *r, long start_step) {
                     (long long)zen_dataset_num_sequences(&r->s.data, (size_t)c->seq_len), c->seq_len,
                     (long long)r->order.count, (long long)r->val_count,
                     c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
-    zen_report_line(&r->report, "  %ld steps/epoch of %ld sequences (batch %ld x accum %ld = %ld tokens); %ld steps, "
-                    "lr %g %s, warm-up %ld", r->steps_per_epoch, c->batch_size * c->grad_accum, c->batch_size,
-                    c->grad_accum, c->batch_size * c->grad_accum * c->seq_len, r->total_steps, c->lr, c->schedule,
-                    c->warmup_steps);
+    char ranks[64] = "";
+    if (r->dist->size > 1) snprintf(ranks, sizeof ranks, " x %d ranks", r->dist->size);
+    zen_report_line(&r->report, "  %ld steps/epoch of %ld sequences (batch %ld x accum %ld%s = %ld tokens); %ld steps, "
+                    "lr %g %s, warm-up %ld", r->steps_per_epoch, c->batch_size * r->micro_per_step, c->batch_size,
+                    c->grad_accum, ranks, c->batch_size * r->micro_per_step * c->seq_len, r->total_steps, c->lr,
+                    c->schedule, c->warmup_steps);
+    if (r->dist->size > 1 || r->device_comm)
+        zen_report_line(&r->report, "  data parallel: %d ranks over MPI, rank r runs micro-batches r, r + %d, ...; "
+                        "gradients summed in a fixed order %s (equal to one process with grad_accum %ld); "
+                        "rank 0 writes %s", r->dist->size, r->dist->size,
+                        r->device_comm ? "over NCCL" : "over MPI through host memory", r->micro_per_step, c->out_dir);
     zen_report_line(&r->report, "  device %s: %s", r->s.be->name, r->s.be->info);
     zen_report_line(&r->report, "  memory plan (recompute %s): weights %s, LoRA+grads+AdamW %s, activations %s, "
                     "scratch %s, logits %s; total %s", zen_run_config_recompute(c) ? "on" : "off", w, l, a, sc, lg, t);
@@ -184,28 +219,67 @@ static void print_summary(run *r, long start_step) {
     if (r->resume_note) zen_report_line(&r->report, "  %s", r->resume_note);
 }
 
-/* runs one step's micro-batches: loss and accumulated gradients */
+/* The gradient of this rank's micro-batches j0, j0 + stride, ... (n of them;
+ * local index j is the step's micro-batch rank + ranks * j) into
+ * grad_sums[level], and their loss sums into *loss, summed in dist.h's tree:
+ * the first half by the lowest bit of j, then the second, then added. Each
+ * micro-batch runs into a zeroed buffer (the adapter's gradient pointer is
+ * pointed at it), so no sum depends on the order micro-batches ran in. */
+static int micro_tree(run *r, long step, long j0, long stride, long n, int level, size_t count, double *loss) {
+    const zen_run_config *c = r->cfg;
+    if (n == 1) {
+        long m = r->dist->rank + (long)r->dist->size * j0;
+        uint64_t seed = c->lora_dropout > 0 ? dropout_seed(c->seed, step, m) : 0;
+        r->s.lora.grads = r->grad_sums[level];
+        zen_lora_zero_grads(&r->s.lora);
+        return zen_batch_run(&r->micro[j0], &r->s.model, &r->s.lora, &r->s.acts, 1.0f / (float)count, seed, loss);
+    }
+    double first = 0.0, second = 0.0;
+    int rc = micro_tree(r, step, j0, 2 * stride, (n + 1) / 2, level, count, &first);
+    if (!rc) rc = micro_tree(r, step, j0 + stride, 2 * stride, n / 2, level + 1, count, &second);
+    if (!rc) r->s.be->add(r->s.be, r->grad_sums[level], r->grad_sums[level], r->grad_sums[level + 1], r->s.lora.num_params);
+    *loss = first + second;
+    return rc;
+}
+
+/* runs one step's micro-batches (this rank's share): the loss and the
+ * gradients of the whole step, on every rank */
 static int train_step(run *r, long step, double *loss, size_t *tokens) {
     const zen_run_config *c = r->cfg;
     long epoch = step / r->steps_per_epoch, in_epoch = step % r->steps_per_epoch;
     int rc = 0;
-    size_t count = 0;
-    for (long m = 0; m < c->grad_accum && !rc; m++)
+    for (long j = 0; j < c->grad_accum && !rc; j++) {
+        long m = r->dist->rank + (long)r->dist->size * j;
         for (long b = 0; b < c->batch_size && !rc; b++) {
-            int64_t pos = (in_epoch * c->grad_accum + m) * c->batch_size + b;
-            rc = zen_batch_read_row(&r->micro[m], &r->s.data, (size_t)b, zen_seq_order_get(&r->order, epoch, pos));
+            int64_t pos = (in_epoch * r->micro_per_step + m) * c->batch_size + b;
+            rc = zen_batch_read_row(&r->micro[j], &r->s.data, (size_t)b, zen_seq_order_get(&r->order, epoch, pos));
         }
-    for (long m = 0; m < c->grad_accum && !rc; m++) count += zen_batch_mask_count(&r->micro[m]);
-    zen_lora_zero_grads(&r->s.lora);
+    }
+    if ((rc = zen_dist_agree(rc))) return rc;
+    /* the step's target count over every rank, before any forward pass: 1/count scales the gradients */
+    int64_t count = 0;
+    for (long j = 0; j < c->grad_accum; j++) count += (int64_t)zen_batch_mask_count(&r->micro[j]);
+    zen_dist_sum_i64(&count, 1);
     double sum = 0.0;
-    for (long m = 0; m < c->grad_accum && !rc && count > 0; m++) {
-        double part;
-        uint64_t seed = c->lora_dropout > 0 ? dropout_seed(c->seed, step, m) : 0;
-        rc = zen_batch_run(&r->micro[m], &r->s.model, &r->s.lora, &r->s.acts, 1.0f / (float)count, seed, &part);
-        sum += part;
+    if (count > 0) rc = micro_tree(r, step, 0, 1, c->grad_accum, 0, (size_t)count, &sum);
+    r->s.lora.grads = r->grad_sums[0];
+    if (!rc) rc = zk_status(r->s.be);
+    if ((rc = zen_dist_agree(rc))) return rc;
+    if (count == 0) zen_lora_zero_grads(&r->s.lora);
+    if (r->device_comm && count > 0) { /* the ranks' sums, in the tree's order, GPU to GPU */
+        rc = zen_dist_agree(r->s.be->comm_tree_sum(r->s.be, r->s.lora.grads, r->s.lora.num_params));
+        if (rc) return rc;
+        sum = zen_dist_tree_sum_f64(sum);
+    } else if (r->dist->size > 1 && count > 0) { /* the same through host memory over MPI */
+        zk_backend *be = r->s.be;
+        size_t bytes = r->s.lora.num_params * sizeof(float);
+        be->download(be, r->host_grads, r->s.lora.grads, bytes);
+        zen_dist_tree_sum_f32(r->host_grads, r->s.lora.num_params, r->host_grads + r->s.lora.num_params);
+        be->upload(be, r->s.lora.grads, r->host_grads, bytes);
+        sum = zen_dist_tree_sum_f64(sum);
     }
     *loss = count ? sum / (double)count : NAN;
-    *tokens = count;
+    *tokens = (size_t)count;
     return rc;
 }
 
@@ -242,6 +316,18 @@ static int check_resumed(run *r, zen_run_config *saved, const zen_train_state *s
     if (!strcmp(saved->dtype, "auto")) strcpy(saved->dtype, strcmp(saved->device, "cuda") ? "f32" : "bf16");
     static const char *const may_change[] = {"max_steps", "epochs", NULL}; /* extending a run is allowed */
     char diffs[2048], origin[ZEN_PATH_MAX + 64];
+    /* Another number of ranks continues the same run when it keeps the
+     * step's micro-batches (ranks x grad_accum): the sums are the same. */
+    long saved_ranks = st->ranks > 0 ? st->ranks : 1;
+    if (saved_ranks != r->dist->size) {
+        if (saved_ranks * saved->grad_accum != r->micro_per_step)
+            return zen_fail(ZEN_ERR_INPUT, "--resume: %s/checkpoint-%ld was saved by %ld rank%s x grad_accum %ld = %ld "
+                            "micro-batches per step, this run has %d x %ld = %ld; resume with ranks x grad_accum = %ld",
+                            c->out_dir, latest, saved_ranks, saved_ranks == 1 ? "" : "s", saved->grad_accum,
+                            saved_ranks * saved->grad_accum, r->dist->size, c->grad_accum, r->micro_per_step,
+                            saved_ranks * saved->grad_accum);
+        saved->grad_accum = c->grad_accum;
+    }
     if (zen_run_config_trajectory_diffs(saved, c, may_change, diffs, sizeof diffs) > 0)
         return zen_fail(ZEN_ERR_INPUT, "--resume: config %s differ from %s/checkpoint-%ld; a resumed run must use the "
                         "recipe it started with", diffs, c->out_dir, latest);
@@ -253,15 +339,37 @@ static int check_resumed(run *r, zen_run_config *saved, const zen_train_state *s
     return zen_checkpoint_check_position(st, origin, r->total_steps, r->steps_per_epoch);
 }
 
-static int setup(run *r, int resume, zen_train_state *st) {
+/* Rank 0's adapter, AdamW moments and state to every rank, so all start the
+ * step loop from the same numbers (a resumed checkpoint is read by rank 0 alone). */
+static void share_start(run *r, zen_train_state *st) {
+    if (r->dist->size == 1) return;
+    zk_backend *be = r->s.be;
+    size_t bytes = r->s.lora.num_params * sizeof(float);
+    float *bufs[3] = {r->s.lora.params, r->opt.m, r->opt.v};
+    for (int i = 0; i < 3; i++) {
+        if (r->writer) be->download(be, r->host_grads, bufs[i], bytes);
+        zen_dist_bcast(r->host_grads, bytes);
+        if (!r->writer) be->upload(be, bufs[i], r->host_grads, bytes);
+    }
+    zen_dist_bcast(&r->opt.step, sizeof r->opt.step);
+    zen_dist_bcast(st, sizeof *st);
+}
+
+/* out_dir, on rank 0: one run per directory from before anything is read or
+ * written there, and what it already holds (the newest checkpoint, or -1) */
+static int claim_out_dir(run *r, int resume, long *latest) {
     const zen_run_config *c = r->cfg;
     int rc;
-    memset(st, 0, sizeof *st);
-    /* one run per directory, from before anything is read or written there */
     r->created_out = !zen_file_exists(c->out_dir);
     if ((rc = zen_mkdir_p(c->out_dir)) || (rc = zen_run_lock(c->out_dir, &r->lock_fd))) return rc;
-    long latest = zen_checkpoint_latest(c->out_dir);
-    if ((rc = check_out_dir(r, resume, latest))) return rc;
+    *latest = zen_checkpoint_latest(c->out_dir);
+    return check_out_dir(r, resume, *latest);
+}
+
+/* what every rank opens and checks for itself: the model, the data, the adapter and AdamW */
+static int open_everything(run *r) {
+    const zen_run_config *c = r->cfg;
+    int rc;
     if ((rc = zen_session_open(&r->s, c->device, r->dtype_asked, c->model))) return rc;
     if ((rc = open_data(r))) return rc;
     unsigned targets;
@@ -273,12 +381,38 @@ static int setup(run *r, int resume, zen_train_state *st) {
     if ((rc = zen_adamw_create(&r->opt, r->s.be, r->s.lora.num_params, (float)c->beta1, (float)c->beta2, (float)c->eps,
                                (float)c->weight_decay, (float)c->grad_clip)))
         return rc;
-    if (resume && latest >= 0) {
-        zen_run_config saved;
-        if ((rc = zen_checkpoint_load(c->out_dir, latest, st, &r->s.lora, &r->s.model.cfg, &r->opt, &saved)) ||
-            (rc = check_resumed(r, &saved, st, latest)))
-            return rc;
-    }
+    /* the micro-batch tree's partial sums, and the host copy for the sum across ranks */
+    while ((1L << r->tree_depth) < c->grad_accum) r->tree_depth++;
+    if (!(r->grad_sums = zen_calloc((size_t)r->tree_depth + 1, sizeof(float *)))) return ZEN_ERR_INTERNAL;
+    r->grad_sums[0] = r->s.lora.grads;
+    size_t bytes = r->s.lora.num_params * sizeof(float);
+    for (int i = 1; i <= r->tree_depth; i++)
+        if (!(r->grad_sums[i] = r->s.be->alloc(r->s.be, bytes))) return ZEN_ERR_INTERNAL;
+    if (r->dist->size > 1 && !(r->host_grads = zen_malloc(bytes + (r->s.lora.num_params / 2 + 1) * sizeof(float))))
+        return ZEN_ERR_INTERNAL;
+    return 0;
+}
+
+/* Ranks on a backend that sums across ranks itself (CUDA with NCCL) join
+ * its communicator, rank 0's id handed out over MPI; ZEN_NCCL=0 keeps the
+ * sums on the host path. */
+static int join_device_comm(run *r) {
+    zk_backend *be = r->s.be;
+    const char *env = getenv("ZEN_NCCL");
+    if (!r->dist->mpi || !be->comm_join || (env && !strcmp(env, "0"))) return 0;
+    unsigned char id[ZK_COMM_ID_BYTES] = {0};
+    int rc = r->writer ? be->comm_make_id(be, id) : 0;
+    if ((rc = zen_dist_agree(rc))) return rc;
+    zen_dist_bcast(id, sizeof id);
+    if ((rc = zen_dist_agree(be->comm_join(be, id, r->dist->rank, r->dist->size, r->s.lora.num_params)))) return rc;
+    r->device_comm = 1;
+    return 0;
+}
+
+/* the schedule, the micro-batch buffers and the activations */
+static int prepare_steps(run *r) {
+    const zen_run_config *c = r->cfg;
+    int rc;
     r->schedule.lr = c->lr;
     r->schedule.warmup_steps = c->warmup_steps;
     r->schedule.total_steps = r->total_steps;
@@ -289,16 +423,46 @@ static int setup(run *r, int resume, zen_train_state *st) {
     for (long m = 0; m < c->grad_accum; m++)
         if ((rc = zen_batch_alloc(&r->micro[m], (size_t)c->batch_size, (size_t)c->seq_len))) return rc;
     if ((rc = check_device_memory(r))) return rc;
-    if ((rc = zen_session_make_acts(&r->s, (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c))))
-        return rc;
-    /* everything checked: only now does the run write into out_dir */
+    return zen_session_make_acts(&r->s, (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c));
+}
+
+/* everything checked: only now does the run write into out_dir (rank 0) */
+static int open_outputs(run *r, int resume, const zen_train_state *st) {
+    const zen_run_config *c = r->cfg;
     char *text = zen_run_config_to_json(c);
     char *path = zen_path_join(c->out_dir, "train_config.json");
-    rc = text && path ? zen_write_text_file(path, text) : ZEN_ERR_INTERNAL;
+    int rc = text && path ? zen_write_text_file(path, text) : ZEN_ERR_INTERNAL;
     free(text);
     free(path);
     if (rc) return rc;
     return zen_report_open(&r->report, c->out_dir, resume ? st->step : -1);
+}
+
+/* Each stage ends with every rank's status: a failure on any rank (a file
+ * missing on one machine) ends them all, with its one line. */
+static int setup(run *r, int resume, zen_train_state *st) {
+    int rc = 0, n = r->dist->size;
+    long latest = -1;
+    memset(st, 0, sizeof *st);
+    if (r->dist->size & (r->dist->size - 1))
+        return zen_dist_agree(zen_fail(ZEN_ERR_INPUT, "zen train over %d ranks: the number of ranks must be a power of "
+                                       "two (1, 2, 4, 8, ...), so that they sum gradients in the order one process "
+                                       "does", n));
+    if (r->writer) rc = claim_out_dir(r, resume, &latest);
+    if ((rc = zen_dist_agree(rc))) return rc;
+    zen_dist_bcast(&latest, sizeof latest);
+    if ((rc = zen_dist_agree(open_everything(r))) || (rc = join_device_comm(r))) return rc;
+    if (r->writer && resume && latest >= 0) {
+        zen_run_config saved;
+        if (!(rc = zen_checkpoint_load(r->cfg->out_dir, latest, st, &r->s.lora, &r->s.model.cfg, &r->opt, &saved)))
+            rc = check_resumed(r, &saved, st, latest);
+    }
+    if ((rc = zen_dist_agree(rc))) return rc;
+    share_start(r, st);
+    if ((rc = zen_dist_agree(prepare_steps(r)))) return rc;
+    if (r->writer) rc = open_outputs(r, resume, st);
+    else zen_report_silent(&r->report);
+    return zen_dist_agree(rc);
 }
 
 /* the last good checkpoint, for messages that end a run */
@@ -310,15 +474,17 @@ static void last_checkpoint(const run *r, long last_saved, char *buf, size_t cap
         snprintf(buf, cap, "no checkpoint was saved before it");
 }
 
+/* rank 0 writes; every rank learns how it went */
 static int save_checkpoint(run *r, const zen_train_state *st, long *last_saved) {
-    int rc = zen_checkpoint_save(r->cfg->out_dir, st, &r->s.lora, &r->s.model.cfg, &r->opt, r->cfg);
+    int rc = r->writer ? zen_checkpoint_save(r->cfg->out_dir, st, &r->s.lora, &r->s.model.cfg, &r->opt, r->cfg) : 0;
     if (rc) { /* the cause, and what survives it */
         char cause[2048], where[ZEN_PATH_MAX + 160];
         snprintf(cause, sizeof cause, "%s", zen_last_error());
         last_checkpoint(r, *last_saved, where, sizeof where);
-        return zen_fail(rc, "step %ld: saving checkpoint-%ld failed: %s; %s", st->step, st->step, cause, where);
+        rc = zen_fail(rc, "step %ld: saving checkpoint-%ld failed: %s; %s", st->step, st->step, cause, where);
     }
-    zen_checkpoint_prune(r->cfg->out_dir, r->cfg->keep_checkpoints);
+    if ((rc = zen_dist_agree(rc))) return rc;
+    if (r->writer) zen_checkpoint_prune(r->cfg->out_dir, r->cfg->keep_checkpoints);
     *last_saved = st->step;
     return 0;
 }
@@ -337,6 +503,9 @@ int zen_train(const zen_run_config *given, int resume) {
     r.cfg = c;
     r.dtype_asked = given->dtype;
     r.lock_fd = -1;
+    r.dist = zen_dist_get();
+    r.writer = r.dist->rank == 0;
+    r.micro_per_step = c->grad_accum * r.dist->size;
     zen_train_state st;
     rc = setup(&r, resume, &st);
     if (rc) {
@@ -344,7 +513,7 @@ int zen_train(const zen_run_config *given, int resume) {
         return rc;
     }
     print_summary(&r, st.step);
-    double tokens_per_step = (double)(c->batch_size * c->grad_accum * c->seq_len);
+    double tokens_per_step = (double)(c->batch_size * r.micro_per_step * c->seq_len);
     /* tokens/s counts the steps' own time; elapsed and ETA are wall-clock,
      * evaluation and checkpoints included (elapsed continues across resumes) */
     double session_start = now_s(), resumed_elapsed = st.elapsed_s;
@@ -393,6 +562,7 @@ int zen_train(const zen_run_config *given, int resume) {
         st.batch_in_epoch = st.step % r.steps_per_epoch;
         st.tokens_seen += tokens_per_step;
         st.data_tokens = (long)r.s.data.n_tokens;
+        st.ranks = r.dist->size;
         int last = st.step == r.total_steps;
         int evaluate = r.val_data && ((c->eval_every > 0 && st.step % c->eval_every == 0) || last);
         eval_loss = NAN;
@@ -408,7 +578,7 @@ int zen_train(const zen_run_config *given, int resume) {
         if (!tokens) zen_report_line(&r.report, "step %ld: no target token with loss_mask 1; no update", st.step);
         int log_now = st.step % c->log_every == 0 || evaluate || last;
         if (log_now) {
-            if ((rc = zen_report_metrics(&r.report, &rec))) break;
+            if ((rc = zen_dist_agree(zen_report_metrics(&r.report, &rec)))) break;
             interval_seconds = interval_tokens = interval_real = 0;
         }
         zen_report_progress(&r.report, &rec, log_now);
@@ -417,7 +587,7 @@ int zen_train(const zen_run_config *given, int resume) {
         /* a checkpoint every save_every steps, and always after the last one */
         if (((c->save_every > 0 && st.step % c->save_every == 0) || last) && (rc = save_checkpoint(&r, &st, &last_saved)))
             break;
-        if ((stop_signal = zen_stop_signal_pending())) {
+        if ((stop_signal = zen_dist_max(zen_stop_signal_pending()))) { /* a signal to any rank stops them all */
             if (last_saved != st.step && (rc = save_checkpoint(&r, &st, &last_saved))) break;
             rc = 128 + stop_signal;
             zen_fail(rc, "stopped by %s after step %ld of %ld; saved %s/checkpoint-%ld", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", st.step,
@@ -426,7 +596,7 @@ int zen_train(const zen_run_config *given, int resume) {
         }
     }
     zen_stop_signal_restore();
-    if (!rc) rc = zen_lora_save_peft(&r.s.lora, &r.s.model.cfg, c->out_dir, c->model, ZEN_F32);
+    if (!rc) rc = zen_dist_agree(r.writer ? zen_lora_save_peft(&r.s.lora, &r.s.model.cfg, c->out_dir, c->model, ZEN_F32) : 0);
     if (!rc)
         zen_report_line(&r.report, "done: %ld steps in %.1f s; adapter in %s (adapter_model.safetensors), metrics in "
                         "%s/metrics.jsonl", st.step, st.elapsed_s, c->out_dir, c->out_dir);

@@ -168,7 +168,8 @@ zen_dtype zk_cpu_auto_compute(const char **why) {
 
 int zk_cpu_device_count(void) { return 1; }
 
-zk_backend *zk_cpu_create(zen_dtype compute) {
+zk_backend *zk_cpu_create(zen_dtype compute, int device_index) {
+    (void)device_index; /* one CPU: its ranks share the machine's cores */
     zk_backend *be = zen_calloc(1, sizeof *be);
     cpu_ctx *ctx = zen_calloc(1, sizeof *ctx);
     if (!be || !ctx) {

@@ -120,7 +120,7 @@ void cpu_xent(zk_backend *be, void *logits, float *losses, const int32_t *target
               const float *weights, size_t rows, size_t V, float grad_scale);
 
 /* the CPU's descriptor (kernels/backend.c's table) */
-zk_backend *zk_cpu_create(zen_dtype compute);
+zk_backend *zk_cpu_create(zen_dtype compute, int device_index);
 int zk_cpu_supports(zen_dtype dt);
 zen_dtype zk_cpu_auto_compute(const char **why);
 size_t zk_cpu_plan_scratch(zen_dtype compute, const zk_reserve_plan *p);

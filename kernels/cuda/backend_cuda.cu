@@ -464,6 +464,7 @@ int cu_reserve(zk_backend *be, const zk_reserve_plan *p) {
 
 static void cu_destroy(zk_backend *be) {
     cuda_ctx *c = ctx_of(be);
+    cu_comm_destroy(be);
     cublasDestroy(c->blas);
     cudaFree(c->blas_workspace);
     cudaFree(c->rope_cos);
@@ -480,14 +481,21 @@ extern "C" int zk_cuda_device_count(void) {
     return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
 }
 
-extern "C" zk_backend *zk_cuda_create(zen_dtype compute) {
+extern "C" zk_backend *zk_cuda_create(zen_dtype compute, int device_index) {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
         zen_fail(ZEN_ERR_INPUT, "device 'cuda': no CUDA GPU is visible on this machine (use --device cpu)");
         return NULL;
     }
+    /* one GPU per rank of this machine: never two ranks on one GPU */
+    if (device_index < 0 || device_index >= count || cudaSetDevice(device_index) != cudaSuccess) {
+        zen_fail(ZEN_ERR_INPUT, "device 'cuda': GPU %d is wanted (this machine's rank %d) but %d GPU%s visible; run at "
+                 "most as many ranks per machine as it has GPUs", device_index, device_index, count,
+                 count == 1 ? " is" : "s are");
+        return NULL;
+    }
     cudaDeviceProp prop = {};
-    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major < 8) {
+    if (cudaGetDeviceProperties(&prop, device_index) == cudaSuccess && prop.major < 8) {
         zen_fail(ZEN_ERR_INPUT, "device 'cuda': %s has compute capability %d.%d; zen needs 8.0 or newer (Ampere+)",
                  prop.name, prop.major, prop.minor);
         return NULL;
@@ -551,5 +559,6 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute) {
     be->xent = cu_xent;
     be->sum_squares = cu_sum_squares;
     be->adamw = cu_adamw;
+    cu_comm_install(be);
     return be;
 }

@@ -25,7 +25,7 @@ static inline size_t zk_cuda_lora_partial_elems(size_t N, size_t in, size_t r) {
 /* compute: ZEN_BF16 (bf16 tensor-core matmuls and attention, fp32
  * accumulation) or ZEN_F32 (exact fp32, for checking against the CPU).
  * NULL + zen_fail(ZEN_ERR_INPUT) when no GPU is visible. */
-zk_backend *zk_cuda_create(zen_dtype compute);
+zk_backend *zk_cuda_create(zen_dtype compute, int device_index);
 /* GPUs visible to this process (0 if none or no driver) */
 int zk_cuda_device_count(void);
 /* the descriptor's plan_scratch (plan_cuda.c: plain C, in every build) */

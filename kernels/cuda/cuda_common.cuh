@@ -78,6 +78,8 @@ typedef struct {
     cuda_alloc_entry *allocs;
     size_t n_allocs, cap_allocs;
     size_t bytes_in_use, bytes_peak;
+    void *comm;          /* ncclComm_t once joined (NULL alone) */
+    float *comm_scratch; /* [max_n / 2 + 1] halves received from the partner */
 } cuda_ctx;
 
 static inline cuda_ctx *ctx_of(zk_backend *be) { return (cuda_ctx *)be->ctx; }
@@ -90,6 +92,15 @@ static inline unsigned blocks_for(size_t n, unsigned threads) { return (unsigned
  * sticky failure set when it cannot be had */
 void *cuda_alloc_op(zk_backend *be, size_t bytes);
 void cuda_free_tracked(zk_backend *be, void *p);
+
+/* the NCCL ops (comm_cuda.cu), where the toolkit has NCCL */
+#ifdef ZEN_HAVE_NCCL
+void cu_comm_install(zk_backend *be);
+void cu_comm_destroy(zk_backend *be);
+#else
+static inline void cu_comm_install(zk_backend *be) { (void)be; }
+static inline void cu_comm_destroy(zk_backend *be) { (void)be; }
+#endif
 
 /* scratch buffer `slot` with at least `bytes` bytes (reserved up front by
  * cu_reserve, grown if a caller needs more); NULL once the backend has failed */

@@ -483,7 +483,7 @@ emu::launcher<K> zk_emu_launch(dim3 g, dim3 b, size_t smem, K k) {
 
 /* ---- the runtime calls zen uses ---- */
 typedef int cudaError_t;
-enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
+enum { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2 };
 enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 struct cudaDeviceProp {
@@ -492,9 +492,17 @@ struct cudaDeviceProp {
 };
 inline const char *cudaGetErrorString(cudaError_t e) { return e ? "emulated error" : "no error"; }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+/* one emulated GPU, or ZEN_EMU_DEVICES of them (ranks of a data-parallel test) */
+inline int emu_device_count() {
+    const char *v = getenv("ZEN_EMU_DEVICES");
+    return v && atoi(v) > 0 ? atoi(v) : 1;
+}
 inline cudaError_t cudaGetDeviceCount(int *n) {
-    *n = 1;
+    *n = emu_device_count();
     return cudaSuccess;
+}
+inline cudaError_t cudaSetDevice(int device) {
+    return device >= 0 && device < emu_device_count() ? cudaSuccess : cudaErrorInvalidValue;
 }
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) {
     snprintf(p->name, sizeof p->name, "zen CUDA emulator");
