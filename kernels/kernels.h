@@ -76,7 +76,8 @@ typedef struct {
     double rope_theta;
     size_t widest_in;      /* the widest projection input (LoRA dropout copies) */
     size_t matmul_elems;   /* the largest matmul input or output gradient */
-    size_t widen_elems;    /* the largest 16-bit weight matrix (0 if none) */
+    size_t widen_elems;    /* the largest weight matrix not stored as fp32 (0 if none) */
+    size_t quant_elems;    /* the largest block-quantised weight matrix (q8_0, q4_0, nf4; 0 if none) */
     size_t lora_r;         /* 0 without LoRA */
     int lora_dropout;
 } zk_reserve_plan;

@@ -119,8 +119,8 @@ static int acts_slots(zen_acts *a, const zen_config *c, int recompute) {
 
 /* the largest shapes a step's ops see: what the backend reserves up front
  * and what the plan counts as the backend's scratch */
-static zk_reserve_plan reserve_plan(const zen_config *cfg, zen_dtype weights_dtype, int r, int has_lora, int dropout,
-                                    size_t B, size_t T) {
+static zk_reserve_plan reserve_plan(const zen_config *cfg, zen_dtype weights_dtype, int quant, int r,
+                                    int has_lora, int dropout, size_t B, size_t T) {
     zk_reserve_plan p;
     memset(&p, 0, sizeof p);
     size_t N = B * T, C = (size_t)cfg->hidden, F = (size_t)cfg->intermediate, V = (size_t)cfg->vocab;
@@ -135,22 +135,43 @@ static zk_reserve_plan reserve_plan(const zen_config *cfg, zen_dtype weights_dty
     size_t matmul = N * widest, head = zen_head_rows(N) * V;
     p.matmul_elems = matmul > head ? matmul : head;
     /* the largest weight matrix: a projection or the head / embedding */
-    size_t largest = V * C;
+    size_t largest = V * C, largest_proj = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
         int in, out;
         zen_target_dims(cfg, (zen_target)t, &in, &out);
-        if ((size_t)in * (size_t)out > largest) largest = (size_t)in * (size_t)out;
+        if ((size_t)in * (size_t)out > largest_proj) largest_proj = (size_t)in * (size_t)out;
     }
-    p.widen_elems = weights_dtype == ZEN_F32 ? 0 : largest;
+    largest = largest > largest_proj ? largest : largest_proj;
+    p.widen_elems = weights_dtype == ZEN_F32 && !quant ? 0 : largest;
+    p.quant_elems = quant ? largest_proj : 0; /* --base-quant quantises only the projections */
     p.lora_r = has_lora ? (size_t)r : 0;
     p.lora_dropout = has_lora && dropout;
     return p;
 }
 
+/* the projections (elements of all layers) whose rows fill whole blocks of q */
+static size_t quantised_elems(const zen_config *cfg, zen_dtype q) {
+    size_t n = 0;
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
+        int in, out;
+        zen_target_dims(cfg, (zen_target)t, &in, &out);
+        if ((size_t)in % zen_dtype_block(q) == 0) n += (size_t)cfg->layers * (size_t)in * (size_t)out;
+    }
+    return n;
+}
+
 zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t stored_bytes,
                        zen_dtype stored_dtype, int r, unsigned targets, size_t B, size_t T, int recompute,
                        int dropout) {
+    return zen_plan_make_quant(cfg, device, compute, stored_bytes, stored_dtype, -1, r, targets, B, T, recompute,
+                               dropout);
+}
+
+zen_plan zen_plan_make_quant(const zen_config *cfg, const char *device, zen_dtype compute, size_t stored_bytes,
+                             zen_dtype stored_dtype, int base_quant, int r, unsigned targets, size_t B, size_t T,
+                             int recompute, int dropout) {
     zen_dtype weights_dtype = zen_device_weight_dtype(stored_dtype, compute);
+    size_t quant_elems = base_quant >= 0 ? quantised_elems(cfg, (zen_dtype)base_quant) : 0;
     zen_plan p;
     memset(&p, 0, sizeof p);
     zen_acts a;
@@ -163,7 +184,7 @@ zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype comp
     }
     free(a.resid);
     free(a.layer);
-    zk_reserve_plan rp = reserve_plan(cfg, weights_dtype, r, targets != 0, dropout, B, T);
+    zk_reserve_plan rp = reserve_plan(cfg, weights_dtype, quant_elems > 0, r, targets != 0, dropout, B, T);
     p.backend = zk_plan_scratch(device, compute, &rp);
     size_t lora = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
@@ -172,7 +193,10 @@ zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype comp
         zen_target_dims(cfg, (zen_target)t, &in, &out);
         lora += (size_t)cfg->layers * (size_t)r * (size_t)(in + out);
     }
-    p.weights = stored_bytes / zen_dtype_size(stored_dtype) * zen_dtype_size(weights_dtype);
+    /* every element in the device's type, but the quantised projections */
+    size_t elems = stored_bytes / zen_dtype_bytes(stored_dtype, 1);
+    p.weights = zen_dtype_bytes(weights_dtype, elems - quant_elems) +
+                (quant_elems ? zen_dtype_bytes((zen_dtype)base_quant, quant_elems) : 0);
     p.lora_params = lora * sizeof(float);
     p.lora_grads = lora * sizeof(float);
     p.optimizer = 2 * lora * sizeof(float);
@@ -210,7 +234,8 @@ int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t 
     /* the backend's scratch, reserved now so a step does not allocate */
     if (m->be->reserve) {
         zen_dtype wd = zen_device_weight_dtype(m->main_dtype, m->be->compute);
-        zk_reserve_plan rp = reserve_plan(c, wd, r, lo != NULL, lo && lo->dropout > 0.0f, B, T);
+        int quant = m->base_quant >= 0 && m->quant_bytes > 0;
+        zk_reserve_plan rp = reserve_plan(c, wd, quant, r, lo != NULL, lo && lo->dropout > 0.0f, B, T);
         int rc = m->be->reserve(m->be, &rp);
         if (rc) {
             zen_acts_free(a);

@@ -93,6 +93,12 @@ typedef struct {
 zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t stored_bytes,
                        zen_dtype stored_dtype, int r, unsigned targets, size_t B, size_t T, int recompute,
                        int dropout);
+/* The same with the projections quantised to base_quant at load (a
+ * zen_dtype, or -1 for none): those whose rows fill whole blocks count in the
+ * quantised type, and the plan adds the scratch of their dequantised chunks. */
+zen_plan zen_plan_make_quant(const zen_config *cfg, const char *device, zen_dtype compute, size_t stored_bytes,
+                             zen_dtype stored_dtype, int base_quant, int r, unsigned targets, size_t B, size_t T,
+                             int recompute, int dropout);
 
 /* The dtype weights stored as stored_dtype take on the device when computing
  * in `compute`: bf16 compute keeps every matrix as bf16, f32 keeps them as stored. */

@@ -66,8 +66,7 @@ static void merged_rows(const xctx *c, const xtensor *t, size_t r0, size_t nr, f
         memcpy(dst, t->vec + r0, nr * sizeof(float));
         return;
     }
-    size_t es = zen_dtype_size(t->w->dtype);
-    zen_widen(dst, (const char *)t->w->data + r0 * t->d.cols * es, t->w->dtype, nr * t->d.cols);
+    zen_widen(dst, (const char *)t->w->data + zen_dtype_bytes(t->w->dtype, r0 * t->d.cols), t->w->dtype, nr * t->d.cols);
     if (t->d.target >= 0 && zen_lora_has(c->lo, t->d.target)) {
         const float *A = zen_lora_A(c->lo, c->lora_host, t->d.layer, t->d.target); /* [r, cols] */
         const float *B = zen_lora_B(c->lo, c->lora_host, t->d.layer, t->d.target); /* [rows, r] */
@@ -84,7 +83,7 @@ static size_t rows_per_chunk(const xtensor *t) {
 
 /* the source pages of a finished tensor leave the process's resident set */
 static void release_source(const xtensor *t) {
-    if (t->w) st_release(t->w->data, t->d.rows * t->d.cols * zen_dtype_size(t->w->dtype));
+    if (t->w) st_release(t->w->data, zen_dtype_bytes(t->w->dtype, t->d.rows * t->d.cols));
 }
 
 /* merges tensor i a chunk of rows at a time into c->buf and hands each chunk
@@ -107,7 +106,7 @@ static int stream_tensor(xctx *c, int i, emit_fn emit) {
 static int emit_safetensors(xctx *c, int i, size_t count) {
     (void)i;
     zen_narrow(c->out, c->buf, c->st_dtype, count);
-    return st_writer_put(c->sw, c->out, count * zen_dtype_size(c->st_dtype));
+    return st_writer_put(c->sw, c->out, zen_dtype_bytes(c->st_dtype, count));
 }
 
 /* converts a chunk of whole rows, the rows shared among the threads (each
@@ -297,7 +296,7 @@ int zen_export(const zen_export_opts *o) {
     }
     if (o->format == ZEN_EXPORT_SAFETENSORS) {
         c.st_dtype = m.main_dtype;
-        if (o->dtype && zen_dtype_parse(o->dtype, &c.st_dtype)) {
+        if (o->dtype && zen_dtype_parse_float(o->dtype, &c.st_dtype)) {
             rc = zen_fail(ZEN_ERR_INPUT, "--dtype '%s': safetensors takes f32, f16 or bf16", o->dtype);
             goto done;
         }

@@ -56,7 +56,7 @@ static int export_gguf_lora(const zen_export_opts *o, const zen_model *m, const 
 static int export_mlx(const zen_export_opts *o, const zen_model *m, const zen_lora *lo, const float *host,
                       const char *dir) {
     zen_dtype dtype = ZEN_F32;
-    if (o->dtype && zen_dtype_parse(o->dtype, &dtype))
+    if (o->dtype && zen_dtype_parse_float(o->dtype, &dtype))
         return zen_fail(ZEN_ERR_INPUT, "--dtype '%s': mlx takes f32, f16 or bf16", o->dtype);
     int count = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) count += zen_lora_has(lo, t) ? 2 * m->cfg.layers : 0;
@@ -91,7 +91,7 @@ static int export_mlx(const zen_export_opts *o, const zen_model *m, const zen_lo
     if (!rc && !path) rc = ZEN_ERR_INTERNAL;
     if (!rc && !(rc = st_writer_open(&w, path, e, count, meta, 1))) {
         zen_narrow(narrow, transposed, dtype, lo->num_params);
-        rc = st_writer_put(&w, narrow, lo->num_params * zen_dtype_size(dtype));
+        rc = st_writer_put(&w, narrow, zen_dtype_bytes(dtype, lo->num_params));
         rc = rc ? (st_writer_abort(&w), rc) : st_writer_close(&w);
     }
     if (!rc) {
@@ -120,7 +120,7 @@ int zen_export_adapter(const zen_export_opts *o, const zen_model *m, const zen_l
     switch (o->format) {
     case ZEN_EXPORT_PEFT: {
         zen_dtype dtype = ZEN_F32;
-        if (o->dtype && zen_dtype_parse(o->dtype, &dtype))
+        if (o->dtype && zen_dtype_parse_float(o->dtype, &dtype))
             return zen_fail(ZEN_ERR_INPUT, "--dtype '%s': peft takes f32, f16 or bf16", o->dtype);
         return zen_lora_save_peft(lo, &m->cfg, out, o->model_dir, dtype);
     }

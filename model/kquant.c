@@ -1,8 +1,8 @@
 /* model/kquant.c: ggml's k-quant super-blocks (Q4_K, Q5_K, Q6_K) and the
  * 32-element Q5_0 / Q5_1 blocks that llama.cpp falls back to when a row is
  * not a multiple of 256, each with the reference quantizer of ggml-quants.c
- * (what llama-quantize runs without an importance matrix) and its
- * dequantizer. The arithmetic follows ggml's step for step in fp32 (same
+ * (what llama-quantize runs without an importance matrix); their
+ * dequantisers are kernels/quant_blocks.c's, which zen computes with. The arithmetic follows ggml's step for step in fp32 (same
  * operations in the same order, no fused multiply-add), so the bytes equal
  * llama.cpp's; tests/reference/test_kquant.py checks them against
  * libggml-base's own functions.
@@ -10,7 +10,7 @@
  * Layouts (little-endian, f16 = IEEE half):
  *   Q4_K, 144 bytes per 256: f16 d, f16 dmin, u8 scales[12], u8 qs[128]
  *         eight sub-blocks of 32, each x ~ d*sc*q - dmin*m with 6-bit sc, m
- *         packed in scales[] (get_scale_min) and 4-bit q
+ *         packed in scales[] (zk_k4_scale_min) and 4-bit q
  *   Q5_K, 176 bytes: f16 d, f16 dmin, scales[12], u8 qh[32], u8 qs[128]
  *         as Q4_K with a fifth bit per q in qh
  *   Q6_K, 210 bytes: u8 ql[128], u8 qh[64], i8 scales[16], f16 d
@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "../kernels/dtype.h"
+#include "../kernels/quant_blocks.h"
 #include "kquant.h"
 
 #define QK_K 256
@@ -155,19 +156,6 @@ static float offset_levels(int n, int nmax, const float *x, const float *weights
     return scale;
 }
 
-/* the 6-bit scale and min of sub-block j from Q4_K/Q5_K's 12 packed bytes:
- * j < 4 in the low 6 bits of q[j], q[j+4]; j >= 4 split between the low /
- * high nibbles of q[j+4] and the top 2 bits of q[j-4], q[j] */
-static void get_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
-    }
-}
-
 /* Q4_K / Q5_K share everything but the level count (15 or 31), the search
  * parameters and how the levels are packed */
 static void quantize_k_offset(uint8_t *blk, const float *x, int nmax, float rmin, float rdelta, int nstep,
@@ -201,12 +189,12 @@ static void quantize_k_offset(uint8_t *blk, const float *x, int nmax, float rmin
             scales_out[j] |= (uint8_t)((lm >> 4) << 6);
         }
     }
-    ggml_put_f16(blk, max_scale / 63.f);
-    ggml_put_f16(blk + 2, max_min / 63.f);
-    float d_all = ggml_get_f16(blk), dmin_all = ggml_get_f16(blk + 2);
+    zk_put_f16le(blk, max_scale / 63.f);
+    zk_put_f16le(blk + 2, max_min / 63.f);
+    float d_all = zk_get_f16le(blk), dmin_all = zk_get_f16le(blk + 2);
     for (int j = 0; j < QK_K / 32; j++) {
         uint8_t sc, m;
-        get_scale_min(j, scales_out, &sc, &m);
+        zk_k4_scale_min(j, scales_out, &sc, &m);
         const float d = d_all * sc;
         if (!d) continue;
         const float dm = dmin_all * m;
@@ -269,9 +257,9 @@ static void quantize_q6_k(uint8_t *dst, const float *x, size_t n) {
             continue;
         }
         float iscale = -128.f / max_scale;
-        ggml_put_f16(dst + 208, 1 / iscale);
+        zk_put_f16le(dst + 208, 1 / iscale);
         for (int ib = 0; ib < QK_K / 16; ib++) sc[ib] = (int8_t)imin(127, nearest_int(iscale * scales[ib]));
-        float d_all = ggml_get_f16(dst + 208);
+        float d_all = zk_get_f16le(dst + 208);
         for (int j = 0; j < QK_K / 16; j++) {
             float d = d_all * sc[j];
             if (!d) continue;
@@ -295,10 +283,6 @@ static void put_u32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-static uint32_t get_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static void quantize_q5_0(uint8_t *dst, const float *x, size_t n) {
     for (size_t b = 0; b < n / 32; b++, x += 32, dst += 22) {
         float amax = 0.0f, max = 0.0f;
@@ -308,7 +292,7 @@ static void quantize_q5_0(uint8_t *dst, const float *x, size_t n) {
                 max = x[j];
             }
         const float d = max / -16, id = d ? 1.0f / d : 0.0f;
-        ggml_put_f16(dst, d);
+        zk_put_f16le(dst, d);
         uint32_t qh = 0;
         for (int j = 0; j < 16; j++) {
             uint8_t xi0 = (uint8_t)imin(31, (int8_t)(x[j] * id + 16.5f));
@@ -329,8 +313,8 @@ static void quantize_q5_1(uint8_t *dst, const float *x, size_t n) {
             if (x[j] > max) max = x[j];
         }
         const float d = (max - min) / 31, id = d ? 1.0f / d : 0.0f;
-        ggml_put_f16(dst, d);
-        ggml_put_f16(dst + 2, min);
+        zk_put_f16le(dst, d);
+        zk_put_f16le(dst + 2, min);
         uint32_t qh = 0;
         for (int j = 0; j < 16; j++) {
             uint8_t xi0 = (uint8_t)((x[j] - min) * id + 0.5f), xi1 = (uint8_t)((x[j + 16] - min) * id + 0.5f);
@@ -349,97 +333,6 @@ int kquant_quantize(void *dst, const float *src, size_t n, ggml_type_id t) {
     case GGML_Q6_K: quantize_q6_k(dst, src, n); return 0;
     case GGML_Q5_0: quantize_q5_0(dst, src, n); return 0;
     case GGML_Q5_1: quantize_q5_1(dst, src, n); return 0;
-    default: return -1;
-    }
-}
-
-static void dequantize_q4_k(float *y, const uint8_t *blk, size_t n) {
-    for (size_t b = 0; b < n / QK_K; b++, blk += 144) {
-        float d = ggml_get_f16(blk), min = ggml_get_f16(blk + 2);
-        const uint8_t *q = blk + 16;
-        for (int j = 0, is = 0; j < QK_K; j += 64, q += 32, is += 2) {
-            uint8_t sc, m;
-            get_scale_min(is, blk + 4, &sc, &m);
-            float d1 = d * sc, m1 = min * m;
-            get_scale_min(is + 1, blk + 4, &sc, &m);
-            float d2 = d * sc, m2 = min * m;
-            for (int l = 0; l < 32; l++) *y++ = d1 * (q[l] & 0xF) - m1;
-            for (int l = 0; l < 32; l++) *y++ = d2 * (q[l] >> 4) - m2;
-        }
-    }
-}
-
-static void dequantize_q5_k(float *y, const uint8_t *blk, size_t n) {
-    for (size_t b = 0; b < n / QK_K; b++, blk += 176) {
-        float d = ggml_get_f16(blk), min = ggml_get_f16(blk + 2);
-        const uint8_t *qh = blk + 16, *ql = blk + 48;
-        uint8_t u1 = 1, u2 = 2;
-        for (int j = 0, is = 0; j < QK_K; j += 64, ql += 32, is += 2, u1 = (uint8_t)(u1 << 2), u2 = (uint8_t)(u2 << 2)) {
-            uint8_t sc, m;
-            get_scale_min(is, blk + 4, &sc, &m);
-            float d1 = d * sc, m1 = min * m;
-            get_scale_min(is + 1, blk + 4, &sc, &m);
-            float d2 = d * sc, m2 = min * m;
-            for (int l = 0; l < 32; l++) *y++ = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
-            for (int l = 0; l < 32; l++) *y++ = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
-        }
-    }
-}
-
-static void dequantize_q6_k(float *y, const uint8_t *blk, size_t n) {
-    for (size_t b = 0; b < n / QK_K; b++, blk += 210) {
-        float d = ggml_get_f16(blk + 208);
-        const uint8_t *ql = blk, *qh = blk + 128;
-        const int8_t *sc = (const int8_t *)(blk + 192);
-        for (int s = 0; s < QK_K; s += 128, y += 128, ql += 64, qh += 32, sc += 8) {
-            for (int l = 0; l < 32; l++) {
-                int is = l / 16;
-                int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                y[l] = d * sc[is] * q1;
-                y[l + 32] = d * sc[is + 2] * q2;
-                y[l + 64] = d * sc[is + 4] * q3;
-                y[l + 96] = d * sc[is + 6] * q4;
-            }
-        }
-    }
-}
-
-static void dequantize_q5_0(float *y, const uint8_t *blk, size_t n) {
-    for (size_t b = 0; b < n / 32; b++, blk += 22, y += 32) {
-        float d = ggml_get_f16(blk);
-        uint32_t qh = get_u32(blk + 2);
-        for (int j = 0; j < 16; j++) {
-            int x0 = (blk[6 + j] & 0x0F) | (int)(((qh >> j) << 4) & 0x10);
-            int x1 = (blk[6 + j] >> 4) | (int)((qh >> (j + 12)) & 0x10);
-            y[j] = (float)(x0 - 16) * d;
-            y[j + 16] = (float)(x1 - 16) * d;
-        }
-    }
-}
-
-static void dequantize_q5_1(float *y, const uint8_t *blk, size_t n) {
-    for (size_t b = 0; b < n / 32; b++, blk += 24, y += 32) {
-        float d = ggml_get_f16(blk), m = ggml_get_f16(blk + 2);
-        uint32_t qh = get_u32(blk + 4);
-        for (int j = 0; j < 16; j++) {
-            int x0 = (blk[8 + j] & 0x0F) | (int)(((qh >> j) << 4) & 0x10);
-            int x1 = (blk[8 + j] >> 4) | (int)((qh >> (j + 12)) & 0x10);
-            y[j] = (float)x0 * d + m;
-            y[j + 16] = (float)x1 * d + m;
-        }
-    }
-}
-
-int kquant_dequantize(float *dst, const void *src, size_t n, ggml_type_id t) {
-    switch (t) {
-    case GGML_Q4_K: dequantize_q4_k(dst, src, n); return 0;
-    case GGML_Q5_K: dequantize_q5_k(dst, src, n); return 0;
-    case GGML_Q6_K: dequantize_q6_k(dst, src, n); return 0;
-    case GGML_Q5_0: dequantize_q5_0(dst, src, n); return 0;
-    case GGML_Q5_1: dequantize_q5_1(dst, src, n); return 0;
     default: return -1;
     }
 }

@@ -304,7 +304,7 @@ int zen_lora_write_tensors(const zen_lora *lo, const zen_config *cfg, const floa
     st_entry *entries = zen_calloc((size_t)count, sizeof(st_entry));
     char (*names)[160] = zen_calloc((size_t)count, sizeof *names);
     float *host = zen_malloc(lo->num_params * sizeof(float));
-    void *narrow = zen_malloc(lo->num_params * zen_dtype_size(dtype));
+    void *narrow = zen_malloc(zen_dtype_bytes(dtype, lo->num_params));
     int rc = 0;
     if (!entries || !names || !host || !narrow) {
         rc = ZEN_ERR_INTERNAL;
@@ -331,7 +331,7 @@ int zen_lora_write_tensors(const zen_lora *lo, const zen_config *cfg, const floa
     zen_narrow(narrow, host, dtype, lo->num_params);
     st_writer w;
     if (!(rc = st_writer_open(&w, path, entries, count, meta, meta_pairs))) {
-        rc = st_writer_put(&w, narrow, lo->num_params * zen_dtype_size(dtype));
+        rc = st_writer_put(&w, narrow, zen_dtype_bytes(dtype, lo->num_params));
         rc = rc ? (st_writer_abort(&w), rc) : st_writer_close(&w);
     }
 done:

@@ -59,7 +59,7 @@ static int produce_random(void *ctx_, int i, st_writer *w) {
         size_t cnt = total - s < INIT_CHUNK ? total - s : INIT_CHUNK;
         generate(c->buf, &c->t[i], i, s, cnt, c->seed, c->std);
         zen_narrow(c->narrow, c->buf, c->dtype, cnt);
-        rc = st_writer_put(w, c->narrow, cnt * zen_dtype_size(c->dtype));
+        rc = st_writer_put(w, c->narrow, zen_dtype_bytes(c->dtype, cnt));
     }
     return rc;
 }
@@ -83,7 +83,7 @@ int zen_model_write_random(const char *dir, const char *config_json, const zen_c
     if (n < 0) return ZEN_ERR_INTERNAL;
     st_entry *entries = zen_calloc((size_t)n, sizeof *entries);
     init_ctx ctx = {t, dtype, seed, cfg->init_std, zen_malloc(INIT_CHUNK * sizeof(float)),
-                    zen_malloc(INIT_CHUNK * zen_dtype_size(dtype))};
+                    zen_malloc(zen_dtype_bytes(dtype, INIT_CHUNK))};
     if (!entries || !ctx.buf || !ctx.narrow) rc = ZEN_ERR_INTERNAL;
     for (int i = 0; i < n && !rc; i++) {
         entries[i].name = t[i].hf_name;

@@ -1,9 +1,10 @@
-/* model/quant.h: ggml's tensor types. One table names every type llama.cpp
- * writes (ggml.h's enum), with its block size and bytes per block, so a GGUF
- * reader can size any tensor; zen itself converts to and from f32, f16, bf16
- * and the block quantizations Q8_0, Q4_0 (here) and Q4_K, Q5_K, Q6_K, Q5_0,
- * Q5_1 (kquant.c), byte for byte as ggml lays them out (ggml-common.h,
- * reference quantizers of ggml-quants.c):
+/* model/quant.h: ggml's tensor types, by their ggml.h ids, for GGUF files.
+ * Their sizes come from the one table of type traits (kernels/dtype.h),
+ * which names every type llama.cpp writes, so a GGUF reader can size any
+ * tensor; zen converts to and from f32, f16, bf16 and the block
+ * quantizations Q8_0, Q4_0 (kernels/quant_blocks.c) and Q4_K, Q5_K, Q6_K,
+ * Q5_0, Q5_1 (quantised by kquant.c), byte for byte as ggml lays them out
+ * (ggml-common.h; the reference quantizers of ggml-quants.c):
  *   Q8_0: blocks of 32: {f16 d; int8 qs[32]}, d = amax/127, q = round(x/d)
  *   Q4_0: blocks of 32: {f16 d; u8 qs[16]}, d = max/-8 (max = the value of
  *         largest magnitude, with its sign), q = min(15, (int)(x/d + 8.5)),
@@ -35,10 +36,6 @@ const char *ggml_type_name(ggml_type_id t);   /* "Q4_K"; "?" for an unknown id *
 /* bytes of n elements (n a multiple of the block size); 0 for an unknown id */
 size_t ggml_type_bytes(ggml_type_id t, size_t n);
 size_t ggml_type_block(ggml_type_id t); /* elements per block: 1, 32 or 256; 0 for an unknown id */
-
-/* a little-endian IEEE half at p (the scales of every ggml block type) */
-void ggml_put_f16(uint8_t *p, float v);
-float ggml_get_f16(const uint8_t *p);
 
 /* Converts n fp32 values into dst in type t (n a multiple of the block size;
  * t convertible). */

@@ -268,7 +268,7 @@ const char *st_meta(const st_file *f, const char *key) {
 }
 
 int st_float_dtype(const st_file *f, const st_tensor *t, zen_dtype *out) {
-    if (zen_dtype_parse(t->dtype, out) != 0 || strcmp(t->dtype, zen_dtype_name(*out)) != 0)
+    if (zen_dtype_parse_float(t->dtype, out) != 0 || strcmp(t->dtype, zen_dtype_name(*out)) != 0)
         return zen_fail(ZEN_ERR_INPUT, "%s: tensor '%s' has dtype %s (expected F32, F16 or BF16)",
                         f->path, t->name, t->dtype);
     return 0;
@@ -393,7 +393,7 @@ int st_writer_open(st_writer *w, const char *path, const st_entry *entries, int 
         const st_entry *e = &entries[i];
         size_t numel = 1;
         for (int d = 0; d < e->ndim; d++) numel *= (size_t)e->shape[d];
-        w->nbytes[i] = numel * zen_dtype_size(e->dtype);
+        w->nbytes[i] = zen_dtype_bytes(e->dtype, numel);
         cJSON *t = cJSON_AddObjectToObject(root, e->name);
         cJSON *shape = t ? cJSON_AddArrayToObject(t, "shape") : NULL;
         cJSON *offs = t ? cJSON_AddArrayToObject(t, "data_offsets") : NULL;

@@ -10,7 +10,7 @@
 #include "safetensors.h"
 
 static size_t entry_bytes(const st_entry *e) {
-    size_t n = zen_dtype_size(e->dtype);
+    size_t n = zen_dtype_bytes(e->dtype, 1);
     for (int d = 0; d < e->ndim; d++) n *= (size_t)e->shape[d];
     return n;
 }

@@ -52,12 +52,80 @@ static int find_tensor(zen_model *m, const char *name, int ndim, int64_t d0, int
     return 0;
 }
 
-static int load_matrix(zen_model *m, zk_weight *w, const char *name, int64_t rows, int64_t cols) {
+int zen_base_quant_parse(const char *name, int *out) {
+    static const struct { const char *name; int dtype; } kinds[] = {
+        {"none", -1}, {"nf4", ZEN_NF4}, {"q4_0", ZEN_Q4_0}, {"q8_0", ZEN_Q8_0}};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strcmp(name, kinds[i].name)) {
+            *out = kinds[i].dtype;
+            return 0;
+        }
+    return zen_fail(ZEN_ERR_INPUT, "base_quant '%s' is unknown (expected none, nf4, q4_0 or q8_0)", name);
+}
+
+/* rows x cols of src (stored as dtype) into a new host buffer of type q, on
+ * every thread; the source pages are released afterwards */
+static void *quantize_matrix(const void *src, zen_dtype dtype, size_t rows, size_t cols, zen_dtype q) {
+    size_t src_row = zen_dtype_bytes(dtype, cols), dst_row = zen_dtype_bytes(q, cols);
+    uint8_t *dst = zen_malloc(rows * dst_row);
+    int failed = 0;
+    if (!dst) return NULL;
+#pragma omp parallel
+    {
+        float *wide = malloc(cols * sizeof(float)); /* [cols] one row in fp32 */
+        if (!wide) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (size_t r = 0; r < rows; r++) {
+            if (!wide) continue;
+            zen_widen(wide, (const char *)src + r * src_row, dtype, cols);
+            zen_narrow(dst + r * dst_row, wide, q, cols);
+        }
+        free(wide);
+    }
+    if (failed) {
+        free(dst);
+        zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    return dst;
+}
+
+static int load_matrix(zen_model *m, zk_weight *w, const zen_tensor_desc *d) {
     const st_tensor *t = NULL;
     zen_dtype dtype = ZEN_F32;
-    int rc = find_tensor(m, name, 2, rows, cols, &t, &dtype);
+    int rc = find_tensor(m, d->hf_name, 2, (int64_t)d->rows, (int64_t)d->cols, &t, &dtype);
     if (rc) return rc;
-    return m->be->weight_create(m->be, w, t->data, dtype, (size_t)t->numel);
+    int quantize = d->kind == ZW_PROJ && m->base_quant >= 0;
+    if (quantize && d->cols % zen_dtype_block((zen_dtype)m->base_quant)) { /* rows of partial blocks: as stored */
+        m->quant_kept++;
+        quantize = 0;
+    }
+    if (!quantize) return m->be->weight_create(m->be, w, t->data, dtype, (size_t)t->numel);
+    zen_dtype q = (zen_dtype)m->base_quant;
+    void *host = quantize_matrix(t->data, dtype, d->rows, d->cols, q);
+    if (!host) return ZEN_ERR_INTERNAL;
+    st_release(t->data, t->nbytes);
+    m->quant_bytes += zen_dtype_bytes(q, d->rows * d->cols);
+    if ((rc = m->be->weight_create(m->be, w, host, q, d->rows * d->cols))) {
+        free(host);
+        return rc;
+    }
+    if (w->data != host) { /* the backend made its own copy (a GPU) */
+        free(host);
+        return 0;
+    }
+    void **owned = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *owned);
+    if (!owned) {
+        m->be->weight_destroy(m->be, w);
+        free(host);
+        return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    }
+    m->owned = owned;
+    m->owned[m->n_owned++] = host;
+    return 0;
 }
 
 static int load_vector(zen_model *m, float **out, const char *name, int64_t n) {
@@ -156,9 +224,12 @@ const float *zen_model_vector(const zen_model *m, const zen_tensor_desc *d) {
     return v ? *v : NULL;
 }
 
-int zen_model_load(zen_model *m, zk_backend *be, const char *dir) {
+int zen_model_load(zen_model *m, zk_backend *be, const char *dir) { return zen_model_load_quant(m, be, dir, -1); }
+
+int zen_model_load_quant(zen_model *m, zk_backend *be, const char *dir, int base_quant) {
     memset(m, 0, sizeof *m);
     m->be = be;
+    m->base_quant = base_quant;
     char *cfg_path = zen_path_join(dir, "config.json");
     if (!cfg_path) return ZEN_ERR_INTERNAL;
     int rc = zen_config_load(&m->cfg, cfg_path);
@@ -172,7 +243,7 @@ int zen_model_load(zen_model *m, zk_backend *be, const char *dir) {
     if (n < 0 || !m->layers) rc = ZEN_ERR_INTERNAL;
     /* an lm_head.weight stored beside a tied model is not in the list: ignored */
     for (int i = 0; i < n && !rc; i++) {
-        if (t[i].ndim == 2) rc = load_matrix(m, matrix_slot(m, &t[i]), t[i].hf_name, (int64_t)t[i].rows, (int64_t)t[i].cols);
+        if (t[i].ndim == 2) rc = load_matrix(m, matrix_slot(m, &t[i]), &t[i]);
         else rc = load_vector(m, vector_slot(m, &t[i]), t[i].hf_name, (int64_t)t[i].rows);
     }
     free(t);
@@ -202,6 +273,8 @@ void zen_model_free(zen_model *m) {
     if (m->embed.data) be->weight_destroy(be, &m->embed);
     if (!m->cfg.tied && m->lm_head.data) be->weight_destroy(be, &m->lm_head);
     be->free(be, m->final_norm);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
     st_set_close(&m->files);
     memset(m, 0, sizeof *m);
 }
@@ -216,11 +289,10 @@ int zen_model_find_nonfinite(const zen_model *m, char *where, size_t cap) {
         const st_file *file = NULL;
         const st_tensor *ten = st_set_find(&m->files, t[i].hf_name, &file);
         zen_dtype dt;
-        if (!ten || zen_dtype_parse(ten->dtype, &dt)) continue;
-        size_t es = zen_dtype_size(dt);
+        if (!ten || zen_dtype_parse_float(ten->dtype, &dt)) continue;
         for (size_t off = 0; off < (size_t)ten->numel && !found; off += 4096) {
             size_t k = (size_t)ten->numel - off < 4096 ? (size_t)ten->numel - off : 4096;
-            zen_widen(buf, (const char *)ten->data + off * es, dt, k);
+            zen_widen(buf, (const char *)ten->data + zen_dtype_bytes(dt, off), dt, k);
             for (size_t j = 0; j < k; j++)
                 if (!isfinite(buf[j])) {
                     size_t at = off + j, cols = t[i].ndim == 2 ? t[i].cols : 1;

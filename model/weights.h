@@ -54,9 +54,24 @@ typedef struct {
     zen_layer_weights *layers; /* [L] */
     size_t weight_bytes;   /* bytes of weights as stored */
     zen_dtype main_dtype;  /* dtype of the embedding (the model's storage type) */
+    int base_quant;        /* the zen_dtype the projections were quantised to at load, or -1 */
+    int quant_kept;        /* projections left as stored: rows not a whole number of blocks */
+    size_t quant_bytes;    /* bytes of the quantised projections */
+    void **owned;          /* [n_owned] host buffers of quantised projections the backend reads in place */
+    int n_owned;
 } zen_model;
 
+/* The base model of a Hugging Face directory. base_quant: -1 keeps every
+ * weight as stored; ZEN_Q8_0, ZEN_Q4_0 or ZEN_NF4 quantises the seven
+ * projections of every layer at load, tensor by tensor from the mapped
+ * file (whose pages are released as it goes; the full-precision model is
+ * never copied). The embedding, the LM head and the norms stay as stored,
+ * and so does a projection whose rows are not a whole number of blocks. */
 int zen_model_load(zen_model *m, zk_backend *be, const char *dir);
+int zen_model_load_quant(zen_model *m, zk_backend *be, const char *dir, int base_quant);
+/* The types --base-quant takes ("nf4", "q4_0", "q8_0"; "none" = -1); an
+ * error naming the value otherwise. */
+int zen_base_quant_parse(const char *name, int *out);
 /* The loaded matrix (zk_weight) or fp32 vector (float *) a descriptor names. */
 const zk_weight *zen_model_matrix(const zen_model *m, const zen_tensor_desc *d);
 const float *zen_model_vector(const zen_model *m, const zen_tensor_desc *d);

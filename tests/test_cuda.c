@@ -263,6 +263,43 @@ static void test_bf16_linear(void) {
     free(x), free(W), free(dy), free(y), free(dx), free(Wb);
 }
 
+/* --base-quant weights: the CUDA dequantisers (f32 compute, chunked; bf16
+ * compute, the whole matrix into bf16) against the CPU's on the same blocks */
+static void test_quant_linear(zen_dtype q) {
+    size_t N = 40, in = 192, out = 72; /* in: whole blocks of 32 and of 64 */
+    float *x = rnd(N * in, 1, 31), *W = rnd(out * in, 0.5f, 32), *dy = rnd(N * out, 1, 33);
+    float *y = calloc(N * out, 4), *dx = rnd(N * in, 1, 34);
+    void *Wq = malloc(zen_dtype_bytes(q, out * in));
+    zen_narrow(Wq, W, q, out * in);
+    zk_weight wc = {Wq, q}, wg, wg16;
+    gpu->weight_create(gpu, &wg, Wq, q, out * in);
+    gpu16->weight_create(gpu16, &wg16, Wq, q, out * in);
+    float *gx = dev(x, N * in), *gy = dev(y, N * out), *gdy = dev(dy, N * out), *gdx = dev(dx, N * in);
+    char what[64];
+    cpu->linear_fwd(cpu, y, x, &wc, N, in, out);
+    gpu->linear_fwd(gpu, gy, gx, &wg, N, in, out);
+    snprintf(what, sizeof what, "%s linear forward f32", zen_dtype_name(q));
+    compare(what, y, gy, N * out);
+    gpu16->linear_fwd(gpu16, gy, gx, &wg16, N, in, out);
+    snprintf(what, sizeof what, "%s linear forward bf16", zen_dtype_name(q));
+    compare_rel(what, y, gy, N * out, 1e-2);
+    float *gdx16 = dev(dx, N * in);
+    cpu->linear_bwd(cpu, dx, dy, &wc, N, in, out, 1);
+    gpu->linear_bwd(gpu, gdx, gdy, &wg, N, in, out, 1);
+    snprintf(what, sizeof what, "%s linear backward f32", zen_dtype_name(q));
+    compare(what, dx, gdx, N * in);
+    gpu16->linear_bwd(gpu16, gdx16, gdy, &wg16, N, in, out, 1);
+    snprintf(what, sizeof what, "%s linear backward bf16", zen_dtype_name(q));
+    compare_rel(what, dx, gdx16, N * in, 1e-2);
+    int ok = wg16.dtype == q && !zk_status(gpu) && !zk_status(gpu16);
+    printf("%s %-34s %s\n", ok ? "ok  " : "FAIL", "quantised weight kept quantised", zen_dtype_name(wg16.dtype));
+    failures += !ok;
+    gpu->weight_destroy(gpu, &wg);
+    gpu16->weight_destroy(gpu16, &wg16);
+    gpu->free(gpu, gx), gpu->free(gpu, gy), gpu->free(gpu, gdy), gpu->free(gpu, gdx), gpu->free(gpu, gdx16);
+    free(x), free(W), free(dy), free(y), free(dx), free(Wq);
+}
+
 static void test_flash_attention(size_t B, size_t T, size_t nh, size_t nkv, size_t hd, int docs) {
     size_t nq = B * T * nh * hd, nk = B * T * nkv * hd, nl = B * nh * T;
     float *q = rnd(nq, 1, 31), *k = rnd(nk, 1, 32), *v = rnd(nk, 1, 33), *dout = rnd(nq, 1, 34);
@@ -505,6 +542,9 @@ int main(void) {
     test_lora_rank(32, 0.1f);
     test_lora_rank(40, 0.1f); /* above the fused kernels' rank: cuBLAS */
     test_bf16_linear();
+    test_quant_linear(ZEN_Q8_0);
+    test_quant_linear(ZEN_Q4_0);
+    test_quant_linear(ZEN_NF4);
     test_flash_attention(2, 200, 8, 2, 32, 0);  /* T not a multiple of any tile */
     test_flash_attention(2, 200, 8, 2, 32, 1);  /* documents: segments across and inside tiles */
     test_flash_attention(1, 64, 4, 4, 64, 0);   /* MHA, exactly one tile */

@@ -11,6 +11,7 @@
 
 #include "kernels/cpu/fast_exp.h"
 #include "kernels/kernels.h"
+#include "kernels/quant_blocks.h"
 #include "test_util.h"
 #include "util/error.h"
 
@@ -599,6 +600,67 @@ static int teardown(void **state) {
     return 0;
 }
 
+/* the one table of type traits: each zen_dtype is its own row, by name and
+ * by ggml id, with ggml's block sizes (ggml.c's type_traits) */
+static void test_type_traits(void **state) {
+    (void)state;
+    static const struct { zen_dtype t; const char *name; int ggml; uint32_t block, bytes; } want[] = {
+        {ZEN_F32, "F32", 0, 1, 4},       {ZEN_F16, "F16", 1, 1, 2},      {ZEN_BF16, "BF16", 30, 1, 2},
+        {ZEN_Q8_0, "Q8_0", 8, 32, 34},   {ZEN_Q4_0, "Q4_0", 2, 32, 18},  {ZEN_Q5_0, "Q5_0", 6, 32, 22},
+        {ZEN_Q5_1, "Q5_1", 7, 32, 24},   {ZEN_Q4_K, "Q4_K", 12, 256, 144}, {ZEN_Q5_K, "Q5_K", 13, 256, 176},
+        {ZEN_Q6_K, "Q6_K", 14, 256, 210}, {ZEN_NF4, "NF4", -1, 64, 36}};
+    assert_int_equal(sizeof want / sizeof want[0], ZEN_NUM_DTYPES);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const zen_type_traits *tr = zen_dtype_traits(want[i].t);
+        assert_int_equal(tr->dtype, want[i].t);
+        assert_string_equal(tr->name, want[i].name);
+        assert_int_equal(tr->ggml, want[i].ggml);
+        assert_int_equal(tr->block, want[i].block);
+        assert_int_equal(tr->block_bytes, want[i].bytes);
+        assert_non_null(tr->to_f32);
+        zen_dtype back;
+        assert_int_equal(zen_dtype_parse(want[i].name, &back), 0);
+        assert_int_equal(back, want[i].t);
+        if (want[i].ggml >= 0) assert_ptr_equal(zen_type_by_ggml((uint32_t)want[i].ggml), tr);
+        assert_int_equal(zen_dtype_bytes(want[i].t, 2 * want[i].block), 2 * want[i].bytes);
+    }
+    assert_int_equal(zen_dtype_parse_float("q4_0", &(zen_dtype){0}), -1); /* not a float type */
+    assert_null(zen_type_by_ggml(4)); /* a retired ggml layout */
+    assert_int_equal(zen_type_by_ggml(10)->block_bytes, 84); /* Q2_K: sized, not computed */
+    assert_null(zen_type_by_ggml(10)->to_f32);
+    assert_int_equal(zen_type_by_safetensors("I64")->block_bytes, 8);
+    assert_null(zen_type_by_safetensors("Q4_0")); /* not a SafeTensors dtype */
+}
+
+/* NF4 blocks by hand: 3 x each level gives absmax 3 and every level back
+ * exactly; element 2j sits in the high nibble; a value on a midpoint takes
+ * the lower level, just above it the upper one; an all-zero block is zeros */
+static void test_nf4_blocks(void **state) {
+    (void)state;
+    float x[128], y[128];
+    for (int j = 0; j < 64; j++) x[j] = 3.0f * zk_nf4_levels[(j * 7) % 16];
+    for (int j = 64; j < 128; j++) x[j] = 0.0f;
+    x[64] = 0.5f * (zk_nf4_levels[8] + zk_nf4_levels[9]); /* a midpoint */
+    x[65] = nextafterf(x[64], 1.0f);
+    x[66] = 1.0f;                                          /* absmax of the second block */
+    uint8_t blk[72];
+    zk_quantize_nf4(blk, x, 128);
+    float amax;
+    memcpy(&amax, blk, 4);
+    assert_true(amax == 3.0f);
+    assert_int_equal(blk[4], (0 << 4) | 7);  /* levels 0 and 7 */
+    assert_int_equal(blk[5], (14 << 4) | 5); /* levels 14 and 21 % 16 = 5 */
+    zk_dequantize_nf4(y, blk, 128);
+    for (int j = 0; j < 64; j++) assert_true(y[j] == x[j]);
+    assert_true(y[64] == zk_nf4_levels[8]);
+    assert_true(y[65] == zk_nf4_levels[9]);
+    assert_true(y[66] == 1.0f && y[67] == 0.0f);
+    memset(x, 0, sizeof x);
+    zk_quantize_nf4(blk, x, 64);
+    zk_dequantize_nf4(y, blk, 64);
+    for (int j = 0; j < 64; j++) assert_true(y[j] == 0.0f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtype_roundtrip),
@@ -619,6 +681,8 @@ int main(void) {
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_xent),
+        cmocka_unit_test(test_type_traits),
+        cmocka_unit_test(test_nf4_blocks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -18,12 +18,13 @@ int zen_cmd_eval(int argc, char **argv) {
     zen_opt o[] = {{"--model", 1, NULL},   {"--adapter", 1, NULL}, {"--data", 1, NULL},
                    {"--seq-len", 1, NULL}, {"--batch", 1, NULL},   {"--device", 1, NULL},
                    {"--recompute", 0, NULL}, {"--dtype", 1, NULL}, {"--save-logits", 1, NULL},
-                   {"--no-doc-mask", 0, NULL}, {"--help", 0, NULL}};
+                   {"--no-doc-mask", 0, NULL}, {"--base-quant", 1, NULL}, {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "eval"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen eval --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B]\n"
                "         [--device cpu|cuda] [--dtype auto|f32|bf16] [--recompute] [--no-doc-mask]\n"
+               "         [--base-quant none|nf4|q4_0|q8_0]   (the base's projections quantised at load)\n"
                "         [--save-logits FILE.safetensors]   (the logits [T, V] of sequence 0, F32)\n");
         return 0;
     }
@@ -41,7 +42,7 @@ int zen_cmd_eval(int argc, char **argv) {
     double loss = 0;
     size_t tokens = 0;
     int64_t seqs = 0;
-    if ((rc = zen_session_open(&s, device, zen_cli_get(o, n, "--dtype"), model_dir))) goto done;
+    if ((rc = zen_session_open(&s, device, zen_cli_get(o, n, "--dtype"), zen_cli_get(o, n, "--base-quant"), model_dir))) goto done;
     if (adapter_dir && (rc = zen_session_load_adapter(&s, adapter_dir))) goto done;
     if (logits_path && (rc = zen_check_output(logits_path, &s.model, adapter_dir, data_path))) goto done;
     if ((rc = zen_session_open_data(&s, data_path, !zen_cli_get(o, n, "--no-doc-mask"), (size_t)T))) goto done;

@@ -19,13 +19,16 @@ static void print_bytes_row(const char *label, size_t a, size_t b) {
     printf("  %-34s %10.3f GiB %10.3f GiB\n", label, (double)a / (1 << 30), (double)b / (1 << 30));
 }
 
-static int print_plan(const zen_config *cfg, const char *what, size_t stored_bytes, zen_dtype stored_dtype, int r,
-                      unsigned targets, size_t B, size_t T, const char *device, const char *compute_name) {
+static int print_plan(const zen_config *cfg, const char *what, size_t stored_bytes, zen_dtype stored_dtype,
+                      int base_quant, int r, unsigned targets, size_t B, size_t T, const char *device,
+                      const char *compute_name) {
     zen_dtype compute;
     int rc = zk_resolve_compute(device, compute_name, &compute, NULL);
     if (rc) return rc;
-    zen_plan keep = zen_plan_make(cfg, device, compute, stored_bytes, stored_dtype, r, targets, B, T, 0, 0);
-    zen_plan rec = zen_plan_make(cfg, device, compute, stored_bytes, stored_dtype, r, targets, B, T, 1, 0);
+    zen_plan keep = zen_plan_make_quant(cfg, device, compute, stored_bytes, stored_dtype, base_quant, r, targets, B,
+                                        T, 0, 0);
+    zen_plan rec = zen_plan_make_quant(cfg, device, compute, stored_bytes, stored_dtype, base_quant, r, targets, B,
+                                       T, 1, 0);
     int ntargets = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) ntargets += (targets >> t) & 1;
     printf("memory plan (%s, %s compute): %s, %lld parameters, seq %zu, batch %zu, "
@@ -34,8 +37,12 @@ static int print_plan(const zen_config *cfg, const char *what, size_t stored_byt
            ntargets, keep.lora_params / sizeof(float));
     printf("  %-34s %14s %14s\n", "", "keep all", "recompute");
     char label[64];
-    snprintf(label, sizeof label, "base weights (%s, frozen)",
-             zen_dtype_name(zen_device_weight_dtype(stored_dtype, compute)));
+    if (base_quant >= 0)
+        snprintf(label, sizeof label, "base weights (%s, projections %s)",
+                 zen_dtype_name(zen_device_weight_dtype(stored_dtype, compute)), zen_dtype_name((zen_dtype)base_quant));
+    else
+        snprintf(label, sizeof label, "base weights (%s, frozen)",
+                 zen_dtype_name(zen_device_weight_dtype(stored_dtype, compute)));
     print_bytes_row(label, keep.weights, rec.weights);
     print_bytes_row("LoRA A,B (fp32)", keep.lora_params, rec.lora_params);
     print_bytes_row("LoRA gradients (fp32)", keep.lora_grads, rec.lora_grads);
@@ -50,18 +57,19 @@ static int print_plan(const zen_config *cfg, const char *what, size_t stored_byt
 }
 
 /* zen grad --plan: needs only a config (from --model or --preset) */
-static int run_plan(const char *model_dir, const char *preset, const char *dtype_name, int r, unsigned targets,
-                    size_t B, size_t T, const char *device, const char *compute) {
+static int run_plan(const char *model_dir, const char *preset, const char *dtype_name, const char *quant_name,
+                    int r, unsigned targets, size_t B, size_t T, const char *device, const char *compute) {
     zen_config cfg;
-    int rc;
+    int rc, quant = -1;
     if (!device) device = "cpu";
+    if (quant_name && (rc = zen_base_quant_parse(quant_name, &quant))) return zen_fail_context(rc, "option --base-quant");
     if (model_dir) {
         zk_backend *be = zk_open("cpu", "f32"); /* only the config and the weights' sizes are read */
         if (!be) return ZEN_ERR_INTERNAL;
         zen_model m;
         rc = zen_model_load(&m, be, model_dir);
         if (!rc) {
-            rc = print_plan(&m.cfg, model_dir, m.weight_bytes, m.main_dtype, r, targets, B, T, device, compute);
+            rc = print_plan(&m.cfg, model_dir, m.weight_bytes, m.main_dtype, quant, r, targets, B, T, device, compute);
             zen_model_free(&m);
         }
         zk_close(be);
@@ -73,12 +81,12 @@ static int run_plan(const char *model_dir, const char *preset, const char *dtype
                         zen_preset_names());
     if ((rc = zen_config_parse(&cfg, json, preset))) return rc;
     zen_dtype dt = ZEN_BF16;
-    if (dtype_name && zen_dtype_parse(dtype_name, &dt))
+    if (dtype_name && zen_dtype_parse_float(dtype_name, &dt))
         return zen_fail(ZEN_ERR_INPUT, "option --weights-dtype: '%s' is not f32, f16 or bf16", dtype_name);
-    size_t wbytes = (size_t)zen_config_param_count(&cfg) * zen_dtype_size(dt);
+    size_t wbytes = zen_dtype_bytes(dt, (size_t)zen_config_param_count(&cfg));
     char what[128];
     snprintf(what, sizeof what, "preset %s", preset);
-    return print_plan(&cfg, what, wbytes, dt, r, targets, B, T, device, compute);
+    return print_plan(&cfg, what, wbytes, dt, quant, r, targets, B, T, device, compute);
 }
 
 /* sequences 0..B-1 of the dataset (batch 0, unshuffled) */
@@ -101,15 +109,16 @@ int zen_cmd_grad(int argc, char **argv) {
                    {"--rslora", 0, NULL},  {"--seed", 1, NULL},    {"--recompute", 0, NULL},
                    {"--device", 1, NULL},  {"--plan", 0, NULL},    {"--preset", 1, NULL},
                    {"--dtype", 1, NULL},   {"--weights-dtype", 1, NULL}, {"--no-doc-mask", 0, NULL},
-                   {"--help", 0, NULL}};
+                   {"--base-quant", 1, NULL}, {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "grad"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen grad --model DIR [--adapter DIR] --data FILE.h5 --seq-len T --batch B --out FILE\n"
                "         [--rank 8] [--alpha 16] [--targets all|q,k,v,o,gate,up,down] [--rslora]\n"
                "         [--seed 0] [--recompute] [--device cpu|cuda] [--dtype auto|f32|bf16] [--no-doc-mask]\n"
+               "         [--base-quant none|nf4|q4_0|q8_0]\n"
                "zen grad --plan (--model DIR | --preset NAME [--weights-dtype bf16]) --seq-len T [--batch B]\n"
-               "         [--device cpu|cuda] [--dtype auto|f32|bf16]\n");
+               "         [--device cpu|cuda] [--dtype auto|f32|bf16] [--base-quant none|nf4|q4_0|q8_0]\n");
         return 0;
     }
     long long T, B, rank, seed;
@@ -128,7 +137,8 @@ int zen_cmd_grad(int argc, char **argv) {
     if (zen_cli_get(o, n, "--plan")) {
         if (!model_dir == !preset)
             return zen_fail(ZEN_ERR_INPUT, "--plan: give exactly one of --model or --preset");
-        return run_plan(model_dir, preset, zen_cli_get(o, n, "--weights-dtype"), (int)rank, targets, (size_t)B,
+        return run_plan(model_dir, preset, zen_cli_get(o, n, "--weights-dtype"), zen_cli_get(o, n, "--base-quant"),
+                        (int)rank, targets, (size_t)B,
                         (size_t)T, zen_cli_get(o, n, "--device"), zen_cli_get(o, n, "--dtype"));
     }
     const char *data_path, *out_path, *adapter_dir = zen_cli_get(o, n, "--adapter");
@@ -147,7 +157,7 @@ int zen_cmd_grad(int argc, char **argv) {
     zen_batch batch;
     memset(&batch, 0, sizeof batch);
     if ((rc = zen_batch_alloc(&batch, (size_t)B, (size_t)T))) goto done;
-    if ((rc = zen_session_open(&s, device, zen_cli_get(o, n, "--dtype"), model_dir))) goto done;
+    if ((rc = zen_session_open(&s, device, zen_cli_get(o, n, "--dtype"), zen_cli_get(o, n, "--base-quant"), model_dir))) goto done;
     if (adapter_dir) rc = zen_session_load_adapter(&s, adapter_dir);
     else rc = zen_session_fresh_adapter(&s, (int)rank, (float)alpha, zen_cli_get(o, n, "--rslora") != NULL, 0.0f,
                                         targets, (uint64_t)seed);

@@ -34,7 +34,7 @@ int zen_cmd_init(int argc, char **argv) {
     if (!preset == !config_path)
         return zen_fail(ZEN_ERR_INPUT, "give exactly one of --preset or --config");
     zen_dtype dtype = ZEN_F32;
-    if (dtype_name && zen_dtype_parse(dtype_name, &dtype) != 0)
+    if (dtype_name && zen_dtype_parse_float(dtype_name, &dtype) != 0)
         return zen_fail(ZEN_ERR_INPUT, "option --dtype: '%s' is not f32, f16 or bf16", dtype_name);
     char *text = NULL;
     const char *origin;

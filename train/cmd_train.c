@@ -26,7 +26,7 @@ int zen_cmd_train(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--help")) {
             printf("zen train CONFIG.json [--model DIR] [--data FILE.h5] [--out DIR] [--set key=value]... [--resume]\n"
-                   "          [--no-doc-mask (= --set doc_mask=false)]\n");
+                   "          [--no-doc-mask (= --set doc_mask=false)] [--base-quant none|nf4|q4_0|q8_0]\n");
             return 0;
         }
         if (argv[i][0] != '-') {
@@ -37,7 +37,7 @@ int zen_cmd_train(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--no-doc-mask")) {
             continue; /* applied below, in order with the other flags */
         } else if (strcmp(argv[i], "--model") && strcmp(argv[i], "--data") && strcmp(argv[i], "--out") &&
-                   strcmp(argv[i], "--set")) {
+                   strcmp(argv[i], "--set") && strcmp(argv[i], "--base-quant")) {
             return zen_fail(ZEN_ERR_INPUT, "unknown option '%s' (see zen train --help)", argv[i]);
         } else if (++i >= argc) {
             return zen_fail(ZEN_ERR_INPUT, "option %s needs a value", argv[i - 1]);
@@ -53,6 +53,7 @@ int zen_cmd_train(int argc, char **argv) {
         else if (!strcmp(argv[i], "--data")) rc = set_path(&cfg, "data", argv[++i]);
         else if (!strcmp(argv[i], "--out")) rc = set_path(&cfg, "out_dir", argv[++i]);
         else if (!strcmp(argv[i], "--set")) rc = zen_run_config_set(&cfg, argv[++i]);
+        else if (!strcmp(argv[i], "--base-quant")) rc = set_path(&cfg, "base_quant", argv[++i]);
         else if (!strcmp(argv[i], "--no-doc-mask")) rc = zen_run_config_set(&cfg, "doc_mask=false");
     }
     char note[512];

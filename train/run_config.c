@@ -10,6 +10,7 @@
 
 #include "../kernels/kernels.h"
 #include "../model/lora.h"
+#include "../model/weights.h"
 #include "../optim/schedule.h"
 #include "../util/error.h"
 #include "../util/json.h"
@@ -36,6 +37,7 @@ static const key_spec KEYS[] = {
     {"out_dir", K_STR, OFF(out_dir), 0, 0, CAP(out_dir), 0},
     {"device", K_STR, OFF(device), 0, 0, CAP(device), 0},
     {"dtype", K_STR, OFF(dtype), 0, 0, CAP(dtype), 1},
+    {"base_quant", K_STR, OFF(base_quant), 0, 0, CAP(base_quant), 1},
     {"seed", K_INT, OFF(seed), 0, 4e18, 0, 1},
     {"seq_len", K_INT, OFF(seq_len), 1, 1 << 20, 0, 1},
     {"batch_size", K_INT, OFF(batch_size), 1, 65536, 0, 1},
@@ -69,6 +71,7 @@ void zen_run_config_defaults(zen_run_config *c) {
     memset(c, 0, sizeof *c);
     strcpy(c->device, "cpu");
     strcpy(c->dtype, "auto");
+    strcpy(c->base_quant, "none");
     c->recompute = -1;
     c->doc_mask = 1;
     c->seed = 42;
@@ -284,6 +287,8 @@ int zen_run_config_validate(const zen_run_config *c) {
     if (!c->model[0]) return zen_fail(ZEN_ERR_INPUT, "config key 'model' is not set (or give --model DIR)");
     if (!c->data[0]) return zen_fail(ZEN_ERR_INPUT, "config key 'data' is not set (or give --data FILE.h5)");
     if (!c->out_dir[0]) return zen_fail(ZEN_ERR_INPUT, "config key 'out_dir' is not set (or give --out DIR)");
+    int quant;
+    if (zen_base_quant_parse(c->base_quant, &quant)) return zen_fail_context(ZEN_ERR_INPUT, "config key");
     zen_schedule_kind kind;
     if (zen_schedule_parse(c->schedule, &kind))
         return zen_fail(ZEN_ERR_INPUT, "config key 'schedule' = '%s' is unknown (expected cosine, linear or constant)",

@@ -14,6 +14,7 @@ typedef struct {
     char out_dir[ZEN_PATH_MAX];
     char device[16];
     char dtype[16];     /* compute precision: auto (f32 on cpu, bf16 on cuda), f32, bf16 */
+    char base_quant[16]; /* none, nf4, q4_0, q8_0: the base projections quantised at load (QLoRA) */
     long seed;
     long seq_len, batch_size, grad_accum;
     long max_steps, epochs;

@@ -6,15 +6,29 @@
 #include "../util/atomic_file.h"
 
 #include "../util/error.h"
+#include "../util/file.h"
 #include "dist.h"
 #include "session.h"
 
-int zen_session_open(zen_session *s, const char *device, const char *dtype, const char *model_dir) {
+int zen_session_open(zen_session *s, const char *device, const char *dtype, const char *base_quant,
+                     const char *model_dir) {
     memset(s, 0, sizeof *s);
+    int quant = -1, rc;
+    if (base_quant && (rc = zen_base_quant_parse(base_quant, &quant))) return zen_fail_context(rc, "option --base-quant");
     /* each rank of a machine on its own device (GPU) */
     if (!(s->be = zk_open_index(device ? device : "cpu", dtype, zen_dist_get()->local_rank))) return ZEN_ERR_INPUT;
     if (s->be->note[0]) fprintf(stderr, "zen: note: %s\n", s->be->note);
-    return zen_model_load(&s->model, s->be, model_dir);
+    if ((rc = zen_model_load_quant(&s->model, s->be, model_dir, quant))) return rc;
+    if (quant >= 0 && zen_dist_get()->rank == 0) {
+        char bytes[32];
+        zen_format_bytes(bytes, sizeof bytes, s->model.quant_bytes);
+        fprintf(stderr, "zen: base projections quantised to %s at load: %s", zen_dtype_name((zen_dtype)quant), bytes);
+        if (s->model.quant_kept)
+            fprintf(stderr, "; %d kept as stored (rows not a whole number of %u-element blocks)", s->model.quant_kept,
+                    zen_dtype_block((zen_dtype)quant));
+        fputc('\n', stderr);
+    }
+    return 0;
 }
 
 int zen_session_load_adapter(zen_session *s, const char *adapter_dir) {

@@ -18,8 +18,11 @@ typedef struct {
 } zen_session;
 
 /* The backend (device "cpu"/"cuda", compute dtype "auto"/"f32"/"bf16" or
- * NULL) and the model of model_dir. */
-int zen_session_open(zen_session *s, const char *device, const char *dtype, const char *model_dir);
+ * NULL) and the model of model_dir, its projections quantised at load to
+ * base_quant ("none", "nf4", "q4_0", "q8_0"; NULL = none), which a line on
+ * stderr then reports. */
+int zen_session_open(zen_session *s, const char *device, const char *dtype, const char *base_quant,
+                     const char *model_dir);
 int zen_session_load_adapter(zen_session *s, const char *adapter_dir);
 int zen_session_fresh_adapter(zen_session *s, int r, float alpha, int rslora, float dropout, unsigned targets,
                               uint64_t seed);

@@ -147,9 +147,10 @@ static int open_data(run *r) {
 /* the memory plan of this run's steps */
 static zen_plan run_plan(const run *r) {
     const zen_run_config *c = r->cfg;
-    zen_plan p = zen_plan_make(&r->s.model.cfg, r->s.be->name, r->s.be->compute, r->s.model.weight_bytes,
-                               r->s.model.main_dtype, r->s.lora.r, r->s.lora.targets, (size_t)c->batch_size,
-                               (size_t)c->seq_len, zen_run_config_recompute(c), r->s.lora.dropout > 0.0f);
+    zen_plan p = zen_plan_make_quant(&r->s.model.cfg, r->s.be->name, r->s.be->compute, r->s.model.weight_bytes,
+                                     r->s.model.main_dtype, r->s.model.base_quant, r->s.lora.r, r->s.lora.targets,
+                                     (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c),
+                                     r->s.lora.dropout > 0.0f);
     /* the micro-batch tree's partial gradient sums beside the adapter's own */
     size_t tree = (size_t)r->tree_depth * r->s.lora.num_params * sizeof(float);
     p.lora_grads += tree;
@@ -370,7 +371,7 @@ static int claim_out_dir(run *r, int resume, long *latest) {
 static int open_everything(run *r) {
     const zen_run_config *c = r->cfg;
     int rc;
-    if ((rc = zen_session_open(&r->s, c->device, r->dtype_asked, c->model))) return rc;
+    if ((rc = zen_session_open(&r->s, c->device, r->dtype_asked, c->base_quant, c->model))) return rc;
     if ((rc = open_data(r))) return rc;
     unsigned targets;
     if ((rc = zen_lora_parse_targets(c->lora_targets, &targets))) return rc;

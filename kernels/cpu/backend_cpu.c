@@ -40,7 +40,8 @@ static int cpu_weight_create(zk_backend *be, zk_weight *out, const void *host, z
     cpu_ctx *ctx = be->ctx;
     out->data = host;
     out->dtype = dtype;
-    if (be->compute != ZEN_BF16 || dtype == ZEN_BF16) return 0;
+    /* quantised weights stay quantised: dequantised a chunk of rows at a time */
+    if (be->compute != ZEN_BF16 || dtype == ZEN_BF16 || zen_dtype_is_quant(dtype)) return 0;
     /* bf16 compute reads every matrix as bf16: rounded once, here */
     if (ctx->n_owned == ctx->cap_owned) {
         size_t cap = ctx->cap_owned ? 2 * ctx->cap_owned : 64;
@@ -89,7 +90,8 @@ static void cpu_copy_act_back(zk_backend *be, float *dst, const void *src, size_
 float *cpu_scratch(zk_backend *be, int slot, size_t elems) {
     static const char *const names[CPU_SCRATCH_SLOTS] = {"widened weight", "LoRA dropout input",
                                                          "LoRA dropout gradient", "attention tiles",
-                                                         "bf16 matmul input", "bf16 attention"};
+                                                         "bf16 matmul input", "bf16 attention",
+                                                         "bf16 dequantised weight"};
     cpu_ctx *ctx = be->ctx;
     if (be->status) return NULL; /* a failed step does no more work */
     int injected = zk_fault_hit("ZEN_FAULT_SCRATCH");
@@ -109,9 +111,13 @@ float *cpu_scratch(zk_backend *be, int slot, size_t elems) {
 void cpu_scratch_sizes(const zk_reserve_plan *p, zen_dtype compute, size_t elems[CPU_SCRATCH_SLOTS],
                        size_t *rope_elems) {
     size_t widen = p->widest_in > CPU_WIDEN_CHUNK_ELEMS ? p->widest_in : CPU_WIDEN_CHUNK_ELEMS;
-    /* f32 compute widens 16-bit weights a chunk at a time; bf16 compute reads
-     * bf16 weights in place and rounds each matmul input into a bf16 copy */
-    elems[CPU_SCRATCH_WIDEN] = compute == ZEN_BF16 ? 0 : p->widen_elems < widen ? p->widen_elems : widen;
+    /* f32 compute widens 16-bit and quantised weights a chunk at a time; bf16
+     * compute reads bf16 weights in place, dequantises quantised ones a chunk
+     * at a time into fp32 and then bf16, and rounds each matmul input into a
+     * bf16 copy */
+    size_t chunk = p->widen_elems < widen ? p->widen_elems : widen;
+    elems[CPU_SCRATCH_WIDEN] = compute == ZEN_BF16 && !p->quant_elems ? 0 : chunk;
+    elems[CPU_SCRATCH_BF16_W] = compute == ZEN_BF16 && p->quant_elems ? (chunk + 1) / 2 : 0;
     elems[CPU_SCRATCH_DROP_X] = elems[CPU_SCRATCH_DROP_DX] = p->lora_r && p->lora_dropout ? p->N * p->widest_in : 0;
     elems[CPU_SCRATCH_ATTN] = (size_t)omp_get_max_threads() * 2 * CPU_ATTN_TILE * p->T;
     elems[CPU_SCRATCH_BF16_IN] = compute == ZEN_BF16 ? (p->matmul_elems + 1) / 2 : 0;

@@ -9,9 +9,10 @@
 
 typedef struct cpu_dnnl cpu_dnnl; /* oneDNN's engine, streams and primitives (dnnl_cpu.c) */
 
-/* scratch slots: a widened weight chunk, the two LoRA dropout buffers,
- * attention's per-thread score tiles, a bf16 copy of a matmul input, and
- * attention's bf16 operands and tiles */
+/* scratch slots: a widened (dequantised) weight chunk, the two LoRA dropout
+ * buffers, attention's per-thread score tiles, a bf16 copy of a matmul input,
+ * attention's bf16 operands and tiles, and the bf16 copy of a dequantised
+ * weight chunk (bf16 compute on block-quantised weights) */
 enum {
     CPU_SCRATCH_WIDEN = 0,
     CPU_SCRATCH_DROP_X = 1,
@@ -19,7 +20,8 @@ enum {
     CPU_SCRATCH_ATTN = 3,
     CPU_SCRATCH_BF16_IN = 4,
     CPU_SCRATCH_ATTN_BF16 = 5,
-    CPU_SCRATCH_SLOTS = 6
+    CPU_SCRATCH_BF16_W = 6,
+    CPU_SCRATCH_SLOTS = 7
 };
 
 /* backend-private state */

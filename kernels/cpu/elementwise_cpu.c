@@ -60,10 +60,9 @@ void cpu_embedding_fwd(zk_backend *be, void *out_, const int32_t *tokens, const 
                        size_t N, size_t C) {
     (void)be;
     float *out = out_; /* [N, C] */
-    size_t esize = zen_dtype_size(w->dtype);
 #pragma omp parallel for schedule(static) if (N * C > 65536)
-    for (size_t n = 0; n < N; n++) {
-        const char *row = (const char *)w->data + (size_t)tokens[n] * C * esize;
+    for (size_t n = 0; n < N; n++) { /* a row of any type: whole blocks (C a multiple of the block) */
+        const char *row = (const char *)w->data + zen_dtype_bytes(w->dtype, (size_t)tokens[n] * C);
         zen_widen(out + n * C, row, w->dtype, C);
     }
 }

@@ -1,10 +1,12 @@
 /* kernels/cpu/linear_cpu.c: frozen linear layers and the LoRA branch.
- * f32 compute: OpenBLAS sgemm; weights stored as bf16/f16 are widened to fp32
- * a chunk of output rows at a time, so no fp32 copy of a large matrix (the LM
- * head) ever exists.
+ * f32 compute: OpenBLAS sgemm; weights stored as bf16/f16 or block-quantised
+ * (q8_0, q4_0, nf4, k-quants) are widened to fp32 a chunk of output rows at
+ * a time, so no fp32 copy of a large matrix (the LM head) ever exists.
  * bf16 compute: the weights are bf16 (backend_cpu.c rounds f32/f16 ones at
- * load); the fp32 input (x, or dy) is rounded into a bf16 copy and one
- * oneDNN matmul accumulates in fp32 into the fp32 output.
+ * load) or quantised; the fp32 input (x, or dy) is rounded into a bf16 copy
+ * and oneDNN matmuls accumulate in fp32 into the fp32 output: one over the
+ * whole bf16 weight, or one per chunk of rows dequantised to fp32 and
+ * rounded to bf16.
  * The LoRA branch is fp32 (sgemm) in both. */
 #include <cblas.h>
 
@@ -22,9 +24,20 @@ static const float *weight_rows(zk_backend *be, const zk_weight *w, size_t o0, s
     if (w->dtype == ZEN_F32) return (const float *)w->data + o0 * in;
     float *scratch = cpu_scratch(be, CPU_SCRATCH_WIDEN, rows * in);
     if (!scratch) return NULL;
-    const char *src = (const char *)w->data + o0 * in * zen_dtype_size(w->dtype);
-    zen_widen(scratch, src, w->dtype, rows * in);
+    /* rows of whole blocks (in is a multiple of the block), on every thread */
+    const char *src = (const char *)w->data + zen_dtype_bytes(w->dtype, o0 * in);
+    size_t row_bytes = zen_dtype_bytes(w->dtype, in);
+#pragma omp parallel for schedule(static) if (rows * in > 65536)
+    for (size_t r = 0; r < rows; r++) zen_widen(scratch + r * in, src + r * row_bytes, w->dtype, in);
     return scratch;
+}
+
+/* rows [o0, o0+rows) of a quantised W as bf16 (dequantised, then rounded) */
+static const uint16_t *weight_rows_bf16(zk_backend *be, const zk_weight *w, size_t o0, size_t rows, size_t in) {
+    const float *wide = weight_rows(be, w, o0, rows, in);
+    uint16_t *b = wide ? cpu_scratch_bf16(be, CPU_SCRATCH_BF16_W, rows * in) : NULL;
+    if (b) cpu_round_bf16(b, wide, rows * in);
+    return b;
 }
 
 void cpu_linear_fwd(zk_backend *be, void *y_, const void *x_, const zk_weight *w, size_t N,
@@ -35,8 +48,19 @@ void cpu_linear_fwd(zk_backend *be, void *y_, const void *x_, const zk_weight *w
         uint16_t *xb = cpu_scratch_bf16(be, CPU_SCRATCH_BF16_IN, N * in); /* [N, in] */
         if (!xb) return;
         cpu_round_bf16(xb, x, N * in);
-        /* y = xb W^T: W [out, in] read as [in, out] */
-        cpu_bf16_gemm(be, 0, 1, N, out, in, xb, in, w->data, in, y, out, 0);
+        if (!zen_dtype_is_quant(w->dtype)) {
+            /* y = xb W^T: W [out, in] read as [in, out] */
+            cpu_bf16_gemm(be, 0, 1, N, out, in, xb, in, w->data, in, y, out, 0);
+            return;
+        }
+        size_t step = chunk_rows(in, out);
+        for (size_t o0 = 0; o0 < out; o0 += step) {
+            size_t rows = out - o0 < step ? out - o0 : step;
+            const uint16_t *W = weight_rows_bf16(be, w, o0, rows, in); /* [rows, in] */
+            if (!W) return;
+            /* y[:, o0:o0+rows] = xb W^T */
+            cpu_bf16_gemm(be, 0, 1, N, rows, in, xb, in, W, in, y + o0, out, 0);
+        }
         return;
     }
     size_t step = w->dtype == ZEN_F32 ? out : chunk_rows(in, out);
@@ -58,8 +82,19 @@ void cpu_linear_bwd(zk_backend *be, void *dx_, const void *dy_, const zk_weight 
         uint16_t *dyb = cpu_scratch_bf16(be, CPU_SCRATCH_BF16_IN, N * out); /* [N, out] */
         if (!dyb) return;
         cpu_round_bf16(dyb, dy, N * out);
-        /* dx (+)= dyb W */
-        cpu_bf16_gemm(be, 0, 0, N, in, out, dyb, out, w->data, in, dx, in, accumulate);
+        if (!zen_dtype_is_quant(w->dtype)) {
+            /* dx (+)= dyb W */
+            cpu_bf16_gemm(be, 0, 0, N, in, out, dyb, out, w->data, in, dx, in, accumulate);
+            return;
+        }
+        size_t step = chunk_rows(in, out);
+        for (size_t o0 = 0; o0 < out; o0 += step) {
+            size_t rows = out - o0 < step ? out - o0 : step;
+            const uint16_t *W = weight_rows_bf16(be, w, o0, rows, in);
+            if (!W) return;
+            /* dx (+)= dyb[:, o0:o0+rows] W[o0:o0+rows, :] */
+            cpu_bf16_gemm(be, 0, 0, N, in, rows, dyb + o0, out, W, in, dx, in, accumulate || o0 > 0);
+        }
         return;
     }
     size_t step = w->dtype == ZEN_F32 ? out : chunk_rows(in, out);

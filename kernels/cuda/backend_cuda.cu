@@ -107,9 +107,9 @@ __global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const void *src, int d
  * stored in f32 compute; as bf16 in bf16 compute (f32/f16 files are rounded
  * once here, on the GPU, through a temporary of the stored size). */
 static int cu_weight_create(zk_backend *be, zk_weight *out, const void *host, zen_dtype dtype, size_t numel) {
-    size_t bytes = numel * zen_dtype_size(dtype);
-    if (be->compute == ZEN_BF16 && dtype != ZEN_BF16) {
-        void *tmp = cu_alloc(be, bytes), *dev = tmp ? cu_alloc(be, numel * 2) : NULL;
+    size_t bytes = zen_dtype_bytes(dtype, numel);
+    if (be->compute == ZEN_BF16 && dtype != ZEN_BF16 && !zen_dtype_is_quant(dtype)) {
+        void *tmp = cu_alloc(be, bytes), *dev = tmp ? cu_alloc(be, zen_dtype_bytes(ZEN_BF16, numel)) : NULL;
         if (!dev) {
             cu_free(be, tmp);
             return ZEN_ERR_INTERNAL;
@@ -452,6 +452,7 @@ int cu_reserve(zk_backend *be, const zk_reserve_plan *p) {
     scratch(be, SCRATCH_ATT_D, p->B * p->heads * p->T * sizeof(float)); /* both attentions' row statistics */
     if (be->compute == ZEN_BF16) {
         scratch(be, SCRATCH_BF16_ACT, p->matmul_elems * 2);
+        if (p->quant_elems) scratch(be, SCRATCH_DEQUANT_W, p->quant_elems * 2);
     } else if (p->widen_elems) {
         size_t w = p->widen_elems < ZK_CUDA_WIDEN_CHUNK_ELEMS ? p->widen_elems : ZK_CUDA_WIDEN_CHUNK_ELEMS;
         scratch(be, SCRATCH_WIDE_W, w * sizeof(float));

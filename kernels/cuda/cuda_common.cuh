@@ -56,6 +56,7 @@ enum {
     SCRATCH_BF16_ACT,   /* bf16 [N, width] an activation rounded for a bf16 matmul */
     SCRATCH_ATT_D,      /* fp32 [B, nh, T]  rowsum(dO * O) for attention backward */
     SCRATCH_LORA_PART,  /* fp32 partial sums of the fused LoRA kernels (lora_cuda.cu) */
+    SCRATCH_DEQUANT_W,  /* bf16 [out, in] one block-quantised weight dequantised (bf16 compute) */
     SCRATCH_SLOTS
 };
 
@@ -124,10 +125,40 @@ static inline void *scratch(zk_backend *be, int slot, size_t bytes) {
 }
 
 /* element i of a tensor stored as dtype (ZEN_F32, ZEN_F16 or ZEN_BF16), as fp32 */
+/* NF4's levels (kernels/quant_blocks.c's zk_nf4_levels) */
+__device__ static const float nf4_levels_dev[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
+    -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+    0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
+    0.7229568362236023f, 1.0f};
+
+__device__ static inline float half_bits(unsigned short h) { return __half2float(__ushort_as_half(h)); }
+
+/* element i of a row-major matrix stored as dtype (rows of whole blocks, so
+ * element i lies in block i / block of the flat array), as the CPU's
+ * dequantisers compute it (kernels/quant_blocks.c) */
 __device__ static inline float load_as_float(const void *src, int dtype, size_t i) {
-    if (dtype == ZEN_F32) return ((const float *)src)[i];
-    unsigned short h = ((const unsigned short *)src)[i];
-    return dtype == ZEN_BF16 ? __uint_as_float((unsigned)h << 16) : __half2float(__ushort_as_half(h));
+    const unsigned char *b = (const unsigned char *)src;
+    switch (dtype) {
+    case ZEN_F32: return ((const float *)src)[i];
+    case ZEN_BF16: return __uint_as_float((unsigned)((const unsigned short *)src)[i] << 16);
+    case ZEN_F16: return half_bits(((const unsigned short *)src)[i]);
+    case ZEN_Q8_0: { /* {f16 d; int8 q[32]} */
+        const unsigned char *blk = b + i / 32 * 34;
+        return (float)(signed char)blk[2 + i % 32] * half_bits(*(const unsigned short *)blk);
+    }
+    case ZEN_Q4_0: { /* {f16 d; u8 qs[16]}: q[j] low nibbles, q[j + 16] high nibbles */
+        const unsigned char *blk = b + i / 32 * 18;
+        int j = (int)(i % 32), q = j < 16 ? (blk[2 + j] & 15) : (blk[2 + j - 16] >> 4);
+        return (float)(q - 8) * half_bits(*(const unsigned short *)blk);
+    }
+    case ZEN_NF4: { /* {f32 absmax; u8 qs[32]}: element 2j high nibble, 2j + 1 low */
+        const unsigned char *blk = b + i / 64 * 36;
+        int j = (int)(i % 64), byte = blk[4 + j / 2];
+        return nf4_levels_dev[j & 1 ? byte & 15 : byte >> 4] * *(const float *)blk;
+    }
+    }
+    return 0.0f; /* k-quants and Q5_x are not computed with on CUDA (no base holds them yet) */
 }
 
 /* lets `kernel` take `bytes` of dynamic shared memory (needed above 48 KiB); 0 on failure */

@@ -65,7 +65,7 @@ static const float *weight_rows(zk_backend *be, const zk_weight *w, size_t o0, s
     if (w->dtype == ZEN_F32) return (const float *)w->data + o0 * in;
     float *dst = (float *)scratch(be, SCRATCH_WIDE_W, rows * in * sizeof(float));
     if (!dst) return NULL;
-    ZK_LAUNCH(widen_kernel, blocks_for(rows * in, 256), 256, 0)(dst, (const char *)w->data + o0 * in * 2, (int)w->dtype, rows * in);
+    ZK_LAUNCH(widen_kernel, blocks_for(rows * in, 256), 256, 0)(dst, (const char *)w->data + zen_dtype_bytes(w->dtype, o0 * in), (int)w->dtype, rows * in);
     CUDA_CHECK(be, cudaGetLastError());
     return dst;
 }
@@ -78,10 +78,27 @@ static size_t chunk_rows(const zk_weight *w, size_t in, size_t out) {
 
 /* ---------------- the ops ---------------- */
 
+__global__ static void dequant_bf16_kernel(__nv_bfloat16 *dst, const void *src, int dtype, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = __float2bfloat16_rn(load_as_float(src, dtype, i));
+}
+
+/* a weight as bf16 for a bf16 GEMM: bf16 ones in place; a block-quantised
+ * one dequantised whole into the scratch (one matrix at a time) */
+static const void *weight_bf16(zk_backend *be, const zk_weight *w, size_t in, size_t out) {
+    if (!zen_dtype_is_quant(w->dtype)) return w->data;
+    __nv_bfloat16 *dst = (__nv_bfloat16 *)scratch(be, SCRATCH_DEQUANT_W, in * out * sizeof(__nv_bfloat16));
+    if (!dst) return NULL;
+    ZK_LAUNCH(dequant_bf16_kernel, blocks_for(in * out, 256), 256, 0)(dst, w->data, (int)w->dtype, in * out);
+    CUDA_CHECK(be, cudaGetLastError());
+    return dst;
+}
+
 /* y[N,out] = x[N,in] W[out,in]^T */
 void cu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N, size_t in, size_t out) {
-    if (be->compute == ZEN_BF16) { /* weights are bf16 in this mode (cu_weight_create) */
-        rm_gemm_bf16(be, 0, 1, N, out, in, as_bf16(be, (const float *)x, N * in), in, w->data, in, 0.0f, (float *)y,
+    if (be->compute == ZEN_BF16) { /* weights are bf16 or block-quantised in this mode (cu_weight_create) */
+        const void *wb = weight_bf16(be, w, in, out);
+        rm_gemm_bf16(be, 0, 1, N, out, in, as_bf16(be, (const float *)x, N * in), in, wb, in, 0.0f, (float *)y,
                      out);
         return;
     }
@@ -97,7 +114,8 @@ void cu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, s
 void cu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N, size_t in, size_t out,
                    int accumulate) {
     if (be->compute == ZEN_BF16) {
-        rm_gemm_bf16(be, 0, 0, N, in, out, as_bf16(be, (const float *)dy, N * out), out, w->data, in,
+        const void *wb = weight_bf16(be, w, in, out);
+        rm_gemm_bf16(be, 0, 0, N, in, out, as_bf16(be, (const float *)dy, N * out), out, wb, in,
                      accumulate ? 1.0f : 0.0f, (float *)dx, in);
         return;
     }

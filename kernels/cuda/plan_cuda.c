@@ -5,7 +5,8 @@
 /* cuBLAS workspace; LoRA: the fused kernels' partial sums (ranks up to
  * ZK_CUDA_LORA_MAX_R), else with dropout a dropped copy of x and of dx (fp32);
  * per precision either a bf16 copy of the widest matmul input or one widened
- * chunk of a 16-bit weight; attention's per-row statistics; the RoPE tables */
+ * chunk of a 16-bit or quantised weight (in bf16 compute: one quantised
+ * matrix dequantised to bf16); attention's per-row statistics; the RoPE tables */
 size_t zk_cuda_plan_scratch(zen_dtype compute, const zk_reserve_plan *p) {
     size_t bytes = ZK_CUDA_CUBLAS_WORKSPACE + 2 * p->T * (p->head_dim / 2) * sizeof(float);
     if (p->lora_r && p->lora_r <= ZK_CUDA_LORA_MAX_R)
@@ -13,7 +14,7 @@ size_t zk_cuda_plan_scratch(zen_dtype compute, const zk_reserve_plan *p) {
     else if (p->lora_r && p->lora_dropout)
         bytes += 2 * p->N * p->widest_in * sizeof(float);
     bytes += p->B * p->heads * p->T * sizeof(float); /* attention's per-row statistics */
-    if (compute == ZEN_BF16) bytes += p->matmul_elems * 2;
+    if (compute == ZEN_BF16) bytes += p->matmul_elems * 2 + p->quant_elems * 2; /* + one dequantised matrix */
     else bytes += (p->widen_elems < ZK_CUDA_WIDEN_CHUNK_ELEMS ? p->widen_elems : ZK_CUDA_WIDEN_CHUNK_ELEMS) * sizeof(float);
     return bytes;
 }

@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         covered += t->nbytes;
         FUZZ_ASSERT(st_find(&f, t->name) == t);
         zen_dtype dt;
-        if (!st_float_dtype(&f, t, &dt)) FUZZ_ASSERT(zen_dtype_size(dt) == t->elem_size);
+        if (!st_float_dtype(&f, t, &dt)) FUZZ_ASSERT(zen_dtype_bytes(dt, 1) == t->elem_size);
     }
     FUZZ_ASSERT(covered <= size); /* tensors are contiguous and do not overlap */
     for (int i = 0; i < f.meta_count; i++) FUZZ_ASSERT(st_meta(&f, f.meta_keys[i]) != NULL);
