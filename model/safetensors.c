@@ -19,14 +19,10 @@
 #define ST_MAX_HEADER ((uint64_t)100 << 20)
 #define ZEN_ST_ORIGIN 4200 /* room for a path and a word */
 
+/* bytes per element of a SafeTensors dtype (the table of type traits), 0 if unknown */
 static size_t dtype_elem_size(const char *d) {
-    static const struct { const char *name; size_t size; } table[] = {
-        {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4}, {"I16", 2},
-        {"I8", 1},  {"U64", 8}, {"U32", 4}, {"U16", 2},  {"U8", 1},   {"BOOL", 1},
-        {"F8_E4M3", 1}, {"F8_E5M2", 1}};
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (!strcmp(table[i].name, d)) return table[i].size;
-    return 0;
+    const zen_type_traits *t = zen_type_by_safetensors(d);
+    return t ? t->block_bytes : 0;
 }
 
 /* a JSON number that is a non-negative integer representable exactly */
