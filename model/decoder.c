@@ -119,7 +119,8 @@ static int acts_slots(zen_acts *a, const zen_config *c, int recompute) {
 
 /* the largest shapes a step's ops see: what the backend reserves up front
  * and what the plan counts as the backend's scratch */
-static zk_reserve_plan reserve_plan(const zen_config *cfg, zen_dtype weights_dtype, int quant, int r,
+/* quant_elems: the largest block-quantised matrix (0 if none) */
+static zk_reserve_plan reserve_plan(const zen_config *cfg, zen_dtype weights_dtype, size_t quant_elems, int r,
                                     int has_lora, int dropout, size_t B, size_t T) {
     zk_reserve_plan p;
     memset(&p, 0, sizeof p);
@@ -142,8 +143,8 @@ static zk_reserve_plan reserve_plan(const zen_config *cfg, zen_dtype weights_dty
         if ((size_t)in * (size_t)out > largest_proj) largest_proj = (size_t)in * (size_t)out;
     }
     largest = largest > largest_proj ? largest : largest_proj;
-    p.widen_elems = weights_dtype == ZEN_F32 && !quant ? 0 : largest;
-    p.quant_elems = quant ? largest_proj : 0; /* --base-quant quantises only the projections */
+    p.widen_elems = weights_dtype == ZEN_F32 && !quant_elems ? 0 : largest;
+    p.quant_elems = quant_elems;
     p.lora_r = has_lora ? (size_t)r : 0;
     p.lora_dropout = has_lora && dropout;
     return p;
@@ -172,6 +173,7 @@ zen_plan zen_plan_make_quant(const zen_config *cfg, const char *device, zen_dtyp
                              int recompute, int dropout) {
     zen_dtype weights_dtype = zen_device_weight_dtype(stored_dtype, compute);
     size_t quant_elems = base_quant >= 0 ? quantised_elems(cfg, (zen_dtype)base_quant) : 0;
+    if (zen_dtype_is_quant(stored_dtype)) weights_dtype = stored_dtype;
     zen_plan p;
     memset(&p, 0, sizeof p);
     zen_acts a;
@@ -184,7 +186,15 @@ zen_plan zen_plan_make_quant(const zen_config *cfg, const char *device, zen_dtyp
     }
     free(a.resid);
     free(a.layer);
-    zk_reserve_plan rp = reserve_plan(cfg, weights_dtype, quant_elems > 0, r, targets != 0, dropout, B, T);
+    /* --base-quant quantises the projections: the largest of those is dequantised whole on CUDA */
+    size_t largest_proj = 0;
+    for (int t = 0; t < ZEN_NUM_TARGETS && quant_elems; t++) {
+        int in, out;
+        zen_target_dims(cfg, (zen_target)t, &in, &out);
+        if ((size_t)in % zen_dtype_block((zen_dtype)base_quant) == 0 && (size_t)in * (size_t)out > largest_proj)
+            largest_proj = (size_t)in * (size_t)out;
+    }
+    zk_reserve_plan rp = reserve_plan(cfg, weights_dtype, largest_proj, r, targets != 0, dropout, B, T);
     p.backend = zk_plan_scratch(device, compute, &rp);
     size_t lora = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
@@ -193,10 +203,15 @@ zen_plan zen_plan_make_quant(const zen_config *cfg, const char *device, zen_dtyp
         zen_target_dims(cfg, (zen_target)t, &in, &out);
         lora += (size_t)cfg->layers * (size_t)r * (size_t)(in + out);
     }
-    /* every element in the device's type, but the quantised projections */
-    size_t elems = stored_bytes / zen_dtype_bytes(stored_dtype, 1);
-    p.weights = zen_dtype_bytes(weights_dtype, elems - quant_elems) +
-                (quant_elems ? zen_dtype_bytes((zen_dtype)base_quant, quant_elems) : 0);
+    /* every element in the device's type, but the quantised projections; a
+     * quantised file (GGUF) is used as stored */
+    if (zen_dtype_is_quant(stored_dtype)) {
+        p.weights = stored_bytes;
+    } else {
+        size_t elems = stored_bytes / zen_dtype_bytes(stored_dtype, 1);
+        p.weights = zen_dtype_bytes(weights_dtype, elems - quant_elems) +
+                    (quant_elems ? zen_dtype_bytes((zen_dtype)base_quant, quant_elems) : 0);
+    }
     p.lora_params = lora * sizeof(float);
     p.lora_grads = lora * sizeof(float);
     p.optimizer = 2 * lora * sizeof(float);
@@ -234,8 +249,7 @@ int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t 
     /* the backend's scratch, reserved now so a step does not allocate */
     if (m->be->reserve) {
         zen_dtype wd = zen_device_weight_dtype(m->main_dtype, m->be->compute);
-        int quant = m->base_quant >= 0 && m->quant_bytes > 0;
-        zk_reserve_plan rp = reserve_plan(c, wd, quant, r, lo != NULL, lo && lo->dropout > 0.0f, B, T);
+        zk_reserve_plan rp = reserve_plan(c, wd, m->largest_quant, r, lo != NULL, lo && lo->dropout > 0.0f, B, T);
         int rc = m->be->reserve(m->be, &rp);
         if (rc) {
             zen_acts_free(a);

@@ -284,6 +284,10 @@ int zen_export(const zen_export_opts *o) {
             rc = zen_atomic_dir_end(zen_export_adapter(o, &m, &lo, c.lora_host, partial), &partial, o->out);
         goto done;
     }
+    if (m.largest_quant) /* a quantised base (a GGUF): merged onto what it holds */
+        fprintf(stderr, "zen export: note: %s holds block-quantised weights; the merge dequantises them and adds the "
+                "adapter in fp32, so the result carries their rounding (merge into the full-precision model "
+                "instead where you have it)\n", m.from_gguf ? m.gguf.path : o->model_dir);
     c.m = &m;
     c.lo = o->adapter_dir ? &lo : NULL;
     c.n = list_tensors(&m, &c.t);

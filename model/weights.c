@@ -1,9 +1,11 @@
 /* model/weights.c: loading the base model's weights by their Hugging Face names,
  * checking every shape against config.json. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../util/atomic_file.h"
 #include "../util/error.h"
@@ -93,23 +95,29 @@ static void *quantize_matrix(const void *src, zen_dtype dtype, size_t rows, size
     return dst;
 }
 
-static int load_matrix(zen_model *m, zk_weight *w, const zen_tensor_desc *d) {
-    const st_tensor *t = NULL;
-    zen_dtype dtype = ZEN_F32;
-    int rc = find_tensor(m, d->hf_name, 2, (int64_t)d->rows, (int64_t)d->cols, &t, &dtype);
-    if (rc) return rc;
-    int quantize = d->kind == ZW_PROJ && m->base_quant >= 0;
+static zk_weight *matrix_slot(zen_model *m, const zen_tensor_desc *d);
+
+int zen_model_put_matrix(zen_model *m, const zen_tensor_desc *d, const void *data, zen_dtype dtype, size_t nbytes) {
+    zk_weight *w = matrix_slot(m, d);
+    size_t numel = d->rows * d->cols;
+    int rc;
+    /* --base-quant: projections stored in a float type (a quantised file's stay as they are) */
+    int quantize = d->kind == ZW_PROJ && m->base_quant >= 0 && !zen_dtype_is_quant(dtype);
     if (quantize && d->cols % zen_dtype_block((zen_dtype)m->base_quant)) { /* rows of partial blocks: as stored */
         m->quant_kept++;
         quantize = 0;
     }
-    if (!quantize) return m->be->weight_create(m->be, w, t->data, dtype, (size_t)t->numel);
+    if (!quantize) {
+        if (zen_dtype_is_quant(dtype) && numel > m->largest_quant) m->largest_quant = numel;
+        return m->be->weight_create(m->be, w, data, dtype, numel);
+    }
     zen_dtype q = (zen_dtype)m->base_quant;
-    void *host = quantize_matrix(t->data, dtype, d->rows, d->cols, q);
+    void *host = quantize_matrix(data, dtype, d->rows, d->cols, q);
     if (!host) return ZEN_ERR_INTERNAL;
-    st_release(t->data, t->nbytes);
+    st_release(data, nbytes);
+    if (numel > m->largest_quant) m->largest_quant = numel;
     m->quant_bytes += zen_dtype_bytes(q, d->rows * d->cols);
-    if ((rc = m->be->weight_create(m->be, w, host, q, d->rows * d->cols))) {
+    if ((rc = m->be->weight_create(m->be, w, host, q, numel))) {
         free(host);
         return rc;
     }
@@ -140,6 +148,13 @@ static int load_vector(zen_model *m, float **out, const char *name, int64_t n) {
     if (*out) m->be->upload(m->be, *out, host, (size_t)n * sizeof(float));
     free(host);
     return *out ? 0 : ZEN_ERR_INTERNAL;
+}
+
+static int load_matrix(zen_model *m, const zen_tensor_desc *d) {
+    const st_tensor *t = NULL;
+    zen_dtype dtype = ZEN_F32;
+    int rc = find_tensor(m, d->hf_name, 2, (int64_t)d->rows, (int64_t)d->cols, &t, &dtype);
+    return rc ? rc : zen_model_put_matrix(m, d, t->data, dtype, t->nbytes);
 }
 
 static void describe(zen_tensor_desc *d, zen_tensor_kind kind, int layer, int target, size_t rows, size_t cols) {
@@ -204,7 +219,7 @@ static zk_weight *matrix_slot(zen_model *m, const zen_tensor_desc *d) {
     return d->kind == ZW_PROJ ? &m->layers[d->layer].proj[d->target] : NULL;
 }
 
-static float **vector_slot(zen_model *m, const zen_tensor_desc *d) {
+float **zen_model_vector_slot(zen_model *m, const zen_tensor_desc *d) {
     switch (d->kind) {
     case ZW_FINAL_NORM: return &m->final_norm;
     case ZW_ATTN_NORM: return &m->layers[d->layer].attn_norm;
@@ -220,16 +235,49 @@ const zk_weight *zen_model_matrix(const zen_model *m, const zen_tensor_desc *d) 
 }
 
 const float *zen_model_vector(const zen_model *m, const zen_tensor_desc *d) {
-    float **v = vector_slot((zen_model *)m, d);
+    float **v = zen_model_vector_slot((zen_model *)m, d);
     return v ? *v : NULL;
 }
 
 int zen_model_load(zen_model *m, zk_backend *be, const char *dir) { return zen_model_load_quant(m, be, dir, -1); }
 
+/* a llama.cpp GGUF file (a regular file), not a Hugging Face directory */
+static int is_gguf_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int load_gguf(zen_model *m, const char *path) {
+    int rc = gguf_open(&m->gguf, path);
+    m->from_gguf = 1;
+    if (!rc) rc = zen_gguf_config(&m->gguf, &m->cfg);
+    if (rc) return rc;
+    zen_tensor_desc *t = NULL;
+    int n = zen_model_tensors(&m->cfg, &t);
+    m->layers = zen_calloc((size_t)m->cfg.layers, sizeof(zen_layer_weights));
+    if (n < 0 || !m->layers) rc = ZEN_ERR_INTERNAL;
+    if (!rc) rc = zen_model_load_gguf_tensors(m, t, n);
+    free(t);
+    return rc;
+}
+
 int zen_model_load_quant(zen_model *m, zk_backend *be, const char *dir, int base_quant) {
     memset(m, 0, sizeof *m);
     m->be = be;
     m->base_quant = base_quant;
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return zen_fail(ZEN_ERR_INPUT, "%s: cannot open: %s (the model is a Hugging Face directory or a GGUF file)",
+                        dir, strerror(errno));
+    if (is_gguf_file(dir)) {
+        int rc = load_gguf(m, dir);
+        if (!rc) {
+            m->main_dtype = m->embed.dtype;
+            if (m->cfg.tied) m->lm_head = m->embed;
+        }
+        if (rc) zen_model_free(m);
+        return rc;
+    }
     char *cfg_path = zen_path_join(dir, "config.json");
     if (!cfg_path) return ZEN_ERR_INTERNAL;
     int rc = zen_config_load(&m->cfg, cfg_path);
@@ -243,8 +291,8 @@ int zen_model_load_quant(zen_model *m, zk_backend *be, const char *dir, int base
     if (n < 0 || !m->layers) rc = ZEN_ERR_INTERNAL;
     /* an lm_head.weight stored beside a tied model is not in the list: ignored */
     for (int i = 0; i < n && !rc; i++) {
-        if (t[i].ndim == 2) rc = load_matrix(m, matrix_slot(m, &t[i]), &t[i]);
-        else rc = load_vector(m, vector_slot(m, &t[i]), t[i].hf_name, (int64_t)t[i].rows);
+        if (t[i].ndim == 2) rc = load_matrix(m, &t[i]);
+        else rc = load_vector(m, zen_model_vector_slot(m, &t[i]), t[i].hf_name, (int64_t)t[i].rows);
     }
     free(t);
     if (!rc) {
@@ -276,6 +324,7 @@ void zen_model_free(zen_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     st_set_close(&m->files);
+    if (m->from_gguf) gguf_close(&m->gguf);
     memset(m, 0, sizeof *m);
 }
 
@@ -283,32 +332,46 @@ int zen_model_find_nonfinite(const zen_model *m, char *where, size_t cap) {
     zen_tensor_desc *t = NULL;
     int n = zen_model_tensors(&m->cfg, &t);
     if (n < 0) return -1;
-    float buf[4096];
+    float buf[4096]; /* a multiple of every block */
     int found = 0;
     for (int i = 0; i < n && !found; i++) {
-        const st_file *file = NULL;
-        const st_tensor *ten = st_set_find(&m->files, t[i].hf_name, &file);
+        const void *data = NULL;
+        size_t numel = 0, nbytes = 0;
+        const char *name = t[i].hf_name, *path = "";
         zen_dtype dt;
-        if (!ten || zen_dtype_parse_float(ten->dtype, &dt)) continue;
-        for (size_t off = 0; off < (size_t)ten->numel && !found; off += 4096) {
-            size_t k = (size_t)ten->numel - off < 4096 ? (size_t)ten->numel - off : 4096;
-            zen_widen(buf, (const char *)ten->data + zen_dtype_bytes(dt, off), dt, k);
+        if (m->from_gguf) { /* the file's own names and types */
+            const gguf_tensor_info *g = gguf_find_tensor(&m->gguf, t[i].gguf_name);
+            const zen_type_traits *tr = g ? zen_type_by_ggml(g->type) : NULL;
+            if (!tr || tr->dtype < 0) continue;
+            data = g->data, numel = t[i].rows * t[i].cols, nbytes = g->nbytes, dt = (zen_dtype)tr->dtype;
+            name = t[i].gguf_name, path = m->gguf.path;
+        } else {
+            const st_file *file = NULL;
+            const st_tensor *ten = st_set_find(&m->files, t[i].hf_name, &file);
+            if (!ten || zen_dtype_parse_float(ten->dtype, &dt)) continue;
+            data = ten->data, numel = (size_t)ten->numel, nbytes = ten->nbytes, path = file->path;
+        }
+        for (size_t off = 0; off < numel && !found; off += 4096) {
+            size_t k = numel - off < 4096 ? numel - off : 4096;
+            zen_widen(buf, (const char *)data + zen_dtype_bytes(dt, off), dt, k);
             for (size_t j = 0; j < k; j++)
                 if (!isfinite(buf[j])) {
                     size_t at = off + j, cols = t[i].ndim == 2 ? t[i].cols : 1;
-                    snprintf(where, cap, "tensor '%s' of %s holds %g at [%zu, %zu]", t[i].hf_name, file->path, buf[j],
-                             at / cols, at % cols);
+                    snprintf(where, cap, "tensor '%s' of %s holds %g at [%zu, %zu]", name, path, buf[j], at / cols,
+                             at % cols);
                     found = 1;
                     break;
                 }
         }
-        st_release(ten->data, ten->nbytes);
+        st_release(data, nbytes);
     }
     free(t);
     return found;
 }
 
 int zen_model_check_output(const zen_model *m, const char *out, const char *adapter_dir) {
+    if (m->from_gguf && zen_same_file(out, m->gguf.path))
+        return zen_fail(ZEN_ERR_INPUT, "--out %s is the model's own %s; write elsewhere", out, m->gguf.path);
     for (int i = 0; i < m->files.count; i++)
         if (zen_same_file(out, m->files.files[i].path))
             return zen_fail(ZEN_ERR_INPUT, "--out %s is the model's own %s; write elsewhere", out, m->files.files[i].path);
