@@ -164,13 +164,13 @@ static size_t quantised_elems(const zen_config *cfg, zen_dtype q) {
 zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype compute, size_t stored_bytes,
                        zen_dtype stored_dtype, int r, unsigned targets, size_t B, size_t T, int recompute,
                        int dropout) {
-    return zen_plan_make_quant(cfg, device, compute, stored_bytes, stored_dtype, -1, r, targets, B, T, recompute,
+    return zen_plan_make_quant(cfg, device, compute, stored_bytes, stored_dtype, -1, 0, r, targets, B, T, recompute,
                                dropout);
 }
 
 zen_plan zen_plan_make_quant(const zen_config *cfg, const char *device, zen_dtype compute, size_t stored_bytes,
-                             zen_dtype stored_dtype, int base_quant, int r, unsigned targets, size_t B, size_t T,
-                             int recompute, int dropout) {
+                             zen_dtype stored_dtype, int base_quant, size_t largest_quant, int r, unsigned targets,
+                             size_t B, size_t T, int recompute, int dropout) {
     zen_dtype weights_dtype = zen_device_weight_dtype(stored_dtype, compute);
     size_t quant_elems = base_quant >= 0 ? quantised_elems(cfg, (zen_dtype)base_quant) : 0;
     if (zen_dtype_is_quant(stored_dtype)) weights_dtype = stored_dtype;
@@ -194,6 +194,7 @@ zen_plan zen_plan_make_quant(const zen_config *cfg, const char *device, zen_dtyp
         if ((size_t)in % zen_dtype_block((zen_dtype)base_quant) == 0 && (size_t)in * (size_t)out > largest_proj)
             largest_proj = (size_t)in * (size_t)out;
     }
+    if (largest_quant) largest_proj = largest_quant;
     zk_reserve_plan rp = reserve_plan(cfg, weights_dtype, largest_proj, r, targets != 0, dropout, B, T);
     p.backend = zk_plan_scratch(device, compute, &rp);
     size_t lora = 0;

@@ -95,15 +95,19 @@ zen_plan zen_plan_make(const zen_config *cfg, const char *device, zen_dtype comp
                        int dropout);
 /* The same with the projections quantised to base_quant at load (a
  * zen_dtype, or -1 for none): those whose rows fill whole blocks count in the
- * quantised type, and the plan adds the scratch of their dequantised chunks. */
+ * quantised type, and the plan adds the scratch of their dequantised chunks.
+ * largest_quant: the elements of the largest block-quantised matrix a loaded
+ * model holds (a GGUF's quantised head counts), or 0 to take it from
+ * base_quant and the config. */
 zen_plan zen_plan_make_quant(const zen_config *cfg, const char *device, zen_dtype compute, size_t stored_bytes,
-                             zen_dtype stored_dtype, int base_quant, int r, unsigned targets, size_t B, size_t T,
-                             int recompute, int dropout);
+                             zen_dtype stored_dtype, int base_quant, size_t largest_quant, int r, unsigned targets,
+                             size_t B, size_t T, int recompute, int dropout);
 
 /* The dtype weights stored as stored_dtype take on the device when computing
- * in `compute`: bf16 compute keeps every matrix as bf16, f32 keeps them as stored. */
+ * in `compute`: bf16 compute keeps every float matrix as bf16, f32 keeps them
+ * as stored; block-quantised ones stay quantised in both. */
 static inline zen_dtype zen_device_weight_dtype(zen_dtype stored_dtype, zen_dtype compute) {
-    return compute == ZEN_BF16 ? ZEN_BF16 : stored_dtype;
+    return compute == ZEN_BF16 && !zen_dtype_is_quant(stored_dtype) ? ZEN_BF16 : stored_dtype;
 }
 
 int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T,

@@ -22,6 +22,7 @@
 #include "kernels/kernels.h"
 #include "model/decoder.h"
 #include "model/model_init.h"
+#include "model/quant.h"
 #include "test_util.h"
 #include "packing_property.h"
 #include "util/error.h"
@@ -263,14 +264,16 @@ static void test_bf16_linear(void) {
     free(x), free(W), free(dy), free(y), free(dx), free(Wb);
 }
 
-/* --base-quant weights: the CUDA dequantisers (f32 compute, chunked; bf16
- * compute, the whole matrix into bf16) against the CPU's on the same blocks */
+/* block-quantised weights (--base-quant, GGUF bases): the CUDA dequantisers
+ * (f32 compute, chunked; bf16 compute, the whole matrix into bf16) against
+ * the CPU's on the same blocks */
 static void test_quant_linear(zen_dtype q) {
-    size_t N = 40, in = 192, out = 72; /* in: whole blocks of 32 and of 64 */
+    size_t N = 40, in = 256, out = 72; /* in: whole blocks of 32, 64 and 256 */
     float *x = rnd(N * in, 1, 31), *W = rnd(out * in, 0.5f, 32), *dy = rnd(N * out, 1, 33);
     float *y = calloc(N * out, 4), *dx = rnd(N * in, 1, 34);
     void *Wq = malloc(zen_dtype_bytes(q, out * in));
-    zen_narrow(Wq, W, q, out * in);
+    if (zen_dtype_traits(q)->from_f32) zen_narrow(Wq, W, q, out * in);
+    else ggml_quantize(Wq, W, out * in, (ggml_type_id)zen_dtype_traits(q)->ggml); /* the k-quants: model/kquant.c */
     zk_weight wc = {Wq, q}, wg, wg16;
     gpu->weight_create(gpu, &wg, Wq, q, out * in);
     gpu16->weight_create(gpu16, &wg16, Wq, q, out * in);
@@ -545,6 +548,11 @@ int main(void) {
     test_quant_linear(ZEN_Q8_0);
     test_quant_linear(ZEN_Q4_0);
     test_quant_linear(ZEN_NF4);
+    test_quant_linear(ZEN_Q5_0);
+    test_quant_linear(ZEN_Q5_1);
+    test_quant_linear(ZEN_Q4_K);
+    test_quant_linear(ZEN_Q5_K);
+    test_quant_linear(ZEN_Q6_K);
     test_flash_attention(2, 200, 8, 2, 32, 0);  /* T not a multiple of any tile */
     test_flash_attention(2, 200, 8, 2, 32, 1);  /* documents: segments across and inside tiles */
     test_flash_attention(1, 64, 4, 4, 64, 0);   /* MHA, exactly one tile */

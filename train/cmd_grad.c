@@ -20,14 +20,14 @@ static void print_bytes_row(const char *label, size_t a, size_t b) {
 }
 
 static int print_plan(const zen_config *cfg, const char *what, size_t stored_bytes, zen_dtype stored_dtype,
-                      int base_quant, int r, unsigned targets, size_t B, size_t T, const char *device,
+                      int base_quant, size_t largest_quant, int r, unsigned targets, size_t B, size_t T, const char *device,
                       const char *compute_name) {
     zen_dtype compute;
     int rc = zk_resolve_compute(device, compute_name, &compute, NULL);
     if (rc) return rc;
-    zen_plan keep = zen_plan_make_quant(cfg, device, compute, stored_bytes, stored_dtype, base_quant, r, targets, B,
+    zen_plan keep = zen_plan_make_quant(cfg, device, compute, stored_bytes, stored_dtype, base_quant, largest_quant, r, targets, B,
                                         T, 0, 0);
-    zen_plan rec = zen_plan_make_quant(cfg, device, compute, stored_bytes, stored_dtype, base_quant, r, targets, B,
+    zen_plan rec = zen_plan_make_quant(cfg, device, compute, stored_bytes, stored_dtype, base_quant, largest_quant, r, targets, B,
                                        T, 1, 0);
     int ntargets = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) ntargets += (targets >> t) & 1;
@@ -40,6 +40,8 @@ static int print_plan(const zen_config *cfg, const char *what, size_t stored_byt
     if (base_quant >= 0)
         snprintf(label, sizeof label, "base weights (%s, projections %s)",
                  zen_dtype_name(zen_device_weight_dtype(stored_dtype, compute)), zen_dtype_name((zen_dtype)base_quant));
+    else if (zen_dtype_is_quant(stored_dtype))
+        snprintf(label, sizeof label, "base weights (as stored, %s embedding)", zen_dtype_name(stored_dtype));
     else
         snprintf(label, sizeof label, "base weights (%s, frozen)",
                  zen_dtype_name(zen_device_weight_dtype(stored_dtype, compute)));
@@ -69,7 +71,7 @@ static int run_plan(const char *model_dir, const char *preset, const char *dtype
         zen_model m;
         rc = zen_model_load(&m, be, model_dir);
         if (!rc) {
-            rc = print_plan(&m.cfg, model_dir, m.weight_bytes, m.main_dtype, quant, r, targets, B, T, device, compute);
+            rc = print_plan(&m.cfg, model_dir, m.weight_bytes, m.main_dtype, quant, m.largest_quant, r, targets, B, T, device, compute);
             zen_model_free(&m);
         }
         zk_close(be);
@@ -86,7 +88,7 @@ static int run_plan(const char *model_dir, const char *preset, const char *dtype
     size_t wbytes = zen_dtype_bytes(dt, (size_t)zen_config_param_count(&cfg));
     char what[128];
     snprintf(what, sizeof what, "preset %s", preset);
-    return print_plan(&cfg, what, wbytes, dt, quant, r, targets, B, T, device, compute);
+    return print_plan(&cfg, what, wbytes, dt, quant, 0, r, targets, B, T, device, compute);
 }
 
 /* sequences 0..B-1 of the dataset (batch 0, unshuffled) */

@@ -148,7 +148,7 @@ static int open_data(run *r) {
 static zen_plan run_plan(const run *r) {
     const zen_run_config *c = r->cfg;
     zen_plan p = zen_plan_make_quant(&r->s.model.cfg, r->s.be->name, r->s.be->compute, r->s.model.weight_bytes,
-                                     r->s.model.main_dtype, r->s.model.base_quant, r->s.lora.r, r->s.lora.targets,
+                                     r->s.model.main_dtype, r->s.model.base_quant, r->s.model.largest_quant, r->s.lora.r, r->s.lora.targets,
                                      (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c),
                                      r->s.lora.dropout > 0.0f);
     /* the micro-batch tree's partial gradient sums beside the adapter's own */

@@ -108,10 +108,8 @@ __global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const void *src, int d
  * once here, on the GPU, through a temporary of the stored size). */
 static int cu_weight_create(zk_backend *be, zk_weight *out, const void *host, zen_dtype dtype, size_t numel) {
     size_t bytes = zen_dtype_bytes(dtype, numel);
-    /* the blocks load_as_float decodes (cuda_common.cuh) */
-    if (zen_dtype_is_quant(dtype) && dtype != ZEN_Q8_0 && dtype != ZEN_Q4_0 && dtype != ZEN_NF4)
-        return zen_fail(ZEN_ERR_INPUT, "device 'cuda': %s weights are not computed on CUDA yet (Q8_0, Q4_0 and NF4 "
-                        "are); use --device cpu for this file", zen_dtype_name(dtype));
+    if ((unsigned)dtype >= ZEN_NUM_DTYPES) /* every zen_dtype is decoded by load_as_float (cuda_common.cuh) */
+        return zen_fail(ZEN_ERR_INTERNAL, "device 'cuda': unknown weight type %d", (int)dtype);
     if (be->compute == ZEN_BF16 && dtype != ZEN_BF16 && !zen_dtype_is_quant(dtype)) {
         void *tmp = cu_alloc(be, bytes), *dev = tmp ? cu_alloc(be, zen_dtype_bytes(ZEN_BF16, numel)) : NULL;
         if (!dev) {

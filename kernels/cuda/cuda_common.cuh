@@ -133,6 +133,50 @@ __device__ static const float nf4_levels_dev[16] = {
     0.7229568362236023f, 1.0f};
 
 __device__ static inline float half_bits(unsigned short h) { return __half2float(__ushort_as_half(h)); }
+__device__ static inline float half_at(const unsigned char *p) { return half_bits((unsigned short)(p[0] | p[1] << 8)); }
+
+/* the 6-bit scale and min of sub-block j of a Q4_K / Q5_K block's 12 packed bytes (zk_k4_scale_min) */
+__device__ static inline void k4_scale_min(int j, const unsigned char *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* element j (0..255) of a Q4_K (five = 0) or Q5_K (five = 1) super-block:
+ * (d sc) q - (dmin m), each product rounded once as on the CPU */
+__device__ static inline float k45_element(const unsigned char *blk, int j, int five) {
+    int c = j / 64, hi = (j % 64) >= 32, l = j % 32, sc, m;
+    const unsigned char *qs = blk + (five ? 48 : 16);
+    int q = hi ? qs[c * 32 + l] >> 4 : qs[c * 32 + l] & 0xF;
+    if (five && (blk[16 + l] & (1 << (2 * c + hi)))) q += 16;
+    k4_scale_min(2 * c + hi, blk + 4, &sc, &m);
+    return __fsub_rn(__fmul_rn(__fmul_rn(half_at(blk), (float)sc), (float)q),
+                     __fmul_rn(half_at(blk + 2), (float)m));
+}
+
+/* element j (0..255) of a Q6_K super-block: d sc (q - 32) */
+__device__ static inline float q6k_element(const unsigned char *blk, int j) {
+    int h = j / 128, w = j % 128, g = w / 32, l = w % 32;
+    const unsigned char *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
+    const signed char *sc = (const signed char *)(blk + 192) + 8 * h;
+    int low = g & 1 ? ql[l + 32] : ql[l];
+    int q = ((g < 2 ? low & 0xF : low >> 4) | (((qh[l] >> (2 * g)) & 3) << 4)) - 32;
+    return __fmul_rn(__fmul_rn(half_at(blk + 208), (float)sc[l / 16 + 2 * g]), (float)q);
+}
+
+/* element j (0..31) of a Q5_0 (one = 0: d (x - 16)) or Q5_1 (one = 1: d x + m) block */
+__device__ static inline float q5_element(const unsigned char *blk, int j, int one) {
+    const unsigned char *p = blk + (one ? 4 : 2), *qs = blk + (one ? 8 : 6);
+    unsigned qh = (unsigned)p[0] | (unsigned)p[1] << 8 | (unsigned)p[2] << 16 | (unsigned)p[3] << 24;
+    int x = j < 16 ? (qs[j] & 0x0F) | (int)(((qh >> j) << 4) & 0x10)
+                   : (qs[j - 16] >> 4) | (int)((qh >> (j - 16 + 12)) & 0x10);
+    float d = half_at(blk);
+    return one ? __fadd_rn(__fmul_rn((float)x, d), half_at(blk + 2)) : __fmul_rn((float)(x - 16), d);
+}
 
 /* element i of a row-major matrix stored as dtype (rows of whole blocks, so
  * element i lies in block i / block of the flat array), as the CPU's
@@ -157,8 +201,13 @@ __device__ static inline float load_as_float(const void *src, int dtype, size_t 
         int j = (int)(i % 64), byte = blk[4 + j / 2];
         return nf4_levels_dev[j & 1 ? byte & 15 : byte >> 4] * *(const float *)blk;
     }
+    case ZEN_Q5_0: return q5_element(b + i / 32 * 22, (int)(i % 32), 0);
+    case ZEN_Q5_1: return q5_element(b + i / 32 * 24, (int)(i % 32), 1);
+    case ZEN_Q4_K: return k45_element(b + i / 256 * 144, (int)(i % 256), 0);
+    case ZEN_Q5_K: return k45_element(b + i / 256 * 176, (int)(i % 256), 1);
+    case ZEN_Q6_K: return q6k_element(b + i / 256 * 210, (int)(i % 256));
     }
-    return 0.0f; /* k-quants and Q5_x are not computed with on CUDA (no base holds them yet) */
+    return 0.0f; /* no other type reaches the device (cu_weight_create) */
 }
 
 /* lets `kernel` take `bytes` of dynamic shared memory (needed above 48 KiB); 0 on failure */

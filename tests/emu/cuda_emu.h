@@ -83,6 +83,10 @@ struct __half {
     uint16_t bits;
 };
 inline __half __ushort_as_half(unsigned short u) { return __half{u}; }
+/* single roundings (no fused multiply-add), as on the device */
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __half2float(__half h) {
     unsigned sign = (h.bits >> 15) & 1u, exp = (h.bits >> 10) & 0x1fu, man = h.bits & 0x3ffu;
     float v = exp == 0 ? ldexpf((float)man, -24) : exp == 31 ? (man ? NAN : INFINITY) : ldexpf((float)(man | 0x400u), (int)exp - 25);
