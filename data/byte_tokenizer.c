@@ -14,23 +14,7 @@
 
 #define QWEN_SPLIT "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
-int zen_write_byte_tokenizer(const char *dir, int vocab) {
-    static const char *const specials[3] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
-    int n_special = vocab >= 259 ? 3 : 0;
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "version", "1.0");
-    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
-    for (int i = 0; i < n_special; i++) {
-        cJSON *a = cJSON_CreateObject();
-        cJSON_AddNumberToObject(a, "id", 256 + i);
-        cJSON_AddStringToObject(a, "content", specials[i]);
-        cJSON_AddBoolToObject(a, "single_word", 0);
-        cJSON_AddBoolToObject(a, "lstrip", 0);
-        cJSON_AddBoolToObject(a, "rstrip", 0);
-        cJSON_AddBoolToObject(a, "normalized", 0);
-        cJSON_AddBoolToObject(a, "special", 1);
-        cJSON_AddItemToArray(added, a);
-    }
+void zen_qwen_tokenizer_json(struct cJSON *root) {
     cJSON *norm = cJSON_AddObjectToObject(root, "normalizer");
     cJSON_AddStringToObject(norm, "type", "NFC");
     cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
@@ -50,6 +34,26 @@ int zen_write_byte_tokenizer(const char *dir, int vocab) {
     cJSON_AddItemToArray(list, bl);
     cJSON *dec = cJSON_AddObjectToObject(root, "decoder");
     cJSON_AddStringToObject(dec, "type", "ByteLevel");
+}
+
+int zen_write_byte_tokenizer(const char *dir, int vocab) {
+    static const char *const specials[3] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+    int n_special = vocab >= 259 ? 3 : 0;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "version", "1.0");
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    for (int i = 0; i < n_special; i++) {
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddNumberToObject(a, "id", 256 + i);
+        cJSON_AddStringToObject(a, "content", specials[i]);
+        cJSON_AddBoolToObject(a, "single_word", 0);
+        cJSON_AddBoolToObject(a, "lstrip", 0);
+        cJSON_AddBoolToObject(a, "rstrip", 0);
+        cJSON_AddBoolToObject(a, "normalized", 0);
+        cJSON_AddBoolToObject(a, "special", 1);
+        cJSON_AddItemToArray(added, a);
+    }
+    zen_qwen_tokenizer_json(root);
     cJSON *model = cJSON_AddObjectToObject(root, "model");
     cJSON_AddStringToObject(model, "type", "BPE");
     cJSON *v = cJSON_AddObjectToObject(model, "vocab");

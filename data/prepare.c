@@ -505,7 +505,7 @@ int zen_data_prepare(const zen_data_opts *o, zen_data_stats *st) {
     p.st = st;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rc = zen_tokenizer_load(&p.tok, o->tokenizer_dir);
+    int rc = o->tokenizer ? (p.tok = o->tokenizer, 0) : zen_tokenizer_load(&p.tok, o->tokenizer_dir);
     if (rc) return rc;
     p.eos = doc_separator(p.tok);
     /* --in is a file, or a directory whose regular files are read in name order */
@@ -549,6 +549,6 @@ int zen_data_prepare(const zen_data_opts *o, zen_data_stats *st) {
     st->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     zen_ids_free(&p.ids);
     free(p.mask);
-    zen_tokenizer_free(p.tok);
+    if (!o->tokenizer) zen_tokenizer_free(p.tok);
     return rc;
 }

@@ -19,6 +19,7 @@ typedef enum { ZEN_DATA_TEXT, ZEN_DATA_JSONL, ZEN_DATA_ALPACA, ZEN_DATA_MESSAGES
 
 typedef struct {
     const char *tokenizer_dir, *in, *out;
+    zen_tokenizer *tokenizer; /* already loaded (e.g. from a GGUF), or NULL: loaded from tokenizer_dir */
     zen_data_format format;
     const char *field;     /* jsonl: the text field ("text") */
     int split_paragraphs;  /* text: a document per blank-line-separated paragraph */

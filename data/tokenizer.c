@@ -818,4 +818,9 @@ int zen_tokenizer_normalize(const zen_tokenizer *t, const char *text, size_t len
     return 0;
 }
 int32_t zen_tokenizer_eos(const zen_tokenizer *t) { return t->eos; }
+
+void zen_tokenizer_set_special_ids(zen_tokenizer *t, int32_t eos, int32_t pad) {
+    t->eos = eos >= 0 && eos < t->n_ids ? eos : -1;
+    t->pad = pad >= 0 && pad < t->n_ids ? pad : -1;
+}
 int32_t zen_tokenizer_pad(const zen_tokenizer *t) { return t->pad; }

@@ -59,5 +59,12 @@ void zen_byte_level_char(int b, char *out);
 /* A byte-level tokenizer.json + tokenizer_config.json for a toy model of the
  * given vocab (>= 256), see data/byte_tokenizer.c. */
 int zen_write_byte_tokenizer(const char *dir, int vocab);
+/* Qwen2/3's normalizer (NFC), pre-tokenizer (its split regex, then
+ * byte-level) and decoder, added to a tokenizer.json object being built */
+struct cJSON;
+void zen_qwen_tokenizer_json(struct cJSON *root);
+/* sets the ids zen data uses for eos and pad (-1: none), as a
+ * tokenizer_config.json would */
+void zen_tokenizer_set_special_ids(zen_tokenizer *t, int32_t eos, int32_t pad);
 
 #endif

@@ -224,6 +224,8 @@ static int export_gguf(xctx *c, const zen_export_opts *o, const zen_gguf_mix *mi
     if (o->no_tokenizer) {
         gguf_add_string(&w, "tokenizer.ggml.model", "none");
         gguf_add_u32(&w, "qwen3.vocab_size", (uint32_t)cfg->vocab);
+    } else if (c->m->from_gguf) { /* a GGUF base: its own tokenizer, as it is */
+        rc = zen_gguf_copy_tokenizer(&w, &c->m->gguf);
     } else {
         rc = zen_gguf_add_tokenizer(&w, o->model_dir, cfg->vocab);
     }

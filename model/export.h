@@ -34,5 +34,10 @@ int zen_export_adapter(const zen_export_opts *o, const zen_model *m, const zen_l
 /* the GGUF tokenizer metadata from a model directory's tokenizer.json and
  * tokenizer_config.json, tokens padded to n_vocab with [PADi] (model/gguf_vocab.c) */
 int zen_gguf_add_tokenizer(gguf_writer *w, const char *model_dir, int n_vocab);
+/* A GGUF base's own tokenizer (model/gguf_tokenizer.c): as zen's tokenizer
+ * (zen data --tokenizer FILE.gguf), and copied into a merged export of it. */
+typedef struct zen_tokenizer zen_tokenizer;
+int zen_tokenizer_from_gguf(zen_tokenizer **out, const char *path);
+int zen_gguf_copy_tokenizer(gguf_writer *w, const gguf_file *src);
 
 #endif

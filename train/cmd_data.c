@@ -4,19 +4,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../data/dataset.h"
 #include "../data/prepare.h"
+#include "../model/export.h"
 #include "../util/error.h"
 #include "cli.h"
 #include "commands.h"
+
+/* the tokenizer of a model directory (tokenizer.json), or of a llama.cpp
+ * GGUF file (its tokenizer.ggml.* keys) */
+static int open_tokenizer(const char *path, zen_tokenizer **t) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) return zen_tokenizer_from_gguf(t, path);
+    return zen_tokenizer_load(t, path);
+}
 
 /* prints tokens [a, b) of the file, masked-in spans marked (green on a
  * terminal, [[ ... ]] otherwise) */
 static int decode_file(const char *path, const char *tok_dir, const char *range, int plain) {
     zen_tokenizer *t;
-    int rc = zen_tokenizer_load(&t, tok_dir);
+    int rc = open_tokenizer(tok_dir, &t);
     if (rc) return rc;
     zen_dataset d = {0};
     if ((rc = zen_dataset_open(&d, path, zen_tokenizer_vocab_size(t)))) {
@@ -63,7 +73,7 @@ int zen_cmd_data(int argc, char **argv) {
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "data"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
-        printf("zen data --tokenizer DIR --in FILE --format text|jsonl|alpaca|messages --out FILE.h5\n"
+        printf("zen data --tokenizer DIR|FILE.gguf --in FILE --format text|jsonl|alpaca|messages --out FILE.h5\n"
                "         [--field text] [--split-paragraphs] [--skip-bad] [--train-on-prompt] [--drop-empty-think]\n"
                "         [--pack T [--seed S]]   (documents whole in windows of T tokens, for --seq-len T)\n"
                "zen data --decode FILE.h5 --tokenizer DIR [--range a:b] [--plain (no mask markers)]\n");
@@ -91,7 +101,10 @@ int zen_cmd_data(int argc, char **argv) {
     d.pack_seq_len = pack;
     d.pack_seed = (uint64_t)seed;
     zen_data_stats st;
-    if ((rc = zen_data_prepare(&d, &st))) return rc;
+    if ((rc = open_tokenizer(d.tokenizer_dir, &d.tokenizer))) return rc;
+    rc = zen_data_prepare(&d, &st);
+    zen_tokenizer_free(d.tokenizer);
+    if (rc) return rc;
     if (st.id_mismatches)
         fprintf(stderr, "zen data: note: %lld added tokens of tokenizer.json got other ids than it lists, as Hugging Face "
                 "tokenizers assigns them (it warns about each)\n", (long long)st.id_mismatches);

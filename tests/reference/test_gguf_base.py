@@ -186,7 +186,7 @@ def main():
           err <= 1.5 * err_base + 1e-6 and effect >= 3 * err,
           f"(max |dp| {err:.1e}; base alone {err_base:.1e}; the LoRA moves them {effect:.1e})")
     p = run([zen, "export", "--model", base, "--adapter", w("run"), "--format", "gguf", "--dtype", "f16", "--out",
-             w("merged.gguf"), "--no-tokenizer"])
+             w("merged.gguf")])
     check("merged export from a quantised base warns it merges onto the quantised weights",
           "block-quantised weights" in p.stderr, p.stderr.strip()[:120])
 

@@ -190,6 +190,41 @@ def main():
              "--skip-bad"])
     check("--skip-bad: skips and counts", "2 bad lines skipped" in p.stderr and len(read_docs(w("bad.h5"))) == 1)
 
+    # a GGUF base's own tokenizer: a tiny model with Qwen3's vocabulary exported as GGUF
+    # (its tokenizer.ggml.* keys), then zen data --tokenizer FILE.gguf
+    from zen_files import make_config, write_model
+    cfg = make_config(hidden=32, inter=64, layers=1, heads=2, kv_heads=1, head_dim=16, vocab=151936, tied=True)
+    write_model(w("qm"), cfg, rng)
+    run(["node", os.path.join(LLAMA_DIR, "tokenize.mjs"), "--dump-config", w("qm")], cwd=LLAMA_DIR)
+    run([zen, "export", "--model", w("qm"), "--format", "gguf", "--dtype", "f16", "--out", w("qm.gguf")])
+    run([zen, "data", "--tokenizer", w("qm.gguf"), "--in", w("corpus.jsonl"), "--format", "jsonl", "--out",
+         w("cg.h5")])
+    gdocs = read_docs(w("cg.h5"))
+    check(f"zen data --tokenizer FILE.gguf: the same tokens as tokenizer.json on {len(texts)} texts",
+          [d[0] for d in gdocs] == [d[0] for d in read_docs(w("c.h5"))])
+    with open(w("chat.jsonl"), "w") as f:
+        f.write(json.dumps(conv) + "\n" + json.dumps(think) + "\n")
+    for tok, out in ((w("tok"), "chat-dir.h5"), (w("qm.gguf"), "chat-gguf.h5")):
+        run([zen, "data", "--tokenizer", tok, "--in", w("chat.jsonl"), "--format", "messages", "--out", w(out)])
+    check("zen data --tokenizer FILE.gguf: chats, tokens and masks as with tokenizer.json",
+          read_docs(w("chat-dir.h5")) == read_docs(w("chat-gguf.h5")))
+    # llama.cpp's own tokenizer on the file agrees, and a merged export of the GGUF carries its tokenizer
+    run([zen, "export", "--model", w("qm.gguf"), "--format", "gguf", "--dtype", "q8_0", "--out", w("qm-q8.gguf")])
+    with open(w("few.json"), "w") as f:
+        json.dump(texts[:20], f)
+    def llama_tokens(gguf):
+        out = run(["node", os.path.join(LLAMA_DIR, "tokenize.mjs"), gguf, w("few.json")], cwd=LLAMA_DIR).stdout
+        return [b["llama"] for b in json.loads(out)]
+    merged, source = llama_tokens(w("qm-q8.gguf")), llama_tokens(w("qm.gguf"))
+    agree = sum(m + [endoftext] == d[0] for m, d in zip(merged, gdocs[:20]))
+    # (llama.cpp does not apply Qwen3's NFC normaliser, so it differs from tokenizer.json on texts it changes)
+    check("a merged export of the GGUF base carries its tokenizer: llama.cpp tokenizes as with the source file",
+          merged == source and agree >= 15, f"({agree}/20 also equal to zen data's)")
+    p = run([zen, "data", "--tokenizer", w("c.h5"), "--in", w("corpus.jsonl"), "--format", "jsonl", "--out",
+             w("x.h5")], expect=None)
+    check("zen data --tokenizer on a file that is not a GGUF: one line, exit 2",
+          p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr.strip()[:120])
+
     harness.finish()
 
 
