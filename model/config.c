@@ -5,6 +5,7 @@
 
 #include "../util/error.h"
 #include "../util/file.h"
+#include "lora.h"
 #include "../util/json.h"
 #include "config.h"
 
@@ -124,4 +125,27 @@ void zen_config_json_no_sliding_window(cJSON *root) {
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "num_hidden_layers");
     if (!cJSON_GetObjectItemCaseSensitive(root, "max_window_layers") && cJSON_IsNumber(layers))
         cJSON_AddNumberToObject(root, "max_window_layers", layers->valuedouble);
+}
+
+cJSON *zen_config_to_json(const zen_config *c) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arch = cJSON_AddArrayToObject(root, "architectures");
+    cJSON_AddItemToArray(arch, cJSON_CreateString("Qwen3ForCausalLM"));
+    cJSON_AddStringToObject(root, "model_type", "qwen3");
+    cJSON_AddNumberToObject(root, "hidden_size", c->hidden);
+    cJSON_AddNumberToObject(root, "intermediate_size", c->intermediate);
+    cJSON_AddNumberToObject(root, "num_hidden_layers", c->layers);
+    cJSON_AddNumberToObject(root, "num_attention_heads", c->heads);
+    cJSON_AddNumberToObject(root, "num_key_value_heads", c->kv_heads);
+    cJSON_AddNumberToObject(root, "head_dim", c->head_dim);
+    cJSON_AddNumberToObject(root, "rms_norm_eps", zen_float_for_json(c->rms_eps)); /* 1e-06, not 9.99999997e-07 */
+    cJSON_AddNumberToObject(root, "rope_theta", c->rope_theta);
+    cJSON_AddNumberToObject(root, "vocab_size", c->vocab);
+    cJSON_AddNumberToObject(root, "max_position_embeddings", c->max_positions);
+    cJSON_AddBoolToObject(root, "tie_word_embeddings", c->tied);
+    cJSON_AddStringToObject(root, "hidden_act", "silu");
+    cJSON_AddBoolToObject(root, "attention_bias", 0);
+    cJSON_AddNullToObject(root, "rope_scaling");
+    zen_config_json_no_sliding_window(root);
+    return root;
 }

@@ -47,5 +47,8 @@ int64_t zen_config_param_count(const zen_config *cfg);
  * without them transformers 4.51 applies a 4096-token window. */
 struct cJSON;
 void zen_config_json_no_sliding_window(struct cJSON *root);
+/* A Hugging Face Qwen3 config.json object for cfg (for a model that came
+ * from a GGUF file, which has none); the caller deletes it. */
+struct cJSON *zen_config_to_json(const zen_config *cfg);
 
 #endif

@@ -150,10 +150,13 @@ static int copy_if_present(const char *from_dir, const char *to_dir, const char 
     return rc;
 }
 
-static int write_hf_config(const char *model_dir, const char *out_dir, zen_dtype dtype) {
+/* the model directory's config.json with torch_dtype set (a GGUF base: one
+ * made from its config) */
+static int write_hf_config(const zen_model *m, const char *model_dir, const char *out_dir, zen_dtype dtype) {
     char *src = zen_path_join(model_dir, "config.json"), *dst = zen_path_join(out_dir, "config.json");
     cJSON *root = NULL;
-    int rc = src && dst ? zen_read_json_object(src, &root) : ZEN_ERR_INTERNAL;
+    int rc = !src || !dst ? ZEN_ERR_INTERNAL : m->from_gguf ? ((root = zen_config_to_json(&m->cfg)) ? 0 : ZEN_ERR_INTERNAL)
+                                                            : zen_read_json_object(src, &root);
     if (!rc) {
         cJSON_DeleteItemFromObjectCaseSensitive(root, "torch_dtype");
         cJSON_AddStringToObject(root, "torch_dtype",
@@ -181,7 +184,12 @@ static int export_safetensors(xctx *c, const zen_export_opts *o, const char *dir
     }
     int rc = st_write_model_dir(dir, e, c->n, o->shard_bytes, produce_safetensors, c);
     free(e);
-    if (!rc) rc = write_hf_config(o->model_dir, dir, c->st_dtype);
+    if (!rc) rc = write_hf_config(c->m, o->model_dir, dir, c->st_dtype);
+    if (c->m->from_gguf) { /* nothing beside a GGUF file to copy */
+        if (!rc) fprintf(stderr, "zen export: note: a GGUF base has no tokenizer.json to copy; add the model's own "
+                         "tokenizer files to %s\n", o->out);
+        return rc;
+    }
     const char *extra[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                            "merges.txt", "generation_config.json"};
     for (size_t k = 0; k < sizeof extra / sizeof extra[0] && !rc; k++) rc = copy_if_present(o->model_dir, dir, extra[k]);
@@ -301,7 +309,7 @@ int zen_export(const zen_export_opts *o) {
         goto done;
     }
     if (o->format == ZEN_EXPORT_SAFETENSORS) {
-        c.st_dtype = m.main_dtype;
+        c.st_dtype = zen_dtype_is_quant(m.main_dtype) ? ZEN_BF16 : m.main_dtype; /* a quantised GGUF: bf16 */
         if (o->dtype && zen_dtype_parse_float(o->dtype, &c.st_dtype)) {
             rc = zen_fail(ZEN_ERR_INPUT, "--dtype '%s': safetensors takes f32, f16 or bf16", o->dtype);
             goto done;
@@ -310,7 +318,8 @@ int zen_export(const zen_export_opts *o) {
             rc = zen_atomic_dir_end(export_safetensors(&c, o, partial), &partial, o->out);
     } else {
         const zen_gguf_mix *mix =
-            zen_gguf_mix_plain(m.main_dtype == ZEN_BF16 ? GGML_BF16 : m.main_dtype == ZEN_F16 ? GGML_F16 : GGML_F32);
+            zen_gguf_mix_plain(m.main_dtype == ZEN_BF16 || zen_dtype_is_quant(m.main_dtype) ? GGML_BF16
+                               : m.main_dtype == ZEN_F16 ? GGML_F16 : GGML_F32);
         if (o->dtype && !(mix = zen_gguf_mix_find(o->dtype))) {
             rc = zen_fail(ZEN_ERR_INPUT, "--dtype '%s': gguf takes %s", o->dtype, zen_gguf_mix_names());
             goto done;

@@ -189,6 +189,13 @@ def main():
              w("merged.gguf")])
     check("merged export from a quantised base warns it merges onto the quantised weights",
           "block-quantised weights" in p.stderr, p.stderr.strip()[:120])
+    # merged as SafeTensors (f32): a Hugging Face directory whose loss is the base + adapter's
+    run([zen, "export", "--model", base, "--adapter", w("run"), "--format", "safetensors", "--dtype", "f32", "--out",
+         w("merged-st")])
+    merged = float(run([zen, "eval", "--model", w("merged-st"), "--data", w("data.h5"), "--seq-len", str(T),
+                        "--dtype", "f32"]).stdout.split()[1])
+    check("q4_k_m.gguf merged into SafeTensors (f32, config.json from the GGUF keys): its loss is base + adapter's",
+          abs(merged - got) <= 1e-5 * abs(got), f"({merged:.7f} vs {got:.7f})")
 
     # bad files: one line, exit 2
     raw = bytearray(open(f32, "rb").read())
