@@ -38,6 +38,7 @@ int zen_gguf_add_tokenizer(gguf_writer *w, const char *model_dir, int n_vocab);
  * (zen data --tokenizer FILE.gguf), and copied into a merged export of it. */
 typedef struct zen_tokenizer zen_tokenizer;
 int zen_tokenizer_from_gguf(zen_tokenizer **out, const char *path);
+int zen_tokenizer_from_gguf_file(zen_tokenizer **out, const gguf_file *f); /* an opened file (the fuzzer) */
 int zen_gguf_copy_tokenizer(gguf_writer *w, const gguf_file *src);
 
 #endif

@@ -51,6 +51,16 @@ int zen_tokenizer_from_gguf(zen_tokenizer **out, const char *path) {
     gguf_file f;
     int rc = gguf_open(&f, path);
     if (rc) return rc;
+    rc = zen_tokenizer_from_gguf_file(out, &f);
+    gguf_close(&f);
+    return rc;
+}
+
+int zen_tokenizer_from_gguf_file(zen_tokenizer **out, const gguf_file *g) {
+    *out = NULL;
+    const gguf_file f = *g; /* read only */
+    const char *path = f.path;
+    int rc = 0;
     char *model = string_key(&f, "tokenizer.ggml.model"), *pre = string_key(&f, "tokenizer.ggml.pre");
     const gguf_kv *tokens = array_key(&f, "tokenizer.ggml.tokens", GGUF_STRING);
     const gguf_kv *types = array_key(&f, "tokenizer.ggml.token_type", GGUF_I32);
@@ -108,7 +118,6 @@ int zen_tokenizer_from_gguf(zen_tokenizer **out, const char *path) {
     cJSON_Delete(root);
     free(model);
     free(pre);
-    gguf_close(&f);
     return rc;
 }
 

@@ -1,8 +1,14 @@
-/* tests/fuzz/fuzz_gguf.c: the GGUF reader. A file that opens has every
- * tensor's data inside it at an aligned, non-overlapping offset, and every
- * key's value readable. */
+/* tests/fuzz/fuzz_gguf.c: the GGUF reader, and what a GGUF base makes of
+ * it. A file that opens has every tensor's data inside it at an aligned,
+ * non-overlapping offset, and every key's value readable; its qwen3 config
+ * (zen_gguf_config) and its tokenizer (zen_tokenizer_from_gguf_file) are
+ * each made or refused with a message, and a config that is made passes the
+ * config checks' bounds. */
+#include "data/tokenizer.h"
 #include "fuzz_common.h"
+#include "model/export.h"
 #include "model/gguf.h"
+#include "model/weights.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     gguf_file f;
@@ -38,6 +44,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_ASSERT(gguf_find_tensor(&f, t->name) == t);
     }
     (void)sum;
+    zen_config cfg;
+    if (zen_gguf_config(&f, &cfg)) {
+        fuzz_check_message();
+    } else {
+        FUZZ_ASSERT(cfg.layers >= 1 && cfg.hidden >= 1 && cfg.heads >= 1 && cfg.kv_heads >= 1 &&
+                    cfg.heads % cfg.kv_heads == 0 && cfg.vocab >= 1);
+    }
+    zen_tokenizer *tok = NULL;
+    if (zen_tokenizer_from_gguf_file(&tok, &f)) fuzz_check_message();
+    else FUZZ_ASSERT(zen_tokenizer_vocab_size(tok) >= 256); /* every byte has its token */
+    zen_tokenizer_free(tok);
     gguf_close(&f);
     return 0;
 }
