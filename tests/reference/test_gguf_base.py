@@ -4,7 +4,7 @@
 
 The bases are made by llama.cpp itself: zen exports a tiny model as an f32
 GGUF, and llama_model_quantize (node-llama-cpp's libllama, by ctypes) makes
-q8_0, q4_0, q4_k_m and q6_k files of it. Then:
+q8_0, q4_0, q4_k_m, q5_k_m and q6_k files of it. Then:
 - zen grad (f32) on each file against the float64 reference on the file's
   tensors dequantised by llama.cpp's own dequantize_row_* (libggml-base by
   ctypes): loss and every LoRA gradient within 1e-5 relative; the f32 file
@@ -40,7 +40,7 @@ from test_kquant import LIB_DIR, LLAMA_DIR, llama_quantize, read_gguf  # noqa: E
 from zen_files import (MODULES, make_config, read_adapter, read_batch, read_model_dir, read_safetensors,  # noqa: E402
                        write_adapter, write_model, write_tokens)
 
-FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "q6_k": 18}
+FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
 # ggml type id -> (dequantize_row_ name, elements per block, bytes per block)
 DEQUANT = {2: ("q4_0", 32, 18), 6: ("q5_0", 32, 22), 7: ("q5_1", 32, 24), 8: ("q8_0", 32, 34),
            12: ("q4_K", 256, 144), 13: ("q5_K", 256, 176), 14: ("q6_K", 256, 210)}
