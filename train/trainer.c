@@ -155,6 +155,13 @@ static zen_plan run_plan(const run *r) {
     size_t tree = (size_t)r->tree_depth * r->s.lora.num_params * sizeof(float);
     p.lora_grads += tree;
     p.total += tree;
+    /* the sum across ranks: NCCL's half-vector on the device; on the CPU the
+     * host copy and half-vector are the device's memory too */
+    size_t half = (r->s.lora.num_params / 2 + 1) * sizeof(float), comm = 0;
+    if (r->device_comm) comm = half;
+    else if (r->dist->size > 1 && !r->s.be->memory_info) comm = r->s.lora.num_params * sizeof(float) + half;
+    p.backend += comm;
+    p.total += comm;
     return p;
 }
 
