@@ -160,6 +160,12 @@ struct zk_backend {
      * along a sequence; NULL is one segment (plain causal). */
     void (*attention_fwd)(zk_backend *be, void *out, float *lse, const void *q, const void *k,
                           const void *v, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
+    /* generation with a KV cache (optional: NULL where a backend has none
+     * yet): n query rows q[n, nh, hd] at positions start .. start + n - 1
+     * see the keys 0 .. their own position of one sequence's cache
+     * k, v[>= start + n, nkv, hd] -> out[n, nh, hd]; GQA and scale as above */
+    void (*attention_cached_fwd)(zk_backend *be, void *out, const void *q, const void *k, const void *v, size_t n,
+                                 size_t start, size_t nh, size_t nkv, size_t hd);
     /* dq, dk, dv are overwritten */
     void (*attention_bwd)(zk_backend *be, void *dq, void *dk, void *dv, const void *dout,
                           const void *out, const float *lse, const void *q, const void *k,

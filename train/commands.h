@@ -7,6 +7,7 @@ int zen_cmd_init(int argc, char **argv);
 int zen_cmd_grad(int argc, char **argv);
 int zen_cmd_train(int argc, char **argv);
 int zen_cmd_eval(int argc, char **argv);
+int zen_cmd_generate(int argc, char **argv);
 int zen_cmd_export(int argc, char **argv);
 int zen_cmd_info(int argc, char **argv);
 int zen_cmd_data(int argc, char **argv);

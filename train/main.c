@@ -21,6 +21,9 @@ static void usage(FILE *out) {
             "  zen train CONFIG.json [--model DIR] [--data FILE.h5] [--out DIR] [--set key=value]...\n"
             "            [--resume]\n"
             "  zen eval  --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B]\n"
+            "  zen generate --model DIR|FILE.gguf [--adapter DIR] (--prompt TEXT | --prompt-ids a,b,c)\n"
+            "            [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
+            "            [--ignore-eos] [--ids] [--dtype auto|f32|bf16]   (CPU, KV cache, adapter unmerged)\n"
             "  zen export --model DIR [--adapter DIR] --format safetensors|gguf|peft|gguf-lora|mlx\n"
             "            --out PATH [--dtype f32|f16|bf16|q8_0|q4_0|q4_k_m|q4_k_s|q5_k_m|q5_k_s|q6_k] [--shard-size BYTES] [--no-tokenizer]\n"
             "  zen info  FILE|DIR  (SafeTensors, GGUF, HDF5)\n"
@@ -58,6 +61,8 @@ int main(int argc, char **argv) {
         rc = zen_cmd_train(argc, argv);
     } else if (!strcmp(cmd, "eval")) {
         rc = zen_cmd_eval(argc, argv);
+    } else if (!strcmp(cmd, "generate")) {
+        rc = zen_cmd_generate(argc, argv);
     } else if (!strcmp(cmd, "export")) {
         rc = zen_cmd_export(argc, argv);
     } else if (!strcmp(cmd, "info")) {

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../util/error.h"
 #include "cpu_ops.h"
 #include "fast_exp.h"
 
@@ -236,5 +237,45 @@ void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const vo
                     }
                 }
             }
+    }
+}
+
+/* Generation: each (query row, head) in fp32 with the exact exp: scores
+ * against the keys it sees, their softmax, the weighted values. */
+void cpu_attention_cached_fwd(zk_backend *be, void *out_, const void *q_, const void *k_, const void *v_, size_t n,
+                              size_t start, size_t nh, size_t nkv, size_t hd) {
+    float *out = out_;                          /* [n, nh, hd] */
+    const float *q = q_, *k = k_, *v = v_;      /* q [n, nh, hd]; k, v [start + n, nkv, hd] */
+    size_t group = nh / nkv, keys_max = start + n;
+    float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel
+    {
+        float *p = malloc(keys_max * sizeof(float)); /* [keys] this task's scores */
+#pragma omp for collapse(2) schedule(static)
+        for (size_t i = 0; i < n; i++)
+            for (size_t h = 0; h < nh; h++) {
+                if (!p) continue;
+                size_t keys = start + i + 1, kh = h / group;
+                const float *qi = q + (i * nh + h) * hd;
+                float m = -INFINITY;
+                for (size_t j = 0; j < keys; j++) {
+                    const float *kj = k + (j * nkv + kh) * hd;
+                    float s = 0.0f;
+                    for (size_t d = 0; d < hd; d++) s += qi[d] * kj[d];
+                    p[j] = s * scale;
+                    m = p[j] > m ? p[j] : m;
+                }
+                double sum = 0.0;
+                for (size_t j = 0; j < keys; j++) sum += (p[j] = expf(p[j] - m));
+                float inv = (float)(1.0 / sum), *o = out + (i * nh + h) * hd;
+                for (size_t d = 0; d < hd; d++) o[d] = 0.0f;
+                for (size_t j = 0; j < keys; j++) {
+                    const float *vj = v + (j * nkv + kh) * hd;
+                    float w = p[j] * inv;
+                    for (size_t d = 0; d < hd; d++) o[d] += w * vj[d];
+                }
+            }
+        if (!p) zk_set_failed(be, ZEN_ERR_INTERNAL, "out of memory in attention (generation)");
+        free(p);
     }
 }

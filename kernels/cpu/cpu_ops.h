@@ -102,6 +102,8 @@ void cpu_rope_fwd(zk_backend *be, void *x, const int32_t *pos, size_t N, size_t 
 void cpu_rope_bwd(zk_backend *be, void *dx, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
                   double theta);
 
+void cpu_attention_cached_fwd(zk_backend *be, void *out, const void *q, const void *k, const void *v, size_t n,
+                              size_t start, size_t nh, size_t nkv, size_t hd);
 void cpu_attention_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k,
                        const void *v, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
 void cpu_attention_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout,
