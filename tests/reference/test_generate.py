@@ -11,7 +11,10 @@ f32 compute:
   what a full forward gives, across the prefill/decode boundary;
 - the adapter changes them (it is applied);
 - sampling: the same seed gives the same ids, top-k 1 gives greedy's;
+- llama.cpp's greedy (node-llama-cpp) on zen's merged f32 GGUF of the GQA
+  model gives the same tokens;
 - a prompt id outside the vocabulary is one line, exit 2."""
+import json
 import os
 import sys
 
@@ -19,18 +22,20 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import byte_tokenizer  # noqa: E402
 import harness  # noqa: E402
 from harness import check, run  # noqa: E402
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
 from zen_files import MODULES, make_config, read_adapter, read_model_dir, read_safetensors, write_adapter, write_model  # noqa: E402
 
 NEW = 48
+LLAMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "llama")
 
 
 def main():
     zen, work, w = harness.setup()
     rng = np.random.default_rng(41)
-    cases = [("gqa4:1", make_config(hidden=64, inter=96, layers=2, heads=4, kv_heads=1, head_dim=16, vocab=80,
+    cases = [("gqa4:1", make_config(hidden=64, inter=96, layers=2, heads=4, kv_heads=1, head_dim=16, vocab=300,
                                     tied=True)),
              ("mha-untied", make_config(hidden=48, inter=64, layers=3, heads=3, kv_heads=3, head_dim=16, vocab=70,
                                         tied=False))]
@@ -70,6 +75,16 @@ def main():
         k1 = run(base + ["--adapter", adir, "--temperature", "1", "--top-k", "1", "--seed", "9"]).stdout
         check(f"{name}: sampling: same seed same ids, another seed others, top-k 1 = greedy",
               s1 == s2 and s1 != s3 and k1 == out)
+        if cfg["vocab_size"] >= 259:  # llama.cpp's greedy on zen's merged f32 GGUF (it needs a tokenizer)
+            byte_tokenizer.write(mdir)
+            run([zen, "export", "--model", mdir, "--adapter", adir, "--format", "gguf", "--dtype", "f32", "--out",
+                 w(name + ".gguf")])
+            seq = prompt + ids[:-1]
+            cmd = ["node", os.path.join(LLAMA_DIR, "probs.mjs"), w(name + ".gguf"), ",".join(map(str, seq))]
+            probs = np.array(json.loads(run(cmd, cwd=LLAMA_DIR).stdout)["probs"])
+            llama_ids = [int(np.argmax(probs[i])) for i in range(len(prompt) - 1, len(seq))]
+            check(f"{name}: llama.cpp's greedy on zen's merged f32 GGUF gives the same tokens", llama_ids == ids,
+                  f"({sum(a == b for a, b in zip(llama_ids, ids))}/{NEW} equal)")
     p = run([zen, "generate", "--model", w("gqa4:1"), "--prompt-ids", "1,500", "--ids"], expect=None)
     lines = p.stderr.strip().splitlines()
     check("a prompt id outside the vocabulary: one line, exit 2", p.returncode == 2 and len(lines) == 1 and
