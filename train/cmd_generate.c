@@ -1,7 +1,10 @@
 /* train/cmd_generate.c: `zen generate`: a continuation of a prompt by the
- * model (+ adapter, unmerged) with a KV cache: the prompt in one forward
- * pass, then a token per step, streamed to stdout, until the tokenizer's eos
- * or <|im_end|> (unless --ignore-eos) or --max-new-tokens. */
+ * model (+ adapter, unmerged) with a KV cache: the prompt in forward passes
+ * of up to a chunk of tokens, then a token per step, streamed to stdout,
+ * until the tokenizer's eos or <|im_end|> (unless --ignore-eos) or
+ * --max-new-tokens. --messages renders a conversation in Qwen3's ChatML as
+ * zen data does, with the generation prompt; --chat is a loop over stdin
+ * lines (user turns) that keeps the cache across turns. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +12,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+
+#include "../data/prepare.h"
 #include "../data/tokenizer.h"
 #include "../model/export.h"
 #include "../model/generate.h"
@@ -53,123 +59,238 @@ static int parse_ids(const char *text, zen_ids *out) {
     return out->len ? 0 : zen_fail(ZEN_ERR_INPUT, "--prompt-ids is empty");
 }
 
-int zen_cmd_generate(int argc, char **argv) {
-    zen_opt o[] = {{"--model", 1, NULL},       {"--adapter", 1, NULL},     {"--prompt", 1, NULL},
-                   {"--prompt-ids", 1, NULL},  {"--max-new-tokens", 1, NULL}, {"--temperature", 1, NULL},
-                   {"--top-k", 1, NULL},       {"--top-p", 1, NULL},       {"--min-p", 1, NULL},
-                   {"--seed", 1, NULL},        {"--ignore-eos", 0, NULL},  {"--ids", 0, NULL},
-                   {"--device", 1, NULL},      {"--dtype", 1, NULL},       {"--base-quant", 1, NULL},
-                   {"--save-logits", 1, NULL}, {"--help", 0, NULL}};
-    int n = (int)(sizeof o / sizeof o[0]), rc;
-    if ((rc = zen_cli_parse(argc, argv, 2, o, n, "generate"))) return rc;
-    if (zen_cli_get(o, n, "--help")) {
-        printf("zen generate --model DIR|FILE.gguf [--adapter DIR] (--prompt TEXT | --prompt-ids a,b,c)\n"
-               "             [--max-new-tokens 64] [--temperature 0.6] [--top-k 20] [--top-p 0.95] [--min-p 0]\n"
-               "             [--seed 0] [--ignore-eos] [--ids] [--device cpu] [--dtype auto|f32|bf16]\n"
-               "             [--base-quant none|nf4|q4_0|q8_0] [--save-logits FILE.safetensors]\n"
-               "  temperature 0 is greedy; the defaults are Qwen3's recommended sampling\n");
-        return 0;
-    }
-    const char *model_dir, *prompt = zen_cli_get(o, n, "--prompt"), *prompt_ids = zen_cli_get(o, n, "--prompt-ids");
-    const char *logits_path = zen_cli_get(o, n, "--save-logits");
-    long long max_new, top_k, seed;
-    double temperature, top_p, min_p;
-    if ((rc = zen_cli_require(o, n, "--model", "generate", &model_dir)) ||
-        (rc = zen_cli_int(o, n, "--max-new-tokens", 64, 0, 1 << 20, &max_new)) ||
-        (rc = zen_cli_int(o, n, "--top-k", 20, 0, 1 << 24, &top_k)) ||
-        (rc = zen_cli_int(o, n, "--seed", 0, 0, (1LL << 62), &seed)) ||
-        (rc = zen_cli_float(o, n, "--temperature", 0.6, 0, 100, &temperature)) ||
-        (rc = zen_cli_float(o, n, "--top-p", 0.95, 0, 1, &top_p)) ||
-        (rc = zen_cli_float(o, n, "--min-p", 0, 0, 1, &min_p)))
-        return rc;
-    if (!prompt == !prompt_ids) return zen_fail(ZEN_ERR_INPUT, "give exactly one of --prompt or --prompt-ids");
-    zen_session s;
-    memset(&s, 0, sizeof s);
-    zen_tokenizer *tok = NULL;
-    zen_ids ids = {0}, shown = {0}; /* prompt + new tokens; the new ones with text */
-    zen_kv kv = {0};
-    float *logits = NULL, *saved = NULL;
-    if ((rc = zen_session_open(&s, zen_cli_get(o, n, "--device"), zen_cli_get(o, n, "--dtype"),
-                               zen_cli_get(o, n, "--base-quant"), model_dir)))
-        goto done;
-    if (zen_cli_get(o, n, "--adapter") && (rc = zen_session_load_adapter(&s, zen_cli_get(o, n, "--adapter"))))
-        goto done;
-    tok = model_tokenizer(model_dir);
-    if (prompt_ids) {
-        rc = parse_ids(prompt_ids, &ids);
-    } else if (!tok) {
-        rc = zen_fail(ZEN_ERR_INPUT, "%s has no tokenizer for --prompt (give --prompt-ids)", model_dir);
-    } else {
-        rc = zen_tokenizer_encode(tok, prompt, strlen(prompt), 1, &ids);
-    }
-    if (rc) goto done;
-    if (!tok && !zen_cli_get(o, n, "--ids")) {
-        rc = zen_fail(ZEN_ERR_INPUT, "%s has no tokenizer to print text with: give --ids", model_dir);
-        goto done;
-    }
-    int32_t V = s.model.cfg.vocab, eos = tok ? zen_tokenizer_eos(tok) : -1;
-    int32_t im_end = tok ? zen_tokenizer_token_id(tok, "<|im_end|>") : -1;
-    size_t prompt_n = ids.len, total = prompt_n + (size_t)max_new;
-    if ((rc = zen_kv_create(&kv, &s.model, s.has_lora ? &s.lora : NULL, total, prompt_n))) goto done;
-    if (!(logits = zen_malloc((size_t)V * sizeof(float))) ||
-        (logits_path && !(saved = zen_malloc(((size_t)max_new + 1) * (size_t)V * sizeof(float))))) {
-        rc = ZEN_ERR_INTERNAL;
-        goto done;
-    }
-    zen_sampling samp = {(float)temperature, (float)top_p, (float)min_p, (int)top_k};
+/* what one generation needs: the cache, the sampler, where the text goes */
+typedef struct {
+    zen_kv kv;
+    zen_tokenizer *tok;
+    int32_t vocab, eos, im_end;
+    float *logits;      /* [vocab] after the last fed token */
+    float *saved;       /* [max_new, vocab] or NULL: --save-logits */
+    size_t n_saved;
+    zen_sampling samp;
     zen_rng rng;
-    zen_rng_seed(&rng, (uint64_t)seed);
-    int show_ids = zen_cli_get(o, n, "--ids") != NULL, stop_at_eos = !zen_cli_get(o, n, "--ignore-eos");
+    int show_ids, stop_at_eos;
+    double t_prefill, t_decode;
+    size_t n_prefill, n_decode;
+} gen;
+
+/* feeds ids[n] in chunks of the cache's largest */
+static int feed(gen *g, const int32_t *ids, size_t n) {
     double t0 = now_s();
-    rc = zen_kv_feed(&kv, ids.ids, prompt_n, logits);
-    double t_prefill = now_s() - t0, t_decode = 0;
-    size_t made = 0, printed = 0;
-    while (!rc && made < (size_t)max_new) {
-        if (saved) memcpy(saved + made * (size_t)V, logits, (size_t)V * sizeof(float));
-        int32_t next = zen_sample(logits, V, &samp, &rng);
-        if ((rc = zen_ids_push(&ids, next))) break;
-        made++;
-        int stop = stop_at_eos && (next == eos || next == im_end);
-        if (show_ids) {
-            printf("%s%d", made == 1 ? "" : ",", next);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i += g->kv.max_chunk)
+        rc = zen_kv_feed(&g->kv, ids + i, n - i < g->kv.max_chunk ? n - i : g->kv.max_chunk, g->logits);
+    g->t_prefill += now_s() - t0;
+    g->n_prefill += n;
+    return rc;
+}
+
+/* up to max_new tokens from the current logits, streamed; *stopped: the
+ * eos / <|im_end|> that ended it (not fed), or -1; *unfed: the last token
+ * when the limit ended it (in the output, not yet in the cache), or -1 */
+static int generate(gen *g, size_t max_new, int32_t *stopped, int32_t *unfed) {
+    zen_ids made = {0}, shown = {0}; /* the new tokens; those with text */
+    size_t printed = 0;
+    int rc = 0;
+    *stopped = *unfed = -1;
+    while (!rc && made.len < max_new) {
+        if (g->saved && g->n_saved < max_new)
+            memcpy(g->saved + g->n_saved++ * (size_t)g->vocab, g->logits, (size_t)g->vocab * sizeof(float));
+        int32_t next = zen_sample(g->logits, g->vocab, &g->samp, &g->rng);
+        if ((rc = zen_ids_push(&made, next))) break;
+        int stop = g->stop_at_eos && (next == g->eos || next == g->im_end);
+        if (g->show_ids) {
+            printf("%s%d", made.len == 1 ? "" : ",", next);
         } else if (!stop) { /* the text so far, decoded at once, printed from where it stopped (an id the
                              * tokenizer has no text for, which an untrained model may pick, adds none) */
             char *text = NULL;
             size_t len = 0;
-            if (zen_tokenizer_kind(tok, next) && (rc = zen_ids_push(&shown, next))) break;
-            if (!(rc = zen_tokenizer_decode(tok, shown.ids, shown.len, &text, &len)) && len > printed) {
+            if (zen_tokenizer_kind(g->tok, next) && (rc = zen_ids_push(&shown, next))) break;
+            if (!(rc = zen_tokenizer_decode(g->tok, shown.ids, shown.len, &text, &len)) && len > printed) {
                 fwrite(text + printed, 1, len - printed, stdout);
                 printed = len;
             }
             free(text);
         }
         fflush(stdout);
-        if (stop || made == (size_t)max_new || rc) break;
+        if (stop) *stopped = next;
+        else if (made.len == max_new) *unfed = next;
+        if (stop || made.len == max_new || rc) break;
         double t1 = now_s();
-        rc = zen_kv_feed(&kv, &next, 1, logits);
-        t_decode += now_s() - t1;
+        rc = zen_kv_feed(&g->kv, &next, 1, g->logits);
+        g->t_decode += now_s() - t1;
+        g->n_decode++;
     }
-    if (!rc) {
+    zen_ids_free(&made);
+    zen_ids_free(&shown);
+    return rc;
+}
+
+/* Qwen3's generation prompt; --no-think adds the empty think block, as its
+ * template does with enable_thinking=False */
+static const char *assistant_prompt(int no_think) {
+    return no_think ? "<|im_start|>assistant\n<think>\n\n</think>\n\n" : "<|im_start|>assistant\n";
+}
+
+/* a conversation file ({"messages": [...]}, or the list alone) as ChatML
+ * text ending in the generation prompt */
+static int render_messages(zen_tokenizer *tok, const char *path, int no_think, zen_ids *ids) {
+    char *text = NULL;
+    cJSON *root = NULL;
+    int rc = zen_read_text_file(path, &text);
+    if (!rc && !(root = cJSON_Parse(text))) rc = zen_fail(ZEN_ERR_INPUT, "%s: not valid JSON", path);
+    if (!rc && cJSON_IsArray(root)) { /* the list alone */
+        cJSON *obj = cJSON_CreateObject();
+        cJSON_AddItemToObject(obj, "messages", root);
+        root = obj;
+    }
+    zen_data_opts o = {0};
+    o.format = ZEN_DATA_MESSAGES;
+    zen_render r = {0};
+    if (!rc) rc = zen_render_chat(&o, tok, root, &r, path);
+    const char *gp = assistant_prompt(no_think);
+    if (!rc) rc = zen_tokenizer_encode(tok, r.text ? r.text : "", r.len, 1, ids);
+    if (!rc) rc = zen_tokenizer_encode(tok, gp, strlen(gp), 1, ids);
+    zen_render_free(&r);
+    cJSON_Delete(root);
+    free(text);
+    return rc;
+}
+
+/* --chat: each stdin line is a user turn; the cache keeps the whole
+ * conversation, the answers' <|im_end|> and newline included */
+static int chat(gen *g, size_t max_new, int no_think) {
+    char line[65536];
+    int rc = 0;
+    fprintf(stderr, "zen generate: chat; one line per turn, end with Ctrl-D\n");
+    while (!rc && fgets(line, sizeof line, stdin)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (!line[0]) continue;
+        zen_ids ids = {0};
+        const char *gp = assistant_prompt(no_think);
+        rc = zen_tokenizer_encode(g->tok, "<|im_start|>user\n", 17, 1, &ids);
+        if (!rc) rc = zen_tokenizer_encode(g->tok, line, strlen(line), 0, &ids);
+        if (!rc) rc = zen_tokenizer_encode(g->tok, "<|im_end|>\n", 11, 1, &ids);
+        if (!rc) rc = zen_tokenizer_encode(g->tok, gp, strlen(gp), 1, &ids);
+        if (!rc && g->kv.len + ids.len + max_new + 2 > g->kv.max_tokens)
+            rc = zen_fail(ZEN_ERR_INPUT, "the conversation reached the context of %zu tokens (--context)",
+                          g->kv.max_tokens);
+        if (!rc) rc = feed(g, ids.ids, ids.len);
+        int32_t stopped = -1, unfed = -1;
+        if (!rc) rc = generate(g, max_new, &stopped, &unfed);
         putchar('\n');
-        fprintf(stderr, "zen generate: prompt %zu tokens in %.3f s (%.1f tokens/s), %zu new in %.3f s (%.1f tokens/s)\n",
-                prompt_n, t_prefill, (double)prompt_n / t_prefill, made, t_decode,
-                made > 1 ? (double)(made - 1) / t_decode : 0.0);
+        zen_ids_free(&ids);
+        /* the end of the answer into the cache, as the template closes it (an
+         * answer cut by --max-new-tokens: its last token first) */
+        zen_ids end = {0};
+        if (!rc && unfed >= 0) rc = zen_ids_push(&end, unfed);
+        if (!rc) rc = zen_tokenizer_encode(g->tok, "<|im_end|>\n", 11, 1, &end);
+        if (!rc) rc = feed(g, end.ids, end.len);
+        zen_ids_free(&end);
     }
-    if (!rc && saved && made) { /* the logits each new token was chosen from [made, V] */
-        st_entry e = {"logits", ZEN_F32, 2, {(int64_t)made, V}};
+    return rc;
+}
+
+int zen_cmd_generate(int argc, char **argv) {
+    zen_opt o[] = {{"--model", 1, NULL},       {"--adapter", 1, NULL},     {"--prompt", 1, NULL},
+                   {"--prompt-ids", 1, NULL},  {"--max-new-tokens", 1, NULL}, {"--temperature", 1, NULL},
+                   {"--top-k", 1, NULL},       {"--top-p", 1, NULL},       {"--min-p", 1, NULL},
+                   {"--seed", 1, NULL},        {"--ignore-eos", 0, NULL},  {"--ids", 0, NULL},
+                   {"--device", 1, NULL},      {"--dtype", 1, NULL},       {"--base-quant", 1, NULL},
+                   {"--save-logits", 1, NULL}, {"--messages", 1, NULL},    {"--chat", 0, NULL},
+                   {"--think", 0, NULL},       {"--no-think", 0, NULL},    {"--context", 1, NULL},
+                   {"--help", 0, NULL}};
+    int n = (int)(sizeof o / sizeof o[0]), rc;
+    if ((rc = zen_cli_parse(argc, argv, 2, o, n, "generate"))) return rc;
+    if (zen_cli_get(o, n, "--help")) {
+        printf("zen generate --model DIR|FILE.gguf [--adapter DIR]\n"
+               "             (--prompt TEXT | --prompt-ids a,b,c | --messages FILE.json | --chat [--context 4096])\n"
+               "             [--max-new-tokens 64] [--temperature 0.6] [--top-k 20] [--top-p 0.95] [--min-p 0]\n"
+               "             [--seed 0] [--ignore-eos] [--ids] [--think | --no-think] [--device cpu]\n"
+               "             [--dtype auto|f32|bf16] [--base-quant none|nf4|q4_0|q8_0] [--save-logits FILE]\n"
+               "  temperature 0 is greedy; the defaults are Qwen3's recommended sampling\n");
+        return 0;
+    }
+    const char *model_dir, *prompt = zen_cli_get(o, n, "--prompt"), *prompt_ids = zen_cli_get(o, n, "--prompt-ids");
+    const char *messages = zen_cli_get(o, n, "--messages"), *logits_path = zen_cli_get(o, n, "--save-logits");
+    int chatting = zen_cli_get(o, n, "--chat") != NULL, no_think = zen_cli_get(o, n, "--no-think") != NULL;
+    long long max_new, top_k, seed, context;
+    double temperature, top_p, min_p;
+    if ((rc = zen_cli_require(o, n, "--model", "generate", &model_dir)) ||
+        (rc = zen_cli_int(o, n, "--max-new-tokens", chatting ? 512 : 64, 0, 1 << 20, &max_new)) ||
+        (rc = zen_cli_int(o, n, "--top-k", 20, 0, 1 << 24, &top_k)) ||
+        (rc = zen_cli_int(o, n, "--seed", 0, 0, (1LL << 62), &seed)) ||
+        (rc = zen_cli_int(o, n, "--context", 4096, 16, 1 << 24, &context)) ||
+        (rc = zen_cli_float(o, n, "--temperature", 0.6, 0, 100, &temperature)) ||
+        (rc = zen_cli_float(o, n, "--top-p", 0.95, 0, 1, &top_p)) ||
+        (rc = zen_cli_float(o, n, "--min-p", 0, 0, 1, &min_p)))
+        return rc;
+    if ((prompt != NULL) + (prompt_ids != NULL) + (messages != NULL) + chatting != 1)
+        return zen_fail(ZEN_ERR_INPUT, "give exactly one of --prompt, --prompt-ids, --messages or --chat");
+    if (no_think && zen_cli_get(o, n, "--think")) return zen_fail(ZEN_ERR_INPUT, "--think and --no-think exclude each other");
+    if ((no_think || zen_cli_get(o, n, "--think")) && !messages && !chatting)
+        return zen_fail(ZEN_ERR_INPUT, "--think / --no-think shape the chat prompt of --messages or --chat");
+    zen_session s;
+    memset(&s, 0, sizeof s);
+    gen g;
+    memset(&g, 0, sizeof g);
+    zen_ids ids = {0};
+    if ((rc = zen_session_open(&s, zen_cli_get(o, n, "--device"), zen_cli_get(o, n, "--dtype"),
+                               zen_cli_get(o, n, "--base-quant"), model_dir)))
+        goto done;
+    if (zen_cli_get(o, n, "--adapter") && (rc = zen_session_load_adapter(&s, zen_cli_get(o, n, "--adapter"))))
+        goto done;
+    g.tok = model_tokenizer(model_dir);
+    g.show_ids = zen_cli_get(o, n, "--ids") != NULL;
+    if (!g.tok && (!prompt_ids || !g.show_ids)) {
+        rc = zen_fail(ZEN_ERR_INPUT, "%s has no tokenizer (tokenizer.json or a GGUF's own): use --prompt-ids with --ids",
+                      model_dir);
+        goto done;
+    }
+    if (prompt_ids) rc = parse_ids(prompt_ids, &ids);
+    else if (prompt) rc = zen_tokenizer_encode(g.tok, prompt, strlen(prompt), 1, &ids);
+    else if (messages) rc = render_messages(g.tok, messages, no_think, &ids);
+    if (!rc && !chatting && ids.len == 0) rc = zen_fail(ZEN_ERR_INPUT, "the prompt is empty");
+    if (rc) goto done;
+    g.vocab = s.model.cfg.vocab;
+    g.eos = g.tok ? zen_tokenizer_eos(g.tok) : -1;
+    g.im_end = g.tok ? zen_tokenizer_token_id(g.tok, "<|im_end|>") : -1;
+    g.stop_at_eos = !zen_cli_get(o, n, "--ignore-eos");
+    g.samp = (zen_sampling){(float)temperature, (float)top_p, (float)min_p, (int)top_k};
+    zen_rng_seed(&g.rng, (uint64_t)seed);
+    /* --chat: the context asked for, or the model's whole */
+    if (!zen_cli_get(o, n, "--context") && context > s.model.cfg.max_positions) context = s.model.cfg.max_positions;
+    size_t capacity = chatting ? (size_t)context : ids.len + (size_t)max_new;
+    size_t chunk = ids.len > 1024 ? 1024 : ids.len > 0 ? ids.len : 1024;
+    if ((rc = zen_kv_create(&g.kv, &s.model, s.has_lora ? &s.lora : NULL, capacity, chunk))) goto done;
+    if (!(g.logits = zen_malloc((size_t)g.vocab * sizeof(float))) ||
+        (logits_path && !(g.saved = zen_malloc(((size_t)max_new + 1) * (size_t)g.vocab * sizeof(float))))) {
+        rc = ZEN_ERR_INTERNAL;
+        goto done;
+    }
+    int32_t stopped, unfed;
+    if (chatting) rc = chat(&g, (size_t)max_new, no_think);
+    else if (!(rc = feed(&g, ids.ids, ids.len))) rc = generate(&g, (size_t)max_new, &stopped, &unfed);
+    if (!rc) {
+        if (!chatting) putchar('\n');
+        fprintf(stderr, "zen generate: prompt %zu tokens in %.3f s (%.1f tokens/s), %zu decode steps in %.3f s "
+                "(%.1f tokens/s)\n", g.n_prefill, g.t_prefill, (double)g.n_prefill / (g.t_prefill + 1e-12),
+                g.n_decode, g.t_decode, (double)g.n_decode / (g.t_decode + 1e-12));
+    }
+    if (!rc && g.saved && g.n_saved) { /* the logits each new token was chosen from [n, V] */
+        st_entry e = {"logits", ZEN_F32, 2, {(int64_t)g.n_saved, g.vocab}};
         st_writer w;
         if (!(rc = st_writer_open(&w, logits_path, &e, 1, NULL, 0))) {
-            rc = st_writer_put(&w, saved, made * (size_t)V * sizeof(float));
+            rc = st_writer_put(&w, g.saved, g.n_saved * (size_t)g.vocab * sizeof(float));
             rc = rc ? (st_writer_abort(&w), rc) : st_writer_close(&w);
         }
     }
 done:
-    free(logits);
-    free(saved);
-    zen_kv_free(&kv);
+    free(g.logits);
+    free(g.saved);
+    zen_kv_free(&g.kv);
     zen_ids_free(&ids);
-    zen_ids_free(&shown);
-    zen_tokenizer_free(tok);
+    zen_tokenizer_free(g.tok);
     zen_session_close(&s);
     return rc;
 }

@@ -16,6 +16,7 @@ f32 compute:
 - a prompt id outside the vocabulary is one line, exit 2."""
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -85,6 +86,37 @@ def main():
             llama_ids = [int(np.argmax(probs[i])) for i in range(len(prompt) - 1, len(seq))]
             check(f"{name}: llama.cpp's greedy on zen's merged f32 GGUF gives the same tokens", llama_ids == ids,
                   f"({sum(a == b for a, b in zip(llama_ids, ids))}/{NEW} equal)")
+    # ChatML: --messages renders as zen data does, plus the generation prompt; --chat keeps the cache
+    m = w("chat-model")  # zen init's toy tokenizer: bytes, and <|endoftext|>, <|im_start|>, <|im_end|> = 256-258
+    run([zen, "init", "--preset", "small", "--seed", "2", "--out", m])
+    conv = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]}
+    with open(w("conv.json"), "w") as f:
+        json.dump(conv, f)
+    with open(w("conv.jsonl"), "w") as f:
+        f.write(json.dumps(conv) + "\n")
+    run([zen, "data", "--tokenizer", m, "--in", w("conv.jsonl"), "--format", "messages", "--out", w("conv.h5"),
+         "--train-on-prompt"])
+    from zen_files import read_docs
+    rendered = read_docs(w("conv.h5"))[0][0]
+    rendered = rendered[:-1] if rendered[-1] == 256 else rendered  # without the document separator
+    gen_prompt = [257] + list(b"assistant\n")   # <|im_start|> is 257 in the byte tokenizer
+    common = ["--max-new-tokens", "6", "--temperature", "0", "--ids", "--ignore-eos", "--dtype", "f32"]
+    for think, extra in (("", []), ("--no-think", list(b"<think>\n\n</think>\n\n"))):
+        got = run([zen, "generate", "--model", m, "--messages", w("conv.json")] + ([think] if think else []) +
+                  common).stdout.strip()
+        want = run([zen, "generate", "--model", m, "--prompt-ids",
+                    ",".join(map(str, rendered + gen_prompt + extra))] + common).stdout.strip()
+        check(f"--messages {think or '(thinking)'}: the prompt zen data renders + Qwen3's generation prompt",
+              got == want and got, f"({got})")
+    turn = lambda text: [257] + list(b"user\n" + text.encode()) + [258] + list(b"\n")
+    p = subprocess.run([zen, "generate", "--model", m, "--chat"] + common, input="Hello\nAgain\n",
+                       capture_output=True, text=True)
+    answers = [l for l in p.stdout.splitlines() if l.strip()]
+    first = [int(t) for t in answers[0].split(",")] if answers else []
+    conv2 = turn("Hello") + gen_prompt + first + [258] + list(b"\n") + turn("Again") + gen_prompt
+    want = run([zen, "generate", "--model", m, "--prompt-ids", ",".join(map(str, conv2))] + common).stdout.strip()
+    check("--chat: the second turn continues the cache as the whole conversation at once would",
+          p.returncode == 0 and len(answers) == 2 and answers[1] == want, f"({answers[-1:] if answers else p.stderr[-200:]})")
     p = run([zen, "generate", "--model", w("gqa4:1"), "--prompt-ids", "1,500", "--ids"], expect=None)
     lines = p.stderr.strip().splitlines()
     check("a prompt id outside the vocabulary: one line, exit 2", p.returncode == 2 and len(lines) == 1 and
