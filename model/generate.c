@@ -166,3 +166,20 @@ int32_t zen_sample(const float *logits, int32_t vocab, const zen_sampling *s, ze
     free(pairs);
     return pick;
 }
+
+int zen_kv_generate(zen_kv *c, float *logits, const zen_sampling *s, zen_rng *rng, size_t max_new,
+                    const int32_t *stop, int n_stop, int (*on_token)(void *ctx, int32_t id), void *ctx,
+                    size_t *made, int32_t *last, int *stopped) {
+    int rc = 0;
+    *made = 0, *last = -1, *stopped = 0;
+    while (!rc && *made < max_new) {
+        int32_t next = zen_sample(logits, c->m->cfg.vocab, s, rng);
+        (*made)++;
+        *last = next;
+        for (int i = 0; i < n_stop; i++) *stopped |= next == stop[i];
+        if (on_token && (rc = on_token(ctx, next))) break;
+        if (*stopped || *made == max_new) break;
+        rc = zen_kv_feed(c, &next, 1, logits);
+    }
+    return rc;
+}

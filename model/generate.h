@@ -45,4 +45,14 @@ typedef struct {
 #include "../util/rng.h"
 int32_t zen_sample(const float *logits, int32_t vocab, const zen_sampling *s, zen_rng *rng);
 
+/* Up to max_new tokens after the cache's last logits (logits[vocab], as the
+ * last zen_kv_feed left them): each is sampled, handed to on_token (may be
+ * NULL; a non-zero return stops), and fed, except the last one and a stop
+ * token (stop[n_stop], e.g. eos and <|im_end|>), which end it unfed.
+ * *made gets the count, *last the final token and *last_fed whether the
+ * cache holds it. */
+int zen_kv_generate(zen_kv *c, float *logits, const zen_sampling *s, zen_rng *rng, size_t max_new,
+                    const int32_t *stop, int n_stop, int (*on_token)(void *ctx, int32_t id), void *ctx,
+                    size_t *made, int32_t *last, int *stopped);
+
 #endif

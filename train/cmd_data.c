@@ -13,20 +13,13 @@
 #include "../util/error.h"
 #include "cli.h"
 #include "commands.h"
-
-/* the tokenizer of a model directory (tokenizer.json), or of a llama.cpp
- * GGUF file (its tokenizer.ggml.* keys) */
-static int open_tokenizer(const char *path, zen_tokenizer **t) {
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) return zen_tokenizer_from_gguf(t, path);
-    return zen_tokenizer_load(t, path);
-}
+#include "session.h"
 
 /* prints tokens [a, b) of the file, masked-in spans marked (green on a
  * terminal, [[ ... ]] otherwise) */
 static int decode_file(const char *path, const char *tok_dir, const char *range, int plain) {
     zen_tokenizer *t;
-    int rc = open_tokenizer(tok_dir, &t);
+    int rc = zen_open_tokenizer(tok_dir, &t);
     if (rc) return rc;
     zen_dataset d = {0};
     if ((rc = zen_dataset_open(&d, path, zen_tokenizer_vocab_size(t)))) {
@@ -101,7 +94,7 @@ int zen_cmd_data(int argc, char **argv) {
     d.pack_seq_len = pack;
     d.pack_seed = (uint64_t)seed;
     zen_data_stats st;
-    if ((rc = open_tokenizer(d.tokenizer_dir, &d.tokenizer))) return rc;
+    if ((rc = zen_open_tokenizer(d.tokenizer_dir, &d.tokenizer))) return rc;
     rc = zen_data_prepare(&d, &st);
     zen_tokenizer_free(d.tokenizer);
     if (rc) return rc;

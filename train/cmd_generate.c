@@ -36,13 +36,10 @@ static double now_s(void) {
 static zen_tokenizer *model_tokenizer(const char *model) {
     zen_tokenizer *t = NULL;
     struct stat st;
-    if (stat(model, &st) == 0 && S_ISREG(st.st_mode)) {
-        if (zen_tokenizer_from_gguf(&t, model)) t = NULL;
-        return t;
-    }
     char *path = zen_path_join(model, "tokenizer.json");
-    if (path && zen_file_exists(path) && zen_tokenizer_load(&t, model)) t = NULL;
+    int have = (stat(model, &st) == 0 && S_ISREG(st.st_mode)) || (path && zen_file_exists(path));
     free(path);
+    if (have && zen_open_tokenizer(model, &t)) t = NULL;
     return t;
 }
 
@@ -85,44 +82,56 @@ static int feed(gen *g, const int32_t *ids, size_t n) {
     return rc;
 }
 
+/* one new token: its logits kept (--save-logits), its text or id printed */
+typedef struct {
+    gen *g;
+    size_t max_new, made, printed;
+    zen_ids shown; /* the new tokens with text */
+    int rc;
+} stream;
+
+static int on_token(void *ctx, int32_t next) {
+    stream *st = ctx;
+    gen *g = st->g;
+    if (g->saved && g->n_saved < st->max_new)
+        memcpy(g->saved + g->n_saved++ * (size_t)g->vocab, g->logits, (size_t)g->vocab * sizeof(float));
+    int stop = g->stop_at_eos && (next == g->eos || next == g->im_end);
+    st->made++;
+    if (g->show_ids) {
+        printf("%s%d", st->made == 1 ? "" : ",", next);
+    } else if (!stop) { /* the text so far, decoded at once, printed from where it stopped (an id the
+                         * tokenizer has no text for, which an untrained model may pick, adds none) */
+        char *text = NULL;
+        size_t len = 0;
+        if (zen_tokenizer_kind(g->tok, next) && zen_ids_push(&st->shown, next)) return ZEN_ERR_INTERNAL;
+        int rc = zen_tokenizer_decode(g->tok, st->shown.ids, st->shown.len, &text, &len);
+        if (!rc && len > st->printed) {
+            fwrite(text + st->printed, 1, len - st->printed, stdout);
+            st->printed = len;
+        }
+        free(text);
+        if (rc) return rc;
+    }
+    fflush(stdout);
+    return 0;
+}
+
 /* up to max_new tokens from the current logits, streamed; *stopped: the
  * eos / <|im_end|> that ended it (not fed), or -1; *unfed: the last token
  * when the limit ended it (in the output, not yet in the cache), or -1 */
 static int generate(gen *g, size_t max_new, int32_t *stopped, int32_t *unfed) {
-    zen_ids made = {0}, shown = {0}; /* the new tokens; those with text */
-    size_t printed = 0;
-    int rc = 0;
-    *stopped = *unfed = -1;
-    while (!rc && made.len < max_new) {
-        if (g->saved && g->n_saved < max_new)
-            memcpy(g->saved + g->n_saved++ * (size_t)g->vocab, g->logits, (size_t)g->vocab * sizeof(float));
-        int32_t next = zen_sample(g->logits, g->vocab, &g->samp, &g->rng);
-        if ((rc = zen_ids_push(&made, next))) break;
-        int stop = g->stop_at_eos && (next == g->eos || next == g->im_end);
-        if (g->show_ids) {
-            printf("%s%d", made.len == 1 ? "" : ",", next);
-        } else if (!stop) { /* the text so far, decoded at once, printed from where it stopped (an id the
-                             * tokenizer has no text for, which an untrained model may pick, adds none) */
-            char *text = NULL;
-            size_t len = 0;
-            if (zen_tokenizer_kind(g->tok, next) && (rc = zen_ids_push(&shown, next))) break;
-            if (!(rc = zen_tokenizer_decode(g->tok, shown.ids, shown.len, &text, &len)) && len > printed) {
-                fwrite(text + printed, 1, len - printed, stdout);
-                printed = len;
-            }
-            free(text);
-        }
-        fflush(stdout);
-        if (stop) *stopped = next;
-        else if (made.len == max_new) *unfed = next;
-        if (stop || made.len == max_new || rc) break;
-        double t1 = now_s();
-        rc = zen_kv_feed(&g->kv, &next, 1, g->logits);
-        g->t_decode += now_s() - t1;
-        g->n_decode++;
-    }
-    zen_ids_free(&made);
-    zen_ids_free(&shown);
+    int32_t stop[2] = {g->eos, g->im_end}, last;
+    stream st = {g, max_new, 0, 0, {0}, 0};
+    size_t made;
+    int ended;
+    double t0 = now_s();
+    int rc = zen_kv_generate(&g->kv, g->logits, &g->samp, &g->rng, max_new, stop, g->stop_at_eos ? 2 : 0, on_token,
+                             &st, &made, &last, &ended);
+    g->t_decode += now_s() - t0;
+    g->n_decode += made > 1 ? made - 1 : 0;
+    *stopped = ended ? last : -1;
+    *unfed = !ended && made ? last : -1;
+    zen_ids_free(&st.shown);
     return rc;
 }
 

@@ -16,7 +16,7 @@
 #include "../util/json.h"
 #include "run_config.h"
 
-typedef enum { K_STR, K_INT, K_FLOAT, K_BOOL, K_AUTO_BOOL, K_TARGETS } key_type;
+typedef enum { K_STR, K_INT, K_FLOAT, K_BOOL, K_AUTO_BOOL, K_TARGETS, K_PROMPTS } key_type;
 
 typedef struct {
     const char *name;
@@ -62,6 +62,8 @@ static const key_spec KEYS[] = {
     {"lora.r", K_INT, OFF(lora_r), 1, 4096, 0, 1},
     {"lora.alpha", K_FLOAT, OFF(lora_alpha), 1e-6, 1e6, 0, 1},
     {"lora.dropout", K_FLOAT, OFF(lora_dropout), 0, 0.95, 0, 1},
+    {"sample_every", K_INT, OFF(sample_every), 0, 1e12, 0, 0},
+    {"sample_prompts", K_PROMPTS, OFF(sample_prompts), 0, 0, CAP(sample_prompts), 0},
     {"lora.targets", K_TARGETS, OFF(lora_targets), 0, 0, CAP(lora_targets), 1},
     {"lora.rslora", K_BOOL, OFF(lora_rslora), 0, 0, 0, 1},
 };
@@ -105,6 +107,7 @@ static const char *type_name(key_type t) {
     case K_FLOAT: return "a number";
     case K_BOOL: return "true or false";
     case K_AUTO_BOOL: return "true, false or \"auto\"";
+    case K_PROMPTS: return "a list of prompt strings";
     default: return "a list of target names";
     }
 }
@@ -122,8 +125,25 @@ static int set_targets(zen_run_config *c, const char *list, const char *origin) 
     return 0;
 }
 
+/* appends one prompt to sample_prompts */
+static int add_prompt(zen_run_config *c, const key_spec *k, const char *value, const char *origin) {
+    size_t used = strlen(c->sample_prompts), n = strlen(value);
+    if (!n || strchr(value, ZEN_PROMPT_SEP))
+        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s': a prompt must be non-empty text", origin, k->name);
+    if (used + n + 2 > k->cap)
+        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s': the prompts exceed %zu bytes", origin, k->name, k->cap - 2);
+    memcpy(c->sample_prompts + used, value, n);
+    c->sample_prompts[used + n] = ZEN_PROMPT_SEP;
+    c->sample_prompts[used + n + 1] = '\0';
+    return 0;
+}
+
 static int set_string(zen_run_config *c, const key_spec *k, const char *value, const char *origin) {
     if (k->type == K_TARGETS) return set_targets(c, value, origin);
+    if (k->type == K_PROMPTS) { /* one prompt (--set), replacing the list */
+        c->sample_prompts[0] = '\0';
+        return add_prompt(c, k, value, origin);
+    }
     if (strlen(value) >= k->cap)
         return zen_fail(ZEN_ERR_INPUT, "%s: key '%s': value is longer than %zu characters", origin, k->name,
                         k->cap - 1);
@@ -176,6 +196,19 @@ static int apply_item(zen_run_config *c, const cJSON *item, const char *name, co
             return set_string(c, k, list, origin);
         }
         break;
+    case K_PROMPTS:
+        if (cJSON_IsString(item)) return set_string(c, k, item->valuestring, origin);
+        if (cJSON_IsArray(item)) {
+            c->sample_prompts[0] = '\0';
+            const cJSON *e;
+            cJSON_ArrayForEach(e, item) {
+                if (!cJSON_IsString(e)) break;
+                int rc = add_prompt(c, k, e->valuestring, origin);
+                if (rc) return rc;
+            }
+            if (!e) return 0;
+        }
+        break;
     }
     return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be %s", origin, name, type_name(k->type));
 }
@@ -222,7 +255,7 @@ int zen_run_config_set(zen_run_config *c, const char *assignment) {
     c->cli_keys |= 1ull << (k - KEYS);
     char origin[160];
     snprintf(origin, sizeof origin, "--set %s", name);
-    if (k->type == K_STR || k->type == K_TARGETS) return set_string(c, k, value, origin);
+    if (k->type == K_STR || k->type == K_TARGETS || k->type == K_PROMPTS) return set_string(c, k, value, origin);
     if (k->type == K_BOOL || k->type == K_AUTO_BOOL) {
         if (!strcmp(value, "true") || !strcmp(value, "1")) *(int *)((char *)c + k->offset) = 1;
         else if (!strcmp(value, "false") || !strcmp(value, "0")) *(int *)((char *)c + k->offset) = 0;
@@ -252,7 +285,7 @@ static int key_is_set(const zen_run_config *c, const key_spec *k) {
 static void reset_key(zen_run_config *c, const key_spec *k) {
     zen_run_config d;
     zen_run_config_defaults(&d);
-    size_t size = k->type == K_STR || k->type == K_TARGETS ? k->cap
+    size_t size = k->type == K_STR || k->type == K_TARGETS || k->type == K_PROMPTS ? k->cap
                   : k->type == K_FLOAT ? sizeof(double) : k->type == K_INT ? sizeof(long) : sizeof(int);
     memcpy((char *)c + k->offset, (const char *)&d + k->offset, size);
 }
@@ -295,6 +328,8 @@ int zen_run_config_validate(const zen_run_config *c) {
                         c->schedule);
     if (c->max_steps == 0 && c->epochs == 0)
         return zen_fail(ZEN_ERR_INPUT, "config keys 'max_steps' and 'epochs' are both 0: nothing to train");
+    if (c->sample_every > 0 && !c->sample_prompts[0])
+        return zen_fail(ZEN_ERR_INPUT, "config key 'sample_every' is %ld but 'sample_prompts' is empty", c->sample_every);
     if (c->val_data[0] && c->val_fraction > 0)
         return zen_fail(ZEN_ERR_INPUT, "config keys 'val_data' and 'val_fraction' are both set: choose one");
     return 0;
@@ -330,6 +365,15 @@ char *zen_run_config_to_json(const zen_run_config *c) {
                 cJSON_AddItemToArray(arr, cJSON_CreateString(t));
             break;
         }
+        case K_PROMPTS: {
+            cJSON *arr = cJSON_AddArrayToObject(parent, name);
+            for (const char *p = field, *e; (e = strchr(p, ZEN_PROMPT_SEP)); p = e + 1) {
+                char *one = strndup(p, (size_t)(e - p));
+                if (one) cJSON_AddItemToArray(arr, cJSON_CreateString(one));
+                free(one);
+            }
+            break;
+        }
         }
     }
     char *text = cJSON_Print(root);
@@ -342,6 +386,7 @@ static void format_value(const zen_run_config *c, const key_spec *k, char *buf, 
     const char *f = (const char *)c + k->offset;
     switch (k->type) {
     case K_STR:
+    case K_PROMPTS:
     case K_TARGETS: snprintf(buf, cap, "%s", f); break;
     case K_INT: snprintf(buf, cap, "%ld", *(const long *)f); break;
     case K_FLOAT: snprintf(buf, cap, "%.9g", *(const double *)f); break;
@@ -366,6 +411,7 @@ int zen_run_config_trajectory_diffs(const zen_run_config *a, const zen_run_confi
         int same;
         switch (k->type) {
         case K_STR:
+        case K_PROMPTS:
         case K_TARGETS: same = !strcmp(fa, fb); break;
         case K_INT: same = *(const long *)fa == *(const long *)fb; break;
         case K_FLOAT: same = *(const double *)fa == *(const double *)fb; break;

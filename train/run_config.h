@@ -28,6 +28,8 @@ typedef struct {
     long lora_r;
     double lora_alpha, lora_dropout;
     char lora_targets[128]; /* comma list, e.g. "q_proj,k_proj" */
+    long sample_every;      /* every N steps (0: never), continuations of sample_prompts in samples.jsonl */
+    char sample_prompts[4096]; /* the prompts, each ended by ZEN_PROMPT_SEP */
     int lora_rslora;
     unsigned long long cli_keys; /* bit i: key i of the table was given by --set (not a config key) */
 } zen_run_config;
@@ -53,5 +55,7 @@ int zen_run_config_trajectory_diffs(const zen_run_config *a, const zen_run_confi
 
 /* recompute as resolved for the config's device */
 int zen_run_config_recompute(const zen_run_config *c);
+
+#define ZEN_PROMPT_SEP '\x1e' /* ends each of sample_prompts (ASCII record separator) */
 
 #endif

@@ -2,6 +2,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "../model/export.h"
 
 #include "../util/atomic_file.h"
 
@@ -63,6 +66,12 @@ int zen_session_nonfinite(const zen_session *s, const char *what, double value) 
     if (found > 0) return zen_fail(ZEN_ERR_INPUT, "%s is %s: %s", what, shown, where);
     return zen_fail(ZEN_ERR_INTERNAL, "%s is %s though every weight is finite (an overflow in the computation)", what,
                     shown);
+}
+
+int zen_open_tokenizer(const char *path, zen_tokenizer **t) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) return zen_tokenizer_from_gguf(t, path);
+    return zen_tokenizer_load(t, path);
 }
 
 int zen_check_output(const char *out, const zen_model *m, const char *adapter_dir, const char *data_path) {

@@ -6,6 +6,7 @@
 #ifndef ZEN_SESSION_H
 #define ZEN_SESSION_H
 #include "../data/dataset.h"
+#include "../data/tokenizer.h"
 #include "../model/decoder.h"
 
 typedef struct {
@@ -36,6 +37,9 @@ int zen_session_make_acts(zen_session *s, size_t B, size_t T, int recompute);
  * 1 (an overflow inside the computation). what is "loss", "eval loss", ... */
 int zen_session_nonfinite(const zen_session *s, const char *what, double value);
 void zen_session_close(zen_session *s);
+/* The tokenizer of a model directory (tokenizer.json) or of a llama.cpp GGUF
+ * file (its tokenizer.ggml.* keys). */
+int zen_open_tokenizer(const char *path, zen_tokenizer **t);
 /* Refuses an output path that is one of the inputs (a model shard, the
  * adapter's files, the dataset): writing it would destroy what is read. */
 int zen_check_output(const char *out, const zen_model *m, const char *adapter_dir, const char *data_path);

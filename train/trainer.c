@@ -24,7 +24,10 @@
 
 #include "../data/dataset.h"
 #include "../data/seq_order.h"
+#include <cjson/cJSON.h>
+
 #include "../model/decoder.h"
+#include "../model/generate.h"
 #include "../optim/adamw.h"
 #include "../optim/schedule.h"
 #include "../util/error.h"
@@ -71,6 +74,8 @@ typedef struct {
     float *host_grads;           /* [num_params + num_params / 2 + 1] the gradients on their way across ranks,
                                   * and the halves received (NULL alone) */
     int device_comm;             /* the backend sums across ranks itself (NCCL), device to device */
+    zen_tokenizer *tok;          /* rank 0 with sample_every: the model's tokenizer */
+    FILE *samples;               /* OUT/samples.jsonl, appended */
     long steps_per_epoch, total_steps;
     zen_schedule schedule;
     zen_report report;
@@ -81,6 +86,8 @@ typedef struct {
 
 static void run_free(run *r) {
     zen_report_close(&r->report);
+    if (r->samples) fclose(r->samples);
+    zen_tokenizer_free(r->tok);
     if (r->micro)
         for (long m = 0; m < r->cfg->grad_accum; m++) zen_batch_free(&r->micro[m]);
     free(r->micro);
@@ -434,6 +441,79 @@ static int prepare_steps(run *r) {
     return zen_session_make_acts(&r->s, (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c));
 }
 
+/* Continuations of sample_prompts by the model as trained so far, greedy
+ * and sampled (Qwen3's recommended sampling, seeded by the step), to
+ * OUT/samples.jsonl and the progress output: the adaptation as it happens. */
+#define SAMPLE_TOKENS 48
+
+static int collect(void *ctx, int32_t id) { return zen_ids_push(ctx, id); }
+
+static int one_sample(run *r, const zen_ids *prompt, const zen_sampling *s, uint64_t seed, char **text) {
+    zen_kv kv;
+    zen_ids out = {0};
+    float *logits = zen_malloc((size_t)r->s.model.cfg.vocab * sizeof(float));
+    int32_t stop[2] = {zen_tokenizer_eos(r->tok), zen_tokenizer_token_id(r->tok, "<|im_end|>")}, last;
+    size_t made, len = 0;
+    int ended, rc = logits ? zen_kv_create(&kv, &r->s.model, &r->s.lora, prompt->len + SAMPLE_TOKENS, prompt->len)
+                           : ZEN_ERR_INTERNAL;
+    zen_rng rng;
+    zen_rng_seed(&rng, seed);
+    if (!rc) {
+        if (!(rc = zen_kv_feed(&kv, prompt->ids, prompt->len, logits)))
+            rc = zen_kv_generate(&kv, logits, s, &rng, SAMPLE_TOKENS, stop, 2, collect, &out, &made, &last, &ended);
+        zen_kv_free(&kv);
+    }
+    /* the text, without a final stop token and without ids the tokenizer has no text for */
+    size_t keep = 0;
+    for (size_t i = 0; i < out.len; i++)
+        if (zen_tokenizer_kind(r->tok, out.ids[i]) && out.ids[i] != stop[0] && out.ids[i] != stop[1])
+            out.ids[keep++] = out.ids[i];
+    if (!rc) rc = zen_tokenizer_decode(r->tok, out.ids, keep, text, &len);
+    zen_ids_free(&out);
+    free(logits);
+    return rc;
+}
+
+static int write_samples(run *r, long step) {
+    static const zen_sampling greedy = {0.0f, 1.0f, 0.0f, 0}, sampled = {0.6f, 0.95f, 0.0f, 20};
+    int rc = 0, k = 0;
+    for (const char *p = r->cfg->sample_prompts, *e; !rc && (e = strchr(p, ZEN_PROMPT_SEP)); p = e + 1, k++) {
+        zen_ids prompt = {0};
+        char *g = NULL, *s = NULL;
+        rc = zen_tokenizer_encode(r->tok, p, (size_t)(e - p), 1, &prompt);
+        if (!rc && !prompt.len) rc = zen_fail(ZEN_ERR_INPUT, "sample_prompts: prompt %d has no tokens", k + 1);
+        if (!rc) rc = one_sample(r, &prompt, &greedy, 0, &g);
+        if (!rc) rc = one_sample(r, &prompt, &sampled, (uint64_t)r->cfg->seed ^ ((uint64_t)step << 20) ^ (uint64_t)k, &s);
+        if (!rc) {
+            cJSON *o = cJSON_CreateObject();
+            char *ptext = strndup(p, (size_t)(e - p));
+            cJSON_AddNumberToObject(o, "step", (double)step);
+            cJSON_AddStringToObject(o, "prompt", ptext ? ptext : "");
+            cJSON_AddStringToObject(o, "greedy", g);
+            cJSON_AddStringToObject(o, "sampled", s);
+            char *line = cJSON_PrintUnformatted(o);
+            if (!line || fprintf(r->samples, "%s\n", line) < 0 || fflush(r->samples))
+                rc = zen_fail(ZEN_ERR_INTERNAL, "%s/samples.jsonl: write failed", r->cfg->out_dir);
+            /* one line of the progress output: newlines shown as \n, cut at 100 bytes */
+            char shown[128];
+            size_t n = 0;
+            for (const char *c = g; *c && n < 100; c++) {
+                if (*c == '\n' && n + 2 < sizeof shown) shown[n++] = '\\', shown[n++] = 'n';
+                else shown[n++] = *c;
+            }
+            shown[n] = '\0';
+            zen_report_line(&r->report, "  sample %d (greedy): %s%s", k + 1, shown, strlen(g) > n ? "..." : "");
+            free(line);
+            free(ptext);
+            cJSON_Delete(o);
+        }
+        free(g);
+        free(s);
+        zen_ids_free(&prompt);
+    }
+    return rc;
+}
+
 /* everything checked: only now does the run write into out_dir (rank 0) */
 static int open_outputs(run *r, int resume, const zen_train_state *st) {
     const zen_run_config *c = r->cfg;
@@ -442,6 +522,16 @@ static int open_outputs(run *r, int resume, const zen_train_state *st) {
     int rc = text && path ? zen_write_text_file(path, text) : ZEN_ERR_INTERNAL;
     free(text);
     free(path);
+    if (!rc && c->sample_every > 0 && !r->s.be->attention_cached_fwd)
+        return zen_fail(ZEN_ERR_INPUT, "sample_every: generation runs on the CPU for now (device %s)", r->s.be->name);
+    if (!rc && c->sample_every > 0) { /* the prompts' tokenizer, and where the samples go */
+        if ((rc = zen_open_tokenizer(c->model, &r->tok)))
+            return zen_fail(rc, "sample_every: the model's tokenizer: %s", zen_last_error());
+        char *sp = zen_path_join(c->out_dir, "samples.jsonl");
+        if (!sp || !(r->samples = fopen(sp, "a")))
+            rc = zen_fail(ZEN_ERR_INPUT, "%s/samples.jsonl: cannot write", c->out_dir);
+        free(sp);
+    }
     if (rc) return rc;
     return zen_report_open(&r->report, c->out_dir, resume ? st->step : -1);
 }
@@ -592,6 +682,9 @@ int zen_train(const zen_run_config *given, int resume) {
         zen_report_progress(&r.report, &rec, log_now);
         if (evaluate) zen_report_line(&r.report, "  eval loss %.4f (ppl %.3f) on %lld validation sequences", eval_loss,
                                       exp(eval_loss), (long long)r.val_count);
+        if (c->sample_every > 0 && (st.step % c->sample_every == 0 || last) &&
+            (rc = zen_dist_agree(r.writer ? write_samples(&r, st.step) : 0)))
+            break;
         /* a checkpoint every save_every steps, and always after the last one */
         if (((c->save_every > 0 && st.step % c->save_every == 0) || last) && (rc = save_checkpoint(&r, &st, &last_saved)))
             break;

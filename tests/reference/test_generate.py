@@ -13,6 +13,8 @@ f32 compute:
 - sampling: the same seed gives the same ids, top-k 1 gives greedy's;
 - llama.cpp's greedy (node-llama-cpp) on zen's merged f32 GGUF of the GQA
   model gives the same tokens;
+- sample_every in zen train writes samples.jsonl, and the last step's greedy
+  sample equals zen generate with the final adapter;
 - a prompt id outside the vocabulary is one line, exit 2."""
 import json
 import os
@@ -117,6 +119,24 @@ def main():
     want = run([zen, "generate", "--model", m, "--prompt-ids", ",".join(map(str, conv2))] + common).stdout.strip()
     check("--chat: the second turn continues the cache as the whole conversation at once would",
           p.returncode == 0 and len(answers) == 2 and answers[1] == want, f"({answers[-1:] if answers else p.stderr[-200:]})")
+    # sample_every in training: samples.jsonl, and the last step's greedy = zen generate with the final adapter
+    from zen_files import write_tokens
+    write_tokens(w("train.h5"), np.tile(np.frombuffer(b"In the beginning was the word. ", dtype=np.uint8), 60), 4096)
+    with open(w("run.json"), "w") as f:
+        json.dump({"seq_len": 64, "batch_size": 2, "max_steps": 6, "lr": 5e-3, "warmup_steps": 1, "log_every": 3,
+                   "save_every": 0, "val_fraction": 0, "dtype": "f32", "sample_every": 3,
+                   "sample_prompts": ["In the", "The word"]}, f)
+    p = run([zen, "train", w("run.json"), "--model", m, "--data", w("train.h5"), "--out", w("srun")])
+    with open(w("srun", "samples.jsonl")) as f:
+        samples = [json.loads(l) for l in f]
+    check("sample_every: samples.jsonl holds greedy and sampled continuations of each prompt every 3 steps",
+          [(s["step"], s["prompt"]) for s in samples] == [(3, "In the"), (3, "The word"), (6, "In the"), (6, "The word")]
+          and all(isinstance(s["greedy"], str) and isinstance(s["sampled"], str) for s in samples) and
+          p.stderr.count("sample 1 (greedy)") == 2)
+    final = run([zen, "generate", "--model", m, "--adapter", w("srun"), "--prompt", "In the", "--temperature", "0",
+                 "--max-new-tokens", "48", "--dtype", "f32"]).stdout
+    check("the last step's greedy sample = zen generate with the final adapter", final[:-1] == samples[2]["greedy"],
+          f"({samples[2]['greedy'][:40]!r})")
     p = run([zen, "generate", "--model", w("gqa4:1"), "--prompt-ids", "1,500", "--ids"], expect=None)
     lines = p.stderr.strip().splitlines()
     check("a prompt id outside the vocabulary: one line, exit 2", p.returncode == 2 and len(lines) == 1 and
