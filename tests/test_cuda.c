@@ -303,6 +303,22 @@ static void test_quant_linear(zen_dtype q) {
     free(x), free(W), free(dy), free(y), free(dx), free(Wq);
 }
 
+/* generation's attention over a KV cache: n new rows after start cached ones */
+static void test_cached_attention(size_t n, size_t start, size_t nh, size_t nkv, size_t hd) {
+    size_t keys = start + n;
+    float *q = rnd(n * nh * hd, 1, 41), *k = rnd(keys * nkv * hd, 1, 42), *v = rnd(keys * nkv * hd, 1, 43);
+    float *o = calloc(n * nh * hd, 4);
+    float *gq = dev(q, n * nh * hd), *gk = dev(k, keys * nkv * hd), *gv = dev(v, keys * nkv * hd);
+    float *go = dev(o, n * nh * hd);
+    cpu->attention_cached_fwd(cpu, o, q, k, v, n, start, nh, nkv, hd);
+    gpu->attention_cached_fwd(gpu, go, gq, gk, gv, n, start, nh, nkv, hd);
+    char what[64];
+    snprintf(what, sizeof what, "cached attention n=%zu after %zu, %zu/%zu", n, start, nh, nkv);
+    compare(what, o, go, n * nh * hd);
+    gpu->free(gpu, gq), gpu->free(gpu, gk), gpu->free(gpu, gv), gpu->free(gpu, go);
+    free(q), free(k), free(v), free(o);
+}
+
 static void test_flash_attention(size_t B, size_t T, size_t nh, size_t nkv, size_t hd, int docs) {
     size_t nq = B * T * nh * hd, nk = B * T * nkv * hd, nl = B * nh * T;
     float *q = rnd(nq, 1, 31), *k = rnd(nk, 1, 32), *v = rnd(nk, 1, 33), *dout = rnd(nq, 1, 34);
@@ -553,6 +569,9 @@ int main(void) {
     test_quant_linear(ZEN_Q4_K);
     test_quant_linear(ZEN_Q5_K);
     test_quant_linear(ZEN_Q6_K);
+    test_cached_attention(5, 0, 4, 2, 32);    /* a prompt: causal within the new rows */
+    test_cached_attention(1, 37, 8, 2, 64);   /* a decode step */
+    test_cached_attention(3, 300, 4, 4, 128); /* a chat turn after a long context (MHA) */
     test_flash_attention(2, 200, 8, 2, 32, 0);  /* T not a multiple of any tile */
     test_flash_attention(2, 200, 8, 2, 32, 1);  /* documents: segments across and inside tiles */
     test_flash_attention(1, 64, 4, 4, 64, 0);   /* MHA, exactly one tile */

@@ -157,3 +157,44 @@ void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const 
                                                                      (const float *)v, seg, T, nh, nkv, hd, scale);
     CUDA_CHECK(be, cudaGetLastError());
 }
+
+/* ---------------- generation: new query rows over a KV cache ---------------- */
+
+/* one block per (query row i, head h): scores of the start + i + 1 keys it
+ * sees into p, their softmax (sum in double, as the CPU does), then each
+ * thread one output element at a time: the exact fp32 path of generation */
+__global__ static void cached_attention_kernel(float *out, const float *q, const float *k, const float *v, float *p_all,
+                                               size_t start, int nh, int nkv, int hd, size_t keys_cap, float scale) {
+    int i = (int)(blockIdx.x / nh), h = (int)(blockIdx.x % nh), kh = h / (nh / nkv);
+    size_t keys = start + (size_t)i + 1;
+    const float *qi = q + ((size_t)i * nh + h) * hd;
+    float *p = p_all + (size_t)blockIdx.x * keys_cap;
+    float m = -INFINITY;
+    for (size_t j = threadIdx.x; j < keys; j += blockDim.x) {
+        const float *kj = k + (j * nkv + kh) * hd;
+        float s = 0.0f;
+        for (int d = 0; d < hd; d++) s += qi[d] * kj[d];
+        p[j] = s * scale;
+        m = fmaxf(m, p[j]);
+    }
+    m = block_max(m);
+    double sum = 0.0;
+    for (size_t j = threadIdx.x; j < keys; j += blockDim.x) sum += (p[j] = expf(p[j] - m));
+    float inv = (float)(1.0 / block_sum(sum)); /* block_sum's barriers also publish p */
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float acc = 0.0f;
+        for (size_t j = 0; j < keys; j++) acc += p[j] * inv * v[(j * nkv + kh) * hd + d];
+        out[((size_t)i * nh + h) * hd + d] = acc;
+    }
+}
+
+void cu_attention_cached_fwd(zk_backend *be, void *out, const void *q, const void *k, const void *v, size_t n,
+                             size_t start, size_t nh, size_t nkv, size_t hd) {
+    size_t keys_cap = start + n;
+    float *p = (float *)scratch(be, SCRATCH_CACHE_SCORES, n * nh * keys_cap * sizeof(float));
+    if (!p) return;
+    ZK_LAUNCH(cached_attention_kernel, (unsigned)(n * nh), 128, 0)((float *)out, (const float *)q, (const float *)k,
+                                                                   (const float *)v, p, start, (int)nh, (int)nkv,
+                                                                   (int)hd, keys_cap, 1.0f / sqrtf((float)hd));
+    CUDA_CHECK(be, cudaGetLastError());
+}

@@ -552,6 +552,7 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute, int device_index) {
     be->rope_fwd = cu_rope_fwd;
     be->rope_bwd = cu_rope_bwd;
     be->attention_fwd = cu_attention_fwd;
+    be->attention_cached_fwd = cu_attention_cached_fwd;
     be->attention_bwd = cu_attention_bwd;
     be->swiglu_fwd = cu_swiglu_fwd;
     be->swiglu_bwd = cu_swiglu_bwd;

@@ -36,6 +36,11 @@ LLAMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 
 def main():
+    emu = None
+    if "--zen-emu" in sys.argv:  # zen with the emulated CUDA backend (tests/emu)
+        i = sys.argv.index("--zen-emu")
+        emu = sys.argv[i + 1]
+        del sys.argv[i:i + 2]
     zen, work, w = harness.setup()
     rng = np.random.default_rng(41)
     cases = [("gqa4:1", make_config(hidden=64, inter=96, layers=2, heads=4, kv_heads=1, head_dim=16, vocab=300,
@@ -78,6 +83,13 @@ def main():
         k1 = run(base + ["--adapter", adir, "--temperature", "1", "--top-k", "1", "--seed", "9"]).stdout
         check(f"{name}: sampling: same seed same ids, another seed others, top-k 1 = greedy",
               s1 == s2 and s1 != s3 and k1 == out)
+        if emu:  # the CUDA backend's decoding on the emulator: the same tokens and logits
+            cuda = run([emu] + base[1:] + ["--adapter", adir, "--temperature", "0", "--device", "cuda", "--save-logits",
+                                          w(name + "-cuda.st")]).stdout
+            cl = read_safetensors(w(name + "-cuda.st"))[0]["logits"]
+            err = max(np.linalg.norm(cl[i] - zlogits[i]) / np.linalg.norm(zlogits[i]) for i in range(len(zlogits)))
+            check(f"{name}: CUDA (emulated) generation = the CPU's: tokens, and logits to 1e-5", cuda == out and
+                  err <= 1e-5, f"({err:.1e})")
         if cfg["vocab_size"] >= 259:  # llama.cpp's greedy on zen's merged f32 GGUF (it needs a tokenizer)
             byte_tokenizer.write(mdir)
             run([zen, "export", "--model", mdir, "--adapter", adir, "--format", "gguf", "--dtype", "f32", "--out",
