@@ -16,6 +16,7 @@
 
 #include "model/config.h"
 #include "model/decoder.h"
+#include "model/generate.h"
 #include "model/lora.h"
 #include "model/model_init.h"
 #include "util/error.h"
@@ -256,6 +257,47 @@ static void test_packed_documents(void **state) {
     zen_model_free(&m);
 }
 
+/* the frequencies of 200,000 draws against hand-computed truncated
+ * distributions of p = (0.4, 0.25, 0.15, 0.1, 0.06, 0.04) */
+static void check_draws(const float *logits, const zen_sampling *s, const double *want) {
+    int count[6] = {0};
+    zen_rng rng;
+    zen_rng_seed(&rng, 7);
+    const int n = 200000;
+    for (int i = 0; i < n; i++) count[zen_sample(logits, 6, s, &rng)]++;
+    for (int j = 0; j < 6; j++) {
+        double got = (double)count[j] / n;
+        if (fabs(got - want[j]) > 0.006) fail_msg("token %d: drawn %.4f, expected %.4f", j, got, want[j]);
+    }
+}
+
+static void test_sampling(void **state) {
+    (void)state;
+    static const double p[6] = {0.4, 0.25, 0.15, 0.1, 0.06, 0.04};
+    float logits[6];
+    for (int j = 0; j < 6; j++) logits[j] = (float)log(p[j]) + 3.0f; /* a constant shift changes nothing */
+    zen_sampling plain = {1.0f, 1.0f, 0.0f, 0};
+    check_draws(logits, &plain, p);
+    zen_sampling k3 = {1.0f, 1.0f, 0.0f, 3}; /* the 3 most likely, renormalised over 0.8 */
+    check_draws(logits, &k3, (double[6]){0.5, 0.3125, 0.1875, 0, 0, 0});
+    zen_sampling p7 = {1.0f, 0.7f, 0.0f, 0}; /* 0.4 + 0.25 = 0.65 < 0.7, with 0.15: 0.8 */
+    check_draws(logits, &p7, (double[6]){0.5, 0.3125, 0.1875, 0, 0, 0});
+    zen_sampling p6 = {1.0f, 0.6f, 0.0f, 0}; /* 0.65 >= 0.6: two tokens */
+    check_draws(logits, &p6, (double[6]){0.4 / 0.65, 0.25 / 0.65, 0, 0, 0, 0});
+    zen_sampling m = {1.0f, 1.0f, 0.2f, 0}; /* at least 0.2 x 0.4 = 0.08: four tokens over 0.9 */
+    check_draws(logits, &m, (double[6]){0.4 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0.1 / 0.9, 0, 0});
+    zen_sampling t2 = {2.0f, 1.0f, 0.0f, 0}; /* temperature 2: p^(1/2), renormalised */
+    double t[6], z = 0;
+    for (int j = 0; j < 6; j++) z += t[j] = sqrt(p[j]);
+    for (int j = 0; j < 6; j++) t[j] /= z;
+    check_draws(logits, &t2, t);
+    zen_sampling greedy = {0.0f, 1.0f, 0.0f, 0};
+    zen_rng rng;
+    zen_rng_seed(&rng, 1);
+    float tie[4] = {1.0f, 5.0f, 5.0f, 2.0f};
+    assert_int_equal(zen_sample(tie, 4, &greedy, &rng), 1); /* the lowest id among equal maxima */
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/zen_test_model_%d", (int)getpid());
     zen_mkdir_p(dir);
@@ -268,6 +310,7 @@ int main(void) {
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_decoder_properties),
         cmocka_unit_test(test_packed_documents),
+        cmocka_unit_test(test_sampling),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     zk_close(be);
