@@ -453,8 +453,8 @@ int cu_reserve(zk_backend *be, const zk_reserve_plan *p) {
     }
     scratch(be, SCRATCH_ATT_D, p->B * p->heads * p->T * sizeof(float)); /* both attentions' row statistics */
     if (be->compute == ZEN_BF16) {
-        scratch(be, SCRATCH_BF16_ACT, p->matmul_elems * 2);
-        if (p->quant_elems) scratch(be, SCRATCH_DEQUANT_W, p->quant_elems * 2);
+        scratch(be, SCRATCH_BF16_ACT, zen_dtype_bytes(ZEN_BF16, p->matmul_elems));
+        if (p->quant_elems) scratch(be, SCRATCH_DEQUANT_W, zen_dtype_bytes(ZEN_BF16, p->quant_elems));
     } else if (p->widen_elems) {
         size_t w = p->widen_elems < ZK_CUDA_WIDEN_CHUNK_ELEMS ? p->widen_elems : ZK_CUDA_WIDEN_CHUNK_ELEMS;
         scratch(be, SCRATCH_WIDE_W, w * sizeof(float));

@@ -14,7 +14,8 @@ size_t zk_cuda_plan_scratch(zen_dtype compute, const zk_reserve_plan *p) {
     else if (p->lora_r && p->lora_dropout)
         bytes += 2 * p->N * p->widest_in * sizeof(float);
     bytes += p->B * p->heads * p->T * sizeof(float); /* attention's per-row statistics */
-    if (compute == ZEN_BF16) bytes += p->matmul_elems * 2 + p->quant_elems * 2; /* + one dequantised matrix */
+    if (compute == ZEN_BF16) /* a bf16 copy of a matmul input, and one dequantised matrix */
+        bytes += zen_dtype_bytes(ZEN_BF16, p->matmul_elems) + zen_dtype_bytes(ZEN_BF16, p->quant_elems);
     else bytes += (p->widen_elems < ZK_CUDA_WIDEN_CHUNK_ELEMS ? p->widen_elems : ZK_CUDA_WIDEN_CHUNK_ELEMS) * sizeof(float);
     return bytes;
 }
