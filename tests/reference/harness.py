@@ -29,12 +29,19 @@ def run(cmd, expect=0, cwd=None, env=None):
     return p
 
 
+zen_emu = None  # --zen-emu: zen with the emulated CUDA backend (tests/emu), where the build has it
+
+
 def setup():
-    """Returns (zen binary, work dir, join) with the work dir emptied."""
+    """Returns (zen binary, work dir, join) with the work dir emptied; an
+    optional --zen-emu BINARY lands in harness.zen_emu."""
+    global zen_emu
     ap = argparse.ArgumentParser()
     ap.add_argument("--zen", required=True)
     ap.add_argument("--work", required=True)
+    ap.add_argument("--zen-emu", default=None)
     args = ap.parse_args()
+    zen_emu = args.zen_emu
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     return args.zen, args.work, lambda *p: os.path.join(args.work, *p)

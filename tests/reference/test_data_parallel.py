@@ -61,12 +61,8 @@ def same_file(a, b):
 
 
 def main():
-    emu = None
-    if "--zen-emu" in sys.argv:  # zen with the emulated CUDA backend (tests/emu), for CUDA ranks
-        i = sys.argv.index("--zen-emu")
-        emu = sys.argv[i + 1]
-        del sys.argv[i:i + 2]
     zen, work, w = harness.setup()
+    emu = harness.zen_emu
     if not shutil.which("mpirun"):
         print("skipped: mpirun not found (apt-get install -y openmpi-bin)")
         sys.exit(77)

@@ -36,12 +36,8 @@ LLAMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 
 def main():
-    emu = None
-    if "--zen-emu" in sys.argv:  # zen with the emulated CUDA backend (tests/emu)
-        i = sys.argv.index("--zen-emu")
-        emu = sys.argv[i + 1]
-        del sys.argv[i:i + 2]
     zen, work, w = harness.setup()
+    emu = harness.zen_emu
     rng = np.random.default_rng(41)
     cases = [("gqa4:1", make_config(hidden=64, inter=96, layers=2, heads=4, kv_heads=1, head_dim=16, vocab=300,
                                     tied=True)),

@@ -92,12 +92,8 @@ def probs(gguf, tokens, lora=None):
 
 
 def main():
-    emu = None
-    if "--zen-emu" in sys.argv:  # zen with the emulated CUDA backend (tests/emu)
-        i = sys.argv.index("--zen-emu")
-        emu = sys.argv[i + 1]
-        del sys.argv[i:i + 2]
     zen, work, w = harness.setup()
+    emu = harness.zen_emu
     if not os.path.exists(os.path.join(LIB_DIR, "libllama.v0.4.0.so")):
         print(f"skipped: node-llama-cpp is not installed in {LLAMA_DIR} (scripts/test runs npm ci there)")
         sys.exit(77)

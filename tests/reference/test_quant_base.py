@@ -85,12 +85,8 @@ def grad_errors(path, ref_loss, ref_grads):
 
 
 def main():
-    emu = None
-    if "--zen-emu" in sys.argv:  # zen with the emulated CUDA backend (tests/emu)
-        i = sys.argv.index("--zen-emu")
-        emu = sys.argv[i + 1]
-        del sys.argv[i:i + 2]
     zen, work, w = harness.setup()
+    emu = harness.zen_emu
     if not os.path.exists(LIB):
         print(f"skipped: {LIB} not found (scripts/test installs node-llama-cpp)")
         sys.exit(77)
