@@ -160,12 +160,18 @@ struct zk_backend {
      * along a sequence; NULL is one segment (plain causal). */
     void (*attention_fwd)(zk_backend *be, void *out, float *lse, const void *q, const void *k,
                           const void *v, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
-    /* generation with a KV cache (optional: NULL where a backend has none
-     * yet): n query rows q[n, nh, hd] at positions start .. start + n - 1
-     * see the keys 0 .. their own position of one sequence's cache
-     * k, v[>= start + n, nkv, hd] -> out[n, nh, hd]; GQA and scale as above */
-    void (*attention_cached_fwd)(zk_backend *be, void *out, const void *q, const void *k, const void *v, size_t n,
-                                 size_t start, size_t nh, size_t nkv, size_t hd);
+    /* generation with a KV cache (optional: NULL where a backend has none):
+     * stores the n new rows k_new, v_new [n, nkv, hd] (fp32) at rows
+     * start .. start + n - 1 of one sequence's caches k_cache, v_cache
+     * [>= start + n, nkv, hd], then the n query rows q[n, nh, hd] at those
+     * positions see the keys 0 .. their own -> out[n, nh, hd]; GQA and scale
+     * as above. The caches hold the compute precision (zk_cache_bytes per
+     * element): fp32, or bf16 rounded once as a row is stored, whose scores
+     * take q rounded to bf16 and whose weighted sum the probabilities
+     * rounded to bf16, as attention_fwd's bf16 products do; softmax fp32. */
+    void (*attention_cached_fwd)(zk_backend *be, void *out, const void *q, const void *k_new, const void *v_new,
+                                 void *k_cache, void *v_cache, size_t n, size_t start, size_t nh, size_t nkv,
+                                 size_t hd);
     /* dq, dk, dv are overwritten */
     void (*attention_bwd)(zk_backend *be, void *dq, void *dk, void *dv, const void *dout,
                           const void *out, const float *lse, const void *q, const void *k,
@@ -227,6 +233,8 @@ struct zk_backend {
 void zk_set_failed(zk_backend *be, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* 0, or the sticky failure (its message set with zen_fail). */
 int zk_status(zk_backend *be);
+/* bytes of one KV-cache element (attention_cached_fwd): the compute precision's */
+static inline size_t zk_cache_bytes(const zk_backend *be) { return zen_dtype_bytes(be->compute, 1); }
 /* Fault injection for tests: 1 on the N-th call with this name when the
  * environment sets name=N (e.g. ZEN_FAULT_SCRATCH=40), else 0. */
 int zk_fault_hit(const char *name);

@@ -19,8 +19,13 @@ int zen_kv_create(zen_kv *c, const zen_model *m, const zen_lora *lo, size_t max_
     size_t L = (size_t)cfg->layers, n = max_chunk, C = (size_t)cfg->hidden, F = (size_t)cfg->intermediate;
     size_t qd = (size_t)cfg->heads * (size_t)cfg->head_dim, kvd = (size_t)cfg->kv_heads * (size_t)cfg->head_dim;
     size_t wide = C > qd ? C : qd, r = lo ? (size_t)lo->r : 1;
+    size_t cache_bytes = L * max_tokens * kvd * zk_cache_bytes(be); /* in the compute precision */
+    if (!(c->k = be->alloc(be, cache_bytes)) || !(c->v = be->alloc(be, cache_bytes))) {
+        zen_kv_free(c);
+        return ZEN_ERR_INTERNAL;
+    }
     struct { float **p; size_t elems; } bufs[] = {
-        {&c->k, L * max_tokens * kvd}, {&c->v, L * max_tokens * kvd}, {&c->x, n * C}, {&c->xn, n * wide},
+        {&c->x, n * C}, {&c->xn, n * wide},
         {&c->q, n * qd}, {&c->kk, n * kvd}, {&c->vv, n * kvd}, {&c->att, n * qd}, {&c->tmp, n * wide},
         {&c->gate, n * F}, {&c->up, n * F}, {&c->h, n * F}, {&c->rstd, n * (size_t)cfg->heads},
         {&c->u, n * r}, {&c->logits, (size_t)cfg->vocab}};
@@ -29,8 +34,7 @@ int zen_kv_create(zen_kv *c, const zen_model *m, const zen_lora *lo, size_t max_
             zen_kv_free(c);
             return ZEN_ERR_INTERNAL;
         }
-    if (!(c->tokens = be->alloc(be, n * sizeof(int32_t))) || !(c->pos = be->alloc(be, n * sizeof(int32_t))) ||
-        !(c->rows = be->alloc(be, n * sizeof(int32_t)))) {
+    if (!(c->tokens = be->alloc(be, n * sizeof(int32_t))) || !(c->pos = be->alloc(be, n * sizeof(int32_t)))) {
         zen_kv_free(c);
         return ZEN_ERR_INTERNAL;
     }
@@ -63,17 +67,17 @@ int zen_kv_feed(zen_kv *c, const int32_t *tokens, size_t n, float *logits_host) 
             return zen_fail(ZEN_ERR_INPUT, "token id %d is outside the model's vocabulary of %d", tokens[i], cfg->vocab);
     size_t C = (size_t)cfg->hidden, F = (size_t)cfg->intermediate, nh = (size_t)cfg->heads;
     size_t nkv = (size_t)cfg->kv_heads, hd = (size_t)cfg->head_dim, kvd = nkv * hd, T = c->max_tokens;
-    int32_t *host = zen_malloc(2 * n * sizeof(int32_t)); /* positions, then cache rows: len .. len + n - 1 */
+    int32_t *host = zen_malloc(n * sizeof(int32_t)); /* positions len .. len + n - 1 */
     if (!host) return ZEN_ERR_INTERNAL;
-    for (size_t i = 0; i < n; i++) host[i] = host[n + i] = (int32_t)(c->len + i);
+    for (size_t i = 0; i < n; i++) host[i] = (int32_t)(c->len + i);
     be->upload(be, c->tokens, tokens, n * sizeof(int32_t));
     be->upload(be, c->pos, host, n * sizeof(int32_t));
-    be->upload(be, c->rows, host + n, n * sizeof(int32_t));
     free(host);
     be->embedding_fwd(be, c->x, c->tokens, &m->embed, n, C);
     for (int l = 0; l < cfg->layers; l++) {
         const zen_layer_weights *w = &m->layers[l];
-        float *kc = c->k + (size_t)l * T * kvd, *vc = c->v + (size_t)l * T * kvd; /* [T, kvd] this layer's cache */
+        size_t at = (size_t)l * T * kvd * zk_cache_bytes(be); /* this layer's caches [T, kvd] */
+        void *kc = (char *)c->k + at, *vc = (char *)c->v + at;
         be->rmsnorm_fwd(be, c->xn, c->rstd, c->x, w->attn_norm, n, C, cfg->rms_eps);
         project(c, l, ZT_Q, c->tmp, c->xn, n);
         project(c, l, ZT_K, c->att, c->xn, n); /* att: k before its norm, free until attention */
@@ -82,9 +86,8 @@ int zen_kv_feed(zen_kv *c, const int32_t *tokens, size_t n, float *logits_host) 
         be->rmsnorm_fwd(be, c->kk, c->rstd, c->att, w->k_norm, n * nkv, hd, cfg->rms_eps);
         be->rope_fwd(be, c->q, c->pos, n, T, nh, hd, cfg->rope_theta);
         be->rope_fwd(be, c->kk, c->pos, n, T, nkv, hd, cfg->rope_theta);
-        be->scatter_rows(be, kc, c->kk, c->rows, n, kvd); /* into the cache at rows len .. len + n - 1 */
-        be->scatter_rows(be, vc, c->vv, c->rows, n, kvd);
-        be->attention_cached_fwd(be, c->att, c->q, kc, vc, n, c->len, nh, nkv, hd);
+        /* k, v into the caches at rows len .. len + n - 1, and attention over them */
+        be->attention_cached_fwd(be, c->att, c->q, c->kk, c->vv, kc, vc, n, c->len, nh, nkv, hd);
         project(c, l, ZT_O, c->tmp, c->att, n);
         be->add(be, c->x, c->x, c->tmp, n * C);
         be->rmsnorm_fwd(be, c->xn, c->rstd, c->x, w->ffn_norm, n, C, cfg->rms_eps);
@@ -108,13 +111,12 @@ int zen_kv_feed(zen_kv *c, const int32_t *tokens, size_t n, float *logits_host) 
 void zen_kv_free(zen_kv *c) {
     zk_backend *be = c->m ? c->m->be : NULL;
     if (!be) return;
-    float *bufs[] = {c->k, c->v, c->x, c->xn, c->q, c->kk, c->vv, c->att, c->tmp, c->gate, c->up, c->h, c->rstd,
+    void *bufs[] = {c->k, c->v, c->x, c->xn, c->q, c->kk, c->vv, c->att, c->tmp, c->gate, c->up, c->h, c->rstd,
                      c->u, c->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (bufs[i]) be->free(be, bufs[i]);
     if (c->tokens) be->free(be, c->tokens);
     if (c->pos) be->free(be, c->pos);
-    if (c->rows) be->free(be, c->rows);
     memset(c, 0, sizeof *c);
 }
 

@@ -3,8 +3,9 @@
  * adapter is tried without an export. One sequence: zen_kv_feed runs a chunk
  * of tokens (the whole prompt at once, then one token per step) through
  * every layer, appending their keys and values to the cache, and gives the
- * logits after the last of them. The cache is GQA-sized: [layers][max][nkv*hd]
- * fp32 for keys and for values. */
+ * logits after the last of them. The cache is GQA-sized, [layers][max][nkv*hd]
+ * for keys and for values, in the compute precision (fp32, or bf16: half the
+ * memory, and the rounding the bf16 forward applies to k and v anyway). */
 #ifndef ZEN_GENERATE_H
 #define ZEN_GENERATE_H
 #include <stdint.h>
@@ -18,11 +19,11 @@ typedef struct {
     size_t max_tokens;       /* cache capacity */
     size_t max_chunk;        /* the most tokens one feed takes */
     size_t len;              /* tokens in the cache */
-    float *k, *v;            /* device [layers][max_tokens][nkv*hd] */
+    void *k, *v;             /* device [layers][max_tokens][nkv*hd], zk_cache_bytes(be) each */
     /* device scratch for a chunk of n rows */
     float *x, *xn, *q, *kk, *vv, *att, *tmp, *gate, *up, *h, *rstd, *u; /* [n, widths]; u [n, r] */
     float *logits;           /* [vocab] the last row's */
-    int32_t *tokens, *pos, *rows; /* device [max_chunk] */
+    int32_t *tokens, *pos;   /* device [max_chunk] */
 } zen_kv;
 
 int zen_kv_create(zen_kv *c, const zen_model *m, const zen_lora *lo, size_t max_tokens, size_t max_chunk);

@@ -303,20 +303,47 @@ static void test_quant_linear(zen_dtype q) {
     free(x), free(W), free(dy), free(y), free(dx), free(Wq);
 }
 
-/* generation's attention over a KV cache: n new rows after start cached ones */
+/* generation's attention over a KV cache: start rows stored by a first call
+ * (a prompt), then n new rows; CUDA against the CPU in f32 and, where the
+ * CPU has native bf16, in bf16 (a bf16 cache, q and the probabilities
+ * rounded where the CPU rounds them: the same products, sums in other orders) */
+static void cached_attention_on(zk_backend *c, zk_backend *g, const char *prec, size_t n, size_t start, size_t nh,
+                                size_t nkv, size_t hd) {
+    size_t keys = start + n, kvd = nkv * hd, cache = keys * kvd * zk_cache_bytes(c);
+    float *q = rnd(keys * nh * hd, 1, 41), *k = rnd(keys * kvd, 1, 42), *v = rnd(keys * kvd, 1, 43);
+    for (size_t i = 0; i < keys * nh * hd; i++) q[i] *= 2.0f; /* scores neither flat nor one-hot */
+    float *o = calloc(keys * nh * hd, 4);
+    void *kc = malloc(cache), *vc = malloc(cache);
+    float *gq = dev(q, keys * nh * hd), *gk = dev(k, keys * kvd), *gv = dev(v, keys * kvd), *go = dev(o, keys * nh * hd);
+    void *gkc = g->alloc(g, cache), *gvc = g->alloc(g, cache);
+    if (start) {
+        c->attention_cached_fwd(c, o, q, k, v, kc, vc, start, 0, nh, nkv, hd);
+        g->attention_cached_fwd(g, go, gq, gk, gv, gkc, gvc, start, 0, nh, nkv, hd);
+    }
+    size_t qa = start * nh * hd, ka = start * kvd;
+    c->attention_cached_fwd(c, o + qa, q + qa, k + ka, v + ka, kc, vc, n, start, nh, nkv, hd);
+    g->attention_cached_fwd(g, go + qa, gq + qa, gk + ka, gv + ka, gkc, gvc, n, start, nh, nkv, hd);
+    char what[80];
+    snprintf(what, sizeof what, "cached attention %s n=%zu after %zu, %zu/%zu", prec, n, start, nh, nkv);
+    if (zk_status(g) || zk_status(c)) {
+        printf("FAIL %s: %s\n", what, zen_last_error());
+        failures++;
+    } else {
+        compare_rel(what, o, go, keys * nh * hd, 1e-5);
+    }
+    g->free(g, gq), g->free(g, gk), g->free(g, gv), g->free(g, go), g->free(g, gkc), g->free(g, gvc);
+    free(q), free(k), free(v), free(o), free(kc), free(vc);
+}
+
 static void test_cached_attention(size_t n, size_t start, size_t nh, size_t nkv, size_t hd) {
-    size_t keys = start + n;
-    float *q = rnd(n * nh * hd, 1, 41), *k = rnd(keys * nkv * hd, 1, 42), *v = rnd(keys * nkv * hd, 1, 43);
-    float *o = calloc(n * nh * hd, 4);
-    float *gq = dev(q, n * nh * hd), *gk = dev(k, keys * nkv * hd), *gv = dev(v, keys * nkv * hd);
-    float *go = dev(o, n * nh * hd);
-    cpu->attention_cached_fwd(cpu, o, q, k, v, n, start, nh, nkv, hd);
-    gpu->attention_cached_fwd(gpu, go, gq, gk, gv, n, start, nh, nkv, hd);
-    char what[64];
-    snprintf(what, sizeof what, "cached attention n=%zu after %zu, %zu/%zu", n, start, nh, nkv);
-    compare(what, o, go, n * nh * hd);
-    gpu->free(gpu, gq), gpu->free(gpu, gk), gpu->free(gpu, gv), gpu->free(gpu, go);
-    free(q), free(k), free(v), free(o);
+    cached_attention_on(cpu, gpu, "f32", n, start, nh, nkv, hd);
+    zk_backend *cpu16 = zk_open("cpu", "bf16");
+    if (!cpu16) {
+        printf("SKIP cached attention bf16: %s\n", zen_last_error());
+        return;
+    }
+    cached_attention_on(cpu16, gpu16, "bf16", n, start, nh, nkv, hd);
+    zk_close(cpu16);
 }
 
 static void test_flash_attention(size_t B, size_t T, size_t nh, size_t nkv, size_t hd, int docs) {

@@ -9,6 +9,9 @@
 #include <cmocka.h>
 #include <string.h>
 
+#include <omp.h>
+
+#include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/fast_exp.h"
 #include "kernels/kernels.h"
 #include "kernels/quant_blocks.h"
@@ -116,10 +119,10 @@ static void test_lora_dropout(void **state) {
 }
 
 /* bf16 and f16 weights are widened a chunk of rows at a time; out is large
- * enough here for several chunks */
+ * enough here for several chunks (N above the decoding rows) */
 static void test_linear_half_weights_chunked(void **state) {
     (void)state;
-    size_t N = 3, in = 64, out = 150000;
+    size_t N = CPU_GEMV_ROWS + 1, in = 64, out = 150000;
     float *x = malloc(N * in * 4), *Wf = malloc(out * in * 4), *y = malloc(N * out * 4);
     float *yref = malloc(N * out * 4), *dy = malloc(N * out * 4), *dx = malloc(N * in * 4);
     float *dxref = malloc(N * in * 4);
@@ -140,6 +143,58 @@ static void test_linear_half_weights_chunked(void **state) {
             assert_true(fabsf(dx[i] - dxref[i]) <= 1e-4f * (1.0f + fabsf(dxref[i])));
     }
     free(x), free(Wf), free(y), free(yref), free(dy), free(dx), free(dxref), free(Wh);
+}
+
+static float round_bf16_val(float x) { return zen_bf16_to_f32(zen_f32_to_bf16(x)); }
+
+/* decoding's one pass over W (N <= CPU_GEMV_ROWS) for bf16, f16 and block-
+ * quantised weights, in f32 compute and (where the CPU has it) bf16 compute:
+ * against a double reference from the values the kernel must see (the
+ * stored weight widened; in bf16, x and a non-bf16 weight rounded to bf16),
+ * and bit-identical for 1 and 2 threads */
+static void test_linear_decode_rows(void **state) {
+    (void)state;
+    enum { MAX_IN = 512, OUT = 97 }; /* OUT: not a multiple of the rows done at once */
+    static float x[CPU_GEMV_ROWS * MAX_IN], Wf[OUT * MAX_IN], Wv[OUT * MAX_IN], y[CPU_GEMV_ROWS * OUT];
+    static float y1[CPU_GEMV_ROWS * OUT];
+    static unsigned char Wq[OUT * MAX_IN * 4];
+    fill_uniform(x, CPU_GEMV_ROWS * MAX_IN, 1, 70);
+    fill_uniform(Wf, OUT * MAX_IN, 1, 71);
+    zk_backend *b16 = zk_open("cpu", "bf16");
+    if (!b16) printf("SKIP decode rows in bf16 compute: %s\n", zen_last_error());
+    zen_dtype types[] = {ZEN_BF16, ZEN_F16, ZEN_Q8_0, ZEN_Q4_0, ZEN_NF4};
+    for (int c = 0; c < 2; c++) {
+        zk_backend *x_be = c ? b16 : be;
+        if (!x_be) continue;
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+            /* plain types: rows of 500, not a multiple of any vector (tails); blocks: 512 */
+            size_t IN = zen_dtype_block(types[t]) == 1 ? 500 : 512;
+            zen_narrow(Wq, Wf, types[t], OUT * IN);
+            zen_widen(Wv, Wq, types[t], OUT * IN);
+            zk_weight w = {Wq, types[t]};
+            for (size_t N = 1; N <= CPU_GEMV_ROWS; N += CPU_GEMV_ROWS - 1) {
+                x_be->linear_fwd(x_be, y, x, &w, N, IN, OUT);
+                double worst = 0, top = 0;
+                for (size_t n = 0; n < N; n++)
+                    for (size_t o = 0; o < OUT; o++) {
+                        double r = 0;
+                        for (size_t i = 0; i < IN; i++)
+                            r += c ? (double)round_bf16_val(x[n * IN + i]) * round_bf16_val(Wv[o * IN + i])
+                                   : (double)x[n * IN + i] * Wv[o * IN + i];
+                        worst = fmax(worst, fabs(r - y[n * OUT + o])), top = fmax(top, fabs(r));
+                    }
+                printf("decode rows %s compute, %s weight, N=%zu: max |zen - reference| %.2e (max %.1f)\n",
+                       c ? "bf16" : "f32", zen_dtype_name(types[t]), N, worst, top);
+                assert_true(worst < 1e-5 * top);
+                omp_set_num_threads(1);
+                x_be->linear_fwd(x_be, y1, x, &w, N, IN, OUT);
+                omp_set_num_threads(2);
+                assert_memory_equal(y, y1, N * OUT * sizeof(float));
+            }
+        }
+    }
+    assert_int_equal(zk_status(be), 0);
+    if (b16) zk_close(b16);
 }
 
 /* ---------- RMSNorm ---------- */
@@ -450,6 +505,70 @@ static void test_bf16_attention(void **state) {
     zk_close(b16);
 }
 
+/* ---------- generation's attention over a KV cache ---------- */
+
+/* out[i, h] for query row i of a cache of `keys` rows, in double from the
+ * inputs rounded where the backend rounds them (bf16: q, k, v and the
+ * probabilities; f32: none) */
+static void cached_reference(double *o, const float *q, const float *k, const float *v, size_t i, size_t h, size_t nh,
+                             size_t nkv, size_t hd, int bf16) {
+    size_t kh = h / (nh / nkv), keys = i + 1;
+    double p[64], m = -INFINITY, sum = 0;
+#define R(x) (bf16 ? (double)bf16_round(x) : (double)(x))
+    for (size_t j = 0; j < keys; j++) {
+        double s = 0;
+        for (size_t d = 0; d < hd; d++) s += R(q[(i * nh + h) * hd + d]) * R(k[(j * nkv + kh) * hd + d]);
+        p[j] = s / sqrt((double)hd);
+        m = fmax(m, p[j]);
+    }
+    for (size_t j = 0; j < keys; j++) sum += (p[j] = exp(p[j] - m));
+    for (size_t d = 0; d < hd; d++) o[d] = 0;
+    for (size_t j = 0; j < keys; j++) {
+        double w = R((float)(p[j] / sum));
+        for (size_t d = 0; d < hd; d++) o[d] += w * R(v[(j * nkv + kh) * hd + d]);
+    }
+#undef R
+}
+
+/* a prompt of 9 rows, then 3 decode steps of one row, on f32 and (where the
+ * CPU has it) bf16: each output against the double reference; the f32
+ * prompt also against attention_fwd (one causal segment) */
+static void test_cached_attention(void **state) {
+    (void)state;
+    enum { T = 12, PROMPT = 9, NH = 4, NKV = 2, HD = 16, KVD = NKV * HD };
+    static float q[T * NH * HD], k[T * KVD], v[T * KVD], out[T * NH * HD], full[T * NH * HD], lse[NH * T];
+    fill_uniform(q, T * NH * HD, 2, 60);
+    fill_uniform(k, T * KVD, 1, 61);
+    fill_uniform(v, T * KVD, 1, 62);
+    zk_backend *backends[2] = {be, open_bf16("bf16 cached attention")};
+    for (int b = 0; b < 2 && backends[b]; b++) {
+        zk_backend *x = backends[b];
+        int bf16 = b == 1;
+        void *kc = malloc(T * KVD * zk_cache_bytes(x)), *vc = malloc(T * KVD * zk_cache_bytes(x));
+        assert_int_equal(zk_cache_bytes(x), bf16 ? 2 : 4);
+        x->attention_cached_fwd(x, out, q, k, v, kc, vc, PROMPT, 0, NH, NKV, HD);
+        for (size_t t = PROMPT; t < T; t++)
+            x->attention_cached_fwd(x, out + t * NH * HD, q + t * NH * HD, k + t * KVD, v + t * KVD, kc, vc, 1, t, NH,
+                                    NKV, HD);
+        assert_int_equal(zk_status(x), 0);
+        double worst = 0, ref[HD];
+        for (size_t t = 0; t < T; t++)
+            for (size_t h = 0; h < NH; h++) {
+                cached_reference(ref, q, k, v, t, h, NH, NKV, HD, bf16);
+                for (size_t d = 0; d < HD; d++) worst = fmax(worst, fabs(ref[d] - out[(t * NH + h) * HD + d]));
+            }
+        printf("cached attention %s: max |zen - reference| %.2e over a prompt and 3 decode steps\n",
+               bf16 ? "bf16" : "f32", worst);
+        assert_true(worst < 2e-6);
+        if (!bf16) { /* the same as the training forward over the whole sequence */
+            be->attention_fwd(be, full, lse, q, k, v, NULL, 1, T, NH, NKV, HD);
+            for (size_t i = 0; i < T * NH * HD; i++) assert_true(fabsf(full[i] - out[i]) < 1e-5f);
+        }
+        free(kc), free(vc);
+    }
+    if (backends[1]) zk_close(backends[1]);
+}
+
 /* ---------- SwiGLU ---------- */
 
 typedef struct {
@@ -669,6 +788,7 @@ int main(void) {
         cmocka_unit_test(test_linear_lora_backward),
         cmocka_unit_test(test_lora_dropout),
         cmocka_unit_test(test_linear_half_weights_chunked),
+        cmocka_unit_test(test_linear_decode_rows),
         cmocka_unit_test(test_rmsnorm_hand),
         cmocka_unit_test(test_rmsnorm_backward),
         cmocka_unit_test(test_rope_hand),
@@ -678,6 +798,7 @@ int main(void) {
         cmocka_unit_test(test_attention_segments),
         cmocka_unit_test(test_bf16_linear),
         cmocka_unit_test(test_bf16_attention),
+        cmocka_unit_test(test_cached_attention),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_xent),

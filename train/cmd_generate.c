@@ -62,8 +62,9 @@ typedef struct {
     zen_tokenizer *tok;
     int32_t vocab, eos, im_end;
     float *logits;      /* [vocab] after the last fed token */
-    float *saved;       /* [max_new, vocab] or NULL: --save-logits */
-    size_t n_saved;
+    int save_logits;    /* --save-logits: keep the logits of every new token */
+    float *saved;       /* [cap_saved, vocab], the first n_saved used */
+    size_t n_saved, cap_saved;
     zen_sampling samp;
     zen_rng rng;
     int show_ids, stop_at_eos;
@@ -85,16 +86,22 @@ static int feed(gen *g, const int32_t *ids, size_t n) {
 /* one new token: its logits kept (--save-logits), its text or id printed */
 typedef struct {
     gen *g;
-    size_t max_new, made, printed;
+    size_t made, printed;
     zen_ids shown; /* the new tokens with text */
-    int rc;
 } stream;
 
 static int on_token(void *ctx, int32_t next) {
     stream *st = ctx;
     gen *g = st->g;
-    if (g->saved && g->n_saved < st->max_new)
+    if (g->save_logits) { /* every turn's, in --chat */
+        if (g->n_saved == g->cap_saved) {
+            size_t cap = g->cap_saved ? 2 * g->cap_saved : 64;
+            float *more = realloc(g->saved, cap * (size_t)g->vocab * sizeof(float));
+            if (!more) return zen_fail(ZEN_ERR_INTERNAL, "out of memory keeping logits (--save-logits)");
+            g->saved = more, g->cap_saved = cap;
+        }
         memcpy(g->saved + g->n_saved++ * (size_t)g->vocab, g->logits, (size_t)g->vocab * sizeof(float));
+    }
     int stop = g->stop_at_eos && (next == g->eos || next == g->im_end);
     st->made++;
     if (g->show_ids) {
@@ -121,7 +128,7 @@ static int on_token(void *ctx, int32_t next) {
  * when the limit ended it (in the output, not yet in the cache), or -1 */
 static int generate(gen *g, size_t max_new, int32_t *stopped, int32_t *unfed) {
     int32_t stop[2] = {g->eos, g->im_end}, last;
-    stream st = {g, max_new, 0, 0, {0}, 0};
+    stream st = {g, 0, 0, {0}};
     size_t made;
     int ended;
     double t0 = now_s();
@@ -272,8 +279,8 @@ int zen_cmd_generate(int argc, char **argv) {
     size_t capacity = chatting ? (size_t)context : ids.len + (size_t)max_new;
     size_t chunk = ids.len > 1024 ? 1024 : ids.len > 0 ? ids.len : 1024;
     if ((rc = zen_kv_create(&g.kv, &s.model, s.has_lora ? &s.lora : NULL, capacity, chunk))) goto done;
-    if (!(g.logits = zen_malloc((size_t)g.vocab * sizeof(float))) ||
-        (logits_path && !(g.saved = zen_malloc(((size_t)max_new + 1) * (size_t)g.vocab * sizeof(float))))) {
+    g.save_logits = logits_path != NULL;
+    if (!(g.logits = zen_malloc((size_t)g.vocab * sizeof(float)))) {
         rc = ZEN_ERR_INTERNAL;
         goto done;
     }
@@ -286,7 +293,7 @@ int zen_cmd_generate(int argc, char **argv) {
                 "(%.1f tokens/s)\n", g.n_prefill, g.t_prefill, (double)g.n_prefill / (g.t_prefill + 1e-12),
                 g.n_decode, g.t_decode, (double)g.n_decode / (g.t_decode + 1e-12));
     }
-    if (!rc && g.saved && g.n_saved) { /* the logits each new token was chosen from [n, V] */
+    if (!rc && g.n_saved) { /* the logits each new token was chosen from [n, V], all turns in --chat */
         st_entry e = {"logits", ZEN_F32, 2, {(int64_t)g.n_saved, g.vocab}};
         st_writer w;
         if (!(rc = st_writer_open(&w, logits_path, &e, 1, NULL, 0))) {

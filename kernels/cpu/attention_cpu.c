@@ -240,28 +240,46 @@ void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const vo
     }
 }
 
-/* Generation: each (query row, head) in fp32 with the exact exp: scores
- * against the keys it sees, their softmax, the weighted values. */
-void cpu_attention_cached_fwd(zk_backend *be, void *out_, const void *q_, const void *k_, const void *v_, size_t n,
-                              size_t start, size_t nh, size_t nkv, size_t hd) {
-    float *out = out_;                          /* [n, nh, hd] */
-    const float *q = q_, *k = k_, *v = v_;      /* q [n, nh, hd]; k, v [start + n, nkv, hd] */
-    size_t group = nh / nkv, keys_max = start + n;
+/* Generation: the new rows into the cache, in the compute precision (bf16
+ * rounded once, here), then each (query row, head) with the exact exp:
+ * scores against the keys it sees, their softmax, the weighted values. In
+ * bf16 the scores take q rounded to bf16 and the weighted sum the
+ * probabilities rounded to bf16, where the training attention rounds them. */
+static inline float key_at(const void *cache, int bf16, size_t i) {
+    return bf16 ? zen_bf16_to_f32(((const uint16_t *)cache)[i]) : ((const float *)cache)[i];
+}
+
+static inline float round_if(int bf16, float x) { return bf16 ? zen_bf16_to_f32(zen_f32_to_bf16(x)) : x; }
+
+void cpu_attention_cached_fwd(zk_backend *be, void *out_, const void *q_, const void *k_new_, const void *v_new_,
+                              void *k_cache, void *v_cache, size_t n, size_t start, size_t nh, size_t nkv,
+                              size_t hd) {
+    float *out = out_;                                   /* [n, nh, hd] */
+    const float *q = q_, *k_new = k_new_, *v_new = v_new_; /* q [n, nh, hd]; k_new, v_new [n, nkv, hd] */
+    int bf16 = be->compute == ZEN_BF16;                  /* caches [start + n, nkv, hd]: bf16 or f32 */
+    size_t group = nh / nkv, keys_max = start + n, kvd = nkv * hd;
+    if (bf16) {
+        cpu_round_bf16((uint16_t *)k_cache + start * kvd, k_new, n * kvd);
+        cpu_round_bf16((uint16_t *)v_cache + start * kvd, v_new, n * kvd);
+    } else {
+        memcpy((float *)k_cache + start * kvd, k_new, n * kvd * sizeof(float));
+        memcpy((float *)v_cache + start * kvd, v_new, n * kvd * sizeof(float));
+    }
     float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel
     {
-        float *p = malloc(keys_max * sizeof(float)); /* [keys] this task's scores */
+        float *p = malloc((keys_max + hd) * sizeof(float)); /* [keys] this task's scores, then [hd] its query */
 #pragma omp for collapse(2) schedule(static)
         for (size_t i = 0; i < n; i++)
             for (size_t h = 0; h < nh; h++) {
                 if (!p) continue;
                 size_t keys = start + i + 1, kh = h / group;
-                const float *qi = q + (i * nh + h) * hd;
-                float m = -INFINITY;
+                float *qi = p + keys_max, m = -INFINITY;
+                for (size_t d = 0; d < hd; d++) qi[d] = round_if(bf16, q[(i * nh + h) * hd + d]);
                 for (size_t j = 0; j < keys; j++) {
-                    const float *kj = k + (j * nkv + kh) * hd;
+                    size_t kj = (j * nkv + kh) * hd;
                     float s = 0.0f;
-                    for (size_t d = 0; d < hd; d++) s += qi[d] * kj[d];
+                    for (size_t d = 0; d < hd; d++) s += qi[d] * key_at(k_cache, bf16, kj + d);
                     p[j] = s * scale;
                     m = p[j] > m ? p[j] : m;
                 }
@@ -270,9 +288,9 @@ void cpu_attention_cached_fwd(zk_backend *be, void *out_, const void *q_, const 
                 float inv = (float)(1.0 / sum), *o = out + (i * nh + h) * hd;
                 for (size_t d = 0; d < hd; d++) o[d] = 0.0f;
                 for (size_t j = 0; j < keys; j++) {
-                    const float *vj = v + (j * nkv + kh) * hd;
-                    float w = p[j] * inv;
-                    for (size_t d = 0; d < hd; d++) o[d] += w * vj[d];
+                    size_t vj = (j * nkv + kh) * hd;
+                    float w = round_if(bf16, p[j] * inv);
+                    for (size_t d = 0; d < hd; d++) o[d] += w * key_at(v_cache, bf16, vj + d);
                 }
             }
         if (!p) zk_set_failed(be, ZEN_ERR_INTERNAL, "out of memory in attention (generation)");

@@ -160,20 +160,38 @@ void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const 
 
 /* ---------------- generation: new query rows over a KV cache ---------------- */
 
+/* rows of fp32 src[n] into the cache at dst[n], in its precision (bf16 rounded to nearest even) */
+__global__ static void cache_store_kernel(void *dst, const float *src, size_t n, int bf16) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    if (bf16) ((__nv_bfloat16 *)dst)[i] = __float2bfloat16_rn(src[i]);
+    else ((float *)dst)[i] = src[i];
+}
+
+__device__ static inline float cache_at(const void *c, int bf16, size_t i) {
+    return bf16 ? __bfloat162float(((const __nv_bfloat16 *)c)[i]) : ((const float *)c)[i];
+}
+
+__device__ static inline float round_if(int bf16, float x) {
+    return bf16 ? __bfloat162float(__float2bfloat16_rn(x)) : x;
+}
+
 /* one block per (query row i, head h): scores of the start + i + 1 keys it
  * sees into p, their softmax (sum in double, as the CPU does), then each
- * thread one output element at a time: the exact fp32 path of generation */
-__global__ static void cached_attention_kernel(float *out, const float *q, const float *k, const float *v, float *p_all,
-                                               size_t start, int nh, int nkv, int hd, size_t keys_cap, float scale) {
+ * thread one output element at a time; in bf16, q and the probabilities
+ * are rounded to bf16 before they multiply, as on the CPU */
+__global__ static void cached_attention_kernel(float *out, const float *q, const void *k, const void *v, float *p_all,
+                                               size_t start, int nh, int nkv, int hd, size_t keys_cap, float scale,
+                                               int bf16) {
     int i = (int)(blockIdx.x / nh), h = (int)(blockIdx.x % nh), kh = h / (nh / nkv);
     size_t keys = start + (size_t)i + 1;
     const float *qi = q + ((size_t)i * nh + h) * hd;
     float *p = p_all + (size_t)blockIdx.x * keys_cap;
     float m = -INFINITY;
     for (size_t j = threadIdx.x; j < keys; j += blockDim.x) {
-        const float *kj = k + (j * nkv + kh) * hd;
+        size_t kj = (j * nkv + kh) * hd;
         float s = 0.0f;
-        for (int d = 0; d < hd; d++) s += qi[d] * kj[d];
+        for (int d = 0; d < hd; d++) s += round_if(bf16, qi[d]) * cache_at(k, bf16, kj + d);
         p[j] = s * scale;
         m = fmaxf(m, p[j]);
     }
@@ -183,18 +201,23 @@ __global__ static void cached_attention_kernel(float *out, const float *q, const
     float inv = (float)(1.0 / block_sum(sum)); /* block_sum's barriers also publish p */
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0.0f;
-        for (size_t j = 0; j < keys; j++) acc += p[j] * inv * v[(j * nkv + kh) * hd + d];
+        for (size_t j = 0; j < keys; j++) acc += round_if(bf16, p[j] * inv) * cache_at(v, bf16, (j * nkv + kh) * hd + d);
         out[((size_t)i * nh + h) * hd + d] = acc;
     }
 }
 
-void cu_attention_cached_fwd(zk_backend *be, void *out, const void *q, const void *k, const void *v, size_t n,
-                             size_t start, size_t nh, size_t nkv, size_t hd) {
-    size_t keys_cap = start + n;
+void cu_attention_cached_fwd(zk_backend *be, void *out, const void *q, const void *k_new, const void *v_new,
+                             void *k_cache, void *v_cache, size_t n, size_t start, size_t nh, size_t nkv,
+                             size_t hd) {
+    int bf16 = be->compute == ZEN_BF16;
+    size_t keys_cap = start + n, rows = n * nkv * hd, at = start * nkv * hd * zk_cache_bytes(be);
+    ZK_LAUNCH(cache_store_kernel, blocks_for(rows, 256), 256, 0)((char *)k_cache + at, (const float *)k_new, rows, bf16);
+    ZK_LAUNCH(cache_store_kernel, blocks_for(rows, 256), 256, 0)((char *)v_cache + at, (const float *)v_new, rows, bf16);
+    CUDA_CHECK(be, cudaGetLastError());
     float *p = (float *)scratch(be, SCRATCH_CACHE_SCORES, n * nh * keys_cap * sizeof(float));
     if (!p) return;
-    ZK_LAUNCH(cached_attention_kernel, (unsigned)(n * nh), 128, 0)((float *)out, (const float *)q, (const float *)k,
-                                                                   (const float *)v, p, start, (int)nh, (int)nkv,
-                                                                   (int)hd, keys_cap, 1.0f / sqrtf((float)hd));
+    ZK_LAUNCH(cached_attention_kernel, (unsigned)(n * nh), 128, 0)((float *)out, (const float *)q, k_cache, v_cache, p,
+                                                                   start, (int)nh, (int)nkv, (int)hd, keys_cap,
+                                                                   1.0f / sqrtf((float)hd), bf16);
     CUDA_CHECK(be, cudaGetLastError());
 }

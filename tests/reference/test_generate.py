@@ -10,9 +10,12 @@ f32 compute:
   full-sequence forward at that position to 1e-5 relative: the cache gives
   what a full forward gives, across the prefill/decode boundary;
 - the adapter changes them (it is applied);
+- bf16 compute (a bf16 cache): the logits equal zen eval's bf16 forward of
+  the same sequence (the training forward's rounding), within 5e-2 of f32;
 - sampling: the same seed gives the same ids, top-k 1 gives greedy's;
 - llama.cpp's greedy (node-llama-cpp) on zen's merged f32 GGUF of the GQA
   model gives the same tokens;
+- --chat: the logits of two turns equal one forward over the conversation;
 - sample_every in zen train writes samples.jsonl, and the last step's greedy
   sample equals zen generate with the final adapter;
 - a prompt id outside the vocabulary is one line, exit 2."""
@@ -29,7 +32,8 @@ import byte_tokenizer  # noqa: E402
 import harness  # noqa: E402
 from harness import check, run  # noqa: E402
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
-from zen_files import MODULES, make_config, read_adapter, read_model_dir, read_safetensors, write_adapter, write_model  # noqa: E402
+from zen_files import (MODULES, make_config, read_adapter, read_model_dir, read_safetensors, write_adapter,  # noqa: E402
+                       write_model, write_tokens)
 
 NEW = 48
 LLAMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "llama")
@@ -86,6 +90,35 @@ def main():
             err = max(np.linalg.norm(cl[i] - zlogits[i]) / np.linalg.norm(zlogits[i]) for i in range(len(zlogits)))
             check(f"{name}: CUDA (emulated) generation = the CPU's: tokens, and logits to 1e-5", cuda == out and
                   err <= 1e-5, f"({err:.1e})")
+        # bf16 compute: a bf16 cache, q and the probabilities rounded as the training forward rounds them,
+        # so decoding gives zen eval's bf16 logits of the whole sequence (the training forward)
+        b16 = run([("bf16" if a == "f32" else a) for a in base] + ["--adapter", adir, "--temperature", "0",
+                                                                    "--save-logits", w(name + "-bf16.st")], expect=None)
+        if b16.returncode == 2 and "bf16" in b16.stderr:
+            print(f"SKIP {name}: bf16 generation: {b16.stderr.strip()}")
+        else:
+            check(f"{name}: bf16 generation runs", b16.returncode == 0, b16.stderr[-300:])
+            bl = read_safetensors(w(name + "-bf16.st"))[0]["logits"]
+            bids = [int(t) for t in b16.stdout.split(",")]
+            seq = prompt + bids
+            write_tokens(w(name + "-bf16.h5"), np.array(seq + [0], dtype=np.int64), cfg["vocab_size"])
+            run([zen, "eval", "--model", mdir, "--adapter", adir, "--data", w(name + "-bf16.h5"), "--seq-len",
+                 str(len(seq)), "--batch", "1", "--dtype", "bf16", "--save-logits", w(name + "-eval16.st")])
+            ev = read_safetensors(w(name + "-eval16.st"))[0]["logits"]
+            run([zen, "eval", "--model", mdir, "--adapter", adir, "--data", w(name + "-bf16.h5"), "--seq-len",
+                 str(len(seq)), "--batch", "1", "--dtype", "f32", "--save-logits", w(name + "-eval32.st")])
+            ev32 = read_safetensors(w(name + "-eval32.st"))[0]["logits"]  # f32 on the tokens bf16 chose
+            at = len(prompt) - 1  # eval's row t predicts token t + 1: the first new token's logits are row at
+            errs = [np.linalg.norm(bl[i] - ev[at + i]) / np.linalg.norm(ev[at + i]) for i in range(len(bl))]
+            d32 = max(np.linalg.norm(bl[i] - ev32[at + i]) / np.linalg.norm(ev32[at + i]) for i in range(len(bl)))
+            # the same rounding points; sums in another order (oneDNN's tiles, the fast exp) can flip a bf16
+            # rounding now and then, which moves a step's logits by ~1e-3: most steps must agree to fp32
+            # rounding, none by more than bf16's
+            check(f"{name}: bf16 KV-cache logits = zen eval's bf16 forward (median step <= 1e-6, worst <= 2e-2)",
+                  len(bl) == NEW and np.median(errs) <= 1e-6 and max(errs) <= 2e-2,
+                  f"(median {np.median(errs):.1e}, worst {max(errs):.1e}, {sum(e <= 1e-6 for e in errs)}/{NEW} equal)")
+            check(f"{name}: bf16 logits within 5e-2 of f32's and rounded (differ by > 1e-4)", 1e-4 < d32 <= 5e-2,
+                  f"({d32:.1e})")
         if cfg["vocab_size"] >= 259:  # llama.cpp's greedy on zen's merged f32 GGUF (it needs a tokenizer)
             byte_tokenizer.write(mdir)
             run([zen, "export", "--model", mdir, "--adapter", adir, "--format", "gguf", "--dtype", "f32", "--out",
@@ -127,8 +160,23 @@ def main():
     want = run([zen, "generate", "--model", m, "--prompt-ids", ",".join(map(str, conv2))] + common).stdout.strip()
     check("--chat: the second turn continues the cache as the whole conversation at once would",
           p.returncode == 0 and len(answers) == 2 and answers[1] == want, f"({answers[-1:] if answers else p.stderr[-200:]})")
+    # the logits of both turns (--save-logits keeps every turn's) = the training forward over the conversation
+    p = subprocess.run([zen, "generate", "--model", m, "--chat", "--save-logits", w("chat.st")] + common,
+                       input="Hello\nAgain\n", capture_output=True, text=True)
+    cl = read_safetensors(w("chat.st"))[0]["logits"] if p.returncode == 0 else np.zeros((0, 1))
+    second = [int(t) for t in answers[1].split(",")] if len(answers) == 2 else []
+    whole = conv2 + second
+    with open(os.path.join(m, "config.json")) as f:
+        write_tokens(w("chat.h5"), np.array(whole, dtype=np.int64), json.load(f)["vocab_size"])
+    run([zen, "eval", "--model", m, "--data", w("chat.h5"), "--seq-len", str(len(whole) - 1), "--batch", "1",
+         "--dtype", "f32", "--save-logits", w("chat-eval.st")])
+    ev = read_safetensors(w("chat-eval.st"))[0]["logits"]
+    t1, t2 = len(turn("Hello") + gen_prompt) - 1, len(conv2) - 1  # rows whose logits chose each turn's first token
+    rows = [t1 + i for i in range(len(first))] + [t2 + i for i in range(len(second))]
+    worst = max((np.linalg.norm(cl[i] - ev[r]) / np.linalg.norm(ev[r]) for i, r in enumerate(rows)), default=1.0)
+    check("--chat: the logits of both turns = one forward over the whole conversation (1e-5 relative)",
+          len(cl) == len(rows) == 12 and worst <= 1e-5, f"({len(cl)} rows, worst {worst:.1e})")
     # sample_every in training: samples.jsonl, and the last step's greedy = zen generate with the final adapter
-    from zen_files import write_tokens
     write_tokens(w("train.h5"), np.tile(np.frombuffer(b"In the beginning was the word. ", dtype=np.uint8), 60), 4096)
     with open(w("run.json"), "w") as f:
         json.dump({"seq_len": 64, "batch_size": 2, "max_steps": 6, "lr": 5e-3, "warmup_steps": 1, "log_every": 3,
