@@ -106,12 +106,62 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void gemv_bf16_dp(
     }
 }
 
+/* r[j] = sum_i x[i] W[j*ldw + i] for ROWS rows at once, fp32 x and bf16 W
+ * (f32 compute on a bf16 weight, where the CPU has no bf16 arithmetic):
+ * each W element widened in a register (a shift) and fused-multiply-added;
+ * as above, one x load serves every row, two accumulators per row, the tail
+ * masked, a fixed order */
+__attribute__((target("avx512f"))) static void dot_rows_bf16w_f32(const float *x, const uint16_t *W, size_t ldw,
+                                                                  size_t n, int rows, float *r) {
+    __m512 acc[DP_ROWS][2];
+    for (int j = 0; j < rows; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 2; k++) {
+            __m512 xv = _mm512_loadu_ps(x + i + 16 * k);
+            for (int j = 0; j < rows; j++) {
+                __m512i wi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(W + j * ldw + i + 16 * k)));
+                acc[j][k] = _mm512_fmadd_ps(xv, _mm512_castsi512_ps(_mm512_slli_epi32(wi, 16)), acc[j][k]);
+            }
+        }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffffu : (__mmask16)((1u << (n - i)) - 1);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        for (int j = 0; j < rows; j++) {
+            __m512i wi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, W + j * ldw + i));
+            acc[j][0] = _mm512_fmadd_ps(xv, _mm512_castsi512_ps(_mm512_slli_epi32(wi, 16)), acc[j][0]);
+        }
+    }
+    for (int j = 0; j < rows; j++) r[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
+}
+
+/* y[N, out] = x[N, in] W^T, fp32 x and bf16 W, as gemv_bf16_dp splits it */
+__attribute__((target("avx512f"))) static void gemv_bf16w_f32(float *y, const float *x, const uint16_t *W, size_t N,
+                                                              size_t in, size_t out) {
+    size_t blocks = (out + DP_ROWS - 1) / DP_ROWS;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < blocks; b++) {
+        size_t o = b * DP_ROWS;
+        int rows = out - o < DP_ROWS ? (int)(out - o) : DP_ROWS;
+        float r[DP_ROWS];
+        for (size_t n = 0; n < N; n++) {
+            dot_rows_bf16w_f32(x + n * in, W + o * in, in, in, rows, r);
+            for (int j = 0; j < rows; j++) y[n * out + o + j] = r[j];
+        }
+    }
+}
+
 static int have_dpbf16(void) { return __builtin_cpu_supports("avx512bf16"); }
+static int have_avx512f(void) { return __builtin_cpu_supports("avx512f"); }
 #else
 static void gemv_bf16_dp(float *y, const uint16_t *xb, const uint16_t *W, size_t N, size_t in, size_t out) {
     (void)y, (void)xb, (void)W, (void)N, (void)in, (void)out;
 }
+static void gemv_bf16w_f32(float *y, const float *x, const uint16_t *W, size_t N, size_t in, size_t out) {
+    (void)y, (void)x, (void)W, (void)N, (void)in, (void)out;
+}
 static int have_dpbf16(void) { return 0; }
+static int have_avx512f(void) { return 0; }
 #endif
 
 /* the same for an fp32 w */
@@ -130,9 +180,9 @@ static inline float dot_f32(const float *x, const float *w, size_t n) {
  * thread a block of output rows (so the result does not depend on the
  * thread count). Decoding is bound by reading the weights; a GEMM with one
  * row reads them at half this speed, and a chunk widened to fp32 first
- * reads and writes them three times. bf16 compute on a bf16 W with
- * AVX512-BF16 takes gemv_bf16_dp above; otherwise a bf16 W is widened in
- * registers, and any
+ * reads and writes them three times. A bf16 W takes gemv_bf16_dp above in
+ * bf16 compute (AVX512-BF16) and gemv_bf16w_f32 in f32 compute (AVX512F);
+ * otherwise a bf16 W is widened in registers by the plain loop, and any
  * other stored type a row at a time into the thread's slice of the widen
  * scratch (in bf16 compute rounded to bf16, as the GEMM path rounds its
  * dequantised chunks). In bf16 compute x arrives rounded to bf16 (exact
@@ -173,6 +223,10 @@ void cpu_linear_fwd(zk_backend *be, void *y_, const void *x_, const zk_weight *w
             if (!xb) return;
             cpu_round_bf16(xb, x, N * in);
             gemv_bf16_dp(y, xb, w->data, N, in, out);
+            return;
+        }
+        if (be->compute == ZEN_F32 && w->dtype == ZEN_BF16 && have_avx512f()) {
+            gemv_bf16w_f32(y, x, w->data, N, in, out);
             return;
         }
         if (be->compute == ZEN_BF16) {
