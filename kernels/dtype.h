@@ -71,6 +71,9 @@ static inline uint16_t zen_f32_to_bf16(float f) {
     return (uint16_t)(bits >> 16);
 }
 
+/* x rounded to the nearest bf16, as a float */
+static inline float zen_bf16_round(float x) { return zen_bf16_to_f32(zen_f32_to_bf16(x)); }
+
 float zen_f16_to_f32(uint16_t h);
 uint16_t zen_f32_to_f16(float f); /* round to nearest even, overflow to inf */
 

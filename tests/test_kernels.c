@@ -145,7 +145,8 @@ static void test_linear_half_weights_chunked(void **state) {
     free(x), free(Wf), free(y), free(yref), free(dy), free(dx), free(dxref), free(Wh);
 }
 
-static float round_bf16_val(float x) { return zen_bf16_to_f32(zen_f32_to_bf16(x)); }
+/* the reference's own bf16 rounding */
+static float bf16_round(float x) { return zen_bf16_to_f32(zen_f32_to_bf16(x)); }
 
 /* decoding's one pass over W (N <= CPU_GEMV_ROWS) for bf16, f16 and block-
  * quantised weights, in f32 compute and (where the CPU has it) bf16 compute:
@@ -179,7 +180,7 @@ static void test_linear_decode_rows(void **state) {
                     for (size_t o = 0; o < OUT; o++) {
                         double r = 0;
                         for (size_t i = 0; i < IN; i++)
-                            r += c ? (double)round_bf16_val(x[n * IN + i]) * round_bf16_val(Wv[o * IN + i])
+                            r += c ? (double)bf16_round(x[n * IN + i]) * bf16_round(Wv[o * IN + i])
                                    : (double)x[n * IN + i] * Wv[o * IN + i];
                         worst = fmax(worst, fabs(r - y[n * OUT + o])), top = fmax(top, fabs(r));
                     }
@@ -418,8 +419,6 @@ static zk_backend *open_bf16(const char *what) {
     if (!b16) printf("SKIP %s: %s\n", what, zen_last_error());
     return b16;
 }
-
-static float bf16_round(float x) { return zen_bf16_to_f32(zen_f32_to_bf16(x)); }
 
 /* y = x W^T and dx (+)= dy W, computed in double from the bf16-rounded inputs:
  * exactly the products oneDNN forms, so only fp32 accumulation differs; an f32

@@ -249,7 +249,7 @@ static inline float key_at(const void *cache, int bf16, size_t i) {
     return bf16 ? zen_bf16_to_f32(((const uint16_t *)cache)[i]) : ((const float *)cache)[i];
 }
 
-static inline float round_if(int bf16, float x) { return bf16 ? zen_bf16_to_f32(zen_f32_to_bf16(x)) : x; }
+static inline float round_if(int bf16, float x) { return bf16 ? zen_bf16_round(x) : x; }
 
 void cpu_attention_cached_fwd(zk_backend *be, void *out_, const void *q_, const void *k_new_, const void *v_new_,
                               void *k_cache, void *v_cache, size_t n, size_t start, size_t nh, size_t nkv,

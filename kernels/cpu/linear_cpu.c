@@ -67,9 +67,10 @@ static inline float dot_bf16(const float *x, const uint16_t *w, size_t n) {
  * Two accumulators per row, the tail masked, the lanes summed in a fixed
  * order. */
 #define DP_ROWS 4
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void dot_rows_bf16_dp(const uint16_t *x,
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void dot_rows_bf16_dp(const void *x_,
                                                                                    const uint16_t *W, size_t ldw,
                                                                                    size_t n, int rows, float *r) {
+    const uint16_t *x = x_; /* [n] bf16 */
     __m512 acc[DP_ROWS][2];
     for (int j = 0; j < rows; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     size_t i = 0;
@@ -88,31 +89,14 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void dot_rows_bf16
     for (int j = 0; j < rows; j++) r[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
 }
 
-/* y[N, out] = xb[N, in] W^T, both bf16, blocks of DP_ROWS output rows split
- * over the threads (each y element has one fixed order of sums) */
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void gemv_bf16_dp(float *y, const uint16_t *xb,
-                                                                               const uint16_t *W, size_t N, size_t in,
-                                                                               size_t out) {
-    size_t blocks = (out + DP_ROWS - 1) / DP_ROWS;
-#pragma omp parallel for schedule(static)
-    for (size_t b = 0; b < blocks; b++) {
-        size_t o = b * DP_ROWS;
-        int rows = out - o < DP_ROWS ? (int)(out - o) : DP_ROWS;
-        float r[DP_ROWS];
-        for (size_t n = 0; n < N; n++) {
-            dot_rows_bf16_dp(xb + n * in, W + o * in, in, in, rows, r);
-            for (int j = 0; j < rows; j++) y[n * out + o + j] = r[j];
-        }
-    }
-}
-
 /* r[j] = sum_i x[i] W[j*ldw + i] for ROWS rows at once, fp32 x and bf16 W
  * (f32 compute on a bf16 weight, where the CPU has no bf16 arithmetic):
  * each W element widened in a register (a shift) and fused-multiply-added;
  * as above, one x load serves every row, two accumulators per row, the tail
  * masked, a fixed order */
-__attribute__((target("avx512f"))) static void dot_rows_bf16w_f32(const float *x, const uint16_t *W, size_t ldw,
+__attribute__((target("avx512f"))) static void dot_rows_bf16w_f32(const void *x_, const uint16_t *W, size_t ldw,
                                                                   size_t n, int rows, float *r) {
+    const float *x = x_; /* [n] fp32 */
     __m512 acc[DP_ROWS][2];
     for (int j = 0; j < rows; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     size_t i = 0;
@@ -135,9 +119,25 @@ __attribute__((target("avx512f"))) static void dot_rows_bf16w_f32(const float *x
     for (int j = 0; j < rows; j++) r[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
 }
 
-/* y[N, out] = x[N, in] W^T, fp32 x and bf16 W, as gemv_bf16_dp splits it */
-__attribute__((target("avx512f"))) static void gemv_bf16w_f32(float *y, const float *x, const uint16_t *W, size_t N,
-                                                              size_t in, size_t out) {
+static int have_dpbf16(void) { return __builtin_cpu_supports("avx512bf16"); }
+static int have_avx512f(void) { return __builtin_cpu_supports("avx512f"); }
+#else
+#define DP_ROWS 4
+static void dot_rows_bf16_dp(const void *x, const uint16_t *W, size_t ldw, size_t n, int rows, float *r) {
+    (void)x, (void)W, (void)ldw, (void)n, (void)rows, (void)r; /* never called: have_dpbf16() is 0 */
+}
+#define dot_rows_bf16w_f32 dot_rows_bf16_dp
+static int have_dpbf16(void) { return 0; }
+static int have_avx512f(void) { return 0; }
+#endif
+
+/* y[N, out] = x[N, in] W^T for a bf16 W with one of the dot_rows kernels
+ * above (x is bf16 or fp32, x_bytes per element, as the kernel reads it):
+ * blocks of DP_ROWS output rows split over the threads, so each y element
+ * has one fixed order of sums */
+typedef void (*dot_rows_fn)(const void *x, const uint16_t *W, size_t ldw, size_t n, int rows, float *r);
+static void gemv_bf16w(float *y, const void *x, size_t x_bytes, const uint16_t *W, size_t N, size_t in, size_t out,
+                       dot_rows_fn dot_rows) {
     size_t blocks = (out + DP_ROWS - 1) / DP_ROWS;
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < blocks; b++) {
@@ -145,24 +145,11 @@ __attribute__((target("avx512f"))) static void gemv_bf16w_f32(float *y, const fl
         int rows = out - o < DP_ROWS ? (int)(out - o) : DP_ROWS;
         float r[DP_ROWS];
         for (size_t n = 0; n < N; n++) {
-            dot_rows_bf16w_f32(x + n * in, W + o * in, in, in, rows, r);
+            dot_rows((const char *)x + n * in * x_bytes, W + o * in, in, in, rows, r);
             for (int j = 0; j < rows; j++) y[n * out + o + j] = r[j];
         }
     }
 }
-
-static int have_dpbf16(void) { return __builtin_cpu_supports("avx512bf16"); }
-static int have_avx512f(void) { return __builtin_cpu_supports("avx512f"); }
-#else
-static void gemv_bf16_dp(float *y, const uint16_t *xb, const uint16_t *W, size_t N, size_t in, size_t out) {
-    (void)y, (void)xb, (void)W, (void)N, (void)in, (void)out;
-}
-static void gemv_bf16w_f32(float *y, const float *x, const uint16_t *W, size_t N, size_t in, size_t out) {
-    (void)y, (void)x, (void)W, (void)N, (void)in, (void)out;
-}
-static int have_dpbf16(void) { return 0; }
-static int have_avx512f(void) { return 0; }
-#endif
 
 /* the same for an fp32 w */
 static inline float dot_f32(const float *x, const float *w, size_t n) {
@@ -180,8 +167,9 @@ static inline float dot_f32(const float *x, const float *w, size_t n) {
  * thread a block of output rows (so the result does not depend on the
  * thread count). Decoding is bound by reading the weights; a GEMM with one
  * row reads them at half this speed, and a chunk widened to fp32 first
- * reads and writes them three times. A bf16 W takes gemv_bf16_dp above in
- * bf16 compute (AVX512-BF16) and gemv_bf16w_f32 in f32 compute (AVX512F);
+ * reads and writes them three times. A bf16 W takes gemv_bf16w above, with
+ * dot_rows_bf16_dp in bf16 compute (AVX512-BF16) and dot_rows_bf16w_f32 in
+ * f32 compute (AVX512F);
  * otherwise a bf16 W is widened in registers by the plain loop, and any
  * other stored type a row at a time into the thread's slice of the widen
  * scratch (in bf16 compute rounded to bf16, as the GEMM path rounds its
@@ -204,7 +192,7 @@ static void linear_rows_gemv(zk_backend *be, float *y, const float *x, const zk_
             else {
                 zen_widen(buf, src, w->dtype, in);
                 if (round)
-                    for (size_t i = 0; i < in; i++) buf[i] = zen_bf16_to_f32(zen_f32_to_bf16(buf[i]));
+                    for (size_t i = 0; i < in; i++) buf[i] = zen_bf16_round(buf[i]);
                 wo = buf;
             }
         }
@@ -222,17 +210,17 @@ void cpu_linear_fwd(zk_backend *be, void *y_, const void *x_, const zk_weight *w
             uint16_t *xb = cpu_scratch_bf16(be, CPU_SCRATCH_BF16_IN, N * in); /* [N, in] */
             if (!xb) return;
             cpu_round_bf16(xb, x, N * in);
-            gemv_bf16_dp(y, xb, w->data, N, in, out);
+            gemv_bf16w(y, xb, sizeof(uint16_t), w->data, N, in, out, dot_rows_bf16_dp);
             return;
         }
         if (be->compute == ZEN_F32 && w->dtype == ZEN_BF16 && have_avx512f()) {
-            gemv_bf16w_f32(y, x, w->data, N, in, out);
+            gemv_bf16w(y, x, sizeof(float), w->data, N, in, out, dot_rows_bf16w_f32);
             return;
         }
         if (be->compute == ZEN_BF16) {
             float *xr = cpu_scratch(be, CPU_SCRATCH_BF16_IN, N * in); /* [N, in] x rounded to bf16 */
             if (!xr) return;
-            for (size_t i = 0; i < N * in; i++) xr[i] = zen_bf16_to_f32(zen_f32_to_bf16(x[i]));
+            for (size_t i = 0; i < N * in; i++) xr[i] = zen_bf16_round(x[i]);
             x = xr;
         }
         linear_rows_gemv(be, y, x, w, N, in, out);
