@@ -71,7 +71,8 @@ typedef struct zk_backend zk_backend;
 /* The largest shapes a run's ops will see, for reserving scratch up front. */
 typedef struct {
     size_t N;              /* token rows per batch (B * T) */
-    size_t B, T;           /* batch and sequence length (attention) */
+    size_t B, T;           /* batch and sequence length (attention): no segment a call sees is
+                            * longer than T, nor any position past it */
     size_t heads, kv_heads, head_dim;
     double rope_theta;
     size_t widest_in;      /* the widest projection input (LoRA dropout copies) */
@@ -157,7 +158,10 @@ struct zk_backend {
      * 1/sqrt(hd). Query t of sequence b sees the keys [seg[b*T+t], t]:
      * seg (device int32 [B*T]) is the first row of each row's segment (its
      * document) within the sequence, so seg[t] <= t and seg never decreases
-     * along a sequence; NULL is one segment (plain causal). */
+     * along a sequence; NULL is one segment (plain causal). A batch may come
+     * laid end to end as one sequence (B = 1, T = all its rows, seg counted
+     * from its first row): the same computation, bit for bit, as long as no
+     * segment is longer than the reserved plan's T. */
     void (*attention_fwd)(zk_backend *be, void *out, float *lse, const void *q, const void *k,
                           const void *v, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
     /* generation with a KV cache (optional: NULL where a backend has none):

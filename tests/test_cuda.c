@@ -384,6 +384,57 @@ static void test_flash_attention(size_t B, size_t T, size_t nh, size_t nkv, size
     free(seg), free(pos);
 }
 
+/* A batch laid end to end (B = 1, T = all rows, segment starts counted from
+ * the first row; kernels.h) is the same computation as the batch: the exact
+ * f32 kernels (with a reserved plan, whose T bounds their shared memory) and
+ * flash attention (sequences a whole number of its tiles long) give the same
+ * bits for out, lse, dq, dk and dv. */
+static void test_attention_end_to_end(zk_backend *g, const char *name, size_t B, size_t T, size_t nh, size_t nkv,
+                                      size_t hd) {
+    size_t N = B * T, nq = N * nh * hd, nk = N * nkv * hd, nl = nh * N;
+    zk_reserve_plan plan = {.N = N, .B = B, .T = T, .heads = nh, .kv_heads = nkv, .head_dim = hd, .rope_theta = 1e4};
+    if (g->reserve(g, &plan)) {
+        printf("FAIL %s end to end: %s\n", name, zen_last_error());
+        failures++;
+        return;
+    }
+    float *q = rnd(nq, 2, 71), *k = rnd(nk, 1, 72), *v = rnd(nk, 1, 73), *dout = rnd(nq, 1, 74);
+    float *gq = dev(q, nq), *gk = dev(k, nk), *gv = dev(v, nk), *gdout = dev(dout, nq);
+    float *out[2], *lse[2], *dq[2], *dk[2], *dv[2];
+    int32_t *seg = malloc(N * sizeof(int32_t)), *pos = malloc(N * sizeof(int32_t)), *flat = malloc(N * sizeof(int32_t));
+    make_segments(seg, pos, B, T);
+    for (size_t i = 0; i < N; i++) flat[i] = seg[i] + (int32_t)(i / T * T);
+    int32_t *gseg[2] = {devi(seg, N), devi(flat, N)};
+    for (int x = 0; x < 2; x++) {
+        out[x] = g->alloc(g, nq * 4), lse[x] = g->alloc(g, nl * 4), dq[x] = g->alloc(g, nq * 4);
+        dk[x] = g->alloc(g, nk * 4), dv[x] = g->alloc(g, nk * 4);
+        size_t b = x ? 1 : B, t = x ? N : T;
+        g->attention_fwd(g, out[x], lse[x], gq, gk, gv, gseg[x], b, t, nh, nkv, hd);
+        g->attention_bwd(g, dq[x], dk[x], dv[x], gdout, out[x], lse[x], gq, gk, gv, gseg[x], b, t, nh, nkv, hd);
+    }
+    float *h0 = malloc(nq * 4), *h1 = malloc(nq * 4);
+    int same = zk_status(g) == 0;
+    float **bufs[4] = {out, dq, dk, dv};
+    size_t sizes[4] = {nq, nq, nk, nk};
+    for (int i = 0; i < 4; i++) {
+        g->download(g, h0, bufs[i][0], sizes[i] * 4);
+        g->download(g, h1, bufs[i][1], sizes[i] * 4);
+        same &= !memcmp(h0, h1, sizes[i] * 4);
+    }
+    g->download(g, h0, lse[0], nl * 4);
+    g->download(g, h1, lse[1], nl * 4);
+    for (size_t b = 0; b < B; b++) /* [B, nh, T] against [1, nh, B*T] */
+        for (size_t h = 0; h < nh; h++) same &= !memcmp(h0 + (b * nh + h) * T, h1 + h * N + b * T, T * 4);
+    printf("%s %s attention, %zu x %zu end to end: same bits\n", same ? "ok  " : "FAIL", name, B, T);
+    failures += !same;
+    for (int x = 0; x < 2; x++) {
+        g->free(g, out[x]), g->free(g, lse[x]), g->free(g, dq[x]), g->free(g, dk[x]), g->free(g, dv[x]);
+        g->free(g, gseg[x]);
+    }
+    g->free(g, gq), g->free(g, gk), g->free(g, gv), g->free(g, gdout);
+    free(q), free(k), free(v), free(dout), free(seg), free(pos), free(flat), free(h0), free(h1);
+}
+
 #ifdef ZEN_TEST_EMULATED
 void zk_emu_flip_order(int flip);
 #define FLIP_ORDER(x) zk_emu_flip_order(x)
@@ -610,6 +661,8 @@ int main(void) {
     test_flash_attention(1, 333, 32, 8, 128, 0); /* Zen-nano's heads */
     test_flash_attention(2, 333, 32, 8, 128, 1);
 #endif
+    test_attention_end_to_end(gpu, "f32 exact", 3, 100, 4, 2, 32);
+    test_attention_end_to_end(gpu16, "bf16 flash", 3, 128, 4, 2, 64);
     test_determinism();
     test_sticky_failure();
     test_decoder();

@@ -504,6 +504,47 @@ static void test_bf16_attention(void **state) {
     zk_close(b16);
 }
 
+/* A batch laid end to end (B = 1, T = all its rows, each row's segment start
+ * counted from the first row) is the same computation as the batch: outputs,
+ * lse and gradients bit-identical, in f32 and in bf16 (the decoder runs a
+ * batch's live rows this way, see train/evaluate.c). Segments of 1, 63, 64,
+ * 65 and 150 rows, and a sequence of one segment. */
+static void test_attention_end_to_end(void **state) {
+    (void)state;
+    enum { B = 3, T = 150, NH = 4, NKV = 2, HD = 32, N = B * T };
+    static int32_t seg[N], flat[N];
+    for (int t = 0; t < T; t++) {
+        seg[t] = t < 1 ? 0 : t < 64 ? 1 : t < 129 ? 64 : 129;
+        seg[T + t] = t < 63 ? 0 : 63;
+        seg[2 * T + t] = 0;
+    }
+    for (int i = 0; i < N; i++) flat[i] = seg[i] + (i / T) * T;
+    static float q[N * NH * HD], k[N * NKV * HD], v[N * NKV * HD], dout[N * NH * HD];
+    static float o[2][N * NH * HD], l[2][NH * N], dq[2][N * NH * HD], dk[2][N * NKV * HD], dv[2][N * NKV * HD];
+    fill_uniform(q, N * NH * HD, 1.5f, 60);
+    fill_uniform(k, N * NKV * HD, 1.5f, 61);
+    fill_uniform(v, N * NKV * HD, 1, 62);
+    fill_uniform(dout, N * NH * HD, 1, 63);
+    zk_backend *backends[2] = {be, open_bf16("bf16 attention end to end")};
+    for (int x = 0; x < 2 && backends[x]; x++) {
+        zk_backend *bk = backends[x];
+        bk->attention_fwd(bk, o[0], l[0], q, k, v, seg, B, T, NH, NKV, HD);
+        bk->attention_bwd(bk, dq[0], dk[0], dv[0], dout, o[0], l[0], q, k, v, seg, B, T, NH, NKV, HD);
+        bk->attention_fwd(bk, o[1], l[1], q, k, v, flat, 1, N, NH, NKV, HD);
+        bk->attention_bwd(bk, dq[1], dk[1], dv[1], dout, o[1], l[1], q, k, v, flat, 1, N, NH, NKV, HD);
+        assert_int_equal(zk_status(bk), 0);
+        assert_memory_equal(o[0], o[1], sizeof o[0]);
+        assert_memory_equal(dq[0], dq[1], sizeof dq[0]);
+        assert_memory_equal(dk[0], dk[1], sizeof dk[0]);
+        assert_memory_equal(dv[0], dv[1], sizeof dv[0]);
+        for (size_t b = 0; b < B; b++) /* lse [B, nh, T] against [1, nh, B*T] */
+            for (size_t h = 0; h < NH; h++)
+                assert_memory_equal(l[0] + (b * NH + h) * T, l[1] + h * N + b * T, T * sizeof(float));
+        printf("attention %s: a batch of %d x %d end to end is bit-identical\n", x ? "bf16" : "f32", B, T);
+    }
+    if (backends[1]) zk_close(backends[1]);
+}
+
 /* ---------- generation's attention over a KV cache ---------- */
 
 /* out[i, h] for query row i of a cache of `keys` rows, in double from the
@@ -797,6 +838,7 @@ int main(void) {
         cmocka_unit_test(test_attention_segments),
         cmocka_unit_test(test_bf16_linear),
         cmocka_unit_test(test_bf16_attention),
+        cmocka_unit_test(test_attention_end_to_end),
         cmocka_unit_test(test_cached_attention),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_embedding),

@@ -16,11 +16,15 @@
  *
  * Layouts: q, out [B, T, nh, hd]; k, v [B, T, nkv, hd]; lse [B, nh, T]. One
  * head's rows are strided views (lda = nh*hd or nkv*hd), so no copies are made.
- * Each thread takes its tiles from one reserved scratch buffer.
- * Threads split (b, h) in the forward and (b, g) in the backward (the query
- * heads of a group are the only writers of its dK, dV); sgemm called inside
- * the parallel region runs single-threaded (OpenBLAS's OpenMP build), so the
- * results do not depend on the thread count.
+ * The tiles of a call are listed once (attn_tiles); each thread takes its
+ * [tile, keys] buffers from one reserved scratch buffer, keys being the
+ * longest segment, so a batch laid end to end as one long sequence (B = 1,
+ * T = all its rows) needs no more scratch than its longest segment does.
+ * Threads split (tile, h) in the forward and (segment, g) in the backward
+ * (the query heads of a group are the only writers of its dK, dV rows, and a
+ * segment's keys are its own); sgemm called inside the parallel region runs
+ * single-threaded (OpenBLAS's OpenMP build), so the results do not depend on
+ * the thread count.
  *
  * bf16 compute: the products run on oneDNN with bf16 operands and fp32
  * accumulation, as CUDA's flash attention rounds them: Q, K, V and dO are
@@ -53,6 +57,64 @@ static inline size_t tile_rows(const int32_t *seg, size_t b, size_t T, size_t i0
     return end - i0;
 }
 
+/* One query tile: rows [i0, i0 + rows) of sequence b, all in the segment that
+ * starts at k0, so its keys are [k0, i0 + rows). */
+typedef struct {
+    size_t b, i0, rows, k0;
+} attn_tile;
+
+/* The tiles of a call, in order (a segment's tiles are consecutive), and the
+ * segments as runs of them: segment s is tiles [first[s], first[s + 1]). */
+typedef struct {
+    attn_tile *tile;  /* [n_tiles] */
+    size_t n_tiles;
+    size_t *first;    /* [n_segments + 1] */
+    size_t n_segments;
+    size_t max_keys;  /* the most keys a tile sees: the longest segment's rows */
+} attn_tiles;
+
+static void attn_tiles_free(attn_tiles *t) {
+    free(t->tile);
+    free(t->first);
+}
+
+/* room for n + 1 tiles and segment starts; 0, or -1 (out of memory) */
+static int attn_tiles_room(attn_tiles *t, size_t n, size_t *cap) {
+    if (n < *cap) return 0;
+    size_t want = *cap ? 2 * *cap : 16;
+    attn_tile *nt = realloc(t->tile, want * sizeof *nt);
+    if (nt) t->tile = nt;
+    size_t *nf = nt ? realloc(t->first, (want + 1) * sizeof *nf) : NULL;
+    if (nf) t->first = nf;
+    if (!nf) return -1;
+    *cap = want;
+    return 0;
+}
+
+/* 0, or -1 with the backend's sticky failure set (out of memory) */
+static int attn_tiles_make(zk_backend *be, attn_tiles *t, const int32_t *seg, size_t B, size_t T) {
+    memset(t, 0, sizeof *t);
+    size_t cap = 0, n = 0, ns = 0;
+    int failed = attn_tiles_room(t, 0, &cap);
+    for (size_t b = 0; b < B && !failed; b++)
+        for (size_t i0 = 0, rows; i0 < T && !failed; i0 += rows) {
+            rows = tile_rows(seg, b, T, i0);
+            if ((failed = attn_tiles_room(t, n, &cap))) break;
+            size_t k0 = seg_of(seg, b, T, i0);
+            if (n == 0 || t->tile[n - 1].b != b || t->tile[n - 1].k0 != k0) t->first[ns++] = n;
+            t->tile[n++] = (attn_tile){b, i0, rows, k0};
+            if (i0 + rows - k0 > t->max_keys) t->max_keys = i0 + rows - k0;
+        }
+    if (failed) {
+        attn_tiles_free(t);
+        zk_set_failed(be, ZEN_ERR_INTERNAL, "out of memory listing the attention tiles of %zu x %zu rows", B, T);
+        return -1;
+    }
+    t->first[ns] = n;
+    t->n_tiles = n, t->n_segments = ns;
+    return 0;
+}
+
 /* P[rows, nk] = softmax of S over the keys each row sees: row r is query
  * i0 + r, column c key k0 + c, and the row sees columns [first_r, i0 + r - k0];
  * writes lse for each row */
@@ -83,20 +145,20 @@ typedef struct {
     size_t qs, ks;                          /* row strides of q/dout and k/v */
 } tile_ops;
 
-size_t cpu_attention_bf16_elems(size_t N, size_t T, size_t q_width, size_t kv_width) {
-    size_t halves = 2 * N * q_width + 2 * N * kv_width +                     /* q, dout; k, v */
-                    (size_t)omp_get_max_threads() * 2 * CPU_ATTN_TILE * T;  /* each thread's P and dS */
+size_t cpu_attention_bf16_elems(size_t N, size_t keys, size_t q_width, size_t kv_width) {
+    size_t halves = 2 * N * q_width + 2 * N * kv_width +                        /* q, dout; k, v */
+                    (size_t)omp_get_max_threads() * 2 * CPU_ATTN_TILE * keys;  /* each thread's P and dS */
     return (halves + 1) / 2;
 }
 
 /* the bf16 copies of q, k, v (and dout, if given) and the primitives; 0, or -1 (sticky failure set) */
 static int tile_ops_init(zk_backend *be, tile_ops *ops, const float *q, const float *k, const float *v,
-                         const float *dout, size_t N, size_t T, size_t qs, size_t ks, uint16_t **tiles) {
+                         const float *dout, size_t N, size_t keys, size_t qs, size_t ks, uint16_t **tiles) {
     memset(ops, 0, sizeof *ops);
     ops->q = q, ops->k = k, ops->v = v, ops->dout = dout, ops->qs = qs, ops->ks = ks;
     if (be->compute != ZEN_BF16) return 0;
     ops->bf16 = 1;
-    uint16_t *buf = cpu_scratch_bf16(be, CPU_SCRATCH_ATTN_BF16, 2 * cpu_attention_bf16_elems(N, T, qs, ks));
+    uint16_t *buf = cpu_scratch_bf16(be, CPU_SCRATCH_ATTN_BF16, 2 * cpu_attention_bf16_elems(N, keys, qs, ks));
     if (!buf) return -1;
     uint16_t *qb = buf, *dob = qb + N * qs, *kb = dob + N * qs, *vb = kb + N * ks;
     cpu_round_bf16(qb, q, N * qs);
@@ -104,7 +166,7 @@ static int tile_ops_init(zk_backend *be, tile_ops *ops, const float *q, const fl
     cpu_round_bf16(vb, v, N * ks);
     if (dout) cpu_round_bf16(dob, dout, N * qs);
     ops->qb = qb, ops->kb = kb, ops->vb = vb, ops->dob = dob;
-    *tiles = vb + N * ks; /* [threads, 2, tile, T] */
+    *tiles = vb + N * ks; /* [threads, 2, tile, keys] */
     ops->ab_t = cpu_bf16_tile_gemm_prepare(be, 0, 1, 0);
     ops->ab = cpu_bf16_tile_gemm_prepare(be, 0, 0, 0);
     ops->at_b_acc = cpu_bf16_tile_gemm_prepare(be, 1, 0, 1);
@@ -157,28 +219,33 @@ void cpu_attention_fwd(zk_backend *be, void *out_, float *lse, const void *q_, c
     size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd; /* row strides */
     float scale = 1.0f / sqrtf((float)hd);
     int threads = omp_get_max_threads();
-    float *tiles = cpu_scratch(be, CPU_SCRATCH_ATTN, (size_t)threads * 2 * QUERY_TILE * T); /* [threads, 2, tile, T] */
+    attn_tiles tl;
+    if (attn_tiles_make(be, &tl, seg, B, T)) return;
+    size_t W = tl.max_keys; /* columns of a thread's score tile */
+    float *tiles = cpu_scratch(be, CPU_SCRATCH_ATTN, (size_t)threads * 2 * QUERY_TILE * W); /* [threads, 2, tile, W] */
     tile_ops ops;
-    uint16_t *btiles = NULL; /* [threads, 2, tile, T] bf16 */
-    if (!tiles || tile_ops_init(be, &ops, q_, k_, v_, NULL, B * T, T, qs, ks, &btiles)) return;
+    uint16_t *btiles = NULL; /* [threads, 2, tile, W] bf16 */
+    if (!tiles || tile_ops_init(be, &ops, q_, k_, v_, NULL, B * T, W, qs, ks, &btiles)) {
+        attn_tiles_free(&tl);
+        return;
+    }
 #pragma omp parallel num_threads(threads)
     {
         int me = omp_get_thread_num();
-        float *S = tiles + (size_t)me * 2 * QUERY_TILE * T; /* [tile, T] scores, then probabilities */
-        uint16_t *Pb = btiles ? btiles + (size_t)me * 2 * QUERY_TILE * T : NULL;
+        float *S = tiles + (size_t)me * 2 * QUERY_TILE * W; /* [tile, nk] scores, then probabilities */
+        uint16_t *Pb = btiles ? btiles + (size_t)me * 2 * QUERY_TILE * W : NULL;
 #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (size_t b = 0; b < B; b++)
+        for (size_t ti = 0; ti < tl.n_tiles; ti++)
             for (size_t h = 0; h < nh; h++) {
+                const attn_tile *t = &tl.tile[ti];
+                size_t b = t->b, i0 = t->i0, rows = t->rows, k0 = t->k0, nk = i0 + rows - k0;
                 size_t qoff = b * T * qs + h * hd, kvoff = b * T * ks + (h / group) * hd;
-                for (size_t i0 = 0, rows; i0 < T; i0 += rows) {
-                    rows = tile_rows(seg, b, T, i0);
-                    size_t k0 = seg_of(seg, b, T, i0), nk = i0 + rows - k0;
-                    product_abt(be, &ops, 0, scale, rows, nk, hd, qoff + i0 * qs, kvoff + k0 * ks, S);
-                    segment_softmax(S, rows, nk, i0, k0, seg, b, T, lse + (b * nh + h) * T + i0);
-                    product_ab(be, &ops, 0, S, Pb, rows, nk, hd, kvoff + k0 * ks, out + qoff + i0 * qs);
-                }
+                product_abt(be, &ops, 0, scale, rows, nk, hd, qoff + i0 * qs, kvoff + k0 * ks, S);
+                segment_softmax(S, rows, nk, i0, k0, seg, b, T, lse + (b * nh + h) * T + i0);
+                product_ab(be, &ops, 0, S, Pb, rows, nk, hd, kvoff + k0 * ks, out + qoff + i0 * qs);
             }
     }
+    attn_tiles_free(&tl);
 }
 
 void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const void *dout_,
@@ -189,43 +256,49 @@ void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const vo
     size_t group = nh / nkv, qs = nh * hd, ks = nkv * hd;
     float scale = 1.0f / sqrtf((float)hd);
     int threads = omp_get_max_threads();
-    float *tiles = cpu_scratch(be, CPU_SCRATCH_ATTN, (size_t)threads * 2 * QUERY_TILE * T); /* [threads, 2, tile, T] */
+    attn_tiles tl;
+    if (attn_tiles_make(be, &tl, seg, B, T)) return;
+    size_t W = tl.max_keys;
+    float *tiles = cpu_scratch(be, CPU_SCRATCH_ATTN, (size_t)threads * 2 * QUERY_TILE * W); /* [threads, 2, tile, W] */
     tile_ops ops;
-    uint16_t *btiles = NULL; /* [threads, 2, tile, T] bf16: P and dS rounded */
-    if (!tiles || tile_ops_init(be, &ops, q_, k_, v_, dout_, B * T, T, qs, ks, &btiles)) return;
+    uint16_t *btiles = NULL; /* [threads, 2, tile, W] bf16: P and dS rounded */
+    if (!tiles || tile_ops_init(be, &ops, q_, k_, v_, dout_, B * T, W, qs, ks, &btiles)) {
+        attn_tiles_free(&tl);
+        return;
+    }
 #pragma omp parallel num_threads(threads)
     {
         int me = omp_get_thread_num();
-        float *P = tiles + (size_t)me * 2 * QUERY_TILE * T; /* [tile, T] */
-        float *dP = P + QUERY_TILE * T;                      /* [tile, T] dP, then dS */
-        uint16_t *Pb = btiles ? btiles + (size_t)me * 2 * QUERY_TILE * T : NULL, *dSb = Pb ? Pb + QUERY_TILE * T : NULL;
+        float *P = tiles + (size_t)me * 2 * QUERY_TILE * W; /* [tile, nk] */
+        float *dP = P + QUERY_TILE * W;                      /* [tile, nk] dP, then dS */
+        uint16_t *Pb = btiles ? btiles + (size_t)me * 2 * QUERY_TILE * W : NULL, *dSb = Pb ? Pb + QUERY_TILE * W : NULL;
 #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (size_t b = 0; b < B; b++)
+        for (size_t si = 0; si < tl.n_segments; si++)
             for (size_t g = 0; g < nkv; g++) {
-                size_t kvoff = b * T * ks + g * hd;
-                for (size_t j = 0; j < T; j++) {
+                const attn_tile *first = &tl.tile[tl.first[si]], *end = &tl.tile[tl.first[si + 1]];
+                size_t b = first->b, k0 = first->k0, kvoff = b * T * ks + g * hd;
+                for (size_t j = k0; j < end[-1].i0 + end[-1].rows; j++) { /* the segment's key rows */
                     memset(dk + kvoff + j * ks, 0, hd * sizeof(float));
                     memset(dv + kvoff + j * ks, 0, hd * sizeof(float));
                 }
                 for (size_t h = g * group; h < (g + 1) * group; h++) {
                     size_t qoff = b * T * qs + h * hd;
                     const float *lse_h = lse + (b * nh + h) * T;
-                    for (size_t i0 = 0, rows; i0 < T; i0 += rows) {
-                        rows = tile_rows(seg, b, T, i0);
-                        size_t k0 = seg_of(seg, b, T, i0), nk = i0 + rows - k0;
+                    for (const attn_tile *t = first; t < end; t++) {
+                        size_t i0 = t->i0, rows = t->rows, nk = i0 + rows - k0;
                         /* P from the saved log-sum-exp; dP = dO V^T */
                         product_abt(be, &ops, 0, scale, rows, nk, hd, qoff + i0 * qs, kvoff + k0 * ks, P);
                         product_abt(be, &ops, 1, 1.0f, rows, nk, hd, qoff + i0 * qs, kvoff + k0 * ks, dP);
                         for (size_t r = 0; r < rows; r++) {
                             float *p = P + r * nk, *dp = dP + r * nk;
-                            size_t first = seg_of(seg, b, T, i0 + r) - k0, last = i0 + r - k0 + 1;
+                            size_t first_key = seg_of(seg, b, T, i0 + r) - k0, last = i0 + r - k0 + 1;
                             float l = lse_h[i0 + r];
-                            for (size_t j = first; j < last; j++) p[j] = zk_expf(p[j] - l);
-                            for (size_t j = first; j < last; j++) dp[j] *= p[j]; /* P * dP, summed to D */
-                            float D = zk_sum(dp + first, last - first);
-                            for (size_t j = first; j < last; j++) dp[j] = dp[j] - p[j] * D;
-                            for (size_t j = first; j < last; j++) dp[j] *= scale;
-                            for (size_t j = 0; j < first; j++) p[j] = dp[j] = 0.0f;
+                            for (size_t j = first_key; j < last; j++) p[j] = zk_expf(p[j] - l);
+                            for (size_t j = first_key; j < last; j++) dp[j] *= p[j]; /* P * dP, summed to D */
+                            float D = zk_sum(dp + first_key, last - first_key);
+                            for (size_t j = first_key; j < last; j++) dp[j] = dp[j] - p[j] * D;
+                            for (size_t j = first_key; j < last; j++) dp[j] *= scale;
+                            for (size_t j = 0; j < first_key; j++) p[j] = dp[j] = 0.0f;
                             for (size_t j = last; j < nk; j++) p[j] = dp[j] = 0.0f;
                         }
                         /* dQ = dS K (dS rounded into dSb), dK += dS^T Q, dV += P^T dO (P rounded into Pb) */
@@ -238,6 +311,7 @@ void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const vo
                 }
             }
     }
+    attn_tiles_free(&tl);
 }
 
 /* Generation: the new rows into the cache, in the compute precision (bf16

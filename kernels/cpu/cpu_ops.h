@@ -52,8 +52,9 @@ static inline uint16_t *cpu_scratch_bf16(zk_backend *be, int slot, size_t n) {
 void cpu_scratch_sizes(const zk_reserve_plan *p, zen_dtype compute, size_t elems[CPU_SCRATCH_SLOTS],
                        size_t *rope_elems);
 /* attention's bf16 slot: rounded q, k, v, dout [N, heads*hd] each (k and v
- * may be narrower), then each thread's two bf16 tiles [tile, T] */
-size_t cpu_attention_bf16_elems(size_t N, size_t T, size_t q_width, size_t kv_width);
+ * may be narrower), then each thread's two bf16 tiles [tile, keys] (keys: the
+ * longest segment, at most the plan's T) */
+size_t cpu_attention_bf16_elems(size_t N, size_t keys, size_t q_width, size_t kv_width);
 
 /* ---- oneDNN (dnnl_cpu.c) ---- */
 #define CPU_DNNL_CACHE 128 /* primitives kept, the least recently used replaced */

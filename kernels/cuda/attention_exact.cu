@@ -9,7 +9,8 @@
 
 
 /* forward: one block per (b, h, i). The row's scores s_j (seg_i <= j <= i)
- * sit in shared memory (T floats), so the [T, T] matrix is never stored:
+ * sit in shared memory (as many floats as the longest segment has rows:
+ * the reserved plan's T), so the [T, T] matrix is never stored:
  *   p_j = exp(s_j - lse),  o[d] = sum_j p_j v_j[d]  (a thread per d)
  * backward, in two kernels:
  *   dq:    one block per (b, h, i): dp_j = do . v_j, D = sum_j p_j dp_j (saved
@@ -34,19 +35,19 @@ __global__ static void attention_fwd_kernel(float *out, float *lse, const float 
                                             const int32_t *seg, size_t T, size_t nh, size_t nkv, size_t hd,
                                             float scale) {
     ZK_DYNAMIC_SMEM(smem);
-    float *p = (float *)smem; /* [i + 1] */
+    float *p = (float *)smem; /* [i + 1 - j0]: p[j - j0] for the keys j0 .. i */
     size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv), j0 = (size_t)seg_start(seg, b, T, i);
     const float *qi = q + ((b * T + i) * nh + h) * hd;
     float m = -INFINITY;
     for (size_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) {
-        p[j] = scale * dot_dev(qi, k + ((b * T + j) * nkv + g) * hd, hd);
-        m = fmaxf(m, p[j]);
+        p[j - j0] = scale * dot_dev(qi, k + ((b * T + j) * nkv + g) * hd, hd);
+        m = fmaxf(m, p[j - j0]);
     }
     m = block_max(m);
     double sum = 0.0;
     for (size_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) {
-        p[j] = expf(p[j] - m);
-        sum += p[j];
+        p[j - j0] = expf(p[j - j0] - m);
+        sum += p[j - j0];
     }
     sum = block_sum(sum); /* also a barrier: every p[j] is written */
     float inv = (float)(1.0 / sum);
@@ -54,17 +55,17 @@ __global__ static void attention_fwd_kernel(float *out, float *lse, const float 
     float *oi = out + ((b * T + i) * nh + h) * hd;
     for (size_t d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0.0f;
-        for (size_t j = j0; j <= i; j++) acc += p[j] * v[((b * T + j) * nkv + g) * hd + d];
+        for (size_t j = j0; j <= i; j++) acc += p[j - j0] * v[((b * T + j) * nkv + g) * hd + d];
         oi[d] = acc * inv;
     }
 }
 
 __global__ static void attention_bwd_dq_kernel(float *dq, float *Drow, const float *dout, const float *lse,
                                                const float *q, const float *k, const float *v, const int32_t *seg,
-                                               size_t T, size_t nh, size_t nkv, size_t hd, float scale) {
+                                               size_t T, size_t keys, size_t nh, size_t nkv, size_t hd, float scale) {
     ZK_DYNAMIC_SMEM(smem);
-    float *shm = (float *)smem; /* p [T] then ds [T] */
-    float *p = shm, *ds = shm + T;
+    float *shm = (float *)smem; /* p [keys] then ds [keys]: p[j - j0] for the keys j0 .. i of a segment */
+    float *p = shm, *ds = shm + keys;
     size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv), j0 = (size_t)seg_start(seg, b, T, i);
     size_t qrow = ((b * T + i) * nh + h) * hd;
     const float *qi = q + qrow, *doi = dout + qrow;
@@ -72,17 +73,17 @@ __global__ static void attention_bwd_dq_kernel(float *dq, float *Drow, const flo
     double D = 0.0;
     for (size_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) {
         size_t kv = ((b * T + j) * nkv + g) * hd;
-        p[j] = expf(scale * dot_dev(qi, k + kv, hd) - l);
-        ds[j] = dot_dev(doi, v + kv, hd); /* dp for now */
-        D += (double)p[j] * ds[j];
+        p[j - j0] = expf(scale * dot_dev(qi, k + kv, hd) - l);
+        ds[j - j0] = dot_dev(doi, v + kv, hd); /* dp for now */
+        D += (double)p[j - j0] * ds[j - j0];
     }
     D = block_sum(D);
     if (threadIdx.x == 0) Drow[(b * nh + h) * T + i] = (float)D;
-    for (size_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) ds[j] = p[j] * (ds[j] - (float)D) * scale;
+    for (size_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) ds[j - j0] = p[j - j0] * (ds[j - j0] - (float)D) * scale;
     __syncthreads();
     for (size_t d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0.0f;
-        for (size_t j = j0; j <= i; j++) acc += ds[j] * k[((b * T + j) * nkv + g) * hd + d];
+        for (size_t j = j0; j <= i; j++) acc += ds[j - j0] * k[((b * T + j) * nkv + g) * hd + d];
         dq[qrow + d] = acc;
     }
 }
@@ -126,10 +127,18 @@ __global__ static void attention_bwd_dkv_kernel(float *dk, float *dv, const floa
         }
 }
 
+/* the most keys a query sees: its segment's rows. A batch laid end to end
+ * (B = 1, T longer than the reserved plan's T; kernels.h) has no segment
+ * longer than that plan's T; any other call, none longer than T. */
+static size_t segment_bound(zk_backend *be, size_t B, size_t T) {
+    size_t s = ctx_of(be)->max_segment;
+    return B == 1 && s && s < T ? s : T;
+}
+
 void cu_attention_exact_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                             const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
     dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
-    size_t smem = T * sizeof(float);
+    size_t smem = segment_bound(be, B, T) * sizeof(float);
     if (!allow_smem(be, (const void *)attention_fwd_kernel, smem)) return;
     ZK_LAUNCH(attention_fwd_kernel, grid, 128, smem)((float *)out, lse, (const float *)q, (const float *)k, (const float *)v, seg,
                                               T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
@@ -144,10 +153,11 @@ void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const 
     if (!Drow) return;
     float scale = 1.0f / sqrtf((float)hd);
     dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
-    size_t smem = 2 * T * sizeof(float);
+    size_t keys = segment_bound(be, B, T), smem = 2 * keys * sizeof(float);
     if (!allow_smem(be, (const void *)attention_bwd_dq_kernel, smem)) return;
     ZK_LAUNCH(attention_bwd_dq_kernel, grid, 128, smem)((float *)dq, Drow, (const float *)dout, lse, (const float *)q,
-                                                        (const float *)k, (const float *)v, seg, T, nh, nkv, hd, scale);
+                                                        (const float *)k, (const float *)v, seg, T, keys, nh, nkv, hd,
+                                                        scale);
     CUDA_CHECK(be, cudaGetLastError());
     CUDA_CHECK(be, cudaMemset(dk, 0, B * T * nkv * hd * sizeof(float)));
     CUDA_CHECK(be, cudaMemset(dv, 0, B * T * nkv * hd * sizeof(float)));

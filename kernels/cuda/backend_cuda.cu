@@ -445,6 +445,7 @@ static void cu_adamw(zk_backend *be, float *p, const float *g, float *m, float *
 
 /* every scratch buffer the plan's ops use, at the sizes zk_plan_scratch counts */
 int cu_reserve(zk_backend *be, const zk_reserve_plan *p) {
+    ctx_of(be)->max_segment = p->T;
     if (p->lora_r && p->lora_r <= ZK_CUDA_LORA_MAX_R)
         scratch(be, SCRATCH_LORA_PART, zk_cuda_lora_partial_elems(p->N, p->widest_in, p->lora_r) * sizeof(float));
     else if (p->lora_r && p->lora_dropout) {

@@ -82,6 +82,7 @@ typedef struct {
     size_t bytes_in_use, bytes_peak;
     void *comm;          /* ncclComm_t once joined (NULL alone) */
     float *comm_scratch; /* [max_n / 2 + 1] halves received from the partner */
+    size_t max_segment;  /* the reserved plan's T: no attention segment is longer (0: not reserved) */
 } cuda_ctx;
 
 static inline cuda_ctx *ctx_of(zk_backend *be) { return (cuda_ctx *)be->ctx; }
