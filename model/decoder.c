@@ -230,7 +230,8 @@ int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t 
         return zen_fail(ZEN_ERR_INPUT, "seq-len %zu exceeds the model's max_position_embeddings %d", T,
                         c->max_positions);
     a->B = B;
-    a->T = T;
+    a->T = a->max_T = T;
+    a->max_rows = B * T;
     a->recompute = recompute;
     a->be = m->be;
     int r = lo ? lo->r : 1;
@@ -312,8 +313,8 @@ static void layer_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, i
     project(m, lo, a, l, ZT_V, s->v, s->xn1, s->lora_u[ZT_V]);
     be->rmsnorm_fwd(be, s->q, s->rstd_q, s->q_pre, w->q_norm, N * nh, hd, c->rms_eps);
     be->rmsnorm_fwd(be, s->k, s->rstd_k, s->k_pre, w->k_norm, N * nkv, hd, c->rms_eps);
-    be->rope_fwd(be, s->q, a->pos, N, T, nh, hd, c->rope_theta);
-    be->rope_fwd(be, s->k, a->pos, N, T, nkv, hd, c->rope_theta);
+    be->rope_fwd(be, s->q, a->pos, N, a->max_T, nh, hd, c->rope_theta);
+    be->rope_fwd(be, s->k, a->pos, N, a->max_T, nkv, hd, c->rope_theta);
     be->attention_fwd(be, s->att, s->lse, s->q, s->k, s->v, a->seg, B, T, nh, nkv, hd);
     project(m, lo, a, l, ZT_O, a->tmp_c, s->att, s->lora_u[ZT_O]);
     be->add(be, s->x_mid, x_in, a->tmp_c, N * C);
@@ -367,8 +368,8 @@ static void layer_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, 
     project_backward(m, lo, a, l, ZT_O, a->datt, a->dres, s->att, s->lora_u[ZT_O], 0);
     be->attention_bwd(be, a->dq, a->dk, a->dv, a->datt, s->att, s->lse, s->q, s->k, s->v, a->seg, B, T, nh,
                       nkv, hd);
-    be->rope_bwd(be, a->dq, a->pos, N, T, nh, hd, c->rope_theta);
-    be->rope_bwd(be, a->dk, a->pos, N, T, nkv, hd, c->rope_theta);
+    be->rope_bwd(be, a->dq, a->pos, N, a->max_T, nh, hd, c->rope_theta);
+    be->rope_bwd(be, a->dk, a->pos, N, a->max_T, nkv, hd, c->rope_theta);
     be->rmsnorm_bwd(be, a->dq_pre, NULL, a->dq, s->q_pre, s->rstd_q, w->q_norm, N * nh, hd, 0);
     be->rmsnorm_bwd(be, a->dk_pre, NULL, a->dk, s->k_pre, s->rstd_k, w->k_norm, N * nkv, hd, 0);
     project_backward(m, lo, a, l, ZT_Q, a->dxn, a->dq_pre, s->xn1, s->lora_u[ZT_Q], 0);
@@ -389,12 +390,13 @@ static int check_tokens(const int32_t *ids, size_t N, size_t T, int vocab, const
 }
 
 /* checks the segments of a batch: per sequence, seg[t] <= t and never
- * decreasing, pos[t] = t - seg[t] (what the kernels rely on) */
-static int check_segments(const int32_t *pos, const int32_t *seg, size_t B, size_t T) {
+ * decreasing, pos[t] = t - seg[t] below max_T (what the kernels rely on) */
+static int check_segments(const int32_t *pos, const int32_t *seg, size_t B, size_t T, size_t max_T) {
     for (size_t b = 0; b < B; b++)
         for (size_t t = 0; t < T; t++) {
             int32_t s = seg[b * T + t];
-            if (s < 0 || (size_t)s > t || (t && s < seg[b * T + t - 1]) || pos[b * T + t] != (int32_t)t - s)
+            if (s < 0 || (size_t)s > t || (t && s < seg[b * T + t - 1]) || pos[b * T + t] != (int32_t)t - s ||
+                (size_t)pos[b * T + t] >= max_T)
                 return zen_fail(ZEN_ERR_INTERNAL, "batch segments are inconsistent at sequence %zu position %zu", b, t);
         }
     return 0;
@@ -410,10 +412,13 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
     int backward = grad_scale != 0.0f;
     if (backward && lo && !lo->grads)
         return zen_fail(ZEN_ERR_INTERNAL, "decoder backward called without LoRA gradient buffers");
+    if (N > a->max_rows || (!pos && T > a->max_T))
+        return zen_fail(ZEN_ERR_INTERNAL, "decoder: a batch of %zu x %zu rows exceeds the planned %zu x %zu", B, T,
+                        a->max_rows / a->max_T, a->max_T);
     int rc = check_tokens(inputs, N, T, c->vocab, "input");
     if (!rc) rc = check_tokens(targets, N, T, c->vocab, "target");
     if (!rc && (!pos) != (!seg)) rc = zen_fail(ZEN_ERR_INTERNAL, "decoder: positions and segments come together");
-    if (!rc && pos) rc = check_segments(pos, seg, B, T);
+    if (!rc && pos) rc = check_segments(pos, seg, B, T, a->max_T);
     if (rc) return rc;
     a->dropout_seed = dropout_seed;
 

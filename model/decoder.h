@@ -33,7 +33,10 @@ typedef struct {
 } zen_layer_acts;
 
 typedef struct {
-    size_t B, T;
+    size_t B, T;       /* the shape of the batch being run: the planned one, or fewer rows (zen_batch_run
+                        * may run a batch's live rows as B = 1, T = their count, laid end to end) */
+    size_t max_T;      /* the planned T: every position is below it, and no segment is longer */
+    size_t max_rows;   /* the planned B * T: the arena's rows */
     int recompute;
     zk_backend *be;
     void *arena;

@@ -22,6 +22,7 @@
 #include "util/error.h"
 #include "util/file.h"
 #include "packing_property.h"
+#include "train/evaluate.h"
 
 static char dir[256];
 static zk_backend *be;
@@ -237,6 +238,71 @@ static void test_decoder_properties(void **state) {
     zen_model_free(&m);
 }
 
+/* zen_batch_run leaves out the rows no loss needs (each segment's rows after
+ * its last masked-in target: padding, a prompt cut off by the window's end,
+ * a sequence without loss) and runs the others end to end: the loss and
+ * every LoRA gradient equal the whole batch's, and the rows left out are the
+ * ones counted by hand */
+static void test_batch_live_rows(void **state) {
+    (void)state;
+    zen_model m;
+    load_tiny(&m, "tiny-live", 6);
+    zen_lora lo;
+    assert_int_equal(zen_lora_create(&lo, &m.cfg, be, 2, 4, 0, 0, 0x7f, 7), 0);
+    assert_int_equal(zen_lora_alloc_grads(&lo), 0);
+    for (int l = 0; l < m.cfg.layers; l++) /* a B that is not 0, so A has gradients too */
+        for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
+            int fin, fout;
+            zen_target_dims(&m.cfg, (zen_target)t, &fin, &fout);
+            float *Bm = zen_lora_B(&lo, lo.params, l, t);
+            for (int i = 0; i < 2 * fout; i++) Bm[i] = 0.05f * (float)(((i * 37 + l * 11 + t) % 17) - 8) / 8.0f;
+        }
+    enum { B = 3, T = 40, N = B * T };
+    zen_batch b;
+    assert_int_equal(zen_batch_alloc(&b, B, T), 0);
+    /* sequence 0: documents [0, 10) (loss on 6..8), [10, 25) (loss on 12..19,
+     * then a prompt cut off by the next), [25, 40) padding (no loss);
+     * sequence 1: one document without loss; sequence 2: [0, 5) no loss, then
+     * [5, 40) with loss on its last row only. Live rows: 9 + 10 + 0 + 0 + 35. */
+    size_t count = 0;
+    for (size_t i = 0; i < N; i++) {
+        size_t r = i / T, t = i % T, s;
+        if (r == 0) s = t < 10 ? 0 : t < 25 ? 10 : 25;
+        else if (r == 1) s = 0;
+        else s = t < 5 ? 0 : 5;
+        b.seg[i] = (int32_t)s, b.pos[i] = (int32_t)(t - s);
+        b.inputs[i] = (int32_t)((i * 37) % 256), b.targets[i] = (int32_t)((i * 91 + 7) % 256);
+        b.mask[i] = (uint8_t)((r == 0 && ((t >= 6 && t <= 8) || (t >= 12 && t <= 19))) || (r == 2 && t == T - 1));
+        count += b.mask[i];
+    }
+    float scale = 1.0f / (float)count;
+    zen_acts a;
+    assert_int_equal(zen_acts_create(&a, &m, &lo, B, T, 0), 0);
+    double whole, live;
+    assert_int_equal(zen_decoder_run(&m, &lo, &a, b.inputs, b.targets, b.mask, b.pos, b.seg, scale, 0, &whole), 0);
+    float *g = malloc(lo.num_params * sizeof(float));
+    memcpy(g, lo.grads, lo.num_params * sizeof(float));
+    zen_lora_zero_grads(&lo);
+    assert_int_equal(zen_batch_gather_live(&b), 9 + 10 + 35);
+    assert_int_equal(zen_batch_run(&b, &m, &lo, &a, scale, 0, &live), 0);
+    assert_true(a.B == B && a.T == T);
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < lo.num_params; i++) {
+        diff += (lo.grads[i] - g[i]) * (double)(lo.grads[i] - g[i]);
+        norm += (double)g[i] * g[i];
+    }
+    printf("the live rows (54 of 120) against the whole batch: loss rel %.2e, grads rel %.2e (norm %.2e)\n",
+           fabs(live - whole) / fabs(whole), sqrt(diff / norm), sqrt(norm));
+    assert_true(norm > 0);
+    assert_true(fabs(live - whole) < 1e-6 * fabs(whole));
+    assert_true(sqrt(diff / norm) < 1e-5);
+    free(g);
+    zen_acts_free(&a);
+    zen_batch_free(&b);
+    zen_lora_free(&lo);
+    zen_model_free(&m);
+}
+
 /* packing: documents of 7, 1, 13 and 19 tokens in one sequence lose exactly
  * what each loses alone; ignoring the documents does not */
 static void test_packed_documents(void **state) {
@@ -309,6 +375,7 @@ int main(void) {
         cmocka_unit_test(test_fresh_adapter_and_peft_roundtrip),
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_decoder_properties),
+        cmocka_unit_test(test_batch_live_rows),
         cmocka_unit_test(test_packed_documents),
         cmocka_unit_test(test_sampling),
     };

@@ -41,37 +41,40 @@ int zen_batch_read_row(zen_batch *b, const zen_dataset *d, size_t row, int64_t s
                             b->seg + off);
 }
 
-/* 1 + the last row of any sequence whose target is masked in (0 if none) */
-static size_t rows_to_run(const zen_batch *b) {
-    size_t keep = 0;
-    for (size_t r = 0; r < b->B; r++) {
-        size_t t = b->T;
-        while (t > keep && !b->mask[r * b->T + t - 1]) t--;
-        keep = t > keep ? t : keep;
+size_t zen_batch_gather_live(const zen_batch *b) {
+    size_t B = b->B, T = b->T, n = 0;
+    int32_t *in = b->run_buf, *tg = in + B * T, *pos = tg + B * T, *seg = pos + B * T; /* each [<= B*T] */
+    for (size_t r = 0; r < B; r++) {
+        const size_t base = r * T;
+        for (size_t s = 0, e; s < T; s = e) {
+            for (e = s + 1; e < T && b->seg[base + e] == b->seg[base + s];) e++; /* the segment [s, e) */
+            size_t keep = e;
+            while (keep > s && !b->mask[base + keep - 1]) keep--;
+            size_t rows = keep - s;
+            memcpy(in + n, b->inputs + base + s, rows * sizeof(int32_t));
+            memcpy(tg + n, b->targets + base + s, rows * sizeof(int32_t));
+            memcpy(pos + n, b->pos + base + s, rows * sizeof(int32_t));
+            memcpy(b->run_mask + n, b->mask + base + s, rows);
+            for (size_t i = 0; i < rows; i++) seg[n + i] = (int32_t)n;
+            n += rows;
+        }
     }
-    return keep;
+    return n;
 }
 
 int zen_batch_run(const zen_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a, float grad_scale,
                   uint64_t dropout_seed, double *loss_sum) {
-    size_t B = b->B, T = b->T, Tr = a->logits_host ? T : rows_to_run(b); /* --save-logits wants every row */
+    size_t B = b->B, T = b->T, N = B * T;
     *loss_sum = 0.0;
-    if (Tr == 0) return 0;
-    if (Tr == T)
+    size_t n = a->logits_host ? N : zen_batch_gather_live(b); /* --save-logits wants every row */
+    if (n == 0) return 0;
+    if (n == N)
         return zen_decoder_run(m, lo, a, b->inputs, b->targets, b->mask, b->pos, b->seg, grad_scale, dropout_seed,
                                loss_sum);
-    size_t N = B * Tr;
-    int32_t *in = b->run_buf, *tg = in + N, *pos = tg + N, *seg = pos + N; /* each [B, Tr] */
-    for (size_t r = 0; r < B; r++) {
-        memcpy(in + r * Tr, b->inputs + r * T, Tr * sizeof(int32_t));
-        memcpy(tg + r * Tr, b->targets + r * T, Tr * sizeof(int32_t));
-        memcpy(pos + r * Tr, b->pos + r * T, Tr * sizeof(int32_t));
-        memcpy(seg + r * Tr, b->seg + r * T, Tr * sizeof(int32_t));
-        memcpy(b->run_mask + r * Tr, b->mask + r * T, Tr);
-    }
-    a->T = Tr;
+    const int32_t *in = b->run_buf, *tg = in + N, *pos = tg + N, *seg = pos + N;
+    a->B = 1, a->T = n; /* one sequence of the live rows: the kernels take it as the batch (kernels.h) */
     int rc = zen_decoder_run(m, lo, a, in, tg, b->run_mask, pos, seg, grad_scale, dropout_seed, loss_sum);
-    a->T = T;
+    a->B = B, a->T = T;
     return rc;
 }
 
