@@ -78,38 +78,29 @@ static void attn_tiles_free(attn_tiles *t) {
     free(t->first);
 }
 
-/* room for n + 1 tiles and segment starts; 0, or -1 (out of memory) */
-static int attn_tiles_room(attn_tiles *t, size_t n, size_t *cap) {
-    if (n < *cap) return 0;
-    size_t want = *cap ? 2 * *cap : 16;
-    attn_tile *nt = realloc(t->tile, want * sizeof *nt);
-    if (nt) t->tile = nt;
-    size_t *nf = nt ? realloc(t->first, (want + 1) * sizeof *nf) : NULL;
-    if (nf) t->first = nf;
-    if (!nf) return -1;
-    *cap = want;
-    return 0;
-}
-
-/* 0, or -1 with the backend's sticky failure set (out of memory) */
+/* 0, or -1 with the backend's sticky failure set (out of memory). Two passes
+ * over the rows: one counts the tiles, the other lists them. */
 static int attn_tiles_make(zk_backend *be, attn_tiles *t, const int32_t *seg, size_t B, size_t T) {
     memset(t, 0, sizeof *t);
-    size_t cap = 0, n = 0, ns = 0;
-    int failed = attn_tiles_room(t, 0, &cap);
-    for (size_t b = 0; b < B && !failed; b++)
-        for (size_t i0 = 0, rows; i0 < T && !failed; i0 += rows) {
+    size_t n = 0, ns = 0;
+    for (size_t b = 0; b < B; b++)
+        for (size_t i0 = 0; i0 < T; n++) i0 += tile_rows(seg, b, T, i0);
+    t->tile = malloc((n ? n : 1) * sizeof *t->tile);
+    t->first = malloc((n + 1) * sizeof *t->first);
+    if (!t->tile || !t->first) {
+        attn_tiles_free(t);
+        zk_set_failed(be, ZEN_ERR_INTERNAL, "out of memory listing the attention tiles of %zu x %zu rows", B, T);
+        return -1;
+    }
+    n = 0;
+    for (size_t b = 0; b < B; b++)
+        for (size_t i0 = 0, rows; i0 < T; i0 += rows) {
             rows = tile_rows(seg, b, T, i0);
-            if ((failed = attn_tiles_room(t, n, &cap))) break;
             size_t k0 = seg_of(seg, b, T, i0);
             if (n == 0 || t->tile[n - 1].b != b || t->tile[n - 1].k0 != k0) t->first[ns++] = n;
             t->tile[n++] = (attn_tile){b, i0, rows, k0};
             if (i0 + rows - k0 > t->max_keys) t->max_keys = i0 + rows - k0;
         }
-    if (failed) {
-        attn_tiles_free(t);
-        zk_set_failed(be, ZEN_ERR_INTERNAL, "out of memory listing the attention tiles of %zu x %zu rows", B, T);
-        return -1;
-    }
     t->first[ns] = n;
     t->n_tiles = n, t->n_segments = ns;
     return 0;

@@ -32,12 +32,16 @@ __device__ static inline int seg_start(const int32_t *seg, size_t b, size_t T, s
 }
 
 __global__ static void attention_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
-                                            const int32_t *seg, size_t T, size_t nh, size_t nkv, size_t hd,
-                                            float scale) {
+                                            const int32_t *seg, size_t T, size_t keys, size_t nh, size_t nkv,
+                                            size_t hd, float scale) {
     ZK_DYNAMIC_SMEM(smem);
-    float *p = (float *)smem; /* [i + 1 - j0]: p[j - j0] for the keys j0 .. i */
+    float *p = (float *)smem; /* [keys]: p[j - j0] for the keys j0 .. i */
     size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv), j0 = (size_t)seg_start(seg, b, T, i);
     const float *qi = q + ((b * T + i) * nh + h) * hd;
+    if (i + 1 - j0 > keys) { /* a segment longer than the plan (kernels.h): NaN, not a write past p */
+        for (size_t d = threadIdx.x; d < hd; d += blockDim.x) out[((b * T + i) * nh + h) * hd + d] = NAN;
+        return;
+    }
     float m = -INFINITY;
     for (size_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) {
         p[j - j0] = scale * dot_dev(qi, k + ((b * T + j) * nkv + g) * hd, hd);
@@ -69,6 +73,10 @@ __global__ static void attention_bwd_dq_kernel(float *dq, float *Drow, const flo
     size_t i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, g = h / (nh / nkv), j0 = (size_t)seg_start(seg, b, T, i);
     size_t qrow = ((b * T + i) * nh + h) * hd;
     const float *qi = q + qrow, *doi = dout + qrow;
+    if (i + 1 - j0 > keys) { /* a segment longer than the plan (kernels.h): NaN, not a write past p */
+        for (size_t d = threadIdx.x; d < hd; d += blockDim.x) dq[qrow + d] = NAN;
+        return;
+    }
     float l = lse[(b * nh + h) * T + i];
     double D = 0.0;
     for (size_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) {
@@ -127,21 +135,20 @@ __global__ static void attention_bwd_dkv_kernel(float *dk, float *dv, const floa
         }
 }
 
-/* the most keys a query sees: its segment's rows. A batch laid end to end
- * (B = 1, T longer than the reserved plan's T; kernels.h) has no segment
- * longer than that plan's T; any other call, none longer than T. */
-static size_t segment_bound(zk_backend *be, size_t B, size_t T) {
+/* the most keys a query sees: its segment's rows, at most T and at most the
+ * reserved plan's T (kernels.h; a batch laid end to end passes a longer T) */
+static size_t segment_bound(zk_backend *be, size_t T) {
     size_t s = ctx_of(be)->max_segment;
-    return B == 1 && s && s < T ? s : T;
+    return s && s < T ? s : T;
 }
 
 void cu_attention_exact_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                             const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd) {
     dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
-    size_t smem = segment_bound(be, B, T) * sizeof(float);
+    size_t keys = segment_bound(be, T), smem = keys * sizeof(float);
     if (!allow_smem(be, (const void *)attention_fwd_kernel, smem)) return;
     ZK_LAUNCH(attention_fwd_kernel, grid, 128, smem)((float *)out, lse, (const float *)q, (const float *)k, (const float *)v, seg,
-                                              T, nh, nkv, hd, 1.0f / sqrtf((float)hd));
+                                              T, keys, nh, nkv, hd, 1.0f / sqrtf((float)hd));
     CUDA_CHECK(be, cudaGetLastError());
 }
 
@@ -153,7 +160,7 @@ void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const 
     if (!Drow) return;
     float scale = 1.0f / sqrtf((float)hd);
     dim3 grid((unsigned)T, (unsigned)nh, (unsigned)B);
-    size_t keys = segment_bound(be, B, T), smem = 2 * keys * sizeof(float);
+    size_t keys = segment_bound(be, T), smem = 2 * keys * sizeof(float);
     if (!allow_smem(be, (const void *)attention_bwd_dq_kernel, smem)) return;
     ZK_LAUNCH(attention_bwd_dq_kernel, grid, 128, smem)((float *)dq, Drow, (const float *)dout, lse, (const float *)q,
                                                         (const float *)k, (const float *)v, seg, T, keys, nh, nkv, hd,
