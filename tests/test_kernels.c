@@ -120,6 +120,140 @@ static void test_lora_dropout(void **state) {
 
 /* bf16 and f16 weights are widened a chunk of rows at a time; out is large
  * enough here for several chunks (N above the decoding rows) */
+/* The LoRA branch, forward and backward, against a double reference with
+ * the same dropout mask, at ranks the fused kernels take (8, 16) and one they
+ * leave to sgemm (4), on shapes with column tails, odd rows and more than one
+ * row chunk. The fused kernels' outputs must not depend on the thread count
+ * (y's update is sgemm's, whose bits do). */
+typedef struct {
+    size_t N, in, out, r;
+    float p;
+} lora_case;
+
+static double max_abs(const double *v, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fabs(v[i]) > m ? fabs(v[i]) : m;
+    return m;
+}
+
+/* max |got - want| over the largest |want| */
+static double rel_to_max(const float *got, const double *want, size_t n) {
+    double e = 0, m = max_abs(want, n);
+    for (size_t i = 0; i < n; i++) e = fabs(got[i] - want[i]) > e ? fabs(got[i] - want[i]) : e;
+    return e / (m > 0 ? m : 1);
+}
+
+typedef struct {
+    float *y, *u, *dx, *dA, *dB, *du;
+} lora_out;
+
+static void lora_run(const lora_case *c, const float *x, const float *A, const float *B, const float *dy,
+                     const zk_dropout *drop, float scale, lora_out *o) {
+    size_t N = c->N, in = c->in, out = c->out, r = c->r;
+    for (size_t i = 0; i < N * out; i++) o->y[i] = 0.25f;  /* y += ... adds */
+    for (size_t i = 0; i < N * in; i++) o->dx[i] = -0.5f;  /* dx += ... adds */
+    for (size_t i = 0; i < r * in; i++) o->dA[i] = 0.125f; /* gradients accumulate */
+    for (size_t i = 0; i < out * r; i++) o->dB[i] = -0.25f;
+    be->lora_fwd(be, o->y, o->u, x, A, B, N, in, out, r, scale, drop);
+    be->lora_bwd(be, o->dx, o->dA, o->dB, o->du, dy, x, o->u, A, B, N, in, out, r, scale, drop);
+}
+
+static lora_out lora_out_alloc(const lora_case *c) {
+    lora_out o = {malloc(c->N * c->out * 4), malloc(c->N * c->r * 4), malloc(c->N * c->in * 4),
+                  malloc(c->r * c->in * 4), malloc(c->out * c->r * 4), malloc(c->N * c->r * 4)};
+    return o;
+}
+
+static void lora_out_free(lora_out *o) {
+    free(o->y), free(o->u), free(o->dx), free(o->dA), free(o->dB), free(o->du);
+}
+
+static void test_lora_branch_reference(void **state) {
+    (void)state;
+    const lora_case cases[] = {{37, 53, 70, 8, 0.0f},  {37, 53, 70, 8, 0.3f},  {5, 16, 16, 16, 0.1f},
+                               {301, 333, 257, 8, 0.05f}, {300, 257, 260, 16, 0.0f}, {70, 40, 33, 4, 0.2f}};
+    const float scale = 2.0f;
+    int fused = cpu_lora_fused_available();
+    if (!fused) printf("lora: this CPU has no AVX512F/DQ, so every rank runs on sgemm\n");
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const lora_case *c = &cases[ci];
+        size_t N = c->N, in = c->in, out = c->out, r = c->r;
+        float *x = malloc(N * in * 4), *A = malloc(r * in * 4), *B = malloc(out * r * 4), *dy = malloc(N * out * 4);
+        fill_uniform(x, N * in, 1, 40 + ci);
+        fill_uniform(A, r * in, 0.5f, 50 + ci);
+        fill_uniform(B, out * r, 0.5f, 60 + ci);
+        fill_uniform(dy, N * out, 1, 70 + ci);
+        zk_dropout drop = {c->p, 1234 + ci};
+        /* the reference in double: xd, u, y, du, dB, dA, dx */
+        double *xd = malloc(N * in * 8), *keep = malloc(N * in * 8), *u = calloc(N * r, 8), *y = malloc(N * out * 8);
+        double *du = calloc(N * r, 8), *dB = malloc(out * r * 8), *dA = malloc(r * in * 8), *dx = malloc(N * in * 8);
+        uint64_t threshold = zk_dropout_threshold(c->p);
+        for (size_t i = 0; i < N * in; i++) {
+            keep[i] = c->p > 0 ? zk_dropout_keep(drop.seed, i, threshold) / (1.0 - c->p) : 1.0;
+            xd[i] = x[i] * keep[i];
+        }
+        for (size_t n = 0; n < N; n++)
+            for (size_t k = 0; k < r; k++) {
+                for (size_t i = 0; i < in; i++) u[n * r + k] += xd[n * in + i] * A[k * in + i];
+                for (size_t o = 0; o < out; o++) du[n * r + k] += scale * (double)dy[n * out + o] * B[o * r + k];
+            }
+        for (size_t n = 0; n < N; n++)
+            for (size_t o = 0; o < out; o++) {
+                double s = 0.25;
+                for (size_t k = 0; k < r; k++) s += scale * u[n * r + k] * B[o * r + k];
+                y[n * out + o] = s;
+            }
+        for (size_t o = 0; o < out; o++)
+            for (size_t k = 0; k < r; k++) {
+                double s = -0.25;
+                for (size_t n = 0; n < N; n++) s += scale * (double)dy[n * out + o] * u[n * r + k];
+                dB[o * r + k] = s;
+            }
+        for (size_t k = 0; k < r; k++)
+            for (size_t i = 0; i < in; i++) {
+                double s = 0.125;
+                for (size_t n = 0; n < N; n++) s += du[n * r + k] * xd[n * in + i];
+                dA[k * in + i] = s;
+            }
+        for (size_t n = 0; n < N; n++)
+            for (size_t i = 0; i < in; i++) {
+                double s = 0;
+                for (size_t k = 0; k < r; k++) s += du[n * r + k] * A[k * in + i];
+                dx[n * in + i] = -0.5 + keep[n * in + i] * s;
+            }
+        lora_out got = lora_out_alloc(c), one = lora_out_alloc(c);
+        lora_run(c, x, A, B, dy, &drop, scale, &got);
+        assert_int_equal(be->status, 0);
+        double e[6] = {rel_to_max(got.y, y, N * out),   rel_to_max(got.u, u, N * r),
+                       rel_to_max(got.du, du, N * r),   rel_to_max(got.dB, dB, out * r),
+                       rel_to_max(got.dA, dA, r * in),  rel_to_max(got.dx, dx, N * in)};
+        printf("lora N=%zu %zu->%zu r=%zu p=%.2f (%s): rel err y %.1e u %.1e du %.1e dB %.1e dA %.1e dx %.1e\n", N,
+               in, out, r, c->p, fused && r % CPU_LORA_GROUP == 0 ? "fused" : "sgemm", e[0], e[1], e[2], e[3], e[4],
+               e[5]);
+        for (int k = 0; k < 6; k++) assert_true(e[k] < 2e-6);
+        if (fused && r % CPU_LORA_GROUP == 0) {
+            /* one thread gives the same bits */
+            int threads = omp_get_max_threads();
+            omp_set_num_threads(1);
+            lora_run(c, x, A, B, dy, &drop, scale, &one);
+            omp_set_num_threads(threads);
+            printf("  1 thread: u %s du %s dB %s dA %s dx %s\n", memcmp(got.u, one.u, N * r * 4) ? "differs" : "same",
+                   memcmp(got.du, one.du, N * r * 4) ? "differs" : "same",
+                   memcmp(got.dB, one.dB, out * r * 4) ? "differs" : "same",
+                   memcmp(got.dA, one.dA, r * in * 4) ? "differs" : "same",
+                   memcmp(got.dx, one.dx, N * in * 4) ? "differs" : "same");
+            assert_memory_equal(got.u, one.u, N * r * 4);
+            assert_memory_equal(got.du, one.du, N * r * 4);
+            assert_memory_equal(got.dB, one.dB, out * r * 4);
+            assert_memory_equal(got.dA, one.dA, r * in * 4);
+            assert_memory_equal(got.dx, one.dx, N * in * 4);
+        }
+        lora_out_free(&got), lora_out_free(&one);
+        free(x), free(A), free(B), free(dy), free(xd), free(keep), free(u), free(y), free(du), free(dB), free(dA),
+            free(dx);
+    }
+}
+
 static void test_linear_half_weights_chunked(void **state) {
     (void)state;
     size_t N = CPU_GEMV_ROWS + 1, in = 64, out = 150000;
@@ -827,6 +961,7 @@ int main(void) {
         cmocka_unit_test(test_linear_forward_naive),
         cmocka_unit_test(test_linear_lora_backward),
         cmocka_unit_test(test_lora_dropout),
+        cmocka_unit_test(test_lora_branch_reference),
         cmocka_unit_test(test_linear_half_weights_chunked),
         cmocka_unit_test(test_linear_decode_rows),
         cmocka_unit_test(test_rmsnorm_hand),

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels/cpu/cpu_ops.h"
 #include "model/config.h"
 #include "model/decoder.h"
 #include "model/generate.h"
@@ -146,10 +147,13 @@ static void test_plan(void **state) {
     /* the LM head runs in chunks of ZEN_HEAD_ROWS rows: 256 x 151936 fp32 */
     assert_int_equal(keep.logits, (size_t)256 * 151936 * 4);
     /* cpu, bf16 weights, no dropout: one widened 16 MiB chunk (4M fp32), each
-     * thread's two attention tiles of 64 x 2048 fp32, and the RoPE tables
-     * (2 x 2048 x 64 fp32) */
+     * thread's two attention tiles of 64 x 2048 fp32, the RoPE tables
+     * (2 x 2048 x 64 fp32) and, where the fused LoRA kernels run, their B^T
+     * and gradient sums (3 x 8 x 9728 fp32, the widest input) */
     size_t threads = (size_t)omp_get_max_threads();
-    assert_int_equal(keep.backend, ((size_t)4 << 20) * 4 + threads * 2 * 64 * 2048 * 4 + (size_t)2 * 2048 * 64 * 4);
+    size_t lora = cpu_lora_fused_available() ? (size_t)3 * 8 * 9728 * 4 : 0;
+    assert_int_equal(keep.backend,
+                     ((size_t)4 << 20) * 4 + threads * 2 * 64 * 2048 * 4 + (size_t)2 * 2048 * 64 * 4 + lora);
     /* cuda bf16: 32 MiB cuBLAS workspace + the RoPE tables + the fused LoRA
      * kernels' partial sums (the larger of ceil(9728 / 96) x 2048 x 8 and
      * 2048 / 64 x 8 x 9728 fp32) + attention rows [32 heads, 2048] fp32 + bf16

@@ -91,7 +91,7 @@ float *cpu_scratch(zk_backend *be, int slot, size_t elems) {
     static const char *const names[CPU_SCRATCH_SLOTS] = {"widened weight", "LoRA dropout input",
                                                          "LoRA dropout gradient", "attention tiles",
                                                          "bf16 matmul input", "bf16 attention",
-                                                         "bf16 dequantised weight"};
+                                                         "bf16 dequantised weight", "LoRA gradient sums"};
     cpu_ctx *ctx = be->ctx;
     if (be->status) return NULL; /* a failed step does no more work */
     int injected = zk_fault_hit("ZEN_FAULT_SCRATCH");
@@ -118,7 +118,12 @@ void cpu_scratch_sizes(const zk_reserve_plan *p, zen_dtype compute, size_t elems
     size_t chunk = p->widen_elems < widen ? p->widen_elems : widen;
     elems[CPU_SCRATCH_WIDEN] = compute == ZEN_BF16 && !p->quant_elems ? 0 : chunk;
     elems[CPU_SCRATCH_BF16_W] = compute == ZEN_BF16 && p->quant_elems ? (chunk + 1) / 2 : 0;
-    elems[CPU_SCRATCH_DROP_X] = elems[CPU_SCRATCH_DROP_DX] = p->lora_r && p->lora_dropout ? p->N * p->widest_in : 0;
+    /* LoRA: the fused kernels make the dropout mask in registers; the sgemm
+     * path (r not a multiple of CPU_LORA_GROUP, or no AVX512) copies x and dx */
+    int fused = cpu_lora_fused_available() && p->lora_r % CPU_LORA_GROUP == 0;
+    elems[CPU_SCRATCH_DROP_X] = elems[CPU_SCRATCH_DROP_DX] =
+        p->lora_r && p->lora_dropout && !fused ? p->N * p->widest_in : 0;
+    elems[CPU_SCRATCH_LORA] = p->lora_r && fused ? cpu_lora_scratch_elems(p->lora_r, p->widest_in) : 0;
     elems[CPU_SCRATCH_ATTN] = (size_t)omp_get_max_threads() * 2 * CPU_ATTN_TILE * p->T;
     elems[CPU_SCRATCH_BF16_IN] = compute == ZEN_BF16 ? (p->matmul_elems + 1) / 2 : 0;
     elems[CPU_SCRATCH_ATTN_BF16] =
@@ -187,6 +192,7 @@ zk_backend *zk_cpu_create(zen_dtype compute, int device_index) {
     be->act_bytes = sizeof(float);
     be->compute = compute;
     be->ctx = ctx;
+    ctx->lora_fused = cpu_lora_fused_available();
     if (compute == ZEN_BF16 && cpu_dnnl_open(ctx)) {
         cpu_dnnl_close(ctx);
         free(ctx);

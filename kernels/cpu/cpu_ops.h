@@ -21,7 +21,8 @@ enum {
     CPU_SCRATCH_BF16_IN = 4,
     CPU_SCRATCH_ATTN_BF16 = 5,
     CPU_SCRATCH_BF16_W = 6,
-    CPU_SCRATCH_SLOTS = 7
+    CPU_SCRATCH_LORA = 7,
+    CPU_SCRATCH_SLOTS = 8
 };
 
 /* backend-private state */
@@ -32,6 +33,7 @@ typedef struct {
     size_t rope_T, rope_hd;
     double rope_theta;
     cpu_dnnl *dnnl;             /* bf16 compute only */
+    int lora_fused;             /* 1: the LoRA branch runs on lora_cpu.c's fused kernels where r allows */
     void **owned;               /* bf16 copies of f32/f16 weights, freed with them */
     size_t n_owned, cap_owned;
 } cpu_ctx;
@@ -84,6 +86,13 @@ void cpu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, 
                     size_t in, size_t out);
 void cpu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N,
                     size_t in, size_t out, int accumulate);
+/* 1 if this CPU runs the fused LoRA kernels (AVX512F/DQ), which need r a
+ * multiple of CPU_LORA_GROUP; the environment variable ZEN_LORA_SGEMM=1
+ * keeps the sgemm path (for comparing the two) */
+#define CPU_LORA_GROUP 8
+int cpu_lora_fused_available(void);
+/* the fused kernels' scratch, in floats, for rank r and the widest projection */
+size_t cpu_lora_scratch_elems(size_t r, size_t widest);
 void cpu_lora_fwd(zk_backend *be, void *y, float *u, const void *x, const float *A,
                   const float *B, size_t N, size_t in, size_t out, size_t r, float scale,
                   const zk_dropout *drop);

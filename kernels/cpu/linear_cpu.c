@@ -9,7 +9,7 @@
  * rounded to bf16.
  * A few rows (decoding) against a weight not stored as fp32 take one pass
  * over it instead (linear_rows_gemv), with the same rounding.
- * The LoRA branch is fp32 (sgemm) in both. */
+ * The LoRA branch is in lora_cpu.c. */
 #include <cblas.h>
 #include <omp.h>
 
@@ -289,66 +289,6 @@ void cpu_linear_bwd(zk_backend *be, void *dx_, const void *dy_, const zk_weight 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)rows, 1.0f,
                     dy + o0, (int)out, W, (int)in, beta, dx, (int)in);
     }
-}
-
-/* xd[N,in] = dropout(x) into a scratch buffer, or x itself without dropout */
-static const float *dropped_input(zk_backend *be, const float *x, size_t n, const zk_dropout *drop) {
-    if (!drop || drop->p <= 0.0f) return x;
-    float *xd = cpu_scratch(be, CPU_SCRATCH_DROP_X, n);
-    if (!xd) return NULL;
-    float keep_scale = 1.0f / (1.0f - drop->p);
-    uint64_t threshold = zk_dropout_threshold(drop->p), seed = drop->seed;
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) xd[i] = x[i] * ((float)zk_dropout_keep(seed, i, threshold) * keep_scale);
-    return xd;
-}
-
-void cpu_lora_fwd(zk_backend *be, void *y_, float *u, const void *x_, const float *A,
-                  const float *B, size_t N, size_t in, size_t out, size_t r, float scale,
-                  const zk_dropout *drop) {
-    float *y = y_;                                             /* [N, out] */
-    const float *x = dropped_input(be, x_, N * in, drop);      /* [N, in] */
-    if (!x) return;
-    /* u[N,r] = x A^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)r, (int)in, 1.0f, x,
-                (int)in, A, (int)in, 0.0f, u, (int)r);
-    /* y += scale * u B^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)out, (int)r, scale, u,
-                (int)r, B, (int)r, 1.0f, y, (int)out);
-}
-
-void cpu_lora_bwd(zk_backend *be, void *dx_, float *dA, float *dB, float *du, const void *dy_,
-                  const void *x_, const float *u, const float *A, const float *B, size_t N,
-                  size_t in, size_t out, size_t r, float scale, const zk_dropout *drop) {
-    float *dx = dx_;                                         /* [N, in] */
-    const float *dy = dy_;                                   /* [N, out] */
-    const float *x = dropped_input(be, x_, N * in, drop);    /* [N, in] the same xd as forward */
-    if (!x) return;
-    /* du[N,r] = scale * dy B */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)r, (int)out, scale, dy,
-                (int)out, B, (int)r, 0.0f, du, (int)r);
-    /* dB[out,r] += scale * dy^T u */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)r, (int)N, scale, dy,
-                (int)out, u, (int)r, 1.0f, dB, (int)r);
-    /* dA[r,in] += du^T x */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)in, (int)N, 1.0f, du,
-                (int)r, x, (int)in, 1.0f, dA, (int)in);
-    if (!drop || drop->p <= 0.0f) {
-        /* dx[N,in] += du A */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, du,
-                    (int)r, A, (int)in, 1.0f, dx, (int)in);
-        return;
-    }
-    /* dxd[N,in] = du A, then dx += dxd through the dropout mask */
-    float *dxd = cpu_scratch(be, CPU_SCRATCH_DROP_DX, N * in);
-    if (!dxd) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, du,
-                (int)r, A, (int)in, 0.0f, dxd, (int)in);
-    float keep_scale = 1.0f / (1.0f - drop->p);
-    uint64_t threshold = zk_dropout_threshold(drop->p), seed = drop->seed;
-    size_t n = N * in;
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) dx[i] += dxd[i] * ((float)zk_dropout_keep(seed, i, threshold) * keep_scale);
 }
 
 void cpu_add(zk_backend *be, void *y_, const void *a_, const void *b_, size_t n) {
