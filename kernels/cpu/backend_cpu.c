@@ -123,7 +123,7 @@ void cpu_scratch_sizes(const zk_reserve_plan *p, zen_dtype compute, size_t elems
     int fused = cpu_lora_fused_available() && p->lora_r % CPU_LORA_GROUP == 0;
     elems[CPU_SCRATCH_DROP_X] = elems[CPU_SCRATCH_DROP_DX] =
         p->lora_r && p->lora_dropout && !fused ? p->N * p->widest_in : 0;
-    elems[CPU_SCRATCH_LORA] = p->lora_r && fused ? cpu_lora_scratch_elems(p->lora_r, p->widest_in) : 0;
+    elems[CPU_SCRATCH_LORA] = p->lora_r && fused ? cpu_lora_scratch_elems(p->lora_r, p->widest_in, p->widest_in) : 0;
     elems[CPU_SCRATCH_ATTN] = (size_t)omp_get_max_threads() * 2 * CPU_ATTN_TILE * p->T;
     elems[CPU_SCRATCH_BF16_IN] = compute == ZEN_BF16 ? (p->matmul_elems + 1) / 2 : 0;
     elems[CPU_SCRATCH_ATTN_BF16] =

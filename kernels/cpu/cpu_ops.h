@@ -91,8 +91,8 @@ void cpu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w
  * keeps the sgemm path (for comparing the two) */
 #define CPU_LORA_GROUP 8
 int cpu_lora_fused_available(void);
-/* the fused kernels' scratch, in floats, for rank r and the widest projection */
-size_t cpu_lora_scratch_elems(size_t r, size_t widest);
+/* the fused kernels' scratch, in floats, for rank r and a projection in -> out */
+size_t cpu_lora_scratch_elems(size_t r, size_t in, size_t out);
 void cpu_lora_fwd(zk_backend *be, void *y, float *u, const void *x, const float *A,
                   const float *B, size_t N, size_t in, size_t out, size_t r, float scale,
                   const zk_dropout *drop);

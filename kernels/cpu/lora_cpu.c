@@ -242,8 +242,8 @@ static lora_drop make_drop(const zk_dropout *drop, size_t ld) {
     return d;
 }
 
-/* Y[N, r] = scale * M[N, C] d W[r, C]^T, row groups of LORA_ROWS over the
- * threads' share [g0, g1) of the groups of rows [n0, n1) */
+/* Y[n0:n1, r] = scale * M[n0:n1, C] d W[r, C]^T, the groups of LORA_ROWS
+ * rows shared over the threads of the enclosing parallel region */
 static void row_pass(const float *M, size_t C, const float *W, float *Y, size_t r, size_t n0, size_t n1, float scale,
                      const lora_drop *d) {
     size_t groups = (n1 - n0 + LORA_ROWS - 1) / LORA_ROWS;
@@ -266,12 +266,17 @@ static void lora_fwd_fused(zk_backend *be, float *y, float *u, const float *x, c
                 y, (int)out);
 }
 
+/* the end of row chunk ch of N rows */
+static size_t chunk_end(size_t ch, size_t N) {
+    size_t n1 = (ch + 1) * LORA_CHUNK_ROWS;
+    return n1 < N ? n1 : N;
+}
+
 static void lora_bwd_fused(zk_backend *be, float *dx, float *dA, float *dB, float *du, const float *dy,
                            const float *x, const float *u, const float *A, const float *B, size_t N, size_t in,
                            size_t out, size_t r, float scale, const zk_dropout *drop) {
-    /* B^T [r, out], then this call's sums of dB^T [r, out] and dA [r, in]
-     * (within cpu_lora_scratch_elems) */
-    float *Bt = cpu_scratch(be, CPU_SCRATCH_LORA, r * (2 * out + in));
+    /* B^T [r, out], then this call's sums of dB^T [r, out] and dA [r, in] */
+    float *Bt = cpu_scratch(be, CPU_SCRATCH_LORA, cpu_lora_scratch_elems(r, in, out));
     if (!Bt) return;
     float *GB = Bt + r * out, *GA = GB + r * out;
     transpose_rows(Bt, B, out, r);
@@ -285,7 +290,7 @@ static void lora_bwd_fused(zk_backend *be, float *dx, float *dA, float *dB, floa
          * chunk of dy's rows at a time; a static schedule gives each thread
          * the same rows and columns in every chunk, so no barrier is needed */
         for (size_t ch = 0; ch < chunks; ch++) {
-            size_t n0 = ch * LORA_CHUNK_ROWS, n1 = n0 + LORA_CHUNK_ROWS < N ? n0 + LORA_CHUNK_ROWS : N;
+            size_t n0 = ch * LORA_CHUNK_ROWS, n1 = chunk_end(ch, N);
             row_pass(dy, out, Bt, du, r, n0, n1, scale, &none);
 #pragma omp for schedule(static) nowait
             for (size_t blk = 0; blk < out_blocks; blk++)
@@ -299,7 +304,7 @@ static void lora_bwd_fused(zk_backend *be, float *dx, float *dA, float *dB, floa
             for (size_t k = 0; k < r; k++) dB[o * r + k] += scale * GB[k * out + o];
         /* GA = du^T xd and dx += dropout'(du A) (column blocks, chunk by chunk) */
         for (size_t ch = 0; ch < chunks; ch++) {
-            size_t n0 = ch * LORA_CHUNK_ROWS, n1 = n0 + LORA_CHUNK_ROWS < N ? n0 + LORA_CHUNK_ROWS : N;
+            size_t n0 = ch * LORA_CHUNK_ROWS, n1 = chunk_end(ch, N);
 #pragma omp for schedule(static) nowait
             for (size_t blk = 0; blk < in_blocks; blk++)
                 for (size_t g = 0; g < r; g += LORA_GROUP)
@@ -331,8 +336,8 @@ int cpu_lora_fused_available(void) {
     return have_fused() && !(force_sgemm && *force_sgemm && *force_sgemm != '0');
 }
 
-/* B^T [r, widest], dB^T's sums [r, widest] and dA's [r, widest] */
-size_t cpu_lora_scratch_elems(size_t r, size_t widest) { return 3 * r * widest; }
+/* B^T [r, out], dB^T's sums [r, out] and dA's [r, in] */
+size_t cpu_lora_scratch_elems(size_t r, size_t in, size_t out) { return r * (2 * out + in); }
 
 static int use_fused(zk_backend *be, size_t r) {
     return ((cpu_ctx *)be->ctx)->lora_fused && r % LORA_GROUP == 0;
