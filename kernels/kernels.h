@@ -4,13 +4,16 @@
  *
  * Conventions
  * - Buffers are device memory from be->alloc. Activation buffers ("act") hold
- *   be->act_bytes bytes per element (fp32 on every backend today); LoRA
+ *   be->act_bytes bytes per element (fp32 on every backend); LoRA
  *   parameters, their gradients, norm weights, rstd, lse and losses are always
  *   fp32.
- * - be->compute is the precision of the large matmuls and of attention:
- *   ZEN_F32 (CPU; CUDA with --dtype f32, for checking) or ZEN_BF16 (CUDA's
- *   default: bf16 inputs, fp32 accumulation, fp32 outputs; softmax, norms,
- *   LoRA and the optimizer stay fp32).
+ * - be->compute is the precision of the large matmuls and of attention, on
+ *   either backend: ZEN_F32 (OpenBLAS sgemm on the CPU; cuBLAS fp32 on CUDA,
+ *   for checking) or ZEN_BF16 (bf16 inputs, fp32 accumulation, fp32 outputs:
+ *   oneDNN on a CPU with native bf16 arithmetic, cuBLAS on CUDA; softmax,
+ *   norms, LoRA and the optimizer stay fp32).
+ * - On the CPU, zen's own hand kernels come in variants per ISA (generic C,
+ *   avx2, avx512, avx512bf16; neon), picked at run time (kernels/cpu/cpu_isa.h).
  * - Row-major everywhere. N = B*T token rows. Shapes are written beside each
  *   argument; [out, in] weights are PyTorch nn.Linear layout.
  * - "accumulate" flags choose dx += ... (1) or dx = ... (0). Parameter-gradient
@@ -242,6 +245,15 @@ static inline size_t zk_cache_bytes(const zk_backend *be) { return zen_dtype_byt
 /* Fault injection for tests: 1 on the N-th call with this name when the
  * environment sets name=N (e.g. ZEN_FAULT_SCRATCH=40), else 0. */
 int zk_fault_hit(const char *name);
+
+/* The CPU's kernel variant: reads ZEN_CPU_ISA (generic|avx2|avx512|avx512bf16
+ * on x86-64, generic|neon on aarch64), which caps zen's kernels, oneDNN and
+ * (by starting argv again with OPENBLAS_CORETYPE set, when argv is given and
+ * the user has not set it) OpenBLAS at that level. Call first thing in main.
+ * ZEN_ERR_INPUT with one line for an unknown level or one above this CPU. */
+int zk_cpu_isa_setup(char **argv);
+/* the kernel variant this run uses ("avx2", ...), for summary lines */
+const char *zk_cpu_kernels_name(void);
 
 /* What generic code knows of a backend without opening it: one descriptor
  * per backend, in one table (kernels/backend.c); no other generic code

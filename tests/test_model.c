@@ -368,7 +368,14 @@ static void test_sampling(void **state) {
     assert_int_equal(zen_sample(tie, 4, &greedy, &rng), 1); /* the lowest id among equal maxima */
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    /* ZEN_CPU_ISA caps the kernels here as in zen (and OpenBLAS, by starting again) */
+    if (zk_cpu_isa_setup(argv)) {
+        fprintf(stderr, "test_model: %s\n", zen_last_error());
+        return 2;
+    }
+    printf("kernel variant %s\n", zk_cpu_kernels_name());
     snprintf(dir, sizeof dir, "/tmp/zen_test_model_%d", (int)getpid());
     zen_mkdir_p(dir);
     be = zk_open("cpu", "f32");

@@ -76,7 +76,7 @@ int zen_cmd_eval(int argc, char **argv) {
         printf("loss %.9g\nppl %.9g\n", loss, exp(loss));
         fprintf(stderr, "evaluated %lld sequences of %lld (%zu target tokens)", (long long)seqs, T, tokens);
         if (zen_dist_get()->size > 1) fprintf(stderr, " over %d ranks", zen_dist_get()->size);
-        fputc('\n', stderr);
+        fprintf(stderr, "; device %s: %s\n", s.be->name, s.be->info);
     }
 done:
     /* every rank's outcome, so that one failing alone does not leave the

@@ -290,8 +290,8 @@ int zen_cmd_generate(int argc, char **argv) {
     if (!rc) {
         if (!chatting) putchar('\n');
         fprintf(stderr, "zen generate: prompt %zu tokens in %.3f s (%.1f tokens/s), %zu decode steps in %.3f s "
-                "(%.1f tokens/s)\n", g.n_prefill, g.t_prefill, (double)g.n_prefill / (g.t_prefill + 1e-12),
-                g.n_decode, g.t_decode, (double)g.n_decode / (g.t_decode + 1e-12));
+                "(%.1f tokens/s); device %s: %s\n", g.n_prefill, g.t_prefill, (double)g.n_prefill / (g.t_prefill + 1e-12),
+                g.n_decode, g.t_decode, (double)g.n_decode / (g.t_decode + 1e-12), s.be->name, s.be->info);
     }
     if (!rc && g.n_saved) { /* the logits each new token was chosen from [n, V], all turns in --chat */
         st_entry e = {"logits", ZEN_F32, 2, {(int64_t)g.n_saved, g.vocab}};

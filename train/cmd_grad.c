@@ -186,6 +186,7 @@ int zen_cmd_grad(int argc, char **argv) {
     const char *meta[] = {"format", "pt", "loss", loss_text, "loss_tokens", tokens_text};
     if ((rc = zen_lora_write_tensors(&s.lora, &s.model.cfg, s.lora.grads, out_path, ZEN_F32, meta, 3))) goto done;
     printf("loss %.9g\n", loss);
+    fprintf(stderr, "zen grad: %zu target tokens; device %s: %s\n", count, s.be->name, s.be->info);
 done:
     zen_session_close(&s);
     zen_batch_free(&batch);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../kernels/kernels.h"
 #include "../util/error.h"
 #include "commands.h"
 #include "dist.h"
@@ -40,6 +41,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
+    /* the CPU kernel variant and ZEN_CPU_ISA's cap, before any library runs
+     * (it may start zen again, with OpenBLAS capped too) */
+    if (zk_cpu_isa_setup(argv)) {
+        fprintf(stderr, "zen %s: error: %s\n", cmd, zen_last_error());
+        return ZEN_ERR_INPUT;
+    }
     int rc = zen_dist_init(&argc, &argv);
     if (rc) {
         fprintf(stderr, "zen %s: error: %s\n", cmd, zen_last_error());

@@ -119,7 +119,7 @@ void cpu_scratch_sizes(const zk_reserve_plan *p, zen_dtype compute, size_t elems
     elems[CPU_SCRATCH_WIDEN] = compute == ZEN_BF16 && !p->quant_elems ? 0 : chunk;
     elems[CPU_SCRATCH_BF16_W] = compute == ZEN_BF16 && p->quant_elems ? (chunk + 1) / 2 : 0;
     /* LoRA: the fused kernels make the dropout mask in registers; the sgemm
-     * path (r not a multiple of CPU_LORA_GROUP, or no AVX512) copies x and dx */
+     * path (r not a multiple of CPU_LORA_GROUP, or a variant without them) copies x and dx */
     int fused = cpu_lora_fused_available() && p->lora_r % CPU_LORA_GROUP == 0;
     elems[CPU_SCRATCH_DROP_X] = elems[CPU_SCRATCH_DROP_DX] =
         p->lora_r && p->lora_dropout && !fused ? p->N * p->widest_in : 0;
@@ -192,6 +192,7 @@ zk_backend *zk_cpu_create(zen_dtype compute, int device_index) {
     be->act_bytes = sizeof(float);
     be->compute = compute;
     be->ctx = ctx;
+    ctx->kernels = cpu_kernels();
     ctx->lora_fused = cpu_lora_fused_available();
     if (compute == ZEN_BF16 && cpu_dnnl_open(ctx)) {
         cpu_dnnl_close(ctx);
@@ -209,10 +210,11 @@ zk_backend *zk_cpu_create(zen_dtype compute, int device_index) {
                  "all cores)");
     }
     if (compute == ZEN_BF16)
-        snprintf(be->info, sizeof be->info, "bf16 on oneDNN (%s), %d threads", cpu_dnnl_isa(NULL),
-                 omp_get_max_threads());
+        snprintf(be->info, sizeof be->info, "bf16 on oneDNN (%s), kernels %s, %d threads", cpu_dnnl_isa(NULL),
+                 zk_cpu_kernels_name(), omp_get_max_threads());
     else
-        snprintf(be->info, sizeof be->info, "f32 on OpenBLAS sgemm, %d threads", omp_get_max_threads());
+        snprintf(be->info, sizeof be->info, "f32 on OpenBLAS sgemm (%s), kernels %s (oneDNN %s), %d threads",
+                 openblas_get_corename(), zk_cpu_kernels_name(), cpu_dnnl_isa(NULL), omp_get_max_threads());
     be->alloc = cpu_alloc;
     be->free = cpu_free;
     be->upload = cpu_copy;

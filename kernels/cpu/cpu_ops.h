@@ -6,6 +6,7 @@
 #ifndef ZEN_CPU_OPS_H
 #define ZEN_CPU_OPS_H
 #include "../kernels.h"
+#include "simd_kernels.h"
 
 typedef struct cpu_dnnl cpu_dnnl; /* oneDNN's engine, streams and primitives (dnnl_cpu.c) */
 
@@ -33,6 +34,7 @@ typedef struct {
     size_t rope_T, rope_hd;
     double rope_theta;
     cpu_dnnl *dnnl;             /* bf16 compute only */
+    const cpu_kernel_set *kernels; /* the kernel variant's, fixed when the backend is made */
     int lora_fused;             /* 1: the LoRA branch runs on lora_cpu.c's fused kernels where r allows */
     void **owned;               /* bf16 copies of f32/f16 weights, freed with them */
     size_t n_owned, cap_owned;
@@ -86,10 +88,10 @@ void cpu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, 
                     size_t in, size_t out);
 void cpu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N,
                     size_t in, size_t out, int accumulate);
-/* 1 if this CPU runs the fused LoRA kernels (AVX512F/DQ), which need r a
- * multiple of CPU_LORA_GROUP; the environment variable ZEN_LORA_SGEMM=1
- * keeps the sgemm path (for comparing the two) */
-#define CPU_LORA_GROUP 8
+/* 1 if the kernel variant in use has the fused LoRA kernels (avx2, avx512;
+ * simd_kernels.h), which need r a multiple of CPU_LORA_GROUP; the
+ * environment variable ZEN_LORA_SGEMM=1 keeps the sgemm path (for comparing
+ * the two) */
 int cpu_lora_fused_available(void);
 /* the fused kernels' scratch, in floats, for rank r and a projection in -> out */
 size_t cpu_lora_scratch_elems(size_t r, size_t in, size_t out);

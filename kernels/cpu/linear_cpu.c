@@ -7,8 +7,10 @@
  * and oneDNN matmuls accumulate in fp32 into the fp32 output: one over the
  * whole bf16 weight, or one per chunk of rows dequantised to fp32 and
  * rounded to bf16.
- * A few rows (decoding) against a weight not stored as fp32 take one pass
- * over it instead (linear_rows_gemv), with the same rounding.
+ * A few rows (decoding) take one pass over the weight instead: the kernel
+ * variant's dot_rows kernels (simd_kernels.h), or for the types they lack
+ * (and generic) linear_rows_gemv on a weight not stored as fp32, with the
+ * same rounding.
  * The LoRA branch is in lora_cpu.c. */
 #include <cblas.h>
 #include <omp.h>
@@ -57,95 +59,20 @@ static inline float dot_bf16(const float *x, const uint16_t *w, size_t n) {
     return acc[0];
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-/* r[j] = sum_i x[i] W[j*ldw + i] for ROWS rows of W at once, bf16 x and W,
- * on AVX512-BF16: vdpbf16ps adds the exact products of 32 bf16 pairs into
- * 16 fp32 lanes (the instruction oneDNN's bf16 GEMMs use here); each x
- * load serves every row, and several rows in flight keep more of the memory
- * bandwidth busy (4 rows: 29 GB/s of a measured 33 on 2 cores, 1 row: 23).
- * Two accumulators per row, the tail masked, the lanes summed in a fixed
- * order. */
-#define DP_ROWS 4
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void dot_rows_bf16_dp(const void *x_,
-                                                                                   const uint16_t *W, size_t ldw,
-                                                                                   size_t n, int rows, float *r) {
-    const uint16_t *x = x_; /* [n] bf16 */
-    __m512 acc[DP_ROWS][2];
-    for (int j = 0; j < rows; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
-    size_t i = 0;
-    for (; i + 64 <= n; i += 64)
-        for (int k = 0; k < 2; k++) {
-            __m512bh xv = (__m512bh)_mm512_loadu_si512(x + i + 32 * k);
-            for (int j = 0; j < rows; j++)
-                acc[j][k] = _mm512_dpbf16_ps(acc[j][k], xv, (__m512bh)_mm512_loadu_si512(W + j * ldw + i + 32 * k));
-        }
-    for (; i < n; i += 32) {
-        __mmask32 m = n - i >= 32 ? 0xffffffffu : (((__mmask32)1 << (n - i)) - 1);
-        __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + i);
-        for (int j = 0; j < rows; j++)
-            acc[j][0] = _mm512_dpbf16_ps(acc[j][0], xv, (__m512bh)_mm512_maskz_loadu_epi16(m, W + j * ldw + i));
-    }
-    for (int j = 0; j < rows; j++) r[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
-}
-
-/* r[j] = sum_i x[i] W[j*ldw + i] for ROWS rows at once, fp32 x and bf16 W
- * (f32 compute on a bf16 weight, where the CPU has no bf16 arithmetic):
- * each W element widened in a register (a shift) and fused-multiply-added;
- * as above, one x load serves every row, two accumulators per row, the tail
- * masked, a fixed order */
-__attribute__((target("avx512f"))) static void dot_rows_bf16w_f32(const void *x_, const uint16_t *W, size_t ldw,
-                                                                  size_t n, int rows, float *r) {
-    const float *x = x_; /* [n] fp32 */
-    __m512 acc[DP_ROWS][2];
-    for (int j = 0; j < rows; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32)
-        for (int k = 0; k < 2; k++) {
-            __m512 xv = _mm512_loadu_ps(x + i + 16 * k);
-            for (int j = 0; j < rows; j++) {
-                __m512i wi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(W + j * ldw + i + 16 * k)));
-                acc[j][k] = _mm512_fmadd_ps(xv, _mm512_castsi512_ps(_mm512_slli_epi32(wi, 16)), acc[j][k]);
-            }
-        }
-    for (; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xffffu : (__mmask16)((1u << (n - i)) - 1);
-        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-        for (int j = 0; j < rows; j++) {
-            __m512i wi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, W + j * ldw + i));
-            acc[j][0] = _mm512_fmadd_ps(xv, _mm512_castsi512_ps(_mm512_slli_epi32(wi, 16)), acc[j][0]);
-        }
-    }
-    for (int j = 0; j < rows; j++) r[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
-}
-
-static int have_dpbf16(void) { return __builtin_cpu_supports("avx512bf16"); }
-static int have_avx512f(void) { return __builtin_cpu_supports("avx512f"); }
-#else
-#define DP_ROWS 4
-static void dot_rows_bf16_dp(const void *x, const uint16_t *W, size_t ldw, size_t n, int rows, float *r) {
-    (void)x, (void)W, (void)ldw, (void)n, (void)rows, (void)r; /* never called: have_dpbf16() is 0 */
-}
-#define dot_rows_bf16w_f32 dot_rows_bf16_dp
-static int have_dpbf16(void) { return 0; }
-static int have_avx512f(void) { return 0; }
-#endif
-
-/* y[N, out] = x[N, in] W^T for a bf16 W with one of the dot_rows kernels
- * above (x is bf16 or fp32, x_bytes per element, as the kernel reads it):
- * blocks of DP_ROWS output rows split over the threads, so each y element
- * has one fixed order of sums */
-typedef void (*dot_rows_fn)(const void *x, const uint16_t *W, size_t ldw, size_t n, int rows, float *r);
-static void gemv_bf16w(float *y, const void *x, size_t x_bytes, const uint16_t *W, size_t N, size_t in, size_t out,
-                       dot_rows_fn dot_rows) {
-    size_t blocks = (out + DP_ROWS - 1) / DP_ROWS;
+/* y[N, out] = x[N, in] W^T with one of the variant's dot_rows kernels
+ * (simd_kernels.h; x is bf16 or fp32, x_bytes per element, W w_bytes):
+ * blocks of CPU_DOT_ROWS output rows split over the threads, so each y
+ * element has one fixed order of sums */
+static void gemv_rows(float *y, const void *x, size_t x_bytes, const void *W, size_t w_bytes, size_t N, size_t in,
+                      size_t out, dot_rows_fn dot_rows) {
+    size_t blocks = (out + CPU_DOT_ROWS - 1) / CPU_DOT_ROWS;
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < blocks; b++) {
-        size_t o = b * DP_ROWS;
-        int rows = out - o < DP_ROWS ? (int)(out - o) : DP_ROWS;
-        float r[DP_ROWS];
+        size_t o = b * CPU_DOT_ROWS;
+        int rows = out - o < CPU_DOT_ROWS ? (int)(out - o) : CPU_DOT_ROWS;
+        float r[CPU_DOT_ROWS];
         for (size_t n = 0; n < N; n++) {
-            dot_rows((const char *)x + n * in * x_bytes, W + o * in, in, in, rows, r);
+            dot_rows((const char *)x + n * in * x_bytes, (const char *)W + o * in * w_bytes, in, in, rows, r);
             for (int j = 0; j < rows; j++) y[n * out + o + j] = r[j];
         }
     }
@@ -167,14 +94,13 @@ static inline float dot_f32(const float *x, const float *w, size_t n) {
  * thread a block of output rows (so the result does not depend on the
  * thread count). Decoding is bound by reading the weights; a GEMM with one
  * row reads them at half this speed, and a chunk widened to fp32 first
- * reads and writes them three times. A bf16 W takes gemv_bf16w above, with
- * dot_rows_bf16_dp in bf16 compute (AVX512-BF16) and dot_rows_bf16w_f32 in
- * f32 compute (AVX512F);
- * otherwise a bf16 W is widened in registers by the plain loop, and any
- * other stored type a row at a time into the thread's slice of the widen
- * scratch (in bf16 compute rounded to bf16, as the GEMM path rounds its
- * dequantised chunks). In bf16 compute x arrives rounded to bf16 (exact
- * products, fp32 sums: the GEMM's contract). */
+ * reads and writes them three times. Where the kernel variant has a dot_rows
+ * kernel for the types (gemv_rows above), it runs; otherwise a bf16 W is
+ * widened in registers by the plain loop, and any other stored type a row
+ * at a time into the thread's slice of the widen scratch (in bf16 compute
+ * rounded to bf16, as the GEMM path rounds its dequantised chunks). In bf16
+ * compute x arrives rounded to bf16 (exact products, fp32 sums: the GEMM's
+ * contract). */
 static void linear_rows_gemv(zk_backend *be, float *y, const float *x, const zk_weight *w, size_t N, size_t in,
                              size_t out) {
     int bf16w = w->dtype == ZEN_BF16, threads = omp_get_max_threads();
@@ -205,18 +131,24 @@ void cpu_linear_fwd(zk_backend *be, void *y_, const void *x_, const zk_weight *w
                     size_t in, size_t out) {
     float *y = y_;         /* [N, out] */
     const float *x = x_;   /* [N, in] */
-    if (N <= CPU_GEMV_ROWS && w->dtype != ZEN_F32) { /* decoding: f32 weights stay on sgemm, which does this */
-        if (be->compute == ZEN_BF16 && w->dtype == ZEN_BF16 && have_dpbf16()) {
+    if (N <= CPU_GEMV_ROWS && !zen_dtype_is_quant(w->dtype)) { /* decoding: the variant's kernels */
+        const cpu_kernel_set *ks = ((cpu_ctx *)be->ctx)->kernels;
+        if (be->compute == ZEN_BF16 && w->dtype == ZEN_BF16 && ks->dot_bf16_bf16w) {
             uint16_t *xb = cpu_scratch_bf16(be, CPU_SCRATCH_BF16_IN, N * in); /* [N, in] */
             if (!xb) return;
             cpu_round_bf16(xb, x, N * in);
-            gemv_bf16w(y, xb, sizeof(uint16_t), w->data, N, in, out, dot_rows_bf16_dp);
+            gemv_rows(y, xb, sizeof(uint16_t), w->data, sizeof(uint16_t), N, in, out, ks->dot_bf16_bf16w);
             return;
         }
-        if (be->compute == ZEN_F32 && w->dtype == ZEN_BF16 && have_avx512f()) {
-            gemv_bf16w(y, x, sizeof(float), w->data, N, in, out, dot_rows_bf16w_f32);
+        dot_rows_fn f32_kernel = w->dtype == ZEN_BF16 ? ks->dot_f32_bf16w
+                               : w->dtype == ZEN_F16  ? ks->dot_f32_f16w
+                                                      : ks->dot_f32_f32w;
+        if (be->compute == ZEN_F32 && f32_kernel) {
+            gemv_rows(y, x, sizeof(float), w->data, zen_dtype_bytes(w->dtype, 1), N, in, out, f32_kernel);
             return;
         }
+    }
+    if (N <= CPU_GEMV_ROWS && w->dtype != ZEN_F32) { /* decoding: f32 weights stay on sgemm, which does this */
         if (be->compute == ZEN_BF16) {
             float *xr = cpu_scratch(be, CPU_SCRATCH_BF16_IN, N * in); /* [N, in] x rounded to bf16 */
             if (!xr) return;
