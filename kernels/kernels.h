@@ -29,6 +29,7 @@
 #ifndef ZEN_KERNELS_H
 #define ZEN_KERNELS_H
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "dtype.h"
@@ -254,6 +255,10 @@ int zk_fault_hit(const char *name);
 int zk_cpu_isa_setup(char **argv);
 /* the kernel variant this run uses ("avx2", ...), for summary lines */
 const char *zk_cpu_kernels_name(void);
+/* what the CPU runs, for `zen info --cpu`: one line per kernel level of
+ * this architecture (supported or not), the level in use and why, OpenBLAS's
+ * core, oneDNN's ISA and what --dtype auto picks */
+void zk_cpu_describe(FILE *out);
 
 /* What generic code knows of a backend without opening it: one descriptor
  * per backend, in one table (kernels/backend.c); no other generic code

@@ -27,6 +27,15 @@ def model_flops_per_token(cfg, T, r):
     return 4 * frozen + lora + attn
 
 
+def prefill_flops_per_token(cfg, T):
+    """a forward pass over a prompt of T tokens: 2 per projection parameter
+    and 4 hd (T/2) per head and layer for causal attention (QK, PV); the LM
+    head runs on the last token only and is not counted"""
+    L = cfg["num_hidden_layers"]
+    frozen = sum(fi * fo for fi, fo in (proj_dims(cfg, t) for t in TARGETS)) * L
+    return 2 * frozen + 4 * cfg["head_dim"] * (T / 2) * cfg["num_attention_heads"] * L
+
+
 def fresh_adapter(cfg, r, seed=0):
     """PEFT-keyed float64 LoRA tensors as a fresh adapter has them: A uniform
     in +-1/sqrt(in), B zero, rank r on all seven targets of every layer"""

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "../data/dataset.h"
+#include "../kernels/kernels.h"
 #include "../model/gguf.h"
 #include "../model/safetensors.h"
 #include "../util/error.h"
@@ -181,9 +182,14 @@ static int info_hdf5(const char *path) {
 }
 
 int zen_cmd_info(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[2], "--cpu")) { /* the CPU's kernel levels and libraries */
+        zk_cpu_describe(stdout);
+        return 0;
+    }
     if (argc != 3 || !strcmp(argv[2], "--help")) {
         if (argc == 3) {
-            printf("zen info FILE|DIR   (SafeTensors file or model/adapter directory, GGUF, HDF5 dataset)\n");
+            printf("zen info FILE|DIR   (SafeTensors file or model/adapter directory, GGUF, HDF5 dataset)\n"
+                   "zen info --cpu      (the CPU's kernel levels, the one in use, OpenBLAS's core, oneDNN's ISA)\n");
             return 0;
         }
         return zen_fail(ZEN_ERR_INPUT, "expected one FILE or DIR (zen info FILE)");

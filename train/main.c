@@ -27,7 +27,7 @@ static void usage(FILE *out) {
             "            [--ignore-eos] [--ids] [--dtype auto|f32|bf16]   (CPU, KV cache, adapter unmerged)\n"
             "  zen export --model DIR [--adapter DIR] --format safetensors|gguf|peft|gguf-lora|mlx\n"
             "            --out PATH [--dtype f32|f16|bf16|q8_0|q4_0|q4_k_m|q4_k_s|q5_k_m|q5_k_s|q6_k] [--shard-size BYTES] [--no-tokenizer]\n"
-            "  zen info  FILE|DIR  (SafeTensors, GGUF, HDF5)\n"
+            "  zen info  FILE|DIR  (SafeTensors, GGUF, HDF5)   |   zen info --cpu  (kernel levels)\n"
             "  zen data  --tokenizer DIR --in FILE --format text|jsonl|alpaca|messages --out FILE.h5\n"
             "  zen data  --decode FILE.h5 --tokenizer DIR [--range a:b]\n"
             "\n"

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../../util/error.h"
+#include "cpu_isa.h"
 #include "cpu_ops.h"
 
 static void *cpu_alloc(zk_backend *be, size_t bytes) {
@@ -248,4 +249,27 @@ zk_backend *zk_cpu_create(zen_dtype compute, int device_index) {
     be->sum_squares = cpu_sum_squares;
     be->adamw = cpu_adamw;
     return be;
+}
+
+void zk_cpu_describe(FILE *out) {
+    const char *cap = getenv("ZEN_CPU_ISA");
+    for (int v = 0; v < CPU_ISA_COUNT; v++) {
+        if (v != CPU_ISA_GENERIC && !cpu_isa_supported((cpu_isa)v)) {
+#if defined(__x86_64__)
+            if (v == CPU_ISA_NEON) continue;
+#elif defined(__aarch64__)
+            if (v != CPU_ISA_NEON) continue;
+#endif
+        }
+        fprintf(out, "kernel level %-10s %s\n", cpu_isa_name((cpu_isa)v),
+                cpu_isa_supported((cpu_isa)v) ? "supported" : "not supported by this CPU");
+    }
+    fprintf(out, "kernels in use: %s (%s)\n", zk_cpu_kernels_name(),
+            cap && *cap ? "capped by ZEN_CPU_ISA" : "the best this CPU supports");
+    int native;
+    const char *isa = cpu_dnnl_isa(&native);
+    const char *why;
+    zen_dtype dt = zk_cpu_auto_compute(&why);
+    fprintf(out, "OpenBLAS core: %s\noneDNN ISA: %s\n--dtype auto: %s (%s)\nthreads: %d\n", openblas_get_corename(),
+            isa, dt == ZEN_BF16 ? "bf16" : "f32", why, omp_get_max_threads());
 }

@@ -36,7 +36,11 @@ const char *cpu_dnnl_isa(int *native_bf16) {
     case dnnl_cpu_isa_avx2: return "avx2";
     case dnnl_cpu_isa_avx: return "avx";
     case dnnl_cpu_isa_sse41: return "sse41";
+#if defined(__aarch64__)
+    default: return "aarch64, no bf16 matmuls";
+#else
     default: return "an ISA without bf16";
+#endif
     }
 }
 
