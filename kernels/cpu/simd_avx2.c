@@ -162,13 +162,22 @@ dot_f32(const float *x, const char *W, size_t w_bytes, size_t ldw, size_t n, int
 }
 
 CPU_TARGET_AVX2 static void dot_f32_bf16w(const void *x, const void *W, size_t ldw, size_t n, int rows, float *r) {
-    dot_f32(x, W, 2, ldw, n, rows, r, WT_BF16);
+    if (rows == CPU_DOT_ROWS) /* a whole block: the row loops unrolled */
+        dot_f32(x, W, 2, ldw, n, CPU_DOT_ROWS, r, WT_BF16);
+    else
+        dot_f32(x, W, 2, ldw, n, rows, r, WT_BF16);
 }
 CPU_TARGET_AVX2 static void dot_f32_f16w(const void *x, const void *W, size_t ldw, size_t n, int rows, float *r) {
-    dot_f32(x, W, 2, ldw, n, rows, r, WT_F16);
+    if (rows == CPU_DOT_ROWS) /* a whole block: the row loops unrolled */
+        dot_f32(x, W, 2, ldw, n, CPU_DOT_ROWS, r, WT_F16);
+    else
+        dot_f32(x, W, 2, ldw, n, rows, r, WT_F16);
 }
 CPU_TARGET_AVX2 static void dot_f32_f32w(const void *x, const void *W, size_t ldw, size_t n, int rows, float *r) {
-    dot_f32(x, W, 4, ldw, n, rows, r, WT_F32);
+    if (rows == CPU_DOT_ROWS) /* a whole block: the row loops unrolled */
+        dot_f32(x, W, 4, ldw, n, CPU_DOT_ROWS, r, WT_F32);
+    else
+        dot_f32(x, W, 4, ldw, n, rows, r, WT_F32);
 }
 
 const cpu_kernel_set cpu_kernels_avx2 = {row_pass8, LORA_ROWS, column_pass8, LORA_COLS,
