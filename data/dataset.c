@@ -18,7 +18,11 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <stdio.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -327,23 +331,55 @@ typedef struct {
     char message[1024];
 } check_reply;
 
-/* runs check_path in a child; a crash of libhdf5 there is a user error, not ours */
+static double now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+/* the check's deadline in ms: 30 s and 1 s per 16 MiB of file (it reads
+ * every token), or ZEN_DATASET_CHECK_SECONDS */
+static int check_deadline_ms(const char *path) {
+    const char *env = getenv("ZEN_DATASET_CHECK_SECONDS");
+    if (env && *env) return (int)(atof(env) * 1000);
+    struct stat st;
+    double mib = stat(path, &st) == 0 ? (double)st.st_size / (1 << 20) : 0;
+    double ms = 30000 + mib / 16 * 1000;
+    return ms > 3.6e6 ? 3600000 : (int)ms;
+}
+
+/* Runs check_path in a child process: libhdf5 crashing or looping on a
+ * forged file is the file's fault, so it ends in one line and exit 2. The
+ * child's stderr goes to a log file (a sanitizer's report, say), kept and
+ * named in that line when the library failed, removed otherwise. */
 static int check_isolated(const char *path, int model_vocab, zen_dataset_info *info) {
     int fds[2];
     fflush(stdout);
     fflush(stderr);
     if (pipe(fds) != 0) return check_path(path, model_vocab, info);
+    const char *tmpdir = getenv("TMPDIR");
+    char log_path[4096];
+    snprintf(log_path, sizeof log_path, "%s/zen-dataset-check-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+    int log_fd = mkstemp(log_path);
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]);
         close(fds[1]);
+        if (log_fd >= 0) close(log_fd), unlink(log_path);
         return check_path(path, model_vocab, info); /* no process to spare: check here */
     }
     if (pid == 0) {
         close(fds[0]);
+        if (log_fd >= 0) dup2(log_fd, STDERR_FILENO);
         struct rlimit no_core = {0, 0};
         setrlimit(RLIMIT_CORE, &no_core); /* a crash of libhdf5 here leaves no core file */
-        if (getenv("ZEN_FAULT_HDF5_CRASH")) raise(SIGSEGV); /* for the test of this guard */
+        if (getenv("ZEN_FAULT_HDF5_CRASH")) { /* for the tests of this guard: a report, then a crash */
+            fputs("zen: the dataset check crashes on purpose (ZEN_FAULT_HDF5_CRASH)\n", stderr);
+            fflush(stderr);
+            raise(SIGSEGV);
+        }
+        if (getenv("ZEN_FAULT_HDF5_HANG"))
+            for (;;) pause();
         check_reply r;
         memset(&r, 0, sizeof r);
         r.rc = check_path(path, model_vocab, &r.info);
@@ -352,9 +388,21 @@ static int check_isolated(const char *path, int model_vocab, zen_dataset_info *i
         _exit(wrote == (ssize_t)sizeof r ? 0 : 3);
     }
     close(fds[1]);
+    if (log_fd >= 0) close(log_fd);
+    int deadline_ms = check_deadline_ms(path), timed_out = 0;
+    double start = now_ms();
     check_reply r;
     size_t got = 0;
     while (got < sizeof r) {
+        int left = deadline_ms - (int)(now_ms() - start);
+        struct pollfd p = {fds[0], POLLIN, 0};
+        int ready = left > 0 ? poll(&p, 1, left) : 0;
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready == 0) {
+            timed_out = 1;
+            kill(pid, SIGKILL);
+            break;
+        }
         ssize_t n = read(fds[0], (char *)&r + got, sizeof r - got);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
@@ -364,16 +412,25 @@ static int check_isolated(const char *path, int model_vocab, zen_dataset_info *i
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    if (got != sizeof r) {
-        if (WIFSIGNALED(status))
-            return zen_fail(ZEN_ERR_INPUT, "%s: corrupt HDF5 file (the HDF5 library crashed reading it: signal %d)", path,
-                            WTERMSIG(status));
-        return zen_fail(ZEN_ERR_INTERNAL, "%s: the dataset check ended without a result (exit %d)", path,
-                        WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    if (got == sizeof r) {
+        if (log_fd >= 0) unlink(log_path);
+        if (r.rc) return zen_fail(r.rc, "%s", r.message);
+        *info = r.info;
+        return 0;
     }
-    if (r.rc) return zen_fail(r.rc, "%s", r.message);
-    *info = r.info;
-    return 0;
+    struct stat log_st;
+    int kept = log_fd >= 0 && stat(log_path, &log_st) == 0 && log_st.st_size > 0;
+    if (log_fd >= 0 && !kept) unlink(log_path);
+    char where[4200] = "";
+    if (kept) snprintf(where, sizeof where, "; its report is in %s", log_path);
+    if (timed_out)
+        return zen_fail(ZEN_ERR_INPUT, "%s: malformed HDF5 file? the HDF5 library did not finish checking it in %.0f s "
+                        "and was stopped (ZEN_DATASET_CHECK_SECONDS allows more)%s", path, deadline_ms / 1000.0, where);
+    if (WIFSIGNALED(status))
+        return zen_fail(ZEN_ERR_INPUT, "%s: malformed HDF5 file: the HDF5 library crashed reading it (signal %d)%s",
+                        path, WTERMSIG(status), where);
+    return zen_fail(ZEN_ERR_INPUT, "%s: malformed HDF5 file: the HDF5 library failed reading it (exit %d)%s", path,
+                    WIFEXITED(status) ? WEXITSTATUS(status) : -1, where);
 }
 
 /* ---------------- reading ---------------- */

@@ -7,6 +7,7 @@
 
 #include "../util/atomic_file.h"
 #include "../util/error.h"
+#include "../util/file.h"
 #include "token_writer.h"
 
 #define BUF_TOKENS ((size_t)1 << 20)
@@ -67,6 +68,11 @@ int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_s
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     int rc = zen_atomic_tmp_name(path, &w->tmp_path);
     if (rc) return rc;
+    if ((rc = zen_mkdir_parents(path))) {
+        free(w->tmp_path);
+        w->tmp_path = NULL;
+        return rc;
+    }
     w->path = strdup(path);
     w->tok_buf = malloc(BUF_TOKENS * sizeof(int32_t));
     w->mask_buf = malloc(BUF_TOKENS);

@@ -121,7 +121,13 @@ int64_t zen_config_param_count(const zen_config *c) {
 void zen_config_json_no_sliding_window(cJSON *root) {
     if (!cJSON_GetObjectItemCaseSensitive(root, "use_sliding_window"))
         cJSON_AddBoolToObject(root, "use_sliding_window", 0);
-    if (!cJSON_GetObjectItemCaseSensitive(root, "sliding_window")) cJSON_AddNullToObject(root, "sliding_window");
+    /* zen attends over everything (config.c refuses use_sliding_window
+     * true), so the window is null as in real Qwen3 configs: transformers
+     * before 4.53 applies a number even when use_sliding_window is false */
+    if (cJSON_GetObjectItemCaseSensitive(root, "sliding_window"))
+        cJSON_ReplaceItemInObjectCaseSensitive(root, "sliding_window", cJSON_CreateNull());
+    else
+        cJSON_AddNullToObject(root, "sliding_window");
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "num_hidden_layers");
     if (!cJSON_GetObjectItemCaseSensitive(root, "max_window_layers") && cJSON_IsNumber(layers))
         cJSON_AddNumberToObject(root, "max_window_layers", layers->valuedouble);

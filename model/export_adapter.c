@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../util/error.h"
+#include "../util/json.h"
 #include "../util/file.h"
 #include "export.h"
 #include "quant.h"
@@ -100,7 +101,7 @@ static int export_mlx(const zen_export_opts *o, const zen_model *m, const zen_lo
         cJSON_AddNumberToObject(root, "num_layers", m->cfg.layers);
         cJSON *p = cJSON_AddObjectToObject(root, "lora_parameters");
         cJSON_AddNumberToObject(p, "rank", lo->r);
-        cJSON_AddNumberToObject(p, "scale", zen_float_for_json(lo->scale)); /* mlx applies it as is: PEFT's alpha/r */
+        cJSON_AddNumberToObject(p, "scale", zen_float_for_json(lo->scale)); /* mlx applies it as is: alpha/r, alpha/sqrt(r) with rsLoRA */
         cJSON_AddNumberToObject(p, "dropout", zen_float_for_json(lo->dropout));
         cJSON *keys = cJSON_AddArrayToObject(p, "keys");
         for (int t = 0; t < ZEN_NUM_TARGETS; t++)

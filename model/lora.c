@@ -343,15 +343,6 @@ done:
 }
 
 /* a float as the shortest decimal that reads back to it (0.05f, not 0.0500000007) */
-double zen_float_for_json(float v) {
-    char buf[32];
-    for (int digits = 6; digits <= 9; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
-        if ((float)strtod(buf, NULL) == v) break;
-    }
-    return strtod(buf, NULL);
-}
-
 int zen_lora_save_peft(const zen_lora *lo, const zen_config *cfg, const char *dir,
                        const char *base_model, zen_dtype dtype) {
     int rc = zen_mkdir_p(dir);
@@ -359,12 +350,11 @@ int zen_lora_save_peft(const zen_lora *lo, const zen_config *cfg, const char *di
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "peft_type", "LORA");
     cJSON_AddStringToObject(root, "task_type", "CAUSAL_LM");
-    /* a local directory as an absolute path, so that PEFT's AutoPeftModel
-     * finds the base from anywhere; anything else (a hub name) as given */
+    /* a local directory or file (a GGUF base) as an absolute path, so that
+     * PEFT's AutoPeftModel never reads it as a hub id and finds a directory
+     * base from anywhere; anything else (a hub name) as given */
     char *absolute = base_model && *base_model ? realpath(base_model, NULL) : NULL;
-    struct stat st;
-    int local_dir = absolute && stat(absolute, &st) == 0 && S_ISDIR(st.st_mode);
-    cJSON_AddStringToObject(root, "base_model_name_or_path", local_dir ? absolute : base_model ? base_model : "");
+    cJSON_AddStringToObject(root, "base_model_name_or_path", absolute ? absolute : base_model ? base_model : "");
     free(absolute);
     cJSON_AddNumberToObject(root, "r", lo->r);
     cJSON_AddNumberToObject(root, "lora_alpha", zen_float_for_json(lo->alpha));

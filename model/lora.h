@@ -48,8 +48,6 @@ int zen_lora_write_tensors(const zen_lora *lo, const zen_config *cfg, const floa
                            const char *path, zen_dtype dtype, const char *const *meta,
                            int meta_pairs);
 int zen_lora_alloc_grads(zen_lora *lo);
-/* a float as the shortest decimal that reads back to it, for JSON files */
-double zen_float_for_json(float v);
 void zen_lora_zero_grads(zen_lora *lo);
 void zen_lora_free(zen_lora *lo);
 /* 1 if an A or B value is NaN or infinite (where names the tensor and

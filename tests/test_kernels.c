@@ -1046,12 +1046,7 @@ static void test_nf4_blocks(void **state) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    /* ZEN_CPU_ISA caps the kernels here as in zen (and OpenBLAS, by starting again) */
-    if (zk_cpu_isa_setup(argv)) {
-        fprintf(stderr, "test_kernels: %s\n", zen_last_error());
-        return 2;
-    }
-    printf("kernel variant %s\n", zk_cpu_kernels_name());
+    if (test_cpu_isa_setup(argv)) return 2;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtype_roundtrip),
         cmocka_unit_test(test_fast_exp),

@@ -20,6 +20,7 @@
 #include "model/generate.h"
 #include "model/lora.h"
 #include "model/model_init.h"
+#include "test_util.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "packing_property.h"
@@ -370,12 +371,7 @@ static void test_sampling(void **state) {
 
 int main(int argc, char **argv) {
     (void)argc;
-    /* ZEN_CPU_ISA caps the kernels here as in zen (and OpenBLAS, by starting again) */
-    if (zk_cpu_isa_setup(argv)) {
-        fprintf(stderr, "test_model: %s\n", zen_last_error());
-        return 2;
-    }
-    printf("kernel variant %s\n", zk_cpu_kernels_name());
+    if (test_cpu_isa_setup(argv)) return 2;
     snprintf(dir, sizeof dir, "/tmp/zen_test_model_%d", (int)getpid());
     zen_mkdir_p(dir);
     be = zk_open("cpu", "f32");

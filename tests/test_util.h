@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "kernels/kernels.h"
+#include "util/error.h"
 #include "util/rng.h"
 
 static inline void fill_uniform(float *x, size_t n, float bound, uint64_t seed) {
@@ -39,6 +41,17 @@ static inline double dot_weights(const float *y, const float *w, size_t n) {
     double s = 0.0;
     for (size_t i = 0; i < n; i++) s += (double)y[i] * w[i];
     return s;
+}
+
+/* ZEN_CPU_ISA caps the kernels of a test program as it caps zen's (and
+ * OpenBLAS's, by starting the program again); 0, or 2 after one line */
+static inline int test_cpu_isa_setup(char **argv) {
+    if (zk_cpu_isa_setup(argv)) {
+        fprintf(stderr, "%s: %s\n", argv[0], zen_last_error());
+        return 2;
+    }
+    printf("kernel variant %s\n", zk_cpu_kernels_name());
+    return 0;
 }
 
 #endif

@@ -137,6 +137,10 @@ static void print_st_file(const st_file *f) {
 static int info_safetensors_dir(const char *dir) {
     char *cfg = zen_path_join(dir, "config.json"), *adapter = zen_path_join(dir, "adapter_model.safetensors");
     int rc = 0;
+    if (adapter && !zen_file_exists(adapter)) { /* an mlx-lm adapter (zen export --format mlx) */
+        free(adapter);
+        adapter = zen_path_join(dir, "adapters.safetensors");
+    }
     char *text = NULL;
     if (cfg && zen_file_exists(cfg) && !zen_read_text_file(cfg, &text)) printf("%s:\n%s\n", cfg, text);
     free(text);

@@ -37,7 +37,11 @@ int zen_atomic_tmp_name(const char *path, char **out) {
 int zen_atomic_open(zen_atomic_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     int rc = zen_atomic_tmp_name(path, &f->tmp);
-    if (rc) return rc;
+    if (rc || (rc = zen_mkdir_parents(path))) {
+        free(f->tmp);
+        f->tmp = NULL;
+        return rc;
+    }
     f->path = strdup(path);
     if (!f->path) {
         zen_atomic_abort(f);

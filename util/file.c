@@ -124,6 +124,15 @@ int zen_mkdir_p(const char *path) {
     return 0;
 }
 
+int zen_mkdir_parents(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    char *slash = strrchr(buf, '/');
+    if (!slash || slash == buf) return 0; /* the current directory or / */
+    *slash = '\0';
+    return zen_mkdir_p(buf);
+}
+
 char *zen_path_join(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *s = zen_malloc(n);

@@ -24,6 +24,9 @@ int zen_write_text_file(const char *path, const char *text);
 int zen_write_json_file(const char *dir, const char *name, struct cJSON *root);
 /* Creates a directory (and parents) if missing. */
 int zen_mkdir_p(const char *path);
+/* Creates the directories above a file path if missing (every output file of
+ * zen goes through this: zen_atomic_open and the dataset writer). */
+int zen_mkdir_parents(const char *path);
 /* path joined as dir/name into a malloc'd string */
 char *zen_path_join(const char *dir, const char *name);
 int zen_file_exists(const char *path);

@@ -83,3 +83,12 @@ cJSON *zen_json_exact_number(double v) {
     }
     return cJSON_CreateRaw(text);
 }
+
+double zen_float_for_json(float v) {
+    char buf[32];
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
+        if ((float)strtod(buf, NULL) == v) break;
+    }
+    return strtod(buf, NULL);
+}

@@ -17,4 +17,9 @@ int zen_json_parse(const char *text, size_t len, const char *origin, struct cJSO
  * would see as a changed setting). Non-finite v gives null. NULL if out of memory. */
 struct cJSON *zen_json_exact_number(double v);
 
+/* a float as the shortest decimal (6 to 9 digits) that reads back to it, for
+ * JSON files that Python and other readers parse as doubles (0.05, not
+ * 0.0500000007) */
+double zen_float_for_json(float v);
+
 #endif

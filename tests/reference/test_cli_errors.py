@@ -3,6 +3,8 @@
 zen grad (flags, configs, weights, datasets, adapters) exits with code 2 and one
 line on stderr naming what is wrong; never a crash."""
 import json
+import platform
+import re
 import os
 import shutil
 import subprocess
@@ -170,7 +172,17 @@ def main():
         ("eval: missing data", [zen, "eval", "--model", w("model"), "--seq-len", "8"], "--data"),
         ("eval: data shorter than a sequence", [zen, "eval", "--model", w("model"), "--data", w("good.h5"),
                                                "--seq-len", "500"], "fewer than one sequence"),
+        ("ZEN_CPU_ISA: unknown level", grad(), "ZEN_CPU_ISA=fast", dict(os.environ, ZEN_CPU_ISA="fast")),
+        ("ZEN_CPU_ISA: another architecture's level", grad(), "not a kernel level of this CPU architecture",
+         dict(os.environ, ZEN_CPU_ISA="neon" if platform.machine() == "x86_64" else "avx2")),
+        ("output under a folder that cannot be made", [x if x != w("g.safetensors") else "/proc/zen-no/dir/g.safetensors" for x in grad()],
+         "/proc/zen-no"),
     ]
+    # a level above this CPU (checked on the machines that lack one)
+    cpu = subprocess.run([zen, "info", "--cpu"], capture_output=True, text=True).stdout
+    for level in re.findall(r"^kernel level (\S+) +not supported", cpu, re.M):
+        cases.append((f"ZEN_CPU_ISA={level} above this CPU", grad(), f"ZEN_CPU_ISA={level}: this CPU",
+                      dict(os.environ, ZEN_CPU_ISA=level)))
     failed = 0
     for name, cmd, fragment, *env in cases:
         p = subprocess.run(cmd, capture_output=True, text=True, env=env[0] if env else None)
@@ -184,13 +196,26 @@ def main():
     # --dtype auto: bf16 where the CPU has native bf16 matrix arithmetic, else
     # f32, and the summary says which and why
     checks = 0
-    for label, env in (("this cpu", None), ("oneDNN limited to avx2", NO_BF16)):
+    capped = dict(os.environ, ZEN_CPU_ISA="generic")
+    for label, env in (("this cpu", None), ("oneDNN limited to avx2", NO_BF16), ("ZEN_CPU_ISA=generic", capped)):
         p = subprocess.run(train + ["--out", w(f"auto-{checks}")], capture_output=True, text=True, env=env)
         line = next((l for l in p.stderr.splitlines() if l.strip().startswith("device cpu:")), "")
         ok = p.returncode == 0 and "(auto: " in line and (env is None or line.strip().startswith("device cpu: f32"))
+        ok = ok and "kernels " in line and (env is not capped or "kernels generic" in line)
         checks += 1
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'} dtype auto on {label}: {line.strip() or p.stderr.strip()[-200:]}")
+    # every output's missing parent folders are made, as zen export's are
+    for name, cmd, out in (
+            ("grad --out", [x if x != w("g.safetensors") else w("new", "a", "g.safetensors") for x in grad()],
+             w("new", "a", "g.safetensors")),
+            ("eval --save-logits", [zen, "eval", "--model", w("model"), "--data", w("good.h5"), "--seq-len", "8",
+                                    "--save-logits", w("new", "b", "l.safetensors")], w("new", "b", "l.safetensors"))):
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        ok = p.returncode == 0 and os.path.isfile(out)
+        checks += 1
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {name} into missing folders: {'made' if ok else p.stderr.strip()}")
     # OpenBLAS's pthread build (where installed): zen runs it single-threaded and says so in one line
     pthread_dir = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
     if os.path.exists(os.path.join(pthread_dir, "libopenblas.so.0")):

@@ -151,6 +151,25 @@ def main():
             ok = ok and np.array_equal(mlx[key + ".lora_a"].T, adapter[peft_key(l, t, "A")])
             ok = ok and np.array_equal(mlx[key + ".lora_b"].T, adapter[peft_key(l, t, "B")])
     check("mlx tensors transposed back equal PEFT's, scale = alpha / r", ok)
+    info = run([zen, "info", w("mlx")]).stdout
+    check("zen info describes the mlx adapter directory", "adapters.safetensors" in info and
+          "lora_parameters" in info and ".lora_a" in info, info[-200:])
+
+    # a base config with use_sliding_window false and a number for sliding_window: the merged
+    # config.json says null (transformers before 4.53 applies any number it finds)
+    slid = w("model-sliding")
+    shutil.copytree(w("model"), slid)
+    with open(os.path.join(slid, "config.json")) as f:
+        scfg = json.load(f)
+    with open(os.path.join(slid, "config.json"), "w") as f:
+        json.dump(dict(scfg, use_sliding_window=False, sliding_window=4096), f)
+    run([zen, "export", "--model", slid, "--adapter", w("adapter"), "--format", "safetensors", "--no-tokenizer",
+         "--out", w("merged-sliding")])
+    with open(w("merged-sliding", "config.json")) as f:
+        mcfg = json.load(f)
+    check("merged config.json: sliding_window null where use_sliding_window is false",
+          mcfg.get("use_sliding_window") is False and "sliding_window" in mcfg and mcfg["sliding_window"] is None,
+          f"({mcfg.get('use_sliding_window')}, {mcfg.get('sliding_window')})")
 
     # bad input: one line, exit 2, nothing left behind
     other = dict(cfg, hidden_size=48)

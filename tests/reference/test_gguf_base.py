@@ -166,6 +166,13 @@ def main():
     run([zen, "export", "--model", base, "--adapter", w("run"), "--format", "peft", "--out", w("run-peft")])
     with open(w("run-peft", "adapter_config.json")) as f:
         check("PEFT export from the GGUF base names it", json.load(f)["base_model_name_or_path"] == os.path.realpath(base))
+    # given as a relative path, the GGUF base is recorded absolute, as a directory base is (PEFT reads
+    # anything else as a hub id)
+    run([zen, "export", "--model", os.path.relpath(base, w()), "--adapter", "run", "--format", "peft", "--out",
+         "run-peft-rel"], cwd=w())
+    with open(w("run-peft-rel", "adapter_config.json")) as f:
+        recorded = json.load(f)["base_model_name_or_path"]
+    check("a relative GGUF base is recorded by its absolute path", recorded == os.path.realpath(base), recorded)
     seq = rng.integers(0, 256, 12)
     p_lora, p_base = probs(base, seq, lora), probs(base, seq)
     import torch

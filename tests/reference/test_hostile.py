@@ -293,8 +293,24 @@ def main():
         f.create_dataset("tokens", shape=(100,), dtype=np.int32, external=[(w("ext.bin"), 0, 400)])
         f.attrs["vocab_size"] = 256
     expect_error("external storage (reads another file) refused", [zen, "info", w("external.h5")], "external")
-    expect_error("a crash inside libhdf5 is one line, exit 2", [zen, "info", w("data.h5")], "crashed",
-                 env=dict(os.environ, ZEN_FAULT_HDF5_CRASH="1"))
+    p = expect_error("a crash inside libhdf5 is one line, exit 2, the file called malformed",
+                     [zen, "info", w("data.h5")], "malformed HDF5 file: the HDF5 library",
+                     env=dict(os.environ, ZEN_FAULT_HDF5_CRASH="1", TMPDIR=w()))
+    for cmd in (["info", w("data.h5")], ["grad", "--model", w("model"), "--data", w("data.h5"), "--seq-len", "8",
+                "--out", w("g.safetensors")]):
+        p = expect_error(f"libhdf5 looping on a file: zen {cmd[0]} stops the check at its deadline, exit 2",
+                         [zen] + cmd, "did not finish", timeout=30,
+                         env=dict(os.environ, ZEN_FAULT_HDF5_HANG="1", ZEN_DATASET_CHECK_SECONDS="1"))
+        left = subprocess.run(["pgrep", "-f", w("data.h5")], capture_output=True, text=True).stdout.split()
+        check(f"  zen {cmd[0]}: the stopped check process is gone", p is not None and not left, f"{left}")
+    # the child's own stderr (a sanitizer's report on a real crash) goes to the file the line names, not
+    # to the terminal
+    p = subprocess.run([zen, "info", w("data.h5")], capture_output=True, text=True,
+                       env=dict(os.environ, ZEN_FAULT_HDF5_CRASH="1", TMPDIR=w()))
+    log = p.stderr.strip().split("its report is in ")[-1] if "its report is in " in p.stderr else ""
+    named = log.startswith(w("zen-dataset-check-")) and os.path.isfile(log) and "crashes on purpose" in open(log).read()
+    check("the crashed check's report is kept in the file its one line names", p.returncode == 2 and named and
+          len(p.stderr.strip().splitlines()) == 1, p.stderr.strip())
     cfg = json.load(open(w("model", "config.json")))
     for key, value in (("num_attention_heads", 2**31 - 1), ("num_hidden_layers", 2e8), ("hidden_size", 1e10),
                        ("vocab_size", -1), ("rope_theta", 1e300)):
