@@ -350,7 +350,9 @@ char *zen_run_config_to_json(const zen_run_config *c) {
         const char *field = (const char *)c + k->offset;
         switch (k->type) {
         case K_STR: cJSON_AddStringToObject(parent, name, field); break;
-        case K_INT: cJSON_AddNumberToObject(parent, name, (double)*(const long *)field); break;
+        case K_INT: /* exactly: a seed above 2^53 prints with more than cJSON's 15 digits */
+            cJSON_AddItemToObject(parent, name, zen_json_exact_number((double)*(const long *)field));
+            break;
         case K_FLOAT: cJSON_AddItemToObject(parent, name, zen_json_exact_number(*(const double *)field)); break;
         case K_BOOL: cJSON_AddBoolToObject(parent, name, *(const int *)field); break;
         case K_AUTO_BOOL:
