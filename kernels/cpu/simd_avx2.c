@@ -140,12 +140,18 @@ dot_f32(const float *x, const char *W, size_t w_bytes, size_t ldw, size_t n, int
     __m256 acc[CPU_DOT_ROWS][2];
     for (int j = 0; j < rows; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
     size_t i = 0;
-    for (; i + 16 <= n; i += 16)
+    for (; i + 16 <= n; i += 16) {
+        /* the next block's rows, at the same place: each row is a short
+         * stream that the hardware prefetcher would only find late */
+        for (int j = 0; j < CPU_DOT_ROWS; j++)
+            for (size_t line = 0; line < 16 * w_bytes; line += 64)
+                _mm_prefetch(W + ((CPU_DOT_ROWS + j) * ldw + i) * w_bytes + line, _MM_HINT_T0);
         for (int k = 0; k < 2; k++) {
             __m256 xv = _mm256_loadu_ps(x + i + 8 * k);
             for (int j = 0; j < rows; j++)
                 acc[j][k] = _mm256_fmadd_ps(xv, load8(W + (j * ldw + i + 8 * k) * w_bytes, wt), acc[j][k]);
         }
+    }
     for (; i < n; i += 8) {
         size_t count = n - i < 8 ? n - i : 8;
         float xt[8] = {0};

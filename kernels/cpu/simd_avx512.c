@@ -137,12 +137,18 @@ CPU_TARGET_AVX512BF16 static void dot_bf16_bf16w(const void *x_, const void *W_,
     __m512 acc[CPU_DOT_ROWS][2];
     for (int j = 0; j < rows; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     size_t i = 0;
-    for (; i + 64 <= n; i += 64)
+    for (; i + 64 <= n; i += 64) {
+        /* the next block's rows, at the same place: each row is a short
+         * stream that the hardware prefetcher would only find late */
+        for (int j = 0; j < CPU_DOT_ROWS; j++)
+            for (int line = 0; line < 2; line++)
+                _mm_prefetch((const char *)(W + (CPU_DOT_ROWS + j) * ldw + i) + 64 * line, _MM_HINT_T0);
         for (int k = 0; k < 2; k++) {
             __m512bh xv = (__m512bh)_mm512_loadu_si512(x + i + 32 * k);
             for (int j = 0; j < rows; j++)
                 acc[j][k] = _mm512_dpbf16_ps(acc[j][k], xv, (__m512bh)_mm512_loadu_si512(W + j * ldw + i + 32 * k));
         }
+    }
     for (; i < n; i += 32) {
         __mmask32 m = n - i >= 32 ? 0xffffffffu : (((__mmask32)1 << (n - i)) - 1);
         __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + i);
@@ -171,12 +177,16 @@ dot_f32(const float *x, const char *W, size_t w_bytes, size_t ldw, size_t n, int
     __m512 acc[CPU_DOT_ROWS][2];
     for (int j = 0; j < rows; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
     size_t i = 0;
-    for (; i + 32 <= n; i += 32)
+    for (; i + 32 <= n; i += 32) {
+        for (int j = 0; j < CPU_DOT_ROWS; j++) /* the next block's rows, as above */
+            for (size_t line = 0; line < 32 * w_bytes; line += 64)
+                _mm_prefetch(W + ((CPU_DOT_ROWS + j) * ldw + i) * w_bytes + line, _MM_HINT_T0);
         for (int k = 0; k < 2; k++) {
             __m512 xv = _mm512_loadu_ps(x + i + 16 * k);
             for (int j = 0; j < rows; j++)
                 acc[j][k] = _mm512_fmadd_ps(xv, load16(W + (j * ldw + i + 16 * k) * w_bytes, 0xffff, 0, wt), acc[j][k]);
         }
+    }
     for (; i < n; i += 16) {
         __mmask16 m = lanes(n - i);
         __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
