@@ -316,6 +316,38 @@ static inline float key_at(const void *cache, int bf16, size_t i) {
 
 static inline float round_if(int bf16, float x) { return bf16 ? zen_bf16_round(x) : x; }
 
+#define CACHED_PROMPT_ROWS 8 /* a first feed of at least this many rows runs on the training forward */
+
+/* q . cache[at .. at + hd) in 8 partial sums, added in a fixed order (the
+ * compiler vectorises it; one running sum would make every product wait
+ * for the last) */
+static inline float dot_key(const float *q, const void *cache, int bf16, size_t at, size_t hd) {
+    float acc[8] = {0};
+    size_t d = 0;
+    if (bf16) {
+        const uint16_t *k = (const uint16_t *)cache + at;
+        for (; d + 8 <= hd; d += 8)
+            for (int l = 0; l < 8; l++) acc[l] += q[d + l] * zen_bf16_to_f32(k[d + l]);
+    } else {
+        const float *k = (const float *)cache + at;
+        for (; d + 8 <= hd; d += 8)
+            for (int l = 0; l < 8; l++) acc[l] += q[d + l] * k[d + l];
+    }
+    for (; d < hd; d++) acc[d % 8] += q[d] * key_at(cache, bf16, at + d);
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* o[0 .. hd) += w * cache[at .. at + hd) */
+static inline void add_scaled_value(float *o, float w, const void *cache, int bf16, size_t at, size_t hd) {
+    if (bf16) {
+        const uint16_t *v = (const uint16_t *)cache + at;
+        for (size_t d = 0; d < hd; d++) o[d] += w * zen_bf16_to_f32(v[d]);
+    } else {
+        const float *v = (const float *)cache + at;
+        for (size_t d = 0; d < hd; d++) o[d] += w * v[d];
+    }
+}
+
 void cpu_attention_cached_fwd(zk_backend *be, void *out_, const void *q_, const void *k_new_, const void *v_new_,
                               void *k_cache, void *v_cache, size_t n, size_t start, size_t nh, size_t nkv,
                               size_t hd) {
@@ -330,6 +362,19 @@ void cpu_attention_cached_fwd(zk_backend *be, void *out_, const void *q_, const 
         memcpy((float *)k_cache + start * kvd, k_new, n * kvd * sizeof(float));
         memcpy((float *)v_cache + start * kvd, v_new, n * kvd * sizeof(float));
     }
+    if (start == 0 && n >= CACHED_PROMPT_ROWS) {
+        /* a whole prompt: the training forward's tiles (matrix products
+         * over blocks of queries and keys, the same rounding points), not a
+         * dot product per query and key */
+        float *lse = malloc(nh * n * sizeof(float)); /* [nh, n] unused here */
+        if (!lse) {
+            zk_set_failed(be, ZEN_ERR_INTERNAL, "out of memory in attention (generation)");
+            return;
+        }
+        cpu_attention_fwd(be, out, lse, q, k_new, v_new, NULL, 1, n, nh, nkv, hd);
+        free(lse);
+        return;
+    }
     float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel
     {
@@ -342,21 +387,15 @@ void cpu_attention_cached_fwd(zk_backend *be, void *out_, const void *q_, const 
                 float *qi = p + keys_max, m = -INFINITY;
                 for (size_t d = 0; d < hd; d++) qi[d] = round_if(bf16, q[(i * nh + h) * hd + d]);
                 for (size_t j = 0; j < keys; j++) {
-                    size_t kj = (j * nkv + kh) * hd;
-                    float s = 0.0f;
-                    for (size_t d = 0; d < hd; d++) s += qi[d] * key_at(k_cache, bf16, kj + d);
-                    p[j] = s * scale;
+                    p[j] = dot_key(qi, k_cache, bf16, (j * nkv + kh) * hd, hd) * scale;
                     m = p[j] > m ? p[j] : m;
                 }
                 double sum = 0.0;
                 for (size_t j = 0; j < keys; j++) sum += (p[j] = expf(p[j] - m));
                 float inv = (float)(1.0 / sum), *o = out + (i * nh + h) * hd;
                 for (size_t d = 0; d < hd; d++) o[d] = 0.0f;
-                for (size_t j = 0; j < keys; j++) {
-                    size_t vj = (j * nkv + kh) * hd;
-                    float w = round_if(bf16, p[j] * inv);
-                    for (size_t d = 0; d < hd; d++) o[d] += w * key_at(v_cache, bf16, vj + d);
-                }
+                for (size_t j = 0; j < keys; j++)
+                    add_scaled_value(o, round_if(bf16, p[j] * inv), v_cache, bf16, (j * nkv + kh) * hd, hd);
             }
         if (!p) zk_set_failed(be, ZEN_ERR_INTERNAL, "out of memory in attention (generation)");
         free(p);
