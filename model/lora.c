@@ -342,7 +342,6 @@ done:
     return rc;
 }
 
-/* a float as the shortest decimal that reads back to it (0.05f, not 0.0500000007) */
 int zen_lora_save_peft(const zen_lora *lo, const zen_config *cfg, const char *dir,
                        const char *base_model, zen_dtype dtype) {
     int rc = zen_mkdir_p(dir);

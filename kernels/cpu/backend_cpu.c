@@ -253,17 +253,10 @@ zk_backend *zk_cpu_create(zen_dtype compute, int device_index) {
 
 void zk_cpu_describe(FILE *out) {
     const char *cap = getenv("ZEN_CPU_ISA");
-    for (int v = 0; v < CPU_ISA_COUNT; v++) {
-        if (v != CPU_ISA_GENERIC && !cpu_isa_supported((cpu_isa)v)) {
-#if defined(__x86_64__)
-            if (v == CPU_ISA_NEON) continue;
-#elif defined(__aarch64__)
-            if (v != CPU_ISA_NEON) continue;
-#endif
-        }
-        fprintf(out, "kernel level %-10s %s\n", cpu_isa_name((cpu_isa)v),
-                cpu_isa_supported((cpu_isa)v) ? "supported" : "not supported by this CPU");
-    }
+    for (int v = 0; v < CPU_ISA_COUNT; v++)
+        if (cpu_isa_on_this_arch((cpu_isa)v))
+            fprintf(out, "kernel level %-10s %s\n", cpu_isa_name((cpu_isa)v),
+                    cpu_isa_supported((cpu_isa)v) ? "supported" : "not supported by this CPU");
     fprintf(out, "kernels in use: %s (%s)\n", zk_cpu_kernels_name(),
             cap && *cap ? "capped by ZEN_CPU_ISA" : "the best this CPU supports");
     int native;

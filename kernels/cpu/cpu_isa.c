@@ -58,7 +58,7 @@ static const struct {
     [CPU_ISA_NEON] = {"neon", ARM, CPU_FEATURES_NEON, 0, NULL, &no_kernels},
 };
 
-static int on_this_arch(cpu_isa isa) {
+int cpu_isa_on_this_arch(cpu_isa isa) {
     int arch = variants[isa].arch;
     return arch == ANY_ARCH || (arch == X86 && ARCH_X86) || (arch == ARM && ARCH_ARM);
 }
@@ -106,7 +106,7 @@ static int has_feature(const char *name, size_t len) {
 #endif
 
 int cpu_isa_supported(cpu_isa isa) {
-    if ((int)isa < 0 || isa >= CPU_ISA_COUNT || !on_this_arch(isa)) return 0;
+    if ((int)isa < 0 || isa >= CPU_ISA_COUNT || !cpu_isa_on_this_arch(isa)) return 0;
     for (const char *f = variants[isa].features; *f;) {
         size_t len = strcspn(f, ",");
         if (!has_feature(f, len)) return 0;
@@ -130,7 +130,7 @@ static int requested_cap(void) {
     if (!cap || !*cap) return -1;
     char names[96] = "";
     for (int v = 0; v < CPU_ISA_COUNT; v++) {
-        if (!on_this_arch((cpu_isa)v)) continue;
+        if (!cpu_isa_on_this_arch((cpu_isa)v)) continue;
         if (!strcmp(cap, variants[v].name)) {
             if (!cpu_isa_supported((cpu_isa)v)) {
                 zen_fail(ZEN_ERR_INPUT, "ZEN_CPU_ISA=%s: this CPU (or its OS) lacks part of %s; it runs at most %s",

@@ -38,6 +38,8 @@ typedef enum {
 cpu_isa cpu_isa_active(void);
 /* the variant's name as ZEN_CPU_ISA spells it */
 const char *cpu_isa_name(cpu_isa isa);
+/* 1 if the variant belongs to this build's architecture (generic always) */
+int cpu_isa_on_this_arch(cpu_isa isa);
 /* 1 if this CPU and OS run the variant's instructions */
 int cpu_isa_supported(cpu_isa isa);
 /* for tests: run variant isa from now on (it must be supported); returns the previous one */
