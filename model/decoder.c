@@ -65,7 +65,7 @@ static void layout_layer(bump *b, zen_layer_acts *s, const zen_config *c, size_t
 /* Assigns every buffer of `a` inside base (or only measures when base is NULL).
  * a->resid must hold L+1 slots and a->layer L (or 1 with recompute) slots. */
 static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, unsigned targets,
-                           size_t B, size_t T, int recompute, char *base) {
+                           size_t B, size_t T, int recompute, int shared, char *base) {
     layout_sizes sz;
     bump b = {base, 0};
     size_t N = B * T, C = (size_t)c->hidden, F = (size_t)c->intermediate;
@@ -104,6 +104,21 @@ static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, u
     a->dg = take(&b, N * F * ab);
     a->du = take(&b, N * F * ab);
     a->dlora_u = take(&b, N * (size_t)r * sizeof(float));
+    if (shared) { /* the attention layout of shared prefixes: up to N rows */
+        a->sh.seg = take(&b, N * sizeof(int32_t));
+        a->sh.from = take(&b, N * sizeof(int32_t));
+        a->sh.out = take(&b, N * sizeof(int32_t));
+        a->sh.again = take(&b, N * sizeof(int32_t));
+        a->sh.q = take(&b, N * qd * ab);
+        a->sh.k = take(&b, N * kvd * ab);
+        a->sh.v = take(&b, N * kvd * ab);
+        a->sh.att = take(&b, N * qd * ab);
+        a->sh.dq = take(&b, N * qd * ab);
+        a->sh.dk = take(&b, N * kvd * ab);
+        a->sh.dv = take(&b, N * kvd * ab);
+        a->sh.datt = take(&b, N * qd * ab);
+        a->sh.again_rows = take(&b, N * kvd * ab);
+    }
     sz.scratch = b.used - sz.saved;
     size_t before = b.used;
     a->logits = take(&b, zen_head_rows(N) * (size_t)c->vocab * ab);
@@ -179,7 +194,7 @@ zen_plan zen_plan_make_quant(const zen_config *cfg, const char *device, zen_dtyp
     zen_acts a;
     memset(&a, 0, sizeof a);
     if (acts_slots(&a, cfg, recompute) == 0) {
-        layout_sizes sz = layout(&a, cfg, sizeof(float), r, targets, B, T, recompute, NULL);
+        layout_sizes sz = layout(&a, cfg, sizeof(float), r, targets, B, T, recompute, 0, NULL);
         p.saved_acts = sz.saved;
         p.scratch = sz.scratch;
         p.logits = sz.logits;
@@ -221,8 +236,20 @@ zen_plan zen_plan_make_quant(const zen_config *cfg, const char *device, zen_dtyp
     return p;
 }
 
-int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T,
-                    int recompute) {
+size_t zen_shared_scratch_bytes(const zen_config *cfg, size_t rows) {
+    zen_acts a;
+    memset(&a, 0, sizeof a);
+    size_t bytes = 0;
+    if (acts_slots(&a, cfg, 1) == 0)
+        bytes = layout(&a, cfg, sizeof(float), 1, 0, 1, rows, 1, 1, NULL).scratch -
+                layout(&a, cfg, sizeof(float), 1, 0, 1, rows, 1, 0, NULL).scratch;
+    free(a.resid);
+    free(a.layer);
+    return bytes;
+}
+
+static int acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T, int recompute,
+                       int shared) {
     memset(a, 0, sizeof *a);
     const zen_config *c = &m->cfg;
     if (T < 1 || B < 1) return zen_fail(ZEN_ERR_INPUT, "batch %zu and seq-len %zu must be positive", B, T);
@@ -240,14 +267,15 @@ int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t 
         zen_acts_free(a);
         return ZEN_ERR_INTERNAL;
     }
-    layout_sizes sz = layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, NULL);
+    layout_sizes sz = layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, shared, NULL);
     a->arena_bytes = sz.saved + sz.scratch + sz.logits + 64;
     a->arena = m->be->alloc(m->be, a->arena_bytes);
     if (!a->arena) {
         zen_acts_free(a);
         return ZEN_ERR_INTERNAL;
     }
-    layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, a->arena);
+    layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, shared, a->arena);
+    a->sh.enabled = shared;
     /* the backend's scratch, reserved now so a step does not allocate */
     if (m->be->reserve) {
         zen_dtype wd = zen_device_weight_dtype(m->main_dtype, m->be->compute);
@@ -259,6 +287,14 @@ int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t 
         }
     }
     return 0;
+}
+
+int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T, int recompute) {
+    return acts_create(a, m, lo, B, T, recompute, 0);
+}
+
+int zen_acts_create_shared(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T, int recompute) {
+    return acts_create(a, m, lo, B, T, recompute, 1);
 }
 
 void zen_acts_free(zen_acts *a) {
@@ -315,7 +351,16 @@ static void layer_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, i
     be->rmsnorm_fwd(be, s->k, s->rstd_k, s->k_pre, w->k_norm, N * nkv, hd, c->rms_eps);
     be->rope_fwd(be, s->q, a->pos, N, a->max_T, nh, hd, c->rope_theta);
     be->rope_fwd(be, s->k, a->pos, N, a->max_T, nkv, hd, c->rope_theta);
-    be->attention_fwd(be, s->att, s->lse, s->q, s->k, s->v, a->seg, B, T, nh, nkv, hd);
+    if (a->sh.layout) { /* shared prefixes: attention on the gathered layout, each row's output taken back */
+        size_t X = a->sh.layout->att_rows;
+        be->gather_rows(be, a->sh.q, s->q, a->sh.from, X, nh * hd);
+        be->gather_rows(be, a->sh.k, s->k, a->sh.from, X, nkv * hd);
+        be->gather_rows(be, a->sh.v, s->v, a->sh.from, X, nkv * hd);
+        be->attention_fwd(be, a->sh.att, s->lse, a->sh.q, a->sh.k, a->sh.v, a->sh.seg, 1, X, nh, nkv, hd);
+        be->gather_rows(be, s->att, a->sh.att, a->sh.out, N, nh * hd);
+    } else {
+        be->attention_fwd(be, s->att, s->lse, s->q, s->k, s->v, a->seg, B, T, nh, nkv, hd);
+    }
     project(m, lo, a, l, ZT_O, a->tmp_c, s->att, s->lora_u[ZT_O]);
     be->add(be, s->x_mid, x_in, a->tmp_c, N * C);
 
@@ -347,6 +392,37 @@ static void project_backward(const zen_model *m, const zen_lora *lo, zen_acts *a
     }
 }
 
+/* The attention backward on a shared-prefix layout: each row's output
+ * gradient goes to the attention row it came from (a prefix's other reads
+ * get 0), the layout's q, k, v and output are gathered again from the saved
+ * rows (a prefix row's second output is only multiplied by its zero
+ * gradient), and dq, dk, dv come back from the rows' own reads; the second
+ * read of a prefix row adds its k and v gradient (its q gradient is 0). */
+static void shared_attention_bwd(const zen_model *m, zen_acts *a, const zen_layer_acts *s) {
+    zk_backend *be = m->be;
+    const zen_config *c = &m->cfg;
+    const zen_shared_layout *sl = a->sh.layout;
+    size_t N = a->B * a->T, X = sl->att_rows, S = sl->twice, ab = be->act_bytes;
+    size_t qd = (size_t)c->heads * (size_t)c->head_dim, kvd = (size_t)c->kv_heads * (size_t)c->head_dim;
+    be->zero(be, a->sh.datt, X * qd * ab);
+    be->scatter_rows(be, a->sh.datt, a->datt, a->sh.out, N, qd);
+    be->gather_rows(be, a->sh.att, s->att, a->sh.from, X, qd);
+    be->gather_rows(be, a->sh.q, s->q, a->sh.from, X, qd);
+    be->gather_rows(be, a->sh.k, s->k, a->sh.from, X, kvd);
+    be->gather_rows(be, a->sh.v, s->v, a->sh.from, X, kvd);
+    be->attention_bwd(be, a->sh.dq, a->sh.dk, a->sh.dv, a->sh.datt, a->sh.att, s->lse, a->sh.q, a->sh.k, a->sh.v,
+                      a->sh.seg, 1, X, (size_t)c->heads, (size_t)c->kv_heads, (size_t)c->head_dim);
+    be->gather_rows(be, a->dq, a->sh.dq, a->sh.out, N, qd);
+    be->gather_rows(be, a->dk, a->sh.dk, a->sh.out, N, kvd);
+    be->gather_rows(be, a->dv, a->sh.dv, a->sh.out, N, kvd);
+    if (S) {
+        be->gather_rows(be, a->sh.again_rows, a->sh.dk, a->sh.again, S, kvd);
+        be->add(be, a->dk, a->dk, a->sh.again_rows, S * kvd);
+        be->gather_rows(be, a->sh.again_rows, a->sh.dv, a->sh.again, S, kvd);
+        be->add(be, a->dv, a->dv, a->sh.again_rows, S * kvd);
+    }
+}
+
 /* On entry a->dres holds dLoss/dx_out of layer l; on exit dLoss/dx_in. */
 static void layer_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, int l,
                            const zen_layer_acts *s, const void *x_in) {
@@ -366,8 +442,12 @@ static void layer_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, 
 
     /* attention block: x_mid = x_in + o(att) */
     project_backward(m, lo, a, l, ZT_O, a->datt, a->dres, s->att, s->lora_u[ZT_O], 0);
-    be->attention_bwd(be, a->dq, a->dk, a->dv, a->datt, s->att, s->lse, s->q, s->k, s->v, a->seg, B, T, nh,
-                      nkv, hd);
+    if (a->sh.layout) {
+        shared_attention_bwd(m, a, s);
+    } else {
+        be->attention_bwd(be, a->dq, a->dk, a->dv, a->datt, s->att, s->lse, s->q, s->k, s->v, a->seg, B, T, nh,
+                          nkv, hd);
+    }
     be->rope_bwd(be, a->dq, a->pos, N, a->max_T, nh, hd, c->rope_theta);
     be->rope_bwd(be, a->dk, a->pos, N, a->max_T, nkv, hd, c->rope_theta);
     be->rmsnorm_bwd(be, a->dq_pre, NULL, a->dq, s->q_pre, s->rstd_q, w->q_norm, N * nh, hd, 0);
@@ -402,27 +482,69 @@ static int check_segments(const int32_t *pos, const int32_t *seg, size_t B, size
     return 0;
 }
 
-int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
-                    const int32_t *targets, const uint8_t *mask, const int32_t *pos, const int32_t *seg,
-                    float grad_scale, uint64_t dropout_seed, double *loss_sum) {
+/* checks a shared-prefix layout against the rows' positions (what the
+ * kernels and exactness rely on): segments as kernels.h wants them, each no
+ * longer than max_T; every attention row reads a row whose position is its
+ * offset in its segment; every row's output comes from one of its reads;
+ * *exact_backward = every row is read once, and rows 0 .. twice-1 once more
+ * at att_again (what the backward sums) */
+static int check_shared(const zen_shared_layout *sl, const int32_t *pos, size_t N, size_t max_rows, size_t max_T,
+                        int *exact_backward) {
+    size_t X = sl->att_rows;
+    if (X < 1 || X > max_rows || sl->twice > N)
+        return zen_fail(ZEN_ERR_INTERNAL, "shared layout: %zu attention rows (planned %zu), %zu read twice of %zu", X,
+                        max_rows, sl->twice, N);
+    int32_t *reads = zen_calloc(N ? N : 1, sizeof(int32_t));
+    if (!reads) return ZEN_ERR_INTERNAL;
+    int rc = 0;
+    for (size_t x = 0; x < X && !rc; x++) {
+        int32_t sg = sl->att_seg[x], from = sl->att_from[x];
+        int starts = x == 0 || sg != sl->att_seg[x - 1];
+        if (sg < 0 || (size_t)sg > x || (starts && (size_t)sg != x) || x - (size_t)sg >= max_T || from < 0 ||
+            (size_t)from >= N || pos[from] != (int32_t)(x - (size_t)sg))
+            rc = zen_fail(ZEN_ERR_INTERNAL, "shared layout: attention row %zu is inconsistent", x);
+        else
+            reads[from]++;
+    }
+    *exact_backward = 1;
+    for (size_t n = 0; n < N && !rc; n++) {
+        int32_t o = sl->att_out[n];
+        if (o < 0 || (size_t)o >= X || sl->att_from[o] != (int32_t)n)
+            rc = zen_fail(ZEN_ERR_INTERNAL, "shared layout: row %zu takes its output from a row that does not read it", n);
+        if (n < sl->twice) {
+            int32_t g = sl->att_again[n];
+            if (g < 0 || (size_t)g >= X || g == o || sl->att_from[g] != (int32_t)n)
+                rc = zen_fail(ZEN_ERR_INTERNAL, "shared layout: row %zu's second read is inconsistent", n);
+        }
+        if (reads[n] != 1 + (n < sl->twice)) *exact_backward = 0;
+    }
+    free(reads);
+    return rc;
+}
+
+/* checks the rows and uploads them: tokens, targets, the mask as weights,
+ * positions and segments (or a shared layout's index arrays) */
+static int upload_rows(const zen_model *m, zen_acts *a, const int32_t *inputs, const int32_t *targets,
+                       const uint8_t *mask, const int32_t *pos, const int32_t *seg) {
     zk_backend *be = m->be;
-    const zen_config *c = &m->cfg;
-    size_t B = a->B, T = a->T, N = B * T, C = (size_t)c->hidden, V = (size_t)c->vocab;
-    size_t L = (size_t)c->layers, ab = be->act_bytes;
-    int backward = grad_scale != 0.0f;
-    if (backward && lo && !lo->grads)
-        return zen_fail(ZEN_ERR_INTERNAL, "decoder backward called without LoRA gradient buffers");
+    size_t B = a->B, T = a->T, N = B * T;
+    const zen_shared_layout *sl = a->sh.layout;
     if (N > a->max_rows || (!pos && T > a->max_T))
         return zen_fail(ZEN_ERR_INTERNAL, "decoder: a batch of %zu x %zu rows exceeds the planned %zu x %zu", B, T,
                         a->max_rows / a->max_T, a->max_T);
-    int rc = check_tokens(inputs, N, T, c->vocab, "input");
-    if (!rc) rc = check_tokens(targets, N, T, c->vocab, "target");
-    if (!rc && (!pos) != (!seg)) rc = zen_fail(ZEN_ERR_INTERNAL, "decoder: positions and segments come together");
-    if (!rc && pos) rc = check_segments(pos, seg, B, T, a->max_T);
+    int rc = check_tokens(inputs, N, T, m->cfg.vocab, "input");
+    if (!rc) rc = check_tokens(targets, N, T, m->cfg.vocab, "target");
     if (rc) return rc;
-    a->dropout_seed = dropout_seed;
-
-    float *host = zen_malloc(N * sizeof(float)); /* [N] mask as floats, then losses */
+    if (sl) {
+        if (!a->sh.enabled || !pos || seg || B != 1)
+            return zen_fail(ZEN_ERR_INTERNAL, "decoder: a shared layout needs zen_acts_create_shared, one sequence "
+                            "of rows, positions and no segments");
+        if ((rc = check_shared(sl, pos, N, a->max_rows, a->max_T, &a->sh.exact_backward))) return rc;
+    } else {
+        if ((!pos) != (!seg)) return zen_fail(ZEN_ERR_INTERNAL, "decoder: positions and segments come together");
+        if (pos && (rc = check_segments(pos, seg, B, T, a->max_T))) return rc;
+    }
+    float *host = zen_malloc(N * sizeof(float)); /* [N] mask as floats */
     int32_t *rows = pos ? NULL : zen_malloc(2 * N * sizeof(int32_t)); /* one segment per sequence: pos t, seg 0 */
     if (!host || (!pos && !rows)) {
         free(host);
@@ -437,49 +559,97 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
     be->upload(be, a->tokens, inputs, N * sizeof(int32_t));
     be->upload(be, a->targets, targets, N * sizeof(int32_t));
     be->upload(be, a->pos, pos, N * sizeof(int32_t));
-    be->upload(be, a->seg, seg, N * sizeof(int32_t));
+    if (sl) {
+        be->upload(be, a->sh.seg, sl->att_seg, sl->att_rows * sizeof(int32_t));
+        be->upload(be, a->sh.from, sl->att_from, sl->att_rows * sizeof(int32_t));
+        be->upload(be, a->sh.out, sl->att_out, N * sizeof(int32_t));
+        if (sl->twice) be->upload(be, a->sh.again, sl->att_again, sl->twice * sizeof(int32_t));
+    } else {
+        be->upload(be, a->seg, seg, N * sizeof(int32_t));
+    }
     free(rows);
+    free(host);
+    return 0;
+}
 
-    /* forward through the layers */
+static void forward_layers(const zen_model *m, const zen_lora *lo, zen_acts *a) {
+    zk_backend *be = m->be;
+    const zen_config *c = &m->cfg;
+    size_t N = a->B * a->T, C = (size_t)c->hidden, L = (size_t)c->layers;
     be->embedding_fwd(be, a->resid[0], a->tokens, &m->embed, N, C);
     for (size_t l = 0; l < L; l++) {
         zen_layer_acts *s = &a->layer[a->recompute ? 0 : l];
         layer_forward(m, lo, a, (int)l, s, a->resid[l], a->resid[l + 1]);
     }
     be->rmsnorm_fwd(be, a->xf, a->rstd_f, a->resid[L], m->final_norm, N, C, c->rms_eps);
+}
 
-    /* LM head + loss in chunks of rows; backward through the head at once.
-     * Only the M rows whose loss counts go through the head (a masked-out
-     * row's logits change nothing; SFT masks out the prompts): they are
-     * gathered into tmp_c, free between the forward and the backward, and
-     * each chunk's input gradient is written over its rows there, then
-     * scattered into dxn (the other rows' gradient is 0). Every row goes
-     * through with logits_host (zen eval --save-logits) or when all count. */
-    size_t M = 0;
-    for (size_t i = 0; i < N; i++) M += mask[i] != 0;
-    int compact = !a->logits_host && M < N;
-    const char *head_in = a->xf;
-    char *head_dx = a->dxn;
-    const int32_t *head_targets = a->targets;
-    const float *head_weights = a->weights;
-    float *head_losses = a->losses;
-    if (compact) {
-        int32_t *rows_host = zen_malloc(2 * (M ? M : 1) * sizeof(int32_t)); /* [M] rows, [M] their targets */
-        if (!rows_host) {
-            free(host);
-            return ZEN_ERR_INTERNAL;
-        }
-        for (size_t i = 0, j = 0; i < N; i++)
-            if (mask[i]) rows_host[j] = (int32_t)i, rows_host[M + j] = targets[i], host[j++] = 1.0f;
-        be->upload(be, a->head_rows, rows_host, M * sizeof(int32_t));
-        be->upload(be, a->head_targets, rows_host + M, M * sizeof(int32_t));
-        be->upload(be, a->head_weights, host, M * sizeof(float));
-        free(rows_host);
-        be->gather_rows(be, a->tmp_c, a->xf, a->head_rows, M, C);
-        head_in = head_dx = a->tmp_c;
-        head_targets = a->head_targets, head_weights = a->head_weights, head_losses = a->head_losses;
+static void backward_layers(const zen_model *m, const zen_lora *lo, zen_acts *a) {
+    zk_backend *be = m->be;
+    const zen_config *c = &m->cfg;
+    size_t N = a->B * a->T, C = (size_t)c->hidden, L = (size_t)c->layers;
+    be->rmsnorm_bwd(be, a->dres, NULL, a->dxn, a->resid[L], a->rstd_f, m->final_norm, N, C, 0);
+    for (size_t l = L; l-- > 0;) {
+        zen_layer_acts *s = &a->layer[a->recompute ? 0 : l];
+        if (a->recompute) /* run the layer again from its saved input; x_out is discarded */
+            layer_forward(m, lo, a, (int)l, s, a->resid[l], a->tmp_c);
+        layer_backward(m, lo, a, (int)l, s, a->resid[l]);
     }
+}
+
+/* The rows whose loss counts go to the LM head (a masked-out row's logits
+ * change nothing; SFT masks out the prompts): with fewer than N of them
+ * their indices, targets and weights (row_weight, or 1) are uploaded, and
+ * head_pass gathers them into tmp_c, free between the forward and the
+ * backward; each chunk's input gradient is written over its rows there,
+ * then scattered into dxn (the other rows' gradient is 0). Every row goes
+ * through with logits_host (zen eval --save-logits) or when all count. */
+static int head_setup(const zen_model *m, zen_acts *a, const int32_t *targets, const uint8_t *mask,
+                      const float *row_weight) {
+    zk_backend *be = m->be;
+    size_t N = a->B * a->T, M = 0;
+    for (size_t i = 0; i < N; i++) M += mask[i] != 0;
+    a->head_count = M;
+    a->head_compact = !a->logits_host && M < N;
+    float *w = zen_malloc((N ? N : 1) * sizeof(float)); /* [M] or [N] weights */
+    int32_t *rows_host = zen_malloc(2 * (M ? M : 1) * sizeof(int32_t)); /* [M] rows, [M] their targets */
+    if (!w || !rows_host) {
+        free(w);
+        free(rows_host);
+        return ZEN_ERR_INTERNAL;
+    }
+    if (a->head_compact) {
+        for (size_t i = 0, j = 0; i < N; i++)
+            if (mask[i]) rows_host[j] = (int32_t)i, rows_host[M + j] = targets ? targets[i] : 0,
+                         w[j++] = row_weight ? row_weight[i] : 1.0f;
+        if (targets) { /* the forward; the backward keeps them */
+            be->upload(be, a->head_rows, rows_host, M * sizeof(int32_t));
+            be->upload(be, a->head_targets, rows_host + M, M * sizeof(int32_t));
+        }
+        be->upload(be, a->head_weights, w, M * sizeof(float));
+    } else if (row_weight) {
+        for (size_t i = 0; i < N; i++) w[i] = mask[i] ? row_weight[i] : 0.0f;
+        be->upload(be, a->weights, w, N * sizeof(float));
+    }
+    free(w);
+    free(rows_host);
+    return 0;
+}
+
+/* the LM head and loss over the head's rows in chunks (logits, losses; with
+ * grad_scale != 0 also dxn, the gradient at the final norm's output) */
+static void head_pass(const zen_model *m, zen_acts *a, float grad_scale) {
+    zk_backend *be = m->be;
+    size_t N = a->B * a->T, T = a->T, C = (size_t)m->cfg.hidden, V = (size_t)m->cfg.vocab, ab = be->act_bytes;
+    int compact = a->head_compact, backward = grad_scale != 0.0f;
+    size_t M = a->head_count;
+    const char *head_in = compact ? a->tmp_c : a->xf;
+    char *head_dx = compact ? a->tmp_c : a->dxn;
+    const int32_t *head_targets = compact ? a->head_targets : a->targets;
+    const float *head_weights = compact ? a->head_weights : a->weights;
+    float *head_losses = compact ? a->head_losses : a->losses;
     size_t R = compact ? M : N, chunk = zen_head_rows(N);
+    if (compact) be->gather_rows(be, a->tmp_c, a->xf, a->head_rows, M, C);
     for (size_t r0 = 0; r0 < R; r0 += chunk) {
         size_t rows = R - r0 < chunk ? R - r0 : chunk;
         be->linear_fwd(be, a->logits, head_in + r0 * C * ab, &m->lm_head, rows, C, V);
@@ -497,21 +667,62 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
             be->scatter_rows(be, a->dxn, a->tmp_c, a->head_rows, M, C);
         }
     }
+}
+
+int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
+                    const int32_t *targets, const uint8_t *mask, const int32_t *pos, const int32_t *seg,
+                    float grad_scale, uint64_t dropout_seed, double *loss_sum) {
+    zk_backend *be = m->be;
+    size_t N = a->B * a->T;
+    int backward = grad_scale != 0.0f;
+    if (backward && lo && !lo->grads)
+        return zen_fail(ZEN_ERR_INTERNAL, "decoder backward called without LoRA gradient buffers");
+    if (backward && a->sh.layout)
+        return zen_fail(ZEN_ERR_INTERNAL, "decoder: a shared layout's backward goes through zen_decoder_backward");
+    int rc = upload_rows(m, a, inputs, targets, mask, pos, seg);
+    if (!rc) rc = head_setup(m, a, targets, mask, NULL);
+    if (rc) return rc;
+    a->dropout_seed = dropout_seed;
+    forward_layers(m, lo, a);
+    /* the head and loss, with the head's backward fused into each chunk */
+    head_pass(m, a, grad_scale);
+    float *host = zen_malloc(N * sizeof(float)); /* [N] losses */
+    if (!host) return ZEN_ERR_INTERNAL;
     be->download(be, host, a->losses, N * sizeof(float));
     double sum = 0.0;
     for (size_t i = 0; i < N; i++)
         if (mask[i]) sum += host[i];
     *loss_sum = sum;
     free(host);
-    if (!backward) return zk_status(be);
-
-    /* backward: final norm, then the layers in reverse */
-    be->rmsnorm_bwd(be, a->dres, NULL, a->dxn, a->resid[L], a->rstd_f, m->final_norm, N, C, 0);
-    for (size_t l = L; l-- > 0;) {
-        zen_layer_acts *s = &a->layer[a->recompute ? 0 : l];
-        if (a->recompute) /* run the layer again from its saved input; x_out is discarded */
-            layer_forward(m, lo, a, (int)l, s, a->resid[l], a->tmp_c);
-        layer_backward(m, lo, a, (int)l, s, a->resid[l]);
-    }
+    if (backward) backward_layers(m, lo, a);
     return zk_status(be); /* an op that could not run (out of memory, a device fault) */
+}
+
+int zen_decoder_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
+                        const int32_t *targets, const uint8_t *mask, const int32_t *pos, const int32_t *seg,
+                        uint64_t dropout_seed, float *row_loss) {
+    zk_backend *be = m->be;
+    size_t N = a->B * a->T;
+    int rc = upload_rows(m, a, inputs, targets, mask, pos, seg);
+    if (!rc) rc = head_setup(m, a, targets, mask, NULL);
+    if (rc) return rc;
+    a->dropout_seed = dropout_seed;
+    forward_layers(m, lo, a);
+    head_pass(m, a, 0.0f);
+    be->download(be, row_loss, a->losses, N * sizeof(float));
+    for (size_t i = 0; i < N; i++)
+        if (!mask[i]) row_loss[i] = 0.0f;
+    return zk_status(be);
+}
+
+int zen_decoder_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, const uint8_t *mask,
+                         const float *row_weight) {
+    if (lo && !lo->grads) return zen_fail(ZEN_ERR_INTERNAL, "decoder backward called without LoRA gradient buffers");
+    if (a->sh.layout && !a->sh.exact_backward)
+        return zen_fail(ZEN_ERR_INTERNAL, "decoder: this shared layout reads a row more than twice (forward only)");
+    int rc = head_setup(m, a, NULL, mask, row_weight);
+    if (rc) return rc;
+    head_pass(m, a, 1.0f);
+    backward_layers(m, lo, a);
+    return zk_status(m->be);
 }

@@ -70,7 +70,40 @@ typedef struct {
     float *dlora_u;    /* [N, r] */
     uint64_t dropout_seed; /* of the current run; 0 = no LoRA dropout */
     float *logits_host;    /* optional host [T, V]: receives sequence 0's logits (zen eval --save-logits) */
+    /* shared prefixes (zen_acts_create_shared; see zen_shared_layout): the
+     * attention runs on a layout of att_rows rows gathered from the N */
+    struct {
+        int enabled;                    /* the scratch below exists */
+        int exact_backward;             /* the current layout's reads are what the backward sums (checked) */
+        const struct zen_shared_layout *layout; /* of the current call, or NULL: ordinary rows */
+        int32_t *seg, *from, *out, *again;  /* device [max_rows] each: the layout's index arrays */
+        void *q, *k, *v, *att;          /* [att_rows, nh*hd | nkv*hd]: gathered q, k, v; attention output */
+        void *dq, *dk, *dv, *datt;      /* their gradients */
+        void *again_rows;               /* [twice, nkv*hd] the second read's key or value gradient */
+    } sh;
+    /* what the head of the last zen_decoder_forward saw, for zen_decoder_backward */
+    size_t head_count;     /* M: rows whose loss counts */
+    int head_compact;      /* they were gathered (M < N) */
 } zen_acts;
+
+/* Rows that share a prefix (a preference pair's prompt, a multiple-choice
+ * context): the decoder's row-wise work (projections, norms, MLP, head) runs
+ * on N rows, each once, and only the attention sees a layout of att_rows
+ * rows in which a prefix row appears once per continuation: segment [P C1]
+ * and segment [P C2], so C2 attends to P and itself, never to C1, at the
+ * positions continuing from P's end. The row positions (pos, [N]) must be
+ * each row's offset in its attention segment. Exact: equal to running the
+ * sequences apart, but the prefix's rows are computed once and their
+ * gradient gathers every continuation's contribution. */
+typedef struct zen_shared_layout {
+    size_t att_rows;          /* Nx: rows of the attention layout (<= the planned rows) */
+    const int32_t *att_seg;   /* [Nx] each attention row's segment start (as seg in kernels.h) */
+    const int32_t *att_from;  /* [Nx] the row (of the N) each attention row reads */
+    const int32_t *att_out;   /* [N] the attention row whose output each row takes (att_from of it is the row) */
+    size_t twice;             /* rows 0 .. twice-1 are read a second time (backward adds that read's k, v gradient) */
+    const int32_t *att_again; /* [twice] the attention row of that second read; a row read more than twice
+                               * supports only the forward */
+} zen_shared_layout;
 
 /* Token rows of one chunk of the fused LM head + loss (N = B*T rows in all). */
 #define ZEN_HEAD_ROWS 256
@@ -115,6 +148,11 @@ static inline zen_dtype zen_device_weight_dtype(zen_dtype stored_dtype, zen_dtyp
 
 int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T,
                     int recompute);
+/* The same with the scratch of shared-prefix layouts (zen_shared_layout) of
+ * up to B*T attention rows. */
+int zen_acts_create_shared(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T, int recompute);
+/* bytes that scratch adds to a plan of B*T rows (fp32 activations) */
+size_t zen_shared_scratch_bytes(const zen_config *cfg, size_t rows);
 void zen_acts_free(zen_acts *a);
 
 /* Runs the decoder on one batch: inputs, targets [B*T] token ids, mask [B*T]
@@ -131,5 +169,20 @@ void zen_acts_free(zen_acts *a);
 int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
                     const int32_t *targets, const uint8_t *mask, const int32_t *pos, const int32_t *seg,
                     float grad_scale, uint64_t dropout_seed, double *loss_sum);
+
+/* Objectives whose per-token weights depend on the whole forward (DPO,
+ * ORPO): zen_decoder_forward runs the rows as zen_decoder_run does without
+ * backward and writes each row's token loss to row_loss (host [N]; 0 where
+ * mask is 0). With a->sh.layout set, the rows are a shared-prefix layout
+ * (pos [N] as described there, seg NULL). zen_decoder_backward then
+ * accumulates the gradient of sum over masked-in rows of row_weight[n] *
+ * loss[n] (row_weight host [N], any sign) into lo->grads; it runs the LM
+ * head's rows again (their logits were not kept) and needs the activations
+ * of that forward, with the same lo, untouched. */
+int zen_decoder_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
+                        const int32_t *targets, const uint8_t *mask, const int32_t *pos, const int32_t *seg,
+                        uint64_t dropout_seed, float *row_loss);
+int zen_decoder_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, const uint8_t *mask,
+                         const float *row_weight);
 
 #endif
