@@ -28,6 +28,7 @@ typedef struct {
     int drop_empty_think;  /* messages: no "<think>\n\n</think>\n\n" before the final answer */
     int64_t pack_seq_len;  /* --pack T: documents in windows of T tokens (data/pack.h); 0: as they come */
     uint64_t pack_seed;    /* --seed: the order of the packed windows */
+    int64_t max_length;    /* preference: the longest sequence, prompt + completion (data/prepare_pairs.c) */
 } zen_data_opts;
 
 typedef struct {
@@ -39,7 +40,19 @@ typedef struct {
     int32_t pad_id;                          /* --pack: the pad token */
 } zen_data_stats;
 
+/* what zen_data_prepare_pairs wrote and left out */
+typedef struct {
+    int64_t pairs, tokens, prompt_tokens, bad_lines;
+    int64_t dropped_long_prompt; /* the prompt alone reaches max_length */
+    int64_t truncated;           /* a completion cut to fit max_length */
+    int64_t identical;           /* chosen equal to rejected (kept, as TRL keeps them) */
+    double bytes, seconds;
+} zen_pair_stats;
+
 int zen_data_parse_format(const char *name, zen_data_format *out);
+/* `zen data --format preference` (data/prepare_pairs.c): o->in, o->out,
+ * o->max_length, o->skip_bad, o->drop_empty_think and the tokenizer */
+int zen_data_prepare_pairs(const zen_data_opts *o, zen_pair_stats *st);
 int zen_data_prepare(const zen_data_opts *o, zen_data_stats *stats);
 /* One record line of a jsonl, alpaca or messages file (o->format) rendered
  * and tokenized as zen_data_prepare does it: *ids and *mask (malloc'd, the

@@ -158,6 +158,7 @@ static void free_buffers(zen_token_writer *w) {
 int zen_token_writer_close(zen_token_writer *w) {
     int rc = flush(w);
     if (!rc && w->packed_seq_len) rc = write_attr(w, "packed_seq_len", w->packed_seq_len);
+    if (!rc && w->preference_pairs) rc = write_attr(w, "preference_pairs", w->preference_pairs);
     errno = 0;
     if (!rc && H5Fflush((hid_t)w->file, H5F_SCOPE_GLOBAL) < 0)
         rc = zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 write failed: %s", w->path, errno ? strerror(errno) : "disk full?");

@@ -18,6 +18,7 @@ typedef struct {
     size_t off_len;
     int64_t n_tokens, n_docs, n_masked, n_written_offsets;
     int64_t packed_seq_len; /* set by zen data --pack: written as the root attribute at close (0: none) */
+    int64_t preference_pairs; /* set by zen data --format preference: written as the root attribute at close (0: none) */
 } zen_token_writer;
 
 int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_size);

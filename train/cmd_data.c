@@ -57,18 +57,47 @@ static int decode_file(const char *path, const char *tok_dir, const char *range,
     return rc;
 }
 
+/* zen data --format preference */
+static int prepare_pairs(zen_opt *o, int n, zen_data_opts *d) {
+    long long max_length;
+    int rc;
+    static const char *const not_here[] = {"--field", "--split-paragraphs", "--train-on-prompt", "--pack", "--seed"};
+    for (size_t i = 0; i < sizeof not_here / sizeof not_here[0]; i++)
+        if (zen_cli_get(o, n, not_here[i]))
+            return zen_fail(ZEN_ERR_INPUT, "%s does not apply to --format preference", not_here[i]);
+    if ((rc = zen_cli_int(o, n, "--max-length", 1024, 2, 1 << 20, &max_length))) return rc;
+    d->max_length = max_length;
+    d->skip_bad = zen_cli_get(o, n, "--skip-bad") != NULL;
+    d->drop_empty_think = zen_cli_get(o, n, "--drop-empty-think") != NULL;
+    zen_pair_stats st;
+    if ((rc = zen_open_tokenizer(d->tokenizer_dir, &d->tokenizer))) return rc;
+    rc = zen_data_prepare_pairs(d, &st);
+    zen_tokenizer_free(d->tokenizer);
+    if (rc) return rc;
+    fprintf(stderr, "zen data: %lld pairs, %lld tokens (prompts %.1f%%), %lld bad lines skipped; %lld dropped (the prompt "
+            "alone reaches --max-length %lld), %lld with a completion cut to fit, %lld with chosen equal to rejected "
+            "(kept); %.1f MB in %.2f s -> %s\n", (long long)st.pairs, (long long)st.tokens,
+            st.tokens ? 100.0 * (double)st.prompt_tokens / (double)st.tokens : 0.0, (long long)st.bad_lines,
+            (long long)st.dropped_long_prompt, max_length, (long long)st.truncated, (long long)st.identical,
+            st.bytes / 1e6, st.seconds, d->out);
+    return 0;
+}
+
 int zen_cmd_data(int argc, char **argv) {
     zen_opt o[] = {{"--tokenizer", 1, NULL}, {"--in", 1, NULL},          {"--format", 1, NULL},
                    {"--out", 1, NULL},       {"--field", 1, NULL},       {"--split-paragraphs", 0, NULL},
                    {"--skip-bad", 0, NULL},  {"--train-on-prompt", 0, NULL}, {"--drop-empty-think", 0, NULL},
                    {"--decode", 1, NULL},    {"--range", 1, NULL},       {"--plain", 0, NULL},
-                   {"--pack", 1, NULL},      {"--seed", 1, NULL},        {"--help", 0, NULL}};
+                   {"--pack", 1, NULL},      {"--seed", 1, NULL},        {"--max-length", 1, NULL},
+                   {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "data"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen data --tokenizer DIR|FILE.gguf --in FILE --format text|jsonl|alpaca|messages --out FILE.h5\n"
                "         [--field text] [--split-paragraphs] [--skip-bad] [--train-on-prompt] [--drop-empty-think]\n"
                "         [--pack T [--seed S]]   (documents whole in windows of T tokens, for --seq-len T)\n"
+               "zen data --tokenizer DIR|FILE.gguf --in FILE.jsonl --format preference --out FILE.h5\n"
+               "         [--max-length 1024] [--skip-bad] [--drop-empty-think]   ({prompt, chosen, rejected} records)\n"
                "zen data --decode FILE.h5 --tokenizer DIR [--range a:b] [--plain (no mask markers)]\n");
         return 0;
     }
@@ -80,8 +109,12 @@ int zen_cmd_data(int argc, char **argv) {
     if ((rc = zen_cli_require(o, n, "--in", "data", &d.in)) || (rc = zen_cli_require(o, n, "--out", "data", &d.out)) ||
         (rc = zen_cli_require(o, n, "--format", "data", &format)))
         return rc;
+    if (!strcmp(format, "preference")) return prepare_pairs(o, n, &d);
+    if (zen_cli_get(o, n, "--max-length"))
+        return zen_fail(ZEN_ERR_INPUT, "--max-length is for --format preference (other formats use --pack T)");
     if (zen_data_parse_format(format, &d.format))
-        return zen_fail(ZEN_ERR_INPUT, "--format '%s' is unknown (expected text, jsonl, alpaca or messages)", format);
+        return zen_fail(ZEN_ERR_INPUT, "--format '%s' is unknown (expected text, jsonl, alpaca, messages or preference)",
+                        format);
     d.field = zen_cli_get(o, n, "--field") ? zen_cli_get(o, n, "--field") : "text";
     d.split_paragraphs = zen_cli_get(o, n, "--split-paragraphs") != NULL;
     d.skip_bad = zen_cli_get(o, n, "--skip-bad") != NULL;

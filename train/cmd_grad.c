@@ -12,7 +12,9 @@
 #include "../util/file.h"
 #include "cli.h"
 #include "commands.h"
+#include "../data/pairs.h"
 #include "evaluate.h"
+#include "pref_step.h"
 #include "session.h"
 
 static void print_bytes_row(const char *label, size_t a, size_t b) {
@@ -104,6 +106,94 @@ static int read_batch(const zen_dataset *d, zen_batch *b) {
     return 0;
 }
 
+/* --objective and its options */
+static int zen_cli_pref_opts(const zen_opt *o, int n, zen_pref_opts *p) {
+    memset(p, 0, sizeof *p);
+    const char *obj = zen_cli_get(o, n, "--objective"), *loss = zen_cli_get(o, n, "--dpo-loss");
+    const char *nll = zen_cli_get(o, n, "--orpo-nll");
+    int rc;
+    if (obj && zen_objective_parse(obj, &p->objective))
+        return zen_fail(ZEN_ERR_INPUT, "option --objective: '%s' is not sft, dpo or orpo", obj);
+    if (loss && zen_dpo_loss_parse(loss, &p->loss))
+        return zen_fail(ZEN_ERR_INPUT, "option --dpo-loss: '%s' is not sigmoid, ipo, robust or hinge", loss);
+    if (nll && strcmp(nll, "all") && strcmp(nll, "completion"))
+        return zen_fail(ZEN_ERR_INPUT, "option --orpo-nll: '%s' is not all or completion", nll);
+    p->nll_prompt = !nll || !strcmp(nll, "all");
+    if ((rc = zen_cli_float(o, n, "--beta", 0.1, 1e-9, 1e9, &p->beta)) ||
+        (rc = zen_cli_float(o, n, "--label-smoothing", 0.0, 0.0, 0.4999999, &p->label_smoothing)))
+        return rc;
+    static const char *const dpo_only[] = {"--dpo-loss", "--label-smoothing"};
+    for (int i = 0; i < 2; i++)
+        if (p->objective != ZEN_OBJECTIVE_DPO && zen_cli_get(o, n, dpo_only[i]))
+            return zen_fail(ZEN_ERR_INPUT, "%s needs --objective dpo", dpo_only[i]);
+    if (p->objective != ZEN_OBJECTIVE_ORPO && nll) return zen_fail(ZEN_ERR_INPUT, "--orpo-nll needs --objective orpo");
+    if (p->objective == ZEN_OBJECTIVE_SFT && (zen_cli_get(o, n, "--beta") || zen_cli_get(o, n, "--pair-layout")))
+        return zen_fail(ZEN_ERR_INPUT, "--beta and --pair-layout need --objective dpo or orpo");
+    if (p->label_smoothing > 0 && p->loss != ZEN_DPO_ROBUST)
+        return zen_fail(ZEN_ERR_INPUT, "--label-smoothing is the robust loss's epsilon; it needs --dpo-loss robust");
+    return 0;
+}
+
+/* zen grad --objective dpo|orpo: pairs 0 .. B-1 of a preference file */
+static int grad_pairs(zen_session *s, const zen_pref_opts *pref, const char *reference, const char *adapter_dir,
+                      int shared, const char *data_path, const char *out_path, size_t B, size_t T, int recompute) {
+    int rc = zen_session_open_pairs(s, data_path, T);
+    if (rc) return rc;
+    if (zen_pairs_count(&s->data) < (int64_t)B)
+        return zen_fail(ZEN_ERR_INPUT, "%s: %lld pairs, fewer than one batch of %zu", data_path,
+                        (long long)zen_pairs_count(&s->data), B);
+    /* DPO's reference: --reference DIR, or base; by default the adapter being continued, else the base */
+    if (!reference) reference = adapter_dir ? adapter_dir : "base";
+    if (pref->objective == ZEN_OBJECTIVE_DPO && strcmp(reference, "base") &&
+        (rc = zen_session_load_reference(s, reference)))
+        return rc;
+    if ((rc = zen_lora_alloc_grads(&s->lora)) || (rc = zen_session_make_pair_acts(s, B, T, recompute))) return rc;
+    zen_pair_batch pb;
+    if ((rc = zen_pair_batch_alloc(&pb, 2 * B * T, shared))) return rc;
+    int32_t *tok = zen_malloc(3 * T * sizeof(int32_t)); /* [prompt + chosen + rejected] */
+    if (!tok) rc = ZEN_ERR_INTERNAL;
+    for (size_t i = 0; i < B && !rc; i++) {
+        zen_pair_lengths l = zen_pair_lengths_of(&s->data, (int64_t)i);
+        if (!(rc = zen_pair_read(&s->data, (int64_t)i, tok))) {
+            const int32_t *cont[2] = {tok + l.prompt, tok + l.prompt + l.chosen};
+            size_t len[2] = {l.chosen, l.rejected};
+            rc = zen_pair_batch_add(&pb, tok, l.prompt, cont, len, 2,
+                                    pref->objective == ZEN_OBJECTIVE_ORPO && pref->nll_prompt);
+        }
+    }
+    free(tok);
+    zen_pref_ctx ctx = {*pref, s->has_ref ? &s->ref : NULL, NULL};
+    zen_pref_sums sums;
+    memset(&sums, 0, sizeof sums);
+    if (!rc) rc = zen_pref_run(&ctx, &pb, &s->model, &s->lora, &s->acts, 0, (double)B, zen_pref_nll_tokens(pref, &pb),
+                               1, &sums);
+    const char *names[ZEN_PM_COUNT];
+    double values[ZEN_PM_COUNT];
+    int nm = zen_pref_metrics(pref, &sums, names, values);
+    if (!rc && !isfinite(values[0])) rc = zen_session_nonfinite(s, "the loss", values[0]);
+    /* the loss and every metric in __metadata__, as text */
+    char text[ZEN_PM_COUNT][40], pairs_text[32];
+    const char *meta[2 * (ZEN_PM_COUNT + 3)];
+    int nmeta = 0;
+    meta[2 * nmeta] = "format", meta[2 * nmeta++ + 1] = "pt";
+    meta[2 * nmeta] = "objective", meta[2 * nmeta++ + 1] = zen_objective_name(pref->objective);
+    snprintf(pairs_text, sizeof pairs_text, "%zu", B);
+    meta[2 * nmeta] = "pairs", meta[2 * nmeta++ + 1] = pairs_text;
+    for (int i = 0; i < nm; i++) {
+        snprintf(text[i], sizeof text[i], "%.17g", values[i]);
+        meta[2 * nmeta] = names[i], meta[2 * nmeta++ + 1] = text[i];
+    }
+    if (!rc) rc = zen_lora_write_tensors(&s->lora, &s->model.cfg, s->lora.grads, out_path, ZEN_F32, meta, nmeta);
+    if (!rc) {
+        printf("loss %.9g\n", values[0]);
+        for (int i = 1; i < nm; i++) printf("%s %.9g\n", names[i], values[i]);
+        fprintf(stderr, "zen grad: %s on %zu pairs (%s prompt); device %s: %s\n", zen_objective_name(pref->objective),
+                B, shared ? "shared" : "apart", s->be->name, s->be->info);
+    }
+    zen_pair_batch_free(&pb);
+    return rc;
+}
+
 int zen_cmd_grad(int argc, char **argv) {
     zen_opt o[] = {{"--model", 1, NULL},   {"--adapter", 1, NULL}, {"--data", 1, NULL},
                    {"--seq-len", 1, NULL}, {"--batch", 1, NULL},   {"--out", 1, NULL},
@@ -111,7 +201,9 @@ int zen_cmd_grad(int argc, char **argv) {
                    {"--rslora", 0, NULL},  {"--seed", 1, NULL},    {"--recompute", 0, NULL},
                    {"--device", 1, NULL},  {"--plan", 0, NULL},    {"--preset", 1, NULL},
                    {"--dtype", 1, NULL},   {"--weights-dtype", 1, NULL}, {"--no-doc-mask", 0, NULL},
-                   {"--base-quant", 1, NULL}, {"--help", 0, NULL}};
+                   {"--base-quant", 1, NULL}, {"--objective", 1, NULL}, {"--beta", 1, NULL},
+                   {"--dpo-loss", 1, NULL}, {"--label-smoothing", 1, NULL}, {"--orpo-nll", 1, NULL},
+                   {"--reference", 1, NULL}, {"--pair-layout", 1, NULL}, {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "grad"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
@@ -119,6 +211,9 @@ int zen_cmd_grad(int argc, char **argv) {
                "         [--rank 8] [--alpha 16] [--targets all|q,k,v,o,gate,up,down] [--rslora]\n"
                "         [--seed 0] [--recompute] [--device cpu|cuda] [--dtype auto|f32|bf16] [--no-doc-mask]\n"
                "         [--base-quant none|nf4|q4_0|q8_0]\n"
+               "         [--objective sft|dpo|orpo] [--beta 0.1] [--dpo-loss sigmoid|ipo|robust|hinge]\n"
+               "         [--label-smoothing 0] [--orpo-nll all|completion] [--reference base|DIR]\n"
+               "         [--pair-layout shared|apart]   (dpo, orpo: --data is a preference file, --batch pairs)\n"
                "zen grad --plan (--model DIR | --preset NAME [--weights-dtype bf16]) --seq-len T [--batch B]\n"
                "         [--device cpu|cuda] [--dtype auto|f32|bf16] [--base-quant none|nf4|q4_0|q8_0]\n");
         return 0;
@@ -154,6 +249,14 @@ int zen_cmd_grad(int argc, char **argv) {
         return zen_fail(ZEN_ERR_INPUT, "--rank/--alpha/--targets/--rslora describe a fresh adapter "
                                        "and cannot be combined with --adapter");
 
+    zen_pref_opts pref;
+    if ((rc = zen_cli_pref_opts(o, n, &pref))) return rc;
+    const char *layout = zen_cli_get(o, n, "--pair-layout");
+    if (layout && strcmp(layout, "shared") && strcmp(layout, "apart"))
+        return zen_fail(ZEN_ERR_INPUT, "option --pair-layout: '%s' is not shared or apart", layout);
+    if (pref.objective != ZEN_OBJECTIVE_DPO && zen_cli_get(o, n, "--reference"))
+        return zen_fail(ZEN_ERR_INPUT, "--reference is DPO's reference model; it needs --objective dpo");
+
     zen_session s;
     memset(&s, 0, sizeof s);
     zen_batch batch;
@@ -164,6 +267,11 @@ int zen_cmd_grad(int argc, char **argv) {
     else rc = zen_session_fresh_adapter(&s, (int)rank, (float)alpha, zen_cli_get(o, n, "--rslora") != NULL, 0.0f,
                                         targets, (uint64_t)seed);
     if (rc || (rc = zen_check_output(out_path, &s.model, adapter_dir, data_path))) goto done;
+    if (pref.objective != ZEN_OBJECTIVE_SFT) {
+        rc = grad_pairs(&s, &pref, zen_cli_get(o, n, "--reference"), adapter_dir, !layout || !strcmp(layout, "shared"),
+                        data_path, out_path, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL);
+        goto done;
+    }
     if ((rc = zen_session_open_data(&s, data_path, !zen_cli_get(o, n, "--no-doc-mask"), (size_t)T))) goto done;
     if ((rc = read_batch(&s.data, &batch))) goto done;
     size_t count = zen_batch_mask_count(&batch);

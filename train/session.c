@@ -10,6 +10,7 @@
 
 #include "../util/error.h"
 #include "../util/file.h"
+#include "../data/pairs.h"
 #include "dist.h"
 #include "session.h"
 
@@ -58,6 +59,31 @@ int zen_session_make_acts(zen_session *s, size_t B, size_t T, int recompute) {
     return zen_acts_create(&s->acts, &s->model, s->has_lora ? &s->lora : NULL, B, T, recompute);
 }
 
+int zen_session_make_pair_acts(zen_session *s, size_t B, size_t T, int recompute) {
+    return zen_acts_create_shared(&s->acts, &s->model, s->has_lora ? &s->lora : NULL, 2 * B, T, recompute);
+}
+
+int zen_session_open_pairs(zen_session *s, const char *path, size_t T) {
+    size_t longest;
+    int rc = zen_dataset_open(&s->data, path, s->model.cfg.vocab);
+    if (!rc) rc = zen_pairs_check(&s->data, &longest);
+    if (!rc && longest > T)
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: pairs up to %zu tokens (prompt + completion) do not fit seq_len %zu; raise "
+                      "seq_len or prepare the data with zen data --max-length %zu", path, longest, T, T);
+    return rc;
+}
+
+int zen_session_load_reference(zen_session *s, const char *adapter_dir) {
+    int rc = zen_lora_load_peft(&s->ref, &s->model.cfg, s->be, adapter_dir);
+    if (rc) return rc;
+    s->has_ref = 1;
+    if (s->has_lora && (s->ref.r != s->lora.r || s->ref.targets != s->lora.targets))
+        return zen_fail(ZEN_ERR_INPUT, "reference adapter %s: rank %d on targets 0x%x, but the trained adapter has rank "
+                        "%d on 0x%x; they must match", adapter_dir, s->ref.r, s->ref.targets, s->lora.r,
+                        s->lora.targets);
+    return 0;
+}
+
 int zen_session_nonfinite(const zen_session *s, const char *what, double value) {
     char where[1024];
     const char *shown = isnan(value) ? "nan" : value > 0 ? "inf" : "-inf";
@@ -84,6 +110,7 @@ int zen_check_output(const char *out, const zen_model *m, const char *adapter_di
 void zen_session_close(zen_session *s) {
     zen_acts_free(&s->acts);
     zen_lora_free(&s->lora);
+    if (s->has_ref) zen_lora_free(&s->ref);
     zen_dataset_close(&s->data);
     zen_model_free(&s->model);
     zk_close(s->be);

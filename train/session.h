@@ -16,6 +16,8 @@ typedef struct {
     int has_lora;       /* lora holds an adapter */
     zen_dataset data;
     zen_acts acts;
+    zen_lora ref;       /* DPO's reference when it is an adapter (frozen), else unused */
+    int has_ref;
 } zen_session;
 
 /* The backend (device "cpu"/"cuda", compute dtype "auto"/"f32"/"bf16" or
@@ -32,6 +34,16 @@ int zen_session_fresh_adapter(zen_session *s, int r, float alpha, int rslora, fl
 int zen_session_open_data(zen_session *s, const char *path, int doc_mask, size_t T);
 /* activations for batches of B x T (the adapter, if any, included) */
 int zen_session_make_acts(zen_session *s, size_t B, size_t T, int recompute);
+/* The same for micro-batches of B preference pairs (or choice records) of
+ * sequences up to T tokens: 2B x T rows, with the scratch of the shared
+ * layout (model/decoder.h). */
+int zen_session_make_pair_acts(zen_session *s, size_t B, size_t T, int recompute);
+/* A preference file, its pairs each no longer than T tokens (prompt + the
+ * longer completion): a one-line error naming the file otherwise. */
+int zen_session_open_pairs(zen_session *s, const char *path, size_t T);
+/* DPO's reference adapter (frozen, no gradients): it must have the trained
+ * adapter's rank and targets. */
+int zen_session_load_reference(zen_session *s, const char *adapter_dir);
 /* The one line for a loss that came out non-finite: exit 2 naming the
  * tensor when the model's weights or the adapter hold NaN or Inf, else exit
  * 1 (an overflow inside the computation). what is "loss", "eval loss", ... */

@@ -1,0 +1,43 @@
+/* data/pairs.c: reading preference pairs (see pairs.h). */
+#include <stdlib.h>
+
+#include "../util/error.h"
+#include "pairs.h"
+
+int64_t zen_pairs_count(const zen_dataset *d) { return d->preference_pairs; }
+
+zen_pair_lengths zen_pair_lengths_of(const zen_dataset *d, int64_t pair) {
+    const int64_t *o = d->offsets + 3 * pair;
+    zen_pair_lengths l = {(size_t)(o[1] - o[0]), (size_t)(o[2] - o[1]), (size_t)(o[3] - o[2])};
+    return l;
+}
+
+int zen_pairs_check(const zen_dataset *d, size_t *longest) {
+    if (!d->preference_pairs)
+        return zen_fail(ZEN_ERR_INPUT, "%s: not a preference file (no root attribute preference_pairs); prepare it with "
+                        "zen data --format preference", d->path);
+    if (!d->offsets || d->n_docs != 3 * d->preference_pairs)
+        return zen_fail(ZEN_ERR_INPUT, "%s: preference_pairs %lld needs %lld documents in /doc_offsets, it has %lld",
+                        d->path, (long long)d->preference_pairs, 3 * (long long)d->preference_pairs,
+                        (long long)(d->offsets ? d->n_docs : 0));
+    *longest = 0;
+    for (int64_t i = 0; i < d->preference_pairs; i++) {
+        zen_pair_lengths l = zen_pair_lengths_of(d, i);
+        if (!l.prompt || !l.chosen || !l.rejected)
+            return zen_fail(ZEN_ERR_INPUT, "%s: pair %lld has an empty %s", d->path, (long long)i,
+                            !l.prompt ? "prompt" : !l.chosen ? "chosen completion" : "rejected completion");
+        size_t n = l.prompt + (l.chosen > l.rejected ? l.chosen : l.rejected);
+        if (n > *longest) *longest = n;
+    }
+    return 0;
+}
+
+int zen_pair_read(const zen_dataset *d, int64_t pair, int32_t *tokens) {
+    zen_pair_lengths l = zen_pair_lengths_of(d, pair);
+    size_t n = l.prompt + l.chosen + l.rejected;
+    uint8_t *mask = malloc(n);
+    if (!mask) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    int rc = zen_dataset_read_range(d, d->offsets[3 * pair], n, tokens, mask);
+    free(mask);
+    return rc;
+}
