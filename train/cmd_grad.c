@@ -150,18 +150,8 @@ static int grad_pairs(zen_session *s, const zen_pref_opts *pref, const char *ref
     if ((rc = zen_lora_alloc_grads(&s->lora)) || (rc = zen_session_make_pair_acts(s, B, T, recompute))) return rc;
     zen_pair_batch pb;
     if ((rc = zen_pair_batch_alloc(&pb, 2 * B * T, shared))) return rc;
-    int32_t *tok = zen_malloc(3 * T * sizeof(int32_t)); /* [prompt + chosen + rejected] */
-    if (!tok) rc = ZEN_ERR_INTERNAL;
-    for (size_t i = 0; i < B && !rc; i++) {
-        zen_pair_lengths l = zen_pair_lengths_of(&s->data, (int64_t)i);
-        if (!(rc = zen_pair_read(&s->data, (int64_t)i, tok))) {
-            const int32_t *cont[2] = {tok + l.prompt, tok + l.prompt + l.chosen};
-            size_t len[2] = {l.chosen, l.rejected};
-            rc = zen_pair_batch_add(&pb, tok, l.prompt, cont, len, 2,
-                                    pref->objective == ZEN_OBJECTIVE_ORPO && pref->nll_prompt);
-        }
-    }
-    free(tok);
+    for (size_t i = 0; i < B && !rc; i++)
+        rc = zen_pair_batch_add_pair(&pb, &s->data, (int64_t)i, pref->objective == ZEN_OBJECTIVE_ORPO && pref->nll_prompt);
     zen_pref_ctx ctx = {*pref, s->has_ref ? &s->ref : NULL, NULL};
     zen_pref_sums sums;
     memset(&sums, 0, sizeof sums);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../data/pairs.h"
 #include "../util/error.h"
 #include "pair_batch.h"
 
@@ -18,7 +19,7 @@ int zen_pair_batch_alloc(zen_pair_batch *b, size_t cap_rows, int shared) {
             zen_pair_batch_free(b);
             return ZEN_ERR_INTERNAL;
         }
-    if (!(b->mask = zen_malloc(n))) {
+    if (!(b->mask = zen_malloc(n)) || !(b->group_id = zen_malloc(n * sizeof(int64_t)))) {
         zen_pair_batch_free(b);
         return ZEN_ERR_INTERNAL;
     }
@@ -37,6 +38,7 @@ void zen_pair_batch_free(zen_pair_batch *b) {
     free(b->att_out);
     free(b->att_again);
     free(b->mask);
+    free(b->group_id);
     memset(b, 0, sizeof *b);
 }
 
@@ -141,8 +143,24 @@ int zen_pair_batch_add(zen_pair_batch *b, const int32_t *prompt, size_t P, const
         }
         b->prompt_rows_once += P - 1;
     }
+    b->group_id[b->groups] = (int64_t)b->groups;
     b->groups++;
     return 0;
+}
+
+int zen_pair_batch_add_pair(zen_pair_batch *b, const zen_dataset *d, int64_t pair, int prompt_loss) {
+    zen_pair_lengths l = zen_pair_lengths_of(d, pair);
+    int32_t *tok = zen_malloc((l.prompt + l.chosen + l.rejected) * sizeof(int32_t));
+    if (!tok) return ZEN_ERR_INTERNAL;
+    int rc = zen_pair_read(d, pair, tok);
+    if (!rc) {
+        const int32_t *cont[2] = {tok + l.prompt, tok + l.prompt + l.chosen};
+        size_t len[2] = {l.chosen, l.rejected};
+        rc = zen_pair_batch_add(b, tok, l.prompt, cont, len, 2, prompt_loss);
+    }
+    if (!rc) b->group_id[b->groups - 1] = pair;
+    free(tok);
+    return rc;
 }
 
 int zen_pair_batch_forward(const zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a,

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../data/dataset.h"
 #include "../model/decoder.h"
 
 #define ZEN_ROW_PROMPT (-1) /* kind of a prompt row */
@@ -36,6 +37,7 @@ typedef struct {
     int32_t *att_seg, *att_from, *att_out, *att_again; /* [cap_rows] the shared layout's arrays */
     zen_shared_layout layout;
     size_t prompt_rows_once; /* rows of prompts counted once (for losses over the prompt) */
+    int64_t *group_id;       /* [cap_rows] the caller's id of each group (the pair's index in its file) */
 } zen_pair_batch;
 
 int zen_pair_batch_alloc(zen_pair_batch *b, size_t cap_rows, int shared);
@@ -47,6 +49,8 @@ void zen_pair_batch_clear(zen_pair_batch *b);
  * continuation's sequence only. ZEN_ERR_INTERNAL when it does not fit. */
 int zen_pair_batch_add(zen_pair_batch *b, const int32_t *prompt, size_t P, const int32_t *const *cont,
                        const size_t *cont_len, int k, int prompt_loss);
+/* Adds pair `pair` of a preference file (data/pairs.h) as a group with id pair. */
+int zen_pair_batch_add_pair(zen_pair_batch *b, const zen_dataset *d, int64_t pair, int prompt_loss);
 /* rows the group would take */
 size_t zen_pair_batch_rows(int shared, size_t P, const size_t *cont_len, int k);
 /* Runs the decoder forward on the batch: row_loss [N] gets each masked-in

@@ -91,9 +91,15 @@ int zen_report_metrics(zen_report *r, const zen_step_record *s) {
     put_number(f, "tokens_per_s", s->tokens_per_s, "%.2f");
     put_number(f, "real_tokens_per_s", s->real_tokens_per_s, "%.2f");
     put_number(f, "elapsed_s", s->elapsed_s, "%.3f");
+    for (int i = 1; i < s->n_extra; i++) put_number(f, s->extra_names[i], s->extra[i], "%.9g");
     if (!isnan(s->eval_loss)) {
         put_number(f, "eval_loss", s->eval_loss, "%.9g");
-        put_number(f, "eval_ppl", exp(s->eval_loss), "%.9g");
+        if (!s->n_extra) put_number(f, "eval_ppl", exp(s->eval_loss), "%.9g");
+        for (int i = 1; i < s->n_extra; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "eval_%s", s->extra_names[i]);
+            put_number(f, name, s->eval_extra[i], "%.9g");
+        }
     }
     if (!isnan(s->mem_peak)) put_number(f, "device_mem_peak", s->mem_peak, "%.0f");
     fprintf(f, "}\n");
@@ -114,11 +120,13 @@ static void format_time(char *buf, size_t cap, double s) {
 
 void zen_report_progress(zen_report *r, const zen_step_record *s, int force_line) {
     if (r->silent) return;
-    char elapsed[32], eta[32], stats[288];
+    char elapsed[32], eta[32], stats[400], pref[96] = "";
     format_time(elapsed, sizeof elapsed, s->elapsed_s);
     format_time(eta, sizeof eta, s->eta_s);
-    snprintf(stats, sizeof stats, "step %ld/%ld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tok/s (%.0f trained) | "
-             "%s elapsed | ETA %s", s->step, s->total_steps, s->loss, s->lr, s->grad_norm, s->tokens_per_s,
+    if (s->n_extra > 4) /* preference objectives: rewards/accuracies and rewards/margins */
+        snprintf(pref, sizeof pref, "acc %.3f | margin %.3f | ", s->extra[3], s->extra[4]);
+    snprintf(stats, sizeof stats, "step %ld/%ld | loss %.4f | %slr %.3g | grad norm %.3f | %.0f tok/s (%.0f trained) | "
+             "%s elapsed | ETA %s", s->step, s->total_steps, s->loss, pref, s->lr, s->grad_norm, s->tokens_per_s,
              s->real_tokens_per_s, elapsed, eta);
     if (r->tty) {
         const int width = 24;

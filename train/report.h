@@ -27,6 +27,11 @@ typedef struct {
     double real_tokens_per_s; /* the targets that count: loss_mask 1 and not across a document boundary */
     double eval_loss; /* NAN when not evaluated at this step */
     double mem_peak;  /* peak device bytes so far (GPU backends), NAN where the OS measures it */
+    /* an objective's own metrics (DPO, ORPO: TRL's names, "rewards/chosen", ...; 0 for sft),
+     * and the same on the validation data when evaluated (logged as eval_<name>) */
+    int n_extra;
+    const char *const *extra_names;
+    const double *extra, *eval_extra;
 } zen_step_record;
 
 /* Appends the step's line (non-finite numbers as null, so every line is JSON)

@@ -14,6 +14,7 @@
 #include "../optim/schedule.h"
 #include "../util/error.h"
 #include "../util/json.h"
+#include "preference.h"
 #include "run_config.h"
 
 typedef enum { K_STR, K_INT, K_FLOAT, K_BOOL, K_AUTO_BOOL, K_TARGETS, K_PROMPTS } key_type;
@@ -66,6 +67,14 @@ static const key_spec KEYS[] = {
     {"sample_prompts", K_PROMPTS, OFF(sample_prompts), 0, 0, CAP(sample_prompts), 0},
     {"lora.targets", K_TARGETS, OFF(lora_targets), 0, 0, CAP(lora_targets), 1},
     {"lora.rslora", K_BOOL, OFF(lora_rslora), 0, 0, 0, 1},
+    {"adapter", K_STR, OFF(adapter), 0, 0, CAP(adapter), 1},
+    {"objective", K_STR, OFF(objective), 0, 0, CAP(objective), 1},
+    {"beta", K_FLOAT, OFF(beta), 1e-6, 1e6, 0, 1},
+    {"label_smoothing", K_FLOAT, OFF(label_smoothing), 0, 0.4999999, 0, 1},
+    {"dpo.loss", K_STR, OFF(dpo_loss), 0, 0, CAP(dpo_loss), 1},
+    {"dpo.precompute_ref", K_BOOL, OFF(dpo_precompute_ref), 0, 0, 0, 1},
+    {"orpo.nll_prompt", K_BOOL, OFF(orpo_nll_prompt), 0, 0, 0, 1},
+    {"pair_layout", K_STR, OFF(pair_layout), 0, 0, CAP(pair_layout), 1},
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -92,6 +101,11 @@ void zen_run_config_defaults(zen_run_config *c) {
     c->lora_r = 8;
     c->lora_alpha = 16;
     strcpy(c->lora_targets, "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj");
+    strcpy(c->objective, "sft");
+    c->beta = 0.1;
+    strcpy(c->dpo_loss, "sigmoid");
+    c->orpo_nll_prompt = 1;
+    strcpy(c->pair_layout, "shared");
 }
 
 static const key_spec *find_key(const char *name) {
@@ -213,6 +227,14 @@ static int apply_item(zen_run_config *c, const cJSON *item, const char *name, co
     return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be %s", origin, name, type_name(k->type));
 }
 
+/* "lora", "dpo", "orpo": the prefix of keys "name.x", nested as objects in JSON */
+static int is_group(const char *name) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!strncmp(KEYS[i].name, name, n) && KEYS[i].name[n] == '.') return 1;
+    return 0;
+}
+
 int zen_run_config_apply_json(zen_run_config *c, const char *json_text, const char *origin) {
     cJSON *root = NULL;
     int rc = zen_json_parse(json_text, strlen(json_text), origin, &root);
@@ -221,15 +243,15 @@ int zen_run_config_apply_json(zen_run_config *c, const char *json_text, const ch
     const cJSON *item;
     cJSON_ArrayForEach(item, root) {
         if (rc) break;
-        if (!strcmp(item->string, "lora")) {
+        if (is_group(item->string)) { /* lora, dpo, orpo: objects of keys */
             if (!cJSON_IsObject(item)) {
-                rc = zen_fail(ZEN_ERR_INPUT, "%s: key 'lora' must be an object", origin);
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be an object", origin, item->string);
                 break;
             }
             const cJSON *sub;
             cJSON_ArrayForEach(sub, item) {
                 char name[128];
-                snprintf(name, sizeof name, "lora.%s", sub->string);
+                snprintf(name, sizeof name, "%s.%s", item->string, sub->string);
                 if ((rc = apply_item(c, sub, name, origin))) break;
             }
         } else {
@@ -332,20 +354,36 @@ int zen_run_config_validate(const zen_run_config *c) {
         return zen_fail(ZEN_ERR_INPUT, "config key 'sample_every' is %ld but 'sample_prompts' is empty", c->sample_every);
     if (c->val_data[0] && c->val_fraction > 0)
         return zen_fail(ZEN_ERR_INPUT, "config keys 'val_data' and 'val_fraction' are both set: choose one");
+    zen_objective obj;
+    zen_dpo_loss loss;
+    if (zen_objective_parse(c->objective, &obj))
+        return zen_fail(ZEN_ERR_INPUT, "config key 'objective' = '%s' is unknown (expected sft, dpo or orpo)", c->objective);
+    if (zen_dpo_loss_parse(c->dpo_loss, &loss))
+        return zen_fail(ZEN_ERR_INPUT, "config key 'dpo.loss' = '%s' is unknown (expected sigmoid, ipo, robust or hinge)",
+                        c->dpo_loss);
+    if (strcmp(c->pair_layout, "shared") && strcmp(c->pair_layout, "apart"))
+        return zen_fail(ZEN_ERR_INPUT, "config key 'pair_layout' = '%s' is unknown (expected shared or apart)",
+                        c->pair_layout);
+    if (c->label_smoothing > 0 && (obj != ZEN_OBJECTIVE_DPO || loss != ZEN_DPO_ROBUST))
+        return zen_fail(ZEN_ERR_INPUT, "config key 'label_smoothing' is the robust DPO loss's epsilon; it needs "
+                        "objective dpo and dpo.loss robust");
+    if (c->dpo_precompute_ref && obj != ZEN_OBJECTIVE_DPO)
+        return zen_fail(ZEN_ERR_INPUT, "config key 'dpo.precompute_ref' needs objective dpo");
     return 0;
 }
 
 char *zen_run_config_to_json(const zen_run_config *c) {
     cJSON *root = cJSON_CreateObject();
-    cJSON *lora = NULL;
     for (size_t i = 0; i < NKEYS; i++) {
         const key_spec *k = &KEYS[i];
-        const char *name = k->name;
+        const char *name = k->name, *dot = strchr(name, '.');
         cJSON *parent = root;
-        if (!strncmp(name, "lora.", 5)) {
-            if (!lora) lora = cJSON_AddObjectToObject(root, "lora");
-            parent = lora;
-            name += 5;
+        if (dot) { /* nested: "lora.r" is {"lora": {"r": ...}} */
+            char group[32];
+            snprintf(group, sizeof group, "%.*s", (int)(dot - name), name);
+            parent = cJSON_GetObjectItemCaseSensitive(root, group);
+            if (!parent) parent = cJSON_AddObjectToObject(root, group);
+            name = dot + 1;
         }
         const char *field = (const char *)c + k->offset;
         switch (k->type) {

@@ -31,6 +31,14 @@ typedef struct {
     long sample_every;      /* every N steps (0: never), continuations of sample_prompts in samples.jsonl */
     char sample_prompts[4096]; /* the prompts, each ended by ZEN_PROMPT_SEP */
     int lora_rslora;
+    char adapter[ZEN_PATH_MAX]; /* "" or a PEFT adapter the run starts from (continues) */
+    char objective[8];      /* sft (default), dpo, orpo (train/preference.h) */
+    double beta;            /* dpo and orpo: 0.1 */
+    char dpo_loss[16];      /* sigmoid, ipo, robust, hinge */
+    double label_smoothing; /* robust's epsilon */
+    int dpo_precompute_ref; /* the reference's log-probabilities computed once, stored beside the data */
+    int orpo_nll_prompt;    /* ORPO's NLL covers the prompt too (TRL); false: the chosen completion only */
+    char pair_layout[8];    /* shared (the prompt run once per pair) or apart */
     unsigned long long cli_keys; /* bit i: key i of the table was given by --set (not a config key) */
 } zen_run_config;
 

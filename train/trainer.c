@@ -41,6 +41,9 @@
 #include "run_lock.h"
 #include "stop_signal.h"
 #include "trainer.h"
+#include "../data/pairs.h"
+#include "pair_batch.h"
+#include "pref_step.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -82,6 +85,15 @@ typedef struct {
     int lock_fd;                 /* OUT/zen.lock, held for the whole run */
     int created_out;             /* this run made out_dir */
     const char *resume_note;     /* a line for the summary, or NULL */
+    /* objective dpo or orpo: the data are preference pairs; a micro-batch is batch_size pairs */
+    int pairs;
+    zen_pref_ctx pref;
+    zen_pair_batch *pmicro;      /* [grad_accum] this rank's micro-batches of pairs */
+    double *micro_sums;          /* [micro_per_step][ZEN_PM_COUNT + 2] each micro-batch's metric sums, pairs, NLL tokens */
+    double *pair_ref;            /* [groups][2]: a micro-batch's precomputed reference log-probabilities */
+    double pref_values[ZEN_PM_COUNT], eval_pref_values[ZEN_PM_COUNT];
+    const char *pref_names[ZEN_PM_COUNT];
+    int n_pref;                  /* metrics the objective logs (0 for sft) */
 } run;
 
 static void run_free(run *r) {
@@ -91,6 +103,11 @@ static void run_free(run *r) {
     if (r->micro)
         for (long m = 0; m < r->cfg->grad_accum; m++) zen_batch_free(&r->micro[m]);
     free(r->micro);
+    if (r->pmicro)
+        for (long m = 0; m < r->cfg->grad_accum; m++) zen_pair_batch_free(&r->pmicro[m]);
+    free(r->pmicro);
+    free(r->micro_sums);
+    free(r->pair_ref);
     if (r->grad_sums) {
         r->s.lora.grads = r->grad_sums[0];
         for (int i = 1; i <= r->tree_depth; i++)
@@ -114,11 +131,46 @@ static void run_free(run *r) {
 }
 
 /* datasets, the train/validation split, and the number of steps */
+/* preference pairs: the training file, held-out pairs or val_data */
+static int open_pair_data(run *r) {
+    const zen_run_config *c = r->cfg;
+    size_t T = (size_t)c->seq_len, longest;
+    int rc = zen_session_open_pairs(&r->s, c->data, T);
+    if (rc) return rc;
+    int64_t pairs = zen_pairs_count(&r->s.data), n_val = 0;
+    if (c->val_data[0]) {
+        if ((rc = zen_dataset_open(&r->val_file, c->val_data, r->s.model.cfg.vocab)) ||
+            (rc = zen_pairs_check(&r->val_file, &longest)))
+            return rc;
+        if (longest > T)
+            return zen_fail(ZEN_ERR_INPUT, "%s: pairs up to %zu tokens do not fit seq_len %zu", c->val_data, longest, T);
+        r->val_data = &r->val_file;
+        r->val_first = 0;
+        r->val_count = zen_pairs_count(&r->val_file);
+    } else if (c->val_fraction > 0) {
+        n_val = (int64_t)ceil(c->val_fraction * (double)pairs);
+        r->val_data = &r->s.data;
+        r->val_first = pairs - n_val; /* the last pairs of the file are held out */
+        r->val_count = n_val;
+    }
+    int64_t n_train = pairs - n_val, per_step = c->batch_size * r->micro_per_step;
+    if (n_train < per_step)
+        return zen_fail(ZEN_ERR_INPUT, "%s: %lld training pairs (after holding out %lld), fewer than one step's "
+                        "batch_size x grad_accum%s = %lld", c->data, (long long)n_train, (long long)n_val,
+                        r->dist->size > 1 ? " x ranks" : "", (long long)per_step);
+    r->steps_per_epoch = (long)(n_train / per_step);
+    r->total_steps = c->max_steps > 0 ? c->max_steps : c->epochs * r->steps_per_epoch;
+    return zen_seq_order_init(&r->order, 0, n_train, (uint64_t)c->seed, 1);
+}
+
 static int open_data(run *r) {
     const zen_run_config *c = r->cfg;
     size_t T = (size_t)c->seq_len;
+    if (r->pairs) return open_pair_data(r);
     int rc = zen_session_open_data(&r->s, c->data, c->doc_mask, T);
     if (rc) return rc;
+    if (r->s.data.preference_pairs)
+        return zen_fail(ZEN_ERR_INPUT, "%s holds preference pairs: set objective to dpo or orpo", c->data);
     if (r->s.data.n_masked == 0)
         return zen_fail(ZEN_ERR_INPUT, "%s: no target token has loss_mask 1: there is nothing to train on", c->data);
     int64_t seqs = zen_dataset_num_sequences(&r->s.data, T);
@@ -156,8 +208,13 @@ static zen_plan run_plan(const run *r) {
     const zen_run_config *c = r->cfg;
     zen_plan p = zen_plan_make_quant(&r->s.model.cfg, r->s.be->name, r->s.be->compute, r->s.model.weight_bytes,
                                      r->s.model.main_dtype, r->s.model.base_quant, r->s.model.largest_quant, r->s.lora.r, r->s.lora.targets,
-                                     (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c),
-                                     r->s.lora.dropout > 0.0f);
+                                     (size_t)(r->pairs ? 2 : 1) * (size_t)c->batch_size, (size_t)c->seq_len,
+                                     zen_run_config_recompute(c), r->s.lora.dropout > 0.0f);
+    if (r->pairs) { /* the shared prompts' attention layout */
+        size_t sh = zen_shared_scratch_bytes(&r->s.model.cfg, 2 * (size_t)c->batch_size * (size_t)c->seq_len);
+        p.scratch += sh;
+        p.total += sh;
+    }
     /* the micro-batch tree's partial gradient sums beside the adapter's own */
     size_t tree = (size_t)r->tree_depth * r->s.lora.num_params * sizeof(float);
     p.lora_grads += tree;
@@ -211,11 +268,29 @@ static void print_summary(run *r, long start_step) {
     zen_report_line(&r->report, "  LoRA r=%d alpha=%g (scale %g%s) dropout %g on %s: %zu trainable (%.3f%% of %lld)",
                     r->s.lora.r, r->s.lora.alpha, r->s.lora.scale, r->s.lora.rslora ? ", rsLoRA" : "", r->s.lora.dropout,
                     c->lora_targets, r->s.lora.num_params, 100.0 * (double)r->s.lora.num_params / (double)total, total);
-    zen_report_line(&r->report, "  data %s: %lld tokens, %lld sequences of %ld; training on %lld, validation %lld%s",
-                    c->data, (long long)r->s.data.n_tokens,
-                    (long long)zen_dataset_num_sequences(&r->s.data, (size_t)c->seq_len), c->seq_len,
-                    (long long)r->order.count, (long long)r->val_count,
-                    c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
+    if (r->pairs) {
+        const zen_pref_opts *po = &r->pref.opts;
+        zen_report_line(&r->report, "  data %s: %lld preference pairs (%lld tokens), sequences up to %ld; training on "
+                        "%lld, validation %lld%s", c->data, (long long)zen_pairs_count(&r->s.data),
+                        (long long)r->s.data.n_tokens, c->seq_len, (long long)r->order.count, (long long)r->val_count,
+                        c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
+        if (po->objective == ZEN_OBJECTIVE_DPO)
+            zen_report_line(&r->report, "  objective dpo (%s, beta %g%s); reference: %s; the prompt %s", c->dpo_loss,
+                            po->beta, po->loss == ZEN_DPO_ROBUST ? ", robust" : "",
+                            r->pref.ref ? "the starting adapter, frozen" : "the base model (the adapter off)",
+                            strcmp(c->pair_layout, "shared") ? "run for each completion" : "run once per pair");
+        else
+            zen_report_line(&r->report, "  objective orpo (beta %g; NLL over %s); the prompt %s", po->beta,
+                            po->nll_prompt ? "prompt + chosen" : "the chosen completion",
+                            strcmp(c->pair_layout, "shared") ? "run for each completion" : "run once per pair");
+        if (c->adapter[0]) zen_report_line(&r->report, "  starting from the adapter %s", c->adapter);
+    } else {
+        zen_report_line(&r->report, "  data %s: %lld tokens, %lld sequences of %ld; training on %lld, validation %lld%s",
+                        c->data, (long long)r->s.data.n_tokens,
+                        (long long)zen_dataset_num_sequences(&r->s.data, (size_t)c->seq_len), c->seq_len,
+                        (long long)r->order.count, (long long)r->val_count,
+                        c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
+    }
     char ranks[64] = "";
     if (r->dist->size > 1) snprintf(ranks, sizeof ranks, " x %d ranks", r->dist->size);
     zen_report_line(&r->report, "  %ld steps/epoch of %ld sequences (batch %ld x accum %ld%s = %ld tokens); %ld steps, "
@@ -234,6 +309,38 @@ static void print_summary(run *r, long start_step) {
     if (r->resume_note) zen_report_line(&r->report, "  %s", r->resume_note);
 }
 
+/* Micro-batch j (step's micro-batch m) of pairs: forward, losses and (with
+ * backward) its share of the step's gradient; its metric sums go to
+ * micro_sums[m]. The step's pairs and NLL tokens are in micro_sums' last row. */
+static int pair_micro(run *r, long j, long m, uint64_t seed, int backward, double *loss) {
+    const zen_pair_batch *b = &r->pmicro[j];
+    double *totals = r->micro_sums + (size_t)r->micro_per_step * (ZEN_PM_COUNT + 2);
+    zen_pref_sums sums;
+    memset(&sums, 0, sizeof sums);
+    int rc = zen_pref_run(&r->pref, b, &r->s.model, &r->s.lora, &r->s.acts, seed, totals[0], totals[1], backward, &sums);
+    double *out = r->micro_sums + (size_t)m * (ZEN_PM_COUNT + 2);
+    memcpy(out, sums.sum, sizeof sums.sum);
+    out[ZEN_PM_COUNT] = sums.pairs, out[ZEN_PM_COUNT + 1] = sums.nll_tokens;
+    *loss = 0.0;
+    return rc;
+}
+
+/* The step's metrics from every micro-batch's sums (micro-batch order, the
+ * same on any number of ranks): the loss, and the objective's names and values */
+static double pair_metrics(run *r, long n_micro, const char **names, double *values, int *n) {
+    zen_dist_merge_f64(r->micro_sums, (size_t)n_micro * (ZEN_PM_COUNT + 2));
+    zen_pref_sums s;
+    memset(&s, 0, sizeof s);
+    for (long m = 0; m < n_micro; m++) {
+        const double *v = r->micro_sums + (size_t)m * (ZEN_PM_COUNT + 2);
+        for (int i = 0; i < ZEN_PM_COUNT; i++) s.sum[i] += v[i];
+        s.pairs += v[ZEN_PM_COUNT];
+        s.nll_tokens += v[ZEN_PM_COUNT + 1];
+    }
+    *n = zen_pref_metrics(&r->pref.opts, &s, names, values);
+    return values[0];
+}
+
 /* The gradient of this rank's micro-batches j0, j0 + stride, ... (n of them;
  * local index j is the step's micro-batch rank + ranks * j) into
  * grad_sums[level], and their loss sums into *loss, summed in dist.h's tree:
@@ -247,6 +354,7 @@ static int micro_tree(run *r, long step, long j0, long stride, long n, int level
         uint64_t seed = c->lora_dropout > 0 ? dropout_seed(c->seed, step, m) : 0;
         r->s.lora.grads = r->grad_sums[level];
         zen_lora_zero_grads(&r->s.lora);
+        if (r->pairs) return pair_micro(r, j0, m, seed, 1, loss);
         return zen_batch_run(&r->micro[j0], &r->s.model, &r->s.lora, &r->s.acts, 1.0f / (float)count, seed, loss);
     }
     double first = 0.0, second = 0.0;
@@ -257,12 +365,76 @@ static int micro_tree(run *r, long step, long j0, long stride, long n, int level
     return rc;
 }
 
+/* the step's gradient (and *sum) over the ranks, in the tree's order */
+static int sum_across_ranks(run *r, double *sum, int64_t count) {
+    if (count == 0) zen_lora_zero_grads(&r->s.lora);
+    if (r->device_comm && count > 0) { /* the ranks' sums, in the tree's order, GPU to GPU */
+        int rc = zen_dist_agree(r->s.be->comm_tree_sum(r->s.be, r->s.lora.grads, r->s.lora.num_params));
+        if (rc) return rc;
+        *sum = zen_dist_tree_sum_f64(*sum);
+    } else if (r->dist->size > 1 && count > 0) { /* the same through host memory over MPI */
+        zk_backend *be = r->s.be;
+        size_t bytes = r->s.lora.num_params * sizeof(float);
+        be->download(be, r->host_grads, r->s.lora.grads, bytes);
+        zen_dist_tree_sum_f32(r->host_grads, r->s.lora.num_params, r->host_grads + r->s.lora.num_params);
+        be->upload(be, r->s.lora.grads, r->host_grads, bytes);
+        *sum = zen_dist_tree_sum_f64(*sum);
+    }
+    return 0;
+}
+
+/* pairs [(in_epoch * M + m) * batch_size, ...) of the epoch's order into micro-batch j of this rank */
+static int read_pair_micro(run *r, zen_pair_batch *b, const zen_dataset *d, int64_t first, int64_t n, const int64_t *ids) {
+    int prompt_loss = r->pref.opts.objective == ZEN_OBJECTIVE_ORPO && r->pref.opts.nll_prompt;
+    zen_pair_batch_clear(b);
+    int rc = 0;
+    for (int64_t i = 0; i < n && !rc; i++) rc = zen_pair_batch_add_pair(b, d, ids ? ids[i] : first + i, prompt_loss);
+    return rc;
+}
+
+/* a step of preference pairs: the micro-batches' pairs, the step's pair
+ * and NLL-token counts (over every rank) before any forward pass, then the
+ * micro-batch tree as for SFT */
+static int pair_step(run *r, long step, double *loss, size_t *tokens) {
+    const zen_run_config *c = r->cfg;
+    long epoch = step / r->steps_per_epoch, in_epoch = step % r->steps_per_epoch;
+    int64_t *ids = zen_malloc((size_t)c->batch_size * sizeof(int64_t));
+    int rc = ids ? 0 : ZEN_ERR_INTERNAL;
+    int64_t counts[2] = {0, 0}; /* completion rows, NLL rows */
+    double nll = 0.0;
+    for (long j = 0; j < c->grad_accum && !rc; j++) {
+        long m = r->dist->rank + (long)r->dist->size * j;
+        for (long b = 0; b < c->batch_size; b++)
+            ids[b] = zen_seq_order_get(&r->order, epoch, (in_epoch * r->micro_per_step + m) * c->batch_size + b);
+        rc = read_pair_micro(r, &r->pmicro[j], &r->s.data, 0, c->batch_size, ids);
+        if (!rc) nll += zen_pref_nll_tokens(&r->pref.opts, &r->pmicro[j]);
+        for (size_t i = 0; !rc && i < r->pmicro[j].N; i++) counts[0] += r->pmicro[j].row_kind[i] >= 0;
+    }
+    free(ids);
+    if ((rc = zen_dist_agree(rc))) return rc;
+    counts[1] = (int64_t)nll;
+    zen_dist_sum_i64(counts, 2);
+    memset(r->micro_sums, 0, (size_t)(r->micro_per_step + 1) * (ZEN_PM_COUNT + 2) * sizeof(double));
+    double *totals = r->micro_sums + (size_t)r->micro_per_step * (ZEN_PM_COUNT + 2);
+    totals[0] = (double)(c->batch_size * r->micro_per_step), totals[1] = (double)counts[1];
+    double unused = 0.0;
+    rc = micro_tree(r, step, 0, 1, c->grad_accum, 0, 1, &unused);
+    r->s.lora.grads = r->grad_sums[0];
+    if (!rc) rc = zk_status(r->s.be);
+    if ((rc = zen_dist_agree(rc))) return rc;
+    if ((rc = sum_across_ranks(r, &unused, 1))) return rc;
+    *loss = pair_metrics(r, r->micro_per_step, r->pref_names, r->pref_values, &r->n_pref);
+    *tokens = (size_t)counts[0];
+    return 0;
+}
+
 /* runs one step's micro-batches (this rank's share): the loss and the
  * gradients of the whole step, on every rank */
 static int train_step(run *r, long step, double *loss, size_t *tokens) {
     const zen_run_config *c = r->cfg;
     long epoch = step / r->steps_per_epoch, in_epoch = step % r->steps_per_epoch;
     int rc = 0;
+    if (r->pairs) return pair_step(r, step, loss, tokens);
     for (long j = 0; j < c->grad_accum && !rc; j++) {
         long m = r->dist->rank + (long)r->dist->size * j;
         for (long b = 0; b < c->batch_size && !rc; b++) {
@@ -280,26 +452,46 @@ static int train_step(run *r, long step, double *loss, size_t *tokens) {
     r->s.lora.grads = r->grad_sums[0];
     if (!rc) rc = zk_status(r->s.be);
     if ((rc = zen_dist_agree(rc))) return rc;
-    if (count == 0) zen_lora_zero_grads(&r->s.lora);
-    if (r->device_comm && count > 0) { /* the ranks' sums, in the tree's order, GPU to GPU */
-        rc = zen_dist_agree(r->s.be->comm_tree_sum(r->s.be, r->s.lora.grads, r->s.lora.num_params));
-        if (rc) return rc;
-        sum = zen_dist_tree_sum_f64(sum);
-    } else if (r->dist->size > 1 && count > 0) { /* the same through host memory over MPI */
-        zk_backend *be = r->s.be;
-        size_t bytes = r->s.lora.num_params * sizeof(float);
-        be->download(be, r->host_grads, r->s.lora.grads, bytes);
-        zen_dist_tree_sum_f32(r->host_grads, r->s.lora.num_params, r->host_grads + r->s.lora.num_params);
-        be->upload(be, r->s.lora.grads, r->host_grads, bytes);
-        sum = zen_dist_tree_sum_f64(sum);
-    }
+    if ((rc = sum_across_ranks(r, &sum, count))) return rc;
     *loss = count ? sum / (double)count : NAN;
     *tokens = (size_t)count;
     return rc;
 }
 
+/* the validation pairs in batches of batch_size (rank r runs batches r, r + ranks, ...) */
+static int evaluate_pairs(run *r, double *loss) {
+    const zen_run_config *c = r->cfg;
+    int64_t batches = (r->val_count + c->batch_size - 1) / c->batch_size;
+    double *sums = zen_calloc((size_t)batches * (ZEN_PM_COUNT + 2) + 1, sizeof(double));
+    double *saved = r->micro_sums;
+    int rc = sums ? 0 : ZEN_ERR_INTERNAL;
+    for (int64_t bi = r->dist->rank; bi < batches && !rc; bi += r->dist->size) {
+        int64_t first = r->val_first + bi * c->batch_size, n = r->val_count - bi * c->batch_size;
+        if (n > c->batch_size) n = c->batch_size;
+        rc = read_pair_micro(r, &r->pmicro[0], r->val_data, first, n, NULL);
+        zen_pref_sums s;
+        memset(&s, 0, sizeof s);
+        if (!rc) rc = zen_pref_run(&r->pref, &r->pmicro[0], &r->s.model, &r->s.lora, &r->s.acts, 0, 1.0, 1.0, 0, &s);
+        double *out = sums + (size_t)bi * (ZEN_PM_COUNT + 2);
+        memcpy(out, s.sum, sizeof s.sum);
+        out[ZEN_PM_COUNT] = s.pairs, out[ZEN_PM_COUNT + 1] = s.nll_tokens;
+    }
+    if ((rc = zen_dist_agree(rc))) {
+        free(sums);
+        return rc;
+    }
+    const char *names[ZEN_PM_COUNT];
+    int n;
+    r->micro_sums = sums;
+    *loss = pair_metrics(r, (long)batches, names, r->eval_pref_values, &n);
+    r->micro_sums = saved;
+    free(sums);
+    return 0;
+}
+
 static int evaluate_val(run *r, double *loss) {
     size_t n;
+    if (r->pairs) return evaluate_pairs(r, loss);
     return zen_evaluate(&r->s.model, &r->s.lora, &r->s.acts, r->val_data, r->val_first, r->val_count, loss, &n);
 }
 
@@ -389,10 +581,19 @@ static int open_everything(run *r) {
     if ((rc = open_data(r))) return rc;
     unsigned targets;
     if ((rc = zen_lora_parse_targets(c->lora_targets, &targets))) return rc;
-    if ((rc = zen_session_fresh_adapter(&r->s, (int)c->lora_r, (float)c->lora_alpha, c->lora_rslora,
-                                        (float)c->lora_dropout, targets, (uint64_t)c->seed)) ||
-        (rc = zen_lora_alloc_grads(&r->s.lora)))
+    if (c->adapter[0]) { /* continuing an adapter: its shape, this run's dropout */
+        if ((rc = zen_session_load_adapter(&r->s, c->adapter))) return rc;
+        r->s.lora.dropout = (float)c->lora_dropout;
+    } else if ((rc = zen_session_fresh_adapter(&r->s, (int)c->lora_r, (float)c->lora_alpha, c->lora_rslora,
+                                               (float)c->lora_dropout, targets, (uint64_t)c->seed))) {
         return rc;
+    }
+    if ((rc = zen_lora_alloc_grads(&r->s.lora))) return rc;
+    /* DPO's reference: the adapter being continued, frozen (a second small LoRA set), else the base */
+    if (r->pref.opts.objective == ZEN_OBJECTIVE_DPO && c->adapter[0]) {
+        if ((rc = zen_session_load_reference(&r->s, c->adapter))) return rc;
+        r->pref.ref = &r->s.ref;
+    }
     if ((rc = zen_adamw_create(&r->opt, r->s.be, r->s.lora.num_params, (float)c->beta1, (float)c->beta2, (float)c->eps,
                                (float)c->weight_decay, (float)c->grad_clip)))
         return rc;
@@ -433,6 +634,16 @@ static int prepare_steps(run *r) {
     r->schedule.total_steps = r->total_steps;
     r->schedule.min_lr_ratio = c->min_lr_ratio;
     zen_schedule_parse(c->schedule, &r->schedule.kind);
+    if (r->pairs) {
+        size_t rows = 2 * (size_t)c->batch_size * (size_t)c->seq_len;
+        r->pmicro = zen_calloc((size_t)c->grad_accum, sizeof(zen_pair_batch));
+        r->micro_sums = zen_calloc((size_t)(r->micro_per_step + 1) * (ZEN_PM_COUNT + 2), sizeof(double));
+        if (!r->pmicro || !r->micro_sums) return ZEN_ERR_INTERNAL;
+        for (long m = 0; m < c->grad_accum; m++)
+            if ((rc = zen_pair_batch_alloc(&r->pmicro[m], rows, !strcmp(c->pair_layout, "shared")))) return rc;
+        if ((rc = check_device_memory(r))) return rc;
+        return zen_session_make_pair_acts(&r->s, (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c));
+    }
     r->micro = zen_calloc((size_t)c->grad_accum, sizeof(zen_batch));
     if (!r->micro) return ZEN_ERR_INTERNAL;
     for (long m = 0; m < c->grad_accum; m++)
@@ -604,6 +815,17 @@ int zen_train(const zen_run_config *given, int resume) {
     r.dist = zen_dist_get();
     r.writer = r.dist->rank == 0;
     r.micro_per_step = c->grad_accum * r.dist->size;
+    zen_objective_parse(c->objective, &r.pref.opts.objective);
+    zen_dpo_loss_parse(c->dpo_loss, &r.pref.opts.loss);
+    r.pref.opts.beta = c->beta;
+    r.pref.opts.label_smoothing = c->label_smoothing;
+    r.pref.opts.nll_prompt = c->orpo_nll_prompt;
+    r.pairs = r.pref.opts.objective != ZEN_OBJECTIVE_SFT;
+    if (c->dpo_precompute_ref) {
+        run_free(&r);
+        return zen_fail(ZEN_ERR_INPUT, "config key 'dpo.precompute_ref': not available yet; the reference is computed "
+                        "with each step");
+    }
     zen_train_state st;
     rc = setup(&r, resume, &st);
     if (rc) {
@@ -672,7 +894,9 @@ int zen_train(const zen_run_config *given, int resume) {
                                .eta_s = session / (double)(st.step - first_step) * (double)(r.total_steps - st.step),
                                .tokens_per_s = interval_tokens / interval_seconds,
                                .real_tokens_per_s = interval_real / interval_seconds, .eval_loss = eval_loss,
-                               .mem_peak = r.s.be->memory_peak ? (double)r.s.be->memory_peak(r.s.be) : NAN};
+                               .mem_peak = r.s.be->memory_peak ? (double)r.s.be->memory_peak(r.s.be) : NAN,
+                               .n_extra = r.pairs ? r.n_pref : 0, .extra_names = r.pref_names, .extra = r.pref_values,
+                               .eval_extra = r.eval_pref_values};
         if (!tokens) zen_report_line(&r.report, "step %ld: no target token with loss_mask 1; no update", st.step);
         int log_now = st.step % c->log_every == 0 || evaluate || last;
         if (log_now) {
@@ -680,8 +904,13 @@ int zen_train(const zen_run_config *given, int resume) {
             interval_seconds = interval_tokens = interval_real = 0;
         }
         zen_report_progress(&r.report, &rec, log_now);
-        if (evaluate) zen_report_line(&r.report, "  eval loss %.4f (ppl %.3f) on %lld validation sequences", eval_loss,
-                                      exp(eval_loss), (long long)r.val_count);
+        if (evaluate && r.pairs)
+            zen_report_line(&r.report, "  eval loss %.4f, rewards/accuracies %.3f, rewards/margins %.4f on %lld "
+                            "validation pairs", eval_loss, r.eval_pref_values[3], r.eval_pref_values[4],
+                            (long long)r.val_count);
+        else if (evaluate)
+            zen_report_line(&r.report, "  eval loss %.4f (ppl %.3f) on %lld validation sequences", eval_loss,
+                            exp(eval_loss), (long long)r.val_count);
         if (c->sample_every > 0 && (st.step % c->sample_every == 0 || last) &&
             (rc = zen_dist_agree(r.writer ? write_samples(&r, st.step) : 0)))
             break;
