@@ -12,24 +12,60 @@
 #include "commands.h"
 #include "dist.h"
 #include "evaluate.h"
+#include "eval_choices.h"
 #include "session.h"
+
+/* zen eval --choices FILE.jsonl */
+static int eval_choices(zen_opt *o, int n) {
+    const char *model_dir, *path = zen_cli_get(o, n, "--choices"), *adapter_dir = zen_cli_get(o, n, "--adapter");
+    long long T, B;
+    int rc;
+    if ((rc = zen_cli_require(o, n, "--model", "eval", &model_dir)) ||
+        (rc = zen_cli_int(o, n, "--seq-len", 2048, 2, 1 << 20, &T)) || (rc = zen_cli_int(o, n, "--batch", 4, 1, 1 << 16, &B)))
+        return rc;
+    static const char *const not_here[] = {"--data", "--save-logits", "--no-doc-mask"};
+    for (int i = 0; i < 3; i++)
+        if (zen_cli_get(o, n, not_here[i])) return zen_fail(ZEN_ERR_INPUT, "%s does not apply to --choices", not_here[i]);
+    zen_session s;
+    zen_tokenizer *t = NULL;
+    zen_choices_result res;
+    memset(&res, 0, sizeof res);
+    if (!(rc = zen_session_open(&s, zen_cli_get(o, n, "--device"), zen_cli_get(o, n, "--dtype"),
+                                zen_cli_get(o, n, "--base-quant"), model_dir)) &&
+        !(rc = adapter_dir ? zen_session_load_adapter(&s, adapter_dir) : 0) &&
+        !(rc = zen_open_tokenizer(model_dir, &t)) &&
+        !(rc = zen_session_make_pair_acts(&s, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL)))
+        rc = zen_eval_choices(&s.model, s.has_lora ? &s.lora : NULL, &s.acts, t, path, (size_t)B, (size_t)T, &res);
+    if (!rc && zen_dist_get()->rank == 0) {
+        printf("acc %.9g\nacc_norm %.9g\n", res.acc, res.acc_norm);
+        fprintf(stderr, "zen eval: %.0f records from %s (%.0f with the context run once for all choices); device %s: %s\n",
+                res.records, path, res.shared, s.be->name, s.be->info);
+    }
+    zen_tokenizer_free(t);
+    zen_session_close(&s);
+    return rc;
+}
 
 int zen_cmd_eval(int argc, char **argv) {
     zen_opt o[] = {{"--model", 1, NULL},   {"--adapter", 1, NULL}, {"--data", 1, NULL},
                    {"--seq-len", 1, NULL}, {"--batch", 1, NULL},   {"--device", 1, NULL},
                    {"--recompute", 0, NULL}, {"--dtype", 1, NULL}, {"--save-logits", 1, NULL},
-                   {"--no-doc-mask", 0, NULL}, {"--base-quant", 1, NULL}, {"--help", 0, NULL}};
+                   {"--no-doc-mask", 0, NULL}, {"--base-quant", 1, NULL}, {"--choices", 1, NULL},
+                   {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "eval"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen eval --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B]\n"
                "         [--device cpu|cuda] [--dtype auto|f32|bf16] [--recompute] [--no-doc-mask]\n"
                "         [--base-quant none|nf4|q4_0|q8_0]   (the base's projections quantised at load)\n"
-               "         [--save-logits FILE.safetensors]   (the logits [T, V] of sequence 0, F32)\n");
+               "         [--save-logits FILE.safetensors]   (the logits [T, V] of sequence 0, F32)\n"
+               "zen eval --model DIR [--adapter DIR] --choices FILE.jsonl [--seq-len 2048] [--batch 4] [--device ...]\n"
+               "         (records {context, choices, label}: acc and acc_norm as lm-evaluation-harness)\n");
         return 0;
     }
     const char *model_dir, *data_path, *adapter_dir = zen_cli_get(o, n, "--adapter");
     const char *device = zen_cli_get(o, n, "--device");
+    if (zen_cli_get(o, n, "--choices")) return eval_choices(o, n);
     long long T, B;
     if ((rc = zen_cli_require(o, n, "--model", "eval", &model_dir)) ||
         (rc = zen_cli_require(o, n, "--data", "eval", &data_path)) ||

@@ -223,7 +223,131 @@ def main():
                         harness.check(f"model {name} {rname}: CUDA (emulated) {dt} against the reference", ok,
                                       f"error {err:.1e}, cosine {cos:.7f}")
     print(f"largest relative error against the reference: {max(results):.2e} (tolerance {TOL:.0e})")
+    check_choices(zen, w, rng)
+    check_training(zen, w)
     harness.finish()
+
+
+def check_training(zen, w):
+    """zen data --format preference and zen train with objective dpo / orpo on
+    a made-up rule (the chosen answer writes the word in capitals, the
+    rejected one does not): held-out rewards/accuracies above 0.9, TRL's
+    metrics in metrics.jsonl, resume bit-exact; bad records"""
+    import json
+    import random
+    run = lambda cmd, **kw: subprocess.run(cmd, capture_output=True, text=True, **kw)
+    p = run([zen, "init", "--preset", "tiny", "--seed", "3", "--out", w("tiny")])
+    assert p.returncode == 0, p.stderr
+    rnd = random.Random(7)
+    with open(w("rule.jsonl"), "w") as f:
+        for _ in range(400):
+            word = "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rnd.randint(3, 7)))
+            f.write(json.dumps({"prompt": f"Say the word {word} in capitals: ", "chosen": word.upper() + ".",
+                                "rejected": word + "."}) + "\n")
+    p = run([zen, "data", "--tokenizer", w("tiny"), "--in", w("rule.jsonl"), "--format", "preference",
+             "--max-length", "48", "--out", w("rule.h5")])
+    harness.check("zen data --format preference", p.returncode == 0 and "400 pairs" in p.stderr, p.stderr.strip())
+    with open(w("cfg.json"), "w") as f:
+        json.dump({"objective": "dpo", "seq_len": 48, "batch_size": 4, "grad_accum": 2, "lr": 2e-3,
+                   "val_fraction": 0.1, "eval_every": 5, "log_every": 5, "save_every": 10, "max_steps": 20,
+                   "dtype": "f32", "lora": {"r": 8}}, f)
+    base = [zen, "train", w("cfg.json"), "--model", w("tiny"), "--data", w("rule.h5")]
+    p = run(base + ["--out", w("dpo")])
+    lines = [json.loads(l) for l in open(w("dpo", "metrics.jsonl"))] if p.returncode == 0 else []
+    want = {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+            "logps/rejected", "eval_rewards/accuracies"}
+    evals = [l["eval_rewards/accuracies"] for l in lines if "eval_rewards/accuracies" in l]
+    harness.check("dpo: TRL's metrics logged, held-out rewards/accuracies rises above 0.9",
+                  lines and want <= set(lines[-1]) and evals[-1] > 0.9,
+                  f"eval rewards/accuracies {evals}; loss {[round(l['loss'], 4) for l in lines]}" if lines else p.stderr)
+    # resume from checkpoint-10 of that run: the same adapter as running straight through
+    import shutil
+    shutil.copytree(w("dpo"), w("dpo-r"))
+    for name in ("checkpoint-20", "adapter_model.safetensors", "adapter_config.json"):
+        path = w("dpo-r", name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    p1 = p
+    p2 = run(base + ["--out", w("dpo-r"), "--resume"])
+    same = p1.returncode == 0 and p2.returncode == 0 and \
+        open(w("dpo", "adapter_model.safetensors"), "rb").read() == open(w("dpo-r", "adapter_model.safetensors"), "rb").read()
+    harness.check("dpo: a resumed run equals the uninterrupted one bit for bit", same, p2.stderr[-300:])
+    # continuing that adapter with ORPO, and DPO against it as the frozen reference
+    p = run(base + ["--out", w("orpo"), "--set", "objective=orpo", "--set", f"adapter={w('dpo')}"])
+    lines = [json.loads(l) for l in open(w("orpo", "metrics.jsonl"))] if p.returncode == 0 else []
+    harness.check("orpo: nll_loss and log_odds_ratio logged, continuing an adapter",
+                  lines and {"nll_loss", "log_odds_ratio", "log_odds_chosen"} <= set(lines[-1]), p.stderr[-300:])
+    p = run(base + ["--out", w("dpo2"), "--set", f"adapter={w('dpo')}", "--set", "max_steps=1"])
+    harness.check("dpo continuing an adapter: its frozen copy is the reference (step 1's margin is 0)",
+                  p.returncode == 0 and "reference: the starting adapter" in p.stderr and
+                  abs(json.loads(open(w("dpo2", "metrics.jsonl")).readline())["rewards/margins"]) < 1e-9, p.stderr[-300:])
+    p = run([zen, "train", w("cfg.json"), "--model", w("tiny"), "--data", w("rule.h5"), "--out", w("sft"),
+             "--set", "objective=sft"])
+    harness.check("sft on a preference file: one line, exit 2", p.returncode == 2 and "objective" in p.stderr,
+                  p.stderr.strip())
+    # bad records: each one line naming file:line, exit 2, nothing written; --skip-bad counts
+    bad = {"missing": {"prompt": "a", "chosen": "b"}, "empty": {"prompt": "a", "chosen": "", "rejected": "c"},
+           "number": {"prompt": 3, "chosen": "b", "rejected": "c"}}
+    for name, rec in bad.items():
+        with open(w(f"bad-{name}.jsonl"), "w") as f:
+            f.write(json.dumps({"prompt": "ok", "chosen": "x", "rejected": "y"}) + "\n" + json.dumps(rec) + "\n")
+        p = run([zen, "data", "--tokenizer", w("tiny"), "--in", w(f"bad-{name}.jsonl"), "--format", "preference",
+                 "--out", w(f"bad-{name}.h5")])
+        harness.check(f"bad record ({name}): one line naming the line, exit 2, no file",
+                      p.returncode == 2 and f"bad-{name}.jsonl:2" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+                      and not os.path.exists(w(f"bad-{name}.h5")), p.stderr.strip())
+    with open(w("mixed.jsonl"), "w") as f:
+        f.write(json.dumps({"prompt": "p", "chosen": "same", "rejected": "same"}) + "\n")
+        f.write(json.dumps({"prompt": "x" * 40, "chosen": "a", "rejected": "b"}) + "\n")
+        f.write(json.dumps({"prompt": "q"}) + "\n")
+        f.write(json.dumps({"prompt": "r", "chosen": "c" * 30, "rejected": "d"}) + "\n")
+    p = run([zen, "data", "--tokenizer", w("tiny"), "--in", w("mixed.jsonl"), "--format", "preference", "--skip-bad",
+             "--max-length", "20", "--out", w("mixed.h5")])
+    harness.check("counted, not errors: chosen = rejected, a prompt over --max-length, a cut completion, a bad line",
+                  p.returncode == 0 and "2 pairs" in p.stderr and "1 bad lines" in p.stderr and "1 dropped" in p.stderr
+                  and "1 with a completion cut" in p.stderr and "1 with chosen equal" in p.stderr, p.stderr.strip())
+
+
+def check_choices(zen, w, rng):
+    """zen eval --choices against the reference: each choice's summed
+    log-probability after the context (a byte-level tokenizer: token = byte),
+    acc and acc_norm (divided by the choice's bytes); the same at --batch 1
+    and 3; an empty context starts from the end-of-text token (here byte 10)"""
+    import json
+    import byte_tokenizer
+    cfg = make_config(hidden=32, inter=48, layers=2, heads=4, kv_heads=1, head_dim=8, vocab=256, tied=False)
+    write_model(w("mc"), cfg, rng, "F32", head_std=1.5)
+    byte_tokenizer.write(w("mc"))
+    _, weights = read_model_dir(w("mc"))
+    ref = Qwen3LoraReference(cfg, weights)
+    letters = "abcdefghij ."
+    recs, best, best_norm = [], [], []
+    for i in range(40):
+        ctx = "" if i == 7 else "".join(rng.choice(list(letters), int(rng.integers(3, 12))))
+        if i % 5 == 0:
+            ctx += " "  # trailing whitespace moves to the continuations
+        k = int(rng.integers(2, 5))
+        choices = ["".join(rng.choice(list(letters), int(rng.integers(1, 6)))) for _ in range(k)]
+        recs.append({"context": ctx, "choices": choices, "label": int(rng.integers(0, k))})
+        stripped = ctx.rstrip(" ")
+        ctx_ids = list(stripped.encode()) if stripped else [10]
+        ll = []
+        for c in choices:
+            cont = list((ctx[len(stripped):] + c).encode())
+            lp, _ = seq_logps(ref, ctx_ids, cont)
+            ll.append(lp.sum().item())
+        best.append(int(np.argmax(ll)))
+        best_norm.append(int(np.argmax([v / len(c.encode()) for v, c in zip(ll, choices)])))
+    with open(w("choices.jsonl"), "w") as f:
+        for r in recs:
+            f.write(json.dumps(r) + "\n")
+    acc = np.mean([b == r["label"] for b, r in zip(best, recs)])
+    acc_norm = np.mean([b == r["label"] for b, r in zip(best_norm, recs)])
+    for batch in ("1", "3"):
+        p = subprocess.run([zen, "eval", "--model", w("mc"), "--choices", w("choices.jsonl"), "--seq-len", "32",
+                            "--batch", batch, "--dtype", "f32"], capture_output=True, text=True)
+        got = dict((l.split()[0], float(l.split()[1])) for l in p.stdout.splitlines()) if not p.returncode else {}
+        harness.check(f"eval --choices --batch {batch}: acc {acc:.3f}, acc_norm {acc_norm:.3f} as the reference",
+                      got.get("acc") == acc and got.get("acc_norm") == acc_norm, f"zen: {got or p.stderr.strip()}")
 
 
 if __name__ == "__main__":
