@@ -139,6 +139,8 @@ struct zk_backend {
                      size_t in, size_t out, size_t r, float scale, const zk_dropout *drop);
     /* y[n] = a[n] + b[n] (residual stream) */
     void (*add)(zk_backend *be, void *y, const void *a, const void *b, size_t n);
+    /* x[r, :] *= s[r] for r < rows (x: act [rows, cols]; s: device fp32 [rows]) */
+    void (*scale_rows)(zk_backend *be, void *x, const float *s, size_t rows, size_t cols);
 
     /* --- normalisation and position --- */
     /* y[rows,dim] = x * rstd * w,  rstd[rows] = 1/sqrt(mean(x^2) + eps) */

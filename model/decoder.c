@@ -708,7 +708,9 @@ int zen_decoder_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, con
     if (rc) return rc;
     a->dropout_seed = dropout_seed;
     forward_layers(m, lo, a);
-    head_pass(m, a, 0.0f);
+    /* with head_grad_in_forward the head's backward runs fused, at unit weights */
+    a->head_grad_kept = a->head_grad_in_forward;
+    head_pass(m, a, a->head_grad_kept ? 1.0f : 0.0f);
     be->download(be, row_loss, a->losses, N * sizeof(float));
     for (size_t i = 0; i < N; i++)
         if (!mask[i]) row_loss[i] = 0.0f;
@@ -720,6 +722,18 @@ int zen_decoder_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, co
     if (lo && !lo->grads) return zen_fail(ZEN_ERR_INTERNAL, "decoder backward called without LoRA gradient buffers");
     if (a->sh.layout && !a->sh.exact_backward)
         return zen_fail(ZEN_ERR_INTERNAL, "decoder: this shared layout reads a row more than twice (forward only)");
+    if (a->head_grad_kept) { /* dxn holds each row's unit-weight gradient: scale the rows by their weights */
+        size_t N = a->B * a->T;
+        float *w = zen_malloc((N ? N : 1) * sizeof(float));
+        if (!w) return ZEN_ERR_INTERNAL;
+        for (size_t i = 0; i < N; i++) w[i] = mask[i] ? row_weight[i] : 0.0f;
+        m->be->upload(m->be, a->weights, w, N * sizeof(float));
+        free(w);
+        m->be->scale_rows(m->be, a->dxn, a->weights, N, (size_t)m->cfg.hidden);
+        a->head_grad_kept = 0;
+        backward_layers(m, lo, a);
+        return zk_status(m->be);
+    }
     int rc = head_setup(m, a, NULL, mask, row_weight);
     if (rc) return rc;
     head_pass(m, a, 1.0f);

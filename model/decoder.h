@@ -84,6 +84,10 @@ typedef struct {
     /* what the head of the last zen_decoder_forward saw, for zen_decoder_backward */
     size_t head_count;     /* M: rows whose loss counts */
     int head_compact;      /* they were gathered (M < N) */
+    int head_grad_in_forward; /* set by the caller: zen_decoder_forward also leaves in dxn the head's input
+                               * gradient of each row's unweighted loss, so zen_decoder_backward only scales
+                               * its rows (no second head pass) */
+    int head_grad_kept;    /* the last forward did so */
 } zen_acts;
 
 /* Rows that share a prefix (a preference pair's prompt, a multiple-choice
@@ -176,9 +180,10 @@ int zen_decoder_run(const zen_model *m, const zen_lora *lo, zen_acts *a, const i
  * mask is 0). With a->sh.layout set, the rows are a shared-prefix layout
  * (pos [N] as described there, seg NULL). zen_decoder_backward then
  * accumulates the gradient of sum over masked-in rows of row_weight[n] *
- * loss[n] (row_weight host [N], any sign) into lo->grads; it runs the LM
- * head's rows again (their logits were not kept) and needs the activations
- * of that forward, with the same lo, untouched. */
+ * loss[n] (row_weight host [N], any sign) into lo->grads. It runs the LM
+ * head's rows again (their logits were not kept), unless the forward ran
+ * with a->head_grad_in_forward (then it scales the kept rows); it needs the
+ * activations of that forward, with the same lo, untouched. */
 int zen_decoder_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, const int32_t *inputs,
                         const int32_t *targets, const uint8_t *mask, const int32_t *pos, const int32_t *seg,
                         uint64_t dropout_seed, float *row_loss);

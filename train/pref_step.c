@@ -49,7 +49,9 @@ int zen_pref_run(const zen_pref_ctx *c, const zen_pair_batch *b, const zen_model
         if (c->ref_logps) memcpy(ref, c->ref_logps, 2 * G * sizeof(double));
         else rc = zen_pref_logps(b, m, c->ref, a, 0, ref, NULL); /* the reference: no dropout */
     }
+    a->head_grad_in_forward = backward; /* the head's backward fused into the policy's forward */
     if (!rc) rc = zen_pair_batch_forward(b, m, lo, a, dropout_seed, row_loss);
+    a->head_grad_in_forward = 0;
     if (!rc) {
         group_sums(b, row_loss, pol, cnt);
         for (size_t g = 0; g < G; g++) {

@@ -232,6 +232,7 @@ zk_backend *zk_cpu_create(zen_dtype compute, int device_index) {
     be->lora_fwd = cpu_lora_fwd;
     be->lora_bwd = cpu_lora_bwd;
     be->add = cpu_add;
+    be->scale_rows = cpu_scale_rows;
     be->rmsnorm_fwd = cpu_rmsnorm_fwd;
     be->rmsnorm_bwd = cpu_rmsnorm_bwd;
     be->rope_fwd = cpu_rope_fwd;

@@ -223,6 +223,14 @@ void cpu_linear_bwd(zk_backend *be, void *dx_, const void *dy_, const zk_weight 
     }
 }
 
+void cpu_scale_rows(zk_backend *be, void *x_, const float *s, size_t rows, size_t cols) {
+    (void)be;
+    float *x = x_;
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) x[r * cols + c] *= s[r];
+}
+
 void cpu_add(zk_backend *be, void *y_, const void *a_, const void *b_, size_t n) {
     (void)be;
     float *y = y_;

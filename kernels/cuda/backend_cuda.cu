@@ -153,6 +153,18 @@ static void cu_add(zk_backend *be, void *y, const void *a, const void *b, size_t
     CUDA_CHECK(be, cudaGetLastError());
 }
 
+__global__ static void scale_rows_kernel(float *x, const float *s, size_t cols, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] *= s[i / cols];
+}
+
+static void cu_scale_rows(zk_backend *be, void *x, const float *s, size_t rows, size_t cols) {
+    size_t n = rows * cols;
+    if (!n) return;
+    ZK_LAUNCH(scale_rows_kernel, blocks_for(n, 256), 256, 0)((float *)x, s, cols, n);
+    CUDA_CHECK(be, cudaGetLastError());
+}
+
 /* ---------------- RMSNorm ---------------- */
 
 __global__ static void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, const float *w, size_t dim, float eps) {
@@ -548,6 +560,7 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute, int device_index) {
     be->lora_fwd = cu_lora_fwd;
     be->lora_bwd = cu_lora_bwd;
     be->add = cu_add;
+    be->scale_rows = cu_scale_rows;
     be->rmsnorm_fwd = cu_rmsnorm_fwd;
     be->rmsnorm_bwd = cu_rmsnorm_bwd;
     be->rope_fwd = cu_rope_fwd;
