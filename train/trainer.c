@@ -44,6 +44,7 @@
 #include "../data/pairs.h"
 #include "pair_batch.h"
 #include "pref_step.h"
+#include "ref_logps.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -91,6 +92,7 @@ typedef struct {
     zen_pair_batch *pmicro;      /* [grad_accum] this rank's micro-batches of pairs */
     double *micro_sums;          /* [micro_per_step][ZEN_PM_COUNT + 2] each micro-batch's metric sums, pairs, NLL tokens */
     double *pair_ref;            /* [groups][2]: a micro-batch's precomputed reference log-probabilities */
+    double *ref_table, *val_ref_table; /* dpo.precompute_ref: [pairs][2] of the training file and of val_data */
     double pref_values[ZEN_PM_COUNT], eval_pref_values[ZEN_PM_COUNT];
     const char *pref_names[ZEN_PM_COUNT];
     int n_pref;                  /* metrics the objective logs (0 for sft) */
@@ -108,6 +110,8 @@ static void run_free(run *r) {
     free(r->pmicro);
     free(r->micro_sums);
     free(r->pair_ref);
+    free(r->ref_table);
+    free(r->val_ref_table);
     if (r->grad_sums) {
         r->s.lora.grads = r->grad_sums[0];
         for (int i = 1; i <= r->tree_depth; i++)
@@ -275,9 +279,9 @@ static void print_summary(run *r, long start_step) {
                         (long long)r->s.data.n_tokens, c->seq_len, (long long)r->order.count, (long long)r->val_count,
                         c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
         if (po->objective == ZEN_OBJECTIVE_DPO)
-            zen_report_line(&r->report, "  objective dpo (%s, beta %g%s); reference: %s; the prompt %s", c->dpo_loss,
-                            po->beta, po->loss == ZEN_DPO_ROBUST ? ", robust" : "",
-                            r->pref.ref ? "the starting adapter, frozen" : "the base model (the adapter off)",
+            zen_report_line(&r->report, "  objective dpo (%s, beta %g); reference: %s%s; the prompt %s", c->dpo_loss,
+                            po->beta, r->pref.ref ? "the starting adapter, frozen" : "the base model (the adapter off)",
+                            c->dpo_precompute_ref ? ", precomputed before step 1" : ", run in each step",
                             strcmp(c->pair_layout, "shared") ? "run for each completion" : "run once per pair");
         else
             zen_report_line(&r->report, "  objective orpo (beta %g; NLL over %s); the prompt %s", po->beta,
@@ -312,8 +316,17 @@ static void print_summary(run *r, long start_step) {
 /* Micro-batch j (step's micro-batch m) of pairs: forward, losses and (with
  * backward) its share of the step's gradient; its metric sums go to
  * micro_sums[m]. The step's pairs and NLL tokens are in micro_sums' last row. */
+/* the batch's reference log-probabilities from a precomputed table (NULL: computed in the step) */
+static const double *batch_ref(run *r, const zen_pair_batch *b, const double *table) {
+    if (!table) return NULL;
+    for (size_t g = 0; g < b->groups; g++)
+        r->pair_ref[2 * g] = table[2 * b->group_id[g]], r->pair_ref[2 * g + 1] = table[2 * b->group_id[g] + 1];
+    return r->pair_ref;
+}
+
 static int pair_micro(run *r, long j, long m, uint64_t seed, int backward, double *loss) {
     const zen_pair_batch *b = &r->pmicro[j];
+    r->pref.ref_logps = batch_ref(r, b, r->ref_table);
     double *totals = r->micro_sums + (size_t)r->micro_per_step * (ZEN_PM_COUNT + 2);
     zen_pref_sums sums;
     memset(&sums, 0, sizeof sums);
@@ -471,6 +484,7 @@ static int evaluate_pairs(run *r, double *loss) {
         rc = read_pair_micro(r, &r->pmicro[0], r->val_data, first, n, NULL);
         zen_pref_sums s;
         memset(&s, 0, sizeof s);
+        r->pref.ref_logps = batch_ref(r, &r->pmicro[0], r->val_data == &r->s.data ? r->ref_table : r->val_ref_table);
         if (!rc) rc = zen_pref_run(&r->pref, &r->pmicro[0], &r->s.model, &r->s.lora, &r->s.acts, 0, 1.0, 1.0, 0, &s);
         double *out = sums + (size_t)bi * (ZEN_PM_COUNT + 2);
         memcpy(out, s.sum, sizeof s.sum);
@@ -637,6 +651,8 @@ static int prepare_steps(run *r) {
     if (r->pairs) {
         size_t rows = 2 * (size_t)c->batch_size * (size_t)c->seq_len;
         r->pmicro = zen_calloc((size_t)c->grad_accum, sizeof(zen_pair_batch));
+        r->pair_ref = zen_calloc(2 * (size_t)c->batch_size + 1, sizeof(double));
+        if (!r->pair_ref) return ZEN_ERR_INTERNAL;
         r->micro_sums = zen_calloc((size_t)(r->micro_per_step + 1) * (ZEN_PM_COUNT + 2), sizeof(double));
         if (!r->pmicro || !r->micro_sums) return ZEN_ERR_INTERNAL;
         for (long m = 0; m < c->grad_accum; m++)
@@ -769,6 +785,16 @@ static int setup(run *r, int resume, zen_train_state *st) {
     if ((rc = zen_dist_agree(rc))) return rc;
     share_start(r, st);
     if ((rc = zen_dist_agree(prepare_steps(r)))) return rc;
+    if (r->pairs && r->cfg->dpo_precompute_ref) { /* one reference pass over the data before step 1, kept beside it */
+        const zen_lora *ref = r->pref.ref;
+        size_t B = (size_t)r->cfg->batch_size;
+        rc = zen_ref_logps_get(&r->s.model, r->cfg->model, ref, &r->s.acts, &r->s.data, &r->pmicro[0], B, &r->ref_table,
+                               r->writer ? stderr : NULL);
+        if (!rc && r->val_data == &r->val_file)
+            rc = zen_ref_logps_get(&r->s.model, r->cfg->model, ref, &r->s.acts, &r->val_file, &r->pmicro[0], B,
+                                   &r->val_ref_table, r->writer ? stderr : NULL);
+        if ((rc = zen_dist_agree(rc))) return rc;
+    }
     if (r->writer) rc = open_outputs(r, resume, st);
     else zen_report_silent(&r->report);
     return zen_dist_agree(rc);
@@ -821,11 +847,6 @@ int zen_train(const zen_run_config *given, int resume) {
     r.pref.opts.label_smoothing = c->label_smoothing;
     r.pref.opts.nll_prompt = c->orpo_nll_prompt;
     r.pairs = r.pref.opts.objective != ZEN_OBJECTIVE_SFT;
-    if (c->dpo_precompute_ref) {
-        run_free(&r);
-        return zen_fail(ZEN_ERR_INPUT, "config key 'dpo.precompute_ref': not available yet; the reference is computed "
-                        "with each step");
-    }
     zen_train_state st;
     rc = setup(&r, resume, &st);
     if (rc) {

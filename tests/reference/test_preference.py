@@ -280,6 +280,27 @@ def check_training(zen, w):
     harness.check("dpo continuing an adapter: its frozen copy is the reference (step 1's margin is 0)",
                   p.returncode == 0 and "reference: the starting adapter" in p.stderr and
                   abs(json.loads(open(w("dpo2", "metrics.jsonl")).readline())["rewards/margins"]) < 1e-9, p.stderr[-300:])
+    # dpo.precompute_ref: the same run as computing the reference in each step; the file is reused,
+    # and a pass that stopped continues where it stopped, to the same bytes
+    import glob
+    p = run(base + ["--out", w("pre"), "--set", "dpo.precompute_ref=true"])
+    files = glob.glob(w("rule.h5.ref-*.logps"))
+    a = [json.loads(l) for l in open(w("dpo", "metrics.jsonl"))] if p.returncode == 0 else []
+    b = [json.loads(l) for l in open(w("pre", "metrics.jsonl"))] if p.returncode == 0 else []
+    err = max(abs(x["loss"] - y["loss"]) / abs(x["loss"]) for x, y in zip(a, b)) if a and b else 1.0
+    harness.check("dpo.precompute_ref: the same losses as the reference run in each step",
+                  len(files) == 1 and err < 1e-4 and "computing 400 pairs" in p.stderr, f"largest difference {err:.1e}")
+    p = run(base + ["--out", w("pre2"), "--set", "dpo.precompute_ref=true"])
+    harness.check("dpo.precompute_ref: a second run reads the file", p.returncode == 0 and "read from" in p.stderr,
+                  p.stderr[-200:])
+    whole = open(files[0], "rb").read()
+    with open(files[0] + ".partial", "wb") as f:
+        f.write(whole[:24 + 16 * 4 * 40])  # 40 batches of 4 pairs done
+    os.remove(files[0])
+    p = run(base + ["--out", w("pre3"), "--set", "dpo.precompute_ref=true"])
+    harness.check("dpo.precompute_ref: a stopped pass continues, to the same bytes",
+                  p.returncode == 0 and "continuing" in p.stderr and open(files[0], "rb").read() == whole,
+                  p.stderr[-300:])
     p = run([zen, "train", w("cfg.json"), "--model", w("tiny"), "--data", w("rule.h5"), "--out", w("sft"),
              "--set", "objective=sft"])
     harness.check("sft on a preference file: one line, exit 2", p.returncode == 2 and "objective" in p.stderr,
