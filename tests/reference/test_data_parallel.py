@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from zen_files import write_tokens  # noqa: E402
+from zen_files import write_pairs, write_tokens  # noqa: E402
 
 from harness import check, run  # noqa: E402
 
@@ -101,6 +101,19 @@ def main():
         check(f"-np {ranks}: one summary, from rank 0", p.stderr.count("zen train: model") == 1 and
               "data parallel: %d ranks" % ranks in p.stderr)
     check("only rank 0 writes: one metrics line per step", len(raw_fields(w("np4-a1"))) == cfg["max_steps"])
+
+    # ---- 1b: DPO: ranks split the pairs; equal to one process ----
+    pairs = [(rng.integers(0, 256, int(rng.integers(4, 12))), rng.integers(0, 256, int(rng.integers(1, 6))),
+              rng.integers(0, 256, int(rng.integers(1, 6)))) for _ in range(64)]
+    write_pairs(w("pairs.h5"), pairs, 256)
+    dpo = [zen, "train", w("run.json"), "--model", w("model"), "--data", w("pairs.h5"), "--set", "objective=dpo",
+           "--set", "seq_len=20", "--set", "dpo.loss=robust", "--set", "label_smoothing=0.1"]
+    keys = ("loss", "grad_norm", "eval_loss", "rewards/accuracies", "rewards/margins", "eval_rewards/margins")
+    run(dpo + ["--out", w("dpo-one"), "--set", "grad_accum=2"], env=ENV)
+    run(MPIRUN + ["-np", "2"] + dpo + ["--out", w("dpo-np2")], env=ENV)
+    check("dpo: -np 2 = one process grad_accum 2: losses, metrics, eval, adapter",
+          raw_fields(w("dpo-np2"), keys) == raw_fields(w("dpo-one"), keys) and
+          same_file(w("dpo-np2", "adapter_model.safetensors"), w("dpo-one", "adapter_model.safetensors")))
 
     # ---- 2: zen eval split across ranks ----
     ev = [zen, "eval", "--model", w("model"), "--adapter", w("one-a2"), "--data", w("data.h5"), "--seq-len", "32",

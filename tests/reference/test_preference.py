@@ -28,27 +28,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
-from zen_files import make_config, read_adapter, read_model_dir, read_safetensors, write_adapter, write_model  # noqa: E402
+from zen_files import (make_config, read_adapter, read_model_dir, read_safetensors, write_adapter,  # noqa: E402
+                       write_model, write_pairs)
 
 TOL, APART_TOL, BF16_COS = 1e-5, 1e-6, 0.9999
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def write_pairs(path, pairs, vocab):
-    """a preference file as data/pairs.h lays it out: prompt, chosen, rejected documents"""
-    import h5py
-    toks, mask, offs = [], [], [0]
-    for p, c, r in pairs:
-        for doc, m in ((p, 0), (c, 1), (r, 1)):
-            toks += list(doc)
-            mask += [m] * len(doc)
-            offs.append(len(toks))
-    with h5py.File(path, "w") as f:
-        f.create_dataset("tokens", data=np.asarray(toks, np.int32))
-        f.create_dataset("loss_mask", data=np.asarray(mask, np.uint8))
-        f.create_dataset("doc_offsets", data=np.asarray(offs, np.int64))
-        f.attrs["vocab_size"] = vocab
-        f.attrs["preference_pairs"] = len(pairs)
 
 
 def seq_logps(model, prompt, completion):
@@ -184,6 +168,20 @@ def main():
             harness.check(f"model {name} {rname}: loss {loss:.6f}", lerr <= TOL and gerr <= TOL and merr <= TOL,
                           f"loss err {lerr:.1e}, grad err {gerr:.1e}, metrics err {merr:.1e}")
             results.append(max(lerr, gerr))
+            if rname == "orpo-nll-all":  # zen train's logged metrics of a step over these pairs
+                import json
+                run_dir = w(f"{name}-train-orpo")
+                with open(w("empty.json"), "w") as f:
+                    f.write("{}")
+                p = subprocess.run([zen, "train", w("empty.json"), "--model", model, "--data", w(f"pairs{name}.h5"),
+                                    "--out", run_dir, "--set", "objective=orpo", "--set", f"adapter={w('pol' + name)}",
+                                    "--set", f"seq_len={T}", "--set", f"batch_size={len(pairs)}", "--set", "max_steps=1",
+                                    "--set", "dtype=f32"], capture_output=True, text=True)
+                logged = json.loads(open(os.path.join(run_dir, "metrics.jsonl")).readline()) if not p.returncode else {}
+                terr = max(abs(logged.get(k, 1e30) - v) / max(abs(v), 1e-3) for k, v in
+                           list(metrics.items()) + [("loss", loss)])
+                harness.check(f"model {name}: zen train's metrics.jsonl of a step = TRL's from the reference", terr <= TOL,
+                              f"{terr:.1e}" if logged else p.stderr.strip())
             if rname in ("dpo-sigmoid-base", "orpo-nll-all"):
                 outa = w(f"{name}-{rname}-apart.st")
                 pa = zen_grad(zen, base + args + ["--pair-layout", "apart"], outa)

@@ -177,6 +177,24 @@ def write_tokens(path, tokens, vocab_size, loss_mask=None, doc_offsets=None):
         f.attrs["vocab_size"] = vocab_size
 
 
+def write_pairs(path, pairs, vocab):
+    """a preference file as data/pairs.h lays it out: per pair the prompt (loss_mask 0), chosen and
+    rejected (loss_mask 1) documents, and the root attribute preference_pairs"""
+    import h5py
+    toks, mask, offs = [], [], [0]
+    for p, c, r in pairs:
+        for doc, m in ((p, 0), (c, 1), (r, 1)):
+            toks += list(doc)
+            mask += [m] * len(doc)
+            offs.append(len(toks))
+    with h5py.File(path, "w") as f:
+        f.create_dataset("tokens", data=np.asarray(toks, np.int32))
+        f.create_dataset("loss_mask", data=np.asarray(mask, np.uint8))
+        f.create_dataset("doc_offsets", data=np.asarray(offs, np.int64))
+        f.attrs["vocab_size"] = vocab
+        f.attrs["preference_pairs"] = len(pairs)
+
+
 def compare_grad_files(ref_path, got_path):
     """Two `zen grad` outputs: (loss relative difference, largest per-tensor
     ||got - ref|| / ||ref||, cosine of all gradients concatenated)."""
