@@ -142,6 +142,15 @@ struct zk_backend {
     /* x[r, :] *= s[r] for r < rows (x: act [rows, cols]; s: device fp32 [rows]) */
     void (*scale_rows)(zk_backend *be, void *x, const float *s, size_t rows, size_t cols);
 
+    /* --- DoRA (weight-decomposed LoRA) --- */
+    /* out[o] = sum_i W[o, i]^2 for o < rows (device fp32 [rows], summed in double), W [rows, cols] as the
+     * matmuls read it (dequantised) */
+    void (*row_sq_norms)(zk_backend *be, float *out, const zk_weight *w, size_t rows, size_t cols);
+    /* y[n, o] = x[n, o] s[o] (y, x: act [N, cols], y may be x; s: device fp32 [cols]) */
+    void (*scale_cols)(zk_backend *be, void *y, const void *x, const float *s, size_t N, size_t cols);
+    /* out[o] += s[o] * sum_n a[n, o] b[n, o] (a, b: act [N, cols]; out, s: device fp32 [cols]) */
+    void (*col_dot)(zk_backend *be, float *out, const void *a, const void *b, const float *s, size_t N, size_t cols);
+
     /* --- normalisation and position --- */
     /* y[rows,dim] = x * rstd * w,  rstd[rows] = 1/sqrt(mean(x^2) + eps) */
     void (*rmsnorm_fwd)(zk_backend *be, void *y, float *rstd, const void *x, const float *w,

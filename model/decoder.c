@@ -37,8 +37,11 @@ typedef struct {
     size_t saved, scratch, logits;
 } layout_sizes;
 
+#define LAYOUT_SHARED 1u /* the shared-prefix attention scratch */
+#define LAYOUT_DORA 2u   /* DoRA: the o and down outputs kept, and dz */
+
 static void layout_layer(bump *b, zen_layer_acts *s, const zen_config *c, size_t ab, int r,
-                         unsigned targets, size_t B, size_t T) {
+                         unsigned targets, size_t B, size_t T, unsigned flags) {
     size_t N = B * T, C = (size_t)c->hidden, F = (size_t)c->intermediate;
     size_t nh = (size_t)c->heads, nkv = (size_t)c->kv_heads, hd = (size_t)c->head_dim;
     s->xn1 = take(b, N * C * ab);
@@ -60,12 +63,16 @@ static void layout_layer(bump *b, zen_layer_acts *s, const zen_config *c, size_t
     s->h = take(b, N * F * ab);
     for (int t = 0; t < ZEN_NUM_TARGETS; t++)
         s->lora_u[t] = ((targets >> t) & 1u) ? take(b, N * (size_t)r * sizeof(float)) : NULL;
+    /* DoRA's dm needs each adapted projection's output; o's and down's are otherwise only added in */
+    int dora = (flags & LAYOUT_DORA) != 0;
+    s->o_out = dora && ((targets >> ZT_O) & 1u) ? take(b, N * C * ab) : NULL;
+    s->down_out = dora && ((targets >> ZT_DOWN) & 1u) ? take(b, N * C * ab) : NULL;
 }
 
 /* Assigns every buffer of `a` inside base (or only measures when base is NULL).
  * a->resid must hold L+1 slots and a->layer L (or 1 with recompute) slots. */
 static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, unsigned targets,
-                           size_t B, size_t T, int recompute, int shared, char *base) {
+                           size_t B, size_t T, int recompute, unsigned flags, char *base) {
     layout_sizes sz;
     bump b = {base, 0};
     size_t N = B * T, C = (size_t)c->hidden, F = (size_t)c->intermediate;
@@ -80,10 +87,10 @@ static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, u
     a->weights = take(&b, N * sizeof(float));
     for (size_t l = 0; l <= L; l++) a->resid[l] = take(&b, N * C * ab);
     if (!recompute)
-        for (size_t l = 0; l < L; l++) layout_layer(&b, &a->layer[l], c, ab, r, targets, B, T);
+        for (size_t l = 0; l < L; l++) layout_layer(&b, &a->layer[l], c, ab, r, targets, B, T, flags);
     sz.saved = b.used;
     /* scratch: the recomputed layer, the head, and the backward buffers */
-    if (recompute) layout_layer(&b, &a->layer[0], c, ab, r, targets, B, T);
+    if (recompute) layout_layer(&b, &a->layer[0], c, ab, r, targets, B, T, flags);
     a->tmp_c = take(&b, N * C * ab);
     a->xf = take(&b, N * C * ab);
     a->rstd_f = take(&b, N * sizeof(float));
@@ -104,7 +111,11 @@ static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, u
     a->dg = take(&b, N * F * ab);
     a->du = take(&b, N * F * ab);
     a->dlora_u = take(&b, N * (size_t)r * sizeof(float));
-    if (shared) { /* the attention layout of shared prefixes: up to N rows */
+    if (flags & LAYOUT_DORA) { /* DoRA: a projection's output gradient scaled by g, [N, the widest out] */
+        size_t widest = C > qd ? C : qd;
+        a->dora_dz = take(&b, N * (widest > F ? widest : F) * ab);
+    }
+    if (flags & LAYOUT_SHARED) { /* the attention layout of shared prefixes: up to N rows */
         a->sh.seg = take(&b, N * sizeof(int32_t));
         a->sh.from = take(&b, N * sizeof(int32_t));
         a->sh.out = take(&b, N * sizeof(int32_t));
@@ -241,7 +252,7 @@ size_t zen_shared_scratch_bytes(const zen_config *cfg, size_t rows) {
     memset(&a, 0, sizeof a);
     size_t bytes = 0;
     if (acts_slots(&a, cfg, 1) == 0)
-        bytes = layout(&a, cfg, sizeof(float), 1, 0, 1, rows, 1, 1, NULL).scratch -
+        bytes = layout(&a, cfg, sizeof(float), 1, 0, 1, rows, 1, LAYOUT_SHARED, NULL).scratch -
                 layout(&a, cfg, sizeof(float), 1, 0, 1, rows, 1, 0, NULL).scratch;
     free(a.resid);
     free(a.layer);
@@ -267,14 +278,15 @@ static int acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size
         zen_acts_free(a);
         return ZEN_ERR_INTERNAL;
     }
-    layout_sizes sz = layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, shared, NULL);
+    unsigned flags = (shared ? LAYOUT_SHARED : 0u) | (lo && lo->dora ? LAYOUT_DORA : 0u);
+    layout_sizes sz = layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, flags, NULL);
     a->arena_bytes = sz.saved + sz.scratch + sz.logits + 64;
     a->arena = m->be->alloc(m->be, a->arena_bytes);
     if (!a->arena) {
         zen_acts_free(a);
         return ZEN_ERR_INTERNAL;
     }
-    layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, shared, a->arena);
+    layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, flags, a->arena);
     a->sh.enabled = shared;
     /* the backend's scratch, reserved now so a step does not allocate */
     if (m->be->reserve) {
@@ -331,6 +343,8 @@ static void project(const zen_model *m, const zen_lora *lo, const zen_acts *a, i
         zk_dropout drop = lora_dropout(lo, a, l, t);
         be->lora_fwd(be, y, u, x, zen_lora_A(lo, lo->params, l, t), zen_lora_B(lo, lo->params, l, t), N,
                      (size_t)in, (size_t)out, (size_t)lo->r, lo->scale, &drop);
+        /* DoRA: y = g (x W^T + s x A^T B^T), g = m / n per output column */
+        if (lo->dora) be->scale_cols(be, y, y, zen_lora_G(lo, lo->dora_g, l, t), N, (size_t)out);
     }
 }
 
@@ -361,28 +375,37 @@ static void layer_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, i
     } else {
         be->attention_fwd(be, s->att, s->lse, s->q, s->k, s->v, a->seg, B, T, nh, nkv, hd);
     }
-    project(m, lo, a, l, ZT_O, a->tmp_c, s->att, s->lora_u[ZT_O]);
-    be->add(be, s->x_mid, x_in, a->tmp_c, N * C);
+    void *o_out = s->o_out ? s->o_out : a->tmp_c; /* DoRA keeps it for dm */
+    project(m, lo, a, l, ZT_O, o_out, s->att, s->lora_u[ZT_O]);
+    be->add(be, s->x_mid, x_in, o_out, N * C);
 
     /* MLP block */
     be->rmsnorm_fwd(be, s->xn2, s->rstd2, s->x_mid, w->ffn_norm, N, C, c->rms_eps);
     project(m, lo, a, l, ZT_GATE, s->gate, s->xn2, s->lora_u[ZT_GATE]);
     project(m, lo, a, l, ZT_UP, s->up, s->xn2, s->lora_u[ZT_UP]);
     be->swiglu_fwd(be, s->h, s->gate, s->up, N * F);
-    project(m, lo, a, l, ZT_DOWN, a->tmp_c, s->h, s->lora_u[ZT_DOWN]);
-    be->add(be, x_out, s->x_mid, a->tmp_c, N * C);
+    void *down_out = s->down_out ? s->down_out : a->tmp_c;
+    project(m, lo, a, l, ZT_DOWN, down_out, s->h, s->lora_u[ZT_DOWN]);
+    be->add(be, x_out, s->x_mid, down_out, N * C);
 }
 
 /* ---------------- backward ---------------- */
 
-/* dx (+)= dy W  and the LoRA gradients of projection t; x is its saved input */
+/* dx (+)= dy W  and the LoRA gradients of projection t; x is its saved
+ * input, y its saved output (DoRA: dm = sum_n dy y / m, then the rest of
+ * the backward runs on dz = g dy) */
 static void project_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, int l,
                              zen_target t, void *dx, const void *dy, const void *x, const float *u,
-                             int accumulate) {
+                             int accumulate, const void *y) {
     zk_backend *be = m->be;
     size_t N = a->B * a->T;
     int in, out;
     zen_target_dims(&m->cfg, t, &in, &out);
+    if (zen_lora_has(lo, t) && lo->dora) {
+        be->col_dot(be, zen_lora_M(lo, lo->grads, l, t), dy, y, zen_lora_G(lo, lo->dora_inv_m, l, t), N, (size_t)out);
+        be->scale_cols(be, a->dora_dz, dy, zen_lora_G(lo, lo->dora_g, l, t), N, (size_t)out);
+        dy = a->dora_dz;
+    }
     be->linear_bwd(be, dx, dy, &m->layers[l].proj[t], N, (size_t)in, (size_t)out, accumulate);
     if (zen_lora_has(lo, t)) {
         zk_dropout drop = lora_dropout(lo, a, l, t);
@@ -433,15 +456,15 @@ static void layer_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, 
     size_t nh = (size_t)c->heads, nkv = (size_t)c->kv_heads, hd = (size_t)c->head_dim;
 
     /* MLP block: x_out = x_mid + down(h) */
-    project_backward(m, lo, a, l, ZT_DOWN, a->dh, a->dres, s->h, s->lora_u[ZT_DOWN], 0);
+    project_backward(m, lo, a, l, ZT_DOWN, a->dh, a->dres, s->h, s->lora_u[ZT_DOWN], 0, s->down_out);
     be->swiglu_bwd(be, a->dg, a->du, a->dh, s->gate, s->up, N * F);
-    project_backward(m, lo, a, l, ZT_GATE, a->dxn, a->dg, s->xn2, s->lora_u[ZT_GATE], 0);
-    project_backward(m, lo, a, l, ZT_UP, a->dxn, a->du, s->xn2, s->lora_u[ZT_UP], 1);
+    project_backward(m, lo, a, l, ZT_GATE, a->dxn, a->dg, s->xn2, s->lora_u[ZT_GATE], 0, s->gate);
+    project_backward(m, lo, a, l, ZT_UP, a->dxn, a->du, s->xn2, s->lora_u[ZT_UP], 1, s->up);
     /* dres becomes dLoss/dx_mid: the residual path plus the norm's input gradient */
     be->rmsnorm_bwd(be, a->dres, NULL, a->dxn, s->x_mid, s->rstd2, w->ffn_norm, N, C, 1);
 
     /* attention block: x_mid = x_in + o(att) */
-    project_backward(m, lo, a, l, ZT_O, a->datt, a->dres, s->att, s->lora_u[ZT_O], 0);
+    project_backward(m, lo, a, l, ZT_O, a->datt, a->dres, s->att, s->lora_u[ZT_O], 0, s->o_out);
     if (a->sh.layout) {
         shared_attention_bwd(m, a, s);
     } else {
@@ -452,9 +475,9 @@ static void layer_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, 
     be->rope_bwd(be, a->dk, a->pos, N, a->max_T, nkv, hd, c->rope_theta);
     be->rmsnorm_bwd(be, a->dq_pre, NULL, a->dq, s->q_pre, s->rstd_q, w->q_norm, N * nh, hd, 0);
     be->rmsnorm_bwd(be, a->dk_pre, NULL, a->dk, s->k_pre, s->rstd_k, w->k_norm, N * nkv, hd, 0);
-    project_backward(m, lo, a, l, ZT_Q, a->dxn, a->dq_pre, s->xn1, s->lora_u[ZT_Q], 0);
-    project_backward(m, lo, a, l, ZT_K, a->dxn, a->dk_pre, s->xn1, s->lora_u[ZT_K], 1);
-    project_backward(m, lo, a, l, ZT_V, a->dxn, a->dv, s->xn1, s->lora_u[ZT_V], 1);
+    project_backward(m, lo, a, l, ZT_Q, a->dxn, a->dq_pre, s->xn1, s->lora_u[ZT_Q], 0, s->q_pre);
+    project_backward(m, lo, a, l, ZT_K, a->dxn, a->dk_pre, s->xn1, s->lora_u[ZT_K], 1, s->k_pre);
+    project_backward(m, lo, a, l, ZT_V, a->dxn, a->dv, s->xn1, s->lora_u[ZT_V], 1, s->v);
     be->rmsnorm_bwd(be, a->dres, NULL, a->dxn, x_in, s->rstd1, w->attn_norm, N, C, 1);
 }
 

@@ -39,7 +39,7 @@ int zen_lora_parse_targets(const char *list, unsigned *mask) {
 
 /* lays out the offsets and allocates params (zeroed) */
 static int lora_layout(zen_lora *lo, const zen_config *cfg, zk_backend *be, int r, float alpha,
-                       int rslora, float dropout, unsigned targets) {
+                       int rslora, float dropout, unsigned targets, int dora) {
     memset(lo, 0, sizeof *lo);
     if (r < 1 || r > ZEN_LORA_MAX_R) return zen_fail(ZEN_ERR_INPUT, "LoRA rank %d must be in [1, %d]", r, ZEN_LORA_MAX_R);
     if (!(alpha > 0)) return zen_fail(ZEN_ERR_INPUT, "LoRA alpha %g must be positive", alpha);
@@ -54,14 +54,17 @@ static int lora_layout(zen_lora *lo, const zen_config *cfg, zk_backend *be, int 
     lo->scale = rslora ? alpha / sqrtf((float)r) : alpha / (float)r;
     lo->layers = cfg->layers;
     size_t slots = (size_t)cfg->layers * ZEN_NUM_TARGETS;
+    lo->dora = dora;
     lo->offset_A = zen_malloc(slots * sizeof(size_t));
     lo->offset_B = zen_malloc(slots * sizeof(size_t));
-    if (!lo->offset_A || !lo->offset_B) return ZEN_ERR_INTERNAL;
+    lo->offset_M = zen_malloc(slots * sizeof(size_t));
+    lo->offset_G = zen_malloc(slots * sizeof(size_t));
+    if (!lo->offset_A || !lo->offset_B || !lo->offset_M || !lo->offset_G) return ZEN_ERR_INTERNAL;
     size_t off = 0;
     for (int l = 0; l < cfg->layers; l++)
         for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
             size_t s = (size_t)l * ZEN_NUM_TARGETS + (size_t)t;
-            lo->offset_A[s] = lo->offset_B[s] = SIZE_MAX;
+            lo->offset_A[s] = lo->offset_B[s] = lo->offset_M[s] = lo->offset_G[s] = SIZE_MAX;
             if (!zen_lora_has(lo, t)) continue;
             int in, out;
             zen_target_dims(cfg, (zen_target)t, &in, &out);
@@ -69,6 +72,12 @@ static int lora_layout(zen_lora *lo, const zen_config *cfg, zk_backend *be, int 
             off += (size_t)r * (size_t)in;
             lo->offset_B[s] = off;
             off += (size_t)out * (size_t)r;
+            if (dora) {
+                lo->offset_M[s] = off;
+                off += (size_t)out;
+                lo->offset_G[s] = lo->mag_count;
+                lo->mag_count += (size_t)out;
+            }
         }
     lo->num_params = off;
     lo->params = be->alloc(be, off * sizeof(float));
@@ -79,7 +88,12 @@ static int lora_layout(zen_lora *lo, const zen_config *cfg, zk_backend *be, int 
 
 int zen_lora_create(zen_lora *lo, const zen_config *cfg, zk_backend *be, int r, float alpha,
                     int rslora, float dropout, unsigned targets, uint64_t seed) {
-    int rc = lora_layout(lo, cfg, be, r, alpha, rslora, dropout, targets);
+    return zen_lora_create_dora(lo, cfg, be, r, alpha, rslora, dropout, targets, seed, 0);
+}
+
+int zen_lora_create_dora(zen_lora *lo, const zen_config *cfg, zk_backend *be, int r, float alpha, int rslora,
+                         float dropout, unsigned targets, uint64_t seed, int dora) {
+    int rc = lora_layout(lo, cfg, be, r, alpha, rslora, dropout, targets, dora);
     if (rc) {
         zen_lora_free(lo);
         return rc;
@@ -122,7 +136,7 @@ static int config_number(const cJSON *root, const char *key, double *out, const 
 
 /* the LoRA settings of a parsed adapter_config.json (path names it in errors) */
 static int parse_adapter_root(const cJSON *root, const char *path, int *r, float *alpha, int *rslora, float *dropout,
-                              unsigned *targets) {
+                              unsigned *targets, int *use_dora) {
     int rc = 0;
     double rv = 0, av = 0, dv = 0;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "peft_type");
@@ -146,8 +160,8 @@ static int parse_adapter_root(const cJSON *root, const char *path, int *r, float
         rc = zen_fail(ZEN_ERR_INPUT, "%s: key 'lora_alpha' must be a number in (0, 1e6]", path);
     else if (!(dv >= 0 && dv < 1))
         rc = zen_fail(ZEN_ERR_INPUT, "%s: key 'lora_dropout' must be in [0, 1)", path);
-    else if (cJSON_IsTrue(dora))
-        rc = zen_fail(ZEN_ERR_INPUT, "%s: use_dora true is not supported", path);
+    else if (dora && !cJSON_IsBool(dora) && !cJSON_IsNull(dora))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: use_dora must be true or false", path);
     else if (cJSON_IsTrue(fifo))
         rc = zen_fail(ZEN_ERR_INPUT, "%s: fan_in_fan_out true is not supported", path);
     else if (layers && !cJSON_IsNull(layers))
@@ -181,47 +195,55 @@ static int parse_adapter_root(const cJSON *root, const char *path, int *r, float
     *alpha = (float)av;
     *dropout = (float)dv;
     *rslora = cJSON_IsTrue(rs);
+    *use_dora = cJSON_IsTrue(dora);
     return rc;
 }
 
 static int parse_adapter_config(const char *path, int *r, float *alpha, int *rslora, float *dropout,
-                                unsigned *targets) {
+                                unsigned *targets, int *dora) {
     cJSON *root;
     int rc = zen_read_json_object(path, &root);
     if (rc) return rc;
-    rc = parse_adapter_root(root, path, r, alpha, rslora, dropout, targets);
+    rc = parse_adapter_root(root, path, r, alpha, rslora, dropout, targets, dora);
     cJSON_Delete(root);
     return rc;
 }
 
 int zen_lora_check_config_text(const char *text, size_t len, const char *origin) {
     cJSON *root = NULL;
-    int r, rslora, rc = zen_json_parse(text, len, origin, &root);
+    int r, rslora, dora, rc = zen_json_parse(text, len, origin, &root);
     float alpha, dropout;
     unsigned targets;
     if (!rc && !cJSON_IsObject(root)) rc = zen_fail(ZEN_ERR_INPUT, "%s: expected a JSON object", origin);
-    if (!rc) rc = parse_adapter_root(root, origin, &r, &alpha, &rslora, &dropout, &targets);
+    if (!rc) rc = parse_adapter_root(root, origin, &r, &alpha, &rslora, &dropout, &targets, &dora);
     cJSON_Delete(root);
     return rc;
 }
 
+/* which: 'A', 'B', or 'M' (DoRA's lora_magnitude_vector, no .weight suffix) */
 static void peft_key(char *buf, size_t cap, int layer, int t, char which) {
-    snprintf(buf, cap, "base_model.model.model.layers.%d.%s.lora_%c.weight", layer,
-             zen_target_module((zen_target)t), which);
+    if (which == 'M')
+        snprintf(buf, cap, "base_model.model.model.layers.%d.%s.lora_magnitude_vector", layer,
+                 zen_target_module((zen_target)t));
+    else
+        snprintf(buf, cap, "base_model.model.model.layers.%d.%s.lora_%c.weight", layer,
+                 zen_target_module((zen_target)t), which);
 }
 
-/* the tensor of (layer, target, half) in f, checked for dtype and shape */
+static const char HALF_NAME[3] = {'A', 'B', 'M'};
+
+/* the tensor of (layer, target, half: 0 A, 1 B, 2 DoRA's m) in f, checked for dtype and shape */
 static int find_adapter_tensor(const st_file *f, const zen_config *cfg, int r, int l, int t, int half,
                                const st_tensor **out, zen_dtype *dt) {
     char key[256];
     int in, o;
     zen_target_dims(cfg, (zen_target)t, &in, &o);
-    peft_key(key, sizeof key, l, t, half ? 'B' : 'A');
+    peft_key(key, sizeof key, l, t, HALF_NAME[half]);
     const st_tensor *ten = st_find(f, key);
     if (!ten) return zen_fail(ZEN_ERR_INPUT, "%s: missing tensor '%s'", f->path, key);
-    int64_t shape[2] = {half ? o : r, half ? r : in};
+    int64_t shape[2] = {half == 2 ? o : half ? o : r, half ? r : in};
     int rc = st_float_dtype(f, ten, dt);
-    if (!rc) rc = st_check_shape(f, ten, 2, shape);
+    if (!rc) rc = st_check_shape(f, ten, half == 2 ? 1 : 2, shape);
     *out = ten;
     return rc;
 }
@@ -229,7 +251,7 @@ static int find_adapter_tensor(const st_file *f, const zen_config *cfg, int r, i
 int zen_lora_load_peft(zen_lora *lo, const zen_config *cfg, zk_backend *be, const char *dir) {
     char *cfg_path = zen_path_join(dir, "adapter_config.json");
     char *st_path = zen_path_join(dir, "adapter_model.safetensors");
-    int r = 0, rslora = 0, rc;
+    int r = 0, rslora = 0, dora = 0, rc;
     float alpha = 0, dropout = 0;
     unsigned targets = 0;
     float *host = NULL;
@@ -239,13 +261,14 @@ int zen_lora_load_peft(zen_lora *lo, const zen_config *cfg, zk_backend *be, cons
         rc = ZEN_ERR_INTERNAL;
         goto done;
     }
-    if ((rc = parse_adapter_config(cfg_path, &r, &alpha, &rslora, &dropout, &targets))) goto done;
+    if ((rc = parse_adapter_config(cfg_path, &r, &alpha, &rslora, &dropout, &targets, &dora))) goto done;
+    int halves = dora ? 3 : 2;
     if ((rc = st_open(&f, st_path))) goto done;
     /* every tensor's shape is checked before anything is allocated for them */
     int expected = 0;
     for (int l = 0; l < cfg->layers && !rc; l++)
         for (int t = 0; t < ZEN_NUM_TARGETS && !rc; t++)
-            for (int half = 0; half < 2 && !rc && ((targets >> t) & 1u); half++) {
+            for (int half = 0; half < halves && !rc && ((targets >> t) & 1u); half++) {
                 const st_tensor *ten;
                 zen_dtype dt;
                 rc = find_adapter_tensor(&f, cfg, r, l, t, half, &ten, &dt);
@@ -258,17 +281,19 @@ int zen_lora_load_peft(zen_lora *lo, const zen_config *cfg, zk_backend *be, cons
             int known = 0;
             for (int l = 0; l < cfg->layers && !known; l++)
                 for (int t = 0; t < ZEN_NUM_TARGETS && !known; t++)
-                    for (int half = 0; half < 2 && !known && ((targets >> t) & 1u); half++) {
-                        peft_key(key, sizeof key, l, t, half ? 'B' : 'A');
+                    for (int half = 0; half < halves && !known && ((targets >> t) & 1u); half++) {
+                        peft_key(key, sizeof key, l, t, HALF_NAME[half]);
                         known = !strcmp(key, f.tensors[i].name);
                     }
             if (!known)
-                rc = zen_fail(ZEN_ERR_INPUT, "%s: unexpected tensor '%s' (not a LoRA A/B of the configured "
-                                             "targets and %d layers)", st_path, f.tensors[i].name, cfg->layers);
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: unexpected tensor '%s' (not a LoRA A/B%s of the configured "
+                              "targets and %d layers%s)", st_path, f.tensors[i].name, dora ? "/magnitude" : "",
+                              cfg->layers, dora || !strstr(f.tensors[i].name, "lora_magnitude_vector")
+                                               ? "" : "; a DoRA magnitude needs use_dora true");
         }
     }
     if (rc) goto done;
-    if ((rc = lora_layout(lo, cfg, be, r, alpha, rslora, dropout, targets))) {
+    if ((rc = lora_layout(lo, cfg, be, r, alpha, rslora, dropout, targets, dora))) {
         rc = zen_fail_context(rc, cfg_path);
         goto done;
     }
@@ -279,11 +304,12 @@ int zen_lora_load_peft(zen_lora *lo, const zen_config *cfg, zk_backend *be, cons
     }
     for (int l = 0; l < cfg->layers && !rc; l++)
         for (int t = 0; t < ZEN_NUM_TARGETS && !rc; t++)
-            for (int half = 0; half < 2 && !rc && zen_lora_has(lo, t); half++) {
+            for (int half = 0; half < halves && !rc && zen_lora_has(lo, t); half++) {
                 const st_tensor *ten;
                 zen_dtype dt;
                 if ((rc = find_adapter_tensor(&f, cfg, r, l, t, half, &ten, &dt))) break;
-                float *dst = half ? zen_lora_B(lo, host, l, t) : zen_lora_A(lo, host, l, t);
+                float *dst = half == 2 ? zen_lora_M(lo, host, l, t) : half ? zen_lora_B(lo, host, l, t)
+                                                                             : zen_lora_A(lo, host, l, t);
                 zen_widen(dst, ten->data, dt, (size_t)ten->numel);
             }
     if (!rc) be->upload(be, lo->params, host, lo->num_params * sizeof(float));
@@ -300,7 +326,8 @@ int zen_lora_write_tensors(const zen_lora *lo, const zen_config *cfg, const floa
                            const char *path, zen_dtype dtype, const char *const *meta,
                            int meta_pairs) {
     int count = 0;
-    for (int t = 0; t < ZEN_NUM_TARGETS; t++) count += zen_lora_has(lo, t) ? 2 * cfg->layers : 0;
+    int halves = lo->dora ? 3 : 2;
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++) count += zen_lora_has(lo, t) ? halves * cfg->layers : 0;
     st_entry *entries = zen_calloc((size_t)count, sizeof(st_entry));
     char (*names)[160] = zen_calloc((size_t)count, sizeof *names);
     float *host = zen_malloc(lo->num_params * sizeof(float));
@@ -311,19 +338,20 @@ int zen_lora_write_tensors(const zen_lora *lo, const zen_config *cfg, const floa
         goto done;
     }
     lo->be->download(lo->be, host, device_buf, lo->num_params * sizeof(float));
-    /* the buffer is laid out layer by layer, target by target, A then B: the
-     * same order as the entries, so one narrowed copy is written in sequence */
+    /* the buffer is laid out layer by layer, target by target, A then B (then
+     * DoRA's m): the same order as the entries, so one narrowed copy is
+     * written in sequence */
     int e = 0;
     for (int l = 0; l < cfg->layers; l++)
         for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
             if (!zen_lora_has(lo, t)) continue;
             int in, out;
             zen_target_dims(cfg, (zen_target)t, &in, &out);
-            for (int half = 0; half < 2; half++, e++) {
-                peft_key(names[e], sizeof names[e], l, t, half ? 'B' : 'A');
+            for (int half = 0; half < halves; half++, e++) {
+                peft_key(names[e], sizeof names[e], l, t, HALF_NAME[half]);
                 entries[e].name = names[e];
                 entries[e].dtype = dtype;
-                entries[e].ndim = 2;
+                entries[e].ndim = half == 2 ? 1 : 2;
                 entries[e].shape[0] = half ? out : lo->r;
                 entries[e].shape[1] = half ? lo->r : in;
             }
@@ -362,7 +390,7 @@ int zen_lora_save_peft(const zen_lora *lo, const zen_config *cfg, const char *di
     for (int t = 0; t < ZEN_NUM_TARGETS; t++)
         if (zen_lora_has(lo, t)) cJSON_AddItemToArray(tm, cJSON_CreateString(zen_target_name((zen_target)t)));
     cJSON_AddBoolToObject(root, "use_rslora", lo->rslora);
-    cJSON_AddBoolToObject(root, "use_dora", 0);
+    cJSON_AddBoolToObject(root, "use_dora", lo->dora);
     cJSON_AddStringToObject(root, "bias", "none");
     cJSON_AddBoolToObject(root, "fan_in_fan_out", 0);
     cJSON_AddBoolToObject(root, "inference_mode", 1);
@@ -396,8 +424,16 @@ void zen_lora_free(zen_lora *lo) {
         lo->be->free(lo->be, lo->params);
         lo->be->free(lo->be, lo->grads);
     }
+    if (lo->be) {
+        lo->be->free(lo->be, lo->dora_wsq);
+        lo->be->free(lo->be, lo->dora_g);
+        lo->be->free(lo->be, lo->dora_inv_m);
+        lo->be->free(lo->be, lo->dora_tmp);
+    }
     free(lo->offset_A);
     free(lo->offset_B);
+    free(lo->offset_M);
+    free(lo->offset_G);
     memset(lo, 0, sizeof *lo);
 }
 
@@ -409,14 +445,15 @@ int zen_lora_find_nonfinite(const zen_lora *lo, const zen_config *cfg, char *whe
     char key[256];
     for (int l = 0; l < cfg->layers && !found; l++)
         for (int t = 0; t < ZEN_NUM_TARGETS && !found; t++)
-            for (int half = 0; half < 2 && !found && zen_lora_has(lo, t); half++) {
+            for (int half = 0; half < (lo->dora ? 3 : 2) && !found && zen_lora_has(lo, t); half++) {
                 int in, out;
                 zen_target_dims(cfg, (zen_target)t, &in, &out);
-                const float *x = half ? zen_lora_B(lo, host, l, t) : zen_lora_A(lo, host, l, t);
-                size_t rows = half ? (size_t)out : (size_t)lo->r, cols = half ? (size_t)lo->r : (size_t)in;
+                const float *x = half == 2 ? zen_lora_M(lo, host, l, t) : half ? zen_lora_B(lo, host, l, t)
+                                                                              : zen_lora_A(lo, host, l, t);
+                size_t rows = half ? (size_t)out : (size_t)lo->r, cols = half == 2 ? 1 : half ? (size_t)lo->r : (size_t)in;
                 for (size_t i = 0; i < rows * cols && !found; i++)
                     if (!isfinite(x[i])) {
-                        peft_key(key, sizeof key, l, t, half ? 'B' : 'A');
+                        peft_key(key, sizeof key, l, t, HALF_NAME[half]);
                         snprintf(where, cap, "adapter tensor '%s' holds %g at [%zu, %zu]", key, x[i], i / cols, i % cols);
                         found = 1;
                     }

@@ -1,11 +1,15 @@
 /* model/lora.h: LoRA adapters as PEFT defines them:
  *   y = x W^T + scale * (dropout(x) A^T) B^T,  A [r, in], B [out, r]
- *   scale = alpha / r, or alpha / sqrt(r) with rsLoRA.
+ *   scale = alpha / r, or alpha / sqrt(r) with rsLoRA;
+ * and DoRA (use_dora, model/dora.h): each projection also has a magnitude
+ * m [out], and y = (m / n) * (x W^T + scale * (x A^T) B^T), n = ||W + scale B A||
+ * per output row.
  * All A and B matrices live in one fp32 device buffer (and their gradients in a
  * second buffer of the same layout), so the optimizer is one flat loop.
  * Read and written in PEFT's layout: adapter_config.json +
  * adapter_model.safetensors with keys
- *   base_model.model.model.layers.N.<module>.lora_A.weight / lora_B.weight */
+ *   base_model.model.model.layers.N.<module>.lora_A.weight / lora_B.weight
+ * (and ....<module>.lora_magnitude_vector [out] with DoRA). */
 #ifndef ZEN_LORA_H
 #define ZEN_LORA_H
 #include <stdint.h>
@@ -25,6 +29,14 @@ typedef struct {
     size_t num_params;     /* total floats of all A and B */
     size_t *offset_A;      /* [L * 7] float offset of A (SIZE_MAX when absent) */
     size_t *offset_B;      /* [L * 7] */
+    int dora;              /* DoRA: a magnitude m [out] after each B, in the same buffers */
+    size_t *offset_M;      /* [L * 7] float offset of m (SIZE_MAX when absent) */
+    size_t *offset_G;      /* [L * 7] offset of the projection's rows in the vectors below */
+    size_t mag_count;      /* sum of out over the adapted projections */
+    float *dora_wsq;       /* [mag_count] device: sum_i W[o, i]^2 of the base (fixed) */
+    float *dora_g;         /* [mag_count] device: m / n, refreshed after every update (model/dora.h) */
+    float *dora_inv_m;     /* [mag_count] device: 1 / m (0 where m = 0), for dm in backward */
+    float *dora_tmp;       /* [r * widest out] device: A W^T while refreshing */
     float *params;         /* [num_params] device fp32 */
     float *grads;          /* [num_params] device fp32, NULL until zen_lora_alloc_grads */
     zk_backend *be;
@@ -35,6 +47,9 @@ int zen_lora_parse_targets(const char *list, unsigned *mask);
 /* Shape of a fresh adapter; A kaiming-uniform U(+-1/sqrt(in)) from seed, B zeros. */
 int zen_lora_create(zen_lora *lo, const zen_config *cfg, zk_backend *be, int r, float alpha,
                     int rslora, float dropout, unsigned targets, uint64_t seed);
+/* The same with DoRA's magnitudes (0 here; model/dora.h sets them from the base). */
+int zen_lora_create_dora(zen_lora *lo, const zen_config *cfg, zk_backend *be, int r, float alpha, int rslora,
+                         float dropout, unsigned targets, uint64_t seed, int dora);
 int zen_lora_load_peft(zen_lora *lo, const zen_config *cfg, zk_backend *be, const char *dir);
 /* The checks zen_lora_load_peft makes of adapter_config.json, on its text
  * (the fuzzer). */
@@ -60,6 +75,14 @@ static inline float *zen_lora_A(const zen_lora *lo, float *buf, int layer, int t
 }
 static inline float *zen_lora_B(const zen_lora *lo, float *buf, int layer, int t) {
     return buf + lo->offset_B[layer * ZEN_NUM_TARGETS + t];
+}
+/* DoRA's magnitude m [out] of (layer, target) in a buffer laid out like params */
+static inline float *zen_lora_M(const zen_lora *lo, float *buf, int layer, int t) {
+    return buf + lo->offset_M[layer * ZEN_NUM_TARGETS + t];
+}
+/* (layer, target)'s rows in the mag_count vectors (dora_g, dora_inv_m, dora_wsq) */
+static inline float *zen_lora_G(const zen_lora *lo, float *vec, int layer, int t) {
+    return vec + lo->offset_G[layer * ZEN_NUM_TARGETS + t];
 }
 
 #endif

@@ -277,7 +277,7 @@ int zen_checkpoint_load(const char *out_dir, long step, zen_train_state *st, zen
     if (rc) return rc;
     zen_lora saved;
     if ((rc = zen_lora_load_peft(&saved, model_cfg, lo->be, dir))) return rc;
-    if (saved.num_params != lo->num_params || saved.r != lo->r || saved.targets != lo->targets)
+    if (saved.num_params != lo->num_params || saved.r != lo->r || saved.targets != lo->targets || saved.dora != lo->dora)
         rc = zen_fail(ZEN_ERR_INPUT, "%s: adapter shape differs from the run's LoRA config", dir);
     else {
         /* device -> host -> device keeps to the backend interface */

@@ -34,7 +34,8 @@ static int eval_choices(zen_opt *o, int n) {
                                 zen_cli_get(o, n, "--base-quant"), model_dir)) &&
         !(rc = adapter_dir ? zen_session_load_adapter(&s, adapter_dir) : 0) &&
         !(rc = zen_open_tokenizer(model_dir, &t)) &&
-        !(rc = zen_session_make_pair_acts(&s, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL)))
+        !(rc = zen_session_make_pair_acts(&s, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL)) &&
+        !(rc = zen_session_dora_setup(&s, 0)))
         rc = zen_eval_choices(&s.model, s.has_lora ? &s.lora : NULL, &s.acts, t, path, (size_t)B, (size_t)T, &res);
     if (!rc && zen_dist_get()->rank == 0) {
         printf("acc %.9g\nacc_norm %.9g\n", res.acc, res.acc_norm);
@@ -89,6 +90,7 @@ int zen_cmd_eval(int argc, char **argv) {
         goto done;
     }
     if ((rc = zen_session_make_acts(&s, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL))) goto done;
+    if ((rc = zen_session_dora_setup(&s, 0))) goto done;
     if (logits_path && !(s.acts.logits_host = zen_malloc((size_t)T * (size_t)s.model.cfg.vocab * sizeof(float)))) {
         rc = ZEN_ERR_INTERNAL;
         goto done;

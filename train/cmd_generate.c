@@ -279,6 +279,7 @@ int zen_cmd_generate(int argc, char **argv) {
     size_t capacity = chatting ? (size_t)context : ids.len + (size_t)max_new;
     size_t chunk = ids.len > 1024 ? 1024 : ids.len > 0 ? ids.len : 1024;
     if ((rc = zen_kv_create(&g.kv, &s.model, s.has_lora ? &s.lora : NULL, capacity, chunk))) goto done;
+    if ((rc = zen_session_dora_setup(&s, 0))) goto done; /* a DoRA adapter's scales, applied unmerged */
     g.save_logits = logits_path != NULL;
     if (!(g.logits = zen_malloc((size_t)g.vocab * sizeof(float)))) {
         rc = ZEN_ERR_INTERNAL;

@@ -147,7 +147,9 @@ static int grad_pairs(zen_session *s, const zen_pref_opts *pref, const char *ref
     if (pref->objective == ZEN_OBJECTIVE_DPO && strcmp(reference, "base") &&
         (rc = zen_session_load_reference(s, reference)))
         return rc;
-    if ((rc = zen_lora_alloc_grads(&s->lora)) || (rc = zen_session_make_pair_acts(s, B, T, recompute))) return rc;
+    if ((rc = zen_lora_alloc_grads(&s->lora)) || (rc = zen_session_make_pair_acts(s, B, T, recompute)) ||
+        (rc = zen_session_dora_setup(s, !adapter_dir)))
+        return rc;
     zen_pair_batch pb;
     if ((rc = zen_pair_batch_alloc(&pb, 2 * B * T, shared))) return rc;
     for (size_t i = 0; i < B && !rc; i++)
@@ -193,12 +195,12 @@ int zen_cmd_grad(int argc, char **argv) {
                    {"--dtype", 1, NULL},   {"--weights-dtype", 1, NULL}, {"--no-doc-mask", 0, NULL},
                    {"--base-quant", 1, NULL}, {"--objective", 1, NULL}, {"--beta", 1, NULL},
                    {"--dpo-loss", 1, NULL}, {"--label-smoothing", 1, NULL}, {"--orpo-nll", 1, NULL},
-                   {"--reference", 1, NULL}, {"--pair-layout", 1, NULL}, {"--help", 0, NULL}};
+                   {"--reference", 1, NULL}, {"--pair-layout", 1, NULL}, {"--dora", 0, NULL}, {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "grad"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen grad --model DIR [--adapter DIR] --data FILE.h5 --seq-len T --batch B --out FILE\n"
-               "         [--rank 8] [--alpha 16] [--targets all|q,k,v,o,gate,up,down] [--rslora]\n"
+               "         [--rank 8] [--alpha 16] [--targets all|q,k,v,o,gate,up,down] [--rslora] [--dora]\n"
                "         [--seed 0] [--recompute] [--device cpu|cuda] [--dtype auto|f32|bf16] [--no-doc-mask]\n"
                "         [--base-quant none|nf4|q4_0|q8_0]\n"
                "         [--objective sft|dpo|orpo] [--beta 0.1] [--dpo-loss sigmoid|ipo|robust|hinge]\n"
@@ -235,9 +237,9 @@ int zen_cmd_grad(int argc, char **argv) {
         (rc = zen_cli_require(o, n, "--out", "grad", &out_path)))
         return rc;
     if (adapter_dir && (zen_cli_get(o, n, "--rank") || zen_cli_get(o, n, "--alpha") || targets_s ||
-                        zen_cli_get(o, n, "--rslora")))
-        return zen_fail(ZEN_ERR_INPUT, "--rank/--alpha/--targets/--rslora describe a fresh adapter "
-                                       "and cannot be combined with --adapter");
+                        zen_cli_get(o, n, "--rslora") || zen_cli_get(o, n, "--dora")))
+        return zen_fail(ZEN_ERR_INPUT, "--rank/--alpha/--targets/--rslora/--dora describe a fresh adapter "
+                                       "and cannot be combined with --adapter (whose use_dora says)");
 
     zen_pref_opts pref;
     if ((rc = zen_cli_pref_opts(o, n, &pref))) return rc;
@@ -255,7 +257,7 @@ int zen_cmd_grad(int argc, char **argv) {
     if ((rc = zen_session_open(&s, device, zen_cli_get(o, n, "--dtype"), zen_cli_get(o, n, "--base-quant"), model_dir))) goto done;
     if (adapter_dir) rc = zen_session_load_adapter(&s, adapter_dir);
     else rc = zen_session_fresh_adapter(&s, (int)rank, (float)alpha, zen_cli_get(o, n, "--rslora") != NULL, 0.0f,
-                                        targets, (uint64_t)seed);
+                                        targets, (uint64_t)seed, zen_cli_get(o, n, "--dora") != NULL);
     if (rc || (rc = zen_check_output(out_path, &s.model, adapter_dir, data_path))) goto done;
     if (pref.objective != ZEN_OBJECTIVE_SFT) {
         rc = grad_pairs(&s, &pref, zen_cli_get(o, n, "--reference"), adapter_dir, !layout || !strcmp(layout, "shared"),
@@ -271,6 +273,7 @@ int zen_cmd_grad(int argc, char **argv) {
     }
     if ((rc = zen_lora_alloc_grads(&s.lora))) goto done;
     if ((rc = zen_session_make_acts(&s, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL))) goto done;
+    if ((rc = zen_session_dora_setup(&s, !adapter_dir))) goto done;
     double loss_sum;
     if ((rc = zen_batch_run(&batch, &s.model, &s.lora, &s.acts, 1.0f / (float)count, 0, &loss_sum))) goto done;
     double loss = loss_sum / (double)count;

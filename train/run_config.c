@@ -67,6 +67,7 @@ static const key_spec KEYS[] = {
     {"sample_prompts", K_PROMPTS, OFF(sample_prompts), 0, 0, CAP(sample_prompts), 0},
     {"lora.targets", K_TARGETS, OFF(lora_targets), 0, 0, CAP(lora_targets), 1},
     {"lora.rslora", K_BOOL, OFF(lora_rslora), 0, 0, 0, 1},
+    {"lora.dora", K_BOOL, OFF(lora_dora), 0, 0, 0, 1},
     {"adapter", K_STR, OFF(adapter), 0, 0, CAP(adapter), 1},
     {"objective", K_STR, OFF(objective), 0, 0, CAP(objective), 1},
     {"beta", K_FLOAT, OFF(beta), 1e-6, 1e6, 0, 1},
@@ -367,6 +368,9 @@ int zen_run_config_validate(const zen_run_config *c) {
     if (c->label_smoothing > 0 && (obj != ZEN_OBJECTIVE_DPO || loss != ZEN_DPO_ROBUST))
         return zen_fail(ZEN_ERR_INPUT, "config key 'label_smoothing' is the robust DPO loss's epsilon; it needs "
                         "objective dpo and dpo.loss robust");
+    if (c->lora_dora && c->lora_dropout > 0)
+        return zen_fail(ZEN_ERR_INPUT, "config keys 'lora.dora' and 'lora.dropout' %g: DoRA with LoRA dropout is not "
+                        "available yet (set lora.dropout to 0)", c->lora_dropout);
     if (c->dpo_precompute_ref && obj != ZEN_OBJECTIVE_DPO)
         return zen_fail(ZEN_ERR_INPUT, "config key 'dpo.precompute_ref' needs objective dpo");
     return 0;

@@ -31,6 +31,7 @@ typedef struct {
     long sample_every;      /* every N steps (0: never), continuations of sample_prompts in samples.jsonl */
     char sample_prompts[4096]; /* the prompts, each ended by ZEN_PROMPT_SEP */
     int lora_rslora;
+    int lora_dora;          /* DoRA (model/dora.h) */
     char adapter[ZEN_PATH_MAX]; /* "" or a PEFT adapter the run starts from (continues) */
     char objective[8];      /* sft (default), dpo, orpo (train/preference.h) */
     double beta;            /* dpo and orpo: 0.1 */

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../model/dora.h"
 #include "../model/export.h"
 
 #include "../util/atomic_file.h"
@@ -42,9 +43,15 @@ int zen_session_load_adapter(zen_session *s, const char *adapter_dir) {
 }
 
 int zen_session_fresh_adapter(zen_session *s, int r, float alpha, int rslora, float dropout, unsigned targets,
-                              uint64_t seed) {
-    int rc = zen_lora_create(&s->lora, &s->model.cfg, s->be, r, alpha, rslora, dropout, targets, seed);
+                              uint64_t seed, int dora) {
+    int rc = zen_lora_create_dora(&s->lora, &s->model.cfg, s->be, r, alpha, rslora, dropout, targets, seed, dora);
     s->has_lora = !rc;
+    return rc;
+}
+
+int zen_session_dora_setup(zen_session *s, int fresh) {
+    int rc = s->has_lora ? zen_dora_setup(&s->lora, &s->model, fresh) : 0;
+    if (!rc && s->has_ref) rc = zen_dora_setup(&s->ref, &s->model, 0);
     return rc;
 }
 

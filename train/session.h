@@ -28,7 +28,11 @@ int zen_session_open(zen_session *s, const char *device, const char *dtype, cons
                      const char *model_dir);
 int zen_session_load_adapter(zen_session *s, const char *adapter_dir);
 int zen_session_fresh_adapter(zen_session *s, int r, float alpha, int rslora, float dropout, unsigned targets,
-                              uint64_t seed);
+                              uint64_t seed, int dora);
+/* DoRA adapters (the trained one and a DoRA reference): the base's row
+ * norms and the scales m / n (model/dora.h); fresh: the trained adapter is
+ * new, so its magnitudes start as n. After zen_session_make_acts. */
+int zen_session_dora_setup(zen_session *s, int fresh);
 /* the dataset, read with sequences of T (a file packed for another length is
  * refused) and its documents kept apart (doc_mask) or not */
 int zen_session_open_data(zen_session *s, const char *path, int doc_mask, size_t T);

@@ -27,6 +27,7 @@
 #include <cjson/cJSON.h>
 
 #include "../model/decoder.h"
+#include "../model/dora.h"
 #include "../model/generate.h"
 #include "../optim/adamw.h"
 #include "../optim/schedule.h"
@@ -214,6 +215,13 @@ static zen_plan run_plan(const run *r) {
                                      r->s.model.main_dtype, r->s.model.base_quant, r->s.model.largest_quant, r->s.lora.r, r->s.lora.targets,
                                      (size_t)(r->pairs ? 2 : 1) * (size_t)c->batch_size, (size_t)c->seq_len,
                                      zen_run_config_recompute(c), r->s.lora.dropout > 0.0f);
+    if (r->s.lora.dora) { /* DoRA: magnitudes and their AdamW state, the kept o/down outputs, dz */
+        size_t dora = zen_dora_plan_bytes(&r->s.model.cfg, r->s.lora.targets, r->s.lora.r,
+                                          (size_t)(r->pairs ? 2 : 1) * (size_t)c->batch_size * (size_t)c->seq_len,
+                                          zen_run_config_recompute(c));
+        p.scratch += dora;
+        p.total += dora;
+    }
     if (r->pairs) { /* the shared prompts' attention layout */
         size_t sh = zen_shared_scratch_bytes(&r->s.model.cfg, 2 * (size_t)c->batch_size * (size_t)c->seq_len);
         p.scratch += sh;
@@ -269,8 +277,9 @@ static void print_summary(run *r, long start_step) {
                     "%lld parameters (%s)", c->model, m->layers, m->hidden, m->heads, m->kv_heads, m->head_dim,
                     m->intermediate, m->vocab, m->tied ? "tied head" : "untied head", total,
                     zen_dtype_name(r->s.model.main_dtype));
-    zen_report_line(&r->report, "  LoRA r=%d alpha=%g (scale %g%s) dropout %g on %s: %zu trainable (%.3f%% of %lld)",
-                    r->s.lora.r, r->s.lora.alpha, r->s.lora.scale, r->s.lora.rslora ? ", rsLoRA" : "", r->s.lora.dropout,
+    zen_report_line(&r->report, "  %s r=%d alpha=%g (scale %g%s) dropout %g on %s: %zu trainable (%.3f%% of %lld)",
+                    r->s.lora.dora ? "DoRA" : "LoRA", r->s.lora.r, r->s.lora.alpha, r->s.lora.scale,
+                    r->s.lora.rslora ? ", rsLoRA" : "", r->s.lora.dropout,
                     c->lora_targets, r->s.lora.num_params, 100.0 * (double)r->s.lora.num_params / (double)total, total);
     if (r->pairs) {
         const zen_pref_opts *po = &r->pref.opts;
@@ -599,7 +608,7 @@ static int open_everything(run *r) {
         if ((rc = zen_session_load_adapter(&r->s, c->adapter))) return rc;
         r->s.lora.dropout = (float)c->lora_dropout;
     } else if ((rc = zen_session_fresh_adapter(&r->s, (int)c->lora_r, (float)c->lora_alpha, c->lora_rslora,
-                                               (float)c->lora_dropout, targets, (uint64_t)c->seed))) {
+                                               (float)c->lora_dropout, targets, (uint64_t)c->seed, c->lora_dora))) {
         return rc;
     }
     if ((rc = zen_lora_alloc_grads(&r->s.lora))) return rc;
@@ -785,6 +794,9 @@ static int setup(run *r, int resume, zen_train_state *st) {
     if ((rc = zen_dist_agree(rc))) return rc;
     share_start(r, st);
     if ((rc = zen_dist_agree(prepare_steps(r)))) return rc;
+    /* DoRA: the base's row norms; a fresh adapter's magnitudes start as ||W + s B A|| */
+    if ((rc = zen_dist_agree(zen_session_dora_setup(&r->s, !r->cfg->adapter[0] && !(resume && latest >= 0)))))
+        return rc;
     if (r->pairs && r->cfg->dpo_precompute_ref) { /* one reference pass over the data before step 1, kept beside it */
         const zen_lora *ref = r->pref.ref;
         size_t B = (size_t)r->cfg->batch_size;
@@ -895,6 +907,7 @@ int zen_train(const zen_run_config *given, int resume) {
             break;
         }
         if (tokens) zen_adamw_update(&r.opt, r.s.lora.params, r.s.lora.grads, gnorm, lr);
+        if (tokens && (rc = zen_dora_refresh(&r.s.lora, &r.s.model))) break; /* DoRA: n from the new A and B */
         interval_seconds += now_s() - t0;
         interval_tokens += tokens_per_step;
         interval_real += (double)tokens;

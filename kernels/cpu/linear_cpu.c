@@ -13,8 +13,10 @@
  * same rounding.
  * The LoRA branch is in lora_cpu.c. */
 #include <cblas.h>
+#include <stdlib.h>
 #include <omp.h>
 
+#include "../../util/error.h"
 #include "cpu_ops.h"
 
 /* rows of W[out,in] per chunk, and the fp32 view of rows [o0, o0+rows) */
@@ -229,6 +231,49 @@ void cpu_scale_rows(zk_backend *be, void *x_, const float *s, size_t rows, size_
 #pragma omp parallel for schedule(static) if (rows * cols > 65536)
     for (size_t r = 0; r < rows; r++)
         for (size_t c = 0; c < cols; c++) x[r * cols + c] *= s[r];
+}
+
+void cpu_row_sq_norms(zk_backend *be, float *out, const zk_weight *w, size_t rows, size_t cols) {
+    (void)be;
+    size_t row_bytes = zen_dtype_bytes(w->dtype, cols);
+#pragma omp parallel
+    {
+        float *buf = w->dtype == ZEN_F32 ? NULL : malloc(cols * sizeof(float)); /* one row widened */
+#pragma omp for schedule(static)
+        for (size_t r = 0; r < rows; r++) {
+            const float *x = (const float *)w->data + r * cols;
+            if (w->dtype != ZEN_F32) {
+                if (!buf) continue;
+                zen_widen(buf, (const char *)w->data + r * row_bytes, w->dtype, cols);
+                x = buf;
+            }
+            double s = 0.0;
+            for (size_t i = 0; i < cols; i++) s += (double)x[i] * x[i];
+            out[r] = (float)s;
+        }
+        if (w->dtype != ZEN_F32 && !buf) zk_set_failed(be, ZEN_ERR_INTERNAL, "row norms: out of memory");
+        free(buf);
+    }
+}
+
+void cpu_scale_cols(zk_backend *be, void *y_, const void *x_, const float *s, size_t N, size_t cols) {
+    (void)be;
+    float *y = y_;
+    const float *x = x_;
+#pragma omp parallel for schedule(static) if (N * cols > 65536)
+    for (size_t n = 0; n < N; n++)
+        for (size_t o = 0; o < cols; o++) y[n * cols + o] = x[n * cols + o] * s[o];
+}
+
+void cpu_col_dot(zk_backend *be, float *out, const void *a_, const void *b_, const float *s, size_t N, size_t cols) {
+    (void)be;
+    const float *a = a_, *b = b_;
+#pragma omp parallel for schedule(static) if (N * cols > 65536)
+    for (size_t o = 0; o < cols; o++) {
+        double acc = 0.0;
+        for (size_t n = 0; n < N; n++) acc += (double)a[n * cols + o] * b[n * cols + o];
+        out[o] += (float)(s[o] * acc);
+    }
 }
 
 void cpu_add(zk_backend *be, void *y_, const void *a_, const void *b_, size_t n) {

@@ -165,6 +165,53 @@ static void cu_scale_rows(zk_backend *be, void *x, const float *s, size_t rows, 
     CUDA_CHECK(be, cudaGetLastError());
 }
 
+/* ---------------- DoRA ---------------- */
+
+static unsigned row_threads(size_t dim);
+
+__global__ static void row_sq_norms_kernel(float *out, const void *w, int dtype, size_t cols) {
+    size_t r = blockIdx.x;
+    double ss = 0.0;
+    for (size_t i = threadIdx.x; i < cols; i += blockDim.x) {
+        double v = load_as_float(w, dtype, r * cols + i);
+        ss += v * v;
+    }
+    ss = block_sum(ss);
+    if (threadIdx.x == 0) out[r] = (float)ss;
+}
+
+static void cu_row_sq_norms(zk_backend *be, float *out, const zk_weight *w, size_t rows, size_t cols) {
+    if (!rows) return;
+    ZK_LAUNCH(row_sq_norms_kernel, (unsigned)rows, row_threads(cols), 0)(out, w->data, (int)w->dtype, cols);
+    CUDA_CHECK(be, cudaGetLastError());
+}
+
+__global__ static void scale_cols_kernel(float *y, const float *x, const float *s, size_t cols, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = x[i] * s[i % cols];
+}
+
+static void cu_scale_cols(zk_backend *be, void *y, const void *x, const float *s, size_t N, size_t cols) {
+    size_t n = N * cols;
+    if (!n) return;
+    ZK_LAUNCH(scale_cols_kernel, blocks_for(n, 256), 256, 0)((float *)y, (const float *)x, s, cols, n);
+    CUDA_CHECK(be, cudaGetLastError());
+}
+
+__global__ static void col_dot_kernel(float *out, const float *a, const float *b, const float *s, size_t N, size_t cols) {
+    size_t o = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= cols) return;
+    double acc = 0.0;
+    for (size_t n = 0; n < N; n++) acc += (double)a[n * cols + o] * b[n * cols + o];
+    out[o] += (float)(s[o] * acc);
+}
+
+static void cu_col_dot(zk_backend *be, float *out, const void *a, const void *b, const float *s, size_t N, size_t cols) {
+    if (!cols) return;
+    ZK_LAUNCH(col_dot_kernel, blocks_for(cols, 256), 256, 0)(out, (const float *)a, (const float *)b, s, N, cols);
+    CUDA_CHECK(be, cudaGetLastError());
+}
+
 /* ---------------- RMSNorm ---------------- */
 
 __global__ static void rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, const float *w, size_t dim, float eps) {
@@ -561,6 +608,9 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute, int device_index) {
     be->lora_bwd = cu_lora_bwd;
     be->add = cu_add;
     be->scale_rows = cu_scale_rows;
+    be->row_sq_norms = cu_row_sq_norms;
+    be->scale_cols = cu_scale_cols;
+    be->col_dot = cu_col_dot;
     be->rmsnorm_fwd = cu_rmsnorm_fwd;
     be->rmsnorm_bwd = cu_rmsnorm_bwd;
     be->rope_fwd = cu_rope_fwd;

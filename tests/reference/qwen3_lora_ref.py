@@ -1,7 +1,9 @@
 """tests/reference/qwen3_lora_ref.py: an independent float64 PyTorch
 implementation of the Qwen3 decoder with PEFT LoRA, written from Hugging Face's
 modeling_qwen3.py and PEFT's lora/layer.py (not from zen's C code). Autograd
-gives the reference gradients of the LoRA A and B matrices.
+gives the reference gradients of the LoRA A and B matrices, and of DoRA's
+magnitude vectors m (PEFT's lora/dora.py: y = x W^T + (m/n - 1) x W^T +
+(m/n) s x A^T B^T with n = ||W + s B A|| per output row, detached).
 
 Documents (packed sequences): `docs` [B, T] labels each input with its
 document; positions restart at 0 where the label changes and a query attends
@@ -58,9 +60,11 @@ class Qwen3LoraReference:
                   for k, v in weights.items()}
         self.lora = {}
         self.scale = 0.0
+        self.dora = False
         if adapter_config is not None:
             r, alpha = adapter_config["r"], adapter_config["lora_alpha"]
             self.scale = alpha / math.sqrt(r) if adapter_config.get("use_rslora") else alpha / r
+            self.dora = bool(adapter_config.get("use_dora"))
             for k, v in adapter.items():
                 self.lora[k] = torch.tensor(v, dtype=dtype, requires_grad=True)
 
@@ -72,7 +76,13 @@ class Qwen3LoraReference:
             b = self.lora[f"base_model.model.{prefix}.lora_B.weight"]
             if self.dropout > 0:
                 x = torch.nn.functional.dropout(x, self.dropout, training=True)
-            y = y + (x @ a.T) @ b.T * self.scale
+            lora = (x @ a.T) @ b.T * self.scale
+            if self.dora:  # PEFT's DoRA: the norm of W + s B A per output row, detached
+                w = self.w[prefix + ".weight"].to(self.dtype)
+                norm = torch.linalg.norm(w + self.scale * (b @ a), dim=1).detach()
+                g = self.lora[f"base_model.model.{prefix}.lora_magnitude_vector"] / norm
+                return y + (g - 1) * (x @ w.T) + g * lora
+            y = y + lora
         return y
 
     def logits(self, tokens, docs=None):
