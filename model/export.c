@@ -5,6 +5,7 @@
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,16 @@ static void merged_rows(const xctx *c, const xtensor *t, size_t r0, size_t nr, f
         int r = c->lo->r;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)t->d.cols, r, c->lo->scale, B + r0 * (size_t)r,
                     r, A, (int)t->d.cols, 1.0f, dst, (int)t->d.cols);
+        if (c->lo->dora) { /* PEFT's DoRA merge: W' = (m / ||W + s B A||) (W + s B A), row by row in fp32 */
+            const float *mag = zen_lora_M(c->lo, c->lora_host, t->d.layer, t->d.target) + r0;
+            for (size_t i = 0; i < nr; i++) {
+                float *row = dst + i * t->d.cols;
+                double ss = 0.0;
+                for (size_t j = 0; j < t->d.cols; j++) ss += (double)row[j] * row[j];
+                float g = ss > 0 ? (float)(mag[i] / sqrt(ss)) : 0.0f;
+                for (size_t j = 0; j < t->d.cols; j++) row[j] *= g;
+            }
+        }
     }
 }
 

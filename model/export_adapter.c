@@ -5,7 +5,9 @@
  *              scale * r, so llama.cpp's alpha / r equals zen's scale (also for rsLoRA)
  *   mlx:       adapters.safetensors with lora_a = A^T [in, r], lora_b = B^T [r, out]
  *              under model.layers.N.<module>, and mlx-lm's adapter_config.json
- *              (scale used as is: y += scale * (x lora_a) lora_b). */
+ *              (scale used as is: y += scale * (x lora_a) lora_b); a DoRA
+ *              adapter adds m [out] and fine_tune_type "dora"; gguf-lora
+ *              refuses DoRA (llama.cpp has no DoRA adapters). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,7 +62,8 @@ static int export_mlx(const zen_export_opts *o, const zen_model *m, const zen_lo
     if (o->dtype && zen_dtype_parse_float(o->dtype, &dtype))
         return zen_fail(ZEN_ERR_INPUT, "--dtype '%s': mlx takes f32, f16 or bf16", o->dtype);
     int count = 0;
-    for (int t = 0; t < ZEN_NUM_TARGETS; t++) count += zen_lora_has(lo, t) ? 2 * m->cfg.layers : 0;
+    int halves = lo->dora ? 3 : 2; /* DoRA: mlx-lm's DoRALinear also holds m [out] */
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++) count += zen_lora_has(lo, t) ? halves * m->cfg.layers : 0;
     st_entry *e = zen_calloc((size_t)count, sizeof *e);
     char (*names)[128] = zen_calloc((size_t)count, sizeof *names);
     float *transposed = zen_malloc(lo->num_params * sizeof(float));
@@ -85,6 +88,12 @@ static int export_mlx(const zen_export_opts *o, const zen_model *m, const zen_lo
             snprintf(names[k], sizeof names[k], "model.layers.%d.%s.lora_b", l, zen_target_module((zen_target)t));
             e[k] = (st_entry){names[k], dtype, 2, {r, out}};
             off += (size_t)r * out, k++;
+            if (lo->dora) { /* m [out] as is: mlx-lm's DoRA is y = (m / ||W + s b^T a^T||) (x W^T + s x a b) */
+                memcpy(transposed + off, zen_lora_M(lo, (float *)host, l, t), (size_t)out * sizeof(float));
+                snprintf(names[k], sizeof names[k], "model.layers.%d.%s.m", l, zen_target_module((zen_target)t));
+                e[k] = (st_entry){names[k], dtype, 1, {out}};
+                off += (size_t)out, k++;
+            }
         }
     char *path = zen_path_join(dir, "adapters.safetensors");
     const char *meta[] = {"format", "mlx"};
@@ -97,7 +106,7 @@ static int export_mlx(const zen_export_opts *o, const zen_model *m, const zen_lo
     }
     if (!rc) {
         cJSON *root = cJSON_CreateObject();
-        cJSON_AddStringToObject(root, "fine_tune_type", "lora");
+        cJSON_AddStringToObject(root, "fine_tune_type", lo->dora ? "dora" : "lora");
         cJSON_AddNumberToObject(root, "num_layers", m->cfg.layers);
         cJSON *p = cJSON_AddObjectToObject(root, "lora_parameters");
         cJSON_AddNumberToObject(p, "rank", lo->r);
@@ -125,7 +134,11 @@ int zen_export_adapter(const zen_export_opts *o, const zen_model *m, const zen_l
             return zen_fail(ZEN_ERR_INPUT, "--dtype '%s': peft takes f32, f16 or bf16", o->dtype);
         return zen_lora_save_peft(lo, &m->cfg, out, o->model_dir, dtype);
     }
-    case ZEN_EXPORT_GGUF_LORA: return export_gguf_lora(o, m, lo, host);
+    case ZEN_EXPORT_GGUF_LORA:
+        if (lo->dora)
+            return zen_fail(ZEN_ERR_INPUT, "--format gguf-lora: %s is a DoRA adapter and llama.cpp has no DoRA adapters; "
+                            "export the merged model instead (--format gguf)", o->adapter_dir);
+        return export_gguf_lora(o, m, lo, host);
     case ZEN_EXPORT_MLX: return export_mlx(o, m, lo, host, out);
     default: return zen_fail(ZEN_ERR_INTERNAL, "not an adapter format");
     }

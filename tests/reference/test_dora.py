@@ -24,27 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
 from zen_files import (MODULES, make_config, proj_dims, read_adapter, read_batch, read_model_dir,  # noqa: E402
-                       read_safetensors, write_adapter, write_model, write_safetensors, write_tokens)
+                       read_safetensors, write_dora_adapter, write_model, write_tokens)
 
 TOL = 1e-5
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def make_dora(path, cfg, weights, r, alpha, targets, rng, rslora=False):
-    """a PEFT DoRA adapter: A, B as write_adapter, m = ||W + s B A|| x U(0.7, 1.3) per row"""
-    write_adapter(path, cfg, r=r, alpha=alpha, targets=targets, rng=rng, rslora=rslora, b_scale=0.2)
-    acfg, ad = read_adapter(path)
-    s = alpha / np.sqrt(r) if rslora else alpha / r
-    for l in range(cfg["num_hidden_layers"]):
-        for t in targets:
-            key = f"base_model.model.model.layers.{l}.{MODULES[t]}.{t}"
-            w = weights[f"model.layers.{l}.{MODULES[t]}.{t}.weight"]
-            n = np.linalg.norm(w + s * ad[key + ".lora_B.weight"] @ ad[key + ".lora_A.weight"], axis=1)
-            ad[key + ".lora_magnitude_vector"] = n * rng.uniform(0.7, 1.3, n.shape)
-    write_safetensors(os.path.join(path, "adapter_model.safetensors"), ad, "F32", {"format": "pt"})
-    acfg["use_dora"] = True
-    with open(os.path.join(path, "adapter_config.json"), "w") as f:
-        json.dump(acfg, f)
 
 
 def run(cmd, **kw):
@@ -106,7 +89,7 @@ def main():
     for name, cfg, dtype, targets, rslora in cases:
         write_model(w("m-" + name), cfg, rng, dtype)
         _, weights = read_model_dir(w("m-" + name))
-        make_dora(w("a-" + name), cfg, weights, r=4, alpha=8, targets=targets, rng=rng, rslora=rslora)
+        write_dora_adapter(w("a-" + name), cfg, weights, r=4, alpha=8, targets=targets, rng=rng, rslora=rslora)
         V = cfg["vocab_size"]
         lengths = [5, 9, 3, 11, 7]
         n = sum(lengths)
@@ -151,7 +134,62 @@ def main():
     shapes = all(ad[f"base_model.model.model.layers.{l}.{MODULES[t]}.{t}.lora_magnitude_vector"].shape ==
                  (proj_dims(json.load(open(w("tiny", "config.json"))), t)[1],) for l in range(2) for t in ALL)
     harness.check("train: the adapter in PEFT's DoRA layout (keys, [out] shapes)", shapes)
+    check_exports(zen, w, acfg, ad)
     harness.finish()
+
+
+def check_exports(zen, w, acfg, ad):
+    """the trained DoRA adapter's exports: peft as trained; mlx-lm's layout
+    (lora_a = A^T, lora_b = B^T, m, fine_tune_type dora); gguf-lora refused in
+    one line; merged safetensors and GGUF (f32, q8_0, q4_k_m) equal to the
+    adapter applied unmerged (zen eval, and the reference); zen generate's
+    greedy tokens unmerged = merged"""
+    from zen_files import read_safetensors as rs
+    ex = [zen, "export", "--model", w("tiny"), "--adapter", w("run")]
+    p = run(ex + ["--format", "peft", "--out", w("x-peft")])
+    pcfg, pad = read_adapter(w("x-peft")) if not p.returncode else ({}, {})
+    harness.check("export peft: use_dora and every tensor as trained", pcfg.get("use_dora") is True and
+                  set(pad) == set(ad) and all(np.array_equal(pad[k], ad[k]) for k in ad), p.stderr.strip())
+    p = run(ex + ["--format", "mlx", "--out", w("x-mlx")])
+    ok = p.returncode == 0
+    if ok:
+        mlx, _ = rs(w("x-mlx", "adapters.safetensors"))
+        mcfg = json.load(open(w("x-mlx", "adapter_config.json")))
+        ok = mcfg["fine_tune_type"] == "dora" and abs(mcfg["lora_parameters"]["scale"] - acfg["lora_alpha"] / acfg["r"]) < 1e-6
+        for l in range(2):
+            for t in ALL:
+                k, pk = f"model.layers.{l}.{MODULES[t]}.{t}", f"base_model.model.model.layers.{l}.{MODULES[t]}.{t}"
+                ok = ok and np.array_equal(mlx[k + ".lora_a"].T, ad[pk + ".lora_A.weight"]) and \
+                    np.array_equal(mlx[k + ".lora_b"].T, ad[pk + ".lora_B.weight"]) and \
+                    np.array_equal(mlx[k + ".m"], ad[pk + ".lora_magnitude_vector"])
+    harness.check("export mlx: fine_tune_type dora, lora_a = A^T, lora_b = B^T, m", ok, p.stderr.strip())
+    p = run(ex + ["--format", "gguf-lora", "--out", w("x.gguf")])
+    harness.check("export gguf-lora of a DoRA adapter: one line naming the merged GGUF, exit 2",
+                  p.returncode == 2 and "--format gguf" in p.stderr and len(p.stderr.strip().splitlines()) == 1 and
+                  not os.path.exists(w("x.gguf")), p.stderr.strip())
+    write_tokens(w("eval.h5"), np.random.default_rng(5).integers(0, 256, 2 * 32 + 1), 256)  # two sequences
+    ev = ["--data", w("eval.h5"), "--seq-len", "32", "--batch", "2", "--dtype", "f32"]
+    unmerged = run([zen, "eval", "--model", w("tiny"), "--adapter", w("run")] + ev)
+    lu = float(unmerged.stdout.split()[1]) if not unmerged.returncode else float("nan")
+    cfg, weights = read_model_dir(w("tiny"))
+    inputs, targets, mask, _ = read_batch(w("eval.h5"), 32, 2)
+    ref = Qwen3LoraReference(cfg, weights, acfg, ad).loss(inputs, targets, mask).item()
+    for fmt, dtype, tol in (("safetensors", "f32", 1e-5), ("gguf", "f32", 1e-5), ("gguf", "q8_0", 2e-2),
+                            ("gguf", "q4_k_m", 1e-1)):
+        out = w(f"x-merged-{dtype}" + (".gguf" if fmt == "gguf" else ""))
+        p = run(ex + ["--format", fmt, "--dtype", dtype, "--out", out])
+        q = run([zen, "eval", "--model", out] + ev) if not p.returncode else p
+        lm = float(q.stdout.split()[1]) if not q.returncode else float("nan")
+        harness.check(f"merged {fmt} {dtype}: eval loss = the adapter unmerged", abs(lm - lu) <= tol * abs(lu),
+                      f"merged {lm:.6f}, unmerged {lu:.6f} {q.stderr.strip()[-200:] if q.returncode else ''}")
+    harness.check("zen eval with the DoRA adapter = the reference", abs(lu - ref) <= 1e-5 * abs(ref),
+                  f"zen {lu:.7f}, reference {ref:.7f}")
+    gen = ["--prompt-ids", "1,2,3,4,5", "--max-new-tokens", "16", "--temperature", "0", "--ids", "--dtype", "f32"]
+    a = run([zen, "generate", "--model", w("tiny"), "--adapter", w("run")] + gen)
+    b = run([zen, "generate", "--model", w("x-merged-f32")] + gen)
+    harness.check("generate: greedy tokens with the DoRA adapter unmerged = the merged model",
+                  a.returncode == 0 and a.stdout == b.stdout and a.stdout.strip() != "", f"{a.stdout.strip()[:80]} "
+                  f"{a.stderr.strip()[-200:] if a.returncode else ''}")
 
 
 if __name__ == "__main__":

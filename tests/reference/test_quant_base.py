@@ -32,7 +32,7 @@ import harness  # noqa: E402
 from harness import check  # noqa: E402
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
 from zen_files import (MODULES, make_config, read_adapter, read_batch, read_model_dir, read_safetensors,  # noqa: E402
-                       write_adapter, write_model, write_tokens)
+                       write_adapter, write_dora_adapter, write_model, write_tokens)
 
 LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "llama", "node_modules",
                    "@node-llama-cpp", "linux-x64", "bins", "linux-x64", "libggml-base.so")
@@ -104,6 +104,8 @@ def main():
         mdir, adir, data = w(name), w(name + "-adapter"), w(name + ".h5")
         write_model(mdir, cfg, rng, wdtype)
         write_adapter(adir, cfg, r=4, alpha=8, targets=ALL, rng=rng)
+        ddir = w(name + "-dora")
+        write_dora_adapter(ddir, cfg, read_model_dir(mdir)[1], r=4, alpha=8, targets=ALL, rng=rng)
         toks = rng.integers(0, cfg["vocab_size"], B * T + 1)
         write_tokens(data, toks, cfg["vocab_size"], loss_mask=rng.integers(0, 2, len(toks)))
         mcfg, weights = read_model_dir(mdir)
@@ -122,6 +124,17 @@ def main():
                 qweights[k] = (nf4_roundtrip(v) if quant == "nf4" else ggml_roundtrip(lib, v, quant)).astype(np.float64)
             ref = Qwen3LoraReference(mcfg, qweights, acfg, adapter)
             ref_loss, ref_grads = ref.loss_and_grads(inputs, targets, mask, docs)
+            # DoRA on the quantised base: n from the dequantised rows
+            dcfg, dad = read_adapter(ddir)
+            dref_loss, dref_grads = Qwen3LoraReference(mcfg, qweights, dcfg, dad).loss_and_grads(inputs, targets, mask,
+                                                                                                  docs)
+            for prog, dev in ((zen, "cpu"),) + (((emu, "cuda"),) if emu else ()):
+                outd = w(f"{name}-{quant}-dora-{dev}.safetensors")
+                pd = zen_grad(prog, mdir, ddir, data, T, B, outd, quant, "f32", dev)
+                lerr, worst, _ = grad_errors(outd, dref_loss, dref_grads) if not pd.returncode else (1, 1, 0)
+                check(f"{name} {quant} DoRA {dev}{' (emulated)' if dev == 'cuda' else ''} f32: vs the reference",
+                      lerr <= 1e-5 and worst <= 1e-5, f"(loss rel {lerr:.1e}, worst grad rel {worst:.1e}) "
+                      f"{pd.stderr.strip()[-200:] if pd.returncode else ''}")
             out = w(f"{name}-{quant}.safetensors")
             p = zen_grad(zen, mdir, adir, data, T, B, out, quant)
             if p.returncode:

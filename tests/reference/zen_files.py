@@ -129,6 +129,23 @@ def write_adapter(path, cfg, r, alpha, targets, rng, rslora=False, dtype="F32", 
         json.dump(config, f)
 
 
+def write_dora_adapter(path, cfg, weights, r, alpha, targets, rng, rslora=False):
+    """a PEFT DoRA adapter: A, B as write_adapter, m = ||W + s B A|| x U(0.7, 1.3) per row"""
+    write_adapter(path, cfg, r=r, alpha=alpha, targets=targets, rng=rng, rslora=rslora, b_scale=0.2)
+    acfg, ad = read_adapter(path)
+    s = alpha / np.sqrt(r) if rslora else alpha / r
+    for l in range(cfg["num_hidden_layers"]):
+        for t in targets:
+            key = f"base_model.model.model.layers.{l}.{MODULES[t]}.{t}"
+            w = weights[f"model.layers.{l}.{MODULES[t]}.{t}.weight"]
+            n = np.linalg.norm(w + s * ad[key + ".lora_B.weight"] @ ad[key + ".lora_A.weight"], axis=1)
+            ad[key + ".lora_magnitude_vector"] = n * rng.uniform(0.7, 1.3, n.shape)
+    write_safetensors(os.path.join(path, "adapter_model.safetensors"), ad, "F32", {"format": "pt"})
+    acfg["use_dora"] = True
+    with open(os.path.join(path, "adapter_config.json"), "w") as f:
+        json.dump(acfg, f)
+
+
 def read_adapter(path):
     with open(os.path.join(path, "adapter_config.json")) as f:
         config = json.load(f)
