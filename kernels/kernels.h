@@ -146,8 +146,12 @@ struct zk_backend {
     /* out[o] = sum_i W[o, i]^2 for o < rows (device fp32 [rows], summed in double), W [rows, cols] as the
      * matmuls read it (dequantised) */
     void (*row_sq_norms)(zk_backend *be, float *out, const zk_weight *w, size_t rows, size_t cols);
-    /* y[n, o] = x[n, o] s[o] (y, x: act [N, cols], y may be x; s: device fp32 [cols]) */
-    void (*scale_cols)(zk_backend *be, void *y, const void *x, const float *s, size_t N, size_t cols);
+    /* y[n, o] (+)= x[n, o] s[o] (y, x: act [N, cols], y may be x when not accumulating; s: device fp32 [cols]) */
+    void (*scale_cols)(zk_backend *be, void *y, const void *x, const float *s, size_t N, size_t cols,
+                       int accumulate);
+    /* y[i] = x[i] * keep(i) / (1 - p) for i < n with LoRA dropout's mask (zk_dropout_keep, element i of the
+     * flattened [N, in] input, as lora_fwd draws it); y may be x */
+    void (*dropout)(zk_backend *be, void *y, const void *x, const zk_dropout *drop, size_t n);
     /* out[o] += s[o] * sum_n a[n, o] b[n, o] (a, b: act [N, cols]; out, s: device fp32 [cols]) */
     void (*col_dot)(zk_backend *be, float *out, const void *a, const void *b, const float *s, size_t N, size_t cols);
 

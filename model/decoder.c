@@ -39,6 +39,7 @@ typedef struct {
 
 #define LAYOUT_SHARED 1u /* the shared-prefix attention scratch */
 #define LAYOUT_DORA 2u   /* DoRA: the o and down outputs kept, and dz */
+#define LAYOUT_DORA_DROP 4u /* DoRA with dropout: each projection's z kept, dropout(x) and its gradient */
 
 static void layout_layer(bump *b, zen_layer_acts *s, const zen_config *c, size_t ab, int r,
                          unsigned targets, size_t B, size_t T, unsigned flags) {
@@ -67,6 +68,11 @@ static void layout_layer(bump *b, zen_layer_acts *s, const zen_config *c, size_t
     int dora = (flags & LAYOUT_DORA) != 0;
     s->o_out = dora && ((targets >> ZT_O) & 1u) ? take(b, N * C * ab) : NULL;
     s->down_out = dora && ((targets >> ZT_DOWN) & 1u) ? take(b, N * C * ab) : NULL;
+    for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
+        int in, out;
+        zen_target_dims(c, (zen_target)t, &in, &out);
+        s->dora_z[t] = (flags & LAYOUT_DORA_DROP) && ((targets >> t) & 1u) ? take(b, N * (size_t)out * ab) : NULL;
+    }
 }
 
 /* Assigns every buffer of `a` inside base (or only measures when base is NULL).
@@ -114,6 +120,10 @@ static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, u
     if (flags & LAYOUT_DORA) { /* DoRA: a projection's output gradient scaled by g, [N, the widest out] */
         size_t widest = C > qd ? C : qd;
         a->dora_dz = take(&b, N * (widest > F ? widest : F) * ab);
+        if (flags & LAYOUT_DORA_DROP) {
+            a->dora_xd = take(&b, N * (widest > F ? widest : F) * ab);
+            a->dora_dxd = take(&b, N * (widest > F ? widest : F) * ab);
+        }
     }
     if (flags & LAYOUT_SHARED) { /* the attention layout of shared prefixes: up to N rows */
         a->sh.seg = take(&b, N * sizeof(int32_t));
@@ -278,7 +288,8 @@ static int acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size
         zen_acts_free(a);
         return ZEN_ERR_INTERNAL;
     }
-    unsigned flags = (shared ? LAYOUT_SHARED : 0u) | (lo && lo->dora ? LAYOUT_DORA : 0u);
+    unsigned flags = (shared ? LAYOUT_SHARED : 0u) | (lo && lo->dora ? LAYOUT_DORA : 0u) |
+                     (lo && lo->dora && lo->dropout > 0.0f ? LAYOUT_DORA_DROP : 0u);
     layout_sizes sz = layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, flags, NULL);
     a->arena_bytes = sz.saved + sz.scratch + sz.logits + 64;
     a->arena = m->be->alloc(m->be, a->arena_bytes);
@@ -331,6 +342,53 @@ static zk_dropout lora_dropout(const zen_lora *lo, const zen_acts *a, int l, zen
     return d;
 }
 
+/* DoRA with LoRA dropout, as PEFT runs it in training (the (g - 1) term on
+ * the dropped-out input, xd = dropout(x)):
+ *   y = x W^T + (g - 1) xd W^T + g s xd A^T B^T = (x - xd) W^T + g z,
+ *   z = xd W^T + s xd A^T B^T (kept for dm = sum dy z / n) */
+static void dora_dropout_fwd(const zen_model *m, const zen_lora *lo, const zen_acts *a, int l, zen_target t, void *y,
+                             const void *x, float *u) {
+    zk_backend *be = m->be;
+    size_t N = a->B * a->T;
+    int in, out;
+    zen_target_dims(&m->cfg, t, &in, &out);
+    zk_dropout drop = lora_dropout(lo, a, l, t), none = {0.0f, 0};
+    const zen_layer_acts *s = &a->layer[a->recompute ? 0 : l];
+    void *z = s->dora_z[t];
+    be->dropout(be, a->dora_xd, x, &drop, N * (size_t)in);
+    be->linear_fwd(be, z, a->dora_xd, &m->layers[l].proj[t], N, (size_t)in, (size_t)out);
+    be->linear_fwd(be, y, x, &m->layers[l].proj[t], N, (size_t)in, (size_t)out);
+    be->scale_cols(be, y, z, lo->dora_minus1, N, (size_t)out, 1); /* y = (x - xd) W^T */
+    be->lora_fwd(be, z, u, a->dora_xd, zen_lora_A(lo, lo->params, l, t), zen_lora_B(lo, lo->params, l, t), N,
+                 (size_t)in, (size_t)out, (size_t)lo->r, lo->scale, &none);
+    be->scale_cols(be, y, z, zen_lora_G(lo, lo->dora_g, l, t), N, (size_t)out, 1);
+}
+
+/* its backward: dm += sum dy z / n; dx += dy W + dropout'(((g - 1) dy) W + the LoRA
+ * input gradient of g dy); dA, dB from g dy on xd */
+static void dora_dropout_bwd(const zen_model *m, const zen_lora *lo, zen_acts *a, int l, zen_target t, void *dx,
+                             const void *dy, const void *x, const float *u, int accumulate) {
+    zk_backend *be = m->be;
+    size_t N = a->B * a->T;
+    int in, out;
+    zen_target_dims(&m->cfg, t, &in, &out);
+    zk_dropout drop = lora_dropout(lo, a, l, t), none = {0.0f, 0};
+    const zen_layer_acts *s = &a->layer[a->recompute ? 0 : l];
+    const zk_weight *w = &m->layers[l].proj[t];
+    be->col_dot(be, zen_lora_M(lo, lo->grads, l, t), dy, s->dora_z[t], zen_lora_G(lo, lo->dora_inv_n, l, t), N,
+                (size_t)out);
+    be->linear_bwd(be, dx, dy, w, N, (size_t)in, (size_t)out, accumulate);
+    be->scale_cols(be, a->dora_dz, dy, zen_lora_G(lo, lo->dora_gm1, l, t), N, (size_t)out, 0);
+    be->linear_bwd(be, a->dora_dxd, a->dora_dz, w, N, (size_t)in, (size_t)out, 0);
+    be->scale_cols(be, a->dora_dz, dy, zen_lora_G(lo, lo->dora_g, l, t), N, (size_t)out, 0);
+    be->dropout(be, a->dora_xd, x, &drop, N * (size_t)in);
+    be->lora_bwd(be, a->dora_dxd, zen_lora_A(lo, lo->grads, l, t), zen_lora_B(lo, lo->grads, l, t), a->dlora_u,
+                 a->dora_dz, a->dora_xd, u, zen_lora_A(lo, lo->params, l, t), zen_lora_B(lo, lo->params, l, t), N,
+                 (size_t)in, (size_t)out, (size_t)lo->r, lo->scale, &none);
+    be->dropout(be, a->dora_dxd, a->dora_dxd, &drop, N * (size_t)in);
+    be->add(be, dx, dx, a->dora_dxd, N * (size_t)in);
+}
+
 /* y[N,out] = x W^T (+ LoRA branch, saving u = dropout(x) A^T) */
 static void project(const zen_model *m, const zen_lora *lo, const zen_acts *a, int l, zen_target t,
                     void *y, const void *x, float *u) {
@@ -338,13 +396,17 @@ static void project(const zen_model *m, const zen_lora *lo, const zen_acts *a, i
     size_t N = a->B * a->T;
     int in, out;
     zen_target_dims(&m->cfg, t, &in, &out);
+    if (zen_lora_has(lo, t) && lo->dora && a->dropout_seed && lo->dropout > 0.0f) {
+        dora_dropout_fwd(m, lo, a, l, t, y, x, u);
+        return;
+    }
     be->linear_fwd(be, y, x, &m->layers[l].proj[t], N, (size_t)in, (size_t)out);
     if (zen_lora_has(lo, t)) {
         zk_dropout drop = lora_dropout(lo, a, l, t);
         be->lora_fwd(be, y, u, x, zen_lora_A(lo, lo->params, l, t), zen_lora_B(lo, lo->params, l, t), N,
                      (size_t)in, (size_t)out, (size_t)lo->r, lo->scale, &drop);
         /* DoRA: y = g (x W^T + s x A^T B^T), g = m / n per output column */
-        if (lo->dora) be->scale_cols(be, y, y, zen_lora_G(lo, lo->dora_g, l, t), N, (size_t)out);
+        if (lo->dora) be->scale_cols(be, y, y, zen_lora_G(lo, lo->dora_g, l, t), N, (size_t)out, 0);
     }
 }
 
@@ -401,9 +463,13 @@ static void project_backward(const zen_model *m, const zen_lora *lo, zen_acts *a
     size_t N = a->B * a->T;
     int in, out;
     zen_target_dims(&m->cfg, t, &in, &out);
+    if (zen_lora_has(lo, t) && lo->dora && a->dropout_seed && lo->dropout > 0.0f) {
+        dora_dropout_bwd(m, lo, a, l, t, dx, dy, x, u, accumulate);
+        return;
+    }
     if (zen_lora_has(lo, t) && lo->dora) {
         be->col_dot(be, zen_lora_M(lo, lo->grads, l, t), dy, y, zen_lora_G(lo, lo->dora_inv_m, l, t), N, (size_t)out);
-        be->scale_cols(be, a->dora_dz, dy, zen_lora_G(lo, lo->dora_g, l, t), N, (size_t)out);
+        be->scale_cols(be, a->dora_dz, dy, zen_lora_G(lo, lo->dora_g, l, t), N, (size_t)out, 0);
         dy = a->dora_dz;
     }
     be->linear_bwd(be, dx, dy, &m->layers[l].proj[t], N, (size_t)in, (size_t)out, accumulate);

@@ -31,6 +31,7 @@ typedef struct {
     void *h;          /* [N, F]   silu(gate) * up (input of down_proj) */
     float *lora_u[ZEN_NUM_TARGETS]; /* [N, r] x A^T of each adapted projection */
     void *o_out, *down_out; /* [N, C] DoRA: o_proj's and down_proj's outputs (NULL otherwise) */
+    void *dora_z[ZEN_NUM_TARGETS]; /* [N, out] DoRA with dropout: xd W^T + s xd A^T B^T of each projection */
 } zen_layer_acts;
 
 typedef struct {
@@ -70,6 +71,7 @@ typedef struct {
     void *dh, *dg, *du;     /* [N, F] */
     float *dlora_u;    /* [N, r] */
     void *dora_dz;     /* [N, widest out] DoRA: g dy of the projection being run backward */
+    void *dora_xd, *dora_dxd; /* [N, widest in] DoRA with dropout: dropout(x) and its gradient */
     uint64_t dropout_seed; /* of the current run; 0 = no LoRA dropout */
     float *logits_host;    /* optional host [T, V]: receives sequence 0's logits (zen eval --save-logits) */
     /* shared prefixes (zen_acts_create_shared; see zen_shared_layout): the

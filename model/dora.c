@@ -45,6 +45,7 @@ static int refresh(zen_lora *lo, const zen_model *m, int init) {
     size_t r = (size_t)lo->r;
     float *p = zen_malloc(lo->num_params * sizeof(float)), *wsq = zen_malloc(lo->mag_count * sizeof(float));
     float *g = zen_malloc(lo->mag_count * sizeof(float)), *inv = zen_malloc(lo->mag_count * sizeof(float));
+    float *gm1 = zen_malloc(lo->mag_count * sizeof(float)), *inv_n = zen_malloc(lo->mag_count * sizeof(float));
     size_t widest = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) {
         int in, out;
@@ -53,7 +54,7 @@ static int refresh(zen_lora *lo, const zen_model *m, int init) {
     }
     float *G = zen_malloc(r * widest * sizeof(float));
     double *n = zen_malloc(widest * sizeof(double));
-    int rc = p && wsq && g && inv && G && n ? 0 : ZEN_ERR_INTERNAL;
+    int rc = p && wsq && g && inv && gm1 && inv_n && G && n ? 0 : ZEN_ERR_INTERNAL;
     if (!rc) {
         be->download(be, p, lo->params, lo->num_params * sizeof(float));
         be->download(be, wsq, lo->dora_wsq, lo->mag_count * sizeof(float));
@@ -70,22 +71,29 @@ static int refresh(zen_lora *lo, const zen_model *m, int init) {
             be->download(be, G, lo->dora_tmp, r * (size_t)out * sizeof(float));
             row_norms(lo, p, l, t, zen_lora_G(lo, wsq, l, t), G, (size_t)in, (size_t)out, n);
             float *mag = zen_lora_M(lo, p, l, t), *gl = zen_lora_G(lo, g, l, t), *il = zen_lora_G(lo, inv, l, t);
+            float *g1 = zen_lora_G(lo, gm1, l, t), *in_ = zen_lora_G(lo, inv_n, l, t);
             for (int o = 0; o < out; o++) {
                 if (init) mag[o] = (float)n[o];
                 gl[o] = n[o] > 0 ? (float)(mag[o] / n[o]) : 0.0f;
                 il[o] = mag[o] != 0.0f ? 1.0f / mag[o] : 0.0f;
+                g1[o] = gl[o] - 1.0f;
+                in_[o] = n[o] > 0 ? (float)(1.0 / n[o]) : 0.0f;
             }
         }
     if (!rc) {
         if (init) be->upload(be, lo->params, p, lo->num_params * sizeof(float));
         be->upload(be, lo->dora_g, g, lo->mag_count * sizeof(float));
         be->upload(be, lo->dora_inv_m, inv, lo->mag_count * sizeof(float));
+        be->upload(be, lo->dora_gm1, gm1, lo->mag_count * sizeof(float));
+        be->upload(be, lo->dora_inv_n, inv_n, lo->mag_count * sizeof(float));
         rc = zk_status(be);
     }
     free(p);
     free(wsq);
     free(g);
     free(inv);
+    free(gm1);
+    free(inv_n);
     free(G);
     free(n);
     return rc;
@@ -105,7 +113,17 @@ int zen_dora_setup(zen_lora *lo, const zen_model *m, int init_magnitude) {
         lo->dora_g = be->alloc(be, lo->mag_count * sizeof(float));
         lo->dora_inv_m = be->alloc(be, lo->mag_count * sizeof(float));
         lo->dora_tmp = be->alloc(be, (size_t)lo->r * widest * sizeof(float));
-        if (!lo->dora_wsq || !lo->dora_g || !lo->dora_inv_m || !lo->dora_tmp) return ZEN_ERR_INTERNAL;
+        lo->dora_gm1 = be->alloc(be, lo->mag_count * sizeof(float));
+        lo->dora_inv_n = be->alloc(be, lo->mag_count * sizeof(float));
+        lo->dora_minus1 = be->alloc(be, widest * sizeof(float));
+        if (!lo->dora_wsq || !lo->dora_g || !lo->dora_inv_m || !lo->dora_tmp || !lo->dora_gm1 || !lo->dora_inv_n ||
+            !lo->dora_minus1)
+            return ZEN_ERR_INTERNAL;
+        float *ones = zen_malloc(widest * sizeof(float));
+        if (!ones) return ZEN_ERR_INTERNAL;
+        for (size_t i = 0; i < widest; i++) ones[i] = -1.0f;
+        be->upload(be, lo->dora_minus1, ones, widest * sizeof(float));
+        free(ones);
         /* the base's squared row norms, once */
         for (int l = 0; l < m->cfg.layers; l++)
             for (int t = 0; t < ZEN_NUM_TARGETS; t++) {

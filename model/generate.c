@@ -53,7 +53,7 @@ static void project(zen_kv *c, int l, zen_target t, float *y, const float *x, si
         be->lora_fwd(be, y, c->u, x, zen_lora_A(c->lo, c->lo->params, l, t), zen_lora_B(c->lo, c->lo->params, l, t),
                      n, (size_t)in, (size_t)out, (size_t)c->lo->r, c->lo->scale, &none);
         /* DoRA, unmerged: y = g (x W^T + s x A^T B^T) (model/dora.h; zen_dora_setup made g) */
-        if (c->lo->dora) be->scale_cols(be, y, y, zen_lora_G(c->lo, c->lo->dora_g, l, t), n, (size_t)out);
+        if (c->lo->dora) be->scale_cols(be, y, y, zen_lora_G(c->lo, c->lo->dora_g, l, t), n, (size_t)out, 0);
     }
 }
 

@@ -428,6 +428,9 @@ void zen_lora_free(zen_lora *lo) {
         lo->be->free(lo->be, lo->dora_wsq);
         lo->be->free(lo->be, lo->dora_g);
         lo->be->free(lo->be, lo->dora_inv_m);
+        lo->be->free(lo->be, lo->dora_gm1);
+        lo->be->free(lo->be, lo->dora_inv_n);
+        lo->be->free(lo->be, lo->dora_minus1);
         lo->be->free(lo->be, lo->dora_tmp);
     }
     free(lo->offset_A);

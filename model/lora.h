@@ -36,6 +36,9 @@ typedef struct {
     float *dora_wsq;       /* [mag_count] device: sum_i W[o, i]^2 of the base (fixed) */
     float *dora_g;         /* [mag_count] device: m / n, refreshed after every update (model/dora.h) */
     float *dora_inv_m;     /* [mag_count] device: 1 / m (0 where m = 0), for dm in backward */
+    float *dora_gm1;       /* [mag_count] device: g - 1 (DoRA with dropout) */
+    float *dora_inv_n;     /* [mag_count] device: 1 / n (DoRA with dropout: dm = sum dy z / n) */
+    float *dora_minus1;    /* [widest out] device: -1 */
     float *dora_tmp;       /* [r * widest out] device: A W^T while refreshing */
     float *params;         /* [num_params] device fp32 */
     float *grads;          /* [num_params] device fp32, NULL until zen_lora_alloc_grads */

@@ -195,12 +195,14 @@ int zen_cmd_grad(int argc, char **argv) {
                    {"--dtype", 1, NULL},   {"--weights-dtype", 1, NULL}, {"--no-doc-mask", 0, NULL},
                    {"--base-quant", 1, NULL}, {"--objective", 1, NULL}, {"--beta", 1, NULL},
                    {"--dpo-loss", 1, NULL}, {"--label-smoothing", 1, NULL}, {"--orpo-nll", 1, NULL},
-                   {"--reference", 1, NULL}, {"--pair-layout", 1, NULL}, {"--dora", 0, NULL}, {"--help", 0, NULL}};
+                   {"--reference", 1, NULL}, {"--pair-layout", 1, NULL}, {"--dora", 0, NULL},
+                   {"--dropout", 1, NULL}, {"--dropout-seed", 1, NULL}, {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "grad"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen grad --model DIR [--adapter DIR] --data FILE.h5 --seq-len T --batch B --out FILE\n"
                "         [--rank 8] [--alpha 16] [--targets all|q,k,v,o,gate,up,down] [--rslora] [--dora]\n"
+               "         [--dropout P --dropout-seed S]   (LoRA dropout as a training step draws it from seed S)\n"
                "         [--seed 0] [--recompute] [--device cpu|cuda] [--dtype auto|f32|bf16] [--no-doc-mask]\n"
                "         [--base-quant none|nf4|q4_0|q8_0]\n"
                "         [--objective sft|dpo|orpo] [--beta 0.1] [--dpo-loss sigmoid|ipo|robust|hinge]\n"
@@ -210,8 +212,8 @@ int zen_cmd_grad(int argc, char **argv) {
                "         [--device cpu|cuda] [--dtype auto|f32|bf16] [--base-quant none|nf4|q4_0|q8_0]\n");
         return 0;
     }
-    long long T, B, rank, seed;
-    double alpha;
+    long long T, B, rank, seed, dropout_seed;
+    double alpha, dropout;
     unsigned targets;
     const char *targets_s = zen_cli_get(o, n, "--targets");
     if ((rc = zen_cli_int(o, n, "--seq-len", -1, 1, 1 << 20, &T)) ||
@@ -219,6 +221,8 @@ int zen_cmd_grad(int argc, char **argv) {
         (rc = zen_cli_int(o, n, "--rank", 8, 1, 4096, &rank)) ||
         (rc = zen_cli_float(o, n, "--alpha", 16.0, 1e-6, 1e6, &alpha)) ||
         (rc = zen_cli_int(o, n, "--seed", 0, 0, (1LL << 62), &seed)) ||
+        (rc = zen_cli_float(o, n, "--dropout", 0.0, 0.0, 0.95, &dropout)) ||
+        (rc = zen_cli_int(o, n, "--dropout-seed", 0, 1, (1LL << 62), &dropout_seed)) ||
         (rc = zen_lora_parse_targets(targets_s ? targets_s : "all", &targets)))
         return rc;
     if (T < 0) return zen_fail(ZEN_ERR_INPUT, "missing required option --seq-len");
@@ -241,6 +245,9 @@ int zen_cmd_grad(int argc, char **argv) {
         return zen_fail(ZEN_ERR_INPUT, "--rank/--alpha/--targets/--rslora/--dora describe a fresh adapter "
                                        "and cannot be combined with --adapter (whose use_dora says)");
 
+    if ((dropout > 0) != (zen_cli_get(o, n, "--dropout-seed") != NULL))
+        return zen_fail(ZEN_ERR_INPUT, "--dropout P and --dropout-seed S come together (the masks a training step with "
+                        "that seed draws)");
     zen_pref_opts pref;
     if ((rc = zen_cli_pref_opts(o, n, &pref))) return rc;
     const char *layout = zen_cli_get(o, n, "--pair-layout");
@@ -259,6 +266,7 @@ int zen_cmd_grad(int argc, char **argv) {
     else rc = zen_session_fresh_adapter(&s, (int)rank, (float)alpha, zen_cli_get(o, n, "--rslora") != NULL, 0.0f,
                                         targets, (uint64_t)seed, zen_cli_get(o, n, "--dora") != NULL);
     if (rc || (rc = zen_check_output(out_path, &s.model, adapter_dir, data_path))) goto done;
+    s.lora.dropout = (float)dropout;
     if (pref.objective != ZEN_OBJECTIVE_SFT) {
         rc = grad_pairs(&s, &pref, zen_cli_get(o, n, "--reference"), adapter_dir, !layout || !strcmp(layout, "shared"),
                         data_path, out_path, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL);
@@ -275,7 +283,9 @@ int zen_cmd_grad(int argc, char **argv) {
     if ((rc = zen_session_make_acts(&s, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL))) goto done;
     if ((rc = zen_session_dora_setup(&s, !adapter_dir))) goto done;
     double loss_sum;
-    if ((rc = zen_batch_run(&batch, &s.model, &s.lora, &s.acts, 1.0f / (float)count, 0, &loss_sum))) goto done;
+    if ((rc = zen_batch_run(&batch, &s.model, &s.lora, &s.acts, 1.0f / (float)count, (uint64_t)dropout_seed,
+                            &loss_sum)))
+        goto done;
     double loss = loss_sum / (double)count;
     if (!isfinite(loss)) {
         rc = zen_session_nonfinite(&s, "the loss", loss);

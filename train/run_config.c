@@ -368,9 +368,6 @@ int zen_run_config_validate(const zen_run_config *c) {
     if (c->label_smoothing > 0 && (obj != ZEN_OBJECTIVE_DPO || loss != ZEN_DPO_ROBUST))
         return zen_fail(ZEN_ERR_INPUT, "config key 'label_smoothing' is the robust DPO loss's epsilon; it needs "
                         "objective dpo and dpo.loss robust");
-    if (c->lora_dora && c->lora_dropout > 0)
-        return zen_fail(ZEN_ERR_INPUT, "config keys 'lora.dora' and 'lora.dropout' %g: DoRA with LoRA dropout is not "
-                        "available yet (set lora.dropout to 0)", c->lora_dropout);
     if (c->dpo_precompute_ref && obj != ZEN_OBJECTIVE_DPO)
         return zen_fail(ZEN_ERR_INPUT, "config key 'dpo.precompute_ref' needs objective dpo");
     return 0;

@@ -235,6 +235,7 @@ zk_backend *zk_cpu_create(zen_dtype compute, int device_index) {
     be->scale_rows = cpu_scale_rows;
     be->row_sq_norms = cpu_row_sq_norms;
     be->scale_cols = cpu_scale_cols;
+    be->dropout = cpu_dropout;
     be->col_dot = cpu_col_dot;
     be->rmsnorm_fwd = cpu_rmsnorm_fwd;
     be->rmsnorm_bwd = cpu_rmsnorm_bwd;

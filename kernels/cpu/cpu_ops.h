@@ -107,7 +107,8 @@ void cpu_adamw(zk_backend *be, float *p, const float *g, float *m, float *v, siz
 void cpu_add(zk_backend *be, void *y, const void *a, const void *b, size_t n);
 void cpu_scale_rows(zk_backend *be, void *x, const float *s, size_t rows, size_t cols);
 void cpu_row_sq_norms(zk_backend *be, float *out, const zk_weight *w, size_t rows, size_t cols);
-void cpu_scale_cols(zk_backend *be, void *y, const void *x, const float *s, size_t N, size_t cols);
+void cpu_scale_cols(zk_backend *be, void *y, const void *x, const float *s, size_t N, size_t cols, int accumulate);
+void cpu_dropout(zk_backend *be, void *y, const void *x, const zk_dropout *drop, size_t n);
 void cpu_col_dot(zk_backend *be, float *out, const void *a, const void *b, const float *s, size_t N, size_t cols);
 
 void cpu_rmsnorm_fwd(zk_backend *be, void *y, float *rstd, const void *x, const float *w,

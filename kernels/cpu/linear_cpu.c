@@ -256,13 +256,23 @@ void cpu_row_sq_norms(zk_backend *be, float *out, const zk_weight *w, size_t row
     }
 }
 
-void cpu_scale_cols(zk_backend *be, void *y_, const void *x_, const float *s, size_t N, size_t cols) {
+void cpu_scale_cols(zk_backend *be, void *y_, const void *x_, const float *s, size_t N, size_t cols, int accumulate) {
     (void)be;
     float *y = y_;
     const float *x = x_;
 #pragma omp parallel for schedule(static) if (N * cols > 65536)
     for (size_t n = 0; n < N; n++)
-        for (size_t o = 0; o < cols; o++) y[n * cols + o] = x[n * cols + o] * s[o];
+        for (size_t o = 0; o < cols; o++) y[n * cols + o] = (accumulate ? y[n * cols + o] : 0.0f) + x[n * cols + o] * s[o];
+}
+
+void cpu_dropout(zk_backend *be, void *y_, const void *x_, const zk_dropout *drop, size_t n) {
+    (void)be;
+    float *y = y_;
+    const float *x = x_;
+    float keep_scale = 1.0f / (1.0f - drop->p);
+    uint64_t threshold = zk_dropout_threshold(drop->p), seed = drop->seed;
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] = x[i] * ((float)zk_dropout_keep(seed, i, threshold) * keep_scale);
 }
 
 void cpu_col_dot(zk_backend *be, float *out, const void *a_, const void *b_, const float *s, size_t N, size_t cols) {

@@ -186,17 +186,18 @@ static void cu_row_sq_norms(zk_backend *be, float *out, const zk_weight *w, size
     CUDA_CHECK(be, cudaGetLastError());
 }
 
-__global__ static void scale_cols_kernel(float *y, const float *x, const float *s, size_t cols, size_t n) {
+__global__ static void scale_cols_kernel(float *y, const float *x, const float *s, size_t cols, size_t n, int accumulate) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = x[i] * s[i % cols];
+    if (i < n) y[i] = (accumulate ? y[i] : 0.0f) + x[i] * s[i % cols];
 }
 
-static void cu_scale_cols(zk_backend *be, void *y, const void *x, const float *s, size_t N, size_t cols) {
+static void cu_scale_cols(zk_backend *be, void *y, const void *x, const float *s, size_t N, size_t cols, int accumulate) {
     size_t n = N * cols;
     if (!n) return;
-    ZK_LAUNCH(scale_cols_kernel, blocks_for(n, 256), 256, 0)((float *)y, (const float *)x, s, cols, n);
+    ZK_LAUNCH(scale_cols_kernel, blocks_for(n, 256), 256, 0)((float *)y, (const float *)x, s, cols, n, accumulate);
     CUDA_CHECK(be, cudaGetLastError());
 }
+
 
 __global__ static void col_dot_kernel(float *out, const float *a, const float *b, const float *s, size_t N, size_t cols) {
     size_t o = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -610,6 +611,7 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute, int device_index) {
     be->scale_rows = cu_scale_rows;
     be->row_sq_norms = cu_row_sq_norms;
     be->scale_cols = cu_scale_cols;
+    be->dropout = cu_dropout;
     be->col_dot = cu_col_dot;
     be->rmsnorm_fwd = cu_rmsnorm_fwd;
     be->rmsnorm_bwd = cu_rmsnorm_bwd;

@@ -261,6 +261,7 @@ void cuda_rm_gemm(zk_backend *be, int transA, int transB, size_t M, size_t N, si
 void cu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N, size_t in, size_t out);
 void cu_linear_bwd(zk_backend *be, void *dx, const void *dy, const zk_weight *w, size_t N, size_t in, size_t out,
                    int accumulate);
+void cu_dropout(zk_backend *be, void *y, const void *x, const zk_dropout *drop, size_t n);
 void cu_lora_fwd(zk_backend *be, void *y, float *u, const void *x, const float *A, const float *B, size_t N, size_t in,
                  size_t out, size_t r, float scale, const zk_dropout *drop);
 void cu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, const void *dy, const void *x,

@@ -132,6 +132,13 @@ __global__ static void dropout_kernel(float *y, const float *x, size_t n, drop_a
     y[i] = accumulate ? y[i] + v : v;
 }
 
+/* the dropout op of kernels.h (DoRA with dropout materialises dropout(x)) */
+void cu_dropout(zk_backend *be, void *y, const void *x, const zk_dropout *drop, size_t n) {
+    if (!n) return;
+    ZK_LAUNCH(dropout_kernel, blocks_for(n, 256), 256, 0)((float *)y, (const float *)x, n, drop_of(drop), 0);
+    CUDA_CHECK(be, cudaGetLastError());
+}
+
 static const float *dropped(zk_backend *be, const float *x, size_t n, drop_args d) {
     if (!d.use) return x;
     float *xd = (float *)scratch(be, SCRATCH_DROPOUT_X, n * sizeof(float));

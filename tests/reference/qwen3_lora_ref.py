@@ -56,6 +56,7 @@ class Qwen3LoraReference:
         self.cfg = config
         self.dtype = dtype
         self.dropout = dropout
+        self.masks = None  # or f(layer, target, shape) -> the dropout mask (scaled) of that projection's input
         self.w = {k: torch.tensor(v, dtype=weight_dtype if weight_dtype is not None and v.ndim == 2 else dtype)
                   for k, v in weights.items()}
         self.lora = {}
@@ -74,7 +75,9 @@ class Qwen3LoraReference:
         a = self.lora.get(f"base_model.model.{prefix}.lora_A.weight")
         if a is not None:  # PEFT: base(x) + lora_B(lora_A(dropout(x))) * scaling
             b = self.lora[f"base_model.model.{prefix}.lora_B.weight"]
-            if self.dropout > 0:
+            if self.masks is not None:  # zen's own masks (zen_dropout.py): [rows, in] of this projection
+                x = x * torch.as_tensor(self.masks(layer, target, x.shape), dtype=self.dtype)
+            elif self.dropout > 0:
                 x = torch.nn.functional.dropout(x, self.dropout, training=True)
             lora = (x @ a.T) @ b.T * self.scale
             if self.dora:  # PEFT's DoRA: the norm of W + s B A per output row, detached

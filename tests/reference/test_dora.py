@@ -22,9 +22,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import zen_dropout  # noqa: E402
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
 from zen_files import (MODULES, make_config, proj_dims, read_adapter, read_batch, read_model_dir,  # noqa: E402
-                       read_safetensors, write_dora_adapter, write_model, write_tokens)
+                       read_safetensors, write_adapter, write_dora_adapter, write_model, write_tokens)
 
 TOL = 1e-5
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -97,12 +98,46 @@ def main():
                      doc_offsets=np.concatenate([[0], np.cumsum(lengths)]))
         check_grad(zen, w, name, w("m-" + name), w("a-" + name), w(f"d-{name}.h5"), 8, 3)
 
+    # 1b. LoRA dropout with zen's masks (zen_dropout.py), LoRA and DoRA (PEFT: the (g - 1) term on the dropped input)
+    name, cfg = cases[0][0], cases[0][1]
+    _, weights = read_model_dir(w("m-" + name))
+    V = cfg["vocab_size"]
+    write_tokens(w("d-drop.h5"), rng.integers(0, V, 3 * 8 + 1), V)  # every row carries loss: the rows as laid out
+    write_adapter(w("a-lora"), cfg, r=4, alpha=8, targets=ALL, rng=rng, b_scale=0.2)
+    for kind, adapter in (("LoRA", w("a-lora")), ("DoRA", w("a-" + name))):
+        out = w(f"drop-{kind}.st")
+        p = run([zen, "grad", "--model", w("m-" + name), "--adapter", adapter, "--data", w("d-drop.h5"), "--seq-len",
+                 "8", "--batch", "3", "--dtype", "f32", "--dropout", "0.3", "--dropout-seed", "12345", "--out", out])
+        if p.returncode:
+            harness.check(f"{kind} with dropout: zen grad", False, p.stderr.strip())
+            continue
+        grads, meta = read_safetensors(out)
+        acfg, ad = read_adapter(adapter)
+        ref = Qwen3LoraReference(cfg, weights, acfg, ad)
+        ref.masks = lambda l, t, shape: zen_dropout.mask(zen_dropout.projection_seed(12345, l, ALL.index(t)), 0.3,
+                                                         int(np.prod(shape))).reshape(shape)
+        inputs, targets, mask, _ = read_batch(w("d-drop.h5"), 8, 3)
+        loss, rg = ref.loss_and_grads(inputs, targets, mask)
+        lerr = abs(float(meta["loss"]) - loss) / loss
+        gerr = max(np.linalg.norm(grads[k] - g) / np.linalg.norm(g) for k, g in rg.items())
+        plain = Qwen3LoraReference(cfg, weights, acfg, ad).loss(inputs, targets, mask).item()
+        harness.check(f"{kind} with dropout 0.3 (zen's masks): loss and gradients against the reference",
+                      lerr <= TOL and gerr <= TOL and abs(plain - loss) > 1e-4 * loss,
+                      f"loss err {lerr:.1e}, grad err {gerr:.1e} (without dropout the loss is {plain:.4f}, with {loss:.4f})")
+        if harness.zen_emu:
+            pe = run([harness.zen_emu, "grad", "--model", w("m-" + name), "--adapter", adapter, "--data", w("d-drop.h5"),
+                      "--seq-len", "8", "--batch", "3", "--dtype", "f32", "--dropout", "0.3", "--dropout-seed", "12345",
+                      "--device", "cuda", "--out", out + ".cuda"])
+            ge, _ = read_safetensors(out + ".cuda") if not pe.returncode else ({}, {})
+            err = max((np.linalg.norm(ge[k] - g) / np.linalg.norm(g) for k, g in rg.items()), default=1) if ge else 1
+            harness.check(f"{kind} with dropout: CUDA (emulated) f32", err <= TOL, f"{err:.1e} {pe.stderr.strip()[-150:]}")
+
     # 2. training: the magnitudes start as ||W||, the loss falls, resume, PEFT's layout
     p = run([zen, "init", "--preset", "tiny", "--seed", "4", "--out", w("tiny")])
     toks = np.tile(np.arange(40) % 23, 60)
     write_tokens(w("train.h5"), toks, 256)
     recipe = {"seq_len": 32, "batch_size": 2, "max_steps": 16, "lr": 5e-3, "save_every": 8, "dtype": "f32",
-              "lora": {"r": 4, "dora": True}}
+              "lora": {"r": 4, "dora": True, "dropout": 0.1}}
     with open(w("dora.json"), "w") as f:
         json.dump(recipe, f)
     base = [zen, "train", w("dora.json"), "--model", w("tiny"), "--data", w("train.h5")]
