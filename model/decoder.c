@@ -289,7 +289,7 @@ static int acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size
         return ZEN_ERR_INTERNAL;
     }
     unsigned flags = (shared ? LAYOUT_SHARED : 0u) | (lo && lo->dora ? LAYOUT_DORA : 0u) |
-                     (lo && lo->dora && lo->dropout > 0.0f ? LAYOUT_DORA_DROP : 0u);
+                     (lo && lo->dora && !lo->dora_clean_base && lo->dropout > 0.0f ? LAYOUT_DORA_DROP : 0u);
     layout_sizes sz = layout(a, c, m->be->act_bytes, r, targets, B, T, recompute, flags, NULL);
     a->arena_bytes = sz.saved + sz.scratch + sz.logits + 64;
     a->arena = m->be->alloc(m->be, a->arena_bytes);
@@ -340,6 +340,12 @@ static zk_dropout lora_dropout(const zen_lora *lo, const zen_acts *a, int l, zen
         d.seed = zen_rng_next(&rng);
     }
     return d;
+}
+
+/* DoRA with dropout as PEFT trains it (a second base matmul), unless the
+ * adapter keeps the (m/n - 1) term on x (dora_clean_base) */
+static int dora_peft_dropout(const zen_lora *lo, const zen_acts *a, zen_target t) {
+    return zen_lora_has(lo, t) && lo->dora && !lo->dora_clean_base && a->dropout_seed && lo->dropout > 0.0f;
 }
 
 /* DoRA with LoRA dropout, as PEFT runs it in training (the (g - 1) term on
@@ -396,7 +402,7 @@ static void project(const zen_model *m, const zen_lora *lo, const zen_acts *a, i
     size_t N = a->B * a->T;
     int in, out;
     zen_target_dims(&m->cfg, t, &in, &out);
-    if (zen_lora_has(lo, t) && lo->dora && a->dropout_seed && lo->dropout > 0.0f) {
+    if (dora_peft_dropout(lo, a, t)) {
         dora_dropout_fwd(m, lo, a, l, t, y, x, u);
         return;
     }
@@ -463,7 +469,7 @@ static void project_backward(const zen_model *m, const zen_lora *lo, zen_acts *a
     size_t N = a->B * a->T;
     int in, out;
     zen_target_dims(&m->cfg, t, &in, &out);
-    if (zen_lora_has(lo, t) && lo->dora && a->dropout_seed && lo->dropout > 0.0f) {
+    if (dora_peft_dropout(lo, a, t)) {
         dora_dropout_bwd(m, lo, a, l, t, dx, dy, x, u, accumulate);
         return;
     }

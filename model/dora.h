@@ -3,7 +3,10 @@
  *   y = x W^T + (g - 1) * (x W^T) + g * s (x A^T) B^T,  g = m / n per output row,
  *   n = ||W + s B A|| (row-wise L2), treated as a constant in backward;
  * m [out] is trained, and starts as n (= ||W|| per row with B = 0). With
- * LoRA dropout on, PEFT feeds the dropped-out x to the (g - 1) term too.
+ * LoRA dropout on, PEFT feeds the dropped-out x to the (g - 1) term too
+ * (variants.py: base_result = None, x = dropout(x)), which costs a second
+ * matmul through W each way; lora.dora_clean_base keeps that term on x
+ * (y = g (x W^T + s dropout(x) A^T B^T), mlx-lm's DoRA), for one.
  *
  * n changes only when A and B do, so it is computed once per optimizer
  * step, not per micro-batch or row, without forming B A:

@@ -30,6 +30,7 @@ typedef struct {
     size_t *offset_A;      /* [L * 7] float offset of A (SIZE_MAX when absent) */
     size_t *offset_B;      /* [L * 7] */
     int dora;              /* DoRA: a magnitude m [out] after each B, in the same buffers */
+    int dora_clean_base;   /* with dropout: the (m/n - 1) term on x, not on dropout(x) as PEFT (model/dora.h) */
     size_t *offset_M;      /* [L * 7] float offset of m (SIZE_MAX when absent) */
     size_t *offset_G;      /* [L * 7] offset of the projection's rows in the vectors below */
     size_t mag_count;      /* sum of out over the adapted projections */

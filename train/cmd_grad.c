@@ -196,13 +196,15 @@ int zen_cmd_grad(int argc, char **argv) {
                    {"--base-quant", 1, NULL}, {"--objective", 1, NULL}, {"--beta", 1, NULL},
                    {"--dpo-loss", 1, NULL}, {"--label-smoothing", 1, NULL}, {"--orpo-nll", 1, NULL},
                    {"--reference", 1, NULL}, {"--pair-layout", 1, NULL}, {"--dora", 0, NULL},
-                   {"--dropout", 1, NULL}, {"--dropout-seed", 1, NULL}, {"--help", 0, NULL}};
+                   {"--dropout", 1, NULL}, {"--dropout-seed", 1, NULL}, {"--dora-clean-base", 0, NULL},
+                   {"--help", 0, NULL}};
     int n = (int)(sizeof o / sizeof o[0]), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "grad"))) return rc;
     if (zen_cli_get(o, n, "--help")) {
         printf("zen grad --model DIR [--adapter DIR] --data FILE.h5 --seq-len T --batch B --out FILE\n"
                "         [--rank 8] [--alpha 16] [--targets all|q,k,v,o,gate,up,down] [--rslora] [--dora]\n"
                "         [--dropout P --dropout-seed S]   (LoRA dropout as a training step draws it from seed S)\n"
+               "         [--dora-clean-base]   (DoRA with dropout: the (m/n - 1) term on x, not dropout(x) as PEFT)\n"
                "         [--seed 0] [--recompute] [--device cpu|cuda] [--dtype auto|f32|bf16] [--no-doc-mask]\n"
                "         [--base-quant none|nf4|q4_0|q8_0]\n"
                "         [--objective sft|dpo|orpo] [--beta 0.1] [--dpo-loss sigmoid|ipo|robust|hinge]\n"
@@ -267,6 +269,7 @@ int zen_cmd_grad(int argc, char **argv) {
                                         targets, (uint64_t)seed, zen_cli_get(o, n, "--dora") != NULL);
     if (rc || (rc = zen_check_output(out_path, &s.model, adapter_dir, data_path))) goto done;
     s.lora.dropout = (float)dropout;
+    s.lora.dora_clean_base = zen_cli_get(o, n, "--dora-clean-base") != NULL;
     if (pref.objective != ZEN_OBJECTIVE_SFT) {
         rc = grad_pairs(&s, &pref, zen_cli_get(o, n, "--reference"), adapter_dir, !layout || !strcmp(layout, "shared"),
                         data_path, out_path, (size_t)B, (size_t)T, zen_cli_get(o, n, "--recompute") != NULL);

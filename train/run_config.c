@@ -68,6 +68,7 @@ static const key_spec KEYS[] = {
     {"lora.targets", K_TARGETS, OFF(lora_targets), 0, 0, CAP(lora_targets), 1},
     {"lora.rslora", K_BOOL, OFF(lora_rslora), 0, 0, 0, 1},
     {"lora.dora", K_BOOL, OFF(lora_dora), 0, 0, 0, 1},
+    {"lora.dora_clean_base", K_BOOL, OFF(lora_dora_clean_base), 0, 0, 0, 1},
     {"adapter", K_STR, OFF(adapter), 0, 0, CAP(adapter), 1},
     {"objective", K_STR, OFF(objective), 0, 0, CAP(objective), 1},
     {"beta", K_FLOAT, OFF(beta), 1e-6, 1e6, 0, 1},

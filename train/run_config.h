@@ -32,6 +32,7 @@ typedef struct {
     char sample_prompts[4096]; /* the prompts, each ended by ZEN_PROMPT_SEP */
     int lora_rslora;
     int lora_dora;          /* DoRA (model/dora.h) */
+    int lora_dora_clean_base; /* DoRA with dropout: the (m/n - 1) term on x (mlx-lm), not dropout(x) (PEFT) */
     char adapter[ZEN_PATH_MAX]; /* "" or a PEFT adapter the run starts from (continues) */
     char objective[8];      /* sft (default), dpo, orpo (train/preference.h) */
     double beta;            /* dpo and orpo: 0.1 */

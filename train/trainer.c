@@ -612,6 +612,7 @@ static int open_everything(run *r) {
         return rc;
     }
     if ((rc = zen_lora_alloc_grads(&r->s.lora))) return rc;
+    r->s.lora.dora_clean_base = c->lora_dora_clean_base;
     /* DPO's reference: the adapter being continued, frozen (a second small LoRA set), else the base */
     if (r->pref.opts.objective == ZEN_OBJECTIVE_DPO && c->adapter[0]) {
         if ((rc = zen_session_load_reference(&r->s, c->adapter))) return rc;

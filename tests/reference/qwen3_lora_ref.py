@@ -57,6 +57,7 @@ class Qwen3LoraReference:
         self.dtype = dtype
         self.dropout = dropout
         self.masks = None  # or f(layer, target, shape) -> the dropout mask (scaled) of that projection's input
+        self.dora_clean_base = False  # DoRA with dropout: the (m/n - 1) term on x (mlx-lm), not dropout(x) (PEFT)
         self.w = {k: torch.tensor(v, dtype=weight_dtype if weight_dtype is not None and v.ndim == 2 else dtype)
                   for k, v in weights.items()}
         self.lora = {}
@@ -73,6 +74,7 @@ class Qwen3LoraReference:
         prefix = f"model.layers.{layer}.{MODULES[target]}.{target}"
         y = x @ self.w[prefix + ".weight"].T
         a = self.lora.get(f"base_model.model.{prefix}.lora_A.weight")
+        x_clean = x
         if a is not None:  # PEFT: base(x) + lora_B(lora_A(dropout(x))) * scaling
             b = self.lora[f"base_model.model.{prefix}.lora_B.weight"]
             if self.masks is not None:  # zen's own masks (zen_dropout.py): [rows, in] of this projection
@@ -84,7 +86,7 @@ class Qwen3LoraReference:
                 w = self.w[prefix + ".weight"].to(self.dtype)
                 norm = torch.linalg.norm(w + self.scale * (b @ a), dim=1).detach()
                 g = self.lora[f"base_model.model.{prefix}.lora_magnitude_vector"] / norm
-                return y + (g - 1) * (x @ w.T) + g * lora
+                return y + (g - 1) * ((x_clean if self.dora_clean_base else x) @ w.T) + g * lora
             y = y + lora
         return y
 

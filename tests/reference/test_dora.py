@@ -104,16 +104,19 @@ def main():
     V = cfg["vocab_size"]
     write_tokens(w("d-drop.h5"), rng.integers(0, V, 3 * 8 + 1), V)  # every row carries loss: the rows as laid out
     write_adapter(w("a-lora"), cfg, r=4, alpha=8, targets=ALL, rng=rng, b_scale=0.2)
-    for kind, adapter in (("LoRA", w("a-lora")), ("DoRA", w("a-" + name))):
-        out = w(f"drop-{kind}.st")
+    for kind, adapter, extra in (("LoRA", w("a-lora"), []), ("DoRA", w("a-" + name), []),
+                                 ("DoRA clean base", w("a-" + name), ["--dora-clean-base"])):
+        out = w(f"drop-{kind.replace(' ', '-')}.st")
         p = run([zen, "grad", "--model", w("m-" + name), "--adapter", adapter, "--data", w("d-drop.h5"), "--seq-len",
-                 "8", "--batch", "3", "--dtype", "f32", "--dropout", "0.3", "--dropout-seed", "12345", "--out", out])
+                 "8", "--batch", "3", "--dtype", "f32", "--dropout", "0.3", "--dropout-seed", "12345", "--out", out] +
+                extra)
         if p.returncode:
             harness.check(f"{kind} with dropout: zen grad", False, p.stderr.strip())
             continue
         grads, meta = read_safetensors(out)
         acfg, ad = read_adapter(adapter)
         ref = Qwen3LoraReference(cfg, weights, acfg, ad)
+        ref.dora_clean_base = bool(extra)
         ref.masks = lambda l, t, shape: zen_dropout.mask(zen_dropout.projection_seed(12345, l, ALL.index(t)), 0.3,
                                                          int(np.prod(shape))).reshape(shape)
         inputs, targets, mask, _ = read_batch(w("d-drop.h5"), 8, 3)
@@ -127,7 +130,7 @@ def main():
         if harness.zen_emu:
             pe = run([harness.zen_emu, "grad", "--model", w("m-" + name), "--adapter", adapter, "--data", w("d-drop.h5"),
                       "--seq-len", "8", "--batch", "3", "--dtype", "f32", "--dropout", "0.3", "--dropout-seed", "12345",
-                      "--device", "cuda", "--out", out + ".cuda"])
+                      "--device", "cuda", "--out", out + ".cuda"] + extra)
             ge, _ = read_safetensors(out + ".cuda") if not pe.returncode else ({}, {})
             err = max((np.linalg.norm(ge[k] - g) / np.linalg.norm(g) for k, g in rg.items()), default=1) if ge else 1
             harness.check(f"{kind} with dropout: CUDA (emulated) f32", err <= TOL, f"{err:.1e} {pe.stderr.strip()[-150:]}")
