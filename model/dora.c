@@ -141,7 +141,7 @@ int zen_dora_setup(zen_lora *lo, const zen_model *m, int init_magnitude) {
 
 int zen_dora_refresh(zen_lora *lo, const zen_model *m) { return lo->dora ? refresh(lo, m, 0) : 0; }
 
-size_t zen_dora_plan_bytes(const zen_config *cfg, unsigned targets, int r, size_t rows, int recompute) {
+size_t zen_dora_plan_bytes(const zen_config *cfg, unsigned targets, int r, size_t rows, int recompute, int peft_dropout) {
     size_t C = (size_t)cfg->hidden, F = (size_t)cfg->intermediate, qd = (size_t)cfg->heads * (size_t)cfg->head_dim;
     size_t widest = C > qd ? C : qd, mags = 0, kept = 0;
     widest = widest > F ? widest : F;
@@ -153,8 +153,10 @@ size_t zen_dora_plan_bytes(const zen_config *cfg, unsigned targets, int r, size_
         }
     kept += ((targets >> ZT_O) & 1u) + ((targets >> ZT_DOWN) & 1u);
     size_t layers = recompute ? 1 : (size_t)cfg->layers;
-    return (kept * layers * rows * C + rows * widest + 3 * mags * (size_t)cfg->layers + (size_t)r * widest) *
-           sizeof(float);
+    size_t z = peft_dropout ? layers * rows * mags + 2 * rows * widest : 0; /* z per projection; xd, dxd */
+    /* per magnitude: m, its gradient, AdamW's two moments, and the five device vectors */
+    return (kept * layers * rows * C + rows * widest + z + 9 * mags * (size_t)cfg->layers + (size_t)r * widest +
+            widest) * sizeof(float);
 }
 
 int zen_dora_scale_host(const zen_lora *lo, int layer, int t, float *g, size_t out) {

@@ -28,10 +28,11 @@ int zen_dora_setup(zen_lora *lo, const zen_model *m, int init_magnitude);
  * update of the adapter (and after loading one). */
 int zen_dora_refresh(zen_lora *lo, const zen_model *m);
 /* bytes DoRA adds to a step of `rows` token rows: the kept o and down
- * outputs (every layer's, or one layer's with recompute), dz, and the four
- * device vectors and A W^T; the magnitudes themselves count with the
- * adapter's parameters (num_params) */
-size_t zen_dora_plan_bytes(const zen_config *cfg, unsigned targets, int r, size_t rows, int recompute);
+ * outputs (every layer's, or one layer's with recompute), dz, the device
+ * vectors and A W^T, the magnitudes with their gradients and AdamW
+ * moments; with PEFT's dropout (peft_dropout) also every projection's z
+ * and dropout(x) with its gradient. */
+size_t zen_dora_plan_bytes(const zen_config *cfg, unsigned targets, int r, size_t rows, int recompute, int peft_dropout);
 /* host: g [out] of (layer, target) as it is now (for merged exports) */
 int zen_dora_scale_host(const zen_lora *lo, int layer, int t, float *g, size_t out);
 

@@ -218,7 +218,8 @@ static zen_plan run_plan(const run *r) {
     if (r->s.lora.dora) { /* DoRA: magnitudes and their AdamW state, the kept o/down outputs, dz */
         size_t dora = zen_dora_plan_bytes(&r->s.model.cfg, r->s.lora.targets, r->s.lora.r,
                                           (size_t)(r->pairs ? 2 : 1) * (size_t)c->batch_size * (size_t)c->seq_len,
-                                          zen_run_config_recompute(c));
+                                          zen_run_config_recompute(c),
+                                          c->lora_dropout > 0 && !c->lora_dora_clean_base);
         p.scratch += dora;
         p.total += dora;
     }

@@ -7,11 +7,19 @@ from PEFT's lora/dora.py (qwen3_lora_ref.py), and DoRA's files.
    every gradient, m's included, within 1e-5 relative in f32 compute, on
    f32, bf16 and f16 bases, GQA tied and untied, rsLoRA, a subset of
    targets, documents; --recompute bit-identical; bf16 compute at cosine
-   >= 0.999 where the CPU has it; the CUDA backend under the emulator.
-2. `zen train` with lora.dora: the magnitudes start as ||W|| per row (the
-   saved adapter at step 0 of a run with lr 0), the loss falls, resume is
-   bit-exact, and the adapter is PEFT's layout (use_dora true, the magnitude
-   keys and shapes)."""
+   >= 0.999 where the CPU has it; the CUDA backend under the emulator (f32
+   within 1e-5, bf16 at cosine >= 0.999). With LoRA dropout (zen's own
+   masks, tests/reference/zen_dropout.py): LoRA, DoRA as PEFT trains it
+   (the (m/n - 1) term on the dropped-out input) and --dora-clean-base.
+   Quantised bases are in test_quant_base.py and test_gguf_base.py.
+2. `zen train` with lora.dora (and dropout): the magnitudes start as
+   ||W|| per row (the saved adapter at step 0 of a run with lr 0), the loss
+   falls, resume is bit-exact, and the adapter is PEFT's layout (use_dora
+   true, the magnitude keys and shapes).
+3. Exports: peft as trained; mlx-lm's layout; gguf-lora refused in one line;
+   merged SafeTensors and GGUF (f32, q8_0, q4_k_m) evaluate as the adapter
+   unmerged; zen eval with the adapter equals the reference; zen generate's
+   greedy tokens unmerged equal the merged model's."""
 import json
 import os
 import shutil
@@ -75,6 +83,12 @@ def check_grad(zen, w, name, model, adapter, data, T, B, docs=True):
         err = max((np.linalg.norm(gc[k] - g) / max(np.linalg.norm(g), 1e-30) for k, g in ref_grads.items()),
                   default=1.0) if gc else 1.0
         harness.check(f"{name}: CUDA (emulated) f32", err <= TOL, f"{err:.1e} {p.stderr.strip()[-200:]}")
+        p = run([harness.zen_emu] + base[1:] + ["--dtype", "bf16", "--device", "cuda", "--out", w(name + "-cuda16.st")])
+        gc, _ = read_safetensors(w(name + "-cuda16.st")) if not p.returncode else ({}, {})
+        a = np.concatenate([gc[k].ravel() for k in sorted(ref_grads)]) if gc else np.zeros(1)
+        b = np.concatenate([ref_grads[k].ravel() for k in sorted(ref_grads)])
+        cos = float(a @ b / np.sqrt((a @ a) * (b @ b))) if gc else 0.0
+        harness.check(f"{name}: CUDA (emulated) bf16", cos >= 0.999, f"cosine {cos:.6f} {p.stderr.strip()[-150:]}")
 
 
 def main():

@@ -38,7 +38,7 @@ from harness import check, run  # noqa: E402
 from qwen3_lora_ref import Qwen3LoraReference  # noqa: E402
 from test_kquant import LIB_DIR, LLAMA_DIR, llama_quantize, read_gguf  # noqa: E402
 from zen_files import (MODULES, make_config, read_adapter, read_batch, read_model_dir, read_safetensors,  # noqa: E402
-                       write_adapter, write_model, write_tokens)
+                       write_adapter, write_dora_adapter, write_model, write_tokens)
 
 FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
 # ggml type id -> (dequantize_row_ name, elements per block, bytes per block)
@@ -103,6 +103,8 @@ def main():
     write_model(w("model"), cfg, rng, std=0.05, embed_std=0.05, head_std=0.05)
     byte_tokenizer.write(w("model"))
     write_adapter(w("adapter"), cfg, r=4, alpha=8, targets=list(MODULES), rng=rng, b_scale=0.1)
+    write_dora_adapter(w("dora"), cfg, read_model_dir(w("model"))[1], r=4, alpha=8, targets=list(MODULES), rng=rng)
+    dcfg, dadapter = read_adapter(w("dora"))
     T, B = 16, 2
     toks = rng.integers(0, 256, 40 * T + 1)
     write_tokens(w("data.h5"), toks, 512, loss_mask=rng.integers(0, 2, len(toks)))
@@ -136,6 +138,17 @@ def main():
               lerr <= 1e-5 and worst <= 1e-5, f"(loss rel {lerr:.1e}, worst grad rel {worst:.1e})")
         if kind == "f32":
             check("f32.gguf: the same loss as the model directory it came from", p.stdout == plain, p.stdout.strip())
+        # DoRA on the file: n from its dequantised rows
+        dref_loss, dref_grads = Qwen3LoraReference(mcfg, weights, dcfg, dadapter).loss_and_grads(inputs, targets, mask,
+                                                                                                 docs)
+        for prog, dev in ((zen, "cpu"),) + (((emu, "cuda"),) if emu and kind != "f32" else ()):
+            pd = run([prog, "grad", "--model", path, "--adapter", w("dora"), "--data", w("data.h5"), "--seq-len", str(T),
+                      "--batch", str(B), "--dtype", "f32", "--device", dev, "--out", out + ".dora"], expect=None)
+            gd, md = read_safetensors(out + ".dora") if pd.returncode == 0 else ({}, {"loss": "nan"})
+            le = abs(float(md["loss"]) - dref_loss) / abs(dref_loss)
+            we = max(np.linalg.norm(gd[k] - g) / np.linalg.norm(g) for k, g in dref_grads.items()) if gd else 1
+            check(f"{kind}.gguf DoRA on {dev}{' (emulated)' if dev == 'cuda' else ''}: vs the reference",
+                  le <= 1e-5 and we <= 1e-5, f"(loss rel {le:.1e}, worst grad rel {we:.1e}) {pd.stderr.strip()[:100]}")
         if emu and kind != "f32":  # the CUDA backend's dequantisers on the emulator
             pe = run([emu, "grad", "--model", path, "--adapter", w("adapter"), "--data", w("data.h5"), "--seq-len",
                       str(T), "--batch", str(B), "--dtype", "f32", "--device", "cuda", "--out", out + ".cuda"],
