@@ -141,8 +141,17 @@ def main():
             {"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": np.ones((2, 5))}))), "shape"),
         ("adapter missing tensor", grad(adapter=adapter_variant("amiss", edit_tensors=lambda t: t.pop(
             "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"))), "down_proj.lora_B"),
-        ("adapter dora", grad(adapter=adapter_variant("adora", edit_config=lambda c: c.update(use_dora=True))),
-         "use_dora"),
+        # use_dora without the magnitudes, and magnitudes without use_dora: each names what is wrong
+        ("DoRA adapter without magnitudes", grad(adapter=adapter_variant("adora", edit_config=lambda c: c.update(
+            use_dora=True))), "q_proj.lora_magnitude_vector"),
+        ("magnitudes without use_dora", grad(adapter=adapter_variant("amag", edit_tensors=lambda t: t.update(
+            {"base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector": np.ones(64)}))),
+         "needs use_dora true"),
+        ("use_dora not a boolean", grad(adapter=adapter_variant("abool", edit_config=lambda c: c.update(
+            use_dora="yes"))), "use_dora must be true or false"),
+        ("grad: dpo options without --objective dpo", grad(extra=["--dpo-loss", "ipo"]), "--objective dpo"),
+        ("grad: dropout without its seed", grad(extra=["--dropout", "0.1"]), "--dropout-seed"),
+        ("grad: dpo on a token file", grad(extra=["--objective", "dpo"]), "not a preference file"),
     ]
     # zen train: the run config and its overrides
     def train_cfg(name, content):
@@ -164,6 +173,13 @@ def main():
         ("train: --set not key=value", train + ["--set", "lr"], "key=value"),
         ("train: unknown option", train + ["--fast"], "--fast"),
         ("train: bad schedule", train + ["--set", "schedule=step"], "'schedule'"),
+        ("train: unknown objective", train + ["--set", "objective=kto"], "'objective'"),
+        ("train: unknown DPO loss", train + ["--set", "objective=dpo", "--set", "dpo.loss=exo"], "'dpo.loss'"),
+        ("train: label smoothing outside robust DPO", train + ["--set", "objective=dpo", "--set", "label_smoothing=0.1"],
+         "robust"),
+        ("train: dpo on a token file", train + ["--set", "objective=dpo"], "not a preference file"),
+        ("train: precompute_ref without dpo", train + ["--set", "dpo.precompute_ref=true"], "needs objective dpo"),
+        ("train: unknown pair layout", train + ["--set", "objective=dpo", "--set", "pair_layout=mixed"], "'pair_layout'"),
         ("train: missing model", [zen, "train", ok_cfg, "--data", w("good.h5"), "--out", w("o2")], "'model'"),
         ("train: too little data", train + ["--set", "batch_size=20"], "fewer than one step"),
         ("train: cuda", train + ["--set", "device=cuda"], "cuda"),
