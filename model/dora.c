@@ -158,8 +158,3 @@ size_t zen_dora_plan_bytes(const zen_config *cfg, unsigned targets, int r, size_
     return (kept * layers * rows * C + rows * widest + z + 9 * mags * (size_t)cfg->layers + (size_t)r * widest +
             widest) * sizeof(float);
 }
-
-int zen_dora_scale_host(const zen_lora *lo, int layer, int t, float *g, size_t out) {
-    lo->be->download(lo->be, g, zen_lora_G(lo, lo->dora_g, layer, t), out * sizeof(float));
-    return zk_status(lo->be);
-}

@@ -33,7 +33,5 @@ int zen_dora_refresh(zen_lora *lo, const zen_model *m);
  * moments; with PEFT's dropout (peft_dropout) also every projection's z
  * and dropout(x) with its gradient. */
 size_t zen_dora_plan_bytes(const zen_config *cfg, unsigned targets, int r, size_t rows, int recompute, int peft_dropout);
-/* host: g [out] of (layer, target) as it is now (for merged exports) */
-int zen_dora_scale_host(const zen_lora *lo, int layer, int t, float *g, size_t out);
 
 #endif

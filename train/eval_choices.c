@@ -141,10 +141,9 @@ typedef struct {
 static int flush(scorer *sc, zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a) {
     if (!sc->n) return 0;
     float *row_loss = zen_malloc((b->N ? b->N : 1) * sizeof(float));
-    double *ll = zen_calloc(b->groups * MAX_CHOICES + 1, sizeof(double));
+    double *ll = zen_calloc(b->groups * MAX_CHOICES + 1, sizeof(double)); /* [groups][MAX_CHOICES] */
     int rc = row_loss && ll ? zen_pair_batch_forward(b, m, lo, a, 0, row_loss) : ZEN_ERR_INTERNAL;
-    for (size_t n = 0; !rc && n < b->N; n++)
-        if (b->row_kind[n] >= 0) ll[(size_t)b->row_group[n] * MAX_CHOICES + (size_t)b->row_kind[n]] -= row_loss[n];
+    if (!rc) zen_pair_batch_sums(b, row_loss, MAX_CHOICES, ll, NULL);
     size_t g = 0;
     for (size_t i = 0; !rc && i < sc->n; i++) {
         const record *r = &sc->recs[i];

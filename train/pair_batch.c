@@ -45,7 +45,6 @@ void zen_pair_batch_free(zen_pair_batch *b) {
 void zen_pair_batch_clear(zen_pair_batch *b) {
     b->N = 0;
     b->groups = 0;
-    b->prompt_rows_once = 0;
     memset(&b->layout, 0, sizeof b->layout);
 }
 
@@ -83,7 +82,6 @@ static void add_shared(zen_pair_batch *b, const int32_t *prompt, size_t P, const
             put_row(b, n++, j ? cont[i][j - 1] : prompt[P - 1], cont[i][j], (int32_t)(P - 1 + j), (int32_t)g, i, 1);
     b->N = n;
     b->layout.twice = S0 + grow;
-    b->prompt_rows_once += P - 1;
 }
 
 /* the attention layout of the shared rows: per group, per continuation, a
@@ -141,7 +139,6 @@ int zen_pair_batch_add(zen_pair_batch *b, const int32_t *prompt, size_t P, const
                 b->seg[b->N++] = (int32_t)start;
             }
         }
-        b->prompt_rows_once += P - 1;
     }
     b->group_id[b->groups] = (int64_t)b->groups;
     b->groups++;
@@ -161,6 +158,18 @@ int zen_pair_batch_add_pair(zen_pair_batch *b, const zen_dataset *d, int64_t pai
     if (!rc) b->group_id[b->groups - 1] = pair;
     free(tok);
     return rc;
+}
+
+void zen_pair_batch_sums(const zen_pair_batch *b, const float *row_loss, int k, double *logps, double *counts) {
+    memset(logps, 0, b->groups * (size_t)k * sizeof(double));
+    if (counts) memset(counts, 0, b->groups * (size_t)k * sizeof(double));
+    for (size_t n = 0; n < b->N; n++) {
+        int32_t kind = b->row_kind[n];
+        if (kind < 0 || kind >= k) continue;
+        size_t at = (size_t)b->row_group[n] * (size_t)k + (size_t)kind;
+        logps[at] -= (double)row_loss[n];
+        if (counts) counts[at] += 1.0;
+    }
 }
 
 int zen_pair_batch_forward(const zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a,

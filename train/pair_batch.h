@@ -36,7 +36,6 @@ typedef struct {
     int32_t *row_kind;       /* [cap_rows] ZEN_ROW_PROMPT or the continuation's index */
     int32_t *att_seg, *att_from, *att_out, *att_again; /* [cap_rows] the shared layout's arrays */
     zen_shared_layout layout;
-    size_t prompt_rows_once; /* rows of prompts counted once (for losses over the prompt) */
     int64_t *group_id;       /* [cap_rows] the caller's id of each group (the pair's index in its file) */
 } zen_pair_batch;
 
@@ -57,6 +56,10 @@ size_t zen_pair_batch_rows(int shared, size_t P, const size_t *cont_len, int k);
  * row's token loss (model/decoder.h, zen_decoder_forward). */
 int zen_pair_batch_forward(const zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a,
                            uint64_t dropout_seed, float *row_loss);
+/* The summed log-probability of each group's continuations 0 .. k-1 from
+ * the row losses: logps [groups][k] = -sum of their rows' losses, counts
+ * (may be NULL) [groups][k] their rows (tokens). */
+void zen_pair_batch_sums(const zen_pair_batch *b, const float *row_loss, int k, double *logps, double *counts);
 /* after zen_pair_batch_forward on the same batch: the gradient of sum row_weight[n] * loss[n] */
 int zen_pair_batch_backward(const zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a,
                             const float *row_weight);

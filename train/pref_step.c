@@ -6,24 +6,12 @@
 #include "../util/error.h"
 #include "pref_step.h"
 
-/* the per-group sums of -row_loss over each continuation's rows (kinds 0, 1) */
-static void group_sums(const zen_pair_batch *b, const float *row_loss, double *logps, double *counts) {
-    memset(logps, 0, b->groups * 2 * sizeof(double));
-    if (counts) memset(counts, 0, b->groups * 2 * sizeof(double));
-    for (size_t n = 0; n < b->N; n++) {
-        int32_t k = b->row_kind[n];
-        if (k != 0 && k != 1) continue;
-        logps[2 * (size_t)b->row_group[n] + (size_t)k] -= (double)row_loss[n];
-        if (counts) counts[2 * (size_t)b->row_group[n] + (size_t)k] += 1.0;
-    }
-}
-
 int zen_pref_logps(const zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a, uint64_t dropout_seed,
                    double *logps, double *counts) {
     float *row_loss = zen_malloc((b->N ? b->N : 1) * sizeof(float));
     if (!row_loss) return ZEN_ERR_INTERNAL;
     int rc = zen_pair_batch_forward(b, m, lo, a, dropout_seed, row_loss);
-    if (!rc) group_sums(b, row_loss, logps, counts);
+    if (!rc) zen_pair_batch_sums(b, row_loss, 2, logps, counts);
     free(row_loss);
     return rc;
 }
@@ -53,7 +41,7 @@ int zen_pref_run(const zen_pref_ctx *c, const zen_pair_batch *b, const zen_model
     if (!rc) rc = zen_pair_batch_forward(b, m, lo, a, dropout_seed, row_loss);
     a->head_grad_in_forward = 0;
     if (!rc) {
-        group_sums(b, row_loss, pol, cnt);
+        zen_pair_batch_sums(b, row_loss, 2, pol, cnt);
         for (size_t g = 0; g < G; g++) {
             zen_pair_logps lp = {pol[2 * g], pol[2 * g + 1], cnt[2 * g], cnt[2 * g + 1], ref[2 * g], ref[2 * g + 1]};
             zen_pref_pair(o, &lp, &d[2 * g], &d[2 * g + 1], acc);

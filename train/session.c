@@ -71,9 +71,13 @@ int zen_session_make_pair_acts(zen_session *s, size_t B, size_t T, int recompute
 }
 
 int zen_session_open_pairs(zen_session *s, const char *path, size_t T) {
+    return zen_open_pairs(&s->data, path, s->model.cfg.vocab, T);
+}
+
+int zen_open_pairs(zen_dataset *d, const char *path, int vocab, size_t T) {
     size_t longest;
-    int rc = zen_dataset_open(&s->data, path, s->model.cfg.vocab);
-    if (!rc) rc = zen_pairs_check(&s->data, &longest);
+    int rc = zen_dataset_open(d, path, vocab);
+    if (!rc) rc = zen_pairs_check(d, &longest);
     if (!rc && longest > T)
         rc = zen_fail(ZEN_ERR_INPUT, "%s: pairs up to %zu tokens (prompt + completion) do not fit seq_len %zu; raise "
                       "seq_len or prepare the data with zen data --max-length %zu", path, longest, T, T);

@@ -45,6 +45,8 @@ int zen_session_make_pair_acts(zen_session *s, size_t B, size_t T, int recompute
 /* A preference file, its pairs each no longer than T tokens (prompt + the
  * longer completion): a one-line error naming the file otherwise. */
 int zen_session_open_pairs(zen_session *s, const char *path, size_t T);
+/* the same into any dataset (a validation file) */
+int zen_open_pairs(zen_dataset *d, const char *path, int vocab, size_t T);
 /* DPO's reference adapter (frozen, no gradients): it must have the trained
  * adapter's rank and targets. */
 int zen_session_load_reference(zen_session *s, const char *adapter_dir);

@@ -136,36 +136,47 @@ static void run_free(run *r) {
 }
 
 /* datasets, the train/validation split, and the number of steps */
+/* val_fraction: the last items (sequences or pairs) of the training file
+ * are held out for validation; returns how many */
+static int64_t hold_out_tail(run *r, int64_t items) {
+    if (!(r->cfg->val_fraction > 0)) return 0;
+    int64_t n_val = (int64_t)ceil(r->cfg->val_fraction * (double)items);
+    r->val_data = &r->s.data;
+    r->val_first = items - n_val;
+    r->val_count = n_val;
+    return n_val;
+}
+
+/* steps per epoch (whole steps of batch_size x micro-batches), the run's
+ * steps, and the shuffled order of the n_train training items */
+static int plan_steps(run *r, int64_t n_train) {
+    const zen_run_config *c = r->cfg;
+    r->steps_per_epoch = (long)(n_train / (c->batch_size * r->micro_per_step));
+    r->total_steps = c->max_steps > 0 ? c->max_steps : c->epochs * r->steps_per_epoch;
+    return zen_seq_order_init(&r->order, 0, n_train, (uint64_t)c->seed, 1);
+}
+
 /* preference pairs: the training file, held-out pairs or val_data */
 static int open_pair_data(run *r) {
     const zen_run_config *c = r->cfg;
-    size_t T = (size_t)c->seq_len, longest;
+    size_t T = (size_t)c->seq_len;
     int rc = zen_session_open_pairs(&r->s, c->data, T);
     if (rc) return rc;
     int64_t pairs = zen_pairs_count(&r->s.data), n_val = 0;
     if (c->val_data[0]) {
-        if ((rc = zen_dataset_open(&r->val_file, c->val_data, r->s.model.cfg.vocab)) ||
-            (rc = zen_pairs_check(&r->val_file, &longest)))
-            return rc;
-        if (longest > T)
-            return zen_fail(ZEN_ERR_INPUT, "%s: pairs up to %zu tokens do not fit seq_len %zu", c->val_data, longest, T);
+        if ((rc = zen_open_pairs(&r->val_file, c->val_data, r->s.model.cfg.vocab, T))) return rc;
         r->val_data = &r->val_file;
         r->val_first = 0;
         r->val_count = zen_pairs_count(&r->val_file);
-    } else if (c->val_fraction > 0) {
-        n_val = (int64_t)ceil(c->val_fraction * (double)pairs);
-        r->val_data = &r->s.data;
-        r->val_first = pairs - n_val; /* the last pairs of the file are held out */
-        r->val_count = n_val;
+    } else {
+        n_val = hold_out_tail(r, pairs);
     }
     int64_t n_train = pairs - n_val, per_step = c->batch_size * r->micro_per_step;
     if (n_train < per_step)
         return zen_fail(ZEN_ERR_INPUT, "%s: %lld training pairs (after holding out %lld), fewer than one step's "
                         "batch_size x grad_accum%s = %lld", c->data, (long long)n_train, (long long)n_val,
                         r->dist->size > 1 ? " x ranks" : "", (long long)per_step);
-    r->steps_per_epoch = (long)(n_train / per_step);
-    r->total_steps = c->max_steps > 0 ? c->max_steps : c->epochs * r->steps_per_epoch;
-    return zen_seq_order_init(&r->order, 0, n_train, (uint64_t)c->seed, 1);
+    return plan_steps(r, n_train);
 }
 
 static int open_data(run *r) {
@@ -190,11 +201,8 @@ static int open_data(run *r) {
         r->val_count = zen_dataset_num_sequences(&r->val_file, T);
         if (r->val_count < 1)
             return zen_fail(ZEN_ERR_INPUT, "%s: fewer tokens than one sequence of %zu", c->val_data, T);
-    } else if (c->val_fraction > 0) {
-        n_val = (int64_t)ceil(c->val_fraction * (double)seqs);
-        r->val_data = &r->s.data;
-        r->val_first = seqs - n_val; /* the last sequences of the file are held out */
-        r->val_count = n_val;
+    } else {
+        n_val = hold_out_tail(r, seqs);
     }
     int64_t n_train = seqs - n_val, per_step = c->batch_size * r->micro_per_step;
     if (n_train < per_step)
@@ -203,9 +211,7 @@ static int open_data(run *r) {
                         "than one step's batch_size x grad_accum%s = %lld",
                         c->data, (long long)r->s.data.n_tokens, (long long)n_train, T, (long long)n_val,
                         r->dist->size > 1 ? " x ranks" : "", (long long)per_step);
-    r->steps_per_epoch = (long)(n_train / per_step);
-    r->total_steps = c->max_steps > 0 ? c->max_steps : c->epochs * r->steps_per_epoch;
-    return zen_seq_order_init(&r->order, 0, n_train, (uint64_t)c->seed, 1);
+    return plan_steps(r, n_train);
 }
 
 /* the memory plan of this run's steps */
