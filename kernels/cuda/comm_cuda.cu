@@ -7,8 +7,10 @@
  * would not). Built only when the CUDA toolkit has NCCL (ZEN_HAVE_NCCL). */
 #include <nccl.h>
 
-#include "../tree_sum.h"
 #include "cuda_common.cuh"
+extern "C" {
+#include "../tree_sum.h" /* C linkage: zk_tree_sum_plan is the executable's (a C++ name would not resolve) */
+}
 
 static int nccl_ok(zk_backend *be, ncclResult_t r, const char *what) {
     if (r == ncclSuccess) return 1;

@@ -96,7 +96,7 @@ def main():
         ("missing --data", [zen, "grad", "--model", w("model"), "--seq-len", "8", "--out", w("x")], "--data"),
         ("bad integer", grad(extra=["--seq-len", "abc"]), "--seq-len"),
         ("zero batch", grad(extra=["--batch", "0"]), "--batch"),
-        ("device cuda in a CPU build", grad(extra=["--device", "cuda"]), "cuda"),
+        ("device cuda without a GPU (or in a CPU build)", grad(extra=["--device", "cuda"]), "cuda"),
         ("unknown device", grad(extra=["--device", "tpu"]), "tpu"),
         ("bf16 compute on a cpu without native bf16", grad(extra=["--dtype", "bf16"]), "native bf16", NO_BF16),
         ("unknown compute dtype", grad(extra=["--dtype", "fp8"]), "fp8"),
@@ -209,6 +209,13 @@ def main():
             print(f"FAIL {name}: exit {p.returncode}, stderr: {p.stderr.strip()!r} (expected '{fragment}')")
         else:
             print(f"ok   {name}: {lines[0]}")
+    # a build with the CUDA backend loads its module (every symbol it takes from zen resolves): without a GPU
+    # the one line is the backend's own "no CUDA GPU", never "cannot load"
+    if "CUDA backend: built" in subprocess.run([zen, "--version"], capture_output=True, text=True).stdout:
+        p = subprocess.run(grad(extra=["--device", "cuda"]), capture_output=True, text=True)
+        ok = p.returncode == 0 or ("no CUDA GPU is visible" in p.stderr and "cannot load" not in p.stderr)
+        failed += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} the CUDA backend's module loads: {p.stderr.strip()[-200:]}")
     # --dtype auto: bf16 where the CPU has native bf16 matrix arithmetic, else
     # f32, and the summary says which and why
     checks = 0
