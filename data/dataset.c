@@ -187,11 +187,21 @@ static int read_packed_attr(const char *path, hid_t file, int64_t *out) {
     return read_int_attr(path, file, "packed_seq_len", 1, 1 << 20, "[1, 2^20]", out);
 }
 
-/* the optional root attribute preference_pairs (zen data --format preference): 0 if absent */
-static int read_pairs_attr(const char *path, hid_t file, int64_t *out) {
-    *out = 0;
-    if (H5Aexists(file, "preference_pairs") <= 0) return 0;
-    return read_int_attr(path, file, "preference_pairs", 1, INT64_MAX / 4, "[1, 2^61)", out);
+/* the optional root attribute counting records (data/records.h: at most one of the table's) */
+static int read_records_attr(const char *path, hid_t file, zen_records *kind, int64_t *count) {
+    *kind = ZEN_RECORDS_TOKENS;
+    *count = 0;
+    for (int k = 1; k < ZEN_RECORDS_COUNT; k++) {
+        const char *name = zen_record_layout_of((zen_records)k)->attribute;
+        if (H5Aexists(file, name) <= 0) continue;
+        if (*kind != ZEN_RECORDS_TOKENS)
+            return zen_fail(ZEN_ERR_INPUT, "%s: root attributes '%s' and '%s' name two record layouts", path,
+                            zen_record_layout_of(*kind)->attribute, name);
+        int rc = read_int_attr(path, file, name, 1, INT64_MAX / 4, "[1, 2^61)", count);
+        if (rc) return rc;
+        *kind = (zen_records)k;
+    }
+    return 0;
 }
 
 /* ---------------- values ---------------- */
@@ -278,7 +288,7 @@ static int check_file(const char *path, hid_t file, int model_vocab, zen_dataset
     if (!rc) rc = open_array(path, file, "doc_offsets", 8, 1, "int64", 0, &f.offsets, &f.n_offsets);
     if (!rc) rc = read_vocab_attr(path, file, &f.vocab_attr);
     if (!rc) rc = read_packed_attr(path, file, &info->packed_seq_len);
-    if (!rc) rc = read_pairs_attr(path, file, &info->preference_pairs);
+    if (!rc) rc = read_records_attr(path, file, &info->records, &info->n_records);
     if (!rc && f.n_tokens < 2)
         rc = zen_fail(ZEN_ERR_INPUT, "%s: /tokens holds %lld tokens; at least 2 are needed", path, (long long)f.n_tokens);
     if (!rc && info->packed_seq_len && (f.n_tokens - 1) % info->packed_seq_len)
@@ -463,7 +473,8 @@ int zen_dataset_open(zen_dataset *d, const char *path, int model_vocab) {
         d->n_masked = info.n_masked;
         d->n_docs = info.n_docs;
         d->packed_seq_len = info.packed_seq_len;
-        d->preference_pairs = info.preference_pairs;
+        d->records = info.records;
+        d->n_records = info.n_records;
         d->doc_mask = 1;
     }
     if (!rc && info.n_docs >= 0) { /* the documents, in memory (8 bytes each): checked above, so read whole */

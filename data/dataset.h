@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "records.h"
+
 /* what the check of a file found */
 typedef struct {
     int64_t n_tokens;
@@ -20,7 +22,8 @@ typedef struct {
     int64_t n_masked;           /* targets (positions >= 1) whose mask is 1 */
     int64_t n_docs;             /* documents in /doc_offsets, -1 without it */
     int64_t packed_seq_len;     /* the root attribute of a packed file (zen data --pack T), else 0 */
-    int64_t preference_pairs;   /* the root attribute of a preference file (zen data --format preference), else 0 */
+    zen_records records;        /* the record layout its root attributes name (data/records.h) */
+    int64_t n_records;          /* their count (0 for a plain token stream) */
 } zen_dataset_info;
 
 typedef struct {
@@ -33,7 +36,8 @@ typedef struct {
     int64_t n_docs;             /* -1 without /doc_offsets */
     int64_t *offsets;           /* [n_docs + 1] document boundaries in memory, NULL without /doc_offsets */
     int64_t packed_seq_len;     /* 0 unless written by zen data --pack T */
-    int64_t preference_pairs;   /* 0 unless written by zen data --format preference (data/pairs.h) */
+    zen_records records;        /* ZEN_RECORDS_TOKENS, or the records zen data --format F wrote (data/records.h) */
+    int64_t n_records;          /* their count (0 for tokens) */
     int doc_mask;               /* 1 (the default): documents are kept apart when read; 0: one segment */
 } zen_dataset;
 

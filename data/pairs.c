@@ -4,7 +4,7 @@
 #include "../util/error.h"
 #include "pairs.h"
 
-int64_t zen_pairs_count(const zen_dataset *d) { return d->preference_pairs; }
+int64_t zen_pairs_count(const zen_dataset *d) { return d->records == ZEN_RECORDS_PREFERENCE ? d->n_records : 0; }
 
 zen_pair_lengths zen_pair_lengths_of(const zen_dataset *d, int64_t pair) {
     const int64_t *o = d->offsets + 3 * pair;
@@ -13,15 +13,15 @@ zen_pair_lengths zen_pair_lengths_of(const zen_dataset *d, int64_t pair) {
 }
 
 int zen_pairs_check(const zen_dataset *d, size_t *longest) {
-    if (!d->preference_pairs)
+    if (d->records != ZEN_RECORDS_PREFERENCE)
         return zen_fail(ZEN_ERR_INPUT, "%s: not a preference file (no root attribute preference_pairs); prepare it with "
                         "zen data --format preference", d->path);
-    if (!d->offsets || d->n_docs != 3 * d->preference_pairs)
+    if (!d->offsets || d->n_docs != 3 * d->n_records)
         return zen_fail(ZEN_ERR_INPUT, "%s: preference_pairs %lld needs %lld documents in /doc_offsets, it has %lld",
-                        d->path, (long long)d->preference_pairs, 3 * (long long)d->preference_pairs,
+                        d->path, (long long)d->n_records, 3 * (long long)d->n_records,
                         (long long)(d->offsets ? d->n_docs : 0));
     *longest = 0;
-    for (int64_t i = 0; i < d->preference_pairs; i++) {
+    for (int64_t i = 0; i < d->n_records; i++) {
         zen_pair_lengths l = zen_pair_lengths_of(d, i);
         if (!l.prompt || !l.chosen || !l.rejected)
             return zen_fail(ZEN_ERR_INPUT, "%s: pair %lld has an empty %s", d->path, (long long)i,

@@ -46,6 +46,8 @@ typedef struct {
     int64_t dropped_long_prompt; /* the prompt alone reaches max_length */
     int64_t truncated;           /* a completion cut to fit max_length */
     int64_t identical;           /* chosen equal to rejected (kept, as TRL keeps them) */
+    int64_t no_eos;              /* pairs of string completions left without an end-of-sequence token: the
+                                  * tokenizer has none (TRL appends its eos_token) */
     double bytes, seconds;
 } zen_pair_stats;
 

@@ -62,6 +62,7 @@ typedef struct {
     zen_render r, full;
     char *prompt_text; /* a chat prompt's text with the generation prompt */
     size_t prompt_len;
+    int no_eos;        /* its string completions got no eos: the tokenizer has none */
 } pair_work;
 
 /* a completion's tokens after the prompt (w->prompt_text when a chat) */
@@ -74,6 +75,7 @@ static int completion_tokens(const zen_data_opts *o, zen_tokenizer *t, const cJS
         int rc = zen_tokenizer_encode(t, c->valuestring, strlen(c->valuestring), 1, out);
         int32_t eos = zen_tokenizer_eos(t);
         if (!rc && eos >= 0 && (!out->len || out->ids[out->len - 1] != eos)) rc = zen_ids_push(out, eos);
+        w->no_eos = eos < 0;
         return rc;
     }
     /* chat: the conversation prompt + completion, after the prompt's text */
@@ -105,6 +107,7 @@ static int pair_tokens(const zen_data_opts *o, zen_tokenizer *t, const cJSON *re
         (rc = field_of(rec, "rejected", where, &r)))
         return rc;
     w->prompt.len = 0;
+    w->no_eos = 0;
     if (cJSON_IsString(p)) {
         rc = zen_tokenizer_encode(t, p->valuestring, strlen(p->valuestring), 1, &w->prompt);
     } else {
@@ -180,6 +183,7 @@ int zen_data_prepare_pairs(const zen_data_opts *o, zen_pair_stats *st) {
             st->dropped_long_prompt++;
             continue;
         }
+        st->no_eos += w.no_eos;
         size_t room = L - w.prompt.len;
         size_t nc = w.chosen.len < room ? w.chosen.len : room, nr = w.rejected.len < room ? w.rejected.len : room;
         st->truncated += nc < w.chosen.len || nr < w.rejected.len;
@@ -199,7 +203,8 @@ int zen_data_prepare_pairs(const zen_data_opts *o, zen_pair_stats *st) {
         rc = zen_fail(ZEN_ERR_INPUT, "%s: no pairs to write (%lld records dropped: the prompt reaches --max-length %zu; "
                       "%lld bad lines)", o->in, (long long)st->dropped_long_prompt, L, (long long)st->bad_lines);
     if (opened) {
-        wr.preference_pairs = st->pairs;
+        wr.records = ZEN_RECORDS_PREFERENCE;
+        wr.n_records = st->pairs;
         rc = rc ? (zen_token_writer_abort(&wr), rc) : zen_token_writer_close(&wr);
     }
     if (in) fclose(in);

@@ -158,7 +158,8 @@ static void free_buffers(zen_token_writer *w) {
 int zen_token_writer_close(zen_token_writer *w) {
     int rc = flush(w);
     if (!rc && w->packed_seq_len) rc = write_attr(w, "packed_seq_len", w->packed_seq_len);
-    if (!rc && w->preference_pairs) rc = write_attr(w, "preference_pairs", w->preference_pairs);
+    if (!rc && w->records != ZEN_RECORDS_TOKENS)
+        rc = write_attr(w, zen_record_layout_of(w->records)->attribute, w->n_records);
     errno = 0;
     if (!rc && H5Fflush((hid_t)w->file, H5F_SCOPE_GLOBAL) < 0)
         rc = zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 write failed: %s", w->path, errno ? strerror(errno) : "disk full?");

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "records.h"
+
 typedef struct {
     char *path, *tmp_path;
     int64_t file, tokens, mask, offsets; /* HDF5 handles */
@@ -18,7 +20,8 @@ typedef struct {
     size_t off_len;
     int64_t n_tokens, n_docs, n_masked, n_written_offsets;
     int64_t packed_seq_len; /* set by zen data --pack: written as the root attribute at close (0: none) */
-    int64_t preference_pairs; /* set by zen data --format preference: written as the root attribute at close (0: none) */
+    zen_records records;    /* set by a zen data --format of records (data/records.h): its attribute, */
+    int64_t n_records;      /* the record count, is written at close */
 } zen_token_writer;
 
 int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_size);

@@ -274,6 +274,10 @@ const char *zk_cpu_kernels_name(void);
  * this architecture (supported or not), the level in use and why, OpenBLAS's
  * core, oneDNN's ISA and what --dtype auto picks */
 void zk_cpu_describe(FILE *out);
+/* the CPU libraries' versions and the kernel levels, for `zen --version`:
+ * oneDNN's version and ISA, OpenBLAS's configuration and core, this
+ * architecture's levels that the CPU supports and the one in use */
+void zk_cpu_versions(FILE *out);
 
 /* What generic code knows of a backend without opening it: one descriptor
  * per backend, in one table (kernels/backend.c); no other generic code

@@ -37,6 +37,8 @@ int zen_config_load(zen_config *cfg, const char *path);
 const char *zen_preset_json(const char *name);
 /* comma-separated preset names, for messages */
 const char *zen_preset_names(void);
+/* the same as "a|b|c", for usage text */
+extern const char zen_preset_choices[];
 
 /* Total parameter count (embedding, layers, final norm, LM head if untied). */
 int64_t zen_config_param_count(const zen_config *cfg);

@@ -1,4 +1,4 @@
-/* train/cli.c: option parsing. */
+/* train/cli.c: option parsing and the usage text, both from the option tables (see cli.h). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +12,7 @@ int zen_cli_parse(int argc, char **argv, int first, zen_opt *opts, int nopts, co
         for (int k = 0; k < nopts; k++)
             if (!strcmp(argv[i], opts[k].name)) o = &opts[k];
         if (!o) return zen_fail(ZEN_ERR_INPUT, "unknown option '%s' (see zen %s --help)", argv[i], cmd);
-        if (!o->takes_value) {
+        if (!o->arg) {
             o->value = "1";
             continue;
         }
@@ -67,4 +67,47 @@ int zen_cli_require(const zen_opt *opts, int nopts, const char *name, const char
     *out = zen_cli_get(opts, nopts, name);
     if (!*out) return zen_fail(ZEN_ERR_INPUT, "missing required option %s", name);
     return 0;
+}
+
+int zen_cli_wants_help(int argc, char **argv, int first, const zen_opt *opts, int nopts) {
+    for (int i = first; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return 1;
+        for (int k = 0; k < nopts; k++)
+            if (!strcmp(argv[i], opts[k].name)) {
+                if (opts[k].arg) i++; /* its value, whatever it reads */
+                break;
+            }
+    }
+    return 0;
+}
+
+void zen_cli_help(FILE *out, const zen_command *c) {
+    fprintf(out, "zen %s: %s\nusage: zen %s%s%s [options]\n", c->name, c->summary, c->name, c->operands ? " " : "",
+            c->operands ? c->operands : "");
+    int wide = 0;
+    for (int k = 0; k < c->n_opts; k++) {
+        int w = (int)strlen(c->opts[k].name) + (c->opts[k].arg ? 1 + (int)strlen(c->opts[k].arg) : 0);
+        if (w > wide && w <= 40) wide = w;
+    }
+    for (int k = 0; k < c->n_opts; k++) {
+        const zen_opt *o = &c->opts[k];
+        char left[256];
+        snprintf(left, sizeof left, "%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+        if ((int)strlen(left) > wide) fprintf(out, "  %s\n  %-*s  %s\n", left, wide, "", o->help);
+        else fprintf(out, "  %-*s  %s\n", wide, left, o->help);
+    }
+}
+
+void zen_cli_synopsis(FILE *out, const zen_command *c, int width) {
+    char head[64];
+    snprintf(head, sizeof head, "  zen %-9s", c->name);
+    int col = fprintf(out, "%s%s%s", head, c->operands ? c->operands : "", c->operands ? " " : "");
+    int indent = (int)strlen(head);
+    for (int k = 0; k < c->n_opts; k++) {
+        const zen_opt *o = &c->opts[k];
+        int w = (int)strlen(o->name) + (o->arg ? 1 + (int)strlen(o->arg) : 0) + 3;
+        if (col + w > width && col > indent) col = fprintf(out, "\n%*s", indent, "") - 1;
+        col += fprintf(out, "[%s%s%s] ", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+    }
+    fputc('\n', out);
 }

@@ -74,6 +74,10 @@ static int prepare_pairs(zen_opt *o, int n, zen_data_opts *d) {
     rc = zen_data_prepare_pairs(d, &st);
     zen_tokenizer_free(d->tokenizer);
     if (rc) return rc;
+    if (st.no_eos)
+        fprintf(stderr, "zen data: warning: %s has no end-of-sequence token, so the completions of %lld pairs end "
+                "without one (TRL appends the tokenizer's eos_token; a model trained on them does not learn to stop)\n",
+                d->tokenizer_dir, (long long)st.no_eos);
     fprintf(stderr, "zen data: %lld pairs, %lld tokens (prompts %.1f%%), %lld bad lines skipped; %lld dropped (the prompt "
             "alone reaches --max-length %lld), %lld with a completion cut to fit, %lld with chosen equal to rejected "
             "(kept); %.1f MB in %.2f s -> %s\n", (long long)st.pairs, (long long)st.tokens,
@@ -83,24 +87,32 @@ static int prepare_pairs(zen_opt *o, int n, zen_data_opts *d) {
     return 0;
 }
 
+static zen_opt opts[] = {
+    {"--tokenizer", "DIR|FILE.gguf", "a model directory's tokenizer.json, or a GGUF's own (required)", NULL},
+    {"--in", "FILE|DIR", "the raw data (a directory: its files in name order)", NULL},
+    {"--format", "text|jsonl|alpaca|messages|preference", "how to read --in (required with --in)", NULL},
+    {"--out", "FILE.h5", "the zen-tokens-v1 file to write", NULL},
+    {"--field", "text", "jsonl: the field holding the text", NULL},
+    {"--split-paragraphs", NULL, "text: a document per paragraph", NULL},
+    {"--skip-bad", NULL, "skip and count bad record lines instead of stopping at the first", NULL},
+    {"--train-on-prompt", NULL, "chat formats: the loss on every token, not only the assistant's", NULL},
+    {"--drop-empty-think", NULL, "chat formats: leave out the empty think block before a final answer", NULL},
+    {"--pack", "T", "lay documents whole into windows of T tokens, for --seq-len T", NULL},
+    {"--seed", "S", "--pack: the windows' order", NULL},
+    {"--max-length", "1024", "preference: the longest prompt + completion (keep_start)", NULL},
+    {"--decode", "FILE.h5", "print a dataset back as text, masked-in spans marked", NULL},
+    {"--range", "a:b", "--decode: tokens a to b", NULL},
+    {"--plain", NULL, "--decode: no mask markers", NULL},
+};
+
+const zen_command zen_command_data = {
+    "data", "tokenize raw data (text, jsonl, alpaca, chat messages, preference pairs) into a zen-tokens-v1 file",
+    NULL, opts, ZEN_COUNT(opts), zen_cmd_data};
+
 int zen_cmd_data(int argc, char **argv) {
-    zen_opt o[] = {{"--tokenizer", 1, NULL}, {"--in", 1, NULL},          {"--format", 1, NULL},
-                   {"--out", 1, NULL},       {"--field", 1, NULL},       {"--split-paragraphs", 0, NULL},
-                   {"--skip-bad", 0, NULL},  {"--train-on-prompt", 0, NULL}, {"--drop-empty-think", 0, NULL},
-                   {"--decode", 1, NULL},    {"--range", 1, NULL},       {"--plain", 0, NULL},
-                   {"--pack", 1, NULL},      {"--seed", 1, NULL},        {"--max-length", 1, NULL},
-                   {"--help", 0, NULL}};
-    int n = (int)(sizeof o / sizeof o[0]), rc;
+    zen_opt *o = opts;
+    int n = ZEN_COUNT(opts), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "data"))) return rc;
-    if (zen_cli_get(o, n, "--help")) {
-        printf("zen data --tokenizer DIR|FILE.gguf --in FILE --format text|jsonl|alpaca|messages --out FILE.h5\n"
-               "         [--field text] [--split-paragraphs] [--skip-bad] [--train-on-prompt] [--drop-empty-think]\n"
-               "         [--pack T [--seed S]]   (documents whole in windows of T tokens, for --seq-len T)\n"
-               "zen data --tokenizer DIR|FILE.gguf --in FILE.jsonl --format preference --out FILE.h5\n"
-               "         [--max-length 1024] [--skip-bad] [--drop-empty-think]   ({prompt, chosen, rejected} records)\n"
-               "zen data --decode FILE.h5 --tokenizer DIR [--range a:b] [--plain (no mask markers)]\n");
-        return 0;
-    }
     zen_data_opts d = {0};
     if ((rc = zen_cli_require(o, n, "--tokenizer", "data", &d.tokenizer_dir))) return rc;
     const char *decode = zen_cli_get(o, n, "--decode");

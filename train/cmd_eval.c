@@ -47,23 +47,29 @@ static int eval_choices(zen_opt *o, int n) {
     return rc;
 }
 
+static zen_opt opts[] = {
+    {"--model", "DIR|FILE.gguf", "the base model (required)", NULL},
+    {"--adapter", "DIR", "a PEFT adapter, applied unmerged", NULL},
+    {"--data", "FILE.h5", "the dataset: loss and ppl over every sequence, in order", NULL},
+    {"--choices", "FILE.jsonl", "instead of --data: records {context, choices, label}: acc and acc_norm", NULL},
+    {"--seq-len", "T", "tokens per sequence (required with --data; --choices: 2048)", NULL},
+    {"--batch", "B", "sequences per forward pass (default 1; --choices: 4)", NULL},
+    {"--device", "cpu|cuda", "the backend (default cpu)", NULL},
+    {"--dtype", "auto|f32|bf16", "compute precision", NULL},
+    {"--recompute", NULL, "the training forward's recompute layout (the same numbers)", NULL},
+    {"--no-doc-mask", NULL, "read the file as one causal stream", NULL},
+    {"--base-quant", "none|nf4|q4_0|q8_0", "quantise the projections at load", NULL},
+    {"--save-logits", "FILE.safetensors", "the logits [T, V] of sequence 0, F32", NULL},
+};
+
+const zen_command zen_command_eval = {
+    "eval", "the mean masked loss and perplexity of a dataset, or multiple-choice accuracy (--choices)",
+    NULL, opts, ZEN_COUNT(opts), zen_cmd_eval};
+
 int zen_cmd_eval(int argc, char **argv) {
-    zen_opt o[] = {{"--model", 1, NULL},   {"--adapter", 1, NULL}, {"--data", 1, NULL},
-                   {"--seq-len", 1, NULL}, {"--batch", 1, NULL},   {"--device", 1, NULL},
-                   {"--recompute", 0, NULL}, {"--dtype", 1, NULL}, {"--save-logits", 1, NULL},
-                   {"--no-doc-mask", 0, NULL}, {"--base-quant", 1, NULL}, {"--choices", 1, NULL},
-                   {"--help", 0, NULL}};
-    int n = (int)(sizeof o / sizeof o[0]), rc;
+    zen_opt *o = opts;
+    int n = ZEN_COUNT(opts), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "eval"))) return rc;
-    if (zen_cli_get(o, n, "--help")) {
-        printf("zen eval --model DIR [--adapter DIR] --data FILE.h5 --seq-len T [--batch B]\n"
-               "         [--device cpu|cuda] [--dtype auto|f32|bf16] [--recompute] [--no-doc-mask]\n"
-               "         [--base-quant none|nf4|q4_0|q8_0]   (the base's projections quantised at load)\n"
-               "         [--save-logits FILE.safetensors]   (the logits [T, V] of sequence 0, F32)\n"
-               "zen eval --model DIR [--adapter DIR] --choices FILE.jsonl [--seq-len 2048] [--batch 4] [--device ...]\n"
-               "         (records {context, choices, label}: acc and acc_norm as lm-evaluation-harness)\n");
-        return 0;
-    }
     const char *model_dir, *data_path, *adapter_dir = zen_cli_get(o, n, "--adapter");
     const char *device = zen_cli_get(o, n, "--device");
     if (zen_cli_get(o, n, "--choices")) return eval_choices(o, n);

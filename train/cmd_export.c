@@ -7,17 +7,25 @@
 #include "cli.h"
 #include "commands.h"
 
+static zen_opt opts[] = {
+    {"--model", "DIR|FILE.gguf", "the base model (required)", NULL},
+    {"--adapter", "DIR", "the PEFT adapter to merge or convert", NULL},
+    {"--format", "safetensors|gguf|peft|gguf-lora|mlx", "what to write (required)", NULL},
+    {"--out", "PATH", "the directory or file to write (required; not an existing directory)", NULL},
+    {"--dtype", "f32|f16|bf16|q8_0|q4_0|q4_k_m|q4_k_s|q5_k_m|q5_k_s|q6_k", "the output's type (default: the base's)",
+     NULL},
+    {"--shard-size", "BYTES", "safetensors: shard above this many bytes (default 4000000000)", NULL},
+    {"--no-tokenizer", NULL, "gguf: write without tokenizer metadata", NULL},
+};
+
+const zen_command zen_command_export = {
+    "export", "merged SafeTensors or GGUF, or the adapter as PEFT, llama.cpp LoRA or mlx-lm",
+    NULL, opts, ZEN_COUNT(opts), zen_cmd_export};
+
 int zen_cmd_export(int argc, char **argv) {
-    zen_opt o[] = {{"--model", 1, NULL}, {"--adapter", 1, NULL},    {"--format", 1, NULL},
-                   {"--dtype", 1, NULL}, {"--out", 1, NULL},        {"--shard-size", 1, NULL},
-                   {"--no-tokenizer", 0, NULL}, {"--help", 0, NULL}};
-    int n = (int)(sizeof o / sizeof o[0]), rc;
+    zen_opt *o = opts;
+    int n = ZEN_COUNT(opts), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "export"))) return rc;
-    if (zen_cli_get(o, n, "--help")) {
-        printf("zen export --model DIR [--adapter DIR] --format safetensors|gguf|peft|gguf-lora|mlx --out PATH\n"
-               "           [--dtype f32|f16|bf16|q8_0|q4_0|q4_k_m|q4_k_s|q5_k_m|q5_k_s|q6_k] [--shard-size BYTES (4000000000)] [--no-tokenizer]\n");
-        return 0;
-    }
     zen_export_opts e = {0};
     const char *format;
     long long shard;

@@ -195,6 +195,7 @@ static int chat(gen *g, size_t max_new, int no_think) {
         int32_t stopped = -1, unfed = -1;
         if (!rc) rc = generate(g, max_new, &stopped, &unfed);
         putchar('\n');
+        fflush(stdout);
         zen_ids_free(&ids);
         /* the end of the answer into the cache, as the template closes it (an
          * answer cut by --max-new-tokens: its last token first) */
@@ -207,26 +208,38 @@ static int chat(gen *g, size_t max_new, int no_think) {
     return rc;
 }
 
+static zen_opt opts[] = {
+    {"--model", "DIR|FILE.gguf", "the base model (required)", NULL},
+    {"--adapter", "DIR", "a PEFT adapter, applied unmerged", NULL},
+    {"--prompt", "TEXT", "the prompt as text", NULL},
+    {"--prompt-ids", "a,b,c", "or as token ids", NULL},
+    {"--messages", "FILE.json", "or a conversation rendered in Qwen3's ChatML with the generation prompt", NULL},
+    {"--chat", NULL, "or one user turn per stdin line, the cache kept across turns", NULL},
+    {"--context", "N", "--chat: the context in tokens (default 4096, at most the model's)", NULL},
+    {"--max-new-tokens", "64", "tokens to generate (--chat: 512 per turn)", NULL},
+    {"--temperature", "0.6", "0 is greedy", NULL},
+    {"--top-k", "20", "sample among the k most likely (0: all)", NULL},
+    {"--top-p", "0.95", "nucleus sampling", NULL},
+    {"--min-p", "0", "drop tokens below min-p x the most likely's probability", NULL},
+    {"--seed", "S", "the sampler's seed (default 0)", NULL},
+    {"--ignore-eos", NULL, "do not stop at eos or <|im_end|>", NULL},
+    {"--ids", NULL, "print token ids, comma-separated, not text", NULL},
+    {"--think", NULL, "--messages/--chat: let the model think (Qwen3's default)", NULL},
+    {"--no-think", NULL, "--messages/--chat: the empty think block, as enable_thinking=False", NULL},
+    {"--device", "cpu|cuda", "the backend (default cpu)", NULL},
+    {"--dtype", "auto|f32|bf16", "compute precision (the cache too)", NULL},
+    {"--base-quant", "none|nf4|q4_0|q8_0", "quantise the projections at load", NULL},
+    {"--save-logits", "FILE.safetensors", "the logits each new token was chosen from [n, V], F32", NULL},
+};
+
+const zen_command zen_command_generate = {
+    "generate", "a continuation of a prompt, or a chat, with a KV cache and the adapter unmerged",
+    NULL, opts, ZEN_COUNT(opts), zen_cmd_generate};
+
 int zen_cmd_generate(int argc, char **argv) {
-    zen_opt o[] = {{"--model", 1, NULL},       {"--adapter", 1, NULL},     {"--prompt", 1, NULL},
-                   {"--prompt-ids", 1, NULL},  {"--max-new-tokens", 1, NULL}, {"--temperature", 1, NULL},
-                   {"--top-k", 1, NULL},       {"--top-p", 1, NULL},       {"--min-p", 1, NULL},
-                   {"--seed", 1, NULL},        {"--ignore-eos", 0, NULL},  {"--ids", 0, NULL},
-                   {"--device", 1, NULL},      {"--dtype", 1, NULL},       {"--base-quant", 1, NULL},
-                   {"--save-logits", 1, NULL}, {"--messages", 1, NULL},    {"--chat", 0, NULL},
-                   {"--think", 0, NULL},       {"--no-think", 0, NULL},    {"--context", 1, NULL},
-                   {"--help", 0, NULL}};
-    int n = (int)(sizeof o / sizeof o[0]), rc;
+    zen_opt *o = opts;
+    int n = ZEN_COUNT(opts), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "generate"))) return rc;
-    if (zen_cli_get(o, n, "--help")) {
-        printf("zen generate --model DIR|FILE.gguf [--adapter DIR]\n"
-               "             (--prompt TEXT | --prompt-ids a,b,c | --messages FILE.json | --chat [--context 4096])\n"
-               "             [--max-new-tokens 64] [--temperature 0.6] [--top-k 20] [--top-p 0.95] [--min-p 0]\n"
-               "             [--seed 0] [--ignore-eos] [--ids] [--think | --no-think] [--device cpu]\n"
-               "             [--dtype auto|f32|bf16] [--base-quant none|nf4|q4_0|q8_0] [--save-logits FILE]\n"
-               "  temperature 0 is greedy; the defaults are Qwen3's recommended sampling\n");
-        return 0;
-    }
     const char *model_dir, *prompt = zen_cli_get(o, n, "--prompt"), *prompt_ids = zen_cli_get(o, n, "--prompt-ids");
     const char *messages = zen_cli_get(o, n, "--messages"), *logits_path = zen_cli_get(o, n, "--save-logits");
     int chatting = zen_cli_get(o, n, "--chat") != NULL, no_think = zen_cli_get(o, n, "--no-think") != NULL;
@@ -256,6 +269,7 @@ int zen_cmd_generate(int argc, char **argv) {
         goto done;
     if (zen_cli_get(o, n, "--adapter") && (rc = zen_session_load_adapter(&s, zen_cli_get(o, n, "--adapter"))))
         goto done;
+    if (logits_path && (rc = zen_check_output(logits_path, &s.model, zen_cli_get(o, n, "--adapter"), NULL))) goto done;
     g.tok = model_tokenizer(model_dir);
     g.show_ids = zen_cli_get(o, n, "--ids") != NULL;
     if (!g.tok && (!prompt_ids || !g.show_ids)) {
@@ -290,6 +304,7 @@ int zen_cmd_generate(int argc, char **argv) {
     else if (!(rc = feed(&g, ids.ids, ids.len))) rc = generate(&g, (size_t)max_new, &stopped, &unfed);
     if (!rc) {
         if (!chatting) putchar('\n');
+        fflush(stdout); /* the text's last line ends before the speed line on stderr starts */
         fprintf(stderr, "zen generate: prompt %zu tokens in %.3f s (%.1f tokens/s), %zu decode steps in %.3f s "
                 "(%.1f tokens/s); device %s: %s\n", g.n_prefill, g.t_prefill, (double)g.n_prefill / (g.t_prefill + 1e-12),
                 g.n_decode, g.t_decode, (double)g.n_decode / (g.t_decode + 1e-12), s.be->name, s.be->info);

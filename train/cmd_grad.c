@@ -186,34 +186,47 @@ static int grad_pairs(zen_session *s, const zen_pref_opts *pref, const char *ref
     return rc;
 }
 
+static zen_opt opts[] = {
+    {"--model", "DIR|FILE.gguf", "the base model (required)", NULL},
+    {"--adapter", "DIR", "a PEFT adapter to take the gradients of (default: a fresh one: A from --seed, B zero)", NULL},
+    {"--data", "FILE.h5", "the dataset (a zen-tokens-v1 file; a preference file with --objective dpo|orpo)", NULL},
+    {"--seq-len", "T", "tokens per sequence (required)", NULL},
+    {"--batch", "B", "sequences (pairs) of batch 0 (default 1)", NULL},
+    {"--out", "FILE.safetensors", "where the gradients go, under PEFT names, the loss in __metadata__", NULL},
+    {"--rank", "8", "a fresh adapter's r", NULL},
+    {"--alpha", "16", "a fresh adapter's lora_alpha", NULL},
+    {"--targets", "all|q,k,v,o,gate,up,down", "a fresh adapter's projections", NULL},
+    {"--rslora", NULL, "a fresh adapter's scale alpha / sqrt(r)", NULL},
+    {"--dora", NULL, "a fresh adapter is DoRA (magnitudes m beside A and B)", NULL},
+    {"--dora-clean-base", NULL, "DoRA with dropout: the (m/n - 1) term on x, not dropout(x) as PEFT", NULL},
+    {"--dropout", "P", "LoRA dropout as a training step draws it (needs --dropout-seed)", NULL},
+    {"--dropout-seed", "S", "the seed of the dropout masks", NULL},
+    {"--seed", "0", "a fresh adapter's A", NULL},
+    {"--recompute", NULL, "keep only each layer's input and run it again in backward (bit-identical)", NULL},
+    {"--device", "cpu|cuda", "the backend (default cpu)", NULL},
+    {"--dtype", "auto|f32|bf16", "compute precision (auto: bf16 where the device has native bf16)", NULL},
+    {"--base-quant", "none|nf4|q4_0|q8_0", "quantise the projections at load (QLoRA)", NULL},
+    {"--no-doc-mask", NULL, "read the file as one causal stream (documents not kept apart)", NULL},
+    {"--objective", "sft|dpo|orpo", "what the step optimises (default sft)", NULL},
+    {"--beta", "0.1", "DPO's beta (IPO's tau), ORPO's lambda", NULL},
+    {"--dpo-loss", "sigmoid|ipo|robust|hinge", "DPO's loss (default sigmoid)", NULL},
+    {"--label-smoothing", "0", "the robust loss's epsilon", NULL},
+    {"--orpo-nll", "all|completion", "ORPO's NLL over prompt + chosen (all) or the chosen completion", NULL},
+    {"--reference", "base|DIR", "DPO's reference: the base (adapter off) or a frozen adapter (default: --adapter)", NULL},
+    {"--pair-layout", "shared|apart", "a pair's prompt run once (shared) or per completion (apart)", NULL},
+    {"--plan", NULL, "print the memory plan of a step instead (needs --model or --preset, --seq-len)", NULL},
+    {"--preset", "NAME", "--plan: a preset's config instead of --model", NULL},
+    {"--weights-dtype", "bf16", "--plan --preset: the dtype the weights would be stored in", NULL},
+};
+
+const zen_command zen_command_grad = {
+    "grad", "the LoRA gradients of one batch (batch 0, no dropout) under PEFT names, or a step's memory plan",
+    NULL, opts, ZEN_COUNT(opts), zen_cmd_grad};
+
 int zen_cmd_grad(int argc, char **argv) {
-    zen_opt o[] = {{"--model", 1, NULL},   {"--adapter", 1, NULL}, {"--data", 1, NULL},
-                   {"--seq-len", 1, NULL}, {"--batch", 1, NULL},   {"--out", 1, NULL},
-                   {"--rank", 1, NULL},    {"--alpha", 1, NULL},   {"--targets", 1, NULL},
-                   {"--rslora", 0, NULL},  {"--seed", 1, NULL},    {"--recompute", 0, NULL},
-                   {"--device", 1, NULL},  {"--plan", 0, NULL},    {"--preset", 1, NULL},
-                   {"--dtype", 1, NULL},   {"--weights-dtype", 1, NULL}, {"--no-doc-mask", 0, NULL},
-                   {"--base-quant", 1, NULL}, {"--objective", 1, NULL}, {"--beta", 1, NULL},
-                   {"--dpo-loss", 1, NULL}, {"--label-smoothing", 1, NULL}, {"--orpo-nll", 1, NULL},
-                   {"--reference", 1, NULL}, {"--pair-layout", 1, NULL}, {"--dora", 0, NULL},
-                   {"--dropout", 1, NULL}, {"--dropout-seed", 1, NULL}, {"--dora-clean-base", 0, NULL},
-                   {"--help", 0, NULL}};
-    int n = (int)(sizeof o / sizeof o[0]), rc;
+    zen_opt *o = opts;
+    int n = ZEN_COUNT(opts), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "grad"))) return rc;
-    if (zen_cli_get(o, n, "--help")) {
-        printf("zen grad --model DIR [--adapter DIR] --data FILE.h5 --seq-len T --batch B --out FILE\n"
-               "         [--rank 8] [--alpha 16] [--targets all|q,k,v,o,gate,up,down] [--rslora] [--dora]\n"
-               "         [--dropout P --dropout-seed S]   (LoRA dropout as a training step draws it from seed S)\n"
-               "         [--dora-clean-base]   (DoRA with dropout: the (m/n - 1) term on x, not dropout(x) as PEFT)\n"
-               "         [--seed 0] [--recompute] [--device cpu|cuda] [--dtype auto|f32|bf16] [--no-doc-mask]\n"
-               "         [--base-quant none|nf4|q4_0|q8_0]\n"
-               "         [--objective sft|dpo|orpo] [--beta 0.1] [--dpo-loss sigmoid|ipo|robust|hinge]\n"
-               "         [--label-smoothing 0] [--orpo-nll all|completion] [--reference base|DIR]\n"
-               "         [--pair-layout shared|apart]   (dpo, orpo: --data is a preference file, --batch pairs)\n"
-               "zen grad --plan (--model DIR | --preset NAME [--weights-dtype bf16]) --seq-len T [--batch B]\n"
-               "         [--device cpu|cuda] [--dtype auto|f32|bf16] [--base-quant none|nf4|q4_0|q8_0]\n");
-        return 0;
-    }
     long long T, B, rank, seed, dropout_seed;
     double alpha, dropout;
     unsigned targets;

@@ -175,7 +175,11 @@ static int info_hdf5(const char *path) {
            (long long)d.n_tokens, (long long)d.vocab_size, d.has_mask ? "present" : "absent (all tokens count)");
     if (d.n_docs >= 0) printf("  %lld documents (/doc_offsets): kept apart in training unless --no-doc-mask\n",
                               (long long)d.n_docs);
-    if (d.packed_seq_len)
+    if (d.records != ZEN_RECORDS_TOKENS) { /* records: what they are, how many, laid out how */
+        const zen_record_layout *l = zen_record_layout_of(d.records);
+        printf("  %lld %s (root attribute %s, zen data --format %s): %d documents each: %s\n", (long long)d.n_records,
+               l->noun, l->attribute, l->format, l->docs_per_record, l->documents);
+    } else if (d.packed_seq_len)
         printf("  packed for seq-len %lld (zen data --pack): %lld sequences\n", (long long)d.packed_seq_len,
                (long long)zen_dataset_num_sequences(&d, (size_t)d.packed_seq_len));
     else
@@ -185,19 +189,20 @@ static int info_hdf5(const char *path) {
     return 0;
 }
 
+static zen_opt opts[] = {
+    {"--cpu", NULL, "instead of a file: the CPU's kernel levels, the one in use, OpenBLAS's core, oneDNN's ISA", NULL},
+};
+
+const zen_command zen_command_info = {
+    "info", "what a SafeTensors file, model or adapter directory, GGUF file or dataset holds",
+    "FILE|DIR", opts, ZEN_COUNT(opts), zen_cmd_info};
+
 int zen_cmd_info(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[2], "--cpu")) { /* the CPU's kernel levels and libraries */
         zk_cpu_describe(stdout);
         return 0;
     }
-    if (argc != 3 || !strcmp(argv[2], "--help")) {
-        if (argc == 3) {
-            printf("zen info FILE|DIR   (SafeTensors file or model/adapter directory, GGUF, HDF5 dataset)\n"
-                   "zen info --cpu      (the CPU's kernel levels, the one in use, OpenBLAS's core, oneDNN's ISA)\n");
-            return 0;
-        }
-        return zen_fail(ZEN_ERR_INPUT, "expected one FILE or DIR (zen info FILE)");
-    }
+    if (argc != 3) return zen_fail(ZEN_ERR_INPUT, "expected one FILE or DIR (zen info FILE)");
     const char *path = argv[2];
     struct stat st;
     if (stat(path, &st) != 0) return zen_fail(ZEN_ERR_INPUT, "%s: no such file or directory", path);

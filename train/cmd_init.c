@@ -13,17 +13,23 @@
 #include "cli.h"
 #include "commands.h"
 
+static zen_opt opts[] = {
+    {"--preset", zen_preset_choices, "a model preset's config", NULL},
+    {"--config", "FILE", "or a Hugging Face config.json", NULL},
+    {"--out", "DIR", "the model directory to create (required; not an existing one)", NULL},
+    {"--seed", "S", "the random weights' seed (default 0)", NULL},
+    {"--dtype", "f32|f16|bf16", "the weights' type (default f32)", NULL},
+    {"--shard-size", "BYTES", "shard the weights above this many bytes (default 4000000000)", NULL},
+};
+
+const zen_command zen_command_init = {
+    "init", "a random model in Hugging Face layout (toy presets with a byte-level tokenizer)",
+    NULL, opts, ZEN_COUNT(opts), zen_cmd_init};
+
 int zen_cmd_init(int argc, char **argv) {
-    zen_opt o[] = {{"--preset", 1, NULL}, {"--config", 1, NULL}, {"--out", 1, NULL},
-                   {"--seed", 1, NULL},   {"--dtype", 1, NULL},  {"--shard-size", 1, NULL},
-                   {"--help", 0, NULL}};
-    int n = (int)(sizeof o / sizeof o[0]), rc;
+    zen_opt *o = opts;
+    int n = ZEN_COUNT(opts), rc;
     if ((rc = zen_cli_parse(argc, argv, 2, o, n, "init"))) return rc;
-    if (zen_cli_get(o, n, "--help")) {
-        printf("zen init --preset %s | --config FILE --out DIR [--seed S] [--dtype f32|f16|bf16] "
-               "[--shard-size BYTES (default 4000000000)]\n", zen_preset_names());
-        return 0;
-    }
     const char *preset = zen_cli_get(o, n, "--preset"), *config_path = zen_cli_get(o, n, "--config");
     const char *out, *dtype_name = zen_cli_get(o, n, "--dtype");
     long long seed, shard;

@@ -6,6 +6,7 @@
 
 #include "../util/error.h"
 #include "../util/file.h"
+#include "cli.h"
 #include "commands.h"
 #include "dist.h"
 #include "run_config.h"
@@ -17,6 +18,22 @@ static int set_path(zen_run_config *c, const char *key, const char *value) {
     return zen_run_config_set(c, assignment);
 }
 
+/* --set may be given many times and every flag applies in order, so the
+ * table only names them; the loop below reads argv itself */
+static zen_opt opts[] = {
+    {"--model", "DIR|FILE.gguf", "sets model", NULL},
+    {"--data", "FILE.h5", "sets data", NULL},
+    {"--out", "DIR", "sets out_dir", NULL},
+    {"--set", "key=value", "sets any run config key (lora.r=16); may be repeated, later ones win", NULL},
+    {"--base-quant", "none|nf4|q4_0|q8_0", "sets base_quant", NULL},
+    {"--no-doc-mask", NULL, "sets doc_mask=false", NULL},
+    {"--resume", NULL, "continue from the newest complete checkpoint in out_dir", NULL},
+};
+
+const zen_command zen_command_train = {
+    "train", "a LoRA (DoRA) fine-tune from a JSON run config: SFT, DPO or ORPO; checkpoints, resume, ranks",
+    "CONFIG.json", opts, ZEN_COUNT(opts), zen_cmd_train};
+
 int zen_cmd_train(int argc, char **argv) {
     const char *config_path = NULL;
     int resume = 0, rc;
@@ -24,22 +41,17 @@ int zen_cmd_train(int argc, char **argv) {
     zen_run_config_defaults(&cfg);
     /* the config file first, then the flags in order, so flags override it */
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--help")) {
-            printf("zen train CONFIG.json [--model DIR] [--data FILE.h5] [--out DIR] [--set key=value]... [--resume]\n"
-                   "          [--no-doc-mask (= --set doc_mask=false)] [--base-quant none|nf4|q4_0|q8_0]\n");
-            return 0;
-        }
+        const zen_opt *o = NULL;
+        for (int k = 0; k < ZEN_COUNT(opts); k++)
+            if (!strcmp(argv[i], opts[k].name)) o = &opts[k];
         if (argv[i][0] != '-') {
             if (config_path) return zen_fail(ZEN_ERR_INPUT, "more than one config file ('%s' and '%s')", config_path, argv[i]);
             config_path = argv[i];
+        } else if (!o) {
+            return zen_fail(ZEN_ERR_INPUT, "unknown option '%s' (see zen train --help)", argv[i]);
         } else if (!strcmp(argv[i], "--resume")) {
             resume = 1;
-        } else if (!strcmp(argv[i], "--no-doc-mask")) {
-            continue; /* applied below, in order with the other flags */
-        } else if (strcmp(argv[i], "--model") && strcmp(argv[i], "--data") && strcmp(argv[i], "--out") &&
-                   strcmp(argv[i], "--set") && strcmp(argv[i], "--base-quant")) {
-            return zen_fail(ZEN_ERR_INPUT, "unknown option '%s' (see zen train --help)", argv[i]);
-        } else if (++i >= argc) {
+        } else if (o->arg && ++i >= argc) {
             return zen_fail(ZEN_ERR_INPUT, "option %s needs a value", argv[i - 1]);
         }
     }

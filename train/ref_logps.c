@@ -65,7 +65,7 @@ static int key_of(const zen_model *m, const char *model_path, const zen_lora *re
     char real[4096];
     if (realpath(d->path, real)) mix(&h, real, strlen(real));
     mix_stat(&h, d->path);
-    int64_t dv[2] = {d->n_tokens, d->preference_pairs};
+    int64_t dv[2] = {d->n_tokens, d->n_records};
     mix(&h, dv, sizeof dv);
     mix_model(&h, m, model_path);
     if (ref) { /* the reference adapter's values and scale */
@@ -156,7 +156,7 @@ static int compute(const zen_model *m, const zen_lora *ref, zen_acts *a, const z
 int zen_ref_logps_get(const zen_model *m, const char *model_path, const zen_lora *ref, zen_acts *a,
                       const zen_dataset *d, zen_pair_batch *b, size_t batch, double **out, FILE *say) {
     uint64_t key;
-    int64_t pairs = d->preference_pairs;
+    int64_t pairs = zen_pairs_count(d);
     int rc = key_of(m, model_path, ref, d, &key);
     if (rc) return rc;
     char *path = zen_malloc(strlen(d->path) + 40), *partial = zen_malloc(strlen(d->path) + 48);

@@ -115,7 +115,7 @@ int zen_check_output(const char *out, const zen_model *m, const char *adapter_di
     int rc = zen_model_check_output(m, out, adapter_dir);
     if (!rc && data_path && zen_same_file(out, data_path))
         rc = zen_fail(ZEN_ERR_INPUT, "--out %s is the dataset being read; write elsewhere", out);
-    return rc;
+    return rc ? rc : zen_output_ready(out);
 }
 
 void zen_session_close(zen_session *s) {

@@ -59,7 +59,9 @@ void zen_session_close(zen_session *s);
  * file (its tokenizer.ggml.* keys). */
 int zen_open_tokenizer(const char *path, zen_tokenizer **t);
 /* Refuses an output path that is one of the inputs (a model shard, the
- * adapter's files, the dataset): writing it would destroy what is read. */
+ * adapter's files, the dataset): writing it would destroy what is read; and
+ * one that cannot be written (util/file.h, zen_output_ready). Called before
+ * any work. */
 int zen_check_output(const char *out, const zen_model *m, const char *adapter_dir, const char *data_path);
 
 #endif

@@ -185,7 +185,7 @@ static int open_data(run *r) {
     if (r->pairs) return open_pair_data(r);
     int rc = zen_session_open_data(&r->s, c->data, c->doc_mask, T);
     if (rc) return rc;
-    if (r->s.data.preference_pairs)
+    if (r->s.data.records == ZEN_RECORDS_PREFERENCE)
         return zen_fail(ZEN_ERR_INPUT, "%s holds preference pairs: set objective to dpo or orpo", c->data);
     if (r->s.data.n_masked == 0)
         return zen_fail(ZEN_ERR_INPUT, "%s: no target token has loss_mask 1: there is nothing to train on", c->data);

@@ -133,6 +133,20 @@ int zen_mkdir_parents(const char *path) {
     return zen_mkdir_p(buf);
 }
 
+int zen_output_ready(const char *path) {
+    int rc = zen_mkdir_parents(path);
+    if (rc) return rc;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return zen_fail(ZEN_ERR_INPUT, "%s is a directory", path);
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    char *slash = strrchr(buf, '/');
+    const char *dir = !slash ? "." : slash == buf ? "/" : (*slash = '\0', buf);
+    if (access(dir, W_OK | X_OK) != 0)
+        return zen_fail(ZEN_ERR_INPUT, "%s: cannot write into %s: %s", path, dir, strerror(errno));
+    return 0;
+}
+
 char *zen_path_join(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *s = zen_malloc(n);

@@ -27,6 +27,10 @@ int zen_mkdir_p(const char *path);
 /* Creates the directories above a file path if missing (every output file of
  * zen goes through this: zen_atomic_open and the dataset writer). */
 int zen_mkdir_parents(const char *path);
+/* An output file about to be written later: its parents made, and its
+ * directory writable; a one-line error naming it otherwise (checked before
+ * any work, so a long run does not end in a failed write). */
+int zen_output_ready(const char *path);
 /* path joined as dir/name into a malloc'd string */
 char *zen_path_join(const char *dir, const char *name);
 int zen_file_exists(const char *path);

@@ -256,6 +256,15 @@ zk_backend *zk_cpu_create(zen_dtype compute, int device_index) {
     return be;
 }
 
+void zk_cpu_versions(FILE *out) {
+    fprintf(out, "oneDNN %s (ISA %s)\n%s (core %s)\nkernel levels:", cpu_dnnl_version(), cpu_dnnl_isa(NULL),
+            openblas_get_config(), openblas_get_corename());
+    for (int v = 0; v < CPU_ISA_COUNT; v++)
+        if (cpu_isa_on_this_arch((cpu_isa)v) && cpu_isa_supported((cpu_isa)v)) fprintf(out, " %s", cpu_isa_name((cpu_isa)v));
+    fprintf(out, " (this CPU); in use: %s%s\n", zk_cpu_kernels_name(),
+            getenv("ZEN_CPU_ISA") && *getenv("ZEN_CPU_ISA") ? " (capped by ZEN_CPU_ISA)" : "");
+}
+
 void zk_cpu_describe(FILE *out) {
     const char *cap = getenv("ZEN_CPU_ISA");
     for (int v = 0; v < CPU_ISA_COUNT; v++)

@@ -65,6 +65,8 @@ size_t cpu_attention_bf16_elems(size_t N, size_t keys, size_t q_width, size_t kv
 /* the ISA oneDNN dispatches to ("avx512_core_amx_bf16", "avx2", ...);
  * *native_bf16 (may be NULL) = 1 with native bf16 matrix arithmetic */
 const char *cpu_dnnl_isa(int *native_bf16);
+/* oneDNN's version, "2.7.3" */
+const char *cpu_dnnl_version(void);
 int cpu_dnnl_open(cpu_ctx *ctx);
 void cpu_dnnl_close(cpu_ctx *ctx);
 /* C[M,N] (+= if accumulate) op(A)[M,K] op(B)[K,N], bf16 inputs and fp32 C,

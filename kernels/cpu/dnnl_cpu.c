@@ -16,11 +16,19 @@
  * build and of zen's loops. */
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../util/error.h"
 #include "cpu_ops.h"
+
+const char *cpu_dnnl_version(void) {
+    static char text[64];
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(text, sizeof text, "%d.%d.%d", v->major, v->minor, v->patch);
+    return text;
+}
 
 const char *cpu_dnnl_isa(int *native_bf16) {
     dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();

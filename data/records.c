@@ -1,0 +1,14 @@
+/* data/records.c: the table of record layouts (see records.h). */
+#include <stddef.h>
+
+#include "records.h"
+
+static const zen_record_layout layouts[ZEN_RECORDS_COUNT] = {
+    [ZEN_RECORDS_TOKENS] = {NULL, "token sequences", 1, "documents", "text|jsonl|alpaca|messages"},
+    [ZEN_RECORDS_PREFERENCE] = {"preference_pairs", "preference pairs", 3,
+                                "prompt (loss_mask 0), chosen, rejected (loss_mask 1)", "preference"},
+};
+
+const zen_record_layout *zen_record_layout_of(zen_records kind) {
+    return kind >= 0 && kind < ZEN_RECORDS_COUNT ? &layouts[kind] : &layouts[ZEN_RECORDS_TOKENS];
+}
