@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"
 #include "tokenizer.h"

@@ -4,13 +4,13 @@
  * SafeTensors name, and, for the types zen computes with (zen_dtype), the
  * row dequantiser (and the quantiser where zen writes the type itself).
  * Computing is fp32 (or bf16 GEMM inputs); a weight is dequantised a chunk
- * of rows at a time. Exact conversions between f32, f16 and bf16 are here
- * too. */
+ * of rows at a time. The scalar f16 and bf16 conversions are kernels/half.h's. */
 #ifndef ZEN_DTYPE_H
 #define ZEN_DTYPE_H
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
+
+#include "half.h"
 
 /* the types zen stores weights in and computes from */
 typedef enum {
@@ -29,7 +29,7 @@ typedef struct {
     /* count elements (a multiple of block) to fp32; NULL where zen does not read it */
     void (*to_f32)(float *dst, const void *src, size_t count);
     /* fp32 to the type; NULL where zen does not write it here (the k-quants and
-     * Q5_0 / Q5_1 are model/kquant.c's) */
+     * Q5_0 / Q5_1 are formats/kquant.c's) */
     void (*from_f32)(void *dst, const float *src, size_t count);
 } zen_type_traits;
 
@@ -54,28 +54,6 @@ static inline size_t zen_dtype_bytes(zen_dtype t, size_t count) {
 }
 /* 1 for the block-quantised types */
 static inline int zen_dtype_is_quant(zen_dtype t) { return zen_dtype_traits(t)->block > 1; }
-
-static inline float zen_bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-/* round to nearest even, NaN kept NaN (as PyTorch and ggml do) */
-static inline uint16_t zen_f32_to_bf16(float f) {
-    uint32_t bits;
-    memcpy(&bits, &f, 4);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return (uint16_t)(bits >> 16);
-}
-
-/* x rounded to the nearest bf16, as a float */
-static inline float zen_bf16_round(float x) { return zen_bf16_to_f32(zen_f32_to_bf16(x)); }
-
-float zen_f16_to_f32(uint16_t h);
-uint16_t zen_f32_to_f16(float f); /* round to nearest even, overflow to inf */
 
 /* count elements of src (stored as t; count a multiple of its block) into fp32 dst */
 void zen_widen(float *dst, const void *src, zen_dtype t, size_t count);

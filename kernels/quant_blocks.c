@@ -4,7 +4,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "dtype.h"
+#include "half.h"
 #include "quant_blocks.h"
 
 #define QK 32     /* elements per Q8_0 / Q4_0 / Q5_0 / Q5_1 block */

@@ -9,7 +9,7 @@
  *   Q5_0  22 bytes per 32:  f16 d; u32 qh; u8 qs[16]       x = d (q - 16)
  *   Q5_1  24 bytes per 32:  f16 d, m; u32 qh; u8 qs[16]    x = d q + m
  *   Q4_K 144 bytes per 256, Q5_K 176, Q6_K 210: ggml's super-blocks
- *         (model/kquant.c describes them and quantises them)
+ *         (formats/kquant.c describes them and quantises them)
  *   NF4   36 bytes per 64:  f32 absmax; u8 qs[32]          x = absmax NF4[q],
  *         bitsandbytes' NF4 code (QLoRA: the 16 quantiles of N(0, 1) scaled
  *         to [-1, 1]); element 2j in the high nibble of qs[j], 2j + 1 in the

@@ -5,7 +5,6 @@
 
 #include "../util/error.h"
 #include "../util/file.h"
-#include "lora.h"
 #include "../util/json.h"
 #include "config.h"
 

@@ -11,52 +11,11 @@
 #include <string.h>
 
 #include "../util/error.h"
-#include "weights.h"
-
-/* an unsigned integer key (any integer type); -1 when absent */
-static int key_uint(const gguf_file *f, const char *key, uint64_t *out) {
-    const gguf_kv *kv = gguf_find_kv(f, key);
-    if (!kv) return -1;
-    const unsigned char *v = kv->value;
-    int64_t s = 0;
-    switch (kv->type) {
-    case GGUF_U8: *out = v[0]; return 0;
-    case GGUF_U16: *out = (uint64_t)v[0] | (uint64_t)v[1] << 8; return 0;
-    case GGUF_U32: *out = (uint64_t)v[0] | (uint64_t)v[1] << 8 | (uint64_t)v[2] << 16 | (uint64_t)v[3] << 24; return 0;
-    case GGUF_U64: memcpy(out, v, 8); return 0;
-    case GGUF_I32: {
-        int32_t i;
-        memcpy(&i, v, 4);
-        s = i;
-        break;
-    }
-    case GGUF_I64: memcpy(&s, v, 8); break;
-    default: return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' is %s, expected an integer", f->path, key, gguf_type_name(kv->type));
-    }
-    if (s < 0) return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' is negative (%lld)", f->path, key, (long long)s);
-    *out = (uint64_t)s;
-    return 0;
-}
-
-/* a float key (f32 or f64); -1 when absent */
-static int key_float(const gguf_file *f, const char *key, double *out) {
-    const gguf_kv *kv = gguf_find_kv(f, key);
-    if (!kv) return -1;
-    if (kv->type == GGUF_F32) {
-        float v;
-        memcpy(&v, kv->value, 4);
-        *out = v;
-    } else if (kv->type == GGUF_F64) {
-        memcpy(out, kv->value, 8);
-    } else {
-        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' is %s, expected a float", f->path, key, gguf_type_name(kv->type));
-    }
-    return 0;
-}
+#include "gguf_model.h"
 
 /* a required integer key */
 static int need_uint(const gguf_file *f, const char *key, uint64_t *out) {
-    int rc = key_uint(f, key, out);
+    int rc = gguf_get_uint(f, key, out);
     return rc == -1 ? zen_fail(ZEN_ERR_INPUT, "%s: missing key '%s'", f->path, key) : rc;
 }
 
@@ -78,18 +37,18 @@ int zen_gguf_config(const gguf_file *f, zen_config *cfg) {
         (rc = need_uint(f, "qwen3.attention.head_count", &heads)) ||
         (rc = need_uint(f, "qwen3.context_length", &ctx)))
         return rc;
-    if ((rc = key_float(f, "qwen3.attention.layer_norm_rms_epsilon", &eps)) == -1)
+    if ((rc = gguf_get_float(f, "qwen3.attention.layer_norm_rms_epsilon", &eps)) == -1)
         return zen_fail(ZEN_ERR_INPUT, "%s: missing key 'qwen3.attention.layer_norm_rms_epsilon'", f->path);
-    if (rc || ((rc = key_float(f, "qwen3.rope.freq_base", &theta)) > 0)) return rc;
-    if ((rc = key_uint(f, "qwen3.attention.head_count_kv", &kv_heads)) > 0) return rc;
+    if (rc || ((rc = gguf_get_float(f, "qwen3.rope.freq_base", &theta)) > 0)) return rc;
+    if ((rc = gguf_get_uint(f, "qwen3.attention.head_count_kv", &kv_heads)) > 0) return rc;
     if (rc) kv_heads = heads;
-    if ((rc = key_uint(f, "qwen3.attention.key_length", &head_dim)) > 0) return rc;
+    if ((rc = gguf_get_uint(f, "qwen3.attention.key_length", &head_dim)) > 0) return rc;
     if (rc) head_dim = heads ? hidden / heads : 0;
-    if ((rc = key_uint(f, "qwen3.attention.value_length", &vlen)) > 0) return rc;
+    if ((rc = gguf_get_uint(f, "qwen3.attention.value_length", &vlen)) > 0) return rc;
     if (!rc && vlen != head_dim)
         return zen_fail(ZEN_ERR_INPUT, "%s: qwen3.attention.value_length %llu differs from key_length %llu", f->path,
                         (unsigned long long)vlen, (unsigned long long)head_dim);
-    if ((rc = key_uint(f, "qwen3.rope.dimension_count", &rot)) > 0) return rc;
+    if ((rc = gguf_get_uint(f, "qwen3.rope.dimension_count", &rot)) > 0) return rc;
     if (!rc && rot != head_dim)
         return zen_fail(ZEN_ERR_INPUT, "%s: qwen3.rope.dimension_count %llu: zen rotates whole heads of %llu",
                         f->path, (unsigned long long)rot, (unsigned long long)head_dim);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"
 #include "../util/json.h"

@@ -6,11 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"
 #include "../util/rng.h"
 #include "model_init.h"
-#include "safetensors.h"
+#include "../formats/safetensors.h"
 #include "weights.h"
 
 #define GEN_CHUNK ((size_t)1 << 16) /* elements per independently seeded piece */

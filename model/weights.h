@@ -1,13 +1,14 @@
-/* model/weights.h: the frozen base model: config plus every weight, loaded from a
- * Hugging Face directory (config.json + model.safetensors or shards). Matrices
- * stay in their stored dtype (f32, f16 or bf16) and, on CPU, in the memory map;
- * the small norm vectors are widened to fp32 once. */
+/* model/weights.h: the frozen base model in memory: config plus every weight
+ * (loaded by model/model_load.h from a Hugging Face directory or a GGUF
+ * file), the one list of its tensors, and the seven LoRA targets. Matrices
+ * stay in their stored dtype (f32, f16, bf16 or a block-quantised one) and,
+ * on CPU, in the memory map; the small norm vectors are widened to fp32 once. */
 #ifndef ZEN_WEIGHTS_H
 #define ZEN_WEIGHTS_H
 #include "../kernels/kernels.h"
 #include "config.h"
-#include "gguf.h"
-#include "safetensors.h"
+#include "../formats/gguf.h"
+#include "../formats/safetensors.h"
 
 /* The seven projections LoRA can target, in PEFT's module names. */
 typedef enum { ZT_Q, ZT_K, ZT_V, ZT_O, ZT_GATE, ZT_UP, ZT_DOWN, ZEN_NUM_TARGETS } zen_target;
@@ -65,29 +66,11 @@ typedef struct {
     gguf_file gguf;
 } zen_model;
 
-/* The base model of a Hugging Face directory, or of a llama.cpp GGUF file of
- * architecture qwen3 (model/gguf_model.c: the config from its keys, the
- * tensors in place from the mapped file, in any type zen dequantises).
- * base_quant: -1 keeps every
- * weight as stored; ZEN_Q8_0, ZEN_Q4_0 or ZEN_NF4 quantises the seven
- * projections of every layer at load, tensor by tensor from the mapped
- * file (whose pages are released as it goes; the full-precision model is
- * never copied). The embedding, the LM head and the norms stay as stored,
- * and so does a projection whose rows are not a whole number of blocks. */
-int zen_model_load(zen_model *m, zk_backend *be, const char *dir);
-int zen_model_load_quant(zen_model *m, zk_backend *be, const char *dir, int base_quant);
-/* The types --base-quant takes ("nf4", "q4_0", "q8_0"; "none" = -1); an
- * error naming the value otherwise. */
-int zen_base_quant_parse(const char *name, int *out);
-
-/* for the loaders (weights.c, gguf_model.c): a matrix of d from data as
+/* for the loaders (model_load.c, gguf_model.c): a matrix of d from data as
  * stored (quantised first under --base-quant; nbytes of the source, whose
  * pages are then released), and the slot of a norm vector */
 int zen_model_put_matrix(zen_model *m, const zen_tensor_desc *d, const void *data, zen_dtype dtype, size_t nbytes);
 float **zen_model_vector_slot(zen_model *m, const zen_tensor_desc *d);
-/* the config of a GGUF file's qwen3.* keys, and its tensors (gguf_model.c) */
-int zen_gguf_config(const gguf_file *f, zen_config *cfg);
-int zen_model_load_gguf_tensors(zen_model *m, const zen_tensor_desc *t, int n);
 /* The loaded matrix (zk_weight) or fp32 vector (float *) a descriptor names. */
 const zk_weight *zen_model_matrix(const zen_model *m, const zen_tensor_desc *d);
 const float *zen_model_vector(const zen_model *m, const zen_tensor_desc *d);

@@ -20,9 +20,10 @@
 #include <unistd.h>
 
 #include "kernels/kernels.h"
+#include "model/model_load.h"
 #include "model/decoder.h"
 #include "model/model_init.h"
-#include "model/quant.h"
+#include "formats/quant.h"
 #include "test_util.h"
 #include "packing_property.h"
 #include "util/error.h"
@@ -273,7 +274,7 @@ static void test_quant_linear(zen_dtype q) {
     float *y = calloc(N * out, 4), *dx = rnd(N * in, 1, 34);
     void *Wq = malloc(zen_dtype_bytes(q, out * in));
     if (zen_dtype_traits(q)->from_f32) zen_narrow(Wq, W, q, out * in);
-    else ggml_quantize(Wq, W, out * in, (ggml_type_id)zen_dtype_traits(q)->ggml); /* the k-quants: model/kquant.c */
+    else ggml_quantize(Wq, W, out * in, (ggml_type_id)zen_dtype_traits(q)->ggml); /* the k-quants: formats/kquant.c */
     zk_weight wc = {Wq, q}, wg, wg16;
     gpu->weight_create(gpu, &wg, Wq, q, out * in);
     gpu16->weight_create(gpu16, &wg16, Wq, q, out * in);

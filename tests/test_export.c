@@ -9,8 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/gguf.h"
-#include "model/quant.h"
+#include "formats/gguf.h"
+#include "formats/quant.h"
 
 /* Q8_0, d = amax / 127 with amax = 7.9375 = 127 * 2^-4, so d = 0.0625 (f16 0x2C00):
  *   7.9375 -> 127 (0x7F); -0.03125 = -0.5 d -> roundf(-0.5) = -1 (0xFF);

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/quant.h"
+#include "formats/quant.h"
 
 /* Q4_K layout: d = 1 (f16 0x3C00), dmin = 0.5 (0x3800); sub-block 0 has
  * scale 2 and min 3 (scales[0] = 2, scales[4] = 3), sub-block 5 scale 33 and

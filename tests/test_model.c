@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "model/model_load.h"
 #include "model/config.h"
 #include "model/decoder.h"
 #include "model/generate.h"
@@ -24,7 +25,7 @@
 #include "util/error.h"
 #include "util/file.h"
 #include "packing_property.h"
-#include "train/evaluate.h"
+#include "objectives/token_batch.h"
 
 static char dir[256];
 static zk_backend *be;

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "model/safetensors.h"
+#include "formats/safetensors.h"
 #include "util/error.h"
 #include "util/file.h"
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../model/safetensors.h"
+#include "../formats/safetensors.h"
 #include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"

@@ -17,6 +17,16 @@ static char agreed[1600]; /* the last error every rank agreed on */
 
 const zen_dist *zen_dist_get(void) { return &world; }
 
+const zen_ranks *zen_dist_ranks(void) {
+    static zen_ranks r;
+    r.rank = world.rank;
+    r.size = world.size;
+    r.agree = zen_dist_agree;
+    r.merge_f64 = zen_dist_merge_f64;
+    r.bcast = zen_dist_bcast;
+    return &r;
+}
+
 int zen_dist_error_is_shared(void) { return agreed[0] && !strcmp(agreed, zen_last_error()); }
 
 double zen_tree_sum_f64(const double *v, size_t first, size_t stride, size_t n) {

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../objectives/objective.h"
+
 typedef struct {
     int rank, size;  /* this process's rank among size (0 of 1 alone) */
     int local_rank;  /* rank among the ranks on this machine: the GPU it uses */
@@ -33,6 +35,8 @@ typedef struct {
  * but this build has no MPI. */
 int zen_dist_init(int *argc, char ***argv);
 const zen_dist *zen_dist_get(void);
+/* the collectives an objective may call (objectives/objective.h), on these ranks */
+const zen_ranks *zen_dist_ranks(void);
 /* Ends MPI: after an error that every rank agreed on (or none), a normal
  * finalize; after an error on this rank alone, MPI_Abort, so that the
  * other ranks end too instead of waiting for it. Returns rc. */

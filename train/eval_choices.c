@@ -8,7 +8,7 @@
  * moves to the continuation, the whole text is tokenized and the
  * continuation is what follows the context's own tokens (an empty context
  * is the document separator). The context is run once per record (the
- * shared layout of train/pair_batch.h) when every choice's text starts with
+ * shared layout of objectives/pair_batch.h) when every choice's text starts with
  * the same context tokens, else each choice runs with its own. */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -19,7 +19,7 @@
 #include "../util/error.h"
 #include "../util/json.h"
 #include "eval_choices.h"
-#include "pair_batch.h"
+#include "../objectives/pair_batch.h"
 
 #define MAX_CHOICES 64
 

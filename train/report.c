@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"
 #include "report.h"
@@ -91,15 +92,11 @@ int zen_report_metrics(zen_report *r, const zen_step_record *s) {
     put_number(f, "tokens_per_s", s->tokens_per_s, "%.2f");
     put_number(f, "real_tokens_per_s", s->real_tokens_per_s, "%.2f");
     put_number(f, "elapsed_s", s->elapsed_s, "%.3f");
-    for (int i = 1; i < s->n_extra; i++) put_number(f, s->extra_names[i], s->extra[i], "%.9g");
-    if (!isnan(s->eval_loss)) {
-        put_number(f, "eval_loss", s->eval_loss, "%.9g");
-        if (!s->n_extra) put_number(f, "eval_ppl", exp(s->eval_loss), "%.9g");
-        for (int i = 1; i < s->n_extra; i++) {
-            char name[64];
-            snprintf(name, sizeof name, "eval_%s", s->extra_names[i]);
-            put_number(f, name, s->eval_extra[i], "%.9g");
-        }
+    for (int i = 1; i < s->n_train; i++) put_number(f, s->names[i], s->values[i], "%.9g");
+    for (int i = 0; s->eval_values && i < s->n_metrics; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "eval_%s", s->names[i]);
+        put_number(f, name, s->eval_values[i], "%.9g");
     }
     if (!isnan(s->mem_peak)) put_number(f, "device_mem_peak", s->mem_peak, "%.0f");
     fprintf(f, "}\n");
@@ -120,11 +117,19 @@ static void format_time(char *buf, size_t cap, double s) {
 
 void zen_report_progress(zen_report *r, const zen_step_record *s, int force_line) {
     if (r->silent) return;
-    char elapsed[32], eta[32], stats[400], pref[96] = "";
+    char elapsed[32], eta[32], stats[400], pref[160] = "";
     format_time(elapsed, sizeof elapsed, s->elapsed_s);
     format_time(eta, sizeof eta, s->eta_s);
-    if (s->n_extra > 4) /* preference objectives: rewards/accuracies and rewards/margins */
-        snprintf(pref, sizeof pref, "acc %.3f | margin %.3f | ", s->extra[3], s->extra[4]);
+    for (int k = 0; k < s->n_shown; k++) /* the objective's own, where the step has them */
+        for (int i = 1; i < s->n_train; i++)
+            if (!strcmp(s->names[i], s->shown[k].metric)) {
+                size_t len = strlen(pref);
+                snprintf(pref + len, sizeof pref - len, "%s ", s->shown[k].label);
+                len = strlen(pref);
+                snprintf(pref + len, sizeof pref - len, s->shown[k].format, s->values[i]);
+                len = strlen(pref);
+                snprintf(pref + len, sizeof pref - len, " | ");
+            }
     snprintf(stats, sizeof stats, "step %ld/%ld | loss %.4f | %slr %.3g | grad norm %.3f | %.0f tok/s (%.0f trained) | "
              "%s elapsed | ETA %s", s->step, s->total_steps, s->loss, pref, s->lr, s->grad_norm, s->tokens_per_s,
              s->real_tokens_per_s, elapsed, eta);
@@ -159,3 +164,17 @@ void zen_report_line(zen_report *r, const char *fmt, ...) {
     fputc('\n', stderr);
     fflush(stderr);
 }
+
+void zen_report_eval(zen_report *r, const zen_step_record *s, long long items, const char *item) {
+    char line[400], *p = line, *end = line + sizeof line;
+    p += snprintf(p, (size_t)(end - p), "  eval loss %.4f", s->eval_values[0]);
+    for (int k = 0; k < s->n_shown; k++)
+        for (int i = 1; i < s->n_metrics && p < end; i++)
+            if (!strcmp(s->names[i], s->shown[k].metric)) {
+                p += snprintf(p, (size_t)(end - p), ", %s ", s->names[i]);
+                if (p < end) p += snprintf(p, (size_t)(end - p), s->shown[k].format, s->eval_values[i]);
+            }
+    if (p < end) snprintf(p, (size_t)(end - p), " on %lld validation %s", items, item);
+    zen_report_line(r, "%s", line);
+}
+

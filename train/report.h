@@ -5,6 +5,8 @@
 #define ZEN_REPORT_H
 #include <stdio.h>
 
+#include "../objectives/objective.h"
+
 typedef struct {
     FILE *metrics;   /* OUT/metrics.jsonl, appended */
     char *metrics_path;
@@ -25,19 +27,23 @@ typedef struct {
     double loss, lr, grad_norm, elapsed_s, eta_s;
     double tokens_per_s;      /* every input position of the batches, padding included */
     double real_tokens_per_s; /* the targets that count: loss_mask 1 and not across a document boundary */
-    double eval_loss; /* NAN when not evaluated at this step */
     double mem_peak;  /* peak device bytes so far (GPU backends), NAN where the OS measures it */
-    /* an objective's own metrics (DPO, ORPO: TRL's names, "rewards/chosen", ...; 0 for sft),
-     * and the same on the validation data when evaluated (logged as eval_<name>) */
-    int n_extra;
-    const char *const *extra_names;
-    const double *extra, *eval_extra;
+    /* the objective's metrics (objectives/objective.h: "loss" first, TRL's names):
+     * values[0 .. n_train) of the step, and all n_metrics on the validation
+     * data when evaluated at this step (eval_values, else NULL; logged as eval_<name>) */
+    int n_metrics, n_train;
+    const char *const *names;
+    const double *values, *eval_values;
+    const zen_shown_metric *shown; /* what the progress and eval lines show beside the loss */
+    int n_shown;
 } zen_step_record;
 
 /* Appends the step's line (non-finite numbers as null, so every line is JSON)
  * and flushes it; a failed write (disk full) is an error naming the file. */
 int zen_report_metrics(zen_report *r, const zen_step_record *s);
 void zen_report_progress(zen_report *r, const zen_step_record *s, int force_line);
+/* The evaluation's line: "  eval loss 1.2345, ppl 3.437 on 40 validation sequences". */
+void zen_report_eval(zen_report *r, const zen_step_record *s, long long items, const char *item);
 /* Prints a message on its own line (ending a live bar first). */
 void zen_report_line(zen_report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

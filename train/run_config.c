@@ -9,12 +9,12 @@
 #include <string.h>
 
 #include "../kernels/kernels.h"
+#include "../model/model_load.h"
 #include "../model/lora.h"
 #include "../model/weights.h"
 #include "../optim/schedule.h"
 #include "../util/error.h"
 #include "../util/json.h"
-#include "preference.h"
 #include "run_config.h"
 
 typedef enum { K_STR, K_INT, K_FLOAT, K_BOOL, K_AUTO_BOOL, K_TARGETS, K_PROMPTS } key_type;
@@ -70,13 +70,14 @@ static const key_spec KEYS[] = {
     {"lora.dora", K_BOOL, OFF(lora_dora), 0, 0, 0, 1},
     {"lora.dora_clean_base", K_BOOL, OFF(lora_dora_clean_base), 0, 0, 0, 1},
     {"adapter", K_STR, OFF(adapter), 0, 0, CAP(adapter), 1},
+    /* the objective and the options objectives read (objectives/objective.h) */
     {"objective", K_STR, OFF(objective), 0, 0, CAP(objective), 1},
-    {"beta", K_FLOAT, OFF(beta), 1e-6, 1e6, 0, 1},
-    {"label_smoothing", K_FLOAT, OFF(label_smoothing), 0, 0.4999999, 0, 1},
-    {"dpo.loss", K_STR, OFF(dpo_loss), 0, 0, CAP(dpo_loss), 1},
-    {"dpo.precompute_ref", K_BOOL, OFF(dpo_precompute_ref), 0, 0, 0, 1},
-    {"orpo.nll_prompt", K_BOOL, OFF(orpo_nll_prompt), 0, 0, 0, 1},
-    {"pair_layout", K_STR, OFF(pair_layout), 0, 0, CAP(pair_layout), 1},
+    {"beta", K_FLOAT, OFF(obj.beta), 1e-6, 1e6, 0, 1},
+    {"label_smoothing", K_FLOAT, OFF(obj.label_smoothing), 0, 0.4999999, 0, 1},
+    {"dpo.loss", K_STR, OFF(obj.dpo_loss), 0, 0, CAP(obj.dpo_loss), 1},
+    {"dpo.precompute_ref", K_BOOL, OFF(obj.precompute_ref), 0, 0, 0, 1},
+    {"orpo.nll_prompt", K_BOOL, OFF(obj.orpo_nll_prompt), 0, 0, 0, 1},
+    {"pair_layout", K_STR, OFF(obj.pair_layout), 0, 0, CAP(obj.pair_layout), 1},
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -104,10 +105,7 @@ void zen_run_config_defaults(zen_run_config *c) {
     c->lora_alpha = 16;
     strcpy(c->lora_targets, "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj");
     strcpy(c->objective, "sft");
-    c->beta = 0.1;
-    strcpy(c->dpo_loss, "sigmoid");
-    c->orpo_nll_prompt = 1;
-    strcpy(c->pair_layout, "shared");
+    zen_objective_opts_defaults(&c->obj);
 }
 
 static const key_spec *find_key(const char *name) {
@@ -356,21 +354,16 @@ int zen_run_config_validate(const zen_run_config *c) {
         return zen_fail(ZEN_ERR_INPUT, "config key 'sample_every' is %ld but 'sample_prompts' is empty", c->sample_every);
     if (c->val_data[0] && c->val_fraction > 0)
         return zen_fail(ZEN_ERR_INPUT, "config keys 'val_data' and 'val_fraction' are both set: choose one");
-    zen_objective obj;
-    zen_dpo_loss loss;
-    if (zen_objective_parse(c->objective, &obj))
-        return zen_fail(ZEN_ERR_INPUT, "config key 'objective' = '%s' is unknown (expected sft, dpo or orpo)", c->objective);
-    if (zen_dpo_loss_parse(c->dpo_loss, &loss))
-        return zen_fail(ZEN_ERR_INPUT, "config key 'dpo.loss' = '%s' is unknown (expected sigmoid, ipo, robust or hinge)",
-                        c->dpo_loss);
-    if (strcmp(c->pair_layout, "shared") && strcmp(c->pair_layout, "apart"))
-        return zen_fail(ZEN_ERR_INPUT, "config key 'pair_layout' = '%s' is unknown (expected shared or apart)",
-                        c->pair_layout);
-    if (c->label_smoothing > 0 && (obj != ZEN_OBJECTIVE_DPO || loss != ZEN_DPO_ROBUST))
-        return zen_fail(ZEN_ERR_INPUT, "config key 'label_smoothing' is the robust DPO loss's epsilon; it needs "
-                        "objective dpo and dpo.loss robust");
-    if (c->dpo_precompute_ref && obj != ZEN_OBJECTIVE_DPO)
-        return zen_fail(ZEN_ERR_INPUT, "config key 'dpo.precompute_ref' needs objective dpo");
+    const zen_objective_ops *ops = zen_objective_find(c->objective);
+    if (!ops)
+        return zen_fail(ZEN_ERR_INPUT, "config key 'objective' = '%s' is unknown (expected %s)", c->objective,
+                        zen_objective_names());
+    const char *key;
+    if (zen_objective_check(ops, &c->obj, &key)) { /* the objective's options: the key at fault */
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "config key '%s'", key ? key : "objective");
+        return zen_fail_context(ZEN_ERR_INPUT, prefix);
+    }
     return 0;
 }
 

@@ -4,6 +4,8 @@
 #ifndef ZEN_RUN_CONFIG_H
 #define ZEN_RUN_CONFIG_H
 
+#include "../objectives/objective.h"
+
 #define ZEN_PATH_MAX 1024
 
 typedef struct {
@@ -34,13 +36,8 @@ typedef struct {
     int lora_dora;          /* DoRA (model/dora.h) */
     int lora_dora_clean_base; /* DoRA with dropout: the (m/n - 1) term on x (mlx-lm), not dropout(x) (PEFT) */
     char adapter[ZEN_PATH_MAX]; /* "" or a PEFT adapter the run starts from (continues) */
-    char objective[8];      /* sft (default), dpo, orpo (train/preference.h) */
-    double beta;            /* dpo and orpo: 0.1 */
-    char dpo_loss[16];      /* sigmoid, ipo, robust, hinge */
-    double label_smoothing; /* robust's epsilon */
-    int dpo_precompute_ref; /* the reference's log-probabilities computed once, stored beside the data */
-    int orpo_nll_prompt;    /* ORPO's NLL covers the prompt too (TRL); false: the chosen completion only */
-    char pair_layout[8];    /* shared (the prompt run once per pair) or apart */
+    char objective[8];      /* sft (default), dpo, orpo: a row of objectives/objective.c's table */
+    zen_objective_opts obj; /* the options objectives read: beta, dpo.loss, ... (objectives/objective.h) */
     unsigned long long cli_keys; /* bit i: key i of the table was given by --set (not a config key) */
 } zen_run_config;
 

@@ -4,14 +4,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../model/gguf_tokenizer.h"
+#include "../model/model_load.h"
 #include "../model/dora.h"
-#include "../model/export.h"
 
 #include "../util/atomic_file.h"
 
 #include "../util/error.h"
 #include "../util/file.h"
-#include "../data/pairs.h"
 #include "dist.h"
 #include "session.h"
 
@@ -55,33 +55,8 @@ int zen_session_dora_setup(zen_session *s, int fresh) {
     return rc;
 }
 
-int zen_session_open_data(zen_session *s, const char *path, int doc_mask, size_t T) {
-    int rc = zen_dataset_open(&s->data, path, s->model.cfg.vocab);
-    if (!rc) rc = zen_dataset_check_seq_len(&s->data, T);
-    s->data.doc_mask = doc_mask;
-    return rc;
-}
-
-int zen_session_make_acts(zen_session *s, size_t B, size_t T, int recompute) {
-    return zen_acts_create(&s->acts, &s->model, s->has_lora ? &s->lora : NULL, B, T, recompute);
-}
-
 int zen_session_make_pair_acts(zen_session *s, size_t B, size_t T, int recompute) {
     return zen_acts_create_shared(&s->acts, &s->model, s->has_lora ? &s->lora : NULL, 2 * B, T, recompute);
-}
-
-int zen_session_open_pairs(zen_session *s, const char *path, size_t T) {
-    return zen_open_pairs(&s->data, path, s->model.cfg.vocab, T);
-}
-
-int zen_open_pairs(zen_dataset *d, const char *path, int vocab, size_t T) {
-    size_t longest;
-    int rc = zen_dataset_open(d, path, vocab);
-    if (!rc) rc = zen_pairs_check(d, &longest);
-    if (!rc && longest > T)
-        rc = zen_fail(ZEN_ERR_INPUT, "%s: pairs up to %zu tokens (prompt + completion) do not fit seq_len %zu; raise "
-                      "seq_len or prepare the data with zen data --max-length %zu", path, longest, T, T);
-    return rc;
 }
 
 int zen_session_load_reference(zen_session *s, const char *adapter_dir) {

@@ -1,8 +1,8 @@
 /* train/session.h: what zen grad, zen eval and zen train all set up, in the
  * order they need it: a backend, the base model, an adapter (loaded from a
- * PEFT directory or fresh), a dataset checked against the model, and the
- * activations of one batch shape. zen_session_close frees whatever was
- * opened. */
+ * PEFT directory or fresh) and a reference, the dataset (opened and checked
+ * by the objective) and the activations of one batch shape. zen_session_close
+ * frees whatever was opened. */
 #ifndef ZEN_SESSION_H
 #define ZEN_SESSION_H
 #include "../data/dataset.h"
@@ -16,7 +16,7 @@ typedef struct {
     int has_lora;       /* lora holds an adapter */
     zen_dataset data;
     zen_acts acts;
-    zen_lora ref;       /* DPO's reference when it is an adapter (frozen), else unused */
+    zen_lora ref;       /* an objective's reference when it is an adapter (frozen), else unused */
     int has_ref;
 } zen_session;
 
@@ -33,22 +33,12 @@ int zen_session_fresh_adapter(zen_session *s, int r, float alpha, int rslora, fl
  * norms and the scales m / n (model/dora.h); fresh: the trained adapter is
  * new, so its magnitudes start as n. After zen_session_make_acts. */
 int zen_session_dora_setup(zen_session *s, int fresh);
-/* the dataset, read with sequences of T (a file packed for another length is
- * refused) and its documents kept apart (doc_mask) or not */
-int zen_session_open_data(zen_session *s, const char *path, int doc_mask, size_t T);
-/* activations for batches of B x T (the adapter, if any, included) */
-int zen_session_make_acts(zen_session *s, size_t B, size_t T, int recompute);
-/* The same for micro-batches of B preference pairs (or choice records) of
- * sequences up to T tokens: 2B x T rows, with the scratch of the shared
- * layout (model/decoder.h). */
+/* Activations for batches of B multiple-choice records (zen eval --choices)
+ * of sequences up to T tokens: 2B x T rows, with the scratch of the shared
+ * layout (model/decoder.h). Objectives make their own (objectives/objective.h). */
 int zen_session_make_pair_acts(zen_session *s, size_t B, size_t T, int recompute);
-/* A preference file, its pairs each no longer than T tokens (prompt + the
- * longer completion): a one-line error naming the file otherwise. */
-int zen_session_open_pairs(zen_session *s, const char *path, size_t T);
-/* the same into any dataset (a validation file) */
-int zen_open_pairs(zen_dataset *d, const char *path, int vocab, size_t T);
-/* DPO's reference adapter (frozen, no gradients): it must have the trained
- * adapter's rank and targets. */
+/* An objective's reference adapter (frozen, no gradients): it must have the
+ * trained adapter's rank and targets. */
 int zen_session_load_reference(zen_session *s, const char *adapter_dir);
 /* The one line for a loss that came out non-finite: exit 2 naming the
  * tensor when the model's weights or the adapter hold NaN or Inf, else exit

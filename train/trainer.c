@@ -1,19 +1,21 @@
-/* train/trainer.c: the training loop.
+/* train/trainer.c: the training loop, through the objective interface
+ * (objectives/objective.h): it never asks which objective runs.
  *
  * A step has M = grad_accum x ranks micro-batches (ranks: the data-parallel
  * processes, 1 without MPI); rank r runs micro-batches m = r, r + ranks, ...
- * Step s (0-based) uses, for micro-batch m and row b, position
+ * Step s (0-based) uses, for micro-batch m and item b, position
  * (s % steps_per_epoch * M + m) * batch_size + b of epoch
- * s / steps_per_epoch's permutation of the training sequences (the last
- * partial batch of an epoch is dropped). The loss of a step is the sum over
- * all its micro-batches of the masked token losses divided by the count of
- * masked-in targets over all of them, so accumulation equals one big batch.
- * Each micro-batch's gradient is computed on its own and the M of them are
- * summed pairwise in the fixed order of dist.h, within a rank and then across
- * ranks, so N ranks give exactly the numbers of one process with N x the
- * accumulation. Everything random is a function of (seed, step, m), so a
- * resumed run repeats an uninterrupted one bit for bit (with the same thread
- * count per process). Rank 0 alone writes into out_dir. */
+ * s / steps_per_epoch's permutation of the training items (sequences or
+ * pairs; the last partial batch of an epoch is dropped). Before any gradient,
+ * every micro-batch's pre (target counts, ...) is gathered in micro-batch
+ * order over the ranks and added into the step's totals, which normalise the
+ * loss, so accumulation equals one big batch. Each micro-batch's gradient is
+ * computed on its own and the M of them are summed pairwise in the fixed
+ * order of dist.h, within a rank and then across ranks, so N ranks give
+ * exactly the numbers of one process with N x the accumulation; the metric
+ * sums too are added in micro-batch order. Everything random is a function of
+ * (seed, step, m), so a resumed run repeats an uninterrupted one bit for bit
+ * (with the same thread count per process). Rank 0 alone writes into out_dir. */
 #include <math.h>
 #include <signal.h>
 #include <unistd.h>
@@ -22,15 +24,17 @@
 #include <string.h>
 #include <time.h>
 
-#include "../data/dataset.h"
-#include "../data/seq_order.h"
 #include <cjson/cJSON.h>
 
+#include "../data/dataset.h"
+#include "../data/seq_order.h"
 #include "../model/decoder.h"
 #include "../model/dora.h"
 #include "../model/generate.h"
+#include "../objectives/objective.h"
 #include "../optim/adamw.h"
 #include "../optim/schedule.h"
+#include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"
 #include "../util/rng.h"
@@ -38,14 +42,10 @@
 #include "dist.h"
 #include "evaluate.h"
 #include "report.h"
-#include "session.h"
 #include "run_lock.h"
+#include "session.h"
 #include "stop_signal.h"
 #include "trainer.h"
-#include "../data/pairs.h"
-#include "pair_batch.h"
-#include "pref_step.h"
-#include "ref_logps.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -64,15 +64,21 @@ typedef struct {
     const zen_run_config *cfg;
     const char *dtype_asked; /* the dtype as given ("auto" included); cfg holds what it resolved to */
     zen_session s;               /* backend, model, adapter, training data, activations */
+    zen_objective obj;           /* what a step optimises, and its micro-batches */
+    zen_objective_env env;       /* what they run on */
     zen_adamw opt;
     zen_dataset val_file;
-    const zen_dataset *val_data; /* the file the validation sequences come from, or NULL */
+    const zen_dataset *val_data; /* the file the validation items come from, or NULL */
     int64_t val_first, val_count;
     zen_seq_order order;
     const zen_dist *dist;        /* this rank among the data-parallel ranks */
     int writer;                  /* rank 0: the one that writes into out_dir */
     long micro_per_step;         /* M = grad_accum x ranks */
-    zen_batch *micro;            /* [grad_accum] this rank's micro-batches */
+    int64_t *ids;                /* [batch_size] a micro-batch's items */
+    double *pre, *totals;        /* [M][n_pre] each micro-batch's pre, and their sum over the step [n_pre] */
+    double *micro_sums;          /* [M][n_sums] each micro-batch's metric sums */
+    double *step_sums;           /* [n_sums] their sum, in micro-batch order */
+    double *values, *eval_values; /* [n_metrics] the step's metrics (loss first), and the last evaluation's */
     int tree_depth;              /* ceil(log2(grad_accum)) */
     float **grad_sums;           /* [tree_depth + 1] device [num_params]: the micro-batch tree's partial sums;
                                   * [0] is the adapter's own gradient buffer */
@@ -87,32 +93,20 @@ typedef struct {
     int lock_fd;                 /* OUT/zen.lock, held for the whole run */
     int created_out;             /* this run made out_dir */
     const char *resume_note;     /* a line for the summary, or NULL */
-    /* objective dpo or orpo: the data are preference pairs; a micro-batch is batch_size pairs */
-    int pairs;
-    zen_pref_ctx pref;
-    zen_pair_batch *pmicro;      /* [grad_accum] this rank's micro-batches of pairs */
-    double *micro_sums;          /* [micro_per_step][ZEN_PM_COUNT + 2] each micro-batch's metric sums, pairs, NLL tokens */
-    double *pair_ref;            /* [groups][2]: a micro-batch's precomputed reference log-probabilities */
-    double *ref_table, *val_ref_table; /* dpo.precompute_ref: [pairs][2] of the training file and of val_data */
-    double pref_values[ZEN_PM_COUNT], eval_pref_values[ZEN_PM_COUNT];
-    const char *pref_names[ZEN_PM_COUNT];
-    int n_pref;                  /* metrics the objective logs (0 for sft) */
 } run;
 
 static void run_free(run *r) {
     zen_report_close(&r->report);
     if (r->samples) fclose(r->samples);
     zen_tokenizer_free(r->tok);
-    if (r->micro)
-        for (long m = 0; m < r->cfg->grad_accum; m++) zen_batch_free(&r->micro[m]);
-    free(r->micro);
-    if (r->pmicro)
-        for (long m = 0; m < r->cfg->grad_accum; m++) zen_pair_batch_free(&r->pmicro[m]);
-    free(r->pmicro);
+    zen_objective_free(&r->obj);
+    free(r->ids);
+    free(r->pre);
+    free(r->totals);
     free(r->micro_sums);
-    free(r->pair_ref);
-    free(r->ref_table);
-    free(r->val_ref_table);
+    free(r->step_sums);
+    free(r->values);
+    free(r->eval_values);
     if (r->grad_sums) {
         r->s.lora.grads = r->grad_sums[0];
         for (int i = 1; i <= r->tree_depth; i++)
@@ -135,9 +129,7 @@ static void run_free(run *r) {
     zen_run_unlock(r->lock_fd);
 }
 
-/* datasets, the train/validation split, and the number of steps */
-/* val_fraction: the last items (sequences or pairs) of the training file
- * are held out for validation; returns how many */
+/* val_fraction: the last items of the training file are held out for validation; returns how many */
 static int64_t hold_out_tail(run *r, int64_t items) {
     if (!(r->cfg->val_fraction > 0)) return 0;
     int64_t n_val = (int64_t)ceil(r->cfg->val_fraction * (double)items);
@@ -147,93 +139,54 @@ static int64_t hold_out_tail(run *r, int64_t items) {
     return n_val;
 }
 
-/* steps per epoch (whole steps of batch_size x micro-batches), the run's
- * steps, and the shuffled order of the n_train training items */
-static int plan_steps(run *r, int64_t n_train) {
-    const zen_run_config *c = r->cfg;
-    r->steps_per_epoch = (long)(n_train / (c->batch_size * r->micro_per_step));
-    r->total_steps = c->max_steps > 0 ? c->max_steps : c->epochs * r->steps_per_epoch;
-    return zen_seq_order_init(&r->order, 0, n_train, (uint64_t)c->seed, 1);
-}
-
-/* preference pairs: the training file, held-out pairs or val_data */
-static int open_pair_data(run *r) {
-    const zen_run_config *c = r->cfg;
-    size_t T = (size_t)c->seq_len;
-    int rc = zen_session_open_pairs(&r->s, c->data, T);
-    if (rc) return rc;
-    int64_t pairs = zen_pairs_count(&r->s.data), n_val = 0;
-    if (c->val_data[0]) {
-        if ((rc = zen_open_pairs(&r->val_file, c->val_data, r->s.model.cfg.vocab, T))) return rc;
-        r->val_data = &r->val_file;
-        r->val_first = 0;
-        r->val_count = zen_pairs_count(&r->val_file);
-    } else {
-        n_val = hold_out_tail(r, pairs);
-    }
-    int64_t n_train = pairs - n_val, per_step = c->batch_size * r->micro_per_step;
-    if (n_train < per_step)
-        return zen_fail(ZEN_ERR_INPUT, "%s: %lld training pairs (after holding out %lld), fewer than one step's "
-                        "batch_size x grad_accum%s = %lld", c->data, (long long)n_train, (long long)n_val,
-                        r->dist->size > 1 ? " x ranks" : "", (long long)per_step);
-    return plan_steps(r, n_train);
-}
-
+/* the training items (the objective opens and checks the file), the
+ * validation items (val_data, or the held-out tail), steps per epoch (whole
+ * steps of batch_size x micro-batches), the run's steps, and the shuffled
+ * order of the training items */
 static int open_data(run *r) {
     const zen_run_config *c = r->cfg;
-    size_t T = (size_t)c->seq_len;
-    if (r->pairs) return open_pair_data(r);
-    int rc = zen_session_open_data(&r->s, c->data, c->doc_mask, T);
+    const zen_objective_ops *ops = r->obj.ops;
+    int vocab = r->s.model.cfg.vocab;
+    int64_t items, n_val = 0;
+    int rc = ops->open(&r->obj, &r->s.data, c->data, vocab, &items);
     if (rc) return rc;
-    if (r->s.data.records == ZEN_RECORDS_PREFERENCE)
-        return zen_fail(ZEN_ERR_INPUT, "%s holds preference pairs: set objective to dpo or orpo", c->data);
     if (r->s.data.n_masked == 0)
         return zen_fail(ZEN_ERR_INPUT, "%s: no target token has loss_mask 1: there is nothing to train on", c->data);
-    int64_t seqs = zen_dataset_num_sequences(&r->s.data, T);
-    int64_t n_val = 0;
     if (c->val_data[0]) {
-        if ((rc = zen_dataset_open(&r->val_file, c->val_data, r->s.model.cfg.vocab)) ||
-            (rc = zen_dataset_check_seq_len(&r->val_file, T)))
-            return rc;
-        r->val_file.doc_mask = c->doc_mask;
+        if ((rc = ops->open(&r->obj, &r->val_file, c->val_data, vocab, &r->val_count))) return rc;
         r->val_data = &r->val_file;
         r->val_first = 0;
-        r->val_count = zen_dataset_num_sequences(&r->val_file, T);
-        if (r->val_count < 1)
-            return zen_fail(ZEN_ERR_INPUT, "%s: fewer tokens than one sequence of %zu", c->val_data, T);
     } else {
-        n_val = hold_out_tail(r, seqs);
+        n_val = hold_out_tail(r, items);
     }
-    int64_t n_train = seqs - n_val, per_step = c->batch_size * r->micro_per_step;
+    int64_t n_train = items - n_val, per_step = c->batch_size * r->micro_per_step;
     if (n_train < per_step)
-        return zen_fail(ZEN_ERR_INPUT,
-                        "%s: %lld tokens make %lld training sequences of %zu (after holding out %lld), fewer "
-                        "than one step's batch_size x grad_accum%s = %lld",
-                        c->data, (long long)r->s.data.n_tokens, (long long)n_train, T, (long long)n_val,
-                        r->dist->size > 1 ? " x ranks" : "", (long long)per_step);
-    return plan_steps(r, n_train);
+        return zen_fail(ZEN_ERR_INPUT, "%s: %lld training %s of up to %ld tokens (after holding out %lld), fewer than "
+                        "one step's batch_size x grad_accum%s = %lld", c->data, (long long)n_train, ops->item, c->seq_len,
+                        (long long)n_val, r->dist->size > 1 ? " x ranks" : "", (long long)per_step);
+    r->steps_per_epoch = (long)(n_train / per_step);
+    r->total_steps = c->max_steps > 0 ? c->max_steps : c->epochs * r->steps_per_epoch;
+    return zen_seq_order_init(&r->order, 0, n_train, (uint64_t)c->seed, 1);
 }
 
 /* the memory plan of this run's steps */
 static zen_plan run_plan(const run *r) {
     const zen_run_config *c = r->cfg;
+    size_t rows = zen_objective_rows(&r->obj), T = (size_t)c->seq_len;
     zen_plan p = zen_plan_make_quant(&r->s.model.cfg, r->s.be->name, r->s.be->compute, r->s.model.weight_bytes,
-                                     r->s.model.main_dtype, r->s.model.base_quant, r->s.model.largest_quant, r->s.lora.r, r->s.lora.targets,
-                                     (size_t)(r->pairs ? 2 : 1) * (size_t)c->batch_size, (size_t)c->seq_len,
-                                     zen_run_config_recompute(c), r->s.lora.dropout > 0.0f);
+                                     r->s.model.main_dtype, r->s.model.base_quant, r->s.model.largest_quant, r->s.lora.r,
+                                     r->s.lora.targets, rows / T, T, zen_run_config_recompute(c),
+                                     r->s.lora.dropout > 0.0f);
     if (r->s.lora.dora) { /* DoRA: magnitudes and their AdamW state, the kept o/down outputs, dz */
-        size_t dora = zen_dora_plan_bytes(&r->s.model.cfg, r->s.lora.targets, r->s.lora.r,
-                                          (size_t)(r->pairs ? 2 : 1) * (size_t)c->batch_size * (size_t)c->seq_len,
+        size_t dora = zen_dora_plan_bytes(&r->s.model.cfg, r->s.lora.targets, r->s.lora.r, rows,
                                           zen_run_config_recompute(c),
                                           c->lora_dropout > 0 && !c->lora_dora_clean_base);
         p.scratch += dora;
         p.total += dora;
     }
-    if (r->pairs) { /* the shared prompts' attention layout */
-        size_t sh = zen_shared_scratch_bytes(&r->s.model.cfg, 2 * (size_t)c->batch_size * (size_t)c->seq_len);
-        p.scratch += sh;
-        p.total += sh;
-    }
+    size_t layout = zen_objective_scratch_bytes(&r->obj, &r->s.model.cfg); /* e.g. the shared prompts' layout */
+    p.scratch += layout;
+    p.total += layout;
     /* the micro-batch tree's partial gradient sums beside the adapter's own */
     size_t tree = (size_t)r->tree_depth * r->s.lora.num_params * sizeof(float);
     p.lora_grads += tree;
@@ -271,9 +224,10 @@ static int check_device_memory(const run *r) {
 static void print_summary(run *r, long start_step) {
     const zen_run_config *c = r->cfg;
     const zen_config *m = &r->s.model.cfg;
+    const zen_objective_ops *ops = r->obj.ops;
     long long total = zen_config_param_count(m);
     zen_plan plan = run_plan(r);
-    char w[32], l[32], a[32], sc[32], lg[32], t[32];
+    char w[32], l[32], a[32], sc[32], lg[32], t[32], line[512];
     zen_format_bytes(w, sizeof w, plan.weights);
     zen_format_bytes(l, sizeof l, plan.lora_params + plan.lora_grads + plan.optimizer);
     zen_format_bytes(a, sizeof a, plan.saved_acts);
@@ -288,35 +242,19 @@ static void print_summary(run *r, long start_step) {
                     r->s.lora.dora ? "DoRA" : "LoRA", r->s.lora.r, r->s.lora.alpha, r->s.lora.scale,
                     r->s.lora.rslora ? ", rsLoRA" : "", r->s.lora.dropout,
                     c->lora_targets, r->s.lora.num_params, 100.0 * (double)r->s.lora.num_params / (double)total, total);
-    if (r->pairs) {
-        const zen_pref_opts *po = &r->pref.opts;
-        zen_report_line(&r->report, "  data %s: %lld preference pairs (%lld tokens), sequences up to %ld; training on "
-                        "%lld, validation %lld%s", c->data, (long long)zen_pairs_count(&r->s.data),
-                        (long long)r->s.data.n_tokens, c->seq_len, (long long)r->order.count, (long long)r->val_count,
-                        c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
-        if (po->objective == ZEN_OBJECTIVE_DPO)
-            zen_report_line(&r->report, "  objective dpo (%s, beta %g); reference: %s%s; the prompt %s", c->dpo_loss,
-                            po->beta, r->pref.ref ? "the starting adapter, frozen" : "the base model (the adapter off)",
-                            c->dpo_precompute_ref ? ", precomputed before step 1" : ", run in each step",
-                            strcmp(c->pair_layout, "shared") ? "run for each completion" : "run once per pair");
-        else
-            zen_report_line(&r->report, "  objective orpo (beta %g; NLL over %s); the prompt %s", po->beta,
-                            po->nll_prompt ? "prompt + chosen" : "the chosen completion",
-                            strcmp(c->pair_layout, "shared") ? "run for each completion" : "run once per pair");
-        if (c->adapter[0]) zen_report_line(&r->report, "  starting from the adapter %s", c->adapter);
-    } else {
-        zen_report_line(&r->report, "  data %s: %lld tokens, %lld sequences of %ld; training on %lld, validation %lld%s",
-                        c->data, (long long)r->s.data.n_tokens,
-                        (long long)zen_dataset_num_sequences(&r->s.data, (size_t)c->seq_len), c->seq_len,
-                        (long long)r->order.count, (long long)r->val_count,
-                        c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
-    }
+    zen_report_line(&r->report, "  data %s: %lld tokens, %lld %s of up to %ld tokens; training on %lld, validation "
+                    "%lld%s", c->data, (long long)r->s.data.n_tokens, (long long)(r->order.count + (r->val_data ==
+                    &r->s.data ? r->val_count : 0)), ops->item, c->seq_len, (long long)r->order.count,
+                    (long long)r->val_count, c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
+    ops->describe(&r->obj, r->s.has_ref, line, sizeof line);
+    zen_report_line(&r->report, "  %s", line);
+    if (c->adapter[0]) zen_report_line(&r->report, "  starting from the adapter %s", c->adapter);
     char ranks[64] = "";
     if (r->dist->size > 1) snprintf(ranks, sizeof ranks, " x %d ranks", r->dist->size);
-    zen_report_line(&r->report, "  %ld steps/epoch of %ld sequences (batch %ld x accum %ld%s = %ld tokens); %ld steps, "
-                    "lr %g %s, warm-up %ld", r->steps_per_epoch, c->batch_size * r->micro_per_step, c->batch_size,
-                    c->grad_accum, ranks, c->batch_size * r->micro_per_step * c->seq_len, r->total_steps, c->lr,
-                    c->schedule, c->warmup_steps);
+    zen_report_line(&r->report, "  %ld steps/epoch of %ld %s (batch %ld x accum %ld%s = %ld tokens); %ld steps, "
+                    "lr %g %s, warm-up %ld", r->steps_per_epoch, c->batch_size * r->micro_per_step, ops->item,
+                    c->batch_size, c->grad_accum, ranks, c->batch_size * r->micro_per_step * c->seq_len,
+                    r->total_steps, c->lr, c->schedule, c->warmup_steps);
     if (r->dist->size > 1 || r->device_comm)
         zen_report_line(&r->report, "  data parallel: %d ranks over MPI, rank r runs micro-batches r, r + %d, ...; "
                         "gradients summed in a fixed order %s (equal to one process with grad_accum %ld); "
@@ -329,200 +267,83 @@ static void print_summary(run *r, long start_step) {
     if (r->resume_note) zen_report_line(&r->report, "  %s", r->resume_note);
 }
 
-/* Micro-batch j (step's micro-batch m) of pairs: forward, losses and (with
- * backward) its share of the step's gradient; its metric sums go to
- * micro_sums[m]. The step's pairs and NLL tokens are in micro_sums' last row. */
-/* the batch's reference log-probabilities from a precomputed table (NULL: computed in the step) */
-static const double *batch_ref(run *r, const zen_pair_batch *b, const double *table) {
-    if (!table) return NULL;
-    for (size_t g = 0; g < b->groups; g++)
-        r->pair_ref[2 * g] = table[2 * b->group_id[g]], r->pair_ref[2 * g + 1] = table[2 * b->group_id[g] + 1];
-    return r->pair_ref;
-}
-
-static int pair_micro(run *r, long j, long m, uint64_t seed, int backward, double *loss) {
-    const zen_pair_batch *b = &r->pmicro[j];
-    r->pref.ref_logps = batch_ref(r, b, r->ref_table);
-    double *totals = r->micro_sums + (size_t)r->micro_per_step * (ZEN_PM_COUNT + 2);
-    zen_pref_sums sums;
-    memset(&sums, 0, sizeof sums);
-    int rc = zen_pref_run(&r->pref, b, &r->s.model, &r->s.lora, &r->s.acts, seed, totals[0], totals[1], backward, &sums);
-    double *out = r->micro_sums + (size_t)m * (ZEN_PM_COUNT + 2);
-    memcpy(out, sums.sum, sizeof sums.sum);
-    out[ZEN_PM_COUNT] = sums.pairs, out[ZEN_PM_COUNT + 1] = sums.nll_tokens;
-    *loss = 0.0;
-    return rc;
-}
-
-/* The step's metrics from every micro-batch's sums (micro-batch order, the
- * same on any number of ranks): the loss, and the objective's names and values */
-static double pair_metrics(run *r, long n_micro, const char **names, double *values, int *n) {
-    zen_dist_merge_f64(r->micro_sums, (size_t)n_micro * (ZEN_PM_COUNT + 2));
-    zen_pref_sums s;
-    memset(&s, 0, sizeof s);
-    for (long m = 0; m < n_micro; m++) {
-        const double *v = r->micro_sums + (size_t)m * (ZEN_PM_COUNT + 2);
-        for (int i = 0; i < ZEN_PM_COUNT; i++) s.sum[i] += v[i];
-        s.pairs += v[ZEN_PM_COUNT];
-        s.nll_tokens += v[ZEN_PM_COUNT + 1];
-    }
-    *n = zen_pref_metrics(&r->pref.opts, &s, names, values);
-    return values[0];
-}
-
 /* The gradient of this rank's micro-batches j0, j0 + stride, ... (n of them;
  * local index j is the step's micro-batch rank + ranks * j) into
- * grad_sums[level], and their loss sums into *loss, summed in dist.h's tree:
- * the first half by the lowest bit of j, then the second, then added. Each
- * micro-batch runs into a zeroed buffer (the adapter's gradient pointer is
- * pointed at it), so no sum depends on the order micro-batches ran in. */
-static int micro_tree(run *r, long step, long j0, long stride, long n, int level, size_t count, double *loss) {
+ * grad_sums[level], summed in dist.h's tree: the first half by the lowest bit
+ * of j, then the second, then added. Each micro-batch runs into a zeroed
+ * buffer (the adapter's gradient pointer is pointed at it), so no sum
+ * depends on the order micro-batches ran in; its metric sums go to
+ * micro_sums[m]. */
+static int micro_tree(run *r, long step, long j0, long stride, long n, int level) {
     const zen_run_config *c = r->cfg;
     if (n == 1) {
         long m = r->dist->rank + (long)r->dist->size * j0;
         uint64_t seed = c->lora_dropout > 0 ? dropout_seed(c->seed, step, m) : 0;
         r->s.lora.grads = r->grad_sums[level];
         zen_lora_zero_grads(&r->s.lora);
-        if (r->pairs) return pair_micro(r, j0, m, seed, 1, loss);
-        return zen_batch_run(&r->micro[j0], &r->s.model, &r->s.lora, &r->s.acts, 1.0f / (float)count, seed, loss);
+        return r->obj.ops->run(&r->obj, (int)j0, &r->env, seed, 1, r->totals,
+                               r->micro_sums + (size_t)m * (size_t)r->obj.ops->n_sums);
     }
-    double first = 0.0, second = 0.0;
-    int rc = micro_tree(r, step, j0, 2 * stride, (n + 1) / 2, level, count, &first);
-    if (!rc) rc = micro_tree(r, step, j0 + stride, 2 * stride, n / 2, level + 1, count, &second);
+    int rc = micro_tree(r, step, j0, 2 * stride, (n + 1) / 2, level);
+    if (!rc) rc = micro_tree(r, step, j0 + stride, 2 * stride, n / 2, level + 1);
     if (!rc) r->s.be->add(r->s.be, r->grad_sums[level], r->grad_sums[level], r->grad_sums[level + 1], r->s.lora.num_params);
-    *loss = first + second;
     return rc;
 }
 
-/* the step's gradient (and *sum) over the ranks, in the tree's order */
-static int sum_across_ranks(run *r, double *sum, int64_t count) {
-    if (count == 0) zen_lora_zero_grads(&r->s.lora);
-    if (r->device_comm && count > 0) { /* the ranks' sums, in the tree's order, GPU to GPU */
-        int rc = zen_dist_agree(r->s.be->comm_tree_sum(r->s.be, r->s.lora.grads, r->s.lora.num_params));
-        if (rc) return rc;
-        *sum = zen_dist_tree_sum_f64(*sum);
-    } else if (r->dist->size > 1 && count > 0) { /* the same through host memory over MPI */
+/* the step's gradient over the ranks, in the tree's order (a step without trained tokens: zero) */
+static int sum_across_ranks(run *r, int any) {
+    if (!any) zen_lora_zero_grads(&r->s.lora);
+    if (r->device_comm && any) /* the ranks' sums, in the tree's order, GPU to GPU */
+        return zen_dist_agree(r->s.be->comm_tree_sum(r->s.be, r->s.lora.grads, r->s.lora.num_params));
+    if (r->dist->size > 1 && any) { /* the same through host memory over MPI */
         zk_backend *be = r->s.be;
         size_t bytes = r->s.lora.num_params * sizeof(float);
         be->download(be, r->host_grads, r->s.lora.grads, bytes);
         zen_dist_tree_sum_f32(r->host_grads, r->s.lora.num_params, r->host_grads + r->s.lora.num_params);
         be->upload(be, r->s.lora.grads, r->host_grads, bytes);
-        *sum = zen_dist_tree_sum_f64(*sum);
     }
     return 0;
 }
 
-/* pairs [(in_epoch * M + m) * batch_size, ...) of the epoch's order into micro-batch j of this rank */
-static int read_pair_micro(run *r, zen_pair_batch *b, const zen_dataset *d, int64_t first, int64_t n, const int64_t *ids) {
-    int prompt_loss = r->pref.opts.objective == ZEN_OBJECTIVE_ORPO && r->pref.opts.nll_prompt;
-    zen_pair_batch_clear(b);
-    int rc = 0;
-    for (int64_t i = 0; i < n && !rc; i++) rc = zen_pair_batch_add_pair(b, d, ids ? ids[i] : first + i, prompt_loss);
-    return rc;
+/* per[M][n] gathered from every rank, added in micro-batch order into out[n] */
+static void add_in_order(const run *r, double *per, int n, double *out) {
+    zen_dist_merge_f64(per, (size_t)r->micro_per_step * (size_t)n);
+    memset(out, 0, (size_t)n * sizeof(double));
+    for (long m = 0; m < r->micro_per_step; m++)
+        for (int k = 0; k < n; k++) out[k] += per[(size_t)m * (size_t)n + (size_t)k];
 }
 
-/* a step of preference pairs: the micro-batches' pairs, the step's pair
- * and NLL-token counts (over every rank) before any forward pass, then the
- * micro-batch tree as for SFT */
-static int pair_step(run *r, long step, double *loss, size_t *tokens) {
+/* runs one step's micro-batches (this rank's share): the loss, the metrics
+ * and the gradients of the whole step, on every rank; *tokens: the trained tokens */
+static int train_step(run *r, long step, double *loss, double *tokens) {
     const zen_run_config *c = r->cfg;
+    const zen_objective_ops *ops = r->obj.ops;
     long epoch = step / r->steps_per_epoch, in_epoch = step % r->steps_per_epoch;
-    int64_t *ids = zen_malloc((size_t)c->batch_size * sizeof(int64_t));
-    int rc = ids ? 0 : ZEN_ERR_INTERNAL;
-    int64_t counts[2] = {0, 0}; /* completion rows, NLL rows */
-    double nll = 0.0;
+    size_t np = (size_t)ops->n_pre, ns = (size_t)ops->n_sums;
+    memset(r->pre, 0, (size_t)r->micro_per_step * np * sizeof(double));
+    memset(r->micro_sums, 0, (size_t)r->micro_per_step * ns * sizeof(double));
+    int rc = 0;
     for (long j = 0; j < c->grad_accum && !rc; j++) {
         long m = r->dist->rank + (long)r->dist->size * j;
         for (long b = 0; b < c->batch_size; b++)
-            ids[b] = zen_seq_order_get(&r->order, epoch, (in_epoch * r->micro_per_step + m) * c->batch_size + b);
-        rc = read_pair_micro(r, &r->pmicro[j], &r->s.data, 0, c->batch_size, ids);
-        if (!rc) nll += zen_pref_nll_tokens(&r->pref.opts, &r->pmicro[j]);
-        for (size_t i = 0; !rc && i < r->pmicro[j].N; i++) counts[0] += r->pmicro[j].row_kind[i] >= 0;
+            r->ids[b] = zen_seq_order_get(&r->order, epoch, (in_epoch * r->micro_per_step + m) * c->batch_size + b);
+        rc = ops->load(&r->obj, (int)j, &r->s.data, r->ids, (size_t)c->batch_size);
+        if (!rc) rc = ops->pre(&r->obj, (int)j, &r->env, r->pre + (size_t)m * np);
     }
-    free(ids);
     if ((rc = zen_dist_agree(rc))) return rc;
-    counts[1] = (int64_t)nll;
-    zen_dist_sum_i64(counts, 2);
-    memset(r->micro_sums, 0, (size_t)(r->micro_per_step + 1) * (ZEN_PM_COUNT + 2) * sizeof(double));
-    double *totals = r->micro_sums + (size_t)r->micro_per_step * (ZEN_PM_COUNT + 2);
-    totals[0] = (double)(c->batch_size * r->micro_per_step), totals[1] = (double)counts[1];
-    double unused = 0.0;
-    rc = micro_tree(r, step, 0, 1, c->grad_accum, 0, 1, &unused);
+    /* the step's totals over every rank, before any gradient: they normalise the loss */
+    add_in_order(r, r->pre, ops->n_pre, r->totals);
+    int any = r->totals[0] > 0;
+    if (any) rc = micro_tree(r, step, 0, 1, c->grad_accum, 0);
     r->s.lora.grads = r->grad_sums[0];
     if (!rc) rc = zk_status(r->s.be);
     if ((rc = zen_dist_agree(rc))) return rc;
-    if ((rc = sum_across_ranks(r, &unused, 1))) return rc;
-    *loss = pair_metrics(r, r->micro_per_step, r->pref_names, r->pref_values, &r->n_pref);
-    *tokens = (size_t)counts[0];
+    if ((rc = sum_across_ranks(r, any))) return rc;
+    add_in_order(r, r->micro_sums, ops->n_sums, r->step_sums);
+    ops->values(&r->obj, r->step_sums, r->values);
+    *loss = any ? r->values[0] : NAN;
+    *tokens = r->totals[0];
     return 0;
-}
-
-/* runs one step's micro-batches (this rank's share): the loss and the
- * gradients of the whole step, on every rank */
-static int train_step(run *r, long step, double *loss, size_t *tokens) {
-    const zen_run_config *c = r->cfg;
-    long epoch = step / r->steps_per_epoch, in_epoch = step % r->steps_per_epoch;
-    int rc = 0;
-    if (r->pairs) return pair_step(r, step, loss, tokens);
-    for (long j = 0; j < c->grad_accum && !rc; j++) {
-        long m = r->dist->rank + (long)r->dist->size * j;
-        for (long b = 0; b < c->batch_size && !rc; b++) {
-            int64_t pos = (in_epoch * r->micro_per_step + m) * c->batch_size + b;
-            rc = zen_batch_read_row(&r->micro[j], &r->s.data, (size_t)b, zen_seq_order_get(&r->order, epoch, pos));
-        }
-    }
-    if ((rc = zen_dist_agree(rc))) return rc;
-    /* the step's target count over every rank, before any forward pass: 1/count scales the gradients */
-    int64_t count = 0;
-    for (long j = 0; j < c->grad_accum; j++) count += (int64_t)zen_batch_mask_count(&r->micro[j]);
-    zen_dist_sum_i64(&count, 1);
-    double sum = 0.0;
-    if (count > 0) rc = micro_tree(r, step, 0, 1, c->grad_accum, 0, (size_t)count, &sum);
-    r->s.lora.grads = r->grad_sums[0];
-    if (!rc) rc = zk_status(r->s.be);
-    if ((rc = zen_dist_agree(rc))) return rc;
-    if ((rc = sum_across_ranks(r, &sum, count))) return rc;
-    *loss = count ? sum / (double)count : NAN;
-    *tokens = (size_t)count;
-    return rc;
-}
-
-/* the validation pairs in batches of batch_size (rank r runs batches r, r + ranks, ...) */
-static int evaluate_pairs(run *r, double *loss) {
-    const zen_run_config *c = r->cfg;
-    int64_t batches = (r->val_count + c->batch_size - 1) / c->batch_size;
-    double *sums = zen_calloc((size_t)batches * (ZEN_PM_COUNT + 2) + 1, sizeof(double));
-    double *saved = r->micro_sums;
-    int rc = sums ? 0 : ZEN_ERR_INTERNAL;
-    for (int64_t bi = r->dist->rank; bi < batches && !rc; bi += r->dist->size) {
-        int64_t first = r->val_first + bi * c->batch_size, n = r->val_count - bi * c->batch_size;
-        if (n > c->batch_size) n = c->batch_size;
-        rc = read_pair_micro(r, &r->pmicro[0], r->val_data, first, n, NULL);
-        zen_pref_sums s;
-        memset(&s, 0, sizeof s);
-        r->pref.ref_logps = batch_ref(r, &r->pmicro[0], r->val_data == &r->s.data ? r->ref_table : r->val_ref_table);
-        if (!rc) rc = zen_pref_run(&r->pref, &r->pmicro[0], &r->s.model, &r->s.lora, &r->s.acts, 0, 1.0, 1.0, 0, &s);
-        double *out = sums + (size_t)bi * (ZEN_PM_COUNT + 2);
-        memcpy(out, s.sum, sizeof s.sum);
-        out[ZEN_PM_COUNT] = s.pairs, out[ZEN_PM_COUNT + 1] = s.nll_tokens;
-    }
-    if ((rc = zen_dist_agree(rc))) {
-        free(sums);
-        return rc;
-    }
-    const char *names[ZEN_PM_COUNT];
-    int n;
-    r->micro_sums = sums;
-    *loss = pair_metrics(r, (long)batches, names, r->eval_pref_values, &n);
-    r->micro_sums = saved;
-    free(sums);
-    return 0;
-}
-
-static int evaluate_val(run *r, double *loss) {
-    size_t n;
-    if (r->pairs) return evaluate_pairs(r, loss);
-    return zen_evaluate(&r->s.model, &r->s.lora, &r->s.acts, r->val_data, r->val_first, r->val_count, loss, &n);
 }
 
 /* What out_dir already holds decides what this run may do there:
@@ -603,11 +424,16 @@ static int claim_out_dir(run *r, int resume, long *latest) {
     return check_out_dir(r, resume, *latest);
 }
 
-/* what every rank opens and checks for itself: the model, the data, the adapter and AdamW */
+/* what every rank opens and checks for itself: the model, the objective and
+ * its data, the adapter (and a reference), AdamW */
 static int open_everything(run *r) {
     const zen_run_config *c = r->cfg;
     int rc;
     if ((rc = zen_session_open(&r->s, c->device, r->dtype_asked, c->base_quant, c->model))) return rc;
+    const zen_objective_ops *ops = zen_objective_find(c->objective); /* checked by the run config */
+    if ((rc = zen_objective_init(&r->obj, ops, &c->obj, zen_dist_ranks(), (size_t)c->batch_size, (size_t)c->seq_len,
+                                 (int)c->grad_accum, c->doc_mask)))
+        return rc;
     if ((rc = open_data(r))) return rc;
     unsigned targets;
     if ((rc = zen_lora_parse_targets(c->lora_targets, &targets))) return rc;
@@ -620,14 +446,25 @@ static int open_everything(run *r) {
     }
     if ((rc = zen_lora_alloc_grads(&r->s.lora))) return rc;
     r->s.lora.dora_clean_base = c->lora_dora_clean_base;
-    /* DPO's reference: the adapter being continued, frozen (a second small LoRA set), else the base */
-    if (r->pref.opts.objective == ZEN_OBJECTIVE_DPO && c->adapter[0]) {
-        if ((rc = zen_session_load_reference(&r->s, c->adapter))) return rc;
-        r->pref.ref = &r->s.ref;
-    }
+    /* an objective's reference: the adapter being continued, frozen (a second small LoRA set), else the base */
+    if (ops->uses_reference && ops->uses_reference(&c->obj) && c->adapter[0] &&
+        (rc = zen_session_load_reference(&r->s, c->adapter)))
+        return rc;
+    r->env = (zen_objective_env){&r->s.model, &r->s.lora, r->s.has_ref ? &r->s.ref : NULL, &r->s.acts};
     if ((rc = zen_adamw_create(&r->opt, r->s.be, r->s.lora.num_params, (float)c->beta1, (float)c->beta2, (float)c->eps,
                                (float)c->weight_decay, (float)c->grad_clip)))
         return rc;
+    /* the step's buffers of pre, sums and metrics */
+    size_t M = (size_t)r->micro_per_step;
+    r->ids = zen_malloc((size_t)c->batch_size * sizeof(int64_t));
+    r->pre = zen_calloc(M * (size_t)ops->n_pre, sizeof(double));
+    r->totals = zen_calloc((size_t)ops->n_pre, sizeof(double));
+    r->micro_sums = zen_calloc(M * (size_t)ops->n_sums, sizeof(double));
+    r->step_sums = zen_calloc((size_t)ops->n_sums, sizeof(double));
+    r->values = zen_calloc((size_t)ops->n_metrics, sizeof(double));
+    r->eval_values = zen_calloc((size_t)ops->n_metrics, sizeof(double));
+    if (!r->ids || !r->pre || !r->totals || !r->micro_sums || !r->step_sums || !r->values || !r->eval_values)
+        return ZEN_ERR_INTERNAL;
     /* the micro-batch tree's partial sums, and the host copy for the sum across ranks */
     while ((1L << r->tree_depth) < c->grad_accum) r->tree_depth++;
     if (!(r->grad_sums = zen_calloc((size_t)r->tree_depth + 1, sizeof(float *)))) return ZEN_ERR_INTERNAL;
@@ -656,7 +493,7 @@ static int join_device_comm(run *r) {
     return 0;
 }
 
-/* the schedule, the micro-batch buffers and the activations */
+/* the schedule and the activations */
 static int prepare_steps(run *r) {
     const zen_run_config *c = r->cfg;
     int rc;
@@ -665,24 +502,9 @@ static int prepare_steps(run *r) {
     r->schedule.total_steps = r->total_steps;
     r->schedule.min_lr_ratio = c->min_lr_ratio;
     zen_schedule_parse(c->schedule, &r->schedule.kind);
-    if (r->pairs) {
-        size_t rows = 2 * (size_t)c->batch_size * (size_t)c->seq_len;
-        r->pmicro = zen_calloc((size_t)c->grad_accum, sizeof(zen_pair_batch));
-        r->pair_ref = zen_calloc(2 * (size_t)c->batch_size + 1, sizeof(double));
-        if (!r->pair_ref) return ZEN_ERR_INTERNAL;
-        r->micro_sums = zen_calloc((size_t)(r->micro_per_step + 1) * (ZEN_PM_COUNT + 2), sizeof(double));
-        if (!r->pmicro || !r->micro_sums) return ZEN_ERR_INTERNAL;
-        for (long m = 0; m < c->grad_accum; m++)
-            if ((rc = zen_pair_batch_alloc(&r->pmicro[m], rows, !strcmp(c->pair_layout, "shared")))) return rc;
-        if ((rc = check_device_memory(r))) return rc;
-        return zen_session_make_pair_acts(&r->s, (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c));
-    }
-    r->micro = zen_calloc((size_t)c->grad_accum, sizeof(zen_batch));
-    if (!r->micro) return ZEN_ERR_INTERNAL;
-    for (long m = 0; m < c->grad_accum; m++)
-        if ((rc = zen_batch_alloc(&r->micro[m], (size_t)c->batch_size, (size_t)c->seq_len))) return rc;
     if ((rc = check_device_memory(r))) return rc;
-    return zen_session_make_acts(&r->s, (size_t)c->batch_size, (size_t)c->seq_len, zen_run_config_recompute(c));
+    return zen_objective_make_acts(&r->obj, &r->s.model, r->s.has_lora ? &r->s.lora : NULL,
+                                   zen_run_config_recompute(c), &r->s.acts);
 }
 
 /* Continuations of sample_prompts by the model as trained so far, greedy
@@ -805,20 +627,17 @@ static int setup(run *r, int resume, zen_train_state *st) {
     /* DoRA: the base's row norms; a fresh adapter's magnitudes start as ||W + s B A|| */
     if ((rc = zen_dist_agree(zen_session_dora_setup(&r->s, !r->cfg->adapter[0] && !(resume && latest >= 0)))))
         return rc;
-    if (r->pairs && r->cfg->dpo_precompute_ref) { /* one reference pass over the data before step 1, kept beside it */
-        const zen_lora *ref = r->pref.ref;
-        size_t B = (size_t)r->cfg->batch_size;
-        rc = zen_ref_logps_get(&r->s.model, r->cfg->model, ref, &r->s.acts, &r->s.data, &r->pmicro[0], B, &r->ref_table,
-                               r->writer ? stderr : NULL);
-        if (!rc && r->val_data == &r->val_file)
-            rc = zen_ref_logps_get(&r->s.model, r->cfg->model, ref, &r->s.acts, &r->val_file, &r->pmicro[0], B,
-                                   &r->val_ref_table, r->writer ? stderr : NULL);
-        if ((rc = zen_dist_agree(rc))) return rc;
-    }
+    /* what the objective needs before step 1 (a reference pass over the data, kept beside it) */
+    if (r->obj.ops->prepare &&
+        (rc = zen_dist_agree(r->obj.ops->prepare(&r->obj, &r->env, r->cfg->model, &r->s.data,
+                                                 r->val_data == &r->val_file ? &r->val_file : NULL,
+                                                 r->writer ? stderr : NULL))))
+        return rc;
     if (r->writer) rc = open_outputs(r, resume, st);
     else zen_report_silent(&r->report);
     return zen_dist_agree(rc);
 }
+
 
 /* the last good checkpoint, for messages that end a run */
 static void last_checkpoint(const run *r, long last_saved, char *buf, size_t cap) {
@@ -861,34 +680,28 @@ int zen_train(const zen_run_config *given, int resume) {
     r.dist = zen_dist_get();
     r.writer = r.dist->rank == 0;
     r.micro_per_step = c->grad_accum * r.dist->size;
-    zen_objective_parse(c->objective, &r.pref.opts.objective);
-    zen_dpo_loss_parse(c->dpo_loss, &r.pref.opts.loss);
-    r.pref.opts.beta = c->beta;
-    r.pref.opts.label_smoothing = c->label_smoothing;
-    r.pref.opts.nll_prompt = c->orpo_nll_prompt;
-    r.pairs = r.pref.opts.objective != ZEN_OBJECTIVE_SFT;
     zen_train_state st;
     rc = setup(&r, resume, &st);
     if (rc) {
         run_free(&r);
         return rc;
     }
+    const zen_objective_ops *ops = r.obj.ops;
     print_summary(&r, st.step);
     double tokens_per_step = (double)(c->batch_size * r.micro_per_step * c->seq_len);
     /* tokens/s counts the steps' own time; elapsed and ETA are wall-clock,
      * evaluation and checkpoints included (elapsed continues across resumes) */
     double session_start = now_s(), resumed_elapsed = st.elapsed_s;
-    double interval_tokens = 0, interval_real = 0, interval_seconds = 0, eval_loss = NAN;
+    double interval_tokens = 0, interval_real = 0, interval_seconds = 0;
     long first_step = st.step, last_saved = st.step;
     char where[ZEN_PATH_MAX + 160];
     int stop_signal = 0;
     zen_stop_signal_install();
     for (long step = st.step; step < r.total_steps && !rc; step++) {
-        double t0 = now_s(), loss;
-        size_t tokens;
+        double t0 = now_s(), loss, tokens;
         float lr = (float)zen_schedule_lr(&r.schedule, step);
         rc = train_step(&r, step, &loss, &tokens);
-        double gnorm = !rc && tokens ? zen_grad_norm(r.s.be, r.s.lora.grads, r.s.lora.num_params) : 0.0;
+        double gnorm = !rc && tokens > 0 ? zen_grad_norm(r.s.be, r.s.lora.grads, r.s.lora.num_params) : 0.0;
         if (!rc) rc = zk_status(r.s.be); /* an op that failed (out of memory, a device fault) */
         if (rc) {
             last_checkpoint(&r, last_saved, where, sizeof where);
@@ -897,7 +710,7 @@ int zen_train(const zen_run_config *given, int resume) {
             rc = zen_fail(rc, "step %ld: %s; %s", step + 1, cause, where);
             break;
         }
-        if (tokens && (!isfinite(loss) || !isfinite(gnorm))) {
+        if (tokens > 0 && (!isfinite(loss) || !isfinite(gnorm))) {
             /* bad weights in the files are the user's input (exit 2, naming the
              * tensor); otherwise the run diverged (exit 1) */
             char cause[2048];
@@ -914,11 +727,11 @@ int zen_train(const zen_run_config *given, int resume) {
                               loss, gnorm, where);
             break;
         }
-        if (tokens) zen_adamw_update(&r.opt, r.s.lora.params, r.s.lora.grads, gnorm, lr);
-        if (tokens && (rc = zen_dora_refresh(&r.s.lora, &r.s.model))) break; /* DoRA: n from the new A and B */
+        if (tokens > 0) zen_adamw_update(&r.opt, r.s.lora.params, r.s.lora.grads, gnorm, lr);
+        if (tokens > 0 && (rc = zen_dora_refresh(&r.s.lora, &r.s.model))) break; /* DoRA: n from the new A and B */
         interval_seconds += now_s() - t0;
         interval_tokens += tokens_per_step;
-        interval_real += (double)tokens;
+        interval_real += tokens;
         st.step = step + 1;
         st.epoch = st.step / r.steps_per_epoch;
         st.batch_in_epoch = st.step % r.steps_per_epoch;
@@ -927,32 +740,29 @@ int zen_train(const zen_run_config *given, int resume) {
         st.ranks = r.dist->size;
         int last = st.step == r.total_steps;
         int evaluate = r.val_data && ((c->eval_every > 0 && st.step % c->eval_every == 0) || last);
-        eval_loss = NAN;
-        if (evaluate && (rc = evaluate_val(&r, &eval_loss))) break;
+        double eval_tokens;
+        if (evaluate && (rc = zen_evaluate(&r.obj, &r.env, r.val_data, r.val_first, r.val_count, r.eval_values,
+                                           &eval_tokens)))
+            break;
         double session = now_s() - session_start;
         st.elapsed_s = resumed_elapsed + session;
         zen_step_record rec = {.step = st.step, .total_steps = r.total_steps, .epoch = step / r.steps_per_epoch,
                                .loss = loss, .lr = lr, .grad_norm = gnorm, .elapsed_s = st.elapsed_s,
                                .eta_s = session / (double)(st.step - first_step) * (double)(r.total_steps - st.step),
                                .tokens_per_s = interval_tokens / interval_seconds,
-                               .real_tokens_per_s = interval_real / interval_seconds, .eval_loss = eval_loss,
+                               .real_tokens_per_s = interval_real / interval_seconds,
                                .mem_peak = r.s.be->memory_peak ? (double)r.s.be->memory_peak(r.s.be) : NAN,
-                               .n_extra = r.pairs ? r.n_pref : 0, .extra_names = r.pref_names, .extra = r.pref_values,
-                               .eval_extra = r.eval_pref_values};
-        if (!tokens) zen_report_line(&r.report, "step %ld: no target token with loss_mask 1; no update", st.step);
+                               .n_metrics = ops->n_metrics, .n_train = ops->n_train, .names = ops->metrics,
+                               .values = r.values, .eval_values = evaluate ? r.eval_values : NULL,
+                               .shown = ops->shown, .n_shown = ops->n_shown};
+        if (tokens == 0) zen_report_line(&r.report, "step %ld: no target token with loss_mask 1; no update", st.step);
         int log_now = st.step % c->log_every == 0 || evaluate || last;
         if (log_now) {
             if ((rc = zen_dist_agree(zen_report_metrics(&r.report, &rec)))) break;
             interval_seconds = interval_tokens = interval_real = 0;
         }
         zen_report_progress(&r.report, &rec, log_now);
-        if (evaluate && r.pairs)
-            zen_report_line(&r.report, "  eval loss %.4f, rewards/accuracies %.3f, rewards/margins %.4f on %lld "
-                            "validation pairs", eval_loss, r.eval_pref_values[3], r.eval_pref_values[4],
-                            (long long)r.val_count);
-        else if (evaluate)
-            zen_report_line(&r.report, "  eval loss %.4f (ppl %.3f) on %lld validation sequences", eval_loss,
-                            exp(eval_loss), (long long)r.val_count);
+        if (evaluate) zen_report_eval(&r.report, &rec, r.val_count, ops->item);
         if (c->sample_every > 0 && (st.step % c->sample_every == 0 || last) &&
             (rc = zen_dist_agree(r.writer ? write_samples(&r, st.step) : 0)))
             break;

@@ -1,4 +1,5 @@
 /* util/atomic_file.c: write to PATH.tmp, then fsync and rename (see atomic_file.h). */
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -163,4 +164,21 @@ int zen_atomic_dir_end(int rc, char **partial, const char *path) {
 int zen_same_file(const char *a, const char *b) {
     struct stat sa, sb;
     return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int zen_write_json_file(const char *dir, const char *name, cJSON *root) {
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    char *path = zen_path_join(dir, name);
+    int rc = text && path ? zen_write_text_file(path, text) : zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    free(text);
+    free(path);
+    return rc;
+}
+
+int zen_write_text_file(const char *path, const char *text) {
+    zen_atomic_file f;
+    int rc = zen_atomic_open(&f, path);
+    if (!rc) rc = zen_atomic_write(&f, text, strlen(text));
+    return rc ? (zen_atomic_abort(&f), rc) : zen_atomic_commit(&f);
 }

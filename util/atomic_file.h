@@ -52,4 +52,11 @@ void zen_sync_parent(const char *path);
 /* 1 if a and b name the same existing file (same device and inode) */
 int zen_same_file(const char *a, const char *b);
 
+/* Writes text to path atomically. */
+int zen_write_text_file(const char *path, const char *text);
+/* Writes a cJSON tree, pretty-printed, to dir/name atomically and frees the
+ * tree (also on failure). */
+struct cJSON;
+int zen_write_json_file(const char *dir, const char *name, struct cJSON *root);
+
 #endif

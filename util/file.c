@@ -9,7 +9,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "atomic_file.h"
 #include "error.h"
 #include "file.h"
 #include "json.h"
@@ -86,23 +85,6 @@ int zen_read_json_object(const char *path, cJSON **out) {
     }
     *out = root;
     return 0;
-}
-
-int zen_write_json_file(const char *dir, const char *name, cJSON *root) {
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    char *path = zen_path_join(dir, name);
-    int rc = text && path ? zen_write_text_file(path, text) : zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-    free(text);
-    free(path);
-    return rc;
-}
-
-int zen_write_text_file(const char *path, const char *text) {
-    zen_atomic_file f;
-    int rc = zen_atomic_open(&f, path);
-    if (!rc) rc = zen_atomic_write(&f, text, strlen(text));
-    return rc ? (zen_atomic_abort(&f), rc) : zen_atomic_commit(&f);
 }
 
 int zen_mkdir_p(const char *path) {

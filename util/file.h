@@ -17,11 +17,6 @@ int zen_read_json_object(const char *path, struct cJSON **out);
  * file of its kind can be (else "too short for a <kind>"). Unmap with
  * munmap(*map, *size). */
 int zen_map_file(const char *path, size_t min_size, const char *kind, void **map, size_t *size);
-/* Writes text to path atomically (util/atomic_file.h). */
-int zen_write_text_file(const char *path, const char *text);
-/* Writes a cJSON tree, pretty-printed, to dir/name atomically and frees the
- * tree (also on failure). */
-int zen_write_json_file(const char *dir, const char *name, struct cJSON *root);
 /* Creates a directory (and parents) if missing. */
 int zen_mkdir_p(const char *path);
 /* Creates the directories above a file path if missing (every output file of

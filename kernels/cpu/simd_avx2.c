@@ -6,6 +6,7 @@
  * (dB, dA, dx; one lane per column, sums over rows in order) give the same
  * bits, the row passes and dot products (sums across lanes) agree to fp32
  * rounding. Every function carries CPU_TARGET_AVX2 (cpu_isa.h). */
+#include "cpu_isa.h"
 #include "simd_kernels.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)

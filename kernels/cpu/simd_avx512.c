@@ -3,6 +3,7 @@
  * dot products of a few rows against bf16, f16 and fp32 weights; the
  * avx512bf16 set adds the bf16 x bf16 dot product (vdpbf16ps). Every
  * function carries the target attribute of its variant (cpu_isa.h). */
+#include "cpu_isa.h"
 #include "simd_kernels.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -9,8 +9,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cpu_isa.h"
-
 /* the LoRA dropout of a matrix [rows, ld]: element (n, c) has flat index
  * n*ld + c (kernels.h's zk_dropout_keep); on = 0 means no dropout */
 typedef struct {

@@ -15,6 +15,9 @@
 #include <string.h>
 
 #include "cuda_common.cuh"
+extern "C" {
+#include "backend_cuda.h" /* zk_cuda_create, zk_cuda_device_count: defined here */
+}
 
 
 /* ---------------- memory ---------------- */

@@ -15,7 +15,7 @@
 #ifndef ZEN_CUDA_COMMON_CUH
 #define ZEN_CUDA_COMMON_CUH
 #ifdef ZEN_CUDA_EMU
-#include "../../tests/emu/cuda_emu.h"
+/* the emulator's translation unit (tests/emu) has included its cuda_emu.h before these sources */
 #else
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -31,7 +31,7 @@
 extern "C" {
 #include "../../util/error.h"
 #include "../kernels.h"
-#include "backend_cuda.h" /* zk_cuda_create; ZK_CUDA_CUBLAS_WORKSPACE, ZK_CUDA_WIDEN_CHUNK_ELEMS */
+#include "cuda_sizes.h" /* ZK_CUDA_CUBLAS_WORKSPACE, ZK_CUDA_WIDEN_CHUNK_ELEMS, the LoRA tiles */
 }
 
 /* 1 if the call succeeded; else records the first failure and returns 0 */

@@ -6,9 +6,10 @@
  * config checks' bounds. */
 #include "data/tokenizer.h"
 #include "fuzz_common.h"
-#include "model/export.h"
-#include "model/gguf.h"
-#include "model/weights.h"
+#include "export/export.h"
+#include "formats/gguf.h"
+#include "model/gguf_model.h"
+#include "model/gguf_tokenizer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     gguf_file f;

@@ -2,7 +2,7 @@
  * checks on a file in memory). A file that opens has every tensor's bytes
  * inside it, sizes that match shape x dtype, and unique names. */
 #include "fuzz_common.h"
-#include "model/safetensors.h"
+#include "formats/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     st_file f;

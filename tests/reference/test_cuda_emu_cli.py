@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """tests/reference/test_cuda_emu_cli.py: `--device cuda` end to end, with the
-CUDA backend running under the CPU emulator (zen_emu: train/main.c with
+CUDA backend running under the CPU emulator (zen_emu: cli/main.c with
 kernels/cuda built against tests/emu/cuda_emu.h, device memory unreadable
 from host code). What scripts/gpu_check checks on a GPU, in miniature:
 
