@@ -22,8 +22,6 @@ int zen_cli_objective(int argc, char **argv, const zen_opt *o, int n, const zen_
         {"--dpo-loss", "sigmoid|ipo|robust|hinge", "DPO's loss (default sigmoid)", NULL},                     \
         {"--label-smoothing", "0", "the robust loss's epsilon", NULL},                                        \
         {"--orpo-nll", "all|completion", "ORPO's NLL over prompt + chosen (all) or the chosen completion", NULL}, \
-        {"--reference", "base|DIR", "the reference model: the base (adapter off) or a frozen adapter (default: --adapter)", \
-         NULL},                                                                                                \
         {"--pair-layout", "shared|apart", "a pair's prompt run once (shared) or per completion (apart)", NULL}, \
         {"--set", "key=value", "any option objectives read, as its run config key (repeatable)", NULL}
 

@@ -11,6 +11,7 @@
 #include "../data/prepare.h"
 #include "../export/export.h"
 #include "../util/error.h"
+#include "../objectives/kto.h"
 #include "cli.h"
 #include "commands.h"
 #include "../train/session.h"
@@ -57,40 +58,47 @@ static int decode_file(const char *path, const char *tok_dir, const char *range,
     return rc;
 }
 
-/* zen data --format preference */
-static int prepare_pairs(zen_opt *o, int n, zen_data_opts *d) {
+/* zen data --format preference|kto: records of a prompt and its completions */
+static int prepare_records(zen_opt *o, int n, zen_data_opts *d, const char *format, zen_records records) {
     long long max_length;
     int rc;
     static const char *const not_here[] = {"--field", "--split-paragraphs", "--train-on-prompt", "--pack", "--seed"};
     for (size_t i = 0; i < sizeof not_here / sizeof not_here[0]; i++)
         if (zen_cli_get(o, n, not_here[i]))
-            return zen_fail(ZEN_ERR_INPUT, "%s does not apply to --format preference", not_here[i]);
+            return zen_fail(ZEN_ERR_INPUT, "%s does not apply to --format %s", not_here[i], format);
     if ((rc = zen_cli_int(o, n, "--max-length", 1024, 2, 1 << 20, &max_length))) return rc;
     d->max_length = max_length;
     d->skip_bad = zen_cli_get(o, n, "--skip-bad") != NULL;
     d->drop_empty_think = zen_cli_get(o, n, "--drop-empty-think") != NULL;
-    zen_pair_stats st;
+    zen_record_stats st;
     if ((rc = zen_open_tokenizer(d->tokenizer_dir, &d->tokenizer))) return rc;
-    rc = zen_data_prepare_pairs(d, &st);
+    rc = zen_data_prepare_records(d, records, &st);
     zen_tokenizer_free(d->tokenizer);
     if (rc) return rc;
+    const zen_record_layout *l = zen_record_layout_of(records);
     if (st.no_eos)
-        fprintf(stderr, "zen data: warning: %s has no end-of-sequence token, so the completions of %lld pairs end "
+        fprintf(stderr, "zen data: warning: %s has no end-of-sequence token, so the completions of %lld %s end "
                 "without one (TRL appends the tokenizer's eos_token; a model trained on them does not learn to stop)\n",
-                d->tokenizer_dir, (long long)st.no_eos);
-    fprintf(stderr, "zen data: %lld pairs, %lld tokens (prompts %.1f%%), %lld bad lines skipped; %lld dropped (the prompt "
-            "alone reaches --max-length %lld), %lld with a completion cut to fit, %lld with chosen equal to rejected "
-            "(kept); %.1f MB in %.2f s -> %s\n", (long long)st.pairs, (long long)st.tokens,
-            st.tokens ? 100.0 * (double)st.prompt_tokens / (double)st.tokens : 0.0, (long long)st.bad_lines,
-            (long long)st.dropped_long_prompt, max_length, (long long)st.truncated, (long long)st.identical,
-            st.bytes / 1e6, st.seconds, d->out);
+                d->tokenizer_dir, (long long)st.no_eos, l->noun);
+    char advice[512];
+    if (records == ZEN_RECORDS_KTO && zen_kto_ratio_advice(st.desirable, st.undesirable, 1.0, 1.0, advice, sizeof advice))
+        fprintf(stderr, "zen data: warning: %s\n", advice);
+    fprintf(stderr, "zen data: %lld %s, %lld tokens (prompts %.1f%%), %lld bad lines skipped; %lld dropped (the prompt "
+            "alone reaches --max-length %lld), %lld with a completion cut to fit", (long long)st.records, l->noun,
+            (long long)st.tokens, st.tokens ? 100.0 * (double)st.prompt_tokens / (double)st.tokens : 0.0,
+            (long long)st.bad_lines, (long long)st.dropped_long_prompt, max_length, (long long)st.truncated);
+    if (records == ZEN_RECORDS_PREFERENCE)
+        fprintf(stderr, ", %lld with chosen equal to rejected (kept)", (long long)st.identical);
+    if (l->labelled)
+        fprintf(stderr, "; %lld desirable, %lld undesirable", (long long)st.desirable, (long long)st.undesirable);
+    fprintf(stderr, "; %.1f MB in %.2f s -> %s\n", st.bytes / 1e6, st.seconds, d->out);
     return 0;
 }
 
 static zen_opt opts[] = {
     {"--tokenizer", "DIR|FILE.gguf", "a model directory's tokenizer.json, or a GGUF's own (required)", NULL},
     {"--in", "FILE|DIR", "the raw data (a directory: its files in name order)", NULL},
-    {"--format", "text|jsonl|alpaca|messages|preference", "how to read --in (required with --in)", NULL},
+    {"--format", "text|jsonl|alpaca|messages|preference|kto", "how to read --in (required with --in)", NULL},
     {"--out", "FILE.h5", "the zen-tokens-v1 file to write", NULL},
     {"--field", "text", "jsonl: the field holding the text", NULL},
     {"--split-paragraphs", NULL, "text: a document per paragraph", NULL},
@@ -99,14 +107,14 @@ static zen_opt opts[] = {
     {"--drop-empty-think", NULL, "chat formats: leave out the empty think block before a final answer", NULL},
     {"--pack", "T", "lay documents whole into windows of T tokens, for --seq-len T", NULL},
     {"--seed", "S", "--pack: the windows' order", NULL},
-    {"--max-length", "1024", "preference: the longest prompt + completion (keep_start)", NULL},
+    {"--max-length", "1024", "preference, kto: the longest prompt + completion (keep_start)", NULL},
     {"--decode", "FILE.h5", "print a dataset back as text, masked-in spans marked", NULL},
     {"--range", "a:b", "--decode: tokens a to b", NULL},
     {"--plain", NULL, "--decode: no mask markers", NULL},
 };
 
 const zen_command zen_command_data = {
-    "data", "tokenize raw data (text, jsonl, alpaca, chat messages, preference pairs) into a zen-tokens-v1 file",
+    "data", "tokenize raw data (text, jsonl, alpaca, chat messages, preference pairs, KTO's labelled completions)",
     NULL, opts, ZEN_COUNT(opts), zen_cmd_data};
 
 int zen_cmd_data(int argc, char **argv) {
@@ -121,11 +129,13 @@ int zen_cmd_data(int argc, char **argv) {
     if ((rc = zen_cli_require(o, n, "--in", "data", &d.in)) || (rc = zen_cli_require(o, n, "--out", "data", &d.out)) ||
         (rc = zen_cli_require(o, n, "--format", "data", &format)))
         return rc;
-    if (!strcmp(format, "preference")) return prepare_pairs(o, n, &d);
+    for (int k = 1; k < ZEN_RECORDS_COUNT; k++) /* the formats of records: preference, kto */
+        if (!strcmp(format, zen_record_layout_of((zen_records)k)->format))
+            return prepare_records(o, n, &d, format, (zen_records)k);
     if (zen_cli_get(o, n, "--max-length"))
-        return zen_fail(ZEN_ERR_INPUT, "--max-length is for --format preference (other formats use --pack T)");
+        return zen_fail(ZEN_ERR_INPUT, "--max-length is for --format preference or kto (other formats use --pack T)");
     if (zen_data_parse_format(format, &d.format))
-        return zen_fail(ZEN_ERR_INPUT, "--format '%s' is unknown (expected text, jsonl, alpaca, messages or preference)",
+        return zen_fail(ZEN_ERR_INPUT, "--format '%s' is unknown (expected text, jsonl, alpaca, messages, preference or kto)",
                         format);
     d.field = zen_cli_get(o, n, "--field") ? zen_cli_get(o, n, "--field") : "text";
     d.split_paragraphs = zen_cli_get(o, n, "--split-paragraphs") != NULL;

@@ -63,6 +63,7 @@ static zen_opt opts[] = {
     {"--base-quant", "none|nf4|q4_0|q8_0", "quantise the projections at load", NULL},
     {"--save-logits", "FILE.safetensors", "the logits [T, V] of sequence 0, F32", NULL},
     ZEN_CLI_OBJECTIVE_OPTS,
+    {"--reference", "base|DIR", "the reference model: the base (adapter off, the default) or a frozen adapter", NULL},
 };
 
 const zen_command zen_command_eval = {
@@ -106,8 +107,8 @@ int zen_cmd_eval(int argc, char **argv) {
                                  !zen_cli_get(o, n, "--no-doc-mask"))))
         goto done;
     if ((rc = ops->open(&obj, &s.data, data_path, s.model.cfg.vocab, &items))) goto done;
-    /* a reference: --reference DIR or base; by default the adapter evaluated, else the base */
-    if (!reference) reference = adapter_dir ? adapter_dir : "base";
+    /* a reference: --reference DIR, or the base (what a run that started fresh compared against) */
+    if (!reference) reference = "base";
     if (with_ref && strcmp(reference, "base") && (rc = zen_session_load_reference(&s, reference))) goto done;
     if ((rc = zen_objective_make_acts(&obj, &s.model, s.has_lora ? &s.lora : NULL, zen_cli_get(o, n, "--recompute") != NULL,
                                       &s.acts)))

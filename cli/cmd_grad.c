@@ -159,7 +159,7 @@ static int grad_step(zen_session *s, const zen_objective_ops *ops, const zen_obj
 static zen_opt opts[] = {
     {"--model", "DIR|FILE.gguf", "the base model (required)", NULL},
     {"--adapter", "DIR", "a PEFT adapter to take the gradients of (default: a fresh one: A from --seed, B zero)", NULL},
-    {"--data", "FILE.h5", "the dataset (a zen-tokens-v1 file; a preference file with --objective dpo|orpo)", NULL},
+    {"--data", "FILE.h5", "the dataset (a zen-tokens-v1 file; records of the --objective's layout, zen info)", NULL},
     {"--seq-len", "T", "tokens per sequence (required)", NULL},
     {"--batch", "B", "sequences (pairs) of batch 0 (default 1)", NULL},
     {"--out", "FILE.safetensors", "where the gradients go, under PEFT names, the loss in __metadata__", NULL},
@@ -178,6 +178,7 @@ static zen_opt opts[] = {
     {"--base-quant", "none|nf4|q4_0|q8_0", "quantise the projections at load (QLoRA)", NULL},
     {"--no-doc-mask", NULL, "read the file as one causal stream (documents not kept apart)", NULL},
     ZEN_CLI_OBJECTIVE_OPTS,
+    {"--reference", "base|DIR", "the reference model: the base (adapter off) or a frozen adapter (default: --adapter, continued)", NULL},
     {"--plan", NULL, "print the memory plan of a step instead (needs --model or --preset, --seq-len)", NULL},
     {"--preset", "NAME", "--plan: a preset's config instead of --model", NULL},
     {"--weights-dtype", "bf16", "--plan --preset: the dtype the weights would be stored in", NULL},

@@ -208,10 +208,21 @@ static int read_records_attr(const char *path, hid_t file, zen_records *kind, in
 
 typedef struct {
     const char *path;
-    hid_t tokens, mask, offsets;
-    int64_t n_tokens, n_offsets;
+    hid_t tokens, mask, offsets, labels;
+    int64_t n_tokens, n_offsets, n_labels;
     int64_t vocab_attr;
 } checked_file;
+
+/* /labels: one 0 or 1 per record */
+static int scan_labels(const checked_file *f) {
+    uint8_t *v = malloc(f->n_labels ? (size_t)f->n_labels : 1);
+    int rc = v ? read_range(f->path, f->labels, H5T_NATIVE_UINT8, 0, (hsize_t)f->n_labels, v, "/labels")
+               : zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    for (int64_t i = 0; !rc && i < f->n_labels; i++)
+        if (v[i] > 1) rc = zen_fail(ZEN_ERR_INPUT, "%s: /labels[%lld] = %d (expected 0 or 1)", f->path, (long long)i, v[i]);
+    free(v);
+    return rc;
+}
 
 /* token ids, mask values, and the count of masked-in targets (positions >= 1) */
 static int scan_tokens(const checked_file *f, int model_vocab, int64_t *masked) {
@@ -278,7 +289,7 @@ static int scan_offsets(const checked_file *f) {
 
 /* the whole check of an open file; fills info */
 static int check_file(const char *path, hid_t file, int model_vocab, zen_dataset_info *info) {
-    checked_file f = {path, -1, -1, -1, 0, 0, 0};
+    checked_file f = {path, -1, -1, -1, -1, 0, 0, 0, 0};
     int64_t mask_len = 0;
     int rc = open_array(path, file, "tokens", 4, 1, "int32", 1, &f.tokens, &f.n_tokens);
     if (!rc) rc = open_array(path, file, "loss_mask", 1, 0, "uint8", 0, &f.mask, &mask_len);
@@ -289,6 +300,14 @@ static int check_file(const char *path, hid_t file, int model_vocab, zen_dataset
     if (!rc) rc = read_vocab_attr(path, file, &f.vocab_attr);
     if (!rc) rc = read_packed_attr(path, file, &info->packed_seq_len);
     if (!rc) rc = read_records_attr(path, file, &info->records, &info->n_records);
+    if (!rc) rc = open_array(path, file, "labels", 1, 0, "uint8", 0, &f.labels, &f.n_labels);
+    if (!rc && zen_record_layout_of(info->records)->labelled != (f.labels >= 0))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: %s", path, f.labels >= 0 ? "/labels in a file whose records have no labels"
+                                                                   : "its records need /labels, and it has none");
+    if (!rc && f.labels >= 0 && f.n_labels != info->n_records)
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: /labels has %lld entries for %lld records", path, (long long)f.n_labels,
+                      (long long)info->n_records);
+    if (!rc && f.labels >= 0) rc = scan_labels(&f);
     if (!rc && f.n_tokens < 2)
         rc = zen_fail(ZEN_ERR_INPUT, "%s: /tokens holds %lld tokens; at least 2 are needed", path, (long long)f.n_tokens);
     if (!rc && info->packed_seq_len && (f.n_tokens - 1) % info->packed_seq_len)
@@ -305,6 +324,7 @@ static int check_file(const char *path, hid_t file, int model_vocab, zen_dataset
     if (f.tokens >= 0) H5Dclose(f.tokens);
     if (f.mask >= 0) H5Dclose(f.mask);
     if (f.offsets >= 0) H5Dclose(f.offsets);
+    if (f.labels >= 0) H5Dclose(f.labels);
     return rc;
 }
 
@@ -486,6 +506,14 @@ int zen_dataset_open(zen_dataset *d, const char *path, int model_vocab) {
                                         "/doc_offsets");
         if (off >= 0) H5Dclose(off);
     }
+    if (!rc && zen_record_layout_of(d->records)->labelled) { /* checked above: n_records 0/1 bytes */
+        hid_t lab = H5Dopen2((hid_t)d->file, "labels", H5P_DEFAULT);
+        d->labels = lab >= 0 ? zen_malloc((size_t)d->n_records) : NULL;
+        rc = lab < 0 ? zen_fail(ZEN_ERR_INPUT, "%s: cannot open /labels", path)
+             : !d->labels ? ZEN_ERR_INTERNAL
+                          : read_range(path, lab, H5T_NATIVE_UINT8, 0, (hsize_t)d->n_records, d->labels, "/labels");
+        if (lab >= 0) H5Dclose(lab);
+    }
     if (rc) zen_dataset_close(d);
     return rc;
 }
@@ -496,6 +524,7 @@ void zen_dataset_close(zen_dataset *d) {
     if (d->tokens > 0) H5Dclose((hid_t)d->tokens);
     if (d->file > 0) H5Fclose((hid_t)d->file);
     free(d->offsets);
+    free(d->labels);
     free(d->path);
     memset(d, 0, sizeof *d);
 }

@@ -2,6 +2,7 @@
  *   /tokens     int32 [n]     all documents concatenated
  *   /loss_mask  uint8 [n]     optional, 1 where predicting this token counts
  *   /doc_offsets int64 [d+1]  optional
+ *   /labels     uint8 [r]     a labelled record layout's (data/records.h): one 0/1 per record
  *   root attribute vocab_size (integer)
  * Sequence i of length T is tokens[i*T .. i*T+T] (T+1 tokens): inputs are the
  * first T, targets the last T, the mask is loss_mask of the targets; there are
@@ -38,6 +39,7 @@ typedef struct {
     int64_t packed_seq_len;     /* 0 unless written by zen data --pack T */
     zen_records records;        /* ZEN_RECORDS_TOKENS, or the records zen data --format F wrote (data/records.h) */
     int64_t n_records;          /* their count (0 for tokens) */
+    uint8_t *labels;            /* [n_records] a labelled layout's /labels (0 or 1), in memory; else NULL */
     int doc_mask;               /* 1 (the default): documents are kept apart when read; 0: one segment */
 } zen_dataset;
 

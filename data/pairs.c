@@ -41,3 +41,34 @@ int zen_pair_read(const zen_dataset *d, int64_t pair, int32_t *tokens) {
     free(mask);
     return rc;
 }
+
+int zen_records_check(const zen_dataset *d, zen_records kind) {
+    const zen_record_layout *l = zen_record_layout_of(kind);
+    if (d->records != kind)
+        return zen_fail(ZEN_ERR_INPUT, "%s: not a file of %s (no root attribute %s); prepare it with zen data --format %s",
+                        d->path, l->noun, l->attribute, l->format);
+    int64_t docs = (int64_t)l->docs_per_record * d->n_records;
+    if (!d->offsets || d->n_docs != docs)
+        return zen_fail(ZEN_ERR_INPUT, "%s: %s %lld needs %lld documents in /doc_offsets, it has %lld", d->path,
+                        l->attribute, (long long)d->n_records, (long long)docs, (long long)(d->offsets ? d->n_docs : 0));
+    for (int64_t j = 0; j < docs; j++)
+        if (d->offsets[j + 1] == d->offsets[j])
+            return zen_fail(ZEN_ERR_INPUT, "%s: record %lld has an empty document %d", d->path,
+                            (long long)(j / l->docs_per_record), (int)(j % l->docs_per_record));
+    return 0;
+}
+
+size_t zen_record_doc_len(const zen_dataset *d, int64_t r, int k) {
+    int64_t j = r * zen_record_layout_of(d->records)->docs_per_record + k;
+    return (size_t)(d->offsets[j + 1] - d->offsets[j]);
+}
+
+int zen_record_doc_read(const zen_dataset *d, int64_t r, int k, int32_t *tokens) {
+    int64_t j = r * zen_record_layout_of(d->records)->docs_per_record + k;
+    size_t n = (size_t)(d->offsets[j + 1] - d->offsets[j]);
+    uint8_t *mask = malloc(n ? n : 1);
+    if (!mask) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    int rc = zen_dataset_read_range(d, d->offsets[j], n, tokens, mask);
+    free(mask);
+    return rc;
+}

@@ -1,5 +1,6 @@
-/* data/pairs.h: preference pairs in a zen-tokens-v1 file, as `zen data
- * --format preference` writes them:
+/* data/pairs.h: files of records (data/records.h), and preference pairs in
+ * particular, in a zen-tokens-v1 file, as `zen data --format preference`
+ * writes them:
  *   each pair is three consecutive documents of /doc_offsets: the prompt
  *   (loss_mask 0), the chosen completion and the rejected one (loss_mask 1);
  *   the root attribute preference_pairs holds their count (3 x pairs
@@ -26,5 +27,13 @@ int64_t zen_pairs_count(const zen_dataset *d);
 zen_pair_lengths zen_pair_lengths_of(const zen_dataset *d, int64_t pair);
 /* tokens [prompt + chosen + rejected] of pair `pair`, in that order */
 int zen_pair_read(const zen_dataset *d, int64_t pair, int32_t *tokens);
+
+/* Any file of records (data/records.h): the layout is `kind` and every
+ * record's documents are there and none is empty (a one-line error naming
+ * the file otherwise). */
+int zen_records_check(const zen_dataset *d, zen_records kind);
+/* document k of record r: its length, and its tokens into tokens[len] */
+size_t zen_record_doc_len(const zen_dataset *d, int64_t r, int k);
+int zen_record_doc_read(const zen_dataset *d, int64_t r, int k, int32_t *tokens);
 
 #endif

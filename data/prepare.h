@@ -13,6 +13,7 @@
 #define ZEN_PREPARE_H
 #include <stdint.h>
 
+#include "records.h"
 #include "tokenizer.h"
 
 typedef enum { ZEN_DATA_TEXT, ZEN_DATA_JSONL, ZEN_DATA_ALPACA, ZEN_DATA_MESSAGES } zen_data_format;
@@ -28,7 +29,7 @@ typedef struct {
     int drop_empty_think;  /* messages: no "<think>\n\n</think>\n\n" before the final answer */
     int64_t pack_seq_len;  /* --pack T: documents in windows of T tokens (data/pack.h); 0: as they come */
     uint64_t pack_seed;    /* --seed: the order of the packed windows */
-    int64_t max_length;    /* preference: the longest sequence, prompt + completion (data/prepare_pairs.c) */
+    int64_t max_length;    /* preference, kto: the longest sequence, prompt + completion (data/prepare_records.c) */
 } zen_data_opts;
 
 typedef struct {
@@ -40,21 +41,24 @@ typedef struct {
     int32_t pad_id;                          /* --pack: the pad token */
 } zen_data_stats;
 
-/* what zen_data_prepare_pairs wrote and left out */
+/* what zen_data_prepare_records wrote and left out */
 typedef struct {
-    int64_t pairs, tokens, prompt_tokens, bad_lines;
+    int64_t records, tokens, prompt_tokens, bad_lines;
     int64_t dropped_long_prompt; /* the prompt alone reaches max_length */
     int64_t truncated;           /* a completion cut to fit max_length */
     int64_t identical;           /* chosen equal to rejected (kept, as TRL keeps them) */
-    int64_t no_eos;              /* pairs of string completions left without an end-of-sequence token: the
+    int64_t no_eos;              /* records of string completions left without an end-of-sequence token: the
                                   * tokenizer has none (TRL appends its eos_token) */
+    int64_t desirable, undesirable; /* kto: the records labelled true and false */
     double bytes, seconds;
-} zen_pair_stats;
+} zen_record_stats;
 
 int zen_data_parse_format(const char *name, zen_data_format *out);
-/* `zen data --format preference` (data/prepare_pairs.c): o->in, o->out,
- * o->max_length, o->skip_bad, o->drop_empty_think and the tokenizer */
-int zen_data_prepare_pairs(const zen_data_opts *o, zen_pair_stats *st);
+/* `zen data --format preference|kto` (data/prepare_records.c): records of a
+ * prompt and its completions (preference pairs, KTO's labelled completions)
+ * from o->in into o->out, with o->max_length, o->skip_bad, o->drop_empty_think
+ * and the tokenizer */
+int zen_data_prepare_records(const zen_data_opts *o, zen_records records, zen_record_stats *st);
 int zen_data_prepare(const zen_data_opts *o, zen_data_stats *stats);
 /* One record line of a jsonl, alpaca or messages file (o->format) rendered
  * and tokenized as zen_data_prepare does it: *ids and *mask (malloc'd, the
@@ -74,5 +78,17 @@ struct cJSON;
 int zen_render_chat(const zen_data_opts *o, const zen_tokenizer *t, const struct cJSON *record, zen_render *r,
                     const char *where);
 void zen_render_free(zen_render *r);
+/* A record's field that holds a prompt or a completion: a non-empty string
+ * or a non-empty list of chat messages (one line naming where and name if
+ * not). */
+int zen_prompt_field(const struct cJSON *rec, const char *name, const char *where, const struct cJSON **out);
+/* A prompt as zen data renders it: a string's tokens (special tokens
+ * parsed), or a list of chat messages in Qwen3's ChatML (as --format
+ * messages renders them) followed by generation_prompt
+ * ("<|im_start|>assistant\n"); *text, *text_len (realloc'd; r is scratch)
+ * get a chat's rendered text. Appends to *ids. */
+int zen_prompt_tokens(const zen_data_opts *o, zen_tokenizer *t, const struct cJSON *prompt,
+                      const char *generation_prompt, zen_render *r, char **text, size_t *text_len, zen_ids *ids,
+                      const char *where);
 
 #endif

@@ -10,6 +10,7 @@
 typedef enum {
     ZEN_RECORDS_TOKENS,     /* a plain token stream (no attribute) */
     ZEN_RECORDS_PREFERENCE, /* data/pairs.h */
+    ZEN_RECORDS_KTO,        /* data/pairs.h: a prompt, a completion and its label */
     ZEN_RECORDS_COUNT
 } zen_records;
 
@@ -19,6 +20,7 @@ typedef struct {
     int docs_per_record;   /* documents of /doc_offsets per record */
     const char *documents; /* what they are, in order ("prompt (loss_mask 0), chosen, rejected (loss_mask 1)") */
     const char *format;    /* the zen data --format that writes it ("preference") */
+    int labelled;          /* each record has a label: /labels, uint8 [records], 0 or 1 */
 } zen_record_layout;
 
 const zen_record_layout *zen_record_layout_of(zen_records kind);

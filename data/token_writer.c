@@ -125,6 +125,26 @@ int zen_token_writer_end_doc(zen_token_writer *w) {
     return w->off_len == BUF_TOKENS ? flush(w) : 0;
 }
 
+int zen_token_writer_label(zen_token_writer *w, int label) {
+    if (w->n_labels == w->cap_labels) {
+        size_t cap = w->cap_labels ? 2 * w->cap_labels : 4096;
+        uint8_t *more = realloc(w->labels, cap);
+        if (!more) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        w->labels = more, w->cap_labels = cap;
+    }
+    w->labels[w->n_labels++] = label != 0;
+    return 0;
+}
+
+/* /labels, whole, at close */
+static int write_labels(zen_token_writer *w) {
+    hid_t d = make_dataset((hid_t)w->file, "labels", H5T_STD_U8LE);
+    int bad = d < 0 || append(d, H5T_NATIVE_UINT8, w->labels, 0, (hsize_t)w->n_labels);
+    if (d >= 0) bad |= H5Dclose(d) < 0;
+    return bad ? zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 write failed: %s", w->path, errno ? strerror(errno) : "disk full?")
+               : 0;
+}
+
 int zen_token_writer_add(zen_token_writer *w, const int32_t *ids, const uint8_t *mask, size_t n) {
     int rc = zen_token_writer_append(w, ids, mask, n);
     return rc ? rc : zen_token_writer_end_doc(w);
@@ -149,6 +169,8 @@ static void free_buffers(zen_token_writer *w) {
     free(w->tok_buf);
     free(w->mask_buf);
     free(w->off_buf);
+    free(w->labels);
+    w->labels = NULL;
     w->path = w->tmp_path = NULL;
     w->tok_buf = NULL;
     w->mask_buf = NULL;
@@ -160,6 +182,7 @@ int zen_token_writer_close(zen_token_writer *w) {
     if (!rc && w->packed_seq_len) rc = write_attr(w, "packed_seq_len", w->packed_seq_len);
     if (!rc && w->records != ZEN_RECORDS_TOKENS)
         rc = write_attr(w, zen_record_layout_of(w->records)->attribute, w->n_records);
+    if (!rc && zen_record_layout_of(w->records)->labelled) rc = write_labels(w);
     errno = 0;
     if (!rc && H5Fflush((hid_t)w->file, H5F_SCOPE_GLOBAL) < 0)
         rc = zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 write failed: %s", w->path, errno ? strerror(errno) : "disk full?");

@@ -22,6 +22,8 @@ typedef struct {
     int64_t packed_seq_len; /* set by zen data --pack: written as the root attribute at close (0: none) */
     zen_records records;    /* set by a zen data --format of records (data/records.h): its attribute, */
     int64_t n_records;      /* the record count, is written at close */
+    uint8_t *labels;        /* [n_labels] a labelled layout's labels (zen_token_writer_label), /labels at close */
+    size_t n_labels, cap_labels;
 } zen_token_writer;
 
 int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_size);
@@ -31,6 +33,8 @@ int zen_token_writer_append(zen_token_writer *w, const int32_t *ids, const uint8
 int zen_token_writer_end_doc(zen_token_writer *w);
 /* append + end_doc */
 int zen_token_writer_add(zen_token_writer *w, const int32_t *ids, const uint8_t *mask, size_t n);
+/* The label (0 or 1) of the next record of a labelled layout (data/records.h). */
+int zen_token_writer_label(zen_token_writer *w, int label);
 int zen_token_writer_close(zen_token_writer *w);    /* flush, close, rename */
 void zen_token_writer_abort(zen_token_writer *w);   /* close and remove the temporary file */
 

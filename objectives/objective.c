@@ -5,10 +5,11 @@
 #include "../util/error.h"
 #include "objective.h"
 
-extern const zen_objective_ops zen_objective_sft, zen_objective_dpo, zen_objective_orpo;
+extern const zen_objective_ops zen_objective_sft, zen_objective_dpo, zen_objective_orpo, zen_objective_kto;
 
 /* every objective, in the order they are listed */
-static const zen_objective_ops *const table[] = {&zen_objective_sft, &zen_objective_dpo, &zen_objective_orpo};
+static const zen_objective_ops *const table[] = {&zen_objective_sft, &zen_objective_dpo, &zen_objective_orpo,
+                                                 &zen_objective_kto};
 #define N_OBJECTIVES ((int)(sizeof table / sizeof table[0]))
 
 void zen_objective_opts_defaults(zen_objective_opts *o) {
@@ -17,6 +18,8 @@ void zen_objective_opts_defaults(zen_objective_opts *o) {
     strcpy(o->dpo_loss, "sigmoid");
     o->orpo_nll_prompt = 1;
     strcpy(o->pair_layout, "shared");
+    o->kto_desirable_weight = o->kto_undesirable_weight = 1.0;
+    strcpy(o->kto_loss_type, "kto");
 }
 
 /* the option keys, and whether each is at its default */
@@ -29,10 +32,15 @@ static int at_default(const zen_objective_opts *o, const char *key) {
     if (!strcmp(key, "orpo.nll_prompt")) return o->orpo_nll_prompt == d.orpo_nll_prompt;
     if (!strcmp(key, "dpo.precompute_ref")) return o->precompute_ref == d.precompute_ref;
     if (!strcmp(key, "pair_layout")) return !strcmp(o->pair_layout, d.pair_layout);
+    if (!strcmp(key, "kto.desirable_weight")) return o->kto_desirable_weight == d.kto_desirable_weight;
+    if (!strcmp(key, "kto.undesirable_weight")) return o->kto_undesirable_weight == d.kto_undesirable_weight;
+    if (!strcmp(key, "kto.loss_type")) return !strcmp(o->kto_loss_type, d.kto_loss_type);
+    if (!strcmp(key, "kto.precompute_ref")) return o->kto_precompute_ref == d.kto_precompute_ref;
     return 1;
 }
 static const char *const all_keys[] = {"beta", "dpo.loss", "label_smoothing", "orpo.nll_prompt",
-                                       "dpo.precompute_ref", "pair_layout", NULL};
+                                       "dpo.precompute_ref", "pair_layout", "kto.desirable_weight",
+                                       "kto.undesirable_weight", "kto.loss_type", "kto.precompute_ref", NULL};
 
 int zen_objective_is_option(const char *key) {
     for (const char *const *k = all_keys; *k; k++)

@@ -17,6 +17,12 @@
  *      added into lo->grads; the sums its metrics are made of;
  *   4. metrics(sums of every micro-batch, added in micro-batch order) -> the
  *      loss and TRL's named metrics.
+ * In training every rank runs its j-th micro-batch at the same moment (run
+ * with backward is called for the same j, in the same order, on every
+ * rank), so run may call o->ranks' collectives there; an objective that
+ * does (ranks_in_loss) is TRL on N GPUs rather than one process with N x
+ * the accumulation. Evaluation (run without backward) spreads batches over
+ * the ranks unevenly: no collective.
  * totals[0] is the step's trained tokens (targets that carry loss: what
  * tokens/s counts); a step with none makes no update. Evaluation is 1-4 on
  * held-out items without backward, each batch's pre its own totals.
@@ -44,6 +50,9 @@ typedef struct {
     int orpo_nll_prompt;    /* "orpo.nll_prompt": ORPO's NLL covers the prompt too (TRL); 0: the completion only */
     int precompute_ref;     /* "dpo.precompute_ref": the reference's log-probabilities computed before step 1 */
     char pair_layout[8];    /* "pair_layout": shared (a prompt run once per group) or apart */
+    double kto_desirable_weight, kto_undesirable_weight; /* "kto.desirable_weight", "kto.undesirable_weight": 1.0 */
+    char kto_loss_type[24]; /* "kto.loss_type": kto or apo_zero_unpaired */
+    int kto_precompute_ref; /* "kto.precompute_ref": the reference's log-probabilities computed before step 1 */
 } zen_objective_opts;
 
 void zen_objective_opts_defaults(zen_objective_opts *o);
@@ -84,6 +93,8 @@ typedef struct {
     int rows_per_item;         /* sequences of up to seq_len tokens an item lays out (activation rows) */
     int shared_layout;         /* its batches use the shared-prefix layout (decoder.h): acts with its scratch */
     int per_sequence_logits;   /* its rows are the file's sequences in order (zen eval --save-logits) */
+    int ranks_in_loss;         /* a micro-batch's loss reads the other ranks' of its moment (KTO's z): a run
+                                  resumes with the ranks it started with */
     int n_pre, n_sums;         /* doubles per micro-batch: pre (pre[0]: trained tokens) and sums */
     int n_metrics, n_train;    /* metrics (loss first); the first n_train are a training step's, all an eval's */
     const char *const *metrics;
@@ -107,8 +118,8 @@ typedef struct {
                const double *totals, double *sums);
     /* the n_metrics values of the sums of a step (or an evaluation) */
     void (*values)(const zen_objective *o, const double *sums, double *values);
-    /* a line for zen train's summary: the objective and its options */
-    void (*describe)(const zen_objective *o, int has_ref, char *buf, size_t cap);
+    /* a line for zen train's summary: the objective and its options (reference: what the reference model is) */
+    void (*describe)(const zen_objective *o, const char *reference, char *buf, size_t cap);
 } zen_objective_ops;
 
 struct zen_objective {

@@ -185,6 +185,16 @@ int zen_pair_batch_forward(const zen_pair_batch *b, const zen_model *m, const ze
     return rc;
 }
 
+int zen_pair_batch_logps(const zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a,
+                         uint64_t dropout_seed, int k, double *logps, double *counts) {
+    float *row_loss = zen_malloc((b->N ? b->N : 1) * sizeof(float));
+    if (!row_loss) return ZEN_ERR_INTERNAL;
+    int rc = zen_pair_batch_forward(b, m, lo, a, dropout_seed, row_loss);
+    if (!rc) zen_pair_batch_sums(b, row_loss, k, logps, counts);
+    free(row_loss);
+    return rc;
+}
+
 int zen_pair_batch_backward(const zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a,
                             const float *row_weight) {
     size_t B = a->B, T = a->T;

@@ -61,6 +61,10 @@ int zen_pair_batch_forward(const zen_pair_batch *b, const zen_model *m, const ze
  * the row losses: logps [groups][k] = -sum of their rows' losses, counts
  * (may be NULL) [groups][k] their rows (tokens). */
 void zen_pair_batch_sums(const zen_pair_batch *b, const float *row_loss, int k, double *logps, double *counts);
+/* The summed log-probability of each group's continuations 0 .. k-1 under
+ * adapter lo (NULL: the base): the forward, then zen_pair_batch_sums. */
+int zen_pair_batch_logps(const zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a,
+                         uint64_t dropout_seed, int k, double *logps, double *counts);
 /* after zen_pair_batch_forward on the same batch: the gradient of sum row_weight[n] * loss[n] */
 int zen_pair_batch_backward(const zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a,
                             const float *row_weight);

@@ -95,6 +95,10 @@ static void release(zen_objective *o) {
     free(p);
 }
 
+static int add_pair(void *ctx, zen_pair_batch *b, int64_t item) {
+    return zen_pair_batch_add_pair(b, ctx, item, 0);
+}
+
 /* dpo.precompute_ref: one reference pass over the training and validation pairs, kept beside the data */
 static int prepare(zen_objective *o, const zen_objective_env *e, const char *model_path, const zen_dataset *train,
                    const zen_dataset *val, FILE *say) {
@@ -105,8 +109,9 @@ static int prepare(zen_objective *o, const zen_objective_env *e, const char *mod
     for (int i = 0; i < 2 && !rc; i++) {
         if (!sets[i]) continue;
         p->table_of[i] = sets[i];
-        rc = zen_ref_logps_get(e->m, model_path, e->ref, e->a, sets[i], &p->micro[0], o->B, o->ranks, &p->table[i],
-                               say);
+        zen_ref_spec spec = {zen_pairs_count(sets[i]), 2, 0, "pairs", add_pair, (void *)sets[i]};
+        rc = zen_ref_logps_get(e->m, model_path, e->ref, e->a, sets[i], &p->micro[0], o->B, o->ranks, &spec,
+                               &p->table[i], say);
     }
     return rc;
 }
@@ -167,11 +172,11 @@ static void values(const zen_objective *o, const double *sums, double *out) {
     zen_pref_metrics(&p->opts, &s, names, out);
 }
 
-static void describe(const zen_objective *o, int has_ref, char *buf, size_t cap) {
+static void describe(const zen_objective *o, const char *reference, char *buf, size_t cap) {
     const char *prompt = strcmp(o->opts.pair_layout, "shared") ? "run for each completion" : "run once per pair";
     if (!strcmp(o->ops->name, "dpo"))
         snprintf(buf, cap, "objective dpo (%s, beta %g); reference: %s%s; the prompt %s", o->opts.dpo_loss, o->opts.beta,
-                 has_ref ? "the starting adapter, frozen" : "the base model (the adapter off)",
+                 reference,
                  o->opts.precompute_ref ? ", precomputed before step 1" : ", run in each step", prompt);
     else
         snprintf(buf, cap, "objective orpo (beta %g; NLL over %s); the prompt %s", o->opts.beta,

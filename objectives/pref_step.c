@@ -6,16 +6,6 @@
 #include "../util/error.h"
 #include "pref_step.h"
 
-int zen_pref_logps(const zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a, uint64_t dropout_seed,
-                   double *logps, double *counts) {
-    float *row_loss = zen_malloc((b->N ? b->N : 1) * sizeof(float));
-    if (!row_loss) return ZEN_ERR_INTERNAL;
-    int rc = zen_pair_batch_forward(b, m, lo, a, dropout_seed, row_loss);
-    if (!rc) zen_pair_batch_sums(b, row_loss, 2, logps, counts);
-    free(row_loss);
-    return rc;
-}
-
 double zen_pref_nll_tokens(const zen_pref_opts *o, const zen_pair_batch *b) {
     if (o->kind != ZEN_PREF_ORPO) return 0.0;
     double n = 0.0;
@@ -35,7 +25,7 @@ int zen_pref_run(const zen_pref_ctx *c, const zen_pair_batch *b, const zen_model
     int rc = ref && pol && cnt && d && row_loss && w ? 0 : ZEN_ERR_INTERNAL;
     if (!rc && o->kind == ZEN_PREF_DPO) {
         if (c->ref_logps) memcpy(ref, c->ref_logps, 2 * G * sizeof(double));
-        else rc = zen_pref_logps(b, m, c->ref, a, 0, ref, NULL); /* the reference: no dropout */
+        else rc = zen_pair_batch_logps(b, m, c->ref, a, 0, 2, ref, NULL); /* the reference: no dropout */
     }
     a->head_grad_in_forward = backward; /* the head's backward fused into the policy's forward */
     if (!rc) rc = zen_pair_batch_forward(b, m, lo, a, dropout_seed, row_loss);

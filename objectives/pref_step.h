@@ -13,12 +13,6 @@ typedef struct {
     const double *ref_logps;  /* DPO: the batch's precomputed reference [groups][2] (chosen, rejected), or NULL */
 } zen_pref_ctx;
 
-/* The summed log-probabilities of each group's continuations 0 and 1 (the
- * chosen and rejected completions) under adapter lo (NULL: the base):
- * logps [groups][2]; counts (may be NULL) [groups][2] their tokens. */
-int zen_pref_logps(const zen_pair_batch *b, const zen_model *m, const zen_lora *lo, zen_acts *a, uint64_t dropout_seed,
-                   double *logps, double *counts);
-
 /* Runs the batch. The step's loss is sum(pair losses) / pairs_total (+ for
  * ORPO sum(NLL token losses) / nll_tokens_total); acc (not NULL) gets the
  * metric sums of the batch's pairs and its NLL. With backward, the gradient

@@ -1,4 +1,4 @@
-/* objectives/ref_logps.c: DPO's precomputed reference log-probabilities (see ref_logps.h). */
+/* objectives/ref_logps.c: an objective's precomputed reference log-probabilities (see ref_logps.h). */
 #include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
@@ -7,11 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../data/pairs.h"
 #include "../util/atomic_file.h"
 #include "../util/error.h"
 #include "../util/file.h"
-#include "pref_step.h"
 #include "ref_logps.h"
 
 static const char MAGIC[8] = {'Z', 'E', 'N', 'R', 'E', 'F', '0', '1'};
@@ -59,13 +57,18 @@ static void mix_model(uint64_t *h, const zen_model *m, const char *path) {
     mix(h, &c->rms_eps, sizeof c->rms_eps);
 }
 
-static int key_of(const zen_model *m, const char *model_path, const zen_lora *ref, const zen_dataset *d, uint64_t *key) {
+static int key_of(const zen_model *m, const char *model_path, const zen_lora *ref, const zen_dataset *d,
+                  const zen_ref_spec *spec, uint64_t *key) {
     uint64_t h = 0xcbf29ce484222325ull;
     char real[4096];
     if (realpath(d->path, real)) mix(&h, real, strlen(real));
     mix_stat(&h, d->path);
     int64_t dv[2] = {d->n_tokens, d->n_records};
     mix(&h, dv, sizeof dv);
+    if (spec->k != 2 || spec->salt) { /* another layout than DPO's pairs (whose files keep their keys) */
+        int64_t sv[2] = {spec->k, (int64_t)spec->salt};
+        mix(&h, sv, sizeof sv);
+    }
     mix_model(&h, m, model_path);
     if (ref) { /* the reference adapter's values and scale */
         float *p = zen_malloc(ref->num_params * sizeof(float));
@@ -81,8 +84,8 @@ static int key_of(const zen_model *m, const char *model_path, const zen_lora *re
     return 0;
 }
 
-/* pairs already in a partial file with this header (0 if none or another) */
-static int64_t partial_done(const char *path, uint64_t key, int64_t pairs) {
+/* items already in a partial file with this header (0 if none or another) */
+static int64_t partial_done(const char *path, uint64_t key, int64_t pairs, int k) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     unsigned char head[HEADER_BYTES];
@@ -91,27 +94,30 @@ static int64_t partial_done(const char *path, uint64_t key, int64_t pairs) {
         !memcmp(head + 8, &key, 8) && !memcmp(head + 16, &pairs, 8)) {
         fseek(f, 0, SEEK_END);
         long size = ftell(f);
-        done = size > HEADER_BYTES ? (int64_t)((size - HEADER_BYTES) / 16) : 0;
+        done = size > HEADER_BYTES ? (int64_t)((size - HEADER_BYTES) / (8 * k)) : 0;
         if (done > pairs) done = 0;
     }
     fclose(f);
     return done;
 }
 
-static int read_final(const char *path, uint64_t key, int64_t pairs, double *out) {
+static int read_final(const char *path, uint64_t key, int64_t pairs, int k, double *out) {
     FILE *f = fopen(path, "rb");
     if (!f) return zen_fail(ZEN_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
     unsigned char head[HEADER_BYTES];
     int ok = fread(head, 1, HEADER_BYTES, f) == HEADER_BYTES && !memcmp(head, MAGIC, 8) && !memcmp(head + 8, &key, 8) &&
-             !memcmp(head + 16, &pairs, 8) && fread(out, sizeof(double), (size_t)(2 * pairs), f) == (size_t)(2 * pairs);
+             !memcmp(head + 16, &pairs, 8) &&
+             fread(out, sizeof(double), (size_t)(k * pairs), f) == (size_t)(k * pairs);
     fclose(f);
-    return ok ? 0 : zen_fail(ZEN_ERR_INPUT, "%s: not the reference log-probabilities of %lld pairs it should hold "
+    return ok ? 0 : zen_fail(ZEN_ERR_INPUT, "%s: not the reference log-probabilities of %lld items it should hold "
                              "(truncated or changed?); remove it to compute them again", path, (long long)pairs);
 }
 
-/* the pass over pairs [done, pairs), a chunk of ranks x batch at a time; rank 0 appends */
-static int compute(const zen_model *m, const zen_lora *ref, zen_acts *a, const zen_dataset *d, zen_pair_batch *b,
-                   size_t batch, const zen_ranks *dist, const char *partial, uint64_t key, int64_t done, int64_t pairs) {
+/* the pass over items [done, pairs), a chunk of ranks x batch at a time; rank 0 appends */
+static int compute(const zen_model *m, const zen_lora *ref, zen_acts *a, zen_pair_batch *b, size_t batch,
+                   const zen_ranks *dist, const zen_ref_spec *spec, const char *partial, uint64_t key, int64_t done,
+                   int64_t pairs) {
+    const size_t k = (size_t)spec->k;
     FILE *f = NULL;
     int rc = 0;
     if (dist->rank == 0) {
@@ -125,23 +131,23 @@ static int compute(const zen_model *m, const zen_lora *ref, zen_acts *a, const z
         return rc;
     }
     size_t chunk = batch * (size_t)dist->size;
-    double *vals = zen_malloc(2 * chunk * sizeof(double)), *g = zen_malloc(2 * batch * sizeof(double));
+    double *vals = zen_malloc(k * chunk * sizeof(double)), *g = zen_malloc(k * batch * sizeof(double));
     rc = vals && g ? 0 : ZEN_ERR_INTERNAL;
     for (int64_t at = done; at < pairs && !rc; at += (int64_t)chunk) {
         size_t n = (size_t)(pairs - at) < chunk ? (size_t)(pairs - at) : chunk;
-        memset(vals, 0, 2 * chunk * sizeof(double));
+        memset(vals, 0, k * chunk * sizeof(double));
         int64_t first = at + (int64_t)(batch * (size_t)dist->rank);
         int64_t mine = (int64_t)n - (int64_t)(batch * (size_t)dist->rank);
         if (mine > (int64_t)batch) mine = (int64_t)batch;
         if (mine > 0) {
             zen_pair_batch_clear(b);
-            for (int64_t i = 0; i < mine && !rc; i++) rc = zen_pair_batch_add_pair(b, d, first + i, 0);
-            if (!rc) rc = zen_pref_logps(b, m, ref, a, 0, g, NULL);
-            if (!rc) memcpy(vals + 2 * (size_t)(first - at), g, 2 * (size_t)mine * sizeof(double));
+            for (int64_t i = 0; i < mine && !rc; i++) rc = spec->add(spec->ctx, b, first + i);
+            if (!rc) rc = zen_pair_batch_logps(b, m, ref, a, 0, spec->k, g, NULL);
+            if (!rc) memcpy(vals + k * (size_t)(first - at), g, k * (size_t)mine * sizeof(double));
         }
         if ((rc = dist->agree(rc))) break;
-        dist->merge_f64(vals, 2 * n);
-        if (f && (fwrite(vals, sizeof(double), 2 * n, f) != 2 * n || fflush(f)))
+        dist->merge_f64(vals, k * n);
+        if (f && (fwrite(vals, sizeof(double), k * n, f) != k * n || fflush(f)))
             rc = zen_fail(ZEN_ERR_INPUT, "%s: write failed: %s", partial, strerror(errno));
         rc = dist->agree(rc);
     }
@@ -152,14 +158,14 @@ static int compute(const zen_model *m, const zen_lora *ref, zen_acts *a, const z
 }
 
 int zen_ref_logps_get(const zen_model *m, const char *model_path, const zen_lora *ref, zen_acts *a,
-                      const zen_dataset *d, zen_pair_batch *b, size_t batch, const zen_ranks *dist, double **out,
-                      FILE *say) {
+                      const zen_dataset *d, zen_pair_batch *b, size_t batch, const zen_ranks *dist,
+                      const zen_ref_spec *spec, double **out, FILE *say) {
     uint64_t key;
-    int64_t pairs = zen_pairs_count(d);
-    int rc = key_of(m, model_path, ref, d, &key);
+    int64_t pairs = spec->items;
+    int rc = key_of(m, model_path, ref, d, spec, &key);
     if (rc) return rc;
     char *path = zen_malloc(strlen(d->path) + 40), *partial = zen_malloc(strlen(d->path) + 48);
-    double *vals = zen_malloc((size_t)(2 * pairs) * sizeof(double));
+    double *vals = zen_malloc((size_t)(spec->k * pairs) * sizeof(double));
     if (!path || !partial || !vals) {
         free(path);
         free(partial);
@@ -171,18 +177,19 @@ int zen_ref_logps_get(const zen_model *m, const char *model_path, const zen_lora
     int have = zen_file_exists(path);
     dist->bcast(&have, sizeof have);
     if (!have) {
-        int64_t done = dist->rank == 0 ? partial_done(partial, key, pairs) : 0;
+        int64_t done = dist->rank == 0 ? partial_done(partial, key, pairs, spec->k) : 0;
         dist->bcast(&done, sizeof done);
         if (say && dist->rank == 0)
-            fprintf(say, "  reference log-probabilities: computing %lld pairs%s into %s\n", (long long)(pairs - done),
+            fprintf(say, "  reference log-probabilities: computing %lld %s%s into %s\n", (long long)(pairs - done),
+                    spec->noun,
                     done ? " (continuing a pass that stopped)" : "", path);
-        rc = compute(m, ref, a, d, b, batch, dist, partial, key, done, pairs);
+        rc = compute(m, ref, a, b, batch, dist, spec, partial, key, done, pairs);
         if (!rc && dist->rank == 0) rc = zen_atomic_commit_path(partial, path);
         rc = dist->agree(rc);
     } else if (say && dist->rank == 0) {
         fprintf(say, "  reference log-probabilities: read from %s (computed before for this data and base)\n", path);
     }
-    if (!rc) rc = dist->agree(read_final(path, key, pairs, vals));
+    if (!rc) rc = dist->agree(read_final(path, key, pairs, spec->k, vals));
     free(path);
     free(partial);
     if (rc) {

@@ -82,8 +82,8 @@ static void sft_values(const zen_objective *o, const double *sums, double *value
     values[1] = exp(values[0]);
 }
 
-static void sft_describe(const zen_objective *o, int has_ref, char *buf, size_t cap) {
-    (void)has_ref;
+static void sft_describe(const zen_objective *o, const char *reference, char *buf, size_t cap) {
+    (void)reference;
     snprintf(buf, cap, "objective sft: the mean token loss of the targets with loss_mask 1%s",
              o->doc_mask ? ", documents kept apart" : " (documents read as one causal stream)");
 }

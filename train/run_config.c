@@ -70,6 +70,7 @@ static const key_spec KEYS[] = {
     {"lora.dora", K_BOOL, OFF(lora_dora), 0, 0, 0, 1},
     {"lora.dora_clean_base", K_BOOL, OFF(lora_dora_clean_base), 0, 0, 0, 1},
     {"adapter", K_STR, OFF(adapter), 0, 0, CAP(adapter), 1},
+    {"reference", K_STR, OFF(reference), 0, 0, CAP(reference), 1},
     /* the objective and the options objectives read (objectives/objective.h) */
     {"objective", K_STR, OFF(objective), 0, 0, CAP(objective), 1},
     {"beta", K_FLOAT, OFF(obj.beta), 1e-6, 1e6, 0, 1},
@@ -78,8 +79,13 @@ static const key_spec KEYS[] = {
     {"dpo.precompute_ref", K_BOOL, OFF(obj.precompute_ref), 0, 0, 0, 1},
     {"orpo.nll_prompt", K_BOOL, OFF(obj.orpo_nll_prompt), 0, 0, 0, 1},
     {"pair_layout", K_STR, OFF(obj.pair_layout), 0, 0, CAP(obj.pair_layout), 1},
+    {"kto.desirable_weight", K_FLOAT, OFF(obj.kto_desirable_weight), 1e-6, 1e6, 0, 1},
+    {"kto.undesirable_weight", K_FLOAT, OFF(obj.kto_undesirable_weight), 1e-6, 1e6, 0, 1},
+    {"kto.loss_type", K_STR, OFF(obj.kto_loss_type), 0, 0, CAP(obj.kto_loss_type), 1},
+    {"kto.precompute_ref", K_BOOL, OFF(obj.kto_precompute_ref), 0, 0, 0, 1},
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
+_Static_assert(NKEYS <= ZEN_RUN_CONFIG_MAX_KEYS, "zen_run_config.cli_keys holds a flag per key");
 
 void zen_run_config_defaults(zen_run_config *c) {
     memset(c, 0, sizeof *c);
@@ -227,7 +233,7 @@ static int apply_item(zen_run_config *c, const cJSON *item, const char *name, co
     return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be %s", origin, name, type_name(k->type));
 }
 
-/* "lora", "dpo", "orpo": the prefix of keys "name.x", nested as objects in JSON */
+/* "lora", "dpo", "orpo", "kto", ...: the prefix of keys "name.x", nested as objects in JSON */
 static int is_group(const char *name) {
     size_t n = strlen(name);
     for (size_t i = 0; i < NKEYS; i++)
@@ -274,7 +280,7 @@ int zen_run_config_set(zen_run_config *c, const char *assignment) {
     const char *value = eq + 1;
     const key_spec *k = find_key(name);
     if (!k) return zen_fail(ZEN_ERR_INPUT, "--set: unknown key '%s'", name);
-    c->cli_keys |= 1ull << (k - KEYS);
+    c->cli_keys[k - KEYS] = 1;
     char origin[160];
     snprintf(origin, sizeof origin, "--set %s", name);
     if (k->type == K_STR || k->type == K_TARGETS || k->type == K_PROMPTS) return set_string(c, k, value, origin);
@@ -317,7 +323,7 @@ int zen_run_config_resolve(zen_run_config *c, char *note, size_t cap) {
     for (size_t i = 0; i < sizeof CONFLICTS / sizeof CONFLICTS[0]; i++) {
         const key_spec *a = find_key(CONFLICTS[i].a), *b = find_key(CONFLICTS[i].b);
         if (!key_is_set(c, a) || !key_is_set(c, b)) continue;
-        int a_cli = (c->cli_keys >> (a - KEYS)) & 1, b_cli = (c->cli_keys >> (b - KEYS)) & 1;
+        int a_cli = c->cli_keys[a - KEYS], b_cli = c->cli_keys[b - KEYS];
         if (a_cli == b_cli) continue; /* both from one place: validate refuses them */
         const key_spec *wins = a_cli ? a : b, *loses = a_cli ? b : a;
         size_t used = strlen(note);
@@ -358,6 +364,9 @@ int zen_run_config_validate(const zen_run_config *c) {
     if (!ops)
         return zen_fail(ZEN_ERR_INPUT, "config key 'objective' = '%s' is unknown (expected %s)", c->objective,
                         zen_objective_names());
+    if (c->reference[0] && !(ops->uses_reference && ops->uses_reference(&c->obj)))
+        return zen_fail(ZEN_ERR_INPUT, "config key 'reference' = '%s': objective %s has no reference model", c->reference,
+                        ops->name);
     const char *key;
     if (zen_objective_check(ops, &c->obj, &key)) { /* the objective's options: the key at fault */
         char prefix[64];

@@ -7,6 +7,7 @@
 #include "../objectives/objective.h"
 
 #define ZEN_PATH_MAX 1024
+#define ZEN_RUN_CONFIG_MAX_KEYS 256 /* the table's keys (run_config.c checks it holds no more) */
 
 typedef struct {
     char model[ZEN_PATH_MAX];
@@ -36,9 +37,11 @@ typedef struct {
     int lora_dora;          /* DoRA (model/dora.h) */
     int lora_dora_clean_base; /* DoRA with dropout: the (m/n - 1) term on x (mlx-lm), not dropout(x) (PEFT) */
     char adapter[ZEN_PATH_MAX]; /* "" or a PEFT adapter the run starts from (continues) */
+    char reference[ZEN_PATH_MAX]; /* an objective's reference: "" (the continued adapter frozen, else the base),
+                                     "base" (the adapter off) or a PEFT adapter, frozen */
     char objective[8];      /* sft (default), dpo, orpo: a row of objectives/objective.c's table */
     zen_objective_opts obj; /* the options objectives read: beta, dpo.loss, ... (objectives/objective.h) */
-    unsigned long long cli_keys; /* bit i: key i of the table was given by --set (not a config key) */
+    unsigned char cli_keys[ZEN_RUN_CONFIG_MAX_KEYS]; /* [i] 1: key i of the table was given by --set (not a config key) */
 } zen_run_config;
 
 void zen_run_config_defaults(zen_run_config *c);

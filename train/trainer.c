@@ -227,7 +227,7 @@ static void print_summary(run *r, long start_step) {
     const zen_objective_ops *ops = r->obj.ops;
     long long total = zen_config_param_count(m);
     zen_plan plan = run_plan(r);
-    char w[32], l[32], a[32], sc[32], lg[32], t[32], line[512];
+    char w[32], l[32], a[32], sc[32], lg[32], t[32], line[ZEN_PATH_MAX + 512];
     zen_format_bytes(w, sizeof w, plan.weights);
     zen_format_bytes(l, sizeof l, plan.lora_params + plan.lora_grads + plan.optimizer);
     zen_format_bytes(a, sizeof a, plan.saved_acts);
@@ -246,7 +246,10 @@ static void print_summary(run *r, long start_step) {
                     "%lld%s", c->data, (long long)r->s.data.n_tokens, (long long)(r->order.count + (r->val_data ==
                     &r->s.data ? r->val_count : 0)), ops->item, c->seq_len, (long long)r->order.count,
                     (long long)r->val_count, c->val_data[0] ? " (from val_data)" : (r->val_count ? " (held-out tail)" : ""));
-    ops->describe(&r->obj, r->s.has_ref, line, sizeof line);
+    char reference[ZEN_PATH_MAX + 64] = "the base model (the adapter off)";
+    if (r->s.has_ref && !c->reference[0]) snprintf(reference, sizeof reference, "the starting adapter, frozen");
+    else if (r->s.has_ref) snprintf(reference, sizeof reference, "the adapter %s, frozen", c->reference);
+    ops->describe(&r->obj, reference, line, sizeof line);
     zen_report_line(&r->report, "  %s", line);
     if (c->adapter[0]) zen_report_line(&r->report, "  starting from the adapter %s", c->adapter);
     char ranks[64] = "";
@@ -375,9 +378,15 @@ static int check_resumed(run *r, zen_run_config *saved, const zen_train_state *s
     static const char *const may_change[] = {"max_steps", "epochs", NULL}; /* extending a run is allowed */
     char diffs[2048], origin[ZEN_PATH_MAX + 64];
     /* Another number of ranks continues the same run when it keeps the
-     * step's micro-batches (ranks x grad_accum): the sums are the same. */
+     * step's micro-batches (ranks x grad_accum): the sums are the same
+     * (unless the objective's loss reads across the ranks, objective.h). */
     long saved_ranks = st->ranks > 0 ? st->ranks : 1;
     if (saved_ranks != r->dist->size) {
+        if (r->obj.ops->ranks_in_loss)
+            return zen_fail(ZEN_ERR_INPUT, "--resume: %s/checkpoint-%ld was saved by %ld rank%s and objective %s averages "
+                            "across the ranks of a moment (its loss depends on their number); resume with %ld rank%s",
+                            c->out_dir, latest, saved_ranks, saved_ranks == 1 ? "" : "s", r->obj.ops->name,
+                            saved_ranks, saved_ranks == 1 ? "" : "s");
         if (saved_ranks * saved->grad_accum != r->micro_per_step)
             return zen_fail(ZEN_ERR_INPUT, "--resume: %s/checkpoint-%ld was saved by %ld rank%s x grad_accum %ld = %ld "
                             "micro-batches per step, this run has %d x %ld = %ld; resume with ranks x grad_accum = %ld",
@@ -446,9 +455,11 @@ static int open_everything(run *r) {
     }
     if ((rc = zen_lora_alloc_grads(&r->s.lora))) return rc;
     r->s.lora.dora_clean_base = c->lora_dora_clean_base;
-    /* an objective's reference: the adapter being continued, frozen (a second small LoRA set), else the base */
-    if (ops->uses_reference && ops->uses_reference(&c->obj) && c->adapter[0] &&
-        (rc = zen_session_load_reference(&r->s, c->adapter)))
+    /* an objective's reference: config key reference (base, or an adapter), by default the adapter being
+     * continued, frozen (a second small LoRA set), else the base */
+    const char *reference = c->reference[0] ? c->reference : c->adapter[0] ? c->adapter : "base";
+    if (ops->uses_reference && ops->uses_reference(&c->obj) && strcmp(reference, "base") &&
+        (rc = zen_session_load_reference(&r->s, reference)))
         return rc;
     r->env = (zen_objective_env){&r->s.model, &r->s.lora, r->s.has_ref ? &r->s.ref : NULL, &r->s.acts};
     if ((rc = zen_adamw_create(&r->opt, r->s.be, r->s.lora.num_params, (float)c->beta1, (float)c->beta2, (float)c->eps,

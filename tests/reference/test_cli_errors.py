@@ -173,7 +173,7 @@ def main():
         ("train: --set not key=value", train + ["--set", "lr"], "key=value"),
         ("train: unknown option", train + ["--fast"], "--fast"),
         ("train: bad schedule", train + ["--set", "schedule=step"], "'schedule'"),
-        ("train: unknown objective", train + ["--set", "objective=kto"], "'objective'"),
+        ("train: unknown objective", train + ["--set", "objective=ppo"], "'objective'"),
         ("train: unknown DPO loss", train + ["--set", "objective=dpo", "--set", "dpo.loss=exo"], "'dpo.loss'"),
         ("train: label smoothing outside robust DPO", train + ["--set", "objective=dpo", "--set", "label_smoothing=0.1"],
          "robust"),

@@ -145,6 +145,21 @@ def main():
         f["doc_offsets"] = np.array([0, 60, 40, 100], np.int64)
         f.attrs["vocab_size"] = 256
     expect_error("decreasing doc_offsets refused", [zen, "info", w("offsets.h5")], "/doc_offsets[2] = 40")
+    # KTO files: /labels one 0 or 1 per record, and only where the records have labels
+    for name, attr, labels, fragment in (("labels-short", "kto_records", [1], "/labels has 1 entries for 2 records"),
+                                         ("labels-two", "kto_records", [1, 2], "/labels[1] = 2"),
+                                         ("labels-none", "kto_records", None, "need /labels"),
+                                         ("labels-pairs", "preference_pairs", [1], "records have no labels")):
+        with h5py.File(w(name + ".h5"), "w") as f:
+            f["tokens"] = np.arange(12, dtype=np.int32)
+            f["loss_mask"] = np.array([0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1], np.uint8)
+            offsets = [0, 2, 4, 6, 8] if attr == "kto_records" else [0, 2, 4, 6]
+            f["doc_offsets"] = np.array(offsets, np.int64)
+            if labels is not None:
+                f["labels"] = np.array(labels, np.uint8)
+            f.attrs["vocab_size"] = 256
+            f.attrs[attr] = 2 if attr == "kto_records" else 1
+        expect_error(f"KTO file: {name} refused", [zen, "info", w(name + ".h5")], fragment)
 
     # ---- 2. SafeTensors with two __metadata__ objects ----
     header = ('{"__metadata__":{"a":"1"},"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'

@@ -284,11 +284,11 @@ def check_training(zen, w):
                                 "rejected": word + "."}) + "\n")
     p = run([zen, "data", "--tokenizer", w("tiny"), "--in", w("rule.jsonl"), "--format", "preference",
              "--max-length", "48", "--out", w("rule.h5")])
-    harness.check("zen data --format preference", p.returncode == 0 and "400 pairs" in p.stderr, p.stderr.strip())
+    harness.check("zen data --format preference", p.returncode == 0 and "400 preference pairs" in p.stderr, p.stderr.strip())
     # the tiny preset's byte-level tokenizer has no eos: said once, as a warning
     warned = [l for l in p.stderr.splitlines() if "warning" in l]
     harness.check("a tokenizer without eos: one warning that the completions end without one",
-                  len(warned) == 1 and "no end-of-sequence token" in warned[0] and "400 pairs" in warned[0], warned)
+                  len(warned) == 1 and "no end-of-sequence token" in warned[0] and "400 preference pairs" in warned[0], warned)
     info = run([zen, "info", w("rule.h5")])
     harness.check("zen info names a preference file's pairs and their layout",
                   info.returncode == 0 and "400 preference pairs (root attribute preference_pairs" in info.stdout,
@@ -307,16 +307,7 @@ def check_training(zen, w):
                   lines and want <= set(lines[-1]) and evals[-1] > 0.9,
                   f"eval rewards/accuracies {evals}; loss {[round(l['loss'], 4) for l in lines]}" if lines else p.stderr)
     # resume from checkpoint-10 of that run: the same adapter as running straight through
-    import shutil
-    shutil.copytree(w("dpo"), w("dpo-r"))
-    for name in ("checkpoint-20", "adapter_model.safetensors", "adapter_config.json"):
-        path = w("dpo-r", name)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-    p1 = p
-    p2 = run(base + ["--out", w("dpo-r"), "--resume"])
-    same = p1.returncode == 0 and p2.returncode == 0 and \
-        open(w("dpo", "adapter_model.safetensors"), "rb").read() == open(w("dpo-r", "adapter_model.safetensors"), "rb").read()
-    harness.check("dpo: a resumed run equals the uninterrupted one bit for bit", same, p2.stderr[-300:])
+    harness.check_resume("dpo: a resumed run equals the uninterrupted one bit for bit", base, w("dpo"), 20)
     # continuing that adapter with ORPO, and DPO against it as the frozen reference
     p = run(base + ["--out", w("orpo"), "--set", "objective=orpo", "--set", f"adapter={w('dpo')}"])
     lines = [json.loads(l) for l in open(w("orpo", "metrics.jsonl"))] if p.returncode == 0 else []
@@ -370,7 +361,7 @@ def check_training(zen, w):
     p = run([zen, "data", "--tokenizer", w("tiny"), "--in", w("mixed.jsonl"), "--format", "preference", "--skip-bad",
              "--max-length", "20", "--out", w("mixed.h5")])
     harness.check("counted, not errors: chosen = rejected, a prompt over --max-length, a cut completion, a bad line",
-                  p.returncode == 0 and "2 pairs" in p.stderr and "1 bad lines" in p.stderr and "1 dropped" in p.stderr
+                  p.returncode == 0 and "2 preference pairs" in p.stderr and "1 bad lines" in p.stderr and "1 dropped" in p.stderr
                   and "1 with a completion cut" in p.stderr and "1 with chosen equal" in p.stderr, p.stderr.strip())
 
 

@@ -194,22 +194,35 @@ def write_tokens(path, tokens, vocab_size, loss_mask=None, doc_offsets=None):
         f.attrs["vocab_size"] = vocab_size
 
 
-def write_pairs(path, pairs, vocab):
-    """a preference file as data/pairs.h lays it out: per pair the prompt (loss_mask 0), chosen and
-    rejected (loss_mask 1) documents, and the root attribute preference_pairs"""
+def write_records(path, records, vocab, attribute, labels=None):
+    """a file of records as data/records.h lays them out: per record its documents (the first, the prompt,
+    loss_mask 0; the rest 1), the root attribute naming the layout and its count, and /labels when given"""
     import h5py
     toks, mask, offs = [], [], [0]
-    for p, c, r in pairs:
-        for doc, m in ((p, 0), (c, 1), (r, 1)):
+    for docs in records:
+        for j, doc in enumerate(docs):
             toks += list(doc)
-            mask += [m] * len(doc)
+            mask += [int(j > 0)] * len(doc)
             offs.append(len(toks))
     with h5py.File(path, "w") as f:
         f.create_dataset("tokens", data=np.asarray(toks, np.int32))
         f.create_dataset("loss_mask", data=np.asarray(mask, np.uint8))
         f.create_dataset("doc_offsets", data=np.asarray(offs, np.int64))
+        if labels is not None:
+            f.create_dataset("labels", data=np.asarray(labels, np.uint8))
         f.attrs["vocab_size"] = vocab
-        f.attrs["preference_pairs"] = len(pairs)
+        f.attrs[attribute] = len(records)
+
+
+def write_pairs(path, pairs, vocab):
+    """a preference file: per pair the prompt, chosen and rejected documents (root attribute preference_pairs)"""
+    write_records(path, pairs, vocab, "preference_pairs")
+
+
+def write_kto(path, records, vocab):
+    """a KTO file: per record (prompt, completion, label) its prompt and completion documents, the root
+    attribute kto_records and /labels (1 desirable, 0 undesirable)"""
+    write_records(path, [(p, c) for p, c, _ in records], vocab, "kto_records", [int(bool(l)) for _, _, l in records])
 
 
 def compare_grad_files(ref_path, got_path):

@@ -1,6 +1,8 @@
-/* data/prepare_pairs.c: `zen data --format preference`: JSONL records
- * {prompt, chosen, rejected} to a preference file (data/pairs.h), as TRL's
- * DPOTrainer tokenizes them:
+/* data/prepare_records.c: `zen data --format preference|kto`: JSONL records
+ * of a prompt and its completions to a file of records (data/records.h,
+ * data/pairs.h): preference {prompt, chosen, rejected}, kto {prompt,
+ * completion, label} (label a JSON boolean: true desirable), tokenized as
+ * TRL's DPOTrainer tokenizes a pair (KTO's fields the same way):
  * - strings: the prompt's tokens, and each completion's with eos appended
  *   when it does not end with it;
  * - chat messages: the prompt rendered with Qwen3's ChatML (as --format
@@ -8,9 +10,9 @@
  *   a completion is what the whole conversation (prompt + its messages)
  *   renders to after the prompt. A string completion of a chat prompt is one
  *   assistant message.
- * A pair longer than max_length keeps its start (TRL's keep_start): each
- * completion is cut to max_length - prompt tokens; a pair whose prompt alone
- * reaches max_length is dropped and counted. */
+ * A record longer than max_length keeps its start (TRL's keep_start): each
+ * completion is cut to max_length - prompt tokens; a record whose prompt
+ * alone reaches max_length is dropped and counted. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,8 +43,24 @@ static int render_messages(const zen_data_opts *o, const zen_tokenizer *t, const
     return rc;
 }
 
+int zen_prompt_tokens(const zen_data_opts *o, zen_tokenizer *t, const cJSON *prompt, const char *generation_prompt,
+                      zen_render *r, char **text, size_t *text_len, zen_ids *ids, const char *where) {
+    if (cJSON_IsString(prompt)) return zen_tokenizer_encode(t, prompt->valuestring, strlen(prompt->valuestring), 1, ids);
+    int rc = render_messages(o, t, prompt, r, where);
+    /* the generation prompt, as apply_chat_template(add_generation_prompt=True) */
+    size_t g = strlen(generation_prompt);
+    char *chat = rc ? NULL : realloc(*text, r->len + g + 1);
+    if (rc) return rc;
+    if (!chat) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    *text = chat;
+    memcpy(chat, r->text, r->len);
+    memcpy(chat + r->len, generation_prompt, g + 1);
+    *text_len = r->len + g;
+    return zen_tokenizer_encode(t, chat, *text_len, 1, ids);
+}
+
 /* one field's value checked: a non-empty string, or a non-empty list of messages */
-static int field_of(const cJSON *rec, const char *name, const char *where, const cJSON **out) {
+int zen_prompt_field(const cJSON *rec, const char *name, const char *where, const cJSON **out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(rec, name);
     if (!v) return zen_fail(ZEN_ERR_INPUT, "%s: missing field '%s'", where, name);
     if (cJSON_IsString(v) && v->valuestring[0]) {
@@ -57,17 +75,31 @@ static int field_of(const cJSON *rec, const char *name, const char *where, const
                     name);
 }
 
+/* each format: its completion fields, in the order they are written, and a label field */
 typedef struct {
-    zen_ids prompt, chosen, rejected;
+    zen_records records;
+    const char *completions[2];
+    int n_completions;
+    const char *label; /* a JSON boolean stored as the record's label, or NULL */
+} record_format;
+
+static const record_format formats[] = {
+    {ZEN_RECORDS_PREFERENCE, {"chosen", "rejected"}, 2, NULL},
+    {ZEN_RECORDS_KTO, {"completion", NULL}, 1, "label"},
+};
+
+typedef struct {
+    zen_ids prompt, comp[2];
+    int label;
     zen_render r, full;
     char *prompt_text; /* a chat prompt's text with the generation prompt */
     size_t prompt_len;
     int no_eos;        /* its string completions got no eos: the tokenizer has none */
-} pair_work;
+} record_work;
 
 /* a completion's tokens after the prompt (w->prompt_text when a chat) */
 static int completion_tokens(const zen_data_opts *o, zen_tokenizer *t, const cJSON *prompt, const cJSON *c,
-                             pair_work *w, zen_ids *out, const char *where, const char *name) {
+                             record_work *w, zen_ids *out, const char *where, const char *name) {
     out->len = 0;
     if (cJSON_IsString(prompt)) {
         if (!cJSON_IsString(c))
@@ -100,47 +132,44 @@ static int completion_tokens(const zen_data_opts *o, zen_tokenizer *t, const cJS
     return zen_tokenizer_encode(t, w->full.text + plen, w->full.len - plen, 1, out);
 }
 
-static int pair_tokens(const zen_data_opts *o, zen_tokenizer *t, const cJSON *rec, pair_work *w, const char *where) {
-    const cJSON *p, *c, *r;
-    int rc;
-    if ((rc = field_of(rec, "prompt", where, &p)) || (rc = field_of(rec, "chosen", where, &c)) ||
-        (rc = field_of(rec, "rejected", where, &r)))
-        return rc;
+static int record_tokens(const zen_data_opts *o, const record_format *f, zen_tokenizer *t, const cJSON *rec,
+                         record_work *w, const char *where) {
+    const cJSON *p, *c[2] = {NULL, NULL};
+    int rc = zen_prompt_field(rec, "prompt", where, &p);
+    for (int k = 0; k < f->n_completions && !rc; k++) rc = zen_prompt_field(rec, f->completions[k], where, &c[k]);
+    if (rc) return rc;
+    if (f->label) {
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(rec, f->label);
+        if (!l) return zen_fail(ZEN_ERR_INPUT, "%s: missing field '%s'", where, f->label);
+        if (!cJSON_IsBool(l)) return zen_fail(ZEN_ERR_INPUT, "%s: field '%s' must be true or false", where, f->label);
+        w->label = cJSON_IsTrue(l);
+    }
     w->prompt.len = 0;
     w->no_eos = 0;
-    if (cJSON_IsString(p)) {
-        rc = zen_tokenizer_encode(t, p->valuestring, strlen(p->valuestring), 1, &w->prompt);
-    } else {
-        rc = render_messages(o, t, p, &w->r, where);
-        /* the generation prompt, as apply_chat_template(add_generation_prompt=True) */
-        size_t g = strlen(GENERATION_PROMPT);
-        char *text = rc ? NULL : realloc(w->prompt_text, w->r.len + g + 1);
-        if (!rc && !text) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-        if (!rc) {
-            w->prompt_text = text;
-            memcpy(text, w->r.text, w->r.len);
-            memcpy(text + w->r.len, GENERATION_PROMPT, g + 1);
-            w->prompt_len = w->r.len + g;
-            rc = zen_tokenizer_encode(t, text, w->prompt_len, 1, &w->prompt);
-        }
-    }
-    if (!rc) rc = completion_tokens(o, t, p, c, w, &w->chosen, where, "chosen");
-    if (!rc) rc = completion_tokens(o, t, p, r, w, &w->rejected, where, "rejected");
-    if (!rc && (!w->prompt.len || !w->chosen.len || !w->rejected.len))
-        rc = zen_fail(ZEN_ERR_INPUT, "%s: '%s' has no tokens", where,
-                      !w->prompt.len ? "prompt" : !w->chosen.len ? "chosen" : "rejected");
+    rc = zen_prompt_tokens(o, t, p, GENERATION_PROMPT, &w->r, &w->prompt_text, &w->prompt_len, &w->prompt, where);
+    for (int k = 0; k < f->n_completions && !rc; k++)
+        rc = completion_tokens(o, t, p, c[k], w, &w->comp[k], where, f->completions[k]);
+    if (!rc && !w->prompt.len) rc = zen_fail(ZEN_ERR_INPUT, "%s: 'prompt' has no tokens", where);
+    for (int k = 0; k < f->n_completions && !rc; k++)
+        if (!w->comp[k].len) rc = zen_fail(ZEN_ERR_INPUT, "%s: '%s' has no tokens", where, f->completions[k]);
     return rc;
 }
 
-static int write_pair(zen_token_writer *wr, const pair_work *w, size_t nc, size_t nr, uint8_t *ones, uint8_t *zeros) {
+/* the record: the prompt (loss_mask 0), each completion cut to n[k] tokens (loss_mask 1), and its label */
+static int write_record(zen_token_writer *wr, const record_format *f, const record_work *w, const size_t *n,
+                        uint8_t *ones, uint8_t *zeros) {
     int rc = zen_token_writer_add(wr, w->prompt.ids, zeros, w->prompt.len);
-    if (!rc) rc = zen_token_writer_add(wr, w->chosen.ids, ones, nc);
-    if (!rc) rc = zen_token_writer_add(wr, w->rejected.ids, ones, nr);
+    for (int k = 0; k < f->n_completions && !rc; k++) rc = zen_token_writer_add(wr, w->comp[k].ids, ones, n[k]);
+    if (!rc && f->label) rc = zen_token_writer_label(wr, w->label);
     return rc;
 }
 
-int zen_data_prepare_pairs(const zen_data_opts *o, zen_pair_stats *st) {
+int zen_data_prepare_records(const zen_data_opts *o, zen_records records, zen_record_stats *st) {
     memset(st, 0, sizeof *st);
+    const record_format *f = NULL;
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++)
+        if (formats[i].records == records) f = &formats[i];
+    if (!f) return zen_fail(ZEN_ERR_INTERNAL, "zen data: no record format for %s", zen_record_layout_of(records)->noun);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     zen_tokenizer *t = o->tokenizer;
@@ -156,7 +185,7 @@ int zen_data_prepare_pairs(const zen_data_opts *o, zen_pair_stats *st) {
     if (!rc) memset(ones, 1, L);
     if (!rc) rc = zen_token_writer_open(&wr, o->out, zen_tokenizer_vocab_size(t));
     int opened = !rc;
-    pair_work w;
+    record_work w;
     memset(&w, 0, sizeof w);
     size_t zeros_cap = 0;
     char *line = NULL, where[4200];
@@ -172,7 +201,7 @@ int zen_data_prepare_pairs(const zen_data_opts *o, zen_pair_stats *st) {
         cJSON *rec = NULL;
         int lr = zen_json_parse(line, (size_t)n, where, &rec);
         if (!lr && !cJSON_IsObject(rec)) lr = zen_fail(ZEN_ERR_INPUT, "%s: not a JSON object", where);
-        if (!lr) lr = pair_tokens(o, t, rec, &w, where);
+        if (!lr) lr = record_tokens(o, f, t, rec, &w, where);
         cJSON_Delete(rec);
         if (lr) {
             if (o->skip_bad && lr == ZEN_ERR_INPUT) st->bad_lines++;
@@ -184,27 +213,33 @@ int zen_data_prepare_pairs(const zen_data_opts *o, zen_pair_stats *st) {
             continue;
         }
         st->no_eos += w.no_eos;
-        size_t room = L - w.prompt.len;
-        size_t nc = w.chosen.len < room ? w.chosen.len : room, nr = w.rejected.len < room ? w.rejected.len : room;
-        st->truncated += nc < w.chosen.len || nr < w.rejected.len;
-        st->identical += nc == nr && !memcmp(w.chosen.ids, w.rejected.ids, nc * sizeof(int32_t));
+        size_t room = L - w.prompt.len, keep[2] = {0, 0};
+        int cut = 0;
+        for (int k = 0; k < f->n_completions; k++) {
+            keep[k] = w.comp[k].len < room ? w.comp[k].len : room;
+            cut |= keep[k] < w.comp[k].len;
+        }
+        st->truncated += cut;
+        st->identical += f->n_completions == 2 && keep[0] == keep[1] &&
+                         !memcmp(w.comp[0].ids, w.comp[1].ids, keep[0] * sizeof(int32_t));
+        if (f->label) st->desirable += w.label, st->undesirable += !w.label;
         if (w.prompt.len > zeros_cap) {
             free(zeros);
             zeros_cap = w.prompt.len;
             if (!(zeros = calloc(zeros_cap, 1))) rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
         }
-        if (!rc) rc = write_pair(&wr, &w, nc, nr, ones, zeros);
-        st->pairs++;
-        st->tokens += (int64_t)(w.prompt.len + nc + nr);
+        if (!rc) rc = write_record(&wr, f, &w, keep, ones, zeros);
+        st->records++;
+        st->tokens += (int64_t)(w.prompt.len + keep[0] + keep[1]);
         st->prompt_tokens += (int64_t)w.prompt.len;
     }
     if (!rc && in && ferror(in)) rc = zen_fail(ZEN_ERR_INPUT, "%s: read failed", o->in);
-    if (!rc && st->pairs == 0)
-        rc = zen_fail(ZEN_ERR_INPUT, "%s: no pairs to write (%lld records dropped: the prompt reaches --max-length %zu; "
+    if (!rc && st->records == 0)
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: no records to write (%lld dropped: the prompt reaches --max-length %zu; "
                       "%lld bad lines)", o->in, (long long)st->dropped_long_prompt, L, (long long)st->bad_lines);
     if (opened) {
-        wr.records = ZEN_RECORDS_PREFERENCE;
-        wr.n_records = st->pairs;
+        wr.records = records;
+        wr.n_records = st->records;
         rc = rc ? (zen_token_writer_abort(&wr), rc) : zen_token_writer_close(&wr);
     }
     if (in) fclose(in);
@@ -212,8 +247,8 @@ int zen_data_prepare_pairs(const zen_data_opts *o, zen_pair_stats *st) {
     free(ones);
     free(zeros);
     zen_ids_free(&w.prompt);
-    zen_ids_free(&w.chosen);
-    zen_ids_free(&w.rejected);
+    zen_ids_free(&w.comp[0]);
+    zen_ids_free(&w.comp[1]);
     zen_render_free(&w.r);
     zen_render_free(&w.full);
     free(w.prompt_text);
