@@ -23,6 +23,7 @@
 #include "../util/file.h"
 #include "cli.h"
 #include "commands.h"
+#include "generate_samples.h"
 #include "../train/session.h"
 
 static double now_s(void) {
@@ -230,6 +231,13 @@ static zen_opt opts[] = {
     {"--dtype", "auto|f32|bf16", "compute precision (the cache too)", NULL},
     {"--base-quant", "none|nf4|q4_0|q8_0", "quantise the projections at load", NULL},
     {"--save-logits", "FILE.safetensors", "the logits each new token was chosen from [n, V], F32", NULL},
+    {"--n", "G", "G samples of the prompt (of each prompt with --prompts), decoded together", NULL},
+    {"--prompts", "FILE.jsonl", "or a prompt per line: {\"prompt\": text or a list of chat messages}", NULL},
+    {"--out", "FILE.jsonl", "--n/--prompts: a JSON line per prompt with its samples (default: print them)", NULL},
+    {"--resume", NULL, "--out: continue a stopped run where it stopped, with the same samples", NULL},
+    {"--stop", "STRING", "--n/--prompts: end a sample where its text reaches STRING (repeatable)", NULL},
+    {"--max-rows", "16", "--n/--prompts: samples decoded at once (at most 16)", NULL},
+    {"--max-cache-mib", "M", "--n/--prompts: the KV cache's memory (default: enough for --max-rows samples)", NULL},
 };
 
 const zen_command zen_command_generate = {
@@ -254,8 +262,30 @@ int zen_cmd_generate(int argc, char **argv) {
         (rc = zen_cli_float(o, n, "--top-p", 0.95, 0, 1, &top_p)) ||
         (rc = zen_cli_float(o, n, "--min-p", 0, 0, 1, &min_p)))
         return rc;
-    if ((prompt != NULL) + (prompt_ids != NULL) + (messages != NULL) + chatting != 1)
-        return zen_fail(ZEN_ERR_INPUT, "give exactly one of --prompt, --prompt-ids, --messages or --chat");
+    const char *prompts_path = zen_cli_get(o, n, "--prompts"), *out_path = zen_cli_get(o, n, "--out");
+    long long samples, max_rows, cache_mib;
+    if ((rc = zen_cli_int(o, n, "--n", 1, 1, 1 << 16, &samples)) ||
+        (rc = zen_cli_int(o, n, "--max-rows", ZK_DECODE_ROWS, 1, ZK_DECODE_ROWS, &max_rows)) ||
+        (rc = zen_cli_int(o, n, "--max-cache-mib", 0, 1, 1 << 30, &cache_mib)))
+        return rc;
+    int many = zen_cli_get(o, n, "--n") || prompts_path;
+    if ((prompt != NULL) + (prompt_ids != NULL) + (messages != NULL) + chatting + (prompts_path != NULL) != 1)
+        return zen_fail(ZEN_ERR_INPUT, "give exactly one of --prompt, --prompt-ids, --messages, --prompts or --chat");
+    if (chatting && many) return zen_fail(ZEN_ERR_INPUT, "--n is for one prompt or --prompts, not --chat");
+    static const char *const many_only[] = {"--out", "--resume", "--max-rows", "--max-cache-mib", "--stop"};
+    for (size_t i = 0; i < sizeof many_only / sizeof many_only[0]; i++)
+        if (!many && zen_cli_get(o, n, many_only[i]))
+            return zen_fail(ZEN_ERR_INPUT, "%s is for --n G or --prompts FILE", many_only[i]);
+    if (zen_cli_get(o, n, "--resume") && !out_path) return zen_fail(ZEN_ERR_INPUT, "--resume continues an --out file");
+    const char *stops[64];
+    int n_stops = 0;
+    for (int i = 2; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--stop")) {
+            if (n_stops == 64) return zen_fail(ZEN_ERR_INPUT, "--stop: at most 64 strings");
+            if (!argv[i + 1][0]) return zen_fail(ZEN_ERR_INPUT, "--stop: an empty string");
+            stops[n_stops++] = argv[++i];
+        }
+    if (out_path && (rc = zen_output_ready(out_path))) return rc;
     if (no_think && zen_cli_get(o, n, "--think")) return zen_fail(ZEN_ERR_INPUT, "--think and --no-think exclude each other");
     if ((no_think || zen_cli_get(o, n, "--think")) && !messages && !chatting)
         return zen_fail(ZEN_ERR_INPUT, "--think / --no-think shape the chat prompt of --messages or --chat");
@@ -280,14 +310,27 @@ int zen_cmd_generate(int argc, char **argv) {
     if (prompt_ids) rc = parse_ids(prompt_ids, &ids);
     else if (prompt) rc = zen_tokenizer_encode(g.tok, prompt, strlen(prompt), 1, &ids);
     else if (messages) rc = render_messages(g.tok, messages, no_think, &ids);
-    if (!rc && !chatting && ids.len == 0) rc = zen_fail(ZEN_ERR_INPUT, "the prompt is empty");
+    if (!rc && !chatting && !prompts_path && ids.len == 0) rc = zen_fail(ZEN_ERR_INPUT, "the prompt is empty");
+    if (!rc && n_stops && !g.tok) rc = zen_fail(ZEN_ERR_INPUT, "--stop needs the model's tokenizer");
     if (rc) goto done;
     g.vocab = s.model.cfg.vocab;
     g.eos = g.tok ? zen_tokenizer_eos(g.tok) : -1;
     g.im_end = g.tok ? zen_tokenizer_token_id(g.tok, "<|im_end|>") : -1;
     g.stop_at_eos = !zen_cli_get(o, n, "--ignore-eos");
     g.samp = (zen_sampling){(float)temperature, (float)top_p, (float)min_p, (int)top_k};
-    zen_rng_seed(&g.rng, (uint64_t)seed);
+    zen_sample_stream(&g.rng, (uint64_t)seed, 0, 0); /* sample 0 of prompt 0, as --n draws it */
+    int32_t stop_ids[2] = {g.eos, g.im_end};
+    if (many) {
+        if ((rc = zen_session_dora_setup(&s, 0))) goto done; /* a DoRA adapter's scales, applied unmerged */
+        zen_samples_args a = {&s, g.tok, model_dir, zen_cli_get(o, n, "--adapter"), prompts_path ? NULL : &ids,
+                              prompt ? prompt : prompt_ids ? prompt_ids : messages, prompts_path, out_path,
+                              logits_path, zen_cli_get(o, n, "--resume") != NULL, g.show_ids, no_think, (int)samples,
+                              g.samp, (uint64_t)seed, (size_t)max_new, (size_t)max_rows,
+                              (size_t)cache_mib << 20, 1024, stop_ids, g.stop_at_eos ? 2 : 0, stops, n_stops};
+        if (max_new < 1) rc = zen_fail(ZEN_ERR_INPUT, "--max-new-tokens must be at least 1 with --n or --prompts");
+        else rc = zen_generate_samples(&a);
+        goto done;
+    }
     /* --chat: the context asked for, or the model's whole */
     if (!zen_cli_get(o, n, "--context") && context > s.model.cfg.max_positions) context = s.model.cfg.max_positions;
     size_t capacity = chatting ? (size_t)context : ids.len + (size_t)max_new;

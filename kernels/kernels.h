@@ -70,6 +70,9 @@ ZK_HOST_DEVICE static inline int zk_dropout_keep(uint64_t seed, size_t i, uint64
     return (z >> 40) >= threshold;
 }
 
+/* the rows up to which linear_fwd and lora_fwd compute each row on its own (see linear_fwd) */
+#define ZK_DECODE_ROWS 16
+
 typedef struct zk_backend zk_backend;
 
 /* The largest shapes a run's ops will see, for reserving scratch up front. */
@@ -103,6 +106,7 @@ struct zk_backend {
     void (*upload)(zk_backend *be, void *dst, const void *host_src, size_t bytes);
     void (*download)(zk_backend *be, void *host_dst, const void *src, size_t bytes);
     void (*zero)(zk_backend *be, void *dst, size_t bytes);
+    void (*copy)(zk_backend *be, void *dst, const void *src, size_t bytes); /* device to device */
     /* Makes a device weight from host memory (which stays valid while in use:
      * the CPU backend aliases it, e.g. a memory-mapped file, without copying). */
     int (*weight_create)(zk_backend *be, zk_weight *out, const void *host, zen_dtype dtype,
@@ -121,7 +125,12 @@ struct zk_backend {
     int (*reserve)(zk_backend *be, const zk_reserve_plan *plan);
 
     /* --- linear algebra --- */
-    /* y[N,out] = x[N,in] W[out,in]^T */
+    /* y[N,out] = x[N,in] W[out,in]^T. On at most ZK_DECODE_ROWS rows
+     * (decoding) each row is computed on its own in one fixed order of sums
+     * (one pass over W for all of them): its bits do not depend on the other
+     * rows, their number, its place among them or the thread count; so does
+     * lora_fwd's. Generation relies on it: a sample's numbers are the same
+     * whatever decodes beside it. */
     void (*linear_fwd)(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N,
                        size_t in, size_t out);
     /* dx[N,in] (+)= dy[N,out] W[out,in] */
@@ -183,18 +192,28 @@ struct zk_backend {
      * segment is longer than the reserved plan's T. */
     void (*attention_fwd)(zk_backend *be, void *out, float *lse, const void *q, const void *k,
                           const void *v, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
-    /* generation with a KV cache (optional: NULL where a backend has none):
-     * stores the n new rows k_new, v_new [n, nkv, hd] (fp32) at rows
-     * start .. start + n - 1 of one sequence's caches k_cache, v_cache
-     * [>= start + n, nkv, hd], then the n query rows q[n, nh, hd] at those
-     * positions see the keys 0 .. their own -> out[n, nh, hd]; GQA and scale
-     * as above. The caches hold the compute precision (zk_cache_bytes per
-     * element): fp32, or bf16 rounded once as a row is stored, whose scores
-     * take q rounded to bf16 and whose weighted sum the probabilities
-     * rounded to bf16, as attention_fwd's bf16 products do; softmax fp32. */
-    void (*attention_cached_fwd)(zk_backend *be, void *out, const void *q, const void *k_new, const void *v_new,
-                                 void *k_cache, void *v_cache, size_t n, size_t start, size_t nh, size_t nkv,
-                                 size_t hd);
+    /* generation over a paged KV cache (optional: NULL where a backend has
+     * none). A layer's cache is pages of page_rows positions, k_pages and
+     * v_pages [pages, page_rows, nkv, hd] in the compute precision
+     * (zk_cache_bytes per element); a sequence is a list of pages, its page
+     * table: position j is row j % page_rows of page table[j / page_rows].
+     * The n new rows may belong to several sequences: row i is at position
+     * pos[i] of the sequence whose page table starts at tables[table_of[i]]
+     * (pos, table_of, tables: device int32; keys_max: 1 + the largest pos[i],
+     * which the caller knows on the host). First every row's k_new, v_new
+     * [n, nkv, hd] (fp32) is stored at its slot (bf16 rounded once), then
+     * each query row q[n, nh, hd] sees its sequence's keys 0 .. pos[i] ->
+     * out[n, nh, hd]; GQA and scale as above; in bf16 the scores take q
+     * rounded to bf16 and the weighted sum the probabilities rounded to bf16,
+     * as attention_fwd's bf16 products do; softmax fp32. Each (row, head) is
+     * computed on its own, in an order no other row changes, so a sequence's
+     * numbers do not depend on what shares its batch. Rows that are one whole
+     * prompt (a single sequence, positions 0 .. n - 1, n >= 8) may run as
+     * attention_fwd does instead, the same for a prompt alone or batched. */
+    void (*attention_paged_fwd)(zk_backend *be, void *out, const void *q, const void *k_new, const void *v_new,
+                                void *k_pages, void *v_pages, const int32_t *pos, const int32_t *table_of,
+                                const int32_t *tables, size_t n, size_t keys_max, size_t page_rows, size_t nh,
+                                size_t nkv, size_t hd);
     /* dq, dk, dv are overwritten */
     void (*attention_bwd)(zk_backend *be, void *dq, void *dk, void *dv, const void *dout,
                           const void *out, const float *lse, const void *q, const void *k,
@@ -256,7 +275,7 @@ struct zk_backend {
 void zk_set_failed(zk_backend *be, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* 0, or the sticky failure (its message set with zen_fail). */
 int zk_status(zk_backend *be);
-/* bytes of one KV-cache element (attention_cached_fwd): the compute precision's */
+/* bytes of one KV-cache element (attention_paged_fwd): the compute precision's */
 static inline size_t zk_cache_bytes(const zk_backend *be) { return zen_dtype_bytes(be->compute, 1); }
 /* Fault injection for tests: 1 on the N-th call with this name when the
  * environment sets name=N (e.g. ZEN_FAULT_SCRATCH=40), else 0. */

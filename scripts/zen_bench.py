@@ -36,6 +36,13 @@ def prefill_flops_per_token(cfg, T):
     return 2 * frozen + 4 * cfg["head_dim"] * (T / 2) * cfg["num_attention_heads"] * L
 
 
+def decode_flops_per_token(cfg):
+    """a decode step's matrix FLOPs per sequence: 2 per projection and LM-head parameter (attention over the
+    cache, which grows with the position, is not counted)"""
+    L, C, V = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"]
+    return 2 * (sum(fi * fo for fi, fo in (proj_dims(cfg, t) for t in TARGETS)) * L + V * C)
+
+
 def fresh_adapter(cfg, r, seed=0):
     """PEFT-keyed float64 LoRA tensors as a fresh adapter has them: A uniform
     in +-1/sqrt(in), B zero, rank r on all seven targets of every layer"""

@@ -268,6 +268,50 @@ static void test_bf16_linear(void) {
 /* block-quantised weights (--base-quant, GGUF bases): the CUDA dequantisers
  * (f32 compute, chunked; bf16 compute, the whole matrix into bf16) against
  * the CPU's on the same blocks */
+/* decoding's rows (N <= ZK_DECODE_ROWS) on a weight of type q: against the
+ * CPU's, f32 and bf16 compute, and each row alone the same bits as among
+ * ZK_DECODE_ROWS (kernels.h); with a LoRA branch too */
+static void test_decode_rows(zen_dtype q) {
+    size_t N = ZK_DECODE_ROWS, in = 256, out = 72, r = 8;
+    float *x = rnd(N * in, 1, 35), *W = rnd(out * in, 0.5f, 36), *A = rnd(r * in, 0.5f, 37), *B = rnd(out * r, 0.5f, 38);
+    float *y = calloc(N * out, 4), *g = calloc(N * out, 4), *g1 = calloc(out, 4), *u = calloc(N * r, 4);
+    void *Wq = malloc(zen_dtype_bytes(q, out * in));
+    if (q == ZEN_F32) memcpy(Wq, W, out * in * 4);
+    else if (zen_dtype_traits(q)->from_f32) zen_narrow(Wq, W, q, out * in);
+    else ggml_quantize(Wq, W, out * in, (ggml_type_id)zen_dtype_traits(q)->ggml);
+    zk_weight wc = {Wq, q};
+    zk_backend *gs[2] = {gpu, gpu16};
+    float *gx = dev(x, N * in), *gy = dev(y, N * out), *gA = dev(A, r * in), *gB = dev(B, out * r);
+    float *gu = dev(u, N * r);
+    cpu->linear_fwd(cpu, y, x, &wc, N, in, out);
+    cpu->lora_fwd(cpu, y, u, x, A, B, N, in, out, r, 0.5f, NULL);
+    for (int c = 0; c < 2; c++) {
+        zk_backend *b = gs[c];
+        if (c && q == ZEN_F32) continue; /* bf16 compute takes weights as bf16 or quantised */
+        zk_weight wg;
+        b->weight_create(b, &wg, Wq, q, out * in);
+        b->linear_fwd(b, gy, gx, &wg, N, in, out);
+        b->lora_fwd(b, gy, gu, gx, gA, gB, N, in, out, r, 0.5f, NULL);
+        char what[80];
+        snprintf(what, sizeof what, "%s decode rows + LoRA %s", zen_dtype_name(q), c ? "bf16" : "f32");
+        if (c) compare_rel(what, y, gy, N * out, 1e-2);
+        else compare(what, y, gy, N * out);
+        b->download(b, g, gy, N * out * 4);
+        int same = 1;
+        for (size_t n = 0; n < N; n++) { /* row n alone */
+            b->linear_fwd(b, gy, gx + n * in, &wg, 1, in, out);
+            b->lora_fwd(b, gy, gu, gx + n * in, gA, gB, 1, in, out, r, 0.5f, NULL);
+            b->download(b, g1, gy, out * 4);
+            same &= !memcmp(g1, g + n * out, out * 4);
+        }
+        printf("%s %-34s %s\n", same ? "ok  " : "FAIL", what, "each row alone: the same bits");
+        failures += !same;
+        b->weight_destroy(b, &wg);
+    }
+    gpu->free(gpu, gx), gpu->free(gpu, gy), gpu->free(gpu, gA), gpu->free(gpu, gB), gpu->free(gpu, gu);
+    free(x), free(W), free(A), free(B), free(y), free(g), free(g1), free(u), free(Wq);
+}
+
 static void test_quant_linear(zen_dtype q) {
     size_t N = 40, in = 256, out = 72; /* in: whole blocks of 32, 64 and 256 */
     float *x = rnd(N * in, 1, 31), *W = rnd(out * in, 0.5f, 32), *dy = rnd(N * out, 1, 33);
@@ -304,28 +348,49 @@ static void test_quant_linear(zen_dtype q) {
     free(x), free(W), free(dy), free(y), free(dx), free(Wq);
 }
 
-/* generation's attention over a KV cache: start rows stored by a first call
- * (a prompt), then n new rows; CUDA against the CPU in f32 and, where the
- * CPU has native bf16, in bf16 (a bf16 cache, q and the probabilities
- * rounded where the CPU rounds them: the same products, sums in other orders) */
+/* generation's attention over a paged KV cache (pages of 16 positions, the
+ * page table in reverse order): start rows stored by a first call (a
+ * prompt), then n new rows; CUDA against the CPU in f32 and, where the CPU
+ * has native bf16, in bf16 (a bf16 cache, q and the probabilities rounded
+ * where the CPU rounds them: the same products, sums in other orders) */
+static int32_t *dev_ints(zk_backend *g, const int32_t *h, size_t n) {
+    int32_t *d = g->alloc(g, n * sizeof(int32_t));
+    g->upload(g, d, h, n * sizeof(int32_t));
+    return d;
+}
+
+static void paged_call(zk_backend *x, int on_gpu, float *o, const float *q, const float *k, const float *v, void *kc,
+                       void *vc, const int32_t *tables, size_t n_pages, size_t n, size_t start, size_t nh, size_t nkv,
+                       size_t hd) {
+    int32_t *pos = malloc(n * sizeof(int32_t)), *tab = calloc(n, sizeof(int32_t));
+    for (size_t i = 0; i < n; i++) pos[i] = (int32_t)(start + i);
+    int32_t *dp = on_gpu ? dev_ints(x, pos, n) : pos, *dt = on_gpu ? dev_ints(x, tab, n) : tab;
+    int32_t *dtab = on_gpu ? dev_ints(x, tables, n_pages) : (int32_t *)tables;
+    x->attention_paged_fwd(x, o, q, k, v, kc, vc, dp, dt, dtab, n, start + n, 16, nh, nkv, hd);
+    if (on_gpu) x->free(x, dp), x->free(x, dt), x->free(x, dtab);
+    free(pos), free(tab);
+}
+
 static void cached_attention_on(zk_backend *c, zk_backend *g, const char *prec, size_t n, size_t start, size_t nh,
                                 size_t nkv, size_t hd) {
-    size_t keys = start + n, kvd = nkv * hd, cache = keys * kvd * zk_cache_bytes(c);
+    size_t keys = start + n, kvd = nkv * hd, pages = (keys + 15) / 16, cache = pages * 16 * kvd * zk_cache_bytes(c);
     float *q = rnd(keys * nh * hd, 1, 41), *k = rnd(keys * kvd, 1, 42), *v = rnd(keys * kvd, 1, 43);
     for (size_t i = 0; i < keys * nh * hd; i++) q[i] *= 2.0f; /* scores neither flat nor one-hot */
+    int32_t *tables = malloc(pages * sizeof(int32_t));
+    for (size_t i = 0; i < pages; i++) tables[i] = (int32_t)(pages - 1 - i);
     float *o = calloc(keys * nh * hd, 4);
     void *kc = malloc(cache), *vc = malloc(cache);
     float *gq = dev(q, keys * nh * hd), *gk = dev(k, keys * kvd), *gv = dev(v, keys * kvd), *go = dev(o, keys * nh * hd);
     void *gkc = g->alloc(g, cache), *gvc = g->alloc(g, cache);
     if (start) {
-        c->attention_cached_fwd(c, o, q, k, v, kc, vc, start, 0, nh, nkv, hd);
-        g->attention_cached_fwd(g, go, gq, gk, gv, gkc, gvc, start, 0, nh, nkv, hd);
+        paged_call(c, 0, o, q, k, v, kc, vc, tables, pages, start, 0, nh, nkv, hd);
+        paged_call(g, 1, go, gq, gk, gv, gkc, gvc, tables, pages, start, 0, nh, nkv, hd);
     }
     size_t qa = start * nh * hd, ka = start * kvd;
-    c->attention_cached_fwd(c, o + qa, q + qa, k + ka, v + ka, kc, vc, n, start, nh, nkv, hd);
-    g->attention_cached_fwd(g, go + qa, gq + qa, gk + ka, gv + ka, gkc, gvc, n, start, nh, nkv, hd);
+    paged_call(c, 0, o + qa, q + qa, k + ka, v + ka, kc, vc, tables, pages, n, start, nh, nkv, hd);
+    paged_call(g, 1, go + qa, gq + qa, gk + ka, gv + ka, gkc, gvc, tables, pages, n, start, nh, nkv, hd);
     char what[80];
-    snprintf(what, sizeof what, "cached attention %s n=%zu after %zu, %zu/%zu", prec, n, start, nh, nkv);
+    snprintf(what, sizeof what, "paged attention %s n=%zu after %zu, %zu/%zu", prec, n, start, nh, nkv);
     if (zk_status(g) || zk_status(c)) {
         printf("FAIL %s: %s\n", what, zen_last_error());
         failures++;
@@ -333,7 +398,7 @@ static void cached_attention_on(zk_backend *c, zk_backend *g, const char *prec, 
         compare_rel(what, o, go, keys * nh * hd, 1e-5);
     }
     g->free(g, gq), g->free(g, gk), g->free(g, gv), g->free(g, go), g->free(g, gkc), g->free(g, gvc);
-    free(q), free(k), free(v), free(o), free(kc), free(vc);
+    free(q), free(k), free(v), free(o), free(kc), free(vc), free(tables);
 }
 
 static void test_cached_attention(size_t n, size_t start, size_t nh, size_t nkv, size_t hd) {
@@ -504,7 +569,7 @@ static void test_determinism(void) {
  * nothing exits, the status names the cause */
 static void test_sticky_failure(void) {
     zk_backend *be = zk_open("cuda", "f32");
-    size_t N = 8, in = 16, out = 8;
+    size_t N = ZK_DECODE_ROWS + 8, in = 16, out = 8; /* above the decode rows: the GEMM path and its scratch */
     float *x = rnd(N * in, 1, 51), *W = rnd(out * in, 1, 52);
     uint16_t *Wh = malloc(out * in * 2);
     for (size_t i = 0; i < out * in; i++) Wh[i] = zen_f32_to_bf16(W[i]);
@@ -648,6 +713,8 @@ int main(void) {
     test_quant_linear(ZEN_Q4_K);
     test_quant_linear(ZEN_Q5_K);
     test_quant_linear(ZEN_Q6_K);
+    zen_dtype decode_types[] = {ZEN_F32, ZEN_BF16, ZEN_Q8_0, ZEN_Q4_0, ZEN_NF4, ZEN_Q4_K, ZEN_Q6_K};
+    for (size_t i = 0; i < sizeof decode_types / sizeof decode_types[0]; i++) test_decode_rows(decode_types[i]);
     test_cached_attention(5, 0, 4, 2, 32);    /* a prompt: causal within the new rows */
     test_cached_attention(1, 37, 8, 2, 64);   /* a decode step */
     test_cached_attention(3, 300, 4, 4, 128); /* a chat turn after a long context (MHA) */

@@ -336,6 +336,41 @@ static void test_variants_agree(void **state) {
     free(x), free(A), free(B), free(dy);
 }
 
+/* LoRA on decoding's rows (N <= ZK_DECODE_ROWS): against double, and each
+ * row the same bits alone as among 16, with 1 and 2 threads */
+static void test_lora_decode_rows(void **state) {
+    (void)state;
+    enum { N = ZK_DECODE_ROWS, IN = 200, OUT = 77, R = 8 };
+    static float x[N * IN], A[R * IN], B[OUT * R], y[N * OUT], y1[OUT], u[N * R], u1[R];
+    fill_uniform(x, N * IN, 1, 80);
+    fill_uniform(A, R * IN, 1, 81);
+    fill_uniform(B, OUT * R, 1, 82);
+    memset(y, 0, sizeof y);
+    be->lora_fwd(be, y, u, x, A, B, N, IN, OUT, R, 0.5f, NULL);
+    double worst = 0, top = 0;
+    for (size_t n = 0; n < N; n++)
+        for (size_t o = 0; o < OUT; o++) {
+            double r = 0;
+            for (size_t k = 0; k < R; k++) {
+                double uk = 0;
+                for (size_t i = 0; i < IN; i++) uk += (double)x[n * IN + i] * A[k * IN + i];
+                r += 0.5 * uk * B[o * R + k];
+            }
+            worst = fmax(worst, fabs(r - y[n * OUT + o])), top = fmax(top, fabs(r));
+        }
+    printf("LoRA decode rows: max |zen - reference| %.2e (max %.1f)\n", worst, top);
+    assert_true(worst < 1e-5 * top);
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        for (size_t n = 0; n < N; n++) {
+            memset(y1, 0, sizeof y1);
+            be->lora_fwd(be, y1, u1, x + n * IN, A, B, 1, IN, OUT, R, 0.5f, NULL);
+            assert_memory_equal(y + n * OUT, y1, OUT * sizeof(float));
+        }
+    }
+    omp_set_num_threads(2);
+}
+
 static void test_linear_half_weights_chunked(void **state) {
     (void)state;
     size_t N = CPU_GEMV_ROWS + 1, in = 64, out = 150000;
@@ -364,11 +399,12 @@ static void test_linear_half_weights_chunked(void **state) {
 /* the reference's own bf16 rounding */
 static float bf16_round(float x) { return zen_bf16_to_f32(zen_f32_to_bf16(x)); }
 
-/* decoding's one pass over W (N <= CPU_GEMV_ROWS) for bf16, f16 and block-
- * quantised weights, in f32 compute and (where the CPU has it) bf16 compute:
- * against a double reference from the values the kernel must see (the
- * stored weight widened; in bf16, x and a non-bf16 weight rounded to bf16),
- * and bit-identical for 1 and 2 threads */
+/* decoding's one pass over W (N <= CPU_GEMV_ROWS = ZK_DECODE_ROWS) for bf16,
+ * f16 and block-quantised weights, in f32 compute and (where the CPU has it)
+ * bf16 compute: against a double reference from the values the kernel must
+ * see (the stored weight widened; in bf16, x and a non-bf16 weight rounded to
+ * bf16), bit-identical for 1 and 2 threads, and each row the same bits as
+ * that row alone */
 static void test_linear_decode_rows(void **state) {
     (void)state;
     enum { MAX_IN = 512, OUT = 97 }; /* OUT: not a multiple of the rows done at once */
@@ -408,6 +444,10 @@ static void test_linear_decode_rows(void **state) {
                 x_be->linear_fwd(x_be, y1, x, &w, N, IN, OUT);
                 omp_set_num_threads(2);
                 assert_memory_equal(y, y1, N * OUT * sizeof(float));
+                for (size_t n = 0; n < N; n++) { /* each row alone: the same bits (kernels.h) */
+                    x_be->linear_fwd(x_be, y1, x + n * IN, &w, 1, IN, OUT);
+                    assert_memory_equal(y + n * OUT, y1, OUT * sizeof(float));
+                }
             }
         }
     }
@@ -794,39 +834,70 @@ static void cached_reference(double *o, const float *q, const float *k, const fl
 #undef R
 }
 
-/* a prompt of 9 rows, then 3 decode steps of one row, on f32 and (where the
- * CPU has it) bf16: each output against the double reference; the f32
- * prompt also against attention_fwd (one causal segment) */
-static void test_cached_attention(void **state) {
+/* Paged caches, pages of 4 positions out of order. Sequence A: a prompt of
+ * 9 rows in one call (page table 5, 2, 7), later 3 decode rows. Sequence B
+ * shares A's first two pages (positions 0-7) and has its own page 9: its
+ * position 8 in a call of its own, then position 9 in one call beside A's
+ * position 9 (two sequences in one batch), then A alone at 10 and 11. On
+ * f32 and (where the CPU has it) bf16: each output against the double
+ * reference of its sequence's keys; the f32 prompt also against
+ * attention_fwd (one causal segment). */
+static void test_paged_attention(void **state) {
     (void)state;
-    enum { T = 12, PROMPT = 9, NH = 4, NKV = 2, HD = 16, KVD = NKV * HD };
-    static float q[T * NH * HD], k[T * KVD], v[T * KVD], out[T * NH * HD], full[T * NH * HD], lse[NH * T];
-    fill_uniform(q, T * NH * HD, 2, 60);
-    fill_uniform(k, T * KVD, 1, 61);
-    fill_uniform(v, T * KVD, 1, 62);
-    zk_backend *backends[2] = {be, open_bf16("bf16 cached attention")};
+    enum { T = 12, PROMPT = 9, NH = 4, NKV = 2, HD = 16, KVD = NKV * HD, ROWS = 4, PAGES = 10 };
+    static float qa[T * NH * HD], ka[T * KVD], va[T * KVD], qb[T * NH * HD], kb[T * KVD], vb[T * KVD];
+    static float outa[T * NH * HD], outb[T * NH * HD], full[T * NH * HD], lse[NH * T];
+    fill_uniform(qa, T * NH * HD, 2, 60);
+    fill_uniform(ka, T * KVD, 1, 61);
+    fill_uniform(va, T * KVD, 1, 62);
+    fill_uniform(qb, T * NH * HD, 2, 63);
+    memcpy(kb, ka, 8 * KVD * sizeof(float)); /* B reads A's positions 0-7 */
+    memcpy(vb, va, 8 * KVD * sizeof(float));
+    fill_uniform(kb + 8 * KVD, 4 * KVD, 1, 64);
+    fill_uniform(vb + 8 * KVD, 4 * KVD, 1, 65);
+    const int32_t tables[6] = {5, 2, 7, 5, 2, 9}; /* A at 0, B at 3 */
+    zk_backend *backends[2] = {be, open_bf16("bf16 paged attention")};
     for (int b = 0; b < 2 && backends[b]; b++) {
         zk_backend *x = backends[b];
         int bf16 = b == 1;
-        void *kc = malloc(T * KVD * zk_cache_bytes(x)), *vc = malloc(T * KVD * zk_cache_bytes(x));
+        size_t bytes = PAGES * ROWS * KVD * zk_cache_bytes(x);
+        void *kc = malloc(bytes), *vc = malloc(bytes);
         assert_int_equal(zk_cache_bytes(x), bf16 ? 2 : 4);
-        x->attention_cached_fwd(x, out, q, k, v, kc, vc, PROMPT, 0, NH, NKV, HD);
-        for (size_t t = PROMPT; t < T; t++)
-            x->attention_cached_fwd(x, out + t * NH * HD, q + t * NH * HD, k + t * KVD, v + t * KVD, kc, vc, 1, t, NH,
-                                    NKV, HD);
+        int32_t pos[PROMPT], tab[PROMPT];
+        for (int i = 0; i < PROMPT; i++) pos[i] = i, tab[i] = 0;
+        x->attention_paged_fwd(x, outa, qa, ka, va, kc, vc, pos, tab, tables, PROMPT, PROMPT, ROWS, NH, NKV, HD);
+        int32_t p8 = 8, t3 = 3;
+        x->attention_paged_fwd(x, outb + 8 * NH * HD, qb + 8 * NH * HD, kb + 8 * KVD, vb + 8 * KVD, kc, vc, &p8, &t3,
+                               tables, 1, 9, ROWS, NH, NKV, HD);
+        /* A and B at position 9 in one call: rows [A, B] */
+        static float q2[2 * NH * HD], k2[2 * KVD], v2[2 * KVD], o2[2 * NH * HD];
+        memcpy(q2, qa + 9 * NH * HD, NH * HD * sizeof(float)), memcpy(q2 + NH * HD, qb + 9 * NH * HD, NH * HD * 4);
+        memcpy(k2, ka + 9 * KVD, KVD * sizeof(float)), memcpy(k2 + KVD, kb + 9 * KVD, KVD * sizeof(float));
+        memcpy(v2, va + 9 * KVD, KVD * sizeof(float)), memcpy(v2 + KVD, vb + 9 * KVD, KVD * sizeof(float));
+        int32_t pos2[2] = {9, 9}, tab2[2] = {0, 3};
+        x->attention_paged_fwd(x, o2, q2, k2, v2, kc, vc, pos2, tab2, tables, 2, 10, ROWS, NH, NKV, HD);
+        memcpy(outa + 9 * NH * HD, o2, NH * HD * sizeof(float)), memcpy(outb + 9 * NH * HD, o2 + NH * HD, NH * HD * 4);
+        for (int32_t t = 10; t < T; t++) {
+            int32_t zero = 0;
+            x->attention_paged_fwd(x, outa + t * NH * HD, qa + t * NH * HD, ka + t * KVD, va + t * KVD, kc, vc, &t,
+                                   &zero, tables, 1, (size_t)t + 1, ROWS, NH, NKV, HD);
+        }
         assert_int_equal(zk_status(x), 0);
         double worst = 0, ref[HD];
         for (size_t t = 0; t < T; t++)
             for (size_t h = 0; h < NH; h++) {
-                cached_reference(ref, q, k, v, t, h, NH, NKV, HD, bf16);
-                for (size_t d = 0; d < HD; d++) worst = fmax(worst, fabs(ref[d] - out[(t * NH + h) * HD + d]));
+                cached_reference(ref, qa, ka, va, t, h, NH, NKV, HD, bf16);
+                for (size_t d = 0; d < HD; d++) worst = fmax(worst, fabs(ref[d] - outa[(t * NH + h) * HD + d]));
+                if (t < 8 || t > 9) continue;
+                cached_reference(ref, qb, kb, vb, t, h, NH, NKV, HD, bf16);
+                for (size_t d = 0; d < HD; d++) worst = fmax(worst, fabs(ref[d] - outb[(t * NH + h) * HD + d]));
             }
-        printf("cached attention %s: max |zen - reference| %.2e over a prompt and 3 decode steps\n",
-               bf16 ? "bf16" : "f32", worst);
+        printf("paged attention %s: max |zen - reference| %.2e over a prompt, a shared prefix, two sequences in "
+               "one call and decode steps\n", bf16 ? "bf16" : "f32", worst);
         assert_true(worst < 2e-6);
         if (!bf16) { /* the same as the training forward over the whole sequence */
-            be->attention_fwd(be, full, lse, q, k, v, NULL, 1, T, NH, NKV, HD);
-            for (size_t i = 0; i < T * NH * HD; i++) assert_true(fabsf(full[i] - out[i]) < 1e-5f);
+            be->attention_fwd(be, full, lse, qa, ka, va, NULL, 1, T, NH, NKV, HD);
+            for (size_t i = 0; i < T * NH * HD; i++) assert_true(fabsf(full[i] - outa[i]) < 1e-5f);
         }
         free(kc), free(vc);
     }
@@ -1067,7 +1138,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_bf16_linear),
         cmocka_unit_test(test_bf16_attention),
         cmocka_unit_test(test_attention_end_to_end),
-        cmocka_unit_test(test_cached_attention),
+        cmocka_unit_test(test_paged_attention),
+        cmocka_unit_test(test_lora_decode_rows),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_xent),

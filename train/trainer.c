@@ -599,7 +599,7 @@ static int open_outputs(run *r, int resume, const zen_train_state *st) {
     int rc = text && path ? zen_write_text_file(path, text) : ZEN_ERR_INTERNAL;
     free(text);
     free(path);
-    if (!rc && c->sample_every > 0 && !r->s.be->attention_cached_fwd)
+    if (!rc && c->sample_every > 0 && !r->s.be->attention_paged_fwd)
         return zen_fail(ZEN_ERR_INPUT, "sample_every: generation runs on the CPU for now (device %s)", r->s.be->name);
     if (!rc && c->sample_every > 0) { /* the prompts' tokenizer, and where the samples go */
         if ((rc = zen_open_tokenizer(c->model, &r->tok)))

@@ -316,7 +316,7 @@ static inline float key_at(const void *cache, int bf16, size_t i) {
 
 static inline float round_if(int bf16, float x) { return bf16 ? zen_bf16_round(x) : x; }
 
-#define CACHED_PROMPT_ROWS 8 /* a first feed of at least this many rows runs on the training forward */
+#define CACHED_PROMPT_ROWS 8 /* a whole prompt of at least this many rows runs on the training forward */
 
 /* q . cache[at .. at + hd) in 8 partial sums, added in a fixed order (the
  * compiler vectorises it; one running sum would make every product wait
@@ -348,21 +348,32 @@ static inline void add_scaled_value(float *o, float w, const void *cache, int bf
     }
 }
 
-void cpu_attention_cached_fwd(zk_backend *be, void *out_, const void *q_, const void *k_new_, const void *v_new_,
-                              void *k_cache, void *v_cache, size_t n, size_t start, size_t nh, size_t nkv,
-                              size_t hd) {
+/* the slot of position j of the sequence whose page table is table */
+static inline size_t slot_of(const int32_t *table, size_t j, size_t page_rows) {
+    return (size_t)table[j / page_rows] * page_rows + j % page_rows;
+}
+
+void cpu_attention_paged_fwd(zk_backend *be, void *out_, const void *q_, const void *k_new_, const void *v_new_,
+                             void *k_pages, void *v_pages, const int32_t *pos, const int32_t *table_of,
+                             const int32_t *tables, size_t n, size_t keys_max, size_t page_rows, size_t nh,
+                             size_t nkv, size_t hd) {
     float *out = out_;                                   /* [n, nh, hd] */
     const float *q = q_, *k_new = k_new_, *v_new = v_new_; /* q [n, nh, hd]; k_new, v_new [n, nkv, hd] */
-    int bf16 = be->compute == ZEN_BF16;                  /* caches [start + n, nkv, hd]: bf16 or f32 */
-    size_t group = nh / nkv, keys_max = start + n, kvd = nkv * hd;
-    if (bf16) {
-        cpu_round_bf16((uint16_t *)k_cache + start * kvd, k_new, n * kvd);
-        cpu_round_bf16((uint16_t *)v_cache + start * kvd, v_new, n * kvd);
-    } else {
-        memcpy((float *)k_cache + start * kvd, k_new, n * kvd * sizeof(float));
-        memcpy((float *)v_cache + start * kvd, v_new, n * kvd * sizeof(float));
+    int bf16 = be->compute == ZEN_BF16;                  /* pages [pages, page_rows, nkv, hd]: bf16 or f32 */
+    size_t group = nh / nkv, kvd = nkv * hd;
+    int one_prompt = n >= CACHED_PROMPT_ROWS;
+    for (size_t i = 0; i < n; i++) {
+        size_t at = slot_of(tables + table_of[i], (size_t)pos[i], page_rows) * kvd;
+        if (bf16) {
+            cpu_round_bf16((uint16_t *)k_pages + at, k_new + i * kvd, kvd);
+            cpu_round_bf16((uint16_t *)v_pages + at, v_new + i * kvd, kvd);
+        } else {
+            memcpy((float *)k_pages + at, k_new + i * kvd, kvd * sizeof(float));
+            memcpy((float *)v_pages + at, v_new + i * kvd, kvd * sizeof(float));
+        }
+        one_prompt &= pos[i] == (int32_t)i && table_of[i] == table_of[0];
     }
-    if (start == 0 && n >= CACHED_PROMPT_ROWS) {
+    if (one_prompt) {
         /* a whole prompt: the training forward's tiles (matrix products
          * over blocks of queries and keys, the same rounding points), not a
          * dot product per query and key */
@@ -383,11 +394,12 @@ void cpu_attention_cached_fwd(zk_backend *be, void *out_, const void *q_, const 
         for (size_t i = 0; i < n; i++)
             for (size_t h = 0; h < nh; h++) {
                 if (!p) continue;
-                size_t keys = start + i + 1, kh = h / group;
+                const int32_t *table = tables + table_of[i];
+                size_t keys = (size_t)pos[i] + 1, kh = h / group;
                 float *qi = p + keys_max, m = -INFINITY;
                 for (size_t d = 0; d < hd; d++) qi[d] = round_if(bf16, q[(i * nh + h) * hd + d]);
                 for (size_t j = 0; j < keys; j++) {
-                    p[j] = dot_key(qi, k_cache, bf16, (j * nkv + kh) * hd, hd) * scale;
+                    p[j] = dot_key(qi, k_pages, bf16, (slot_of(table, j, page_rows) * nkv + kh) * hd, hd) * scale;
                     m = p[j] > m ? p[j] : m;
                 }
                 double sum = 0.0;
@@ -395,7 +407,8 @@ void cpu_attention_cached_fwd(zk_backend *be, void *out_, const void *q_, const 
                 float inv = (float)(1.0 / sum), *o = out + (i * nh + h) * hd;
                 for (size_t d = 0; d < hd; d++) o[d] = 0.0f;
                 for (size_t j = 0; j < keys; j++)
-                    add_scaled_value(o, round_if(bf16, p[j] * inv), v_cache, bf16, (j * nkv + kh) * hd, hd);
+                    add_scaled_value(o, round_if(bf16, p[j] * inv), v_pages, bf16,
+                                     (slot_of(table, j, page_rows) * nkv + kh) * hd, hd);
             }
         if (!p) zk_set_failed(be, ZEN_ERR_INTERNAL, "out of memory in attention (generation)");
         free(p);

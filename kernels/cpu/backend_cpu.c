@@ -220,6 +220,7 @@ zk_backend *zk_cpu_create(zen_dtype compute, int device_index) {
     be->free = cpu_free;
     be->upload = cpu_copy;
     be->download = cpu_copy;
+    be->copy = cpu_copy;
     be->zero = cpu_zero;
     be->weight_create = cpu_weight_create;
     be->weight_destroy = cpu_weight_destroy;
@@ -242,7 +243,7 @@ zk_backend *zk_cpu_create(zen_dtype compute, int device_index) {
     be->rope_fwd = cpu_rope_fwd;
     be->rope_bwd = cpu_rope_bwd;
     be->attention_fwd = cpu_attention_fwd;
-    be->attention_cached_fwd = cpu_attention_cached_fwd;
+    be->attention_paged_fwd = cpu_attention_paged_fwd;
     be->attention_bwd = cpu_attention_bwd;
     be->swiglu_fwd = cpu_swiglu_fwd;
     be->swiglu_bwd = cpu_swiglu_bwd;

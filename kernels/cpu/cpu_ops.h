@@ -49,10 +49,23 @@ static inline uint16_t *cpu_scratch_bf16(zk_backend *be, int slot, size_t n) {
     return (uint16_t *)cpu_scratch(be, slot, (n + 1) / 2);
 }
 
+/* sum_i x[i] w[i] in 32 partial sums added in a fixed order (vectorised by the compiler): decoding's rows,
+ * each on its own (kernels.h) */
+static inline float cpu_dot_f32(const float *x, const float *w, size_t n) {
+    float acc[32] = {0};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 32; k++) acc[k] += x[i + k] * w[i + k];
+    for (; i < n; i++) acc[i % 32] += x[i] * w[i];
+    for (int width = 16; width > 0; width /= 2)
+        for (int k = 0; k < width; k++) acc[k] += acc[k + width];
+    return acc[0];
+}
+
 /* the sizes cpu_reserve allocates, in floats, per slot (and the RoPE tables) */
 #define CPU_WIDEN_CHUNK_ELEMS ((size_t)4 << 20) /* 16 MiB of fp32 per widened weight chunk */
 #define CPU_ATTN_TILE 64                         /* query rows per attention tile */
-#define CPU_GEMV_ROWS 4                          /* linear_fwd on at most this many rows: one pass over W */
+#define CPU_GEMV_ROWS ZK_DECODE_ROWS             /* linear_fwd on at most this many rows: one pass over W */
 void cpu_scratch_sizes(const zk_reserve_plan *p, zen_dtype compute, size_t elems[CPU_SCRATCH_SLOTS],
                        size_t *rope_elems);
 /* attention's bf16 slot: rounded q, k, v, dout [N, heads*hd] each (k and v
@@ -122,9 +135,10 @@ void cpu_rope_fwd(zk_backend *be, void *x, const int32_t *pos, size_t N, size_t 
 void cpu_rope_bwd(zk_backend *be, void *dx, const int32_t *pos, size_t N, size_t max_pos, size_t H, size_t hd,
                   double theta);
 
-void cpu_attention_cached_fwd(zk_backend *be, void *out, const void *q, const void *k_new, const void *v_new,
-                              void *k_cache, void *v_cache, size_t n,
-                              size_t start, size_t nh, size_t nkv, size_t hd);
+void cpu_attention_paged_fwd(zk_backend *be, void *out, const void *q, const void *k_new, const void *v_new,
+                             void *k_pages, void *v_pages, const int32_t *pos, const int32_t *table_of,
+                             const int32_t *tables, size_t n, size_t keys_max, size_t page_rows, size_t nh,
+                             size_t nkv, size_t hd);
 void cpu_attention_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k,
                        const void *v, const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
 void cpu_attention_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout,

@@ -7,10 +7,10 @@
  * and oneDNN matmuls accumulate in fp32 into the fp32 output: one over the
  * whole bf16 weight, or one per chunk of rows dequantised to fp32 and
  * rounded to bf16.
- * A few rows (decoding) take one pass over the weight instead: the kernel
+ * A few rows (decoding, up to ZK_DECODE_ROWS) take one pass over the weight
+ * instead, each row on its own in a fixed order (kernels.h): the kernel
  * variant's dot_rows kernels (simd_kernels.h), or for the types they lack
- * (and generic) linear_rows_gemv on a weight not stored as fp32, with the
- * same rounding.
+ * (and generic) linear_rows_gemv, with the same rounding.
  * The LoRA branch is in lora_cpu.c. */
 #include <cblas.h>
 #include <stdlib.h>
@@ -80,17 +80,6 @@ static void gemv_rows(float *y, const void *x, size_t x_bytes, const void *W, si
     }
 }
 
-/* the same for an fp32 w */
-static inline float dot_f32(const float *x, const float *w, size_t n) {
-    float acc[32] = {0};
-    size_t i = 0;
-    for (; i + 32 <= n; i += 32)
-        for (int k = 0; k < 32; k++) acc[k] += x[i + k] * w[i + k];
-    for (; i < n; i++) acc[i % 32] += x[i] * w[i];
-    for (int width = 16; width > 0; width /= 2)
-        for (int k = 0; k < width; k++) acc[k] += acc[k + width];
-    return acc[0];
-}
 
 /* y[N, out] = x[N, in] W^T for N <= CPU_GEMV_ROWS: one pass over W, each
  * thread a block of output rows (so the result does not depend on the
@@ -125,7 +114,8 @@ static void linear_rows_gemv(zk_backend *be, float *y, const float *x, const zk_
             }
         }
         for (size_t n = 0; n < N; n++)
-            y[n * out + o] = bf16w ? dot_bf16(x + n * in, (const uint16_t *)src, in) : dot_f32(x + n * in, wo, in);
+            y[n * out + o] = bf16w ? dot_bf16(x + n * in, (const uint16_t *)src, in)
+                                   : cpu_dot_f32(x + n * in, wo, in);
     }
 }
 
@@ -150,7 +140,7 @@ void cpu_linear_fwd(zk_backend *be, void *y_, const void *x_, const zk_weight *w
             return;
         }
     }
-    if (N <= CPU_GEMV_ROWS && w->dtype != ZEN_F32) { /* decoding: f32 weights stay on sgemm, which does this */
+    if (N <= CPU_GEMV_ROWS) { /* decoding: each row on its own (kernels.h), the variant's kernels lacking */
         if (be->compute == ZEN_BF16) {
             float *xr = cpu_scratch(be, CPU_SCRATCH_BF16_IN, N * in); /* [N, in] x rounded to bf16 */
             if (!xr) return;

@@ -19,6 +19,8 @@
  *   - du and dB walk dy chunk by chunk together, so the column pass rereads
  *     from cache what the row pass has just read.
  * y += scale u B^T stays on sgemm, which writes y at the memory's pace.
+ * Decoding (at most ZK_DECODE_ROWS rows) computes each row on its own in a
+ * fixed order instead (kernels.h).
  * Each fused output has one owner and one fixed order of sums, so its bits do
  * not depend on the thread count; they differ from sgemm's by rounding. The
  * fused path needs a variant with the kernels and r a multiple of 8;
@@ -201,10 +203,29 @@ static int use_fused(zk_backend *be, size_t r) {
     return ((cpu_ctx *)be->ctx)->lora_fused && r % LORA_GROUP == 0;
 }
 
+/* decoding (N <= ZK_DECODE_ROWS): each row on its own in a fixed order (kernels.h); each thread a block of
+ * ranks, then of output columns */
+static void lora_fwd_rows(zk_backend *be, float *y, float *u, const float *x_, const float *A, const float *B,
+                          size_t N, size_t in, size_t out, size_t r, float scale, const zk_dropout *drop) {
+    const float *x = dropped_input(be, x_, N * in, drop); /* [N, in] */
+    if (!x) return;
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (size_t k = 0; k < r; k++)
+            for (size_t n = 0; n < N; n++) u[n * r + k] = cpu_dot_f32(x + n * in, A + k * in, in);
+#pragma omp for schedule(static)
+        for (size_t o = 0; o < out; o++)
+            for (size_t n = 0; n < N; n++) y[n * out + o] += scale * cpu_dot_f32(u + n * r, B + o * r, r);
+    }
+}
+
 void cpu_lora_fwd(zk_backend *be, void *y, float *u, const void *x, const float *A, const float *B, size_t N,
                   size_t in, size_t out, size_t r, float scale, const zk_dropout *drop) {
     /* y [N, out], u [N, r], x [N, in], A [r, in], B [out, r] */
-    if (use_fused(be, r))
+    if (N <= ZK_DECODE_ROWS)
+        lora_fwd_rows(be, y, u, x, A, B, N, in, out, r, scale, drop);
+    else if (use_fused(be, r))
         lora_fwd_fused(be, y, u, x, A, B, N, in, out, r, scale, drop);
     else
         lora_fwd_sgemm(be, y, u, x, A, B, N, in, out, r, scale, drop);

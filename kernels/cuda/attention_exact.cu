@@ -177,12 +177,16 @@ void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const 
 
 /* ---------------- generation: new query rows over a KV cache ---------------- */
 
-/* rows of fp32 src[n] into the cache at dst[n], in its precision (bf16 rounded to nearest even) */
-__global__ static void cache_store_kernel(void *dst, const float *src, size_t n, int bf16) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    if (bf16) ((__nv_bfloat16 *)dst)[i] = __float2bfloat16_rn(src[i]);
-    else ((float *)dst)[i] = src[i];
+/* each new row's k or v [n, kvd] (fp32) into its slot of the pages, in
+ * their precision (bf16 rounded to nearest even) */
+__global__ static void page_store_kernel(void *pages, const float *src, const int32_t *pos, const int32_t *table_of,
+                                         const int32_t *tables, size_t n, size_t kvd, size_t page_rows, int bf16) {
+    size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= n * kvd) return;
+    size_t i = e / kvd, d = e % kvd, j = (size_t)pos[i];
+    size_t at = ((size_t)tables[table_of[i] + j / page_rows] * page_rows + j % page_rows) * kvd + d;
+    if (bf16) ((__nv_bfloat16 *)pages)[at] = __float2bfloat16_rn(src[e]);
+    else ((float *)pages)[at] = src[e];
 }
 
 __device__ static inline float cache_at(const void *c, int bf16, size_t i) {
@@ -193,20 +197,23 @@ __device__ static inline float round_if(int bf16, float x) {
     return bf16 ? __bfloat162float(__float2bfloat16_rn(x)) : x;
 }
 
-/* one block per (query row i, head h): scores of the start + i + 1 keys it
- * sees into p, their softmax (sum in double, as the CPU does), then each
- * thread one output element at a time; in bf16, q and the probabilities
- * are rounded to bf16 before they multiply, as on the CPU */
-__global__ static void cached_attention_kernel(float *out, const float *q, const void *k, const void *v, float *p_all,
-                                               size_t start, int nh, int nkv, int hd, size_t keys_cap, float scale,
-                                               int bf16) {
+/* one block per (query row i, head h): scores of the pos[i] + 1 keys it
+ * sees (through its page table) into p, their softmax (sum in double, as
+ * the CPU does), then each thread one output element at a time; in bf16, q
+ * and the probabilities are rounded to bf16 before they multiply, as on the
+ * CPU */
+__global__ static void paged_attention_kernel(float *out, const float *q, const void *k, const void *v, float *p_all,
+                                              const int32_t *pos, const int32_t *table_of, const int32_t *tables,
+                                              size_t page_rows, int nh, int nkv, int hd, size_t keys_cap, float scale,
+                                              int bf16) {
     int i = (int)(blockIdx.x / nh), h = (int)(blockIdx.x % nh), kh = h / (nh / nkv);
-    size_t keys = start + (size_t)i + 1;
+    size_t keys = (size_t)pos[i] + 1;
+    const int32_t *table = tables + table_of[i];
     const float *qi = q + ((size_t)i * nh + h) * hd;
     float *p = p_all + (size_t)blockIdx.x * keys_cap;
     float m = -INFINITY;
     for (size_t j = threadIdx.x; j < keys; j += blockDim.x) {
-        size_t kj = (j * nkv + kh) * hd;
+        size_t kj = (((size_t)table[j / page_rows] * page_rows + j % page_rows) * nkv + kh) * hd;
         float s = 0.0f;
         for (int d = 0; d < hd; d++) s += round_if(bf16, qi[d]) * cache_at(k, bf16, kj + d);
         p[j] = s * scale;
@@ -218,23 +225,30 @@ __global__ static void cached_attention_kernel(float *out, const float *q, const
     float inv = (float)(1.0 / block_sum(sum)); /* block_sum's barriers also publish p */
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0.0f;
-        for (size_t j = 0; j < keys; j++) acc += round_if(bf16, p[j] * inv) * cache_at(v, bf16, (j * nkv + kh) * hd + d);
+        for (size_t j = 0; j < keys; j++) {
+            size_t vj = (((size_t)table[j / page_rows] * page_rows + j % page_rows) * nkv + kh) * hd + d;
+            acc += round_if(bf16, p[j] * inv) * cache_at(v, bf16, vj);
+        }
         out[((size_t)i * nh + h) * hd + d] = acc;
     }
 }
 
-void cu_attention_cached_fwd(zk_backend *be, void *out, const void *q, const void *k_new, const void *v_new,
-                             void *k_cache, void *v_cache, size_t n, size_t start, size_t nh, size_t nkv,
-                             size_t hd) {
+void cu_attention_paged_fwd(zk_backend *be, void *out, const void *q, const void *k_new, const void *v_new,
+                            void *k_pages, void *v_pages, const int32_t *pos, const int32_t *table_of,
+                            const int32_t *tables, size_t n, size_t keys_max, size_t page_rows, size_t nh,
+                            size_t nkv, size_t hd) {
     int bf16 = be->compute == ZEN_BF16;
-    size_t keys_cap = start + n, rows = n * nkv * hd, at = start * nkv * hd * zk_cache_bytes(be);
-    ZK_LAUNCH(cache_store_kernel, blocks_for(rows, 256), 256, 0)((char *)k_cache + at, (const float *)k_new, rows, bf16);
-    ZK_LAUNCH(cache_store_kernel, blocks_for(rows, 256), 256, 0)((char *)v_cache + at, (const float *)v_new, rows, bf16);
+    size_t kvd = nkv * hd;
+    ZK_LAUNCH(page_store_kernel, blocks_for(n * kvd, 256), 256, 0)(k_pages, (const float *)k_new, pos, table_of,
+                                                                   tables, n, kvd, page_rows, bf16);
+    ZK_LAUNCH(page_store_kernel, blocks_for(n * kvd, 256), 256, 0)(v_pages, (const float *)v_new, pos, table_of,
+                                                                   tables, n, kvd, page_rows, bf16);
     CUDA_CHECK(be, cudaGetLastError());
+    size_t keys_cap = keys_max; /* each row sees at most its position + 1 keys */
     float *p = (float *)scratch(be, SCRATCH_CACHE_SCORES, n * nh * keys_cap * sizeof(float));
     if (!p) return;
-    ZK_LAUNCH(cached_attention_kernel, (unsigned)(n * nh), 128, 0)((float *)out, (const float *)q, k_cache, v_cache, p,
-                                                                   start, (int)nh, (int)nkv, (int)hd, keys_cap,
-                                                                   1.0f / sqrtf((float)hd), bf16);
+    ZK_LAUNCH(paged_attention_kernel, (unsigned)(n * nh), 128, 0)((float *)out, (const float *)q, k_pages, v_pages, p,
+                                                                  pos, table_of, tables, page_rows, (int)nh, (int)nkv,
+                                                                  (int)hd, keys_cap, 1.0f / sqrtf((float)hd), bf16);
     CUDA_CHECK(be, cudaGetLastError());
 }

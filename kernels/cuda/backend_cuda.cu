@@ -95,6 +95,11 @@ static void cu_download(zk_backend *be, void *dst, const void *src, size_t bytes
     if (bytes) CUDA_CHECK(be, cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 
+static void cu_copy(zk_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes) CUDA_CHECK(be, cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+}
+
 static void cu_zero(zk_backend *be, void *dst, size_t bytes) {
     (void)be;
     if (bytes) CUDA_CHECK(be, cudaMemset(dst, 0, bytes));
@@ -600,6 +605,7 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute, int device_index) {
     be->upload = cu_upload;
     be->download = cu_download;
     be->zero = cu_zero;
+    be->copy = cu_copy;
     be->weight_create = cu_weight_create;
     be->weight_destroy = cu_weight_destroy;
     be->upload_act = cu_upload_act;
@@ -621,7 +627,7 @@ extern "C" zk_backend *zk_cuda_create(zen_dtype compute, int device_index) {
     be->rope_fwd = cu_rope_fwd;
     be->rope_bwd = cu_rope_bwd;
     be->attention_fwd = cu_attention_fwd;
-    be->attention_cached_fwd = cu_attention_cached_fwd;
+    be->attention_paged_fwd = cu_attention_paged_fwd;
     be->attention_bwd = cu_attention_bwd;
     be->swiglu_fwd = cu_swiglu_fwd;
     be->swiglu_bwd = cu_swiglu_bwd;

@@ -271,9 +271,10 @@ void cu_lora_bwd(zk_backend *be, void *dx, float *dA, float *dB, float *du, cons
 int cu_reserve(zk_backend *be, const zk_reserve_plan *p);
 /* the RoPE tables for (T, hd, theta) on the device; 0, or -1 (sticky failure set) */
 int cuda_rope_tables(zk_backend *be, size_t T, size_t hd, double theta);
-void cu_attention_cached_fwd(zk_backend *be, void *out, const void *q, const void *k_new, const void *v_new,
-                             void *k_cache, void *v_cache, size_t n,
-                             size_t start, size_t nh, size_t nkv, size_t hd);
+void cu_attention_paged_fwd(zk_backend *be, void *out, const void *q, const void *k_new, const void *v_new,
+                            void *k_pages, void *v_pages, const int32_t *pos, const int32_t *table_of,
+                            const int32_t *tables, size_t n, size_t keys_max, size_t page_rows, size_t nh,
+                            size_t nkv, size_t hd);
 void cu_attention_exact_fwd(zk_backend *be, void *out, float *lse, const void *q, const void *k, const void *v,
                             const int32_t *seg, size_t B, size_t T, size_t nh, size_t nkv, size_t hd);
 void cu_attention_exact_bwd(zk_backend *be, void *dq, void *dk, void *dv, const void *dout, const void *out,

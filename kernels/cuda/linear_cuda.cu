@@ -8,6 +8,9 @@
  * - ZEN_F32: weights stay as stored and are widened to fp32 a chunk of rows
  *   at a time before cublasSgemm, exactly as the CPU backend does (checking).
  *
+ * Decoding (at most ZK_DECODE_ROWS rows) runs a kernel of its own instead,
+ * each row on its own (kernels.h).
+ *
  * cuBLAS is column-major: a row-major C[M,N] = op(A) op(B) is the column-major
  * C^T = op(B)^T op(A)^T, which cuda_rm_gemm / rm_gemm_bf16 spell out once. */
 #include "cuda_common.cuh"
@@ -94,8 +97,50 @@ static const void *weight_bf16(zk_backend *be, const zk_weight *w, size_t in, si
     return dst;
 }
 
+/* Decoding (N <= ZK_DECODE_ROWS): a warp per output row o reads W[o] once
+ * (coalesced, widened from its stored type; in bf16 compute a dequantised
+ * weight and x rounded to bf16, as the GEMM path takes them) for all N
+ * rows; each lane sums its strided share of every row, then a fixed
+ * shuffle tree adds the lanes. A row's sum never sees the other rows: the
+ * same bits for any N, any place among them (kernels.h). */
+#define DECODE_WARPS 4
+__global__ static void decode_rows_kernel(float *y, const float *x, const void *W, int dtype, size_t N, size_t in,
+                                          size_t out, int bf16) {
+    size_t o = (size_t)blockIdx.x * DECODE_WARPS + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    float acc[ZK_DECODE_ROWS];
+#pragma unroll
+    for (int n = 0; n < ZK_DECODE_ROWS; n++) acc[n] = 0.0f;
+    if (o < out) {
+        for (size_t k = lane; k < in; k += 32) {
+            float wv = load_as_float(W, dtype, o * in + k);
+            if (bf16) wv = __bfloat162float(__float2bfloat16_rn(wv));
+#pragma unroll
+            for (int n = 0; n < ZK_DECODE_ROWS; n++) {
+                if ((size_t)n >= N) break;
+                float xv = x[n * in + k];
+                if (bf16) xv = __bfloat162float(__float2bfloat16_rn(xv));
+                acc[n] += xv * wv;
+            }
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < ZK_DECODE_ROWS; n++) {
+        if ((size_t)n >= N) break; /* N is the same for the whole warp: every lane takes the shuffles */
+        float v = acc[n];
+        for (int d = 16; d > 0; d >>= 1) v += __shfl_down_sync(0xffffffffu, v, d);
+        if (lane == 0 && o < out) y[n * out + o] = v;
+    }
+}
+
 /* y[N,out] = x[N,in] W[out,in]^T */
 void cu_linear_fwd(zk_backend *be, void *y, const void *x, const zk_weight *w, size_t N, size_t in, size_t out) {
+    if (N <= ZK_DECODE_ROWS) {
+        ZK_LAUNCH(decode_rows_kernel, (unsigned)((out + DECODE_WARPS - 1) / DECODE_WARPS), 32 * DECODE_WARPS, 0)(
+            (float *)y, (const float *)x, w->data, (int)w->dtype, N, in, out, be->compute == ZEN_BF16);
+        CUDA_CHECK(be, cudaGetLastError());
+        return;
+    }
     if (be->compute == ZEN_BF16) { /* weights are bf16 or block-quantised in this mode (cu_weight_create) */
         const void *wb = weight_bf16(be, w, in, out);
         rm_gemm_bf16(be, 0, 1, N, out, in, as_bf16(be, (const float *)x, N * in), in, wb, in, 0.0f, (float *)y,

@@ -150,10 +150,46 @@ static const float *dropped(zk_backend *be, const float *x, size_t n, drop_args 
 
 /* ---------------- the ops ---------------- */
 
+/* Decoding (N <= ZK_DECODE_ROWS): each row on its own in a fixed order (kernels.h): a warp per (row n, rank
+ * k) for u = xd A^T, then a warp per (row n, output o) for y += scale u B^T, each lane a strided share and a
+ * fixed shuffle tree */
+__global__ static void decode_down_kernel(float *u, const float *x, const float *A, size_t N, size_t in, int r,
+                                          drop_args d) {
+    size_t item = (size_t)blockIdx.x * 4 + threadIdx.x / 32, n = item / (size_t)r, k = item % (size_t)r;
+    int lane = threadIdx.x & 31;
+    float v = 0.0f;
+    if (n < N)
+        for (size_t i = lane; i < in; i += 32) {
+            float xv = x[n * in + i];
+            if (d.use) xv = zk_dropout_keep(d.seed, n * in + i, d.threshold) ? xv * d.keep_scale : 0.0f;
+            v += xv * A[k * in + i];
+        }
+    for (int s = 16; s > 0; s >>= 1) v += __shfl_down_sync(0xffffffffu, v, s);
+    if (lane == 0 && n < N) u[n * r + k] = v;
+}
+
+__global__ static void decode_up_kernel(float *y, const float *u, const float *B, size_t N, size_t out, int r,
+                                        float scale) {
+    size_t item = (size_t)blockIdx.x * 4 + threadIdx.x / 32, n = item / out, o = item % out;
+    int lane = threadIdx.x & 31;
+    float v = 0.0f;
+    if (n < N)
+        for (int k = lane; k < r; k += 32) v += u[n * r + k] * B[o * r + k];
+    for (int s = 16; s > 0; s >>= 1) v += __shfl_down_sync(0xffffffffu, v, s);
+    if (lane == 0 && n < N) y[n * out + o] += scale * v;
+}
+
 void cu_lora_fwd(zk_backend *be, void *y, float *u, const void *x_, const float *A, const float *B, size_t N, size_t in,
                  size_t out, size_t r, float scale, const zk_dropout *drop) {
     const float *x = (const float *)x_;
     drop_args d = drop_of(drop);
+    if (N <= ZK_DECODE_ROWS) {
+        ZK_LAUNCH(decode_down_kernel, (unsigned)((N * r + 3) / 4), 128, 0)(u, x, A, N, in, (int)r, d);
+        CUDA_CHECK(be, cudaGetLastError());
+        ZK_LAUNCH(decode_up_kernel, (unsigned)((N * out + 3) / 4), 128, 0)((float *)y, u, B, N, out, (int)r, scale);
+        CUDA_CHECK(be, cudaGetLastError());
+        return;
+    }
     if (r <= ZK_CUDA_LORA_MAX_R) {
         size_t chunks = (in + ZK_CUDA_LORA_K_TILE - 1) / ZK_CUDA_LORA_K_TILE;
         float *part = (float *)scratch(be, SCRATCH_LORA_PART, zk_cuda_lora_partial_elems(N, in, r) * sizeof(float));
