@@ -129,7 +129,7 @@ int zen_cmd_data(int argc, char **argv) {
     if ((rc = zen_cli_require(o, n, "--in", "data", &d.in)) || (rc = zen_cli_require(o, n, "--out", "data", &d.out)) ||
         (rc = zen_cli_require(o, n, "--format", "data", &format)))
         return rc;
-    for (int k = 1; k < ZEN_RECORDS_COUNT; k++) /* the formats of records: preference, kto */
+    for (int k = 1; k < ZEN_RECORDS_COUNT; k++) /* the formats of records: preference, kto, prompts */
         if (!strcmp(format, zen_record_layout_of((zen_records)k)->format))
             return prepare_records(o, n, &d, format, (zen_records)k);
     if (zen_cli_get(o, n, "--max-length"))

@@ -118,11 +118,11 @@ int zen_cmd_eval(int argc, char **argv) {
         rc = ZEN_ERR_INTERNAL;
         goto done;
     }
-    if (!(values = zen_calloc((size_t)ops->n_metrics, sizeof(double)))) {
+    if (!(values = zen_calloc((size_t)obj.n_metrics + 1, sizeof(double)))) {
         rc = ZEN_ERR_INTERNAL;
         goto done;
     }
-    zen_objective_env env = {&s.model, s.has_lora ? &s.lora : NULL, s.has_ref ? &s.ref : NULL, &s.acts};
+    zen_objective_env env = {&s.model, s.has_lora ? &s.lora : NULL, s.has_ref ? &s.ref : NULL, &s.acts, 0, 0, NULL};
     if ((rc = zen_evaluate(&obj, &env, &s.data, 0, items, values, &tokens))) goto done;
     if (!isfinite(values[0])) {
         rc = zen_session_nonfinite(&s, "the eval loss", values[0]);
@@ -139,7 +139,7 @@ int zen_cmd_eval(int argc, char **argv) {
         if (rc) goto done;
     }
     if (zen_dist_get()->rank == 0) {
-        for (int i = 0; i < ops->n_metrics; i++) printf("%s %.9g\n", ops->metrics[i], values[i]);
+        for (int i = 0; i < obj.n_metrics; i++) printf("%s %.9g\n", obj.metrics[i], values[i]);
         fprintf(stderr, "evaluated %lld %s of up to %lld tokens (%.0f target tokens), objective %s", (long long)items,
                 ops->item, T, tokens, ops->name);
         if (zen_dist_get()->size > 1) fprintf(stderr, " over %d ranks", zen_dist_get()->size);

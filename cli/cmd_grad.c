@@ -116,10 +116,10 @@ static int grad_step(zen_session *s, const zen_objective_ops *ops, const zen_obj
     if (!rc) rc = zen_session_dora_setup(s, !adapter_dir);
     int64_t *ids = zen_malloc(B * sizeof(int64_t));
     double *pre = zen_calloc((size_t)ops->n_pre, sizeof(double)), *sums = zen_calloc((size_t)ops->n_sums, sizeof(double));
-    double *values = zen_calloc((size_t)ops->n_metrics, sizeof(double));
+    double *values = zen_calloc((size_t)obj.n_metrics + 1, sizeof(double));
     if (!rc && (!ids || !pre || !sums || !values)) rc = ZEN_ERR_INTERNAL;
     for (size_t i = 0; !rc && i < B; i++) ids[i] = (int64_t)i;
-    zen_objective_env env = {&s->model, &s->lora, s->has_ref ? &s->ref : NULL, &s->acts};
+    zen_objective_env env = {&s->model, &s->lora, s->has_ref ? &s->ref : NULL, &s->acts, 0, 0, NULL};
     if (!rc) rc = ops->load(&obj, 0, &s->data, ids, B);
     if (!rc) rc = ops->pre(&obj, 0, &env, pre);
     if (!rc && pre[0] == 0) rc = zen_fail(ZEN_ERR_INPUT, "%s: batch 0 has no target token with loss_mask 1", data_path);
@@ -138,13 +138,13 @@ static int grad_step(zen_session *s, const zen_objective_ops *ops, const zen_obj
     meta[2 * nm] = ops->item, meta[2 * nm + 1] = text[nm], nm++;
     snprintf(text[nm], sizeof text[nm], "%.0f", pre[0]);
     meta[2 * nm] = "loss_tokens", meta[2 * nm + 1] = text[nm], nm++;
-    for (int i = 0; i < ops->n_train && nm < META; i++) {
+    for (int i = 0; i < obj.n_train && nm < META; i++) {
         snprintf(text[nm], sizeof text[nm], "%.17g", values[i]);
-        meta[2 * nm] = ops->metrics[i], meta[2 * nm + 1] = text[nm], nm++;
+        meta[2 * nm] = obj.metrics[i], meta[2 * nm + 1] = text[nm], nm++;
     }
     if (!rc) rc = zen_lora_write_tensors(&s->lora, &s->model.cfg, s->lora.grads, out_path, ZEN_F32, meta, nm);
     if (!rc) {
-        for (int i = 0; i < ops->n_train; i++) printf("%s %.9g\n", ops->metrics[i], values[i]);
+        for (int i = 0; i < obj.n_train; i++) printf("%s %.9g\n", obj.metrics[i], values[i]);
         fprintf(stderr, "zen grad: objective %s on %zu %s, %.0f target tokens; device %s: %s\n", ops->name, B, ops->item,
                 pre[0], s->be->name, s->be->info);
     }
@@ -160,6 +160,7 @@ static zen_opt opts[] = {
     {"--model", "DIR|FILE.gguf", "the base model (required)", NULL},
     {"--adapter", "DIR", "a PEFT adapter to take the gradients of (default: a fresh one: A from --seed, B zero)", NULL},
     {"--data", "FILE.h5", "the dataset (a zen-tokens-v1 file; records of the --objective's layout, zen info)", NULL},
+    {"--completions", "FILE.jsonl", "grpo: prompts with their completions, rewards and old log-probabilities", NULL},
     {"--seq-len", "T", "tokens per sequence (required)", NULL},
     {"--batch", "B", "sequences (pairs) of batch 0 (default 1)", NULL},
     {"--out", "FILE.safetensors", "where the gradients go, under PEFT names, the loss in __metadata__", NULL},
@@ -216,10 +217,14 @@ int zen_cmd_grad(int argc, char **argv) {
     }
     const char *data_path, *out_path, *adapter_dir = zen_cli_get(o, n, "--adapter");
     const char *device = zen_cli_get(o, n, "--device");
+    const char *completions = zen_cli_get(o, n, "--completions");
+    if (completions && zen_cli_get(o, n, "--data"))
+        return zen_fail(ZEN_ERR_INPUT, "--completions is the data of objective grpo: give it or --data, not both");
     if ((rc = zen_cli_require(o, n, "--model", "grad", &model_dir)) ||
-        (rc = zen_cli_require(o, n, "--data", "grad", &data_path)) ||
+        (!completions && (rc = zen_cli_require(o, n, "--data", "grad", &data_path))) ||
         (rc = zen_cli_require(o, n, "--out", "grad", &out_path)))
         return rc;
+    if (completions) data_path = completions;
     if (adapter_dir && (zen_cli_get(o, n, "--rank") || zen_cli_get(o, n, "--alpha") || targets_s ||
                         zen_cli_get(o, n, "--rslora") || zen_cli_get(o, n, "--dora")))
         return zen_fail(ZEN_ERR_INPUT, "--rank/--alpha/--targets/--rslora/--dora describe a fresh adapter "
@@ -231,6 +236,8 @@ int zen_cmd_grad(int argc, char **argv) {
     const zen_objective_ops *ops;
     zen_objective_opts opts;
     if ((rc = zen_cli_objective(argc, argv, o, n, &ops, &opts))) return rc;
+    if (completions && strcmp(ops->name, "grpo"))
+        return zen_fail(ZEN_ERR_INPUT, "--completions is for --objective grpo (this one is %s)", ops->name);
     if (zen_cli_get(o, n, "--reference") && !(ops->uses_reference && ops->uses_reference(&opts)))
         return zen_fail(ZEN_ERR_INPUT, "--reference is the reference model of an objective that has one; objective %s "
                         "has none", ops->name);

@@ -11,6 +11,7 @@ typedef enum {
     ZEN_RECORDS_TOKENS,     /* a plain token stream (no attribute) */
     ZEN_RECORDS_PREFERENCE, /* data/pairs.h */
     ZEN_RECORDS_KTO,        /* data/pairs.h: a prompt, a completion and its label */
+    ZEN_RECORDS_PROMPTS,    /* a prompt and the record's fields as JSON (GRPO's prompts) */
     ZEN_RECORDS_COUNT
 } zen_records;
 
@@ -21,6 +22,7 @@ typedef struct {
     const char *documents; /* what they are, in order ("prompt (loss_mask 0), chosen, rejected (loss_mask 1)") */
     const char *format;    /* the zen data --format that writes it ("preference") */
     int labelled;          /* each record has a label: /labels, uint8 [records], 0 or 1 */
+    int fields;            /* each record keeps its JSON: /record_json bytes, /record_json_offsets [records + 1] */
 } zen_record_layout;
 
 const zen_record_layout *zen_record_layout_of(zen_records kind);

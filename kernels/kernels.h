@@ -250,12 +250,16 @@ struct zk_backend {
     /* dW[V,C] += scatter of dout by token */
     void (*embedding_bwd)(zk_backend *be, float *dW, const void *dout, const int32_t *tokens,
                           size_t N, size_t C);
-    /* Softmax + cross-entropy over rows of logits[rows,V]:
-     * losses[r] = logsumexp(logits[r]) - logits[r, targets[r]] (unweighted).
-     * If grad_scale != 0, logits is overwritten by its gradient
-     * (softmax - onehot) * weights[r] * grad_scale; weights is the loss mask. */
-    void (*xent)(zk_backend *be, void *logits, float *losses, const int32_t *targets,
-                 const float *weights, size_t rows, size_t V, float grad_scale);
+    /* Softmax + cross-entropy over rows of logits[rows,V] divided by
+     * temperature t (1: as they are; sampling's temperature, for GRPO):
+     * losses[r] = logsumexp(z_r / t) - z_r[targets[r]] / t (unweighted);
+     * entropy (NULL: not wanted) [rows] gets the entropy of softmax(z_r / t).
+     * If grad_scale != 0, logits is overwritten by the gradient with respect
+     * to z: (softmax(z / t) - onehot) * weights[r] * grad_scale / t; weights
+     * is the loss mask. With t = 1 and no entropy the sums are those of the
+     * plain cross-entropy, bit for bit. */
+    void (*xent)(zk_backend *be, void *logits, float *losses, float *entropy, const int32_t *targets,
+                 const float *weights, size_t rows, size_t V, float t, float grad_scale);
 
     /* --- sums across data-parallel ranks, device to device (optional: NULL
      * where the backend has none; CUDA with NCCL) --- */

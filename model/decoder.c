@@ -105,6 +105,8 @@ static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, u
     a->head_targets = take(&b, N * sizeof(int32_t));
     a->head_weights = take(&b, N * sizeof(float));
     a->head_losses = take(&b, N * sizeof(float));
+    a->entropy = take(&b, N * sizeof(float));
+    a->head_entropy = take(&b, N * sizeof(float));
     a->dres = take(&b, N * C * ab);
     a->dxn = take(&b, N * C * ab);
     a->datt = take(&b, N * qd * ab);
@@ -490,8 +492,8 @@ static void project_backward(const zen_model *m, const zen_lora *lo, zen_acts *a
 /* The attention backward on a shared-prefix layout: each row's output
  * gradient goes to the attention row it came from (a prefix's other reads
  * get 0), the layout's q, k, v and output are gathered again from the saved
- * rows (a prefix row's second output is only multiplied by its zero
- * gradient), and dq, dk, dv come back from the rows' own reads; the second
+ * rows (a prefix row's further outputs are only multiplied by their zero
+ * gradient), and dq, dk, dv come back from the rows' own reads; each further
  * read of a prefix row adds its k and v gradient (its q gradient is 0). */
 static void shared_attention_bwd(const zen_model *m, zen_acts *a, const zen_layer_acts *s) {
     zk_backend *be = m->be;
@@ -510,10 +512,10 @@ static void shared_attention_bwd(const zen_model *m, zen_acts *a, const zen_laye
     be->gather_rows(be, a->dq, a->sh.dq, a->sh.out, N, qd);
     be->gather_rows(be, a->dk, a->sh.dk, a->sh.out, N, kvd);
     be->gather_rows(be, a->dv, a->sh.dv, a->sh.out, N, kvd);
-    if (S) {
-        be->gather_rows(be, a->sh.again_rows, a->sh.dk, a->sh.again, S, kvd);
+    for (size_t r = 0; S && r < zen_shared_again(sl); r++) { /* each further read of the prefixes, in order */
+        be->gather_rows(be, a->sh.again_rows, a->sh.dk, a->sh.again + r * S, S, kvd);
         be->add(be, a->dk, a->dk, a->sh.again_rows, S * kvd);
-        be->gather_rows(be, a->sh.again_rows, a->sh.dv, a->sh.again, S, kvd);
+        be->gather_rows(be, a->sh.again_rows, a->sh.dv, a->sh.again + r * S, S, kvd);
         be->add(be, a->dv, a->dv, a->sh.again_rows, S * kvd);
     }
 }
@@ -581,13 +583,13 @@ static int check_segments(const int32_t *pos, const int32_t *seg, size_t B, size
  * kernels and exactness rely on): segments as kernels.h wants them, each no
  * longer than max_T; every attention row reads a row whose position is its
  * offset in its segment; every row's output comes from one of its reads;
- * *exact_backward = every row is read once, and rows 0 .. twice-1 once more
- * at att_again (what the backward sums) */
+ * *exact_backward = every row is read once, and rows 0 .. twice-1
+ * again_reads more times at att_again (what the backward sums) */
 static int check_shared(const zen_shared_layout *sl, const int32_t *pos, size_t N, size_t max_rows, size_t max_T,
                         int *exact_backward) {
     size_t X = sl->att_rows;
     if (X < 1 || X > max_rows || sl->twice > N)
-        return zen_fail(ZEN_ERR_INTERNAL, "shared layout: %zu attention rows (planned %zu), %zu read twice of %zu", X,
+        return zen_fail(ZEN_ERR_INTERNAL, "shared layout: %zu attention rows (planned %zu), %zu read again of %zu", X,
                         max_rows, sl->twice, N);
     int32_t *reads = zen_calloc(N ? N : 1, sizeof(int32_t));
     if (!reads) return ZEN_ERR_INTERNAL;
@@ -606,12 +608,13 @@ static int check_shared(const zen_shared_layout *sl, const int32_t *pos, size_t 
         int32_t o = sl->att_out[n];
         if (o < 0 || (size_t)o >= X || sl->att_from[o] != (int32_t)n)
             rc = zen_fail(ZEN_ERR_INTERNAL, "shared layout: row %zu takes its output from a row that does not read it", n);
-        if (n < sl->twice) {
-            int32_t g = sl->att_again[n];
+        size_t again = zen_shared_again(sl);
+        for (size_t r = 0; n < sl->twice && r < again && !rc; r++) {
+            int32_t g = sl->att_again[r * sl->twice + n];
             if (g < 0 || (size_t)g >= X || g == o || sl->att_from[g] != (int32_t)n)
-                rc = zen_fail(ZEN_ERR_INTERNAL, "shared layout: row %zu's second read is inconsistent", n);
+                rc = zen_fail(ZEN_ERR_INTERNAL, "shared layout: row %zu's read %zu is inconsistent", n, r + 2);
         }
-        if (reads[n] != 1 + (n < sl->twice)) *exact_backward = 0;
+        if (reads[n] != 1 + (n < sl->twice ? (int32_t)again : 0)) *exact_backward = 0;
     }
     free(reads);
     return rc;
@@ -658,7 +661,7 @@ static int upload_rows(const zen_model *m, zen_acts *a, const int32_t *inputs, c
         be->upload(be, a->sh.seg, sl->att_seg, sl->att_rows * sizeof(int32_t));
         be->upload(be, a->sh.from, sl->att_from, sl->att_rows * sizeof(int32_t));
         be->upload(be, a->sh.out, sl->att_out, N * sizeof(int32_t));
-        if (sl->twice) be->upload(be, a->sh.again, sl->att_again, sl->twice * sizeof(int32_t));
+        if (sl->twice) be->upload(be, a->sh.again, sl->att_again, zen_shared_again(sl) * sl->twice * sizeof(int32_t));
     } else {
         be->upload(be, a->seg, seg, N * sizeof(int32_t));
     }
@@ -743,6 +746,8 @@ static void head_pass(const zen_model *m, zen_acts *a, float grad_scale) {
     const int32_t *head_targets = compact ? a->head_targets : a->targets;
     const float *head_weights = compact ? a->head_weights : a->weights;
     float *head_losses = compact ? a->head_losses : a->losses;
+    float *head_entropy = !a->entropy_host ? NULL : compact ? a->head_entropy : a->entropy;
+    float t = a->head_temperature > 0.0f ? a->head_temperature : 1.0f;
     size_t R = compact ? M : N, chunk = zen_head_rows(N);
     if (compact) be->gather_rows(be, a->tmp_c, a->xf, a->head_rows, M, C);
     for (size_t r0 = 0; r0 < R; r0 += chunk) {
@@ -750,13 +755,18 @@ static void head_pass(const zen_model *m, zen_acts *a, float grad_scale) {
         be->linear_fwd(be, a->logits, head_in + r0 * C * ab, &m->lm_head, rows, C, V);
         if (a->logits_host && r0 < T) /* sequence 0's rows */
             be->download_act(be, a->logits_host + r0 * V, a->logits, (T - r0 < rows ? T - r0 : rows) * V);
-        be->xent(be, a->logits, head_losses + r0, head_targets + r0, head_weights + r0, rows, V, grad_scale);
+        be->xent(be, a->logits, head_losses + r0, head_entropy ? head_entropy + r0 : NULL, head_targets + r0,
+                 head_weights + r0, rows, V, t, grad_scale);
         if (backward) /* dxf = dlogits lm_head (over this chunk's own rows of tmp_c when compact) */
             be->linear_bwd(be, head_dx + r0 * C * ab, a->logits, &m->lm_head, rows, C, V, 0);
     }
     if (compact) {
         be->zero(be, a->losses, N * sizeof(float));
         be->scatter_rows(be, a->losses, a->head_losses, a->head_rows, M, 1);
+        if (head_entropy) {
+            be->zero(be, a->entropy, N * sizeof(float));
+            be->scatter_rows(be, a->entropy, a->head_entropy, a->head_rows, M, 1);
+        }
         if (backward) {
             be->zero(be, a->dxn, N * C * ab);
             be->scatter_rows(be, a->dxn, a->tmp_c, a->head_rows, M, C);
@@ -807,8 +817,12 @@ int zen_decoder_forward(const zen_model *m, const zen_lora *lo, zen_acts *a, con
     a->head_grad_kept = a->head_grad_in_forward;
     head_pass(m, a, a->head_grad_kept ? 1.0f : 0.0f);
     be->download(be, row_loss, a->losses, N * sizeof(float));
+    if (a->entropy_host) be->download(be, a->entropy_host, a->entropy, N * sizeof(float));
     for (size_t i = 0; i < N; i++)
-        if (!mask[i]) row_loss[i] = 0.0f;
+        if (!mask[i]) {
+            row_loss[i] = 0.0f;
+            if (a->entropy_host) a->entropy_host[i] = 0.0f;
+        }
     return zk_status(be);
 }
 
@@ -816,7 +830,7 @@ int zen_decoder_backward(const zen_model *m, const zen_lora *lo, zen_acts *a, co
                          const float *row_weight) {
     if (lo && !lo->grads) return zen_fail(ZEN_ERR_INTERNAL, "decoder backward called without LoRA gradient buffers");
     if (a->sh.layout && !a->sh.exact_backward)
-        return zen_fail(ZEN_ERR_INTERNAL, "decoder: this shared layout reads a row more than twice (forward only)");
+        return zen_fail(ZEN_ERR_INTERNAL, "decoder: this shared layout reads its prefixes unevenly (forward only)");
     if (a->head_grad_kept) { /* dxn holds each row's unit-weight gradient: scale the rows by their weights */
         size_t N = a->B * a->T;
         float *w = zen_malloc((N ? N : 1) * sizeof(float));

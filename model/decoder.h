@@ -62,6 +62,11 @@ typedef struct {
     int32_t *head_targets; /* [N] their targets */
     float *head_weights;   /* [N] ones */
     float *head_losses;    /* [N] their losses */
+    float *entropy;        /* [N] with entropy_host: each row's entropy of softmax(logits / head_temperature) */
+    float *head_entropy;   /* [N] the head rows' */
+    float head_temperature; /* set by the caller: the head's logits divided by it (0 or 1: as they are; GRPO:
+                             * the sampling temperature), its losses and gradient too */
+    float *entropy_host;   /* set by the caller: optional host [N], each counted row's entropy (0 elsewhere) */
     /* backward scratch, reused by every layer */
     void *dres;        /* [N, C] gradient of the residual stream */
     void *dxn;         /* [N, C] */
@@ -83,7 +88,7 @@ typedef struct {
         int32_t *seg, *from, *out, *again;  /* device [max_rows] each: the layout's index arrays */
         void *q, *k, *v, *att;          /* [att_rows, nh*hd | nkv*hd]: gathered q, k, v; attention output */
         void *dq, *dk, *dv, *datt;      /* their gradients */
-        void *again_rows;               /* [twice, nkv*hd] the second read's key or value gradient */
+        void *again_rows;               /* [twice, nkv*hd] a further read's key or value gradient */
     } sh;
     /* what the head of the last zen_decoder_forward saw, for zen_decoder_backward */
     size_t head_count;     /* M: rows whose loss counts */
@@ -97,8 +102,8 @@ typedef struct {
 /* Rows that share a prefix (a preference pair's prompt, a multiple-choice
  * context): the decoder's row-wise work (projections, norms, MLP, head) runs
  * on N rows, each once, and only the attention sees a layout of att_rows
- * rows in which a prefix row appears once per continuation: segment [P C1]
- * and segment [P C2], so C2 attends to P and itself, never to C1, at the
+ * rows in which a prefix row appears once per continuation: segment [P C1],
+ * segment [P C2], ..., so C2 attends to P and itself, never to C1, at the
  * positions continuing from P's end. The row positions (pos, [N]) must be
  * each row's offset in its attention segment. Exact: equal to running the
  * sequences apart, but the prefix's rows are computed once and their
@@ -108,10 +113,15 @@ typedef struct zen_shared_layout {
     const int32_t *att_seg;   /* [Nx] each attention row's segment start (as seg in kernels.h) */
     const int32_t *att_from;  /* [Nx] the row (of the N) each attention row reads */
     const int32_t *att_out;   /* [N] the attention row whose output each row takes (att_from of it is the row) */
-    size_t twice;             /* rows 0 .. twice-1 are read a second time (backward adds that read's k, v gradient) */
-    const int32_t *att_again; /* [twice] the attention row of that second read; a row read more than twice
-                               * supports only the forward */
+    size_t twice;             /* rows 0 .. twice-1 (the prefixes) are read again_reads more times (backward adds
+                               * those reads' k, v gradients, in order) */
+    size_t again_reads;       /* 0 means 1 (a pair's second read); G - 1 for G continuations of every prefix */
+    const int32_t *att_again; /* [again_reads][twice] the attention row of each further read; a layout whose
+                               * prefixes are read other numbers of times supports only the forward */
 } zen_shared_layout;
+
+/* a layout's further reads per prefix row (again_reads, 0 meaning 1) */
+static inline size_t zen_shared_again(const zen_shared_layout *sl) { return sl->again_reads ? sl->again_reads : 1; }
 
 /* Token rows of one chunk of the fused LM head + loss (N = B*T rows in all). */
 #define ZEN_HEAD_ROWS 256

@@ -1,15 +1,17 @@
 /* objectives/objective.c: the table of objectives, their options' defaults
  * and the checks and set-up every objective shares (see objective.h). */
+#include <math.h>
 #include <string.h>
 
 #include "../util/error.h"
 #include "objective.h"
 
-extern const zen_objective_ops zen_objective_sft, zen_objective_dpo, zen_objective_orpo, zen_objective_kto;
+extern const zen_objective_ops zen_objective_sft, zen_objective_dpo, zen_objective_orpo, zen_objective_kto,
+    zen_objective_grpo;
 
 /* every objective, in the order they are listed */
 static const zen_objective_ops *const table[] = {&zen_objective_sft, &zen_objective_dpo, &zen_objective_orpo,
-                                                 &zen_objective_kto};
+                                                 &zen_objective_kto, &zen_objective_grpo};
 #define N_OBJECTIVES ((int)(sizeof table / sizeof table[0]))
 
 void zen_objective_opts_defaults(zen_objective_opts *o) {
@@ -20,6 +22,14 @@ void zen_objective_opts_defaults(zen_objective_opts *o) {
     strcpy(o->pair_layout, "shared");
     o->kto_desirable_weight = o->kto_undesirable_weight = 1.0;
     strcpy(o->kto_loss_type, "kto");
+    o->grpo_num_generations = 8;
+    o->grpo_max_completion_length = 512;
+    o->grpo_temperature = o->grpo_top_p = 1.0;
+    strcpy(o->grpo_scale_rewards, "group");
+    o->grpo_epsilon = 0.2;
+    strcpy(o->grpo_importance_sampling_level, "token");
+    o->grpo_num_iterations = 1;
+    strcpy(o->grpo_loss_type, "dapo");
 }
 
 /* the option keys, and whether each is at its default */
@@ -36,11 +46,37 @@ static int at_default(const zen_objective_opts *o, const char *key) {
     if (!strcmp(key, "kto.undesirable_weight")) return o->kto_undesirable_weight == d.kto_undesirable_weight;
     if (!strcmp(key, "kto.loss_type")) return !strcmp(o->kto_loss_type, d.kto_loss_type);
     if (!strcmp(key, "kto.precompute_ref")) return o->kto_precompute_ref == d.kto_precompute_ref;
+#define SAME(k, f) \
+    if (!strcmp(key, k)) return o->f == d.f;
+#define SAME_STR(k, f) \
+    if (!strcmp(key, k)) return !strcmp(o->f, d.f);
+    SAME("grpo.num_generations", grpo_num_generations)
+    SAME("grpo.max_completion_length", grpo_max_completion_length)
+    SAME("grpo.temperature", grpo_temperature)
+    SAME("grpo.top_p", grpo_top_p)
+    SAME("grpo.top_k", grpo_top_k)
+    SAME("grpo.min_p", grpo_min_p)
+    SAME_STR("grpo.scale_rewards", grpo_scale_rewards)
+    SAME("grpo.epsilon", grpo_epsilon)
+    SAME("grpo.epsilon_high", grpo_epsilon_high)
+    SAME("grpo.delta", grpo_delta)
+    SAME_STR("grpo.importance_sampling_level", grpo_importance_sampling_level)
+    SAME("grpo.num_iterations", grpo_num_iterations)
+    SAME("grpo.beta", grpo_beta)
+    SAME_STR("grpo.loss_type", grpo_loss_type)
+    SAME("grpo.mask_truncated_completions", grpo_mask_truncated_completions)
+#undef SAME
+#undef SAME_STR
     return 1;
 }
 static const char *const all_keys[] = {"beta", "dpo.loss", "label_smoothing", "orpo.nll_prompt",
                                        "dpo.precompute_ref", "pair_layout", "kto.desirable_weight",
-                                       "kto.undesirable_weight", "kto.loss_type", "kto.precompute_ref", NULL};
+                                       "kto.undesirable_weight", "kto.loss_type", "kto.precompute_ref",
+                                       "grpo.num_generations", "grpo.max_completion_length", "grpo.temperature",
+                                       "grpo.top_p", "grpo.top_k", "grpo.min_p", "grpo.scale_rewards",
+                                       "grpo.epsilon", "grpo.epsilon_high", "grpo.delta",
+                                       "grpo.importance_sampling_level", "grpo.num_iterations", "grpo.beta",
+                                       "grpo.loss_type", "grpo.mask_truncated_completions", NULL};
 
 int zen_objective_is_option(const char *key) {
     for (const char *const *k = all_keys; *k; k++)
@@ -136,7 +172,19 @@ int zen_objective_init(zen_objective *o, const zen_objective_ops *ops, const zen
     o->T = T;
     o->n_micro = n_micro;
     o->doc_mask = doc_mask;
+    o->n_metrics = ops->n_metrics, o->n_train = ops->n_train, o->metrics = ops->metrics;
     return ops->alloc(o);
+}
+
+void zen_objective_add_sums(const zen_objective *o, double *total, const double *sums) {
+    int n = o->ops->n_sums, first_max = n - o->ops->n_sums_max;
+    for (int k = 0; k < n; k++)
+        total[k] = k < first_max ? total[k] + sums[k] : sums[k] > total[k] ? sums[k] : total[k];
+}
+
+void zen_objective_zero_sums(const zen_objective *o, double *total) {
+    int n = o->ops->n_sums, first_max = n - o->ops->n_sums_max;
+    for (int k = 0; k < n; k++) total[k] = k < first_max ? 0.0 : -INFINITY;
 }
 
 void zen_objective_free(zen_objective *o) {
@@ -144,11 +192,15 @@ void zen_objective_free(zen_objective *o) {
     memset(o, 0, sizeof *o);
 }
 
-size_t zen_objective_rows(const zen_objective *o) { return (size_t)o->ops->rows_per_item * o->B * o->T; }
+static size_t rows_per_item(const zen_objective *o) {
+    return (size_t)(o->ops->rows_per_item_of ? o->ops->rows_per_item_of(&o->opts) : o->ops->rows_per_item);
+}
+
+size_t zen_objective_rows(const zen_objective *o) { return rows_per_item(o) * o->B * o->T; }
 
 int zen_objective_make_acts(const zen_objective *o, const zen_model *m, const zen_lora *lo, int recompute,
                             zen_acts *a) {
-    size_t B = (size_t)o->ops->rows_per_item * o->B;
+    size_t B = rows_per_item(o) * o->B;
     return o->ops->shared_layout ? zen_acts_create_shared(a, m, lo, B, o->T, recompute)
                                  : zen_acts_create(a, m, lo, B, o->T, recompute);
 }
@@ -158,7 +210,7 @@ size_t zen_objective_scratch_bytes(const zen_objective *o, const zen_config *cfg
 }
 
 int zen_objective_metric(const zen_objective *o, const char *name) {
-    for (int i = 0; i < o->ops->n_metrics; i++)
-        if (!strcmp(o->ops->metrics[i], name)) return i;
+    for (int i = 0; i < o->n_metrics; i++)
+        if (!strcmp(o->metrics[i], name)) return i;
     return -1;
 }

@@ -53,6 +53,18 @@ typedef struct {
     double kto_desirable_weight, kto_undesirable_weight; /* "kto.desirable_weight", "kto.undesirable_weight": 1.0 */
     char kto_loss_type[24]; /* "kto.loss_type": kto or apo_zero_unpaired */
     int kto_precompute_ref; /* "kto.precompute_ref": the reference's log-probabilities computed before step 1 */
+    /* GRPO (TRL's GRPOConfig names after "grpo."; objectives/grpo.c) */
+    long grpo_num_generations;       /* G completions per prompt: 8 */
+    long grpo_max_completion_length; /* 512 */
+    double grpo_temperature, grpo_top_p, grpo_min_p; /* 1.0, 1.0, 0.0 */
+    long grpo_top_k;                 /* 0: all */
+    char grpo_scale_rewards[8];      /* group, batch or none */
+    double grpo_epsilon, grpo_epsilon_high, grpo_delta; /* 0.2; epsilon_high 0: = epsilon; delta 0: none */
+    char grpo_importance_sampling_level[12]; /* token or sequence (GSPO) */
+    long grpo_num_iterations;        /* mu: steps a generation batch serves: 1 */
+    double grpo_beta;                /* the KL's weight: 0.0 (no reference pass) */
+    char grpo_loss_type[12];         /* dapo, grpo, bnpo or dr_grpo */
+    int grpo_mask_truncated_completions;
 } zen_objective_opts;
 
 void zen_objective_opts_defaults(zen_objective_opts *o);
@@ -75,6 +87,9 @@ typedef struct {
     const zen_lora *lo;  /* the adapter being trained (NULL: the base alone) */
     const zen_lora *ref; /* a frozen reference adapter, or NULL: the reference is the base (the adapter off) */
     zen_acts *a;
+    uint64_t seed;       /* the run's seed */
+    long step;           /* the step being run (0 outside training): keys what an objective draws */
+    void *tokenizer;     /* the model's zen_tokenizer, or NULL (an objective that decodes text needs it) */
 } zen_objective_env;
 
 typedef struct zen_objective zen_objective;
@@ -91,11 +106,13 @@ typedef struct {
     const char *item;          /* what batch_size counts: "sequences", "pairs" */
     const char *const *keys;   /* the options it reads (run config keys), NULL-terminated */
     int rows_per_item;         /* sequences of up to seq_len tokens an item lays out (activation rows) */
+    int (*rows_per_item_of)(const zen_objective_opts *o); /* or NULL: rows_per_item; where the options decide */
     int shared_layout;         /* its batches use the shared-prefix layout (decoder.h): acts with its scratch */
     int per_sequence_logits;   /* its rows are the file's sequences in order (zen eval --save-logits) */
     int ranks_in_loss;         /* a micro-batch's loss reads the other ranks' of its moment (KTO's z): a run
                                   resumes with the ranks it started with */
     int n_pre, n_sums;         /* doubles per micro-batch: pre (pre[0]: trained tokens) and sums */
+    int n_sums_max;            /* the last n_sums_max of sums are maxima: combined by max, not added */
     int n_metrics, n_train;    /* metrics (loss first); the first n_train are a training step's, all an eval's */
     const char *const *metrics;
     const zen_shown_metric *shown; /* what the progress and eval lines show beside the loss, n_shown of them */
@@ -130,6 +147,10 @@ struct zen_objective {
     int n_micro;     /* micro-batches held */
     int doc_mask;    /* token files: documents kept apart */
     void *state;     /* the objective's own (its micro-batches, ...) */
+    /* its metrics: the ops' (set by zen_objective_init), or names its alloc made from its options (GRPO's
+     * rewards/NAME/...) */
+    int n_metrics, n_train;
+    const char *const *metrics;
 };
 
 /* The objective called name, or NULL (the names are listed by zen_objective_names). */
@@ -156,6 +177,9 @@ int zen_objective_make_acts(const zen_objective *o, const zen_model *m, const ze
                             zen_acts *a);
 size_t zen_objective_rows(const zen_objective *o);
 size_t zen_objective_scratch_bytes(const zen_objective *o, const zen_config *cfg);
+/* total += one micro-batch's sums: added, the last n_sums_max by max; zero_sums is the empty total */
+void zen_objective_add_sums(const zen_objective *o, double *total, const double *sums);
+void zen_objective_zero_sums(const zen_objective *o, double *total);
 /* the metric index of name, or -1 */
 int zen_objective_metric(const zen_objective *o, const char *name);
 

@@ -87,9 +87,21 @@ static void add_shared(zen_pair_batch *b, const int32_t *prompt, size_t P, const
 
 /* the attention layout of the shared rows: per group, per continuation, a
  * segment [its prompt rows, its own rows]; a prompt row's first read gives
- * its output, the second (the next continuation's) is att_again */
+ * its output, the c-th further one (continuation c) is att_again[c - 1].
+ * Every group with the same number K of continuations: again_reads K - 1
+ * (exact backward); else the second reads alone (forward only). */
 static void build_shared_layout(zen_pair_batch *b) {
-    size_t S = b->layout.twice, x = 0;
+    size_t S = b->layout.twice, x = 0, K = 0;
+    int even = 1;
+    for (size_t n = S; n < b->N; n++) {
+        size_t k = (size_t)b->row_kind[n] + 1;
+        int last_of_group = n + 1 == b->N || b->row_group[n + 1] != b->row_group[n];
+        if (last_of_group) {
+            if (K && k != K) even = 0;
+            K = K > k ? K : k;
+        }
+    }
+    size_t again = even && K > 1 ? K - 1 : 1;
     size_t p0 = 0, n = S; /* the current group's first prompt row and first continuation row */
     while (n < b->N || p0 < S) {
         int32_t g = n < b->N ? b->row_group[n] : b->row_group[p0];
@@ -102,7 +114,7 @@ static void build_shared_layout(zen_pair_batch *b) {
             for (size_t p = p0; p < p1; p++, x++) {
                 b->att_seg[x] = (int32_t)start, b->att_from[x] = (int32_t)p;
                 if (first) b->att_out[p] = (int32_t)x;
-                else if (kind == 1) b->att_again[p] = (int32_t)x;
+                else if ((size_t)kind <= again) b->att_again[((size_t)kind - 1) * S + p] = (int32_t)x;
             }
             for (; n < b->N && b->row_group[n] == g && b->row_kind[n] == kind; n++, x++)
                 b->att_seg[x] = (int32_t)start, b->att_from[x] = (int32_t)n, b->att_out[n] = (int32_t)x;
@@ -110,6 +122,7 @@ static void build_shared_layout(zen_pair_batch *b) {
         }
         p0 = p1;
     }
+    b->layout.again_reads = again;
     b->layout.att_rows = x;
     b->layout.att_seg = b->att_seg;
     b->layout.att_from = b->att_from;

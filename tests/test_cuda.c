@@ -182,10 +182,19 @@ static void test_ops(void) {
     int32_t *gtg = gpu->alloc(gpu, sizeof tg);
     gpu->upload(gpu, gtg, tg, sizeof tg);
     float *gwt = dev(wt, 24), *loss = calloc(N, 4), *gloss = dev(loss, N), *z = rnd(N * in, 4, 12), *gz = dev(z, N * in);
-    cpu->xent(cpu, z, loss, tg, wt, N, in, 0.1f);
-    gpu->xent(gpu, gz, gloss, gtg, gwt, N, in, 0.1f);
+    cpu->xent(cpu, z, loss, NULL, tg, wt, N, in, 1.0f, 0.1f);
+    gpu->xent(gpu, gz, gloss, NULL, gtg, gwt, N, in, 1.0f, 0.1f);
     compare("softmax+CE losses", loss, gloss, N);
     compare("softmax+CE gradient", z, gz, N * in);
+    /* at a temperature, with the entropy (GRPO) */
+    float *z2 = rnd(N * in, 4, 13), *gz2 = dev(z2, N * in), *ent = calloc(N, 4), *gent = dev(ent, N);
+    cpu->xent(cpu, z2, loss, ent, tg, wt, N, in, 0.7f, 0.1f);
+    gpu->xent(gpu, gz2, gloss, gent, gtg, gwt, N, in, 0.7f, 0.1f);
+    compare("softmax+CE at t=0.7: losses", loss, gloss, N);
+    compare("softmax+CE at t=0.7: entropy", ent, gent, N);
+    compare("softmax+CE at t=0.7: gradient", z2, gz2, N * in);
+    gpu->free(gpu, gz2), gpu->free(gpu, gent);
+    free(z2), free(ent);
     /* rows gathered (every third one, backwards) and scattered back over other values */
     int32_t rows[8];
     for (int i = 0; i < 8; i++) rows[i] = 21 - 3 * i;

@@ -973,12 +973,13 @@ typedef struct {
     float *z, *work, *losses, *weights, scale;
     int32_t *targets;
     size_t rows, V;
+    float t; /* temperature */
 } xent_ctx;
 
 static double xent_loss(void *p) {
     xent_ctx *c = p;
     memcpy(c->work, c->z, c->rows * c->V * sizeof(float));
-    be->xent(be, c->work, c->losses, c->targets, c->weights, c->rows, c->V, 0.0f);
+    be->xent(be, c->work, c->losses, NULL, c->targets, c->weights, c->rows, c->V, c->t, 0.0f);
     double s = 0;
     for (size_t r = 0; r < c->rows; r++) s += (double)c->losses[r] * c->weights[r] * c->scale;
     return s;
@@ -989,22 +990,46 @@ static void test_xent(void **state) {
     float z[2] = {0, 0}, loss;
     int32_t t0 = 0;
     float one = 1;
-    be->xent(be, z, &loss, &t0, &one, 1, 2, 0.0f);
+    be->xent(be, z, &loss, NULL, &t0, &one, 1, 2, 1.0f, 0.0f);
     assert_true(fabs(loss - log(2.0)) < 1e-7);
-    be->xent(be, z, &loss, &t0, &one, 1, 2, 1.0f); /* gradient: (0.5 - 1, 0.5) */
+    be->xent(be, z, &loss, NULL, &t0, &one, 1, 2, 1.0f, 1.0f); /* gradient: (0.5 - 1, 0.5) */
     assert_true(fabs(z[0] + 0.5) < 1e-7 && fabs(z[1] - 0.5) < 1e-7);
 
     size_t rows = 4, V = 11;
     float zz[44], work[44], grad[44], losses[4], weights[4] = {1, 0, 1, 1};
     int32_t targets[4] = {3, 0, 10, 7};
-    xent_ctx c = {zz, work, losses, weights, 0.25f, targets, rows, V};
+    xent_ctx c = {zz, work, losses, weights, 0.25f, targets, rows, V, 1.0f};
     fill_uniform(zz, 44, 3, 25);
     memcpy(grad, zz, sizeof grad);
-    be->xent(be, grad, losses, targets, weights, rows, V, c.scale);
+    be->xent(be, grad, losses, NULL, targets, weights, rows, V, 1.0f, c.scale);
     for (size_t j = 0; j < V; j++) assert_true(grad[V + j] == 0.0f); /* masked-out row */
     double e = fd_relative_error(xent_loss, &c, zz, 44, grad, FD_H);
     printf("xent: rel err %.2e\n", e);
     assert_true(e < FD_TOL);
+    /* divided by a temperature (GRPO's log-probabilities), with the entropy: the loss and entropy against
+     * double, the gradient against finite differences */
+    for (int k = 0; k < 2; k++) {
+        c.t = k ? 0.7f : 1.0f;
+        float ent[4];
+        memcpy(grad, zz, sizeof grad);
+        be->xent(be, grad, losses, ent, targets, weights, rows, V, c.t, c.scale);
+        double worst = 0;
+        for (size_t r = 0; r < rows; r++) {
+            double m = -INFINITY, sum = 0, h = 0;
+            for (size_t j = 0; j < V; j++) m = fmax(m, zz[r * V + j] / c.t);
+            for (size_t j = 0; j < V; j++) sum += exp(zz[r * V + j] / c.t - m);
+            for (size_t j = 0; j < V; j++) {
+                double p = exp(zz[r * V + j] / c.t - m) / sum;
+                h -= p * log(p);
+            }
+            double loss = m + log(sum) - zz[r * V + (size_t)targets[r]] / c.t;
+            worst = fmax(worst, fmax(fabs(loss - losses[r]), fabs(h - ent[r])));
+        }
+        e = fd_relative_error(xent_loss, &c, zz, 44, grad, FD_H);
+        printf("xent at temperature %.1f with the entropy: loss and entropy %.2e from double, gradient rel err "
+               "%.2e\n", c.t, worst, e);
+        assert_true(worst < 1e-5 && e < FD_TOL);
+    }
 }
 
 static void test_dtype_roundtrip(void **state) {

@@ -32,8 +32,11 @@ int zen_evaluate(zen_objective *o, const zen_objective_env *e, const zen_dataset
     /* the batches' sums in file order, as one process adds them */
     double *total = zen_calloc(per, sizeof(double));
     if (!rc && !total) rc = ZEN_ERR_INTERNAL;
-    for (int64_t bi = 0; bi < batches && !rc; bi++)
-        for (size_t k = 0; k < per; k++) total[k] += sums[(size_t)bi * per + k];
+    if (total) zen_objective_zero_sums(o, total);
+    for (int64_t bi = 0; bi < batches && !rc; bi++) {
+        zen_objective_add_sums(o, total, sums + (size_t)bi * per);
+        total[ops->n_sums] += sums[(size_t)bi * per + ops->n_sums];
+    }
     if (!rc) {
         ops->values(o, total, values);
         *tokens = total[ops->n_sums];

@@ -83,6 +83,22 @@ static const key_spec KEYS[] = {
     {"kto.undesirable_weight", K_FLOAT, OFF(obj.kto_undesirable_weight), 1e-6, 1e6, 0, 1},
     {"kto.loss_type", K_STR, OFF(obj.kto_loss_type), 0, 0, CAP(obj.kto_loss_type), 1},
     {"kto.precompute_ref", K_BOOL, OFF(obj.kto_precompute_ref), 0, 0, 0, 1},
+    {"grpo.num_generations", K_INT, OFF(obj.grpo_num_generations), 2, 1024, 0, 1},
+    {"grpo.max_completion_length", K_INT, OFF(obj.grpo_max_completion_length), 1, 1 << 20, 0, 1},
+    {"grpo.temperature", K_FLOAT, OFF(obj.grpo_temperature), 1e-3, 100, 0, 1},
+    {"grpo.top_p", K_FLOAT, OFF(obj.grpo_top_p), 1e-6, 1, 0, 1},
+    {"grpo.top_k", K_INT, OFF(obj.grpo_top_k), 0, 1 << 24, 0, 1},
+    {"grpo.min_p", K_FLOAT, OFF(obj.grpo_min_p), 0, 1, 0, 1},
+    {"grpo.scale_rewards", K_STR, OFF(obj.grpo_scale_rewards), 0, 0, CAP(obj.grpo_scale_rewards), 1},
+    {"grpo.epsilon", K_FLOAT, OFF(obj.grpo_epsilon), 0, 10, 0, 1},
+    {"grpo.epsilon_high", K_FLOAT, OFF(obj.grpo_epsilon_high), 0, 100, 0, 1},
+    {"grpo.delta", K_FLOAT, OFF(obj.grpo_delta), 0, 1e6, 0, 1},
+    {"grpo.importance_sampling_level", K_STR, OFF(obj.grpo_importance_sampling_level), 0, 0,
+     CAP(obj.grpo_importance_sampling_level), 1},
+    {"grpo.num_iterations", K_INT, OFF(obj.grpo_num_iterations), 1, 1024, 0, 1},
+    {"grpo.beta", K_FLOAT, OFF(obj.grpo_beta), 0, 1e6, 0, 1},
+    {"grpo.loss_type", K_STR, OFF(obj.grpo_loss_type), 0, 0, CAP(obj.grpo_loss_type), 1},
+    {"grpo.mask_truncated_completions", K_BOOL, OFF(obj.grpo_mask_truncated_completions), 0, 0, 0, 1},
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 _Static_assert(NKEYS <= ZEN_RUN_CONFIG_MAX_KEYS, "zen_run_config.cli_keys holds a flag per key");

@@ -39,7 +39,7 @@ typedef struct {
     char adapter[ZEN_PATH_MAX]; /* "" or a PEFT adapter the run starts from (continues) */
     char reference[ZEN_PATH_MAX]; /* an objective's reference: "" (the continued adapter frozen, else the base),
                                      "base" (the adapter off) or a PEFT adapter, frozen */
-    char objective[8];      /* sft (default), dpo, orpo: a row of objectives/objective.c's table */
+    char objective[8];      /* sft (default), dpo, orpo, kto, grpo: a row of objectives/objective.c's table */
     zen_objective_opts obj; /* the options objectives read: beta, dpo.loss, ... (objectives/objective.h) */
     unsigned char cli_keys[ZEN_RUN_CONFIG_MAX_KEYS]; /* [i] 1: key i of the table was given by --set (not a config key) */
 } zen_run_config;

@@ -308,12 +308,18 @@ static int sum_across_ranks(run *r, int any) {
     return 0;
 }
 
-/* per[M][n] gathered from every rank, added in micro-batch order into out[n] */
-static void add_in_order(const run *r, double *per, int n, double *out) {
+/* per[M][n] gathered from every rank, added in micro-batch order into out[n] (sums: the objective's
+ * combination, its maxima by max) */
+static void add_in_order(const run *r, double *per, int n, double *out, int sums) {
     zen_dist_merge_f64(per, (size_t)r->micro_per_step * (size_t)n);
-    memset(out, 0, (size_t)n * sizeof(double));
-    for (long m = 0; m < r->micro_per_step; m++)
-        for (int k = 0; k < n; k++) out[k] += per[(size_t)m * (size_t)n + (size_t)k];
+    if (sums) zen_objective_zero_sums(&r->obj, out);
+    else memset(out, 0, (size_t)n * sizeof(double));
+    for (long m = 0; m < r->micro_per_step; m++) {
+        const double *one = per + (size_t)m * (size_t)n;
+        if (sums) zen_objective_add_sums(&r->obj, out, one);
+        else
+            for (int k = 0; k < n; k++) out[k] += one[k];
+    }
 }
 
 /* runs one step's micro-batches (this rank's share): the loss, the metrics
@@ -323,6 +329,7 @@ static int train_step(run *r, long step, double *loss, double *tokens) {
     const zen_objective_ops *ops = r->obj.ops;
     long epoch = step / r->steps_per_epoch, in_epoch = step % r->steps_per_epoch;
     size_t np = (size_t)ops->n_pre, ns = (size_t)ops->n_sums;
+    r->env.step = step; /* keys what an objective draws this step (GRPO's completions) */
     memset(r->pre, 0, (size_t)r->micro_per_step * np * sizeof(double));
     memset(r->micro_sums, 0, (size_t)r->micro_per_step * ns * sizeof(double));
     int rc = 0;
@@ -335,14 +342,14 @@ static int train_step(run *r, long step, double *loss, double *tokens) {
     }
     if ((rc = zen_dist_agree(rc))) return rc;
     /* the step's totals over every rank, before any gradient: they normalise the loss */
-    add_in_order(r, r->pre, ops->n_pre, r->totals);
+    add_in_order(r, r->pre, ops->n_pre, r->totals, 0);
     int any = r->totals[0] > 0;
     if (any) rc = micro_tree(r, step, 0, 1, c->grad_accum, 0);
     r->s.lora.grads = r->grad_sums[0];
     if (!rc) rc = zk_status(r->s.be);
     if ((rc = zen_dist_agree(rc))) return rc;
     if ((rc = sum_across_ranks(r, any))) return rc;
-    add_in_order(r, r->micro_sums, ops->n_sums, r->step_sums);
+    add_in_order(r, r->micro_sums, ops->n_sums, r->step_sums, 1);
     ops->values(&r->obj, r->step_sums, r->values);
     *loss = any ? r->values[0] : NAN;
     *tokens = r->totals[0];
@@ -461,7 +468,8 @@ static int open_everything(run *r) {
     if (ops->uses_reference && ops->uses_reference(&c->obj) && strcmp(reference, "base") &&
         (rc = zen_session_load_reference(&r->s, reference)))
         return rc;
-    r->env = (zen_objective_env){&r->s.model, &r->s.lora, r->s.has_ref ? &r->s.ref : NULL, &r->s.acts};
+    r->env = (zen_objective_env){&r->s.model, &r->s.lora, r->s.has_ref ? &r->s.ref : NULL, &r->s.acts,
+                                 (uint64_t)c->seed, 0, NULL};
     if ((rc = zen_adamw_create(&r->opt, r->s.be, r->s.lora.num_params, (float)c->beta1, (float)c->beta2, (float)c->eps,
                                (float)c->weight_decay, (float)c->grad_clip)))
         return rc;
@@ -472,8 +480,8 @@ static int open_everything(run *r) {
     r->totals = zen_calloc((size_t)ops->n_pre, sizeof(double));
     r->micro_sums = zen_calloc(M * (size_t)ops->n_sums, sizeof(double));
     r->step_sums = zen_calloc((size_t)ops->n_sums, sizeof(double));
-    r->values = zen_calloc((size_t)ops->n_metrics, sizeof(double));
-    r->eval_values = zen_calloc((size_t)ops->n_metrics, sizeof(double));
+    r->values = zen_calloc((size_t)r->obj.n_metrics, sizeof(double));
+    r->eval_values = zen_calloc((size_t)r->obj.n_metrics, sizeof(double));
     if (!r->ids || !r->pre || !r->totals || !r->micro_sums || !r->step_sums || !r->values || !r->eval_values)
         return ZEN_ERR_INTERNAL;
     /* the micro-batch tree's partial sums, and the host copy for the sum across ranks */
@@ -763,7 +771,7 @@ int zen_train(const zen_run_config *given, int resume) {
                                .tokens_per_s = interval_tokens / interval_seconds,
                                .real_tokens_per_s = interval_real / interval_seconds,
                                .mem_peak = r.s.be->memory_peak ? (double)r.s.be->memory_peak(r.s.be) : NAN,
-                               .n_metrics = ops->n_metrics, .n_train = ops->n_train, .names = ops->metrics,
+                               .n_metrics = r.obj.n_metrics, .n_train = r.obj.n_train, .names = r.obj.metrics,
                                .values = r.values, .eval_values = evaluate ? r.eval_values : NULL,
                                .shown = ops->shown, .n_shown = ops->n_shown};
         if (tokens == 0) zen_report_line(&r.report, "step %ld: no target token with loss_mask 1; no update", st.step);

@@ -155,8 +155,8 @@ void cpu_embedding_fwd(zk_backend *be, void *out, const int32_t *tokens, const z
                        size_t N, size_t C);
 void cpu_embedding_bwd(zk_backend *be, float *dW, const void *dout, const int32_t *tokens,
                        size_t N, size_t C);
-void cpu_xent(zk_backend *be, void *logits, float *losses, const int32_t *targets,
-              const float *weights, size_t rows, size_t V, float grad_scale);
+void cpu_xent(zk_backend *be, void *logits, float *losses, float *entropy, const int32_t *targets,
+              const float *weights, size_t rows, size_t V, float t, float grad_scale);
 
 /* the CPU's descriptor (kernels/backend.c's table) */
 zk_backend *zk_cpu_create(zen_dtype compute, int device_index);

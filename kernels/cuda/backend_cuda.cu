@@ -439,30 +439,43 @@ static void cu_embedding_bwd(zk_backend *be, float *dW, const void *dout, const 
 
 /* ---------------- softmax + cross-entropy ---------------- */
 
-__global__ static void xent_kernel(float *logits, float *losses, const int32_t *targets, const float *weights, size_t V,
-                                   float grad_scale) {
+__global__ static void xent_kernel(float *logits, float *losses, float *entropy, const int32_t *targets,
+                                   const float *weights, size_t V, float t, float grad_scale) {
     float *z = logits + (size_t)blockIdx.x * V;
-    float m = -INFINITY;
+    float m = -INFINITY, inv_t = 1.0f / t;
+    int plain = t == 1.0f && !entropy; /* the plain cross-entropy's sums, as before the temperature */
     for (size_t j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, z[j]);
     m = block_max(m);
-    double sum = 0.0;
-    for (size_t j = threadIdx.x; j < V; j += blockDim.x) sum += (double)expf(z[j] - m);
+    double sum = 0.0, spread = 0.0; /* sum_j e_j and sum_j e_j d_j, e_j = exp(d_j), d_j = (z_j - m) / t */
+    for (size_t j = threadIdx.x; j < V; j += blockDim.x) {
+        float d = plain ? z[j] - m : (z[j] - m) * inv_t;
+        double e = (double)expf(d);
+        sum += e;
+        if (entropy) spread += e * (double)d;
+    }
     sum = block_sum(sum);
-    double lse = (double)m + log(sum);
-    int32_t t = targets[blockIdx.x];
-    if (threadIdx.x == 0) losses[blockIdx.x] = (float)(lse - (double)z[t]);
+    if (entropy) spread = block_sum(spread);
+    double lse = plain ? (double)m + log(sum) : (double)m * (double)inv_t + log(sum);
+    int32_t tg = targets[blockIdx.x];
+    if (threadIdx.x == 0) {
+        losses[blockIdx.x] = (float)(plain ? lse - (double)z[tg] : lse - (double)z[tg] * (double)inv_t);
+        if (entropy) entropy[blockIdx.x] = (float)(log(sum) - spread / sum);
+    }
     __syncthreads();
     if (grad_scale != 0.0f) {
-        float coeff = weights[blockIdx.x] * grad_scale;
-        for (size_t j = threadIdx.x; j < V; j += blockDim.x)
-            z[j] = coeff == 0.0f ? 0.0f : expf(z[j] - (float)lse) * coeff - (j == (size_t)t ? coeff : 0.0f);
+        float coeff = weights[blockIdx.x] * grad_scale * (plain ? 1.0f : inv_t);
+        for (size_t j = threadIdx.x; j < V; j += blockDim.x) {
+            float e = plain ? expf(z[j] - (float)lse) : expf(z[j] * inv_t - (float)lse);
+            z[j] = coeff == 0.0f ? 0.0f : e * coeff - (j == (size_t)tg ? coeff : 0.0f);
+        }
     }
 }
 
-static void cu_xent(zk_backend *be, void *logits, float *losses, const int32_t *targets, const float *weights,
-                    size_t rows, size_t V, float grad_scale) {
+static void cu_xent(zk_backend *be, void *logits, float *losses, float *entropy, const int32_t *targets,
+                    const float *weights, size_t rows, size_t V, float t, float grad_scale) {
     (void)be;
-    ZK_LAUNCH(xent_kernel, (unsigned)rows, 1024, 0)((float *)logits, losses, targets, weights, V, grad_scale);
+    ZK_LAUNCH(xent_kernel, (unsigned)rows, 1024, 0)((float *)logits, losses, entropy, targets, weights, V, t,
+                                                    grad_scale);
     CUDA_CHECK(be, cudaGetLastError());
 }
 

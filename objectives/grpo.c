@@ -1,0 +1,600 @@
+/* objectives/grpo.c: GRPO as TRL v1.9 defines it (trl/trainer/grpo_trainer.py,
+ * grpo_config.py; ../shared/notes/grpo-and-kto.md section 1), a row of the
+ * objective table.
+ *
+ * An item is a prompt with its G completions (a group); batch_size counts
+ * prompts (TRL's per_device_train_batch_size / num_generations). The
+ * completions come from a completions file (zen grad --completions: token
+ * ids, rewards, optionally the old per-token log-probabilities), or are
+ * drawn from the policy (objectives/grpo_rollout.c, training).
+ *
+ * Each micro-batch runs its groups in the shared-prompt layout
+ * (objectives/pair_batch.h): a prompt's rows once, its G completions as G
+ * segments that attend to it. The log-probabilities are those of the logits
+ * divided by grpo.temperature (TRL's logits.div_(temperature)), with their
+ * entropy. With r_i a completion's reward (NaN: none), per group
+ *   A_i = (r_i - mean_g) / (std_g + 1e-4)   scale_rewards group (std with n - 1)
+ *         (r_i - mean_g) / (std_batch + 1e-4) batch (the step's rewards)
+ *         r_i - mean_g                         none
+ * (A = 0 where r is NaN), rho = exp(l - l_old) per token, or per sequence
+ * exp(mean over the completion of l - l_old) (GSPO), and per token
+ *   L = -min(rho~ A, clip(rho, 1 - eps, 1 + eps_high) A) + beta K,
+ *   K = exp(l_ref - l) - (l_ref - l) - 1 (k3),
+ * summed as grpo.loss_type says over the step (objective.h's totals):
+ *   dapo:    sum m L / (completion tokens of the step, all ranks)
+ *   grpo:    sum_i [sum_t m L / max(1, sum_t m)] / (completions of the step)
+ *   bnpo:    sum m L / max(1, the micro-batch's tokens) / (micro-batches of the step)
+ *   dr_grpo: sum m L / (completions of the step x max_completion_length)
+ * which is TRL's step over its per-device micro-batches and ranks. l_old
+ * is l itself (rho = 1, only the gradient) unless the file gives it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "../util/error.h"
+#include "../util/json.h"
+#include "grpo.h"
+#include "objective.h"
+#include "pair_batch.h"
+
+#define MAX_NAMED 8 /* reward functions with their own metrics */
+
+enum { PRE_TOKENS, PRE_SEQS, PRE_MICROS, PRE_R_SUM, PRE_R_SQ, PRE_R_N, PRE_COUNT };
+enum {
+    SUM_LOSS, SUM_TOKENS, SUM_SEQS, SUM_R, SUM_R_N, SUM_RSTD, SUM_GROUPS, SUM_ZERO_STD, SUM_KL, SUM_ENT, SUM_LOW,
+    SUM_HIGH, SUM_REGION, SUM_LEN, SUM_TRUNC, SUM_NAMED, /* MAX_NAMED x (sum, sum of squares, count) */
+    SUM_MAX_LEN = SUM_NAMED + 3 * MAX_NAMED, SUM_NEG_MIN_LEN, SUM_COUNT
+};
+#define N_MAX_SUMS 2 /* SUM_MAX_LEN, SUM_NEG_MIN_LEN: maxima */
+
+/* one completion */
+typedef struct {
+    int32_t *ids;
+    size_t n;
+    float *old;             /* [n] the old log-probabilities, or NULL (rho = 1) */
+    double reward;          /* NaN: none */
+    double named[MAX_NAMED];
+    int truncated;          /* ended by the length limit (mask_truncated_completions masks it) */
+} completion;
+
+/* a prompt and its G completions */
+typedef struct {
+    int32_t *prompt;
+    size_t P;
+    completion *c;          /* [G] */
+} group;
+
+typedef struct {
+    int G;
+    group *file;            /* the completions file's groups (n_file), or NULL */
+    size_t n_file;
+    char *names[MAX_NAMED]; /* the reward functions' names (rewards/NAME/mean, /std) */
+    int n_named;
+    char **metric_names;    /* [n_metrics] */
+    int n_metrics;
+    const group **micro_groups; /* [n_micro * B] the groups of each loaded micro-batch */
+    size_t *micro_n;        /* [n_micro] */
+    zen_pair_batch *micro;  /* [n_micro] */
+    float **ref;            /* [n_micro] [rows] the reference's per-row log-probabilities (beta > 0) */
+    float *row_loss, *row_w, *entropy; /* [rows] */
+    int32_t *row_t;         /* [rows] a continuation row's token index in its completion */
+} grpo;
+
+/* ---------------- the per-token term ---------------- */
+
+double zen_grpo_clip_term(double rho, double adv, double eps_low, double eps_high, double delta, double *dl_drho,
+                          int *low, int *high) {
+    double rt = delta > 0 && rho > delta ? delta : rho;          /* rho~ */
+    double drt = delta > 0 && rho > delta ? 0.0 : 1.0;           /* drho~/drho */
+    double lo = 1.0 - eps_low, hi = 1.0 + eps_high;
+    double rc = rho < lo ? lo : rho > hi ? hi : rho, drc = rho < lo || rho > hi ? 0.0 : 1.0;
+    double u = rt * adv, c = rc * adv;
+    /* -min(u, c): torch.minimum gives the smaller branch the gradient, each half of it on a tie */
+    *dl_drho = u < c ? -drt * adv : c < u ? -drc * adv : -0.5 * (drt + drc) * adv;
+    *low = rho < lo && adv < 0;
+    *high = rho > hi && adv > 0;
+    return -(u < c ? u : c);
+}
+
+/* ---------------- the completions file ---------------- */
+
+static void free_groups(group *g, size_t n, int G) {
+    for (size_t i = 0; g && i < n; i++) {
+        free(g[i].prompt);
+        for (int k = 0; g[i].c && k < G; k++) {
+            free(g[i].c[k].ids);
+            free(g[i].c[k].old);
+        }
+        free(g[i].c);
+    }
+    free(g);
+}
+
+/* an array of ids (non-empty), or of numbers for old */
+static int read_ints(const cJSON *a, const char *where, const char *what, int32_t **out, size_t *n) {
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) < 1)
+        return zen_fail(ZEN_ERR_INPUT, "%s: '%s' must be a non-empty list of token ids", where, what);
+    *n = (size_t)cJSON_GetArraySize(a);
+    if (!(*out = zen_malloc(*n * sizeof(int32_t)))) return ZEN_ERR_INTERNAL;
+    size_t i = 0;
+    for (const cJSON *v = a->child; v; v = v->next, i++) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
+            v->valuedouble > INT32_MAX)
+            return zen_fail(ZEN_ERR_INPUT, "%s: '%s'[%zu] is not a token id", where, what, i);
+        (*out)[i] = (int32_t)v->valuedouble;
+    }
+    return 0;
+}
+
+static double reward_of(const cJSON *v, const char *where, const char *what, int *rc) {
+    if (!v || cJSON_IsNull(v)) return NAN;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+        *rc = zen_fail(ZEN_ERR_INPUT, "%s: '%s' must be a number or null", where, what);
+        return NAN;
+    }
+    return v->valuedouble;
+}
+
+static int read_completion(grpo *p, const cJSON *o, const char *where, completion *c) {
+    char what[96];
+    if (!cJSON_IsObject(o)) return zen_fail(ZEN_ERR_INPUT, "%s: a completion must be a JSON object", where);
+    int rc = read_ints(cJSON_GetObjectItemCaseSensitive(o, "ids"), where, "ids", &c->ids, &c->n);
+    if (rc) return rc;
+    c->reward = reward_of(cJSON_GetObjectItemCaseSensitive(o, "reward"), where, "reward", &rc);
+    if (!rc && !cJSON_GetObjectItemCaseSensitive(o, "reward"))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: a completion needs 'reward' (a number, or null for none)", where);
+    for (int k = 0; k < MAX_NAMED; k++) c->named[k] = NAN;
+    const cJSON *named = cJSON_GetObjectItemCaseSensitive(o, "rewards");
+    if (!rc && named && !cJSON_IsObject(named))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: 'rewards' must be an object of named rewards", where);
+    for (const cJSON *v = named ? named->child : NULL; v && !rc; v = v->next) {
+        int k = 0;
+        while (k < p->n_named && strcmp(p->names[k], v->string)) k++;
+        if (k == p->n_named) {
+            if (k == MAX_NAMED)
+                return zen_fail(ZEN_ERR_INPUT, "%s: more than %d named rewards", where, MAX_NAMED);
+            if (!(p->names[p->n_named++] = strdup(v->string))) return ZEN_ERR_INTERNAL;
+        }
+        snprintf(what, sizeof what, "rewards.%s", v->string);
+        c->named[k] = reward_of(v, where, what, &rc);
+    }
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "truncated");
+    if (!rc && t && !cJSON_IsBool(t)) rc = zen_fail(ZEN_ERR_INPUT, "%s: 'truncated' must be true or false", where);
+    c->truncated = t && cJSON_IsTrue(t);
+    const cJSON *old = cJSON_GetObjectItemCaseSensitive(o, "old_logps");
+    if (!rc && old) {
+        if (!cJSON_IsArray(old) || (size_t)cJSON_GetArraySize(old) != c->n)
+            return zen_fail(ZEN_ERR_INPUT, "%s: 'old_logps' must be a list of %zu numbers (one per id)", where, c->n);
+        if (!(c->old = zen_malloc(c->n * sizeof(float)))) return ZEN_ERR_INTERNAL;
+        size_t i = 0;
+        for (const cJSON *v = old->child; v; v = v->next, i++) {
+            if (!cJSON_IsNumber(v) || !(v->valuedouble <= 0))
+                return zen_fail(ZEN_ERR_INPUT, "%s: 'old_logps'[%zu] must be a log-probability (<= 0)", where, i);
+            c->old[i] = (float)v->valuedouble;
+        }
+    }
+    return rc;
+}
+
+/* zen grad's completions file: a line per group, {"prompt_ids", "completions": [G of {"ids", "reward",
+ * "rewards"?, "old_logps"?, "truncated"?}]} */
+static int read_file(zen_objective *o, const char *path, int vocab) {
+    grpo *p = o->state;
+    FILE *f = fopen(path, "r");
+    if (!f) return zen_fail(ZEN_ERR_INPUT, "%s: cannot open", path);
+    char *line = NULL, where[1200];
+    size_t cap = 0, room = 0;
+    ssize_t len;
+    long lineno = 0;
+    int rc = 0;
+    while (!rc && (len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (!len) continue;
+        snprintf(where, sizeof where, "%s:%ld", path, lineno);
+        cJSON *rec = NULL;
+        if ((rc = zen_json_parse(line, (size_t)len, where, &rec))) break;
+        if (p->n_file == room) {
+            size_t more = room ? 2 * room : 16;
+            group *g = realloc(p->file, more * sizeof(group));
+            if (!g) rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+            else memset(g + room, 0, (more - room) * sizeof(group)), p->file = g, room = more;
+        }
+        group *g = rc ? NULL : &p->file[p->n_file++];
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(rec, "completions");
+        if (!rc) rc = read_ints(cJSON_GetObjectItemCaseSensitive(rec, "prompt_ids"), where, "prompt_ids", &g->prompt,
+                                &g->P);
+        if (!rc && (!cJSON_IsArray(list) || cJSON_GetArraySize(list) != p->G))
+            rc = zen_fail(ZEN_ERR_INPUT, "%s: 'completions' must be a list of %d (grpo.num_generations; set it to the "
+                          "file's)", where, p->G);
+        if (!rc && !(g->c = zen_calloc((size_t)p->G, sizeof(completion)))) rc = ZEN_ERR_INTERNAL;
+        int k = 0;
+        for (const cJSON *c = list ? list->child : NULL; c && !rc; c = c->next, k++)
+            if (!(rc = read_completion(p, c, where, &g->c[k])) && g->P + g->c[k].n > o->T)
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: a prompt of %zu and a completion of %zu tokens exceed seq_len %zu",
+                              where, g->P, g->c[k].n, o->T);
+        for (int j = 0; !rc && j < p->G; j++)
+            for (size_t i = 0; i < g->c[j].n; i++)
+                if (g->c[j].ids[i] >= vocab)
+                    rc = zen_fail(ZEN_ERR_INPUT, "%s: token id %d is outside the model's vocabulary of %d", where,
+                                  g->c[j].ids[i], vocab);
+        for (size_t i = 0; !rc && i < g->P; i++)
+            if (g->prompt[i] >= vocab)
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: token id %d is outside the model's vocabulary of %d", where,
+                              g->prompt[i], vocab);
+        cJSON_Delete(rec);
+    }
+    if (!rc && !p->n_file) rc = zen_fail(ZEN_ERR_INPUT, "%s: no groups", path);
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* ---------------- the objective ---------------- */
+
+static int check(const zen_objective_opts *o, const char **key) {
+    if (strcmp(o->grpo_scale_rewards, "group") && strcmp(o->grpo_scale_rewards, "batch") &&
+        strcmp(o->grpo_scale_rewards, "none"))
+        return *key = "grpo.scale_rewards", zen_fail(ZEN_ERR_INPUT, "'%s' is not group, batch or none",
+                                                     o->grpo_scale_rewards);
+    if (strcmp(o->grpo_importance_sampling_level, "token") && strcmp(o->grpo_importance_sampling_level, "sequence"))
+        return *key = "grpo.importance_sampling_level",
+               zen_fail(ZEN_ERR_INPUT, "'%s' is not token or sequence", o->grpo_importance_sampling_level);
+    if (strcmp(o->grpo_loss_type, "dapo") && strcmp(o->grpo_loss_type, "grpo") && strcmp(o->grpo_loss_type, "bnpo") &&
+        strcmp(o->grpo_loss_type, "dr_grpo"))
+        return *key = "grpo.loss_type", zen_fail(ZEN_ERR_INPUT, "'%s' is not dapo, grpo, bnpo or dr_grpo",
+                                                 o->grpo_loss_type);
+    if (strcmp(o->pair_layout, "shared") && strcmp(o->pair_layout, "apart"))
+        return *key = "pair_layout", zen_fail(ZEN_ERR_INPUT, "'%s' is not shared or apart", o->pair_layout);
+    return 0;
+}
+
+static int uses_reference(const zen_objective_opts *o) { return o->grpo_beta > 0; }
+
+static int rows_per_item_of(const zen_objective_opts *o) { return (int)o->grpo_num_generations + 1; }
+
+/* the metric names: the fixed ones, then each reward function's mean and std */
+static const char *const fixed_metrics[] = {
+    "loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "clip_ratio/low_mean",
+    "clip_ratio/high_mean", "clip_ratio/region_mean", "completions/mean_length", "completions/min_length",
+    "completions/max_length", "completions/clipped_ratio"};
+#define N_FIXED ((int)(sizeof fixed_metrics / sizeof fixed_metrics[0]))
+
+static int make_metric_names(zen_objective *o) {
+    grpo *p = o->state;
+    for (int i = 0; p->metric_names && i < p->n_metrics; i++) free(p->metric_names[i]);
+    free(p->metric_names);
+    p->n_metrics = N_FIXED + 2 * p->n_named;
+    if (!(p->metric_names = zen_calloc((size_t)p->n_metrics, sizeof(char *)))) return ZEN_ERR_INTERNAL;
+    for (int i = 0; i < N_FIXED; i++) p->metric_names[i] = strdup(fixed_metrics[i]);
+    for (int k = 0; k < p->n_named; k++) {
+        char buf[160];
+        snprintf(buf, sizeof buf, "rewards/%s/mean", p->names[k]);
+        p->metric_names[N_FIXED + 2 * k] = strdup(buf);
+        snprintf(buf, sizeof buf, "rewards/%s/std", p->names[k]);
+        p->metric_names[N_FIXED + 2 * k + 1] = strdup(buf);
+    }
+    for (int i = 0; i < p->n_metrics; i++)
+        if (!p->metric_names[i]) return ZEN_ERR_INTERNAL;
+    o->n_metrics = o->n_train = p->n_metrics;
+    o->metrics = (const char *const *)p->metric_names;
+    return 0;
+}
+
+static int open_groups(zen_objective *o, zen_dataset *d, const char *path, int vocab, int64_t *items) {
+    grpo *p = o->state;
+    (void)d;
+    size_t len = strlen(path);
+    if (len < 6 || strcmp(path + len - 6, ".jsonl"))
+        return zen_fail(ZEN_ERR_INPUT, "%s: objective grpo runs on a completions file (.jsonl: zen grad --completions, "
+                        "README); sampling completions in zen train is not built yet", path);
+    int rc = read_file(o, path, vocab);
+    if (!rc) rc = make_metric_names(o);
+    *items = (int64_t)p->n_file;
+    return rc;
+}
+
+static int alloc(zen_objective *o) {
+    grpo *p = zen_calloc(1, sizeof *p);
+    if (!p) return ZEN_ERR_INTERNAL;
+    o->state = p;
+    p->G = (int)o->opts.grpo_num_generations;
+    size_t rows = zen_objective_rows(o);
+    p->micro = zen_calloc((size_t)o->n_micro, sizeof(zen_pair_batch));
+    p->micro_groups = zen_calloc((size_t)o->n_micro * o->B + 1, sizeof(group *));
+    p->micro_n = zen_calloc((size_t)o->n_micro, sizeof(size_t));
+    p->ref = zen_calloc((size_t)o->n_micro, sizeof(float *));
+    p->row_loss = zen_malloc(rows * sizeof(float));
+    p->row_w = zen_malloc(rows * sizeof(float));
+    p->entropy = zen_malloc(rows * sizeof(float));
+    p->row_t = zen_malloc(rows * sizeof(int32_t));
+    if (!p->micro || !p->micro_groups || !p->micro_n || !p->ref || !p->row_loss || !p->row_w || !p->entropy ||
+        !p->row_t)
+        return ZEN_ERR_INTERNAL;
+    for (int j = 0; j < o->n_micro; j++) {
+        if (zen_pair_batch_alloc(&p->micro[j], rows, !strcmp(o->opts.pair_layout, "shared"))) return ZEN_ERR_INTERNAL;
+        if (o->opts.grpo_beta > 0 && !(p->ref[j] = zen_malloc(rows * sizeof(float)))) return ZEN_ERR_INTERNAL;
+    }
+    return make_metric_names(o);
+}
+
+static void release(zen_objective *o) {
+    grpo *p = o->state;
+    for (int j = 0; p->micro && j < o->n_micro; j++) {
+        zen_pair_batch_free(&p->micro[j]);
+        if (p->ref) free(p->ref[j]);
+    }
+    free(p->micro);
+    free(p->ref);
+    free(p->micro_groups);
+    free(p->micro_n);
+    free(p->row_loss);
+    free(p->row_w);
+    free(p->entropy);
+    free(p->row_t);
+    free_groups(p->file, p->n_file, p->G);
+    for (int k = 0; k < p->n_named; k++) free(p->names[k]);
+    for (int i = 0; p->metric_names && i < p->n_metrics; i++) free(p->metric_names[i]);
+    free(p->metric_names);
+    free(p);
+}
+
+static int load(zen_objective *o, int j, const zen_dataset *d, const int64_t *ids, size_t n) {
+    grpo *p = o->state;
+    (void)d;
+    zen_pair_batch *b = &p->micro[j];
+    zen_pair_batch_clear(b);
+    const group **gs = p->micro_groups + (size_t)j * o->B;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const group *g = &p->file[ids[i]];
+        const int32_t *cont[1024];
+        size_t len[1024];
+        for (int k = 0; k < p->G; k++) cont[k] = g->c[k].ids, len[k] = g->c[k].n;
+        gs[i] = g;
+        if (!(rc = zen_pair_batch_add(b, g->prompt, g->P, cont, len, p->G, 0))) b->group_id[b->groups - 1] = ids[i];
+    }
+    p->micro_n[j] = n;
+    return rc;
+}
+
+/* a completion's tokens that count: all, or none when it is truncated and mask_truncated_completions */
+static int counts(const zen_objective *o, const completion *c) {
+    return !(o->opts.grpo_mask_truncated_completions && c->truncated);
+}
+
+/* the forward of the batch under lo (temperature-scaled log-probabilities), each row's token index kept */
+static int forward(zen_objective *o, int j, const zen_objective_env *e, const zen_lora *lo, uint64_t dropout_seed,
+                   float *row_loss, float *entropy) {
+    grpo *p = o->state;
+    const zen_pair_batch *b = &p->micro[j];
+    e->a->head_temperature = (float)o->opts.grpo_temperature;
+    e->a->entropy_host = entropy;
+    int rc = zen_pair_batch_forward(b, e->m, lo, e->a, dropout_seed, row_loss);
+    e->a->head_temperature = 0.0f;
+    e->a->entropy_host = NULL;
+    /* each continuation row's index in its completion (rows of a continuation are in order) */
+    for (size_t n = 0; n < b->N; n++) {
+        p->row_t[n] = -1;
+        if (b->row_kind[n] < 0) continue;
+        size_t k = n;
+        int32_t t = 0;
+        while (k > 0 && b->row_group[k - 1] == b->row_group[n] && b->row_kind[k - 1] == b->row_kind[n]) k--, t++;
+        p->row_t[n] = t;
+    }
+    return rc;
+}
+
+static int pre(zen_objective *o, int j, const zen_objective_env *e, double *out) {
+    grpo *p = o->state;
+    memset(out, 0, PRE_COUNT * sizeof(double));
+    const group *const *gs = p->micro_groups + (size_t)j * o->B;
+    for (size_t i = 0; i < p->micro_n[j]; i++)
+        for (int k = 0; k < p->G; k++) {
+            const completion *c = &gs[i]->c[k];
+            if (counts(o, c)) out[PRE_TOKENS] += (double)c->n;
+            out[PRE_SEQS] += 1.0;
+            if (!isnan(c->reward)) out[PRE_R_SUM] += c->reward, out[PRE_R_SQ] += c->reward * c->reward, out[PRE_R_N]++;
+        }
+    out[PRE_MICROS] = 1.0;
+    if (o->opts.grpo_beta > 0) { /* the reference's log-probabilities: the frozen adapter, or the base */
+        int rc = forward(o, j, e, e->ref, 0, p->ref[j], NULL);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* the group's mean and std (n - 1) of its non-NaN rewards; NaN where they cannot be had */
+static void group_stats(const group *g, int G, double *mean, double *std) {
+    double s = 0, n = 0;
+    for (int k = 0; k < G; k++)
+        if (!isnan(g->c[k].reward)) s += g->c[k].reward, n++;
+    *mean = n ? s / n : NAN;
+    double v = 0;
+    for (int k = 0; k < G; k++)
+        if (!isnan(g->c[k].reward)) v += (g->c[k].reward - *mean) * (g->c[k].reward - *mean);
+    *std = n > 1 ? sqrt(v / (n - 1)) : NAN;
+}
+
+static int run(zen_objective *o, int j, const zen_objective_env *e, uint64_t dropout_seed, int backward,
+               const double *totals, double *sums) {
+    grpo *p = o->state;
+    const zen_objective_opts *op = &o->opts;
+    const zen_pair_batch *b = &p->micro[j];
+    const group *const *gs = p->micro_groups + (size_t)j * o->B;
+    size_t ng = p->micro_n[j];
+    int G = p->G, seq_level = !strcmp(op->grpo_importance_sampling_level, "sequence");
+    double eps_low = op->grpo_epsilon, eps_high = op->grpo_epsilon_high > 0 ? op->grpo_epsilon_high : op->grpo_epsilon;
+    memset(sums, 0, SUM_COUNT * sizeof(double));
+    sums[SUM_MAX_LEN] = sums[SUM_NEG_MIN_LEN] = -INFINITY;
+    e->a->head_grad_in_forward = backward; /* the head's backward fused into the forward */
+    int rc = forward(o, j, e, e->lo, dropout_seed, p->row_loss, p->entropy);
+    e->a->head_grad_in_forward = 0;
+    if (rc) return rc;
+    /* the batch's reward std (scale_rewards batch): over the step's rewards, n - 1 */
+    double rn = totals[PRE_R_N], rmean = rn ? totals[PRE_R_SUM] / rn : 0.0;
+    double batch_std = rn > 1 ? sqrt(fmax(0.0, (totals[PRE_R_SQ] - rn * rmean * rmean) / (rn - 1))) : NAN;
+    double micro_tokens = 0;
+    for (size_t i = 0; i < ng; i++)
+        for (int k = 0; k < G; k++) micro_tokens += counts(o, &gs[i]->c[k]) ? (double)gs[i]->c[k].n : 0.0;
+    /* per completion: its advantage, its tokens' normaliser, and (sequence level) its log-ratio */
+    size_t nc = ng * (size_t)G;
+    double *adv = zen_calloc(nc + 1, sizeof(double)), *norm = zen_calloc(nc + 1, sizeof(double));
+    double *seq_log = zen_calloc(nc + 1, sizeof(double)), *seq_grad = zen_calloc(nc + 1, sizeof(double));
+    if (!adv || !norm || !seq_log || !seq_grad) rc = ZEN_ERR_INTERNAL;
+    for (size_t i = 0; i < ng && !rc; i++) {
+        double mean, std;
+        group_stats(gs[i], G, &mean, &std);
+        sums[SUM_GROUPS] += 1.0;
+        if (!isnan(std)) sums[SUM_RSTD] += std * G;
+        sums[SUM_ZERO_STD] += !isnan(std) && fabs(std) <= 1e-8 ? G : 0; /* torch.isclose(std, 0) */
+        for (int k = 0; k < G; k++) {
+            const completion *c = &gs[i]->c[k];
+            size_t ci = i * (size_t)G + (size_t)k;
+            double a = isnan(c->reward) ? 0.0 : c->reward - mean;
+            if (!strcmp(op->grpo_scale_rewards, "group")) a /= (isnan(std) ? 0.0 : std) + 1e-4;
+            else if (!strcmp(op->grpo_scale_rewards, "batch")) a /= (isnan(batch_std) ? 0.0 : batch_std) + 1e-4;
+            adv[ci] = isnan(c->reward) ? 0.0 : a;
+            double m = counts(o, c) ? 1.0 : 0.0, tokens = m * (double)c->n;
+            if (!strcmp(op->grpo_loss_type, "dapo")) norm[ci] = m / totals[PRE_TOKENS];
+            else if (!strcmp(op->grpo_loss_type, "grpo")) norm[ci] = m / fmax(1.0, tokens) / totals[PRE_SEQS];
+            else if (!strcmp(op->grpo_loss_type, "bnpo")) norm[ci] = m / fmax(1.0, micro_tokens) / totals[PRE_MICROS];
+            else norm[ci] = m / (totals[PRE_SEQS] * (double)op->grpo_max_completion_length);
+            if (!isnan(c->reward)) sums[SUM_R] += c->reward, sums[SUM_R_N] += 1.0;
+            for (int r = 0; r < p->n_named; r++)
+                if (!isnan(c->named[r])) {
+                    sums[SUM_NAMED + 3 * r] += c->named[r];
+                    sums[SUM_NAMED + 3 * r + 1] += c->named[r] * c->named[r];
+                    sums[SUM_NAMED + 3 * r + 2] += 1.0;
+                }
+            sums[SUM_SEQS] += 1.0;
+            sums[SUM_LEN] += (double)c->n;
+            sums[SUM_TRUNC] += c->truncated;
+            if ((double)c->n > sums[SUM_MAX_LEN]) sums[SUM_MAX_LEN] = (double)c->n;
+            if (-(double)c->n > sums[SUM_NEG_MIN_LEN]) sums[SUM_NEG_MIN_LEN] = -(double)c->n;
+        }
+    }
+    /* GSPO: each completion's mean log-ratio over its counted tokens */
+    for (size_t n = 0; seq_level && n < b->N && !rc; n++) {
+        if (b->row_kind[n] < 0) continue;
+        size_t ci = (size_t)b->row_group[n] * (size_t)G + (size_t)b->row_kind[n];
+        const completion *c = &gs[b->row_group[n]]->c[b->row_kind[n]];
+        double l = -(double)p->row_loss[n], lo = c->old ? (double)c->old[p->row_t[n]] : l;
+        if (counts(o, c)) seq_log[ci] += (l - lo) / fmax(1.0, (double)c->n);
+    }
+    /* each token: its term of the loss and dLoss/dl */
+    for (size_t n = 0; n < b->N && !rc; n++) {
+        p->row_w[n] = 0.0f;
+        if (b->row_kind[n] < 0) continue;
+        size_t gi = (size_t)b->row_group[n], ci = gi * (size_t)G + (size_t)b->row_kind[n];
+        const completion *c = &gs[gi]->c[b->row_kind[n]];
+        double m = counts(o, c) ? 1.0 : 0.0;
+        double l = -(double)p->row_loss[n], lo = c->old ? (double)c->old[p->row_t[n]] : l;
+        double rho = exp(seq_level ? seq_log[ci] : l - lo), dl_drho;
+        int low, high;
+        double term = zen_grpo_clip_term(rho, adv[ci], eps_low, eps_high, op->grpo_delta, &dl_drho, &low, &high);
+        double dterm = 0.0; /* d(term)/dl of this token alone (token level) */
+        if (seq_level) seq_grad[ci] += norm[ci] * dl_drho * rho; /* through the completion's mean log-ratio */
+        else dterm = dl_drho * rho;
+        if (op->grpo_beta > 0) {
+            double d = (double)p->ref[j][n] * -1.0 - l; /* l_ref - l (ref[] holds the reference's row losses) */
+            double k3 = exp(d) - d - 1.0;
+            term += op->grpo_beta * k3;
+            dterm += op->grpo_beta * (1.0 - exp(d));
+            sums[SUM_KL] += m * k3;
+        }
+        sums[SUM_LOSS] += norm[ci] * term;
+        sums[SUM_TOKENS] += m;
+        sums[SUM_ENT] += m * (double)p->entropy[n];
+        sums[SUM_LOW] += m * low, sums[SUM_HIGH] += m * high, sums[SUM_REGION] += m * (low || high);
+        p->row_w[n] = (float)(norm[ci] * dterm);
+    }
+    for (size_t n = 0; seq_level && n < b->N; n++) { /* the completion's share, spread over its counted tokens */
+        if (b->row_kind[n] < 0) continue;
+        size_t ci = (size_t)b->row_group[n] * (size_t)G + (size_t)b->row_kind[n];
+        const completion *c = &gs[b->row_group[n]]->c[b->row_kind[n]];
+        if (counts(o, c)) p->row_w[n] += (float)(seq_grad[ci] / fmax(1.0, (double)c->n));
+    }
+    free(adv);
+    free(norm);
+    free(seq_log);
+    free(seq_grad);
+    if (rc || !backward) return rc;
+    /* the rows' losses are -l: dLoss/dloss[n] = -dLoss/dl */
+    for (size_t n = 0; n < b->N; n++) p->row_w[n] = -p->row_w[n];
+    return zen_pair_batch_backward(b, e->m, e->lo, e->a, p->row_w);
+}
+
+static void values(const zen_objective *o, const double *s, double *v) {
+    const grpo *p = o->state;
+    double seqs = s[SUM_SEQS], tokens = s[SUM_TOKENS];
+    v[0] = s[SUM_LOSS];
+    v[1] = s[SUM_R_N] ? s[SUM_R] / s[SUM_R_N] : NAN;
+    v[2] = seqs ? s[SUM_RSTD] / seqs : NAN;
+    v[3] = seqs ? s[SUM_ZERO_STD] / seqs : NAN;
+    v[4] = o->opts.grpo_beta > 0 && tokens ? s[SUM_KL] / tokens : NAN;
+    v[5] = tokens ? s[SUM_ENT] / tokens : NAN;
+    v[6] = tokens ? s[SUM_LOW] / tokens : NAN;
+    v[7] = tokens ? s[SUM_HIGH] / tokens : NAN;
+    v[8] = tokens ? s[SUM_REGION] / tokens : NAN;
+    v[9] = seqs ? s[SUM_LEN] / seqs : NAN;
+    v[10] = seqs ? -s[SUM_NEG_MIN_LEN] : NAN;
+    v[11] = seqs ? s[SUM_MAX_LEN] : NAN;
+    v[12] = seqs ? s[SUM_TRUNC] / seqs : NAN;
+    for (int k = 0; k < p->n_named; k++) {
+        double sum = s[SUM_NAMED + 3 * k], sq = s[SUM_NAMED + 3 * k + 1], n = s[SUM_NAMED + 3 * k + 2];
+        double mean = n ? sum / n : NAN;
+        v[N_FIXED + 2 * k] = mean;
+        v[N_FIXED + 2 * k + 1] = n > 1 ? sqrt(fmax(0.0, (sq - n * mean * mean) / (n - 1))) : NAN;
+    }
+}
+
+static void describe(const zen_objective *o, const char *reference, char *buf, size_t cap) {
+    const zen_objective_opts *op = &o->opts;
+    snprintf(buf, cap, "objective grpo (%s, %ld completions per prompt of up to %ld tokens, temperature %g, "
+             "scale_rewards %s, epsilon %g/%g%s, %s ratios, beta %g%s%s); each prompt %s", op->grpo_loss_type,
+             op->grpo_num_generations, op->grpo_max_completion_length, op->grpo_temperature, op->grpo_scale_rewards,
+             op->grpo_epsilon, op->grpo_epsilon_high > 0 ? op->grpo_epsilon_high : op->grpo_epsilon,
+             op->grpo_delta > 0 ? ", delta" : "", op->grpo_importance_sampling_level, op->grpo_beta,
+             op->grpo_beta > 0 ? "; reference: " : "", op->grpo_beta > 0 ? reference : "",
+             strcmp(op->pair_layout, "shared") ? "run for each completion" : "run once for its completions");
+}
+
+static const char *const keys[] = {"grpo.num_generations", "grpo.max_completion_length", "grpo.temperature",
+                                   "grpo.top_p", "grpo.top_k", "grpo.min_p", "grpo.scale_rewards", "grpo.epsilon",
+                                   "grpo.epsilon_high", "grpo.delta", "grpo.importance_sampling_level",
+                                   "grpo.num_iterations", "grpo.beta", "grpo.loss_type",
+                                   "grpo.mask_truncated_completions", "pair_layout", NULL};
+static const zen_shown_metric shown[] = {{"reward", "reward", "%.4f"}, {"reward_std", "reward std", "%.4f"}};
+
+const zen_objective_ops zen_objective_grpo = {
+    .name = "grpo",
+    .summary = "group relative policy optimisation: the policy's own completions, rewarded (TRL's GRPO)",
+    .records = ZEN_RECORDS_PROMPTS,
+    .item = "prompts",
+    .keys = keys,
+    .rows_per_item = 9,
+    .rows_per_item_of = rows_per_item_of,
+    .shared_layout = 1,
+    .n_pre = PRE_COUNT,
+    .n_sums = SUM_COUNT,
+    .n_sums_max = N_MAX_SUMS,
+    .n_metrics = N_FIXED,
+    .n_train = N_FIXED,
+    .metrics = fixed_metrics,
+    .shown = shown,
+    .n_shown = 2,
+    .check = check,
+    .uses_reference = uses_reference,
+    .open = open_groups,
+    .alloc = alloc,
+    .free = release,
+    .load = load,
+    .pre = pre,
+    .run = run,
+    .values = values,
+    .describe = describe,
+};
