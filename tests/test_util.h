@@ -37,6 +37,17 @@ static inline double fd_relative_error(fd_loss_fn loss, void *ctx, float *x, siz
     return max_err / max_ref;
 }
 
+/* the one rule for an fp32 result against an exact reference, the same as
+ * tests/reference/harness.py's fp32_bound: a result built by fp32 sums of at
+ * most `length` terms whose sizes add up to `terms` may lie
+ * FP32_K u sqrt(length) terms from the exact value, per fp32 computation
+ * compared (u = 2^-24). FP32_K keeps a 10x margin over the worst ratio
+ * measured (README, How it is checked: Tolerances). */
+#define TEST_FP32_K 64.0
+static inline double fp32_bound(double terms, double length, int computations) {
+    return TEST_FP32_K * 0x1p-24 * sqrt(length > 1 ? length : 1) * fabs(terms) * computations;
+}
+
 static inline double dot_weights(const float *y, const float *w, size_t n) {
     double s = 0.0;
     for (size_t i = 0; i < n; i++) s += (double)y[i] * w[i];
