@@ -70,6 +70,10 @@ static int prepare_records(zen_opt *o, int n, zen_data_opts *d, const char *form
     d->max_length = max_length;
     d->skip_bad = zen_cli_get(o, n, "--skip-bad") != NULL;
     d->drop_empty_think = zen_cli_get(o, n, "--drop-empty-think") != NULL;
+    d->no_think = zen_cli_get(o, n, "--no-think") != NULL;
+    if ((d->no_think || zen_cli_get(o, n, "--think")) && records != ZEN_RECORDS_PROMPTS)
+        return zen_fail(ZEN_ERR_INPUT, "--think / --no-think shape a prompts file's chat prompts (--format prompts)");
+    if (d->no_think && zen_cli_get(o, n, "--think")) return zen_fail(ZEN_ERR_INPUT, "--think and --no-think exclude each other");
     zen_record_stats st;
     if ((rc = zen_open_tokenizer(d->tokenizer_dir, &d->tokenizer))) return rc;
     rc = zen_data_prepare_records(d, records, &st);
@@ -84,9 +88,11 @@ static int prepare_records(zen_opt *o, int n, zen_data_opts *d, const char *form
     if (records == ZEN_RECORDS_KTO && zen_kto_ratio_advice(st.desirable, st.undesirable, 1.0, 1.0, advice, sizeof advice))
         fprintf(stderr, "zen data: warning: %s\n", advice);
     fprintf(stderr, "zen data: %lld %s, %lld tokens (prompts %.1f%%), %lld bad lines skipped; %lld dropped (the prompt "
-            "alone reaches --max-length %lld), %lld with a completion cut to fit", (long long)st.records, l->noun,
+            "%s --max-length %lld)", (long long)st.records, l->noun,
             (long long)st.tokens, st.tokens ? 100.0 * (double)st.prompt_tokens / (double)st.tokens : 0.0,
-            (long long)st.bad_lines, (long long)st.dropped_long_prompt, max_length, (long long)st.truncated);
+            (long long)st.bad_lines, (long long)st.dropped_long_prompt,
+            records == ZEN_RECORDS_PROMPTS ? "reaches" : "alone reaches", max_length);
+    if (records != ZEN_RECORDS_PROMPTS) fprintf(stderr, ", %lld with a completion cut to fit", (long long)st.truncated);
     if (records == ZEN_RECORDS_PREFERENCE)
         fprintf(stderr, ", %lld with chosen equal to rejected (kept)", (long long)st.identical);
     if (l->labelled)
@@ -98,7 +104,7 @@ static int prepare_records(zen_opt *o, int n, zen_data_opts *d, const char *form
 static zen_opt opts[] = {
     {"--tokenizer", "DIR|FILE.gguf", "a model directory's tokenizer.json, or a GGUF's own (required)", NULL},
     {"--in", "FILE|DIR", "the raw data (a directory: its files in name order)", NULL},
-    {"--format", "text|jsonl|alpaca|messages|preference|kto", "how to read --in (required with --in)", NULL},
+    {"--format", "text|jsonl|alpaca|messages|preference|kto|prompts", "how to read --in (required with --in)", NULL},
     {"--out", "FILE.h5", "the zen-tokens-v1 file to write", NULL},
     {"--field", "text", "jsonl: the field holding the text", NULL},
     {"--split-paragraphs", NULL, "text: a document per paragraph", NULL},
@@ -107,14 +113,16 @@ static zen_opt opts[] = {
     {"--drop-empty-think", NULL, "chat formats: leave out the empty think block before a final answer", NULL},
     {"--pack", "T", "lay documents whole into windows of T tokens, for --seq-len T", NULL},
     {"--seed", "S", "--pack: the windows' order", NULL},
-    {"--max-length", "1024", "preference, kto: the longest prompt + completion (keep_start)", NULL},
+    {"--max-length", "1024", "preference, kto: the longest prompt + completion (keep_start); prompts: prompt", NULL},
+    {"--think", NULL, "prompts: chat prompts end in the generation prompt alone (Qwen3's default)", NULL},
+    {"--no-think", NULL, "prompts: with the empty think block, as enable_thinking=False", NULL},
     {"--decode", "FILE.h5", "print a dataset back as text, masked-in spans marked", NULL},
     {"--range", "a:b", "--decode: tokens a to b", NULL},
     {"--plain", NULL, "--decode: no mask markers", NULL},
 };
 
 const zen_command zen_command_data = {
-    "data", "tokenize raw data (text, jsonl, alpaca, chat messages, preference pairs, KTO's labelled completions)",
+    "data", "tokenize raw data (text, jsonl, alpaca, chat messages, preference pairs, KTO's labelled completions, prompts)",
     NULL, opts, ZEN_COUNT(opts), zen_cmd_data};
 
 int zen_cmd_data(int argc, char **argv) {
@@ -133,9 +141,10 @@ int zen_cmd_data(int argc, char **argv) {
         if (!strcmp(format, zen_record_layout_of((zen_records)k)->format))
             return prepare_records(o, n, &d, format, (zen_records)k);
     if (zen_cli_get(o, n, "--max-length"))
-        return zen_fail(ZEN_ERR_INPUT, "--max-length is for --format preference or kto (other formats use --pack T)");
+        return zen_fail(ZEN_ERR_INPUT, "--max-length is for --format preference, kto or prompts (other formats use --pack T)");
     if (zen_data_parse_format(format, &d.format))
-        return zen_fail(ZEN_ERR_INPUT, "--format '%s' is unknown (expected text, jsonl, alpaca, messages, preference or kto)",
+        return zen_fail(ZEN_ERR_INPUT, "--format '%s' is unknown (expected text, jsonl, alpaca, messages, preference, kto or "
+                        "prompts)",
                         format);
     d.field = zen_cli_get(o, n, "--field") ? zen_cli_get(o, n, "--field") : "text";
     d.split_paragraphs = zen_cli_get(o, n, "--split-paragraphs") != NULL;

@@ -15,6 +15,7 @@
 #include "../train/dist.h"
 #include "../train/evaluate.h"
 #include "../train/eval_choices.h"
+#include "../train/eval_prompts.h"
 #include "../train/session.h"
 
 /* zen eval --choices FILE.jsonl */
@@ -49,11 +50,60 @@ static int eval_choices(zen_opt *o, int n) {
     return rc;
 }
 
+/* zen eval --prompts FILE.h5 --reward JSON */
+static int eval_prompts(zen_opt *o, int n) {
+    const char *model_dir, *path = zen_cli_get(o, n, "--prompts"), *adapter_dir = zen_cli_get(o, n, "--adapter");
+    const char *rewards = zen_cli_get(o, n, "--reward"), *weights = zen_cli_get(o, n, "--reward-weights");
+    long long samples, max_new, seed, top_k;
+    double temperature, top_p;
+    int rc;
+    if ((rc = zen_cli_require(o, n, "--model", "eval", &model_dir)) ||
+        (rc = zen_cli_int(o, n, "--n", 1, 1, 1 << 16, &samples)) ||
+        (rc = zen_cli_int(o, n, "--max-new-tokens", 512, 1, 1 << 20, &max_new)) ||
+        (rc = zen_cli_int(o, n, "--seed", 0, 0, 1LL << 62, &seed)) ||
+        (rc = zen_cli_int(o, n, "--top-k", 0, 0, 1 << 24, &top_k)) ||
+        (rc = zen_cli_float(o, n, "--temperature", 0.0, 0.0, 100.0, &temperature)) ||
+        (rc = zen_cli_float(o, n, "--top-p", 1.0, 1e-6, 1.0, &top_p)))
+        return rc;
+    if (!rewards) return zen_fail(ZEN_ERR_INPUT, "--prompts needs --reward JSON: the rewards to score by (a JSON list)");
+    static const char *const not_here[] = {"--data", "--save-logits", "--choices", "--objective"};
+    for (int i = 0; i < 4; i++)
+        if (zen_cli_get(o, n, not_here[i])) return zen_fail(ZEN_ERR_INPUT, "%s does not apply to --prompts", not_here[i]);
+    zen_session s;
+    zen_tokenizer *t = NULL;
+    zen_prompts_result res;
+    zen_sampling samp = {(float)temperature, (float)top_p, 0.0f, (int)top_k};
+    if (!(rc = zen_session_open(&s, zen_cli_get(o, n, "--device"), zen_cli_get(o, n, "--dtype"),
+                                zen_cli_get(o, n, "--base-quant"), model_dir)) &&
+        !(rc = adapter_dir ? zen_session_load_adapter(&s, adapter_dir) : 0) && !(rc = zen_open_tokenizer(model_dir, &t)) &&
+        !(rc = zen_session_dora_setup(&s, 0)))
+        rc = zen_eval_prompts(&s.model, s.has_lora ? &s.lora : NULL, t, path, rewards, weights ? weights : "",
+                              (int)samples, (size_t)max_new, &samp, (unsigned long long)seed, &res);
+    if (!rc && zen_dist_get()->rank == 0) {
+        printf("reward %.9g\n", res.reward);
+        for (int k = 0; k < res.n_rewards; k++) printf("rewards/%s/mean %.9g\n", res.names[k], res.mean[k]);
+        fprintf(stderr, "zen eval: %zu prompts, %zu samples (%s), %zu tokens in %.2f s; device %s: %s\n", res.prompts,
+                res.samples, temperature > 0 ? "sampled" : "greedy", res.tokens, res.seconds, s.be->name, s.be->info);
+    }
+    zen_tokenizer_free(t);
+    zen_session_close(&s);
+    return rc;
+}
+
 static zen_opt opts[] = {
     {"--model", "DIR|FILE.gguf", "the base model (required)", NULL},
     {"--adapter", "DIR", "a PEFT adapter, applied unmerged", NULL},
     {"--data", "FILE.h5", "the dataset: the objective's loss and metrics over every item, in order", NULL},
     {"--choices", "FILE.jsonl", "instead of --data: records {context, choices, label}: acc and acc_norm", NULL},
+    {"--prompts", "FILE.h5", "or a prompts file (zen data --format prompts): what the model generates, rewarded", NULL},
+    {"--reward", "JSON", "--prompts: the reward functions, a JSON list as the run config's rewards", NULL},
+    {"--reward-weights", "JSON", "--prompts: one weight per reward (default all 1)", NULL},
+    {"--n", "1", "--prompts: samples per prompt", NULL},
+    {"--max-new-tokens", "512", "--prompts: the longest completion", NULL},
+    {"--temperature", "0", "--prompts: 0 is greedy", NULL},
+    {"--top-p", "1", "--prompts: nucleus sampling", NULL},
+    {"--top-k", "0", "--prompts: the k most likely (0: all)", NULL},
+    {"--seed", "0", "--prompts: the samples' seed", NULL},
     {"--seq-len", "T", "tokens per sequence (required with --data; --choices: 2048)", NULL},
     {"--batch", "B", "sequences per forward pass (default 1; --choices: 4)", NULL},
     {"--device", "cpu|cuda", "the backend (default cpu)", NULL},
@@ -67,7 +117,8 @@ static zen_opt opts[] = {
 };
 
 const zen_command zen_command_eval = {
-    "eval", "an objective's loss and metrics on a dataset (sft: loss, ppl), or multiple-choice accuracy (--choices)",
+    "eval", "an objective's loss and metrics on a dataset, multiple-choice accuracy (--choices), or rewards of what "
+    "the model generates (--prompts)",
     NULL, opts, ZEN_COUNT(opts), zen_cmd_eval};
 
 int zen_cmd_eval(int argc, char **argv) {
@@ -77,6 +128,7 @@ int zen_cmd_eval(int argc, char **argv) {
     const char *model_dir, *data_path, *adapter_dir = zen_cli_get(o, n, "--adapter");
     const char *device = zen_cli_get(o, n, "--device");
     if (zen_cli_get(o, n, "--choices")) return eval_choices(o, n);
+    if (zen_cli_get(o, n, "--prompts")) return eval_prompts(o, n);
     long long T, B;
     if ((rc = zen_cli_require(o, n, "--model", "eval", &model_dir)) ||
         (rc = zen_cli_require(o, n, "--data", "eval", &data_path)) ||

@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <utf8proc.h>
 
 #include "../data/prepare.h"
 #include "../formats/safetensors.h"
@@ -203,49 +202,19 @@ static size_t stop_cut(const zen_samples_args *a, const char *text, size_t len) 
     return cut;
 }
 
-/* ids[n] as text: the ids the tokenizer has text for (an untrained model may pick one it has none for) */
-static int decode_known(const zen_tokenizer *tok, const int32_t *ids, size_t n, char **text, size_t *len) {
-    int32_t *known = malloc((n ? n : 1) * sizeof(int32_t));
-    if (!known) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-        if (zen_tokenizer_kind(tok, ids[i])) known[k++] = ids[i];
-    int rc = zen_tokenizer_decode(tok, known, k, text, len);
-    free(known);
-    return rc;
-}
-
 /* a sample's text: its tokens decoded (a final stop id left out), cut before a stop string */
 static int sample_text(const zen_samples_args *a, const zen_gen_sample *s, char **text, size_t *len) {
     size_t n = s->n && s->finish == ZEN_FINISH_EOS ? s->n - 1 : s->n;
-    int rc = decode_known(a->tok, s->ids, n, text, len);
+    int rc = zen_tokenizer_decode_known(a->tok, s->ids, n, 0, text, len);
     if (!rc && s->finish == ZEN_FINISH_STOP) *len = stop_cut(a, *text, *len), (*text)[*len] = '\0';
     return rc;
-}
-
-/* text as valid UTF-8 (JSON's): a byte that starts no valid character becomes U+FFFD, as
- * Python's errors="replace" and Hugging Face's decode give it */
-static char *valid_utf8(const char *text, size_t len) {
-    char *out = malloc(3 * len + 1), *o = out;
-    if (!out) return NULL;
-    for (size_t at = 0; at < len;) {
-        utf8proc_int32_t c;
-        utf8proc_ssize_t n = utf8proc_iterate((const utf8proc_uint8_t *)text + at, (utf8proc_ssize_t)(len - at), &c);
-        if (n > 0) {
-            memcpy(o, text + at, (size_t)n), o += n, at += (size_t)n;
-        } else {
-            memcpy(o, "\xEF\xBF\xBD", 3), o += 3, at++;
-        }
-    }
-    *o = '\0';
-    return out;
 }
 
 static int stop_at(void *ctx, const int32_t *ids, size_t n) {
     const zen_samples_args *a = ctx;
     char *text = NULL;
     size_t len = 0;
-    int hit = !decode_known(a->tok, ids, n, &text, &len) && stop_cut(a, text, len) < len;
+    int hit = !zen_tokenizer_decode_known(a->tok, ids, n, 0, &text, &len) && stop_cut(a, text, len) < len;
     free(text);
     return hit;
 }
@@ -299,7 +268,7 @@ static int on_prompt(void *ctx, size_t request, const zen_gen_sample *samples, i
         if (!rc && a->logits_path) rc = keep_logits(c, index, k, s, c->a->s->model.cfg.vocab);
         if (!rc && line) {
             cJSON *o = cJSON_CreateObject(), *ids = cJSON_CreateArray();
-            char *utf8 = text ? valid_utf8(text, len) : NULL;
+            char *utf8 = text ? zen_utf8_valid(text, len) : NULL;
             if (utf8) cJSON_AddStringToObject(o, "text", utf8);
             free(utf8);
             for (size_t i = 0; i < s->n; i++) cJSON_AddItemToArray(ids, zen_json_exact_number(s->ids[i]));

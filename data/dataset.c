@@ -208,10 +208,27 @@ static int read_records_attr(const char *path, hid_t file, zen_records *kind, in
 
 typedef struct {
     const char *path;
-    hid_t tokens, mask, offsets, labels;
-    int64_t n_tokens, n_offsets, n_labels;
+    hid_t tokens, mask, offsets, labels, json, json_offsets;
+    int64_t n_tokens, n_offsets, n_labels, n_json, n_json_offsets;
     int64_t vocab_attr;
 } checked_file;
+
+/* /record_json_offsets: rising from 0 to the bytes of /record_json, one more than the records */
+static int scan_json_offsets(const checked_file *f, int64_t records) {
+    if (f->n_json_offsets != records + 1)
+        return zen_fail(ZEN_ERR_INPUT, "%s: /record_json_offsets has %lld entries for %lld records", f->path,
+                        (long long)f->n_json_offsets, (long long)records);
+    int64_t *v = malloc((size_t)f->n_json_offsets * sizeof(int64_t));
+    int rc = v ? read_range(f->path, f->json_offsets, H5T_NATIVE_INT64, 0, (hsize_t)f->n_json_offsets, v,
+                            "/record_json_offsets")
+               : zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    for (int64_t i = 0; !rc && i <= records; i++)
+        if ((i == 0 && v[i] != 0) || (i && v[i] < v[i - 1]) || v[i] > f->n_json || (i == records && v[i] != f->n_json))
+            rc = zen_fail(ZEN_ERR_INPUT, "%s: /record_json_offsets[%lld] = %lld (offsets rise from 0 to the %lld bytes "
+                          "of /record_json)", f->path, (long long)i, (long long)v[i], (long long)f->n_json);
+    free(v);
+    return rc;
+}
 
 /* /labels: one 0 or 1 per record */
 static int scan_labels(const checked_file *f) {
@@ -289,7 +306,7 @@ static int scan_offsets(const checked_file *f) {
 
 /* the whole check of an open file; fills info */
 static int check_file(const char *path, hid_t file, int model_vocab, zen_dataset_info *info) {
-    checked_file f = {path, -1, -1, -1, -1, 0, 0, 0, 0};
+    checked_file f = {path, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0};
     int64_t mask_len = 0;
     int rc = open_array(path, file, "tokens", 4, 1, "int32", 1, &f.tokens, &f.n_tokens);
     if (!rc) rc = open_array(path, file, "loss_mask", 1, 0, "uint8", 0, &f.mask, &mask_len);
@@ -308,6 +325,13 @@ static int check_file(const char *path, hid_t file, int model_vocab, zen_dataset
         rc = zen_fail(ZEN_ERR_INPUT, "%s: /labels has %lld entries for %lld records", path, (long long)f.n_labels,
                       (long long)info->n_records);
     if (!rc && f.labels >= 0) rc = scan_labels(&f);
+    if (!rc) rc = open_array(path, file, "record_json", 1, 0, "uint8", 0, &f.json, &f.n_json);
+    if (!rc) rc = open_array(path, file, "record_json_offsets", 8, 1, "int64", 0, &f.json_offsets, &f.n_json_offsets);
+    if (!rc && (zen_record_layout_of(info->records)->fields != (f.json >= 0) || (f.json >= 0) != (f.json_offsets >= 0)))
+        rc = zen_fail(ZEN_ERR_INPUT, "%s: %s", path, f.json >= 0 || f.json_offsets >= 0
+                      ? "/record_json and /record_json_offsets come together, in a file whose records keep their fields"
+                      : "its records need /record_json and /record_json_offsets, and it has none");
+    if (!rc && f.json >= 0) rc = scan_json_offsets(&f, info->n_records);
     if (!rc && f.n_tokens < 2)
         rc = zen_fail(ZEN_ERR_INPUT, "%s: /tokens holds %lld tokens; at least 2 are needed", path, (long long)f.n_tokens);
     if (!rc && info->packed_seq_len && (f.n_tokens - 1) % info->packed_seq_len)
@@ -325,6 +349,8 @@ static int check_file(const char *path, hid_t file, int model_vocab, zen_dataset
     if (f.mask >= 0) H5Dclose(f.mask);
     if (f.offsets >= 0) H5Dclose(f.offsets);
     if (f.labels >= 0) H5Dclose(f.labels);
+    if (f.json >= 0) H5Dclose(f.json);
+    if (f.json_offsets >= 0) H5Dclose(f.json_offsets);
     return rc;
 }
 
@@ -514,8 +540,32 @@ int zen_dataset_open(zen_dataset *d, const char *path, int model_vocab) {
                           : read_range(path, lab, H5T_NATIVE_UINT8, 0, (hsize_t)d->n_records, d->labels, "/labels");
         if (lab >= 0) H5Dclose(lab);
     }
+    if (!rc && zen_record_layout_of(d->records)->fields) { /* checked above: offsets rise over the bytes */
+        hid_t off = H5Dopen2((hid_t)d->file, "record_json_offsets", H5P_DEFAULT);
+        d->json_offsets = off >= 0 ? zen_malloc((size_t)(d->n_records + 1) * sizeof(int64_t)) : NULL;
+        rc = off < 0 ? zen_fail(ZEN_ERR_INPUT, "%s: cannot open /record_json_offsets", path)
+             : !d->json_offsets ? ZEN_ERR_INTERNAL
+                                : read_range(path, off, H5T_NATIVE_INT64, 0, (hsize_t)d->n_records + 1,
+                                             d->json_offsets, "/record_json_offsets");
+        if (off >= 0) H5Dclose(off);
+        hid_t js = rc ? -1 : H5Dopen2((hid_t)d->file, "record_json", H5P_DEFAULT);
+        size_t bytes = rc ? 0 : (size_t)d->json_offsets[d->n_records];
+        d->json = js >= 0 ? zen_malloc(bytes + 1) : NULL;
+        if (!rc) rc = js < 0 ? zen_fail(ZEN_ERR_INPUT, "%s: cannot open /record_json", path)
+                     : !d->json ? ZEN_ERR_INTERNAL
+                                : read_range(path, js, H5T_NATIVE_UINT8, 0, (hsize_t)bytes, d->json, "/record_json");
+        if (js >= 0) H5Dclose(js);
+    }
     if (rc) zen_dataset_close(d);
     return rc;
+}
+
+int zen_record_json(const zen_dataset *d, int64_t r, const char **text, size_t *len) {
+    if (!d->json || r < 0 || r >= d->n_records)
+        return zen_fail(ZEN_ERR_INTERNAL, "%s: record %lld has no fields", d->path, (long long)r);
+    *text = d->json + d->json_offsets[r];
+    *len = (size_t)(d->json_offsets[r + 1] - d->json_offsets[r]);
+    return 0;
 }
 
 void zen_dataset_close(zen_dataset *d) {
@@ -525,6 +575,8 @@ void zen_dataset_close(zen_dataset *d) {
     if (d->file > 0) H5Fclose((hid_t)d->file);
     free(d->offsets);
     free(d->labels);
+    free(d->json);
+    free(d->json_offsets);
     free(d->path);
     memset(d, 0, sizeof *d);
 }

@@ -3,6 +3,7 @@
  *   /loss_mask  uint8 [n]     optional, 1 where predicting this token counts
  *   /doc_offsets int64 [d+1]  optional
  *   /labels     uint8 [r]     a labelled record layout's (data/records.h): one 0/1 per record
+ *   /record_json uint8, /record_json_offsets int64 [r + 1]: a layout with fields: each record's JSON
  *   root attribute vocab_size (integer)
  * Sequence i of length T is tokens[i*T .. i*T+T] (T+1 tokens): inputs are the
  * first T, targets the last T, the mask is loss_mask of the targets; there are
@@ -40,6 +41,8 @@ typedef struct {
     zen_records records;        /* ZEN_RECORDS_TOKENS, or the records zen data --format F wrote (data/records.h) */
     int64_t n_records;          /* their count (0 for tokens) */
     uint8_t *labels;            /* [n_records] a labelled layout's /labels (0 or 1), in memory; else NULL */
+    char *json;                 /* a layout with fields: /record_json, in memory; else NULL */
+    int64_t *json_offsets;      /* [n_records + 1] record r's JSON is json[off[r], off[r+1]) */
     int doc_mask;               /* 1 (the default): documents are kept apart when read; 0: one segment */
 } zen_dataset;
 
@@ -51,6 +54,9 @@ typedef struct {
 int zen_dataset_open(zen_dataset *d, const char *path, int model_vocab);
 /* The same check, in this process, on a file image in memory (the fuzzer). */
 int zen_dataset_check_image(const void *data, size_t size, int model_vocab, zen_dataset_info *info);
+/* Record r's fields as the JSON object zen data kept (a layout with fields, data/records.h): not
+ * NUL-terminated, *len bytes. */
+int zen_record_json(const zen_dataset *d, int64_t r, const char **text, size_t *len);
 /* Safe on a zero-initialised dataset and on one already closed. */
 void zen_dataset_close(zen_dataset *d);
 int64_t zen_dataset_num_sequences(const zen_dataset *d, size_t T);

@@ -29,7 +29,9 @@ typedef struct {
     int drop_empty_think;  /* messages: no "<think>\n\n</think>\n\n" before the final answer */
     int64_t pack_seq_len;  /* --pack T: documents in windows of T tokens (data/pack.h); 0: as they come */
     uint64_t pack_seed;    /* --seed: the order of the packed windows */
-    int64_t max_length;    /* preference, kto: the longest sequence, prompt + completion (data/prepare_records.c) */
+    int64_t max_length;    /* preference, kto: the longest sequence, prompt + completion (data/prepare_records.c);
+                            * prompts: the longest prompt */
+    int no_think;          /* prompts: a chat prompt's generation prompt with the empty think block */
 } zen_data_opts;
 
 typedef struct {

@@ -25,6 +25,8 @@
 #include "token_writer.h"
 
 static const char GENERATION_PROMPT[] = "<|im_start|>assistant\n";
+/* --no-think: the empty think block after it, as Qwen3's template with enable_thinking=False */
+static const char GENERATION_PROMPT_NO_THINK[] = "<|im_start|>assistant\n<think>\n\n</think>\n\n";
 
 /* {"messages": list} rendered into r->text */
 static int render_messages(const zen_data_opts *o, const zen_tokenizer *t, const cJSON *list, zen_render *r,
@@ -81,11 +83,13 @@ typedef struct {
     const char *completions[2];
     int n_completions;
     const char *label; /* a JSON boolean stored as the record's label, or NULL */
+    int keep_json;     /* the whole record kept as JSON (GRPO's prompts: the fields the rewards read) */
 } record_format;
 
 static const record_format formats[] = {
-    {ZEN_RECORDS_PREFERENCE, {"chosen", "rejected"}, 2, NULL},
-    {ZEN_RECORDS_KTO, {"completion", NULL}, 1, "label"},
+    {ZEN_RECORDS_PREFERENCE, {"chosen", "rejected"}, 2, NULL, 0},
+    {ZEN_RECORDS_KTO, {"completion", NULL}, 1, "label", 0},
+    {ZEN_RECORDS_PROMPTS, {NULL, NULL}, 0, NULL, 1},
 };
 
 typedef struct {
@@ -93,6 +97,7 @@ typedef struct {
     int label;
     zen_render r, full;
     char *prompt_text; /* a chat prompt's text with the generation prompt */
+    char *json;        /* keep_json: the record as JSON */
     size_t prompt_len;
     int no_eos;        /* its string completions got no eos: the tokenizer has none */
 } record_work;
@@ -146,7 +151,12 @@ static int record_tokens(const zen_data_opts *o, const record_format *f, zen_tok
     }
     w->prompt.len = 0;
     w->no_eos = 0;
-    rc = zen_prompt_tokens(o, t, p, GENERATION_PROMPT, &w->r, &w->prompt_text, &w->prompt_len, &w->prompt, where);
+    rc = zen_prompt_tokens(o, t, p, o->no_think ? GENERATION_PROMPT_NO_THINK : GENERATION_PROMPT, &w->r,
+                           &w->prompt_text, &w->prompt_len, &w->prompt, where);
+    free(w->json);
+    w->json = NULL;
+    if (!rc && f->keep_json && !(w->json = cJSON_PrintUnformatted(rec)))
+        rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
     for (int k = 0; k < f->n_completions && !rc; k++)
         rc = completion_tokens(o, t, p, c[k], w, &w->comp[k], where, f->completions[k]);
     if (!rc && !w->prompt.len) rc = zen_fail(ZEN_ERR_INPUT, "%s: 'prompt' has no tokens", where);
@@ -161,6 +171,7 @@ static int write_record(zen_token_writer *wr, const record_format *f, const reco
     int rc = zen_token_writer_add(wr, w->prompt.ids, zeros, w->prompt.len);
     for (int k = 0; k < f->n_completions && !rc; k++) rc = zen_token_writer_add(wr, w->comp[k].ids, ones, n[k]);
     if (!rc && f->label) rc = zen_token_writer_label(wr, w->label);
+    if (!rc && f->keep_json) rc = zen_token_writer_json(wr, w->json, strlen(w->json));
     return rc;
 }
 
@@ -252,6 +263,7 @@ int zen_data_prepare_records(const zen_data_opts *o, zen_records records, zen_re
     zen_render_free(&w.r);
     zen_render_free(&w.full);
     free(w.prompt_text);
+    free(w.json);
     if (!o->tokenizer) zen_tokenizer_free(t);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     st->seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);

@@ -136,6 +136,40 @@ int zen_token_writer_label(zen_token_writer *w, int label) {
     return 0;
 }
 
+int zen_token_writer_json(zen_token_writer *w, const char *json, size_t len) {
+    if (w->json_len + len > w->json_cap) {
+        size_t cap = w->json_cap ? 2 * w->json_cap : 65536;
+        while (cap < w->json_len + len) cap *= 2;
+        char *more = realloc(w->json, cap);
+        if (!more) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        w->json = more, w->json_cap = cap;
+    }
+    if (w->n_json + 2 > w->cap_json) {
+        size_t cap = w->cap_json ? 2 * w->cap_json : 4096;
+        int64_t *more = realloc(w->json_offsets, cap * sizeof(int64_t));
+        if (!more) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+        w->json_offsets = more, w->cap_json = cap;
+    }
+    if (!w->n_json) w->json_offsets[0] = 0;
+    memcpy(w->json + w->json_len, json, len);
+    w->json_len += len;
+    w->json_offsets[++w->n_json] = (int64_t)w->json_len;
+    return 0;
+}
+
+/* /record_json and /record_json_offsets, whole, at close */
+static int write_json(zen_token_writer *w) {
+    if (!w->n_json) w->json_offsets = calloc(1, sizeof(int64_t));
+    hid_t d = make_dataset((hid_t)w->file, "record_json", H5T_STD_U8LE);
+    int bad = !w->json_offsets || d < 0 || append(d, H5T_NATIVE_UINT8, w->json ? w->json : "", 0, (hsize_t)w->json_len);
+    if (d >= 0) bad |= H5Dclose(d) < 0;
+    hid_t o = bad ? -1 : make_dataset((hid_t)w->file, "record_json_offsets", H5T_STD_I64LE);
+    bad |= o < 0 || append(o, H5T_NATIVE_INT64, w->json_offsets, 0, (hsize_t)w->n_json + 1);
+    if (o >= 0) bad |= H5Dclose(o) < 0;
+    return bad ? zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 write failed: %s", w->path, errno ? strerror(errno) : "disk full?")
+               : 0;
+}
+
 /* /labels, whole, at close */
 static int write_labels(zen_token_writer *w) {
     hid_t d = make_dataset((hid_t)w->file, "labels", H5T_STD_U8LE);
@@ -171,6 +205,9 @@ static void free_buffers(zen_token_writer *w) {
     free(w->off_buf);
     free(w->labels);
     w->labels = NULL;
+    free(w->json);
+    free(w->json_offsets);
+    w->json = NULL, w->json_offsets = NULL;
     w->path = w->tmp_path = NULL;
     w->tok_buf = NULL;
     w->mask_buf = NULL;
@@ -183,6 +220,7 @@ int zen_token_writer_close(zen_token_writer *w) {
     if (!rc && w->records != ZEN_RECORDS_TOKENS)
         rc = write_attr(w, zen_record_layout_of(w->records)->attribute, w->n_records);
     if (!rc && zen_record_layout_of(w->records)->labelled) rc = write_labels(w);
+    if (!rc && zen_record_layout_of(w->records)->fields) rc = write_json(w);
     errno = 0;
     if (!rc && H5Fflush((hid_t)w->file, H5F_SCOPE_GLOBAL) < 0)
         rc = zen_fail(ZEN_ERR_INTERNAL, "%s: HDF5 write failed: %s", w->path, errno ? strerror(errno) : "disk full?");

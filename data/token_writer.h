@@ -24,6 +24,10 @@ typedef struct {
     int64_t n_records;      /* the record count, is written at close */
     uint8_t *labels;        /* [n_labels] a labelled layout's labels (zen_token_writer_label), /labels at close */
     size_t n_labels, cap_labels;
+    char *json;             /* a layout with fields: the records' JSON (zen_token_writer_json), at close */
+    size_t json_len, json_cap;
+    int64_t *json_offsets;  /* [n_json + 1] */
+    size_t n_json, cap_json;
 } zen_token_writer;
 
 int zen_token_writer_open(zen_token_writer *w, const char *path, int32_t vocab_size);
@@ -33,6 +37,9 @@ int zen_token_writer_append(zen_token_writer *w, const int32_t *ids, const uint8
 int zen_token_writer_end_doc(zen_token_writer *w);
 /* append + end_doc */
 int zen_token_writer_add(zen_token_writer *w, const int32_t *ids, const uint8_t *mask, size_t n);
+/* The JSON of the next record of a layout with fields (data/records.h): /record_json and
+ * /record_json_offsets at close. */
+int zen_token_writer_json(zen_token_writer *w, const char *json, size_t len);
 /* The label (0 or 1) of the next record of a labelled layout (data/records.h). */
 int zen_token_writer_label(zen_token_writer *w, int label);
 int zen_token_writer_close(zen_token_writer *w);    /* flush, close, rename */

@@ -824,3 +824,43 @@ void zen_tokenizer_set_special_ids(zen_tokenizer *t, int32_t eos, int32_t pad) {
     t->pad = pad >= 0 && pad < t->n_ids ? pad : -1;
 }
 int32_t zen_tokenizer_pad(const zen_tokenizer *t) { return t->pad; }
+
+int zen_tokenizer_decode_known(const zen_tokenizer *t, const int32_t *ids, size_t n, int skip_special, char **out,
+                               size_t *len_out) {
+    int32_t *keep = malloc((n ? n : 1) * sizeof(int32_t));
+    if (!keep) return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int kind = zen_tokenizer_kind(t, ids[i]);
+        if (kind && !(skip_special && kind == 3)) keep[k++] = ids[i];
+    }
+    int rc = zen_tokenizer_decode(t, keep, k, out, len_out);
+    free(keep);
+    return rc;
+}
+
+char *zen_utf8_valid(const char *text, size_t len) {
+    char *out = malloc(3 * len + 1), *o = out;
+    if (!out) return NULL;
+    for (size_t at = 0; at < len;) {
+        utf8proc_int32_t c;
+        utf8proc_ssize_t n = utf8proc_iterate((const utf8proc_uint8_t *)text + at, (utf8proc_ssize_t)(len - at), &c);
+        if (n > 0) {
+            memcpy(o, text + at, (size_t)n), o += n, at += (size_t)n;
+        } else {
+            memcpy(o, "\xEF\xBF\xBD", 3), o += 3, at++;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+char *zen_tokenizer_utf8(const zen_tokenizer *t, const int32_t *ids, size_t n, int skip_special) {
+    char *raw = NULL, *text;
+    size_t len = 0;
+    if (zen_tokenizer_decode_known(t, ids, n, skip_special, &raw, &len)) return NULL;
+    text = zen_utf8_valid(raw, len);
+    free(raw);
+    if (!text) zen_fail(ZEN_ERR_INTERNAL, "out of memory (decoded text)");
+    return text;
+}

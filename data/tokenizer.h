@@ -37,6 +37,17 @@ int zen_ids_push(zen_ids *v, int32_t id);
 int zen_tokenizer_encode(zen_tokenizer *t, const char *text, size_t len, int parse_special, zen_ids *out);
 /* The text of ids (malloc'd, NUL-terminated; *len_out gets its length). */
 int zen_tokenizer_decode(const zen_tokenizer *t, const int32_t *ids, size_t n, char **out, size_t *len_out);
+/* The same over the ids the tokenizer has (a model may pick ids past them: an untrained one, or a vocabulary
+ * padded beyond the tokenizer), with skip_special the special added tokens left out (Hugging Face's
+ * skip_special_tokens: how TRL decodes completions). */
+int zen_tokenizer_decode_known(const zen_tokenizer *t, const int32_t *ids, size_t n, int skip_special, char **out,
+                               size_t *len_out);
+/* text as valid UTF-8 (JSON's): a byte that starts no valid character becomes U+FFFD, as Python's
+ * errors="replace" and Hugging Face's decode give it; malloc'd, NULL when out of memory */
+char *zen_utf8_valid(const char *text, size_t len);
+/* ids as valid UTF-8 text (zen_tokenizer_decode_known, then zen_utf8_valid): what TRL's batch_decode gives a
+ * reward function; malloc'd, NULL on failure (zen_last_error) */
+char *zen_tokenizer_utf8(const zen_tokenizer *t, const int32_t *ids, size_t n, int skip_special);
 /* The id of a token's exact text (an added token such as "<|im_end|>"), or -1. */
 int32_t zen_tokenizer_token_id(const zen_tokenizer *t, const char *token);
 /* Bytes of text that token id stands for (its decoded length). */

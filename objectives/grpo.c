@@ -34,11 +34,15 @@
 
 #include <cjson/cJSON.h>
 
+#include "../data/pairs.h"
+#include "../data/tokenizer.h"
+#include "../model/generate_batch.h"
 #include "../util/error.h"
 #include "../util/json.h"
 #include "grpo.h"
 #include "objective.h"
 #include "pair_batch.h"
+#include "rewards.h"
 
 #define MAX_NAMED 8 /* reward functions with their own metrics */
 
@@ -68,9 +72,17 @@ typedef struct {
 } group;
 
 typedef struct {
-    int G;
-    group *file;            /* the completions file's groups (n_file), or NULL */
+    int G, eval_slot;
+    group *file;            /* the completions file's groups (n_file), or NULL: completions drawn from the policy */
     size_t n_file;
+    zen_rewards *rewards;   /* drawing: the reward functions */
+    const zen_dataset *prompts; /* drawing: the prompts file of the loaded micro-batches */
+    int64_t *micro_ids;     /* [n_micro * B] drawing: each loaded micro-batch's prompt records */
+    group *drawn;           /* [n_micro * B] drawing: their groups, with the completions drawn */
+    int *drawn_ok;          /* [n_micro] the micro-batch's completions are drawn */
+    long *drawn_batch;      /* [n_micro] the generation batch (step / num_iterations) they were drawn for */
+    float **old;            /* [n_micro] [rows] num_iterations > 1: the rows' losses under the policy that drew
+                             * them (the old log-probabilities, negated) */
     char *names[MAX_NAMED]; /* the reward functions' names (rewards/NAME/mean, /std) */
     int n_named;
     char **metric_names;    /* [n_metrics] */
@@ -256,6 +268,8 @@ static int uses_reference(const zen_objective_opts *o) { return o->grpo_beta > 0
 
 static int rows_per_item_of(const zen_objective_opts *o) { return (int)o->grpo_num_generations + 1; }
 
+static int steps_per_batch(const zen_objective_opts *o) { return (int)o->grpo_num_iterations; }
+
 /* the metric names: the fixed ones, then each reward function's mean and std */
 static const char *const fixed_metrics[] = {
     "loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "clip_ratio/low_mean",
@@ -284,13 +298,40 @@ static int make_metric_names(zen_objective *o) {
     return 0;
 }
 
+/* a prompts file (zen data --format prompts): every prompt leaves room for max_completion_length tokens */
+static int open_prompts(zen_objective *o, zen_dataset *d, const char *path, int vocab, int64_t *items) {
+    grpo *p = o->state;
+    int rc = zen_dataset_open(d, path, vocab);
+    if (!rc) rc = zen_records_check(d, ZEN_RECORDS_PROMPTS);
+    if (rc) return rc;
+    size_t longest = 0, L = (size_t)o->opts.grpo_max_completion_length;
+    for (int64_t r = 0; r < d->n_records; r++) {
+        size_t n = zen_record_doc_len(d, r, 0);
+        longest = n > longest ? n : longest;
+    }
+    if (longest + L > o->T)
+        return zen_fail(ZEN_ERR_INPUT, "%s: prompts up to %zu tokens and grpo.max_completion_length %zu exceed seq_len "
+                        "%zu; raise seq_len to %zu", path, longest, L, o->T, longest + L);
+    if (!o->opts.rewards[0])
+        return zen_fail(ZEN_ERR_INPUT, "objective grpo rewards its completions: config key 'rewards' is not set "
+                        "(README, GRPO: answer, regex, think_format, overlong, command)");
+    if (!p->rewards && (rc = zen_rewards_create(&p->rewards, o->opts.rewards, o->opts.reward_weights,
+                                                 o->opts.grpo_max_completion_length, "config key 'rewards'")))
+        return rc;
+    if (zen_rewards_count(p->rewards) > MAX_NAMED)
+        return zen_fail(ZEN_ERR_INPUT, "config key 'rewards': %d rewards, at most %d", zen_rewards_count(p->rewards),
+                        MAX_NAMED);
+    for (int k = 0; !p->n_named && k < zen_rewards_count(p->rewards); k++)
+        if (!(p->names[k] = strdup(zen_rewards_name(p->rewards, k)))) return ZEN_ERR_INTERNAL;
+    p->n_named = zen_rewards_count(p->rewards);
+    *items = d->n_records;
+    return make_metric_names(o);
+}
+
 static int open_groups(zen_objective *o, zen_dataset *d, const char *path, int vocab, int64_t *items) {
     grpo *p = o->state;
-    (void)d;
     size_t len = strlen(path);
-    if (len < 6 || strcmp(path + len - 6, ".jsonl"))
-        return zen_fail(ZEN_ERR_INPUT, "%s: objective grpo runs on a completions file (.jsonl: zen grad --completions, "
-                        "README); sampling completions in zen train is not built yet", path);
+    if (len < 6 || strcmp(path + len - 6, ".jsonl")) return open_prompts(o, d, path, vocab, items);
     int rc = read_file(o, path, vocab);
     if (!rc) rc = make_metric_names(o);
     *items = (int64_t)p->n_file;
@@ -302,6 +343,7 @@ static int alloc(zen_objective *o) {
     if (!p) return ZEN_ERR_INTERNAL;
     o->state = p;
     p->G = (int)o->opts.grpo_num_generations;
+    p->eval_slot = o->eval_slot;
     size_t rows = zen_objective_rows(o);
     p->micro = zen_calloc((size_t)o->n_micro, sizeof(zen_pair_batch));
     p->micro_groups = zen_calloc((size_t)o->n_micro * o->B + 1, sizeof(group *));
@@ -311,12 +353,18 @@ static int alloc(zen_objective *o) {
     p->row_w = zen_malloc(rows * sizeof(float));
     p->entropy = zen_malloc(rows * sizeof(float));
     p->row_t = zen_malloc(rows * sizeof(int32_t));
+    p->micro_ids = zen_calloc((size_t)o->n_micro * o->B + 1, sizeof(int64_t));
+    p->drawn = zen_calloc((size_t)o->n_micro * o->B + 1, sizeof(group));
+    p->drawn_ok = zen_calloc((size_t)o->n_micro + 1, sizeof(int));
+    p->drawn_batch = zen_calloc((size_t)o->n_micro + 1, sizeof(long));
+    p->old = zen_calloc((size_t)o->n_micro + 1, sizeof(float *));
     if (!p->micro || !p->micro_groups || !p->micro_n || !p->ref || !p->row_loss || !p->row_w || !p->entropy ||
-        !p->row_t)
+        !p->row_t || !p->micro_ids || !p->drawn || !p->drawn_ok || !p->drawn_batch || !p->old)
         return ZEN_ERR_INTERNAL;
     for (int j = 0; j < o->n_micro; j++) {
         if (zen_pair_batch_alloc(&p->micro[j], rows, !strcmp(o->opts.pair_layout, "shared"))) return ZEN_ERR_INTERNAL;
         if (o->opts.grpo_beta > 0 && !(p->ref[j] = zen_malloc(rows * sizeof(float)))) return ZEN_ERR_INTERNAL;
+        if (o->opts.grpo_num_iterations > 1 && !(p->old[j] = zen_malloc(rows * sizeof(float)))) return ZEN_ERR_INTERNAL;
     }
     return make_metric_names(o);
 }
@@ -326,6 +374,7 @@ static void release(zen_objective *o) {
     for (int j = 0; p->micro && j < o->n_micro; j++) {
         zen_pair_batch_free(&p->micro[j]);
         if (p->ref) free(p->ref[j]);
+        if (p->old) free(p->old[j]);
     }
     free(p->micro);
     free(p->ref);
@@ -336,6 +385,17 @@ static void release(zen_objective *o) {
     free(p->entropy);
     free(p->row_t);
     free_groups(p->file, p->n_file, p->G);
+    for (size_t i = 0; p->drawn && i < (size_t)o->n_micro * o->B; i++) {
+        free(p->drawn[i].prompt);
+        for (int k = 0; p->drawn[i].c && k < p->G; k++) free(p->drawn[i].c[k].ids);
+        free(p->drawn[i].c);
+    }
+    free(p->drawn);
+    free(p->drawn_ok);
+    free(p->drawn_batch);
+    free(p->old);
+    free(p->micro_ids);
+    zen_rewards_free(p->rewards);
     for (int k = 0; k < p->n_named; k++) free(p->names[k]);
     for (int i = 0; p->metric_names && i < p->n_metrics; i++) free(p->metric_names[i]);
     free(p->metric_names);
@@ -344,7 +404,16 @@ static void release(zen_objective *o) {
 
 static int load(zen_objective *o, int j, const zen_dataset *d, const int64_t *ids, size_t n) {
     grpo *p = o->state;
-    (void)d;
+    if (!p->file) { /* drawing: the prompts now, the completions in pre (they need the model) */
+        int64_t *held = p->micro_ids + (size_t)j * o->B;
+        /* the same prompts again (the steps of one generation batch) keep their completions */
+        if (j == o->eval_slot || d != p->prompts || n != p->micro_n[j] || memcmp(held, ids, n * sizeof(int64_t)))
+            p->drawn_ok[j] = 0;
+        p->prompts = d;
+        memcpy(held, ids, n * sizeof(int64_t));
+        p->micro_n[j] = n;
+        return 0;
+    }
     zen_pair_batch *b = &p->micro[j];
     zen_pair_batch_clear(b);
     const group **gs = p->micro_groups + (size_t)j * o->B;
@@ -358,6 +427,120 @@ static int load(zen_objective *o, int j, const zen_dataset *d, const int64_t *id
         if (!(rc = zen_pair_batch_add(b, g->prompt, g->P, cont, len, p->G, 0))) b->group_id[b->groups - 1] = ids[i];
     }
     p->micro_n[j] = n;
+    return rc;
+}
+
+/* the run's seed and the step mixed: the streams a step's samples draw from (zen_sample_stream then keys
+ * them by the prompt's record and the sample), so they never depend on ranks, rows or order */
+static uint64_t step_seed(uint64_t seed, long step) {
+    zen_rng r;
+    zen_rng_seed(&r, seed ^ 0x4752504f00000000ull);
+    uint64_t a = zen_rng_next(&r);
+    zen_rng_seed(&r, a ^ (uint64_t)step);
+    return zen_rng_next(&r);
+}
+
+typedef struct {
+    group *gs;
+    size_t G;
+} draw_sink;
+
+/* zen_generate_batch hands back request r's samples: their ids, a length-cut one marked truncated */
+static int took(void *ctx, size_t r, const zen_gen_sample *s, int m) {
+    draw_sink *out = ctx;
+    for (int k = 0; k < m; k++) {
+        completion *c = &out->gs[r].c[k];
+        if (!(c->ids = zen_malloc(s[k].n * sizeof(int32_t)))) return ZEN_ERR_INTERNAL;
+        memcpy(c->ids, s[k].ids, s[k].n * sizeof(int32_t));
+        c->n = s[k].n;
+        c->truncated = s[k].finish == ZEN_FINISH_LENGTH;
+    }
+    return 0;
+}
+
+/* micro-batch j's completions, drawn from the policy (the adapter as it is), and rewarded */
+static int draw(zen_objective *o, int j, const zen_objective_env *e) {
+    grpo *p = o->state;
+    const zen_objective_opts *op = &o->opts;
+    const zen_dataset *d = p->prompts;
+    const zen_tokenizer *tok = e->tokenizer;
+    size_t n = p->micro_n[j], G = (size_t)p->G;
+    group *gs = p->drawn + (size_t)j * o->B;
+    const int64_t *ids = p->micro_ids + (size_t)j * o->B;
+    if (!tok) return zen_fail(ZEN_ERR_INPUT, "objective grpo decodes its completions for the rewards: the model has no "
+                              "tokenizer (tokenizer.json or a GGUF's own)");
+    zen_gen_request *req = zen_calloc(n + 1, sizeof(zen_gen_request));
+    if (!req) return ZEN_ERR_INTERNAL;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        free(gs[i].prompt);
+        for (size_t k = 0; gs[i].c && k < G; k++) free(gs[i].c[k].ids);
+        free(gs[i].c);
+        memset(&gs[i], 0, sizeof gs[i]);
+        gs[i].P = zen_record_doc_len(d, ids[i], 0);
+        if (!(gs[i].prompt = zen_malloc(gs[i].P * sizeof(int32_t))) || !(gs[i].c = zen_calloc(G, sizeof(completion))))
+            rc = ZEN_ERR_INTERNAL;
+        if (!rc) rc = zen_record_doc_read(d, ids[i], 0, gs[i].prompt);
+        req[i] = (zen_gen_request){gs[i].prompt, gs[i].P, (int)G, (uint64_t)ids[i]};
+    }
+    int32_t stop[2] = {zen_tokenizer_eos(tok), zen_tokenizer_token_id(tok, "<|im_end|>")};
+    size_t rows = n * G < ZK_DECODE_ROWS ? n * G : ZK_DECODE_ROWS;
+    zen_gen_batch_opts go = {{(float)op->grpo_temperature, (float)op->grpo_top_p, (float)op->grpo_min_p,
+                              (int)op->grpo_top_k},
+                             step_seed(e->seed, e->step), (size_t)op->grpo_max_completion_length, stop, 2, NULL, NULL,
+                             rows, 0, 1024, 0};
+    draw_sink out = {gs, G};
+    zen_gen_batch_stats st;
+    if (!rc) rc = zen_generate_batch(e->m, e->lo, req, n, &go, took, &out, &st);
+    free(req);
+    /* the rewards of every completion */
+    zen_reward_item *items = rc ? NULL : zen_calloc(n * G + 1, sizeof(zen_reward_item));
+    char **texts = rc ? NULL : zen_calloc(2 * n * G + n + 1, sizeof(char *));
+    double *per = rc ? NULL : zen_calloc(n * G * MAX_NAMED + 1, sizeof(double));
+    double *total = rc ? NULL : zen_calloc(n * G + 1, sizeof(double));
+    if (!rc && (!items || !texts || !per || !total)) rc = ZEN_ERR_INTERNAL;
+    for (size_t i = 0; i < n && !rc; i++) {
+        char *prompt = texts[2 * n * G + i] = zen_tokenizer_utf8(tok, gs[i].prompt, gs[i].P, 0);
+        const char *rec = NULL;
+        size_t rec_len = 0;
+        rc = zen_record_json(d, ids[i], &rec, &rec_len);
+        for (size_t k = 0; k < G && !rc; k++) {
+            completion *c = &gs[i].c[k];
+            char *t = texts[i * G + k] = zen_tokenizer_utf8(tok, c->ids, c->n, 1);
+            if (!prompt || !t) rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory (completion text)");
+            items[i * G + k] = (zen_reward_item){prompt, t, c->ids, c->n, rec, rec_len, (long)ids[i], (long)k};
+        }
+    }
+    int external = 0;
+    if (!rc) rc = zen_rewards_score(p->rewards, items, n * G, per, total, &external);
+    if (rc && external) o->stop_after_checkpoint = 1; /* the command failed, not the run: keep what it has */
+    int C = p->rewards ? zen_rewards_count(p->rewards) : 0;
+    for (size_t i = 0; i < n && !rc; i++)
+        for (size_t k = 0; k < G; k++) {
+            completion *c = &gs[i].c[k];
+            c->reward = total[i * G + k];
+            for (int r = 0; r < MAX_NAMED; r++) c->named[r] = r < C ? per[(i * G + k) * (size_t)C + (size_t)r] : NAN;
+        }
+    for (size_t i = 0; texts && i < 2 * n * G + n; i++) free(texts[i]);
+    free(texts);
+    free(items);
+    free(per);
+    free(total);
+    if (rc) return rc;
+    /* the layout: each prompt once, its G completions as segments */
+    zen_pair_batch *b = &p->micro[j];
+    zen_pair_batch_clear(b);
+    b->source = d;
+    const group **slots = p->micro_groups + (size_t)j * o->B;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const int32_t *cont[1024];
+        size_t len[1024];
+        for (size_t k = 0; k < G; k++) cont[k] = gs[i].c[k].ids, len[k] = gs[i].c[k].n;
+        slots[i] = &gs[i];
+        if (!(rc = zen_pair_batch_add(b, gs[i].prompt, gs[i].P, cont, len, (int)G, 0)))
+            b->group_id[b->groups - 1] = ids[i];
+    }
+    p->drawn_ok[j] = !rc;
     return rc;
 }
 
@@ -388,9 +571,19 @@ static int forward(zen_objective *o, int j, const zen_objective_env *e, const ze
     return rc;
 }
 
+static int draw(zen_objective *o, int j, const zen_objective_env *e);
+
 static int pre(zen_objective *o, int j, const zen_objective_env *e, double *out) {
     grpo *p = o->state;
     memset(out, 0, PRE_COUNT * sizeof(double));
+    long batch = e->step / o->opts.grpo_num_iterations;
+    if (!p->file && (!p->drawn_ok[j] || p->drawn_batch[j] != batch)) {
+        int rc = draw(o, j, e);
+        p->drawn_batch[j] = batch;
+        /* num_iterations > 1: the log-probabilities of the policy that drew them, for every step of the batch */
+        if (!rc && p->old[j] && j != o->eval_slot) rc = forward(o, j, e, e->lo, 0, p->old[j], NULL);
+        if (rc) return rc;
+    }
     const group *const *gs = p->micro_groups + (size_t)j * o->B;
     for (size_t i = 0; i < p->micro_n[j]; i++)
         for (int k = 0; k < p->G; k++) {
@@ -405,6 +598,13 @@ static int pre(zen_objective *o, int j, const zen_objective_env *e, double *out)
         if (rc) return rc;
     }
     return 0;
+}
+
+/* row n's old log-probability: the file's, the drawing policy's (num_iterations > 1), or l itself (rho = 1) */
+static double old_logp(const grpo *p, int j, const completion *c, size_t n, double l) {
+    if (c->old) return (double)c->old[p->row_t[n]];
+    if (p->old[j] && j != p->eval_slot) return -(double)p->old[j][n];
+    return l;
 }
 
 /* the group's mean and std (n - 1) of its non-NaN rewards; NaN where they cannot be had */
@@ -482,7 +682,7 @@ static int run(zen_objective *o, int j, const zen_objective_env *e, uint64_t dro
         if (b->row_kind[n] < 0) continue;
         size_t ci = (size_t)b->row_group[n] * (size_t)G + (size_t)b->row_kind[n];
         const completion *c = &gs[b->row_group[n]]->c[b->row_kind[n]];
-        double l = -(double)p->row_loss[n], lo = c->old ? (double)c->old[p->row_t[n]] : l;
+        double l = -(double)p->row_loss[n], lo = old_logp(p, j, c, n, l);
         if (counts(o, c)) seq_log[ci] += (l - lo) / fmax(1.0, (double)c->n);
     }
     /* each token: its term of the loss and dLoss/dl */
@@ -492,7 +692,7 @@ static int run(zen_objective *o, int j, const zen_objective_env *e, uint64_t dro
         size_t gi = (size_t)b->row_group[n], ci = gi * (size_t)G + (size_t)b->row_kind[n];
         const completion *c = &gs[gi]->c[b->row_kind[n]];
         double m = counts(o, c) ? 1.0 : 0.0;
-        double l = -(double)p->row_loss[n], lo = c->old ? (double)c->old[p->row_t[n]] : l;
+        double l = -(double)p->row_loss[n], lo = old_logp(p, j, c, n, l);
         double rho = exp(seq_level ? seq_log[ci] : l - lo), dl_drho;
         int low, high;
         double term = zen_grpo_clip_term(rho, adv[ci], eps_low, eps_high, op->grpo_delta, &dl_drho, &low, &high);
@@ -526,6 +726,46 @@ static int run(zen_objective *o, int j, const zen_objective_env *e, uint64_t dro
     /* the rows' losses are -l: dLoss/dloss[n] = -dLoss/dl */
     for (size_t n = 0; n < b->N; n++) p->row_w[n] = -p->row_w[n];
     return zen_pair_batch_backward(b, e->m, e->lo, e->a, p->row_w);
+}
+
+/* a logged step's groups: each prompt (its record's index in the file) with its completions and their
+ * rewards, a JSON line per prompt */
+static int write_samples(const zen_objective *o, const zen_objective_env *e, FILE *f, long step) {
+    const grpo *p = o->state;
+    if (!f || !e->tokenizer) return 0;
+    for (int j = 0; j < o->n_micro; j++) {
+        if (j == o->eval_slot) continue; /* the step's groups, not the last evaluation's */
+        const group *const *gs = p->micro_groups + (size_t)j * o->B;
+        for (size_t i = 0; i < p->micro_n[j]; i++) {
+            cJSON *line = cJSON_CreateObject(), *list = cJSON_CreateArray();
+            char *prompt = zen_tokenizer_utf8(e->tokenizer, gs[i]->prompt, gs[i]->P, 0);
+            cJSON_AddItemToObject(line, "step", zen_json_exact_number((double)step));
+            cJSON_AddItemToObject(line, "index", zen_json_exact_number((double)p->micro_ids[(size_t)j * o->B + i]));
+            cJSON_AddStringToObject(line, "prompt", prompt ? prompt : "");
+            free(prompt);
+            for (int k = 0; k < p->G; k++) {
+                const completion *c = &gs[i]->c[k];
+                cJSON *one = cJSON_CreateObject(), *named = cJSON_CreateObject();
+                char *text = zen_tokenizer_utf8(e->tokenizer, c->ids, c->n, 1);
+                cJSON_AddStringToObject(one, "completion", text ? text : "");
+                free(text);
+                cJSON_AddItemToObject(one, "reward", isnan(c->reward) ? cJSON_CreateNull() : cJSON_CreateNumber(c->reward));
+                for (int r = 0; r < p->n_named; r++)
+                    cJSON_AddItemToObject(named, p->names[r],
+                                          isnan(c->named[r]) ? cJSON_CreateNull() : cJSON_CreateNumber(c->named[r]));
+                cJSON_AddItemToObject(one, "rewards", named);
+                cJSON_AddBoolToObject(one, "truncated", c->truncated);
+                cJSON_AddItemToArray(list, one);
+            }
+            cJSON_AddItemToObject(line, "completions", list);
+            char *json = cJSON_PrintUnformatted(line);
+            int bad = !json || fprintf(f, "%s\n", json) < 0;
+            free(json);
+            cJSON_Delete(line);
+            if (bad) return zen_fail(ZEN_ERR_INTERNAL, "samples.jsonl: write failed (disk full?)");
+        }
+    }
+    return fflush(f) ? zen_fail(ZEN_ERR_INTERNAL, "samples.jsonl: write failed (disk full?)") : 0;
 }
 
 static void values(const zen_objective *o, const double *s, double *v) {
@@ -567,7 +807,8 @@ static const char *const keys[] = {"grpo.num_generations", "grpo.max_completion_
                                    "grpo.top_p", "grpo.top_k", "grpo.min_p", "grpo.scale_rewards", "grpo.epsilon",
                                    "grpo.epsilon_high", "grpo.delta", "grpo.importance_sampling_level",
                                    "grpo.num_iterations", "grpo.beta", "grpo.loss_type",
-                                   "grpo.mask_truncated_completions", "pair_layout", NULL};
+                                   "grpo.mask_truncated_completions", "pair_layout", "rewards", "reward.weights",
+                                   NULL};
 static const zen_shown_metric shown[] = {{"reward", "reward", "%.4f"}, {"reward_std", "reward std", "%.4f"}};
 
 const zen_objective_ops zen_objective_grpo = {
@@ -579,6 +820,8 @@ const zen_objective_ops zen_objective_grpo = {
     .rows_per_item = 9,
     .rows_per_item_of = rows_per_item_of,
     .shared_layout = 1,
+    .needs_tokenizer = 1,
+    .steps_per_batch = steps_per_batch,
     .n_pre = PRE_COUNT,
     .n_sums = SUM_COUNT,
     .n_sums_max = N_MAX_SUMS,
@@ -596,5 +839,6 @@ const zen_objective_ops zen_objective_grpo = {
     .pre = pre,
     .run = run,
     .values = values,
+    .write_samples = write_samples,
     .describe = describe,
 };

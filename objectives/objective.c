@@ -65,6 +65,8 @@ static int at_default(const zen_objective_opts *o, const char *key) {
     SAME("grpo.beta", grpo_beta)
     SAME_STR("grpo.loss_type", grpo_loss_type)
     SAME("grpo.mask_truncated_completions", grpo_mask_truncated_completions)
+    SAME_STR("rewards", rewards)
+    SAME_STR("reward.weights", reward_weights)
 #undef SAME
 #undef SAME_STR
     return 1;
@@ -76,7 +78,8 @@ static const char *const all_keys[] = {"beta", "dpo.loss", "label_smoothing", "o
                                        "grpo.top_p", "grpo.top_k", "grpo.min_p", "grpo.scale_rewards",
                                        "grpo.epsilon", "grpo.epsilon_high", "grpo.delta",
                                        "grpo.importance_sampling_level", "grpo.num_iterations", "grpo.beta",
-                                       "grpo.loss_type", "grpo.mask_truncated_completions", NULL};
+                                       "grpo.loss_type", "grpo.mask_truncated_completions", "rewards",
+                                       "reward.weights", NULL};
 
 int zen_objective_is_option(const char *key) {
     for (const char *const *k = all_keys; *k; k++)
@@ -170,7 +173,8 @@ int zen_objective_init(zen_objective *o, const zen_objective_ops *ops, const zen
     o->ranks = ranks;
     o->B = B;
     o->T = T;
-    o->n_micro = n_micro;
+    o->n_micro = n_micro + 1;
+    o->eval_slot = n_micro;
     o->doc_mask = doc_mask;
     o->n_metrics = ops->n_metrics, o->n_train = ops->n_train, o->metrics = ops->metrics;
     return ops->alloc(o);

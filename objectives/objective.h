@@ -65,6 +65,8 @@ typedef struct {
     double grpo_beta;                /* the KL's weight: 0.0 (no reference pass) */
     char grpo_loss_type[12];         /* dapo, grpo, bnpo or dr_grpo */
     int grpo_mask_truncated_completions;
+    char rewards[4096];              /* "rewards": GRPO's reward functions, a JSON list (objectives/rewards.h) */
+    char reward_weights[512];        /* "reward.weights": a JSON list, one weight per reward ("": all 1) */
 } zen_objective_opts;
 
 void zen_objective_opts_defaults(zen_objective_opts *o);
@@ -109,6 +111,11 @@ typedef struct {
     int (*rows_per_item_of)(const zen_objective_opts *o); /* or NULL: rows_per_item; where the options decide */
     int shared_layout;         /* its batches use the shared-prefix layout (decoder.h): acts with its scratch */
     int per_sequence_logits;   /* its rows are the file's sequences in order (zen eval --save-logits) */
+    int needs_tokenizer;       /* the env's tokenizer must be set (the model's): GRPO decodes completions */
+    /* or NULL (1): consecutive steps that take the same items (GRPO's num_iterations: one generation batch
+     * serves them); the trainer repeats each batch of the data order that often, and saves checkpoints only
+     * at the first step of a batch (a signal lets the batch's steps finish first) */
+    int (*steps_per_batch)(const zen_objective_opts *o);
     int ranks_in_loss;         /* a micro-batch's loss reads the other ranks' of its moment (KTO's z): a run
                                   resumes with the ranks it started with */
     int n_pre, n_sums;         /* doubles per micro-batch: pre (pre[0]: trained tokens) and sums */
@@ -135,6 +142,8 @@ typedef struct {
                const double *totals, double *sums);
     /* the n_metrics values of the sums of a step (or an evaluation) */
     void (*values)(const zen_objective *o, const double *sums, double *values);
+    /* optional: after a logged training step, this rank's items of it as JSON lines into f (samples.jsonl) */
+    int (*write_samples)(const zen_objective *o, const zen_objective_env *e, FILE *f, long step);
     /* a line for zen train's summary: the objective and its options (reference: what the reference model is) */
     void (*describe)(const zen_objective *o, const char *reference, char *buf, size_t cap);
 } zen_objective_ops;
@@ -144,13 +153,18 @@ struct zen_objective {
     zen_objective_opts opts;
     const zen_ranks *ranks;
     size_t B, T;     /* items per micro-batch, tokens per sequence (seq_len) */
-    int n_micro;     /* micro-batches held */
+    int n_micro;     /* micro-batch slots held: the step's, and one more (eval_slot) for evaluation, so an
+                      * evaluation never disturbs what the step's slots hold (GRPO's generation batch) */
+    int eval_slot;
     int doc_mask;    /* token files: documents kept apart */
     void *state;     /* the objective's own (its micro-batches, ...) */
     /* its metrics: the ops' (set by zen_objective_init), or names its alloc made from its options (GRPO's
      * rewards/NAME/...) */
     int n_metrics, n_train;
     const char *const *metrics;
+    /* set by an objective whose step failed outside the run (a reward command): the trainer saves a
+     * checkpoint of what it has before it stops, so --resume continues once the cause is fixed */
+    int stop_after_checkpoint;
 };
 
 /* The objective called name, or NULL (the names are listed by zen_objective_names). */

@@ -22,8 +22,9 @@ int zen_evaluate(zen_objective *o, const zen_objective_env *e, const zen_dataset
         for (int64_t i = 0; i < n; i++) ids[i] = first + bi * B + i;
         e->a->logits_host = bi == 0 ? logits_host : NULL;
         double *out = sums + (size_t)bi * per;
-        if (!(rc = ops->load(o, 0, d, ids, (size_t)n)) && !(rc = ops->pre(o, 0, e, pre)))
-            rc = ops->run(o, 0, e, 0, 0, pre, out);
+        int j = o->eval_slot;
+        if (!(rc = ops->load(o, j, d, ids, (size_t)n)) && !(rc = ops->pre(o, j, e, pre)))
+            rc = ops->run(o, j, e, 0, 0, pre, out);
         out[ops->n_sums] = pre[0];
     }
     e->a->logits_host = logits_host;

@@ -12,39 +12,35 @@
 #include "../util/file.h"
 #include "report.h"
 
-/* rewrites path keeping lines whose "step" <= keep_upto_step */
-static int truncate_metrics(const char *path, long keep_upto_step) {
+int zen_truncate_jsonl_steps(const char *path, long keep_upto_step) {
     FILE *in = fopen(path, "r");
     if (!in) return 0;
-    size_t cap = 1 << 16, len = 0;
-    char *kept = zen_malloc(cap), line[4096];
-    if (!kept) {
-        fclose(in);
-        return ZEN_ERR_INTERNAL;
-    }
-    kept[0] = '\0';
-    while (fgets(line, sizeof line, in)) {
-        cJSON *obj = cJSON_Parse(line);
+    size_t cap = 1 << 16, len = 0, line_cap = 0;
+    char *kept = zen_malloc(cap), *line = NULL;
+    ssize_t n;
+    int rc = kept ? 0 : ZEN_ERR_INTERNAL;
+    if (kept) kept[0] = '\0';
+    while (!rc && (n = getline(&line, &line_cap, in)) >= 0) {
+        cJSON *obj = cJSON_ParseWithLength(line, (size_t)n);
         const cJSON *step = cJSON_GetObjectItemCaseSensitive(obj, "step");
         int keep = cJSON_IsNumber(step) && step->valuedouble <= (double)keep_upto_step;
         cJSON_Delete(obj);
         if (!keep) continue;
-        size_t n = strlen(line);
-        if (len + n + 1 > cap) {
-            cap = 2 * (len + n + 1);
+        if (len + (size_t)n + 1 > cap) {
+            cap = 2 * (len + (size_t)n + 1);
             char *grown = realloc(kept, cap);
             if (!grown) {
-                free(kept);
-                fclose(in);
-                return zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+                rc = zen_fail(ZEN_ERR_INTERNAL, "out of memory");
+                break;
             }
             kept = grown;
         }
-        memcpy(kept + len, line, n + 1);
-        len += n;
+        memcpy(kept + len, line, (size_t)n + 1);
+        len += (size_t)n;
     }
+    free(line);
     fclose(in);
-    int rc = zen_write_text_file(path, kept);
+    if (!rc) rc = zen_write_text_file(path, kept);
     free(kept);
     return rc;
 }
@@ -53,7 +49,7 @@ int zen_report_open(zen_report *r, const char *out_dir, long keep_upto_step) {
     memset(r, 0, sizeof *r);
     char *path = zen_path_join(out_dir, "metrics.jsonl");
     if (!path) return ZEN_ERR_INTERNAL;
-    int rc = keep_upto_step >= 0 ? truncate_metrics(path, keep_upto_step) : 0;
+    int rc = keep_upto_step >= 0 ? zen_truncate_jsonl_steps(path, keep_upto_step) : 0;
     if (!rc) {
         r->metrics = fopen(path, keep_upto_step >= 0 ? "a" : "w");
         if (!r->metrics) rc = zen_fail(ZEN_ERR_INPUT, "%s: cannot write: %s", path, strerror(errno));

@@ -17,6 +17,9 @@ typedef struct {
 
 /* Opens OUT/metrics.jsonl; keeps only the lines with step <= keep_upto_step
  * (the resumed step; -1 starts the file afresh). */
+/* rewrites a JSONL file of {"step": ...} lines (metrics.jsonl, samples.jsonl) keeping those of steps up to
+ * keep_upto_step: what a resumed run continues from; a missing file is fine */
+int zen_truncate_jsonl_steps(const char *path, long keep_upto_step);
 int zen_report_open(zen_report *r, const char *out_dir, long keep_upto_step);
 void zen_report_close(zen_report *r);
 /* The report of a rank other than 0: every call below does nothing. */

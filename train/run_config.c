@@ -17,7 +17,7 @@
 #include "../util/json.h"
 #include "run_config.h"
 
-typedef enum { K_STR, K_INT, K_FLOAT, K_BOOL, K_AUTO_BOOL, K_TARGETS, K_PROMPTS } key_type;
+typedef enum { K_STR, K_INT, K_FLOAT, K_BOOL, K_AUTO_BOOL, K_TARGETS, K_PROMPTS, K_JSON } key_type;
 
 typedef struct {
     const char *name;
@@ -99,6 +99,8 @@ static const key_spec KEYS[] = {
     {"grpo.beta", K_FLOAT, OFF(obj.grpo_beta), 0, 1e6, 0, 1},
     {"grpo.loss_type", K_STR, OFF(obj.grpo_loss_type), 0, 0, CAP(obj.grpo_loss_type), 1},
     {"grpo.mask_truncated_completions", K_BOOL, OFF(obj.grpo_mask_truncated_completions), 0, 0, 0, 1},
+    {"rewards", K_JSON, OFF(obj.rewards), 0, 0, CAP(obj.rewards), 1},
+    {"reward.weights", K_JSON, OFF(obj.reward_weights), 0, 0, CAP(obj.reward_weights), 1},
 };
 #define NKEYS (sizeof KEYS / sizeof KEYS[0])
 _Static_assert(NKEYS <= ZEN_RUN_CONFIG_MAX_KEYS, "zen_run_config.cli_keys holds a flag per key");
@@ -144,6 +146,7 @@ static const char *type_name(key_type t) {
     case K_BOOL: return "true or false";
     case K_AUTO_BOOL: return "true, false or \"auto\"";
     case K_PROMPTS: return "a list of prompt strings";
+    case K_JSON: return "a JSON list (or null)";
     default: return "a list of target names";
     }
 }
@@ -184,6 +187,20 @@ static int set_string(zen_run_config *c, const key_spec *k, const char *value, c
         return zen_fail(ZEN_ERR_INPUT, "%s: key '%s': value is longer than %zu characters", origin, k->name,
                         k->cap - 1);
     strcpy((char *)c + k->offset, value);
+    return 0;
+}
+
+/* a JSON value kept as its compact text ("" for null) */
+static int set_json(zen_run_config *c, const key_spec *k, const cJSON *item, const char *origin) {
+    char *text = cJSON_IsNull(item) ? NULL : cJSON_PrintUnformatted(item);
+    if (!cJSON_IsNull(item) && !cJSON_IsArray(item))
+        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be a JSON list", origin, k->name);
+    if (text && strlen(text) >= k->cap) {
+        free(text);
+        return zen_fail(ZEN_ERR_INPUT, "%s: key '%s': its JSON is longer than %zu bytes", origin, k->name, k->cap - 1);
+    }
+    strcpy((char *)c + k->offset, text ? text : "");
+    free(text);
     return 0;
 }
 
@@ -232,6 +249,7 @@ static int apply_item(zen_run_config *c, const cJSON *item, const char *name, co
             return set_string(c, k, list, origin);
         }
         break;
+    case K_JSON: return set_json(c, k, item, origin);
     case K_PROMPTS:
         if (cJSON_IsString(item)) return set_string(c, k, item->valuestring, origin);
         if (cJSON_IsArray(item)) {
@@ -300,6 +318,13 @@ int zen_run_config_set(zen_run_config *c, const char *assignment) {
     char origin[160];
     snprintf(origin, sizeof origin, "--set %s", name);
     if (k->type == K_STR || k->type == K_TARGETS || k->type == K_PROMPTS) return set_string(c, k, value, origin);
+    if (k->type == K_JSON) {
+        cJSON *item = NULL;
+        int rc = zen_json_parse(value, strlen(value), origin, &item);
+        if (!rc) rc = set_json(c, k, item, origin);
+        cJSON_Delete(item);
+        return rc;
+    }
     if (k->type == K_BOOL || k->type == K_AUTO_BOOL) {
         if (!strcmp(value, "true") || !strcmp(value, "1")) *(int *)((char *)c + k->offset) = 1;
         else if (!strcmp(value, "false") || !strcmp(value, "0")) *(int *)((char *)c + k->offset) = 0;
@@ -321,7 +346,7 @@ static const struct { const char *a, *b; } CONFLICTS[] = {{"val_data", "val_frac
 
 static int key_is_set(const zen_run_config *c, const key_spec *k) {
     const char *field = (const char *)c + k->offset;
-    if (k->type == K_STR) return field[0] != '\0';
+    if (k->type == K_STR || k->type == K_JSON) return field[0] != '\0';
     if (k->type == K_FLOAT) return *(const double *)field != 0;
     return *(const long *)field != 0;
 }
@@ -425,6 +450,11 @@ char *zen_run_config_to_json(const zen_run_config *c) {
                 cJSON_AddItemToArray(arr, cJSON_CreateString(t));
             break;
         }
+        case K_JSON: {
+            cJSON *v = field[0] ? cJSON_Parse(field) : NULL;
+            cJSON_AddItemToObject(parent, name, v ? v : cJSON_CreateNull());
+            break;
+        }
         case K_PROMPTS: {
             cJSON *arr = cJSON_AddArrayToObject(parent, name);
             for (const char *p = field, *e; (e = strchr(p, ZEN_PROMPT_SEP)); p = e + 1) {
@@ -446,6 +476,7 @@ static void format_value(const zen_run_config *c, const key_spec *k, char *buf, 
     const char *f = (const char *)c + k->offset;
     switch (k->type) {
     case K_STR:
+    case K_JSON:
     case K_PROMPTS:
     case K_TARGETS: snprintf(buf, cap, "%s", f); break;
     case K_INT: snprintf(buf, cap, "%ld", *(const long *)f); break;
@@ -471,6 +502,7 @@ int zen_run_config_trajectory_diffs(const zen_run_config *a, const zen_run_confi
         int same;
         switch (k->type) {
         case K_STR:
+        case K_JSON:
         case K_PROMPTS:
         case K_TARGETS: same = !strcmp(fa, fb); break;
         case K_INT: same = *(const long *)fa == *(const long *)fb; break;

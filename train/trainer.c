@@ -88,6 +88,7 @@ typedef struct {
     zen_tokenizer *tok;          /* rank 0 with sample_every: the model's tokenizer */
     FILE *samples;               /* OUT/samples.jsonl, appended */
     long steps_per_epoch, total_steps;
+    long repeat;                 /* steps that take the same items (the objective's steps_per_batch) */
     zen_schedule schedule;
     zen_report report;
     int lock_fd;                 /* OUT/zen.lock, held for the whole run */
@@ -150,7 +151,7 @@ static int open_data(run *r) {
     int64_t items, n_val = 0;
     int rc = ops->open(&r->obj, &r->s.data, c->data, vocab, &items);
     if (rc) return rc;
-    if (r->s.data.n_masked == 0)
+    if (r->s.data.n_masked == 0 && ops->records != ZEN_RECORDS_PROMPTS) /* prompts: the targets are drawn */
         return zen_fail(ZEN_ERR_INPUT, "%s: no target token has loss_mask 1: there is nothing to train on", c->data);
     if (c->val_data[0]) {
         if ((rc = ops->open(&r->obj, &r->val_file, c->val_data, vocab, &r->val_count))) return rc;
@@ -164,7 +165,12 @@ static int open_data(run *r) {
         return zen_fail(ZEN_ERR_INPUT, "%s: %lld training %s of up to %ld tokens (after holding out %lld), fewer than "
                         "one step's batch_size x grad_accum%s = %lld", c->data, (long long)n_train, ops->item, c->seq_len,
                         (long long)n_val, r->dist->size > 1 ? " x ranks" : "", (long long)per_step);
-    r->steps_per_epoch = (long)(n_train / per_step);
+    r->repeat = ops->steps_per_batch ? ops->steps_per_batch(&c->obj) : 1;
+    if (c->save_every % r->repeat)
+        return zen_fail(ZEN_ERR_INPUT, "config key 'save_every' = %ld: objective %s runs each batch for %ld steps and "
+                        "saves at a batch's start; use a multiple of %ld", c->save_every, ops->name, r->repeat,
+                        r->repeat);
+    r->steps_per_epoch = (long)(n_train / per_step) * r->repeat;
     r->total_steps = c->max_steps > 0 ? c->max_steps : c->epochs * r->steps_per_epoch;
     return zen_seq_order_init(&r->order, 0, n_train, (uint64_t)c->seed, 1);
 }
@@ -327,7 +333,7 @@ static void add_in_order(const run *r, double *per, int n, double *out, int sums
 static int train_step(run *r, long step, double *loss, double *tokens) {
     const zen_run_config *c = r->cfg;
     const zen_objective_ops *ops = r->obj.ops;
-    long epoch = step / r->steps_per_epoch, in_epoch = step % r->steps_per_epoch;
+    long epoch = step / r->steps_per_epoch, in_epoch = step % r->steps_per_epoch / r->repeat; /* the batch */
     size_t np = (size_t)ops->n_pre, ns = (size_t)ops->n_sums;
     r->env.step = step; /* keys what an objective draws this step (GRPO's completions) */
     memset(r->pre, 0, (size_t)r->micro_per_step * np * sizeof(double));
@@ -470,6 +476,11 @@ static int open_everything(run *r) {
         return rc;
     r->env = (zen_objective_env){&r->s.model, &r->s.lora, r->s.has_ref ? &r->s.ref : NULL, &r->s.acts,
                                  (uint64_t)c->seed, 0, NULL};
+    if (ops->needs_tokenizer) { /* every rank: the objective decodes text (GRPO's rewards) */
+        if ((rc = zen_open_tokenizer(c->model, &r->tok)))
+            return zen_fail(rc, "objective %s: the model's tokenizer: %s", ops->name, zen_last_error());
+        r->env.tokenizer = r->tok;
+    }
     if ((rc = zen_adamw_create(&r->opt, r->s.be, r->s.lora.num_params, (float)c->beta1, (float)c->beta2, (float)c->eps,
                                (float)c->weight_decay, (float)c->grad_clip)))
         return rc;
@@ -559,6 +570,16 @@ static int one_sample(run *r, const zen_ids *prompt, const zen_sampling *s, uint
     return rc;
 }
 
+/* an objective's own samples of a logged step: each rank's micro-batches in turn, rank 0 first, appended to
+ * the one file (every rank holds it open for appending; each flushes before the next one's turn), so N ranks
+ * write the lines one process with N x the accumulation writes */
+static int write_objective_samples(run *r, long step) {
+    int rc = 0;
+    for (int turn = 0; turn < r->dist->size && !rc; turn++)
+        rc = zen_dist_agree(r->dist->rank == turn ? r->obj.ops->write_samples(&r->obj, &r->env, r->samples, step) : 0);
+    return rc;
+}
+
 static int write_samples(run *r, long step) {
     static const zen_sampling greedy = {0.0f, 1.0f, 0.0f, 0}, sampled = {0.6f, 0.95f, 0.0f, 20};
     int rc = 0, k = 0;
@@ -609,11 +630,13 @@ static int open_outputs(run *r, int resume, const zen_train_state *st) {
     free(path);
     if (!rc && c->sample_every > 0 && !r->s.be->attention_paged_fwd)
         return zen_fail(ZEN_ERR_INPUT, "sample_every: generation runs on the CPU for now (device %s)", r->s.be->name);
-    if (!rc && c->sample_every > 0) { /* the prompts' tokenizer, and where the samples go */
-        if ((rc = zen_open_tokenizer(c->model, &r->tok)))
-            return zen_fail(rc, "sample_every: the model's tokenizer: %s", zen_last_error());
+    if (!rc && c->sample_every > 0 && !r->tok && (rc = zen_open_tokenizer(c->model, &r->tok))) /* the prompts' */
+        return zen_fail(rc, "sample_every: the model's tokenizer: %s", zen_last_error());
+    if (!rc && (c->sample_every > 0 || r->obj.ops->write_samples)) { /* and where the samples go */
         char *sp = zen_path_join(c->out_dir, "samples.jsonl");
-        if (!sp || !(r->samples = fopen(sp, "a")))
+        if (!sp) rc = ZEN_ERR_INTERNAL;
+        if (!rc && resume) rc = zen_truncate_jsonl_steps(sp, st->step); /* the steps a resumed run repeats */
+        if (!rc && !(r->samples = fopen(sp, "a")))
             rc = zen_fail(ZEN_ERR_INPUT, "%s/samples.jsonl: cannot write", c->out_dir);
         free(sp);
     }
@@ -654,6 +677,14 @@ static int setup(run *r, int resume, zen_train_state *st) {
         return rc;
     if (r->writer) rc = open_outputs(r, resume, st);
     else zen_report_silent(&r->report);
+    if ((rc = zen_dist_agree(rc))) return rc;
+    /* the other ranks append their own groups of an objective's samples (write_objective_samples) */
+    if (!r->writer && r->obj.ops->write_samples) {
+        char *sp = zen_path_join(r->cfg->out_dir, "samples.jsonl");
+        if (!sp || !(r->samples = fopen(sp, "a")))
+            rc = zen_fail(ZEN_ERR_INPUT, "%s/samples.jsonl: cannot write on rank %d", r->cfg->out_dir, r->dist->rank);
+        free(sp);
+    }
     return zen_dist_agree(rc);
 }
 
@@ -723,9 +754,14 @@ int zen_train(const zen_run_config *given, int resume) {
         double gnorm = !rc && tokens > 0 ? zen_grad_norm(r.s.be, r.s.lora.grads, r.s.lora.num_params) : 0.0;
         if (!rc) rc = zk_status(r.s.be); /* an op that failed (out of memory, a device fault) */
         if (rc) {
-            last_checkpoint(&r, last_saved, where, sizeof where);
             char cause[1024];
             snprintf(cause, sizeof cause, "%s", zen_last_error());
+            /* a failure outside the run (a reward command): what the run has is kept first */
+            if (zen_dist_max(r.obj.stop_after_checkpoint) && last_saved != st.step && st.step > 0) {
+                int saved = save_checkpoint(&r, &st, &last_saved);
+                if (saved) snprintf(cause + strlen(cause), sizeof cause - strlen(cause), " (and %s)", zen_last_error());
+            }
+            last_checkpoint(&r, last_saved, where, sizeof where);
             rc = zen_fail(rc, "step %ld: %s; %s", step + 1, cause, where);
             break;
         }
@@ -785,10 +821,13 @@ int zen_train(const zen_run_config *given, int resume) {
         if (c->sample_every > 0 && (st.step % c->sample_every == 0 || last) &&
             (rc = zen_dist_agree(r.writer ? write_samples(&r, st.step) : 0)))
             break;
+        /* an objective's own samples of a logged step (GRPO's prompts, completions and rewards) */
+        if (log_now && ops->write_samples && (rc = write_objective_samples(&r, st.step))) break;
         /* a checkpoint every save_every steps, and always after the last one */
         if (((c->save_every > 0 && st.step % c->save_every == 0) || last) && (rc = save_checkpoint(&r, &st, &last_saved)))
             break;
-        if ((stop_signal = zen_dist_max(zen_stop_signal_pending()))) { /* a signal to any rank stops them all */
+        /* a signal to any rank stops them all, at a batch's end (what a resumed run can continue exactly) */
+        if (st.step % r.repeat == 0 && (stop_signal = zen_dist_max(zen_stop_signal_pending()))) {
             if (last_saved != st.step && (rc = save_checkpoint(&r, &st, &last_saved))) break;
             rc = 128 + stop_signal;
             zen_fail(rc, "stopped by %s after step %ld of %ld; saved %s/checkpoint-%ld", stop_signal == SIGINT ? "SIGINT" : "SIGTERM", st.step,

@@ -28,6 +28,9 @@ CUDA backend (emulated) with --zen-emu; bad completions files in one line.
 """
 import json
 import os
+import random
+import re
+import shutil
 import subprocess
 import sys
 
@@ -189,6 +192,195 @@ def printed(p):
     return dict((l.split()[0], float(l.split()[1])) for l in p.stdout.splitlines())
 
 
+REWARD_COMMAND = """import json, os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+fail_after = int(open(os.path.join(here, "fail")).read()) if os.path.exists(os.path.join(here, "fail")) else None
+seen = 0
+with open(os.path.join(here, "inputs.jsonl"), "a") as log:
+    for line in sys.stdin:
+        x = json.loads(line)
+        seen += 1
+        if fail_after is not None and seen > fail_after:
+            sys.exit(3)
+        log.write(line)
+        log.flush()
+        digit = any(ch.isdigit() for ch in x["completion"])
+        print(json.dumps({"short": -len(x["completion_ids"]) / 16,
+                          "digit": 1.0 if digit else (None if x["sample"] == 0 else 0.0)}), flush=True)
+"""
+
+
+def last_number(text):
+    """the answer reward's default extraction, written apart: the contents of the last \\boxed{} (no nesting here),
+    else the last number (a leading minus kept, thousands commas dropped)"""
+    boxed = re.findall(r"\\boxed\{([^{}]*)\}", text)
+    if boxed:
+        return boxed[-1].strip()
+    nums = re.findall(r"-?(?<![\d.,])\d(?:\d|[.,](?=\d))*", text)
+    return nums[-1].replace(",", "") if nums else None
+
+
+MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")  # equal thread counts, equal sums
+
+
+def check_ranks(zen, w, base):
+    """2 ranks with grad_accum 1 against one process with grad_accum 2: the same draws, rewards (a command on
+    each rank), metrics, samples.jsonl and adapter, bit for bit"""
+    if not shutil.which("mpirun"):
+        print("SKIP ranks: mpirun not found (apt-get install -y openmpi-bin)")
+        return
+    probe = subprocess.run(MPIRUN + ["-np", "2", zen, "info", "/nonexistent"], capture_output=True, text=True,
+                           env=ONE_THREAD)
+    if "built without MPI" in probe.stderr:
+        print("SKIP ranks: zen was built without MPI")
+        return
+    one = subprocess.run(base + ["--out", w("np1")], capture_output=True, text=True, env=ONE_THREAD)
+    two = subprocess.run(MPIRUN + ["-np", "2"] + base + ["--out", w("np2"), "--set", "grad_accum=1"],
+                         capture_output=True, text=True, env=ONE_THREAD, timeout=600)
+    read = lambda d, f: open(os.path.join(d, f), "rb").read() if os.path.exists(os.path.join(d, f)) else None
+    metrics = lambda d: [{k: v for k, v in json.loads(l).items() if k not in ("tokens_per_s", "real_tokens_per_s",
+                                                                              "elapsed_s")}
+                         for l in open(os.path.join(d, "metrics.jsonl"))]
+    same = one.returncode == 0 and two.returncode == 0 and \
+        read(w("np1"), "adapter_model.safetensors") == read(w("np2"), "adapter_model.safetensors") and \
+        read(w("np1"), "samples.jsonl") == read(w("np2"), "samples.jsonl") and metrics(w("np1")) == metrics(w("np2"))
+    harness.check("2 ranks (grad_accum 1) = one process (grad_accum 2) bit for bit: draws, rewards, metrics, "
+                  "samples.jsonl, adapter", same, (one.stderr + two.stderr)[-300:] if not same else "")
+
+
+def check_training(zen, w):
+    """zen data --format prompts, then zen train with objective grpo: sampling in the loop, built-in and command
+    rewards, TRL's metrics and eval_ ones, samples.jsonl, resume, a failing reward command, num_iterations"""
+    run = lambda cmd, **kw: subprocess.run(cmd, capture_output=True, text=True, **kw)
+    p = run([zen, "init", "--preset", "tiny", "--seed", "3", "--out", w("tiny")])
+    assert p.returncode == 0, p.stderr
+    rnd = random.Random(5)
+    recs = []
+    for i in range(24):
+        a = rnd.randrange(10)
+        prompt = f"Count to {a}:" if i % 2 else [{"role": "user", "content": f"Say {a}"}]
+        recs.append({"prompt": prompt, "answer": str(a), "id": i})
+    with open(w("p.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in recs)
+    p = run([zen, "data", "--tokenizer", w("tiny"), "--in", w("p.jsonl"), "--format", "prompts", "--out", w("p.h5")])
+    info = run([zen, "info", w("p.h5")])
+    harness.check("zen data --format prompts: strings and chat lists, the records' fields kept; zen info names them",
+                  p.returncode == 0 and "24 prompts" in p.stderr and "24 prompts (root attribute prompt_records" in
+                  info.stdout and "/record_json" in info.stdout, (p.stderr + info.stdout).strip()[-400:])
+    os.makedirs(w("cmd"), exist_ok=True)
+    script = w("cmd", "reward.py")
+    with open(script, "w") as f:
+        f.write(REWARD_COMMAND)
+    G, B, A = 4, 2, 2
+    with open(w("grpo.json"), "w") as f:
+        json.dump({"objective": "grpo", "seq_len": 72, "batch_size": B, "grad_accum": A, "max_steps": 4,
+                   "save_every": 2, "log_every": 1, "lr": 1e-3, "dtype": "f32", "val_fraction": 0.25,
+                   "eval_every": 2, "grpo": {"num_generations": G, "max_completion_length": 12},
+                   "rewards": [{"name": "answer"},
+                               {"name": "command", "argv": ["/usr/bin/python3", script], "outputs": ["short", "digit"],
+                                "timeout_s": 60}],
+                   "reward.weights": [1.0, 0.5, 0.25]}, f)
+    base = [zen, "train", w("grpo.json"), "--model", w("tiny"), "--data", w("p.h5")]
+    p = run(base + ["--out", w("run")])
+    lines = [json.loads(l) for l in open(w("run", "metrics.jsonl"))] if p.returncode == 0 else []
+    trl = ["loss", "reward", "reward_std", "frac_reward_zero_std", "entropy", "clip_ratio/low_mean",
+           "clip_ratio/high_mean", "clip_ratio/region_mean", "completions/mean_length", "completions/min_length",
+           "completions/max_length", "completions/clipped_ratio", "rewards/answer/mean", "rewards/answer/std",
+           "rewards/command.short/mean", "rewards/command.digit/std"]
+    want = set(trl) | {"eval_" + k for k in trl}
+    harness.check("grpo training: TRL's metrics and their eval_ on the held-out prompts logged at every step",
+                  len(lines) == 4 and want <= set().union(*lines), p.stderr[-400:] if p.returncode else
+                  f"missing {sorted(want - set().union(*lines))}")
+    samples = [json.loads(l) for l in open(w("run", "samples.jsonl"))] if p.returncode == 0 else []
+    weights = {"answer": 1.0, "command.short": 0.5, "command.digit": 0.25}
+    bad = []
+    for s in samples:  # every completion's rewards, computed apart from zen's
+        rec = recs[s["index"]]
+        for c in s["completions"]:
+            want_answer = 1.0 if last_number(c["completion"]) is not None and \
+                float(last_number(c["completion"])) == float(rec["answer"]) else 0.0
+            named = c["rewards"]
+            total = sum(weights[k] * v for k, v in named.items() if v is not None)
+            if named["answer"] != want_answer or abs(c["reward"] - total) > 1e-12:
+                bad.append((s["step"], c["completion"], named, c["reward"]))
+    harness.check("samples.jsonl: each logged step's prompts, G completions each, the answer reward as computed "
+                  "apart and the reward the weighted sum of the non-null ones (TRL's nansum)",
+                  len(samples) == 4 * B * A and all(len(s["completions"]) == G for s in samples) and not bad,
+                  f"{len(samples)} lines; {bad[:2]}")
+    fed = [json.loads(l) for l in open(w("cmd", "inputs.jsonl"))] if os.path.exists(w("cmd", "inputs.jsonl")) else []
+    ok = fed and all(set(x) == {"prompt", "completion", "completion_ids", "record", "group", "sample"} and
+                     x["record"] == recs[x["group"]] and 0 <= x["sample"] < G for x in fed)
+    harness.check("the reward command reads a line per completion with the prompt, the completion, its ids, "
+                  "the record's fields, the group and the sample", ok, f"{len(fed)} lines, first {fed[:1]}")
+    harness.check_resume("grpo: a resumed run equals the uninterrupted one bit for bit", base, w("run"), 4)
+    same = lambda f: open(w("run", f), "rb").read() == open(w("run-resumed", f), "rb").read()
+    harness.check("grpo: the resumed run's samples.jsonl (its steps 3-4 dropped, then drawn again) is the "
+                  "uninterrupted one's", same("samples.jsonl"))
+    # the reward command crashes in step 2: one line naming it and the record, a checkpoint, then --resume
+    with open(w("cmd", "fail"), "w") as f:
+        f.write(str(B * A * G + 3))
+    p = run(base + ["--out", w("crash")])
+    err = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
+    harness.check("a reward command that crashes: one line naming it, the record and its last answer; exit 2; "
+                  "the last good step checkpointed",
+                  p.returncode == 2 and f"reward command '/usr/bin/python3 {script}' ended (exit status 3)" in err and
+                  "record" in err and "it printed last" in err and "checkpoint-1 (continue with --resume)" in err and
+                  os.path.isdir(w("crash", "checkpoint-1")), err or f"exit {p.returncode}")
+    os.remove(w("cmd", "fail"))
+    p = run(base + ["--out", w("crash"), "--resume"])
+    adapter = lambda d: open(os.path.join(d, "adapter_model.safetensors"), "rb").read() \
+        if os.path.exists(os.path.join(d, "adapter_model.safetensors")) else b""
+    harness.check("fixed, --resume: nothing lost, the adapter of the run that never failed",
+                  p.returncode == 0 and adapter(w("crash")) == adapter(w("run")), p.stderr[-300:])
+    # num_iterations 2: each generation batch serves two steps, and checkpoints fall at a batch's start
+    p = run(base + ["--out", w("mu"), "--set", "grpo.num_iterations=2", "--set", "save_every=3"])
+    harness.check("grpo.num_iterations 2 with save_every 3: one line naming the key, exit 2",
+                  p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "save_every" in p.stderr,
+                  p.stderr.strip())
+    p = run(base + ["--out", w("mu"), "--set", "grpo.num_iterations=2", "--set", "max_steps=6"])
+    ms = [json.loads(l) for l in open(w("mu", "samples.jsonl"))] if p.returncode == 0 else []
+    by = {}
+    for s in ms:
+        by.setdefault(s["step"], []).append((s["index"], s["completions"]))
+    mu_ok = len(by) == 6 and all(by[k] == by[k + 1] and by[k] != by[k + 2 if k < 5 else 1] for k in (1, 3, 5))
+    ml = [json.loads(l) for l in open(w("mu", "metrics.jsonl"))] if p.returncode == 0 else []
+    # the second step of a batch: rho != 1 after the first step's update, so its loss is -mean(rho A) != 0
+    moved = ml and all(abs(ml[k]["loss"]) > 1e-6 > abs(ml[k - 1]["loss"]) for k in (1, 3, 5))
+    harness.check("grpo.num_iterations 2: steps 1-2, 3-4, 5-6 share their completions; the second step's ratios "
+                  "move off 1", mu_ok and moved, p.stderr[-300:] if p.returncode else
+                  f"losses {[round(x['loss'], 6) for x in ml]}")
+    harness.check_resume("grpo.num_iterations 2: resumed = uninterrupted", base + ["--set", "grpo.num_iterations=2",
+                         "--set", "max_steps=6"], w("mu"), 6)
+    # zen eval --prompts: the mean answer reward of greedy completions, against zen generate's and our own scoring
+    ev = run([zen, "eval", "--model", w("tiny"), "--adapter", w("run"), "--prompts", w("p.h5"), "--reward",
+              '[{"name": "answer"}]', "--max-new-tokens", "12"])
+    got = printed(ev) if ev.returncode == 0 else {}
+    gen = run([zen, "generate", "--model", w("tiny"), "--adapter", w("run"), "--prompts", w("p.jsonl"),
+               "--temperature", "0", "--max-new-tokens", "12", "--out", w("greedy.jsonl")])
+    scored = []
+    if gen.returncode == 0:
+        for line in open(w("greedy.jsonl")):
+            x = json.loads(line)
+            text = x["samples"][0]["text"]
+            n = last_number(text)
+            scored.append(1.0 if n is not None and float(n) == float(recs[x["index"]]["answer"]) else 0.0)
+    harness.check("zen eval --prompts: the mean reward of greedy completions, as zen generate's scored apart",
+                  scored and abs(got.get("reward", -1) - sum(scored) / len(scored)) < 1e-9 and
+                  abs(got.get("rewards/answer/mean", -1) - sum(scored) / len(scored)) < 1e-9,
+                  f"eval {got} apart {sum(scored)}/{len(scored)} {(ev.stderr + gen.stderr)[-300:]}")
+    check_ranks(zen, w, base)
+    if harness.zen_emu:  # CUDA (emulated): one short step draws the CPU's completions (the same streams)
+        short = ["--set", "max_steps=1", "--set", "grad_accum=1", "--set", "eval_every=0", "--set",
+                 "grpo.max_completion_length=4", "--set", "seq_len=64"]
+        pc = run(base + ["--out", w("cpu1")] + short)
+        pe = run([harness.zen_emu] + base[1:] + ["--out", w("cuda1"), "--set", "device=cuda"] + short)
+        draws = lambda d: [json.loads(l) for l in open(os.path.join(d, "samples.jsonl"))]
+        same = pc.returncode == 0 and pe.returncode == 0 and draws(w("cpu1")) == draws(w("cuda1"))
+        harness.check("CUDA (emulated): zen train grpo runs a step, its draws and rewards the CPU's", same,
+                      (pc.stderr + pe.stderr)[-300:])
+
+
 def main():
     zen, work, w = harness.setup()
     rng = np.random.default_rng(36)
@@ -301,6 +493,7 @@ def main():
         harness.check(f"bad completions file ({bname}): one line naming the line, exit 2",
                       p.returncode == 2 and len(err) == 1 and f"bad-{bname}.jsonl:1" in err[0],
                       err[0] if err else f"exit {p.returncode}")
+    check_training(zen, w)
     harness.finish()
 
 
