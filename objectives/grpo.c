@@ -228,6 +228,10 @@ static int read_file(zen_objective *o, const char *path, int vocab) {
             if (!(rc = read_completion(p, c, where, &g->c[k])) && g->P + g->c[k].n > o->T)
                 rc = zen_fail(ZEN_ERR_INPUT, "%s: a prompt of %zu and a completion of %zu tokens exceed seq_len %zu",
                               where, g->P, g->c[k].n, o->T);
+            else if (!rc && g->c[k].n > (size_t)o->opts.grpo_max_completion_length)
+                rc = zen_fail(ZEN_ERR_INPUT, "%s: a completion of %zu tokens is longer than grpo.max_completion_length "
+                              "%ld (what generation would have cut it to)", where, g->c[k].n,
+                              (long)o->opts.grpo_max_completion_length);
         for (int j = 0; !rc && j < p->G; j++)
             for (size_t i = 0; i < g->c[j].n; i++)
                 if (g->c[j].ids[i] >= vocab)

@@ -482,13 +482,15 @@ def main():
     bad = {"short": {"prompt_ids": [1, 2], "completions": [{"ids": [3], "reward": 1}]},
            "no-reward": {"prompt_ids": [1, 2], "completions": [{"ids": [3]}] * G},
            "bad-old": {"prompt_ids": [1, 2], "completions": [{"ids": [3, 4], "reward": 1, "old_logps": [-1]}] * G},
-           "bad-id": {"prompt_ids": [1, 2], "completions": [{"ids": [3, 99], "reward": 1}] * G}}
+           "bad-id": {"prompt_ids": [1, 2], "completions": [{"ids": [3, 99], "reward": 1}] * G},
+           "longer-than-max_completion_length": {"prompt_ids": [1, 2],
+                                                 "completions": [{"ids": [3, 4, 5], "reward": 1}] * G}}
     for bname, rec in bad.items():
         with open(w(f"bad-{bname}.jsonl"), "w") as f:
             f.write(json.dumps(rec) + "\n")
         p = subprocess.run([zen, "grad", "--model", w("ma"), "--completions", w(f"bad-{bname}.jsonl"), "--seq-len",
-                            str(T), "--objective", "grpo", "--set", f"grpo.num_generations={G}", "--out",
-                            w("bad.st")], capture_output=True, text=True)
+                            str(T), "--objective", "grpo", "--set", f"grpo.num_generations={G}", "--set",
+                            "grpo.max_completion_length=2", "--out", w("bad.st")], capture_output=True, text=True)
         err = p.stderr.strip().splitlines()
         harness.check(f"bad completions file ({bname}): one line naming the line, exit 2",
                       p.returncode == 2 and len(err) == 1 and f"bad-{bname}.jsonl:1" in err[0],
