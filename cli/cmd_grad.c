@@ -10,6 +10,7 @@
 
 #include "../data/dataset.h"
 #include "../model/decoder.h"
+#include "../model/generate_batch.h"
 #include "../model/model_load.h"
 #include "../objectives/objective.h"
 #include "../train/dist.h"
@@ -24,22 +25,55 @@ static void print_bytes_row(const char *label, size_t a, size_t b) {
     printf("  %-34s %10.3f GiB %10.3f GiB\n", label, (double)a / (1 << 30), (double)b / (1 << 30));
 }
 
+/* what the objective adds to a plan of B items of seq_len T */
+typedef struct {
+    const zen_objective_ops *ops;
+    zen_objective_opts opts;
+} plan_objective;
+
 static int print_plan(const zen_config *cfg, const char *what, size_t stored_bytes, zen_dtype stored_dtype,
                       int base_quant, size_t largest_quant, int r, unsigned targets, size_t B, size_t T, const char *device,
-                      const char *compute_name) {
+                      const char *compute_name, const plan_objective *obj) {
     zen_dtype compute;
     int rc = zk_resolve_compute(device, compute_name, &compute, NULL);
     if (rc) return rc;
+    /* an item of the objective lays out seqs sequences of T (and att of attention rows, shared layouts) */
+    int att, seqs = zen_objective_seqs_per_item(obj->ops, &obj->opts, T, &att);
+    size_t items = B;
+    B = (size_t)seqs * items;
     zen_plan keep = zen_plan_make_quant(cfg, device, compute, stored_bytes, stored_dtype, base_quant, largest_quant, r, targets, B,
                                         T, 0, 0);
     zen_plan rec = zen_plan_make_quant(cfg, device, compute, stored_bytes, stored_dtype, base_quant, largest_quant, r, targets, B,
                                        T, 1, 0);
+    size_t layout = obj->ops->shared_layout ? zen_shared_scratch_bytes(cfg, B * T, (size_t)att * items * T) : 0;
+    keep.scratch += layout, rec.scratch += layout, keep.total += layout, rec.total += layout;
+    /* GRPO samples its completions before the step, with the step's buffers held: the generation's KV cache
+     * (each prompt once, each sample's own pages) and its logits come on top */
+    size_t cache = 0, gen_logits = 0, G = (size_t)obj->opts.grpo_num_generations,
+           C = (size_t)obj->opts.grpo_max_completion_length;
+    int grpo = !strcmp(obj->ops->name, "grpo");
+    if (C > T - 1) C = T - 1; /* a completion leaves a prompt at least one token (zen grad --completions) */
+    if (grpo) {
+        size_t rows = items * G < ZK_DECODE_ROWS ? items * G : ZK_DECODE_ROWS;
+        cache = zen_gen_batch_cache_bytes(cfg, compute, rows, G, T - C, C);
+        gen_logits = rows * (size_t)cfg->vocab * sizeof(float);
+        keep.total += cache + gen_logits, rec.total += cache + gen_logits;
+    }
     int ntargets = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) ntargets += (targets >> t) & 1;
     printf("memory plan (%s, %s compute): %s, %lld parameters, seq %zu, batch %zu, "
            "LoRA r=%d on %d targets (%zu trainable), no LoRA dropout\n",
-           device, compute == ZEN_BF16 ? "bf16" : "f32", what, (long long)zen_config_param_count(cfg), T, B, r,
+           device, compute == ZEN_BF16 ? "bf16" : "f32", what, (long long)zen_config_param_count(cfg), T, items, r,
            ntargets, keep.lora_params / sizeof(float));
+    if (grpo)
+        printf("objective grpo: %zu prompt%s of up to %zu tokens, each with %zu completions of up to %zu; a "
+               "micro-batch's rows: %zu (%s), its attention rows %zu\n", items, items == 1 ? "" : "s", T - C, G, C,
+               B * T, strcmp(obj->opts.pair_layout, "shared") ? "apart: G sequences of seq_len"
+                                                               : "each prompt once, rounded up to sequences of seq_len",
+               (size_t)att * items * T);
+    else if (seqs > 1)
+        printf("objective %s: each of the %zu %s lays out %d sequences of seq_len\n", obj->ops->name, items,
+               obj->ops->item, seqs);
     printf("  %-34s %14s %14s\n", "", "keep all", "recompute");
     char label[64];
     if (base_quant >= 0)
@@ -59,13 +93,18 @@ static int print_plan(const zen_config *cfg, const char *what, size_t stored_byt
     snprintf(label, sizeof label, "LM head chunk [%zu, V] logits", zen_head_rows(B * T));
     print_bytes_row(label, keep.logits, rec.logits);
     print_bytes_row("backend scratch and workspace", keep.backend, rec.backend);
+    if (grpo) {
+        print_bytes_row("generation KV cache (prompts once)", cache, cache);
+        print_bytes_row("generation logits [rows, V]", gen_logits, gen_logits);
+    }
     print_bytes_row("total", keep.total, rec.total);
     return 0;
 }
 
 /* zen grad --plan: needs only a config (from --model or --preset) */
 static int run_plan(const char *model_dir, const char *preset, const char *dtype_name, const char *quant_name,
-                    int r, unsigned targets, size_t B, size_t T, const char *device, const char *compute) {
+                    int r, unsigned targets, size_t B, size_t T, const char *device, const char *compute,
+                    const plan_objective *obj) {
     zen_config cfg;
     int rc, quant = -1;
     if (!device) device = "cpu";
@@ -76,7 +115,8 @@ static int run_plan(const char *model_dir, const char *preset, const char *dtype
         zen_model m;
         rc = zen_model_load(&m, be, model_dir);
         if (!rc) {
-            rc = print_plan(&m.cfg, model_dir, m.weight_bytes, m.main_dtype, quant, m.largest_quant, r, targets, B, T, device, compute);
+            rc = print_plan(&m.cfg, model_dir, m.weight_bytes, m.main_dtype, quant, m.largest_quant, r, targets, B, T,
+                            device, compute, obj);
             zen_model_free(&m);
         }
         zk_close(be);
@@ -93,7 +133,7 @@ static int run_plan(const char *model_dir, const char *preset, const char *dtype
     size_t wbytes = zen_dtype_bytes(dt, (size_t)zen_config_param_count(&cfg));
     char what[128];
     snprintf(what, sizeof what, "preset %s", preset);
-    return print_plan(&cfg, what, wbytes, dt, quant, 0, r, targets, B, T, device, compute);
+    return print_plan(&cfg, what, wbytes, dt, quant, 0, r, targets, B, T, device, compute, obj);
 }
 
 /* zen grad through the objective: batch 0, its gradients and metrics into out_path */
@@ -211,9 +251,11 @@ int zen_cmd_grad(int argc, char **argv) {
     if (zen_cli_get(o, n, "--plan")) {
         if (!model_dir == !preset)
             return zen_fail(ZEN_ERR_INPUT, "--plan: give exactly one of --model or --preset");
+        plan_objective obj;
+        if ((rc = zen_cli_objective(argc, argv, o, n, &obj.ops, &obj.opts))) return rc;
         return run_plan(model_dir, preset, zen_cli_get(o, n, "--weights-dtype"), zen_cli_get(o, n, "--base-quant"),
                         (int)rank, targets, (size_t)B,
-                        (size_t)T, zen_cli_get(o, n, "--device"), zen_cli_get(o, n, "--dtype"));
+                        (size_t)T, zen_cli_get(o, n, "--device"), zen_cli_get(o, n, "--dtype"), &obj);
     }
     const char *data_path, *out_path, *adapter_dir = zen_cli_get(o, n, "--adapter");
     const char *device = zen_cli_get(o, n, "--device");

@@ -42,7 +42,7 @@ typedef struct {
 #define LAYOUT_DORA_DROP 4u /* DoRA with dropout: each projection's z kept, dropout(x) and its gradient */
 
 static void layout_layer(bump *b, zen_layer_acts *s, const zen_config *c, size_t ab, int r,
-                         unsigned targets, size_t B, size_t T, unsigned flags) {
+                         unsigned targets, size_t B, size_t T, size_t X, unsigned flags) {
     size_t N = B * T, C = (size_t)c->hidden, F = (size_t)c->intermediate;
     size_t nh = (size_t)c->heads, nkv = (size_t)c->kv_heads, hd = (size_t)c->head_dim;
     s->xn1 = take(b, N * C * ab);
@@ -55,7 +55,7 @@ static void layout_layer(bump *b, zen_layer_acts *s, const zen_config *c, size_t
     s->k = take(b, N * nkv * hd * ab);
     s->v = take(b, N * nkv * hd * ab);
     s->att = take(b, N * nh * hd * ab);
-    s->lse = take(b, B * nh * T * sizeof(float));
+    s->lse = take(b, (X > N ? X : N) * nh * sizeof(float)); /* per attention row: X of a shared layout */
     s->x_mid = take(b, N * C * ab);
     s->xn2 = take(b, N * C * ab);
     s->rstd2 = take(b, N * sizeof(float));
@@ -84,6 +84,7 @@ static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, u
     size_t N = B * T, C = (size_t)c->hidden, F = (size_t)c->intermediate;
     size_t qd = (size_t)c->heads * c->head_dim, kvd = (size_t)c->kv_heads * c->head_dim;
     size_t L = (size_t)c->layers;
+    size_t X = (flags & LAYOUT_SHARED) && a->max_att_rows > N ? a->max_att_rows : N; /* attention rows */
     /* saved for backward: inputs, every layer's input, and (without recompute)
      * every layer's activations */
     a->tokens = take(&b, N * sizeof(int32_t));
@@ -93,10 +94,10 @@ static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, u
     a->weights = take(&b, N * sizeof(float));
     for (size_t l = 0; l <= L; l++) a->resid[l] = take(&b, N * C * ab);
     if (!recompute)
-        for (size_t l = 0; l < L; l++) layout_layer(&b, &a->layer[l], c, ab, r, targets, B, T, flags);
+        for (size_t l = 0; l < L; l++) layout_layer(&b, &a->layer[l], c, ab, r, targets, B, T, X, flags);
     sz.saved = b.used;
     /* scratch: the recomputed layer, the head, and the backward buffers */
-    if (recompute) layout_layer(&b, &a->layer[0], c, ab, r, targets, B, T, flags);
+    if (recompute) layout_layer(&b, &a->layer[0], c, ab, r, targets, B, T, X, flags);
     a->tmp_c = take(&b, N * C * ab);
     a->xf = take(&b, N * C * ab);
     a->rstd_f = take(&b, N * sizeof(float));
@@ -127,19 +128,19 @@ static layout_sizes layout(zen_acts *a, const zen_config *c, size_t ab, int r, u
             a->dora_dxd = take(&b, N * (widest > F ? widest : F) * ab);
         }
     }
-    if (flags & LAYOUT_SHARED) { /* the attention layout of shared prefixes: up to N rows */
-        a->sh.seg = take(&b, N * sizeof(int32_t));
-        a->sh.from = take(&b, N * sizeof(int32_t));
+    if (flags & LAYOUT_SHARED) { /* the attention layout of shared prefixes: up to X rows */
+        a->sh.seg = take(&b, X * sizeof(int32_t));
+        a->sh.from = take(&b, X * sizeof(int32_t));
         a->sh.out = take(&b, N * sizeof(int32_t));
-        a->sh.again = take(&b, N * sizeof(int32_t));
-        a->sh.q = take(&b, N * qd * ab);
-        a->sh.k = take(&b, N * kvd * ab);
-        a->sh.v = take(&b, N * kvd * ab);
-        a->sh.att = take(&b, N * qd * ab);
-        a->sh.dq = take(&b, N * qd * ab);
-        a->sh.dk = take(&b, N * kvd * ab);
-        a->sh.dv = take(&b, N * kvd * ab);
-        a->sh.datt = take(&b, N * qd * ab);
+        a->sh.again = take(&b, X * sizeof(int32_t));
+        a->sh.q = take(&b, X * qd * ab);
+        a->sh.k = take(&b, X * kvd * ab);
+        a->sh.v = take(&b, X * kvd * ab);
+        a->sh.att = take(&b, X * qd * ab);
+        a->sh.dq = take(&b, X * qd * ab);
+        a->sh.dk = take(&b, X * kvd * ab);
+        a->sh.dv = take(&b, X * kvd * ab);
+        a->sh.datt = take(&b, X * qd * ab);
         a->sh.again_rows = take(&b, N * kvd * ab);
     }
     sz.scratch = b.used - sz.saved;
@@ -259,20 +260,23 @@ zen_plan zen_plan_make_quant(const zen_config *cfg, const char *device, zen_dtyp
     return p;
 }
 
-size_t zen_shared_scratch_bytes(const zen_config *cfg, size_t rows) {
+size_t zen_shared_scratch_bytes(const zen_config *cfg, size_t rows, size_t att_rows) {
     zen_acts a;
     memset(&a, 0, sizeof a);
+    a.max_att_rows = att_rows;
     size_t bytes = 0;
-    if (acts_slots(&a, cfg, 1) == 0)
-        bytes = layout(&a, cfg, sizeof(float), 1, 0, 1, rows, 1, LAYOUT_SHARED, NULL).scratch -
-                layout(&a, cfg, sizeof(float), 1, 0, 1, rows, 1, 0, NULL).scratch;
+    if (acts_slots(&a, cfg, 1) == 0) {
+        layout_sizes with = layout(&a, cfg, sizeof(float), 1, 0, 1, rows, 1, LAYOUT_SHARED, NULL);
+        layout_sizes without = layout(&a, cfg, sizeof(float), 1, 0, 1, rows, 1, 0, NULL);
+        bytes = with.saved + with.scratch - without.saved - without.scratch;
+    }
     free(a.resid);
     free(a.layer);
     return bytes;
 }
 
-static int acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T, int recompute,
-                       int shared) {
+static int acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T, size_t att_rows,
+                       int recompute, int shared) {
     memset(a, 0, sizeof *a);
     const zen_config *c = &m->cfg;
     if (T < 1 || B < 1) return zen_fail(ZEN_ERR_INPUT, "batch %zu and seq-len %zu must be positive", B, T);
@@ -282,6 +286,7 @@ static int acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size
     a->B = B;
     a->T = a->max_T = T;
     a->max_rows = B * T;
+    a->max_att_rows = shared && att_rows > B * T ? att_rows : B * T;
     a->recompute = recompute;
     a->be = m->be;
     int r = lo ? lo->r : 1;
@@ -304,7 +309,10 @@ static int acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size
     /* the backend's scratch, reserved now so a step does not allocate */
     if (m->be->reserve) {
         zen_dtype wd = zen_device_weight_dtype(m->main_dtype, m->be->compute);
-        zk_reserve_plan rp = reserve_plan(c, wd, m->largest_quant, r, lo != NULL, lo && lo->dropout > 0.0f, B, T);
+        /* the attention runs over up to max_att_rows rows: reserved as that many sequences of T */
+        size_t att_seqs = (a->max_att_rows + T - 1) / T;
+        zk_reserve_plan rp = reserve_plan(c, wd, m->largest_quant, r, lo != NULL, lo && lo->dropout > 0.0f,
+                                          att_seqs > B ? att_seqs : B, T);
         int rc = m->be->reserve(m->be, &rp);
         if (rc) {
             zen_acts_free(a);
@@ -315,11 +323,12 @@ static int acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size
 }
 
 int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T, int recompute) {
-    return acts_create(a, m, lo, B, T, recompute, 0);
+    return acts_create(a, m, lo, B, T, 0, recompute, 0);
 }
 
-int zen_acts_create_shared(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T, int recompute) {
-    return acts_create(a, m, lo, B, T, recompute, 1);
+int zen_acts_create_shared(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T, size_t att_rows,
+                           int recompute) {
+    return acts_create(a, m, lo, B, T, att_rows, recompute, 1);
 }
 
 void zen_acts_free(zen_acts *a) {
@@ -637,7 +646,7 @@ static int upload_rows(const zen_model *m, zen_acts *a, const int32_t *inputs, c
         if (!a->sh.enabled || !pos || seg || B != 1)
             return zen_fail(ZEN_ERR_INTERNAL, "decoder: a shared layout needs zen_acts_create_shared, one sequence "
                             "of rows, positions and no segments");
-        if ((rc = check_shared(sl, pos, N, a->max_rows, a->max_T, &a->sh.exact_backward))) return rc;
+        if ((rc = check_shared(sl, pos, N, a->max_att_rows, a->max_T, &a->sh.exact_backward))) return rc;
     } else {
         if ((!pos) != (!seg)) return zen_fail(ZEN_ERR_INTERNAL, "decoder: positions and segments come together");
         if (pos && (rc = check_segments(pos, seg, B, T, a->max_T))) return rc;

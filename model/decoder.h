@@ -39,6 +39,7 @@ typedef struct {
                         * may run a batch's live rows as B = 1, T = their count, laid end to end) */
     size_t max_T;      /* the planned T: every position is below it, and no segment is longer */
     size_t max_rows;   /* the planned B * T: the arena's rows */
+    size_t max_att_rows; /* the shared layout's attention rows (at least max_rows): its scratch's rows */
     int recompute;
     zk_backend *be;
     void *arena;
@@ -167,10 +168,12 @@ static inline zen_dtype zen_device_weight_dtype(zen_dtype stored_dtype, zen_dtyp
 int zen_acts_create(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T,
                     int recompute);
 /* The same with the scratch of shared-prefix layouts (zen_shared_layout) of
- * up to B*T attention rows. */
-int zen_acts_create_shared(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T, int recompute);
-/* bytes that scratch adds to a plan of B*T rows (fp32 activations) */
-size_t zen_shared_scratch_bytes(const zen_config *cfg, size_t rows);
+ * up to att_rows attention rows (0: B*T; a prefix read by k segments counts
+ * k times there, once in the B*T rows). */
+int zen_acts_create_shared(zen_acts *a, const zen_model *m, const zen_lora *lo, size_t B, size_t T, size_t att_rows,
+                           int recompute);
+/* bytes that scratch adds to a plan of `rows` rows (fp32 activations) with att_rows attention rows */
+size_t zen_shared_scratch_bytes(const zen_config *cfg, size_t rows, size_t att_rows);
 void zen_acts_free(zen_acts *a);
 
 /* Runs the decoder on one batch: inputs, targets [B*T] token ids, mask [B*T]

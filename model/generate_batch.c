@@ -53,6 +53,13 @@ static size_t own_pages(size_t P, size_t max_new) {
     return zen_kv_pages_for(P + max_new - 1, PAGE_ROWS) - P / PAGE_ROWS;
 }
 
+size_t zen_gen_batch_cache_bytes(const zen_config *cfg, zen_dtype compute, size_t rows, size_t samples,
+                                 size_t prompt_len, size_t max_new) {
+    size_t prompts = (rows + samples - 1) / (samples ? samples : 1) + 1;
+    size_t pages = prompts * zen_kv_pages_for(prompt_len, PAGE_ROWS) + rows * own_pages(prompt_len, max_new);
+    return pages * zen_kv_page_bytes_for(cfg, PAGE_ROWS, compute);
+}
+
 static int push_token(batch *b, zen_gen_sample *s, size_t *cap, int32_t id, const float *logits) {
     int32_t vocab = b->m->cfg.vocab;
     if (s->n == *cap) {

@@ -74,4 +74,11 @@ typedef struct {
 int zen_generate_batch(const zen_model *m, const zen_lora *lo, const zen_gen_request *requests, size_t n_requests,
                        const zen_gen_batch_opts *o, zen_gen_done done, void *ctx, zen_gen_batch_stats *stats);
 
+/* The KV cache bytes that let `rows` samples decode at once, whatever their order, for requests of up to
+ * prompt_len tokens with `samples` samples each and up to max_new new tokens (on a backend computing in
+ * `compute`): the prompts that can be live together (rows / samples + 1), each stored once, and each
+ * sample's own pages. A pool that size never makes a sample wait for memory (max_cache_bytes). */
+size_t zen_gen_batch_cache_bytes(const zen_config *cfg, zen_dtype compute, size_t rows, size_t samples,
+                                 size_t prompt_len, size_t max_new);
+
 #endif

@@ -5,8 +5,13 @@
 #include "../util/error.h"
 #include "kv_pages.h"
 
+size_t zen_kv_page_bytes_for(const zen_config *cfg, size_t page_rows, zen_dtype compute) {
+    return 2 * (size_t)cfg->layers * page_rows * (size_t)cfg->kv_heads * (size_t)cfg->head_dim *
+           zen_dtype_bytes(compute, 1);
+}
+
 size_t zen_kv_page_bytes(const zk_backend *be, const zen_config *cfg, size_t page_rows) {
-    return 2 * (size_t)cfg->layers * page_rows * (size_t)cfg->kv_heads * (size_t)cfg->head_dim * zk_cache_bytes(be);
+    return zen_kv_page_bytes_for(cfg, page_rows, be->compute); /* zk_cache_bytes */
 }
 
 int zen_kv_pages_create(zen_kv_pages *p, zk_backend *be, const zen_config *cfg, size_t pages, size_t page_rows) {

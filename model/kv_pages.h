@@ -37,6 +37,8 @@ typedef struct {
 
 /* bytes of one page: keys and values of page_rows positions in every layer */
 size_t zen_kv_page_bytes(const zk_backend *be, const zen_config *cfg, size_t page_rows);
+/* the same for a backend computing in `compute` (a plan, before any backend opens) */
+size_t zen_kv_page_bytes_for(const zen_config *cfg, size_t page_rows, zen_dtype compute);
 /* pages that positions [0, len) fill */
 static inline size_t zen_kv_pages_for(size_t len, size_t page_rows) { return (len + page_rows - 1) / page_rows; }
 

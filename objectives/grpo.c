@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -46,10 +47,14 @@
 
 #define MAX_NAMED 8 /* reward functions with their own metrics */
 
+/* where a step's time goes, per micro-batch slot: logged as timing/NAME_s (scripts/bench_grpo) */
+enum { TIME_GENERATION, TIME_REWARDS, TIME_OLD_LOGPS, TIME_REFERENCE, TIME_TRAIN, N_TIMES };
+
 enum { PRE_TOKENS, PRE_SEQS, PRE_MICROS, PRE_R_SUM, PRE_R_SQ, PRE_R_N, PRE_COUNT };
 enum {
     SUM_LOSS, SUM_TOKENS, SUM_SEQS, SUM_R, SUM_R_N, SUM_RSTD, SUM_GROUPS, SUM_ZERO_STD, SUM_KL, SUM_ENT, SUM_LOW,
-    SUM_HIGH, SUM_REGION, SUM_LEN, SUM_TRUNC, SUM_NAMED, /* MAX_NAMED x (sum, sum of squares, count) */
+    SUM_HIGH, SUM_REGION, SUM_LEN, SUM_TRUNC, SUM_TIME, /* N_TIMES seconds */
+    SUM_NAMED = SUM_TIME + N_TIMES, /* MAX_NAMED x (sum, sum of squares, count) */
     SUM_MAX_LEN = SUM_NAMED + 3 * MAX_NAMED, SUM_NEG_MIN_LEN, SUM_COUNT
 };
 #define N_MAX_SUMS 2 /* SUM_MAX_LEN, SUM_NEG_MIN_LEN: maxima */
@@ -93,7 +98,14 @@ typedef struct {
     float **ref;            /* [n_micro] [rows] the reference's per-row log-probabilities (beta > 0) */
     float *row_loss, *row_w, *entropy; /* [rows] */
     int32_t *row_t;         /* [rows] a continuation row's token index in its completion */
+    double (*seconds)[N_TIMES]; /* [n_micro] this step's seconds in each part, per slot */
 } grpo;
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* ---------------- the per-token term ---------------- */
 
@@ -270,7 +282,16 @@ static int check(const zen_objective_opts *o, const char **key) {
 
 static int uses_reference(const zen_objective_opts *o) { return o->grpo_beta > 0; }
 
-static int rows_per_item_of(const zen_objective_opts *o) { return (int)o->grpo_num_generations + 1; }
+/* a group in sequences of seq_len T: apart, G sequences; shared, its prompt's rows once (at most T - C tokens,
+ * C = max_completion_length, below T) and G completions of at most C: T + (G - 1) C rows; its attention
+ * reads the prompt for each completion: G sequences */
+static int rows_per_item_of(const zen_objective_opts *o, size_t T, int *att) {
+    size_t G = (size_t)o->grpo_num_generations, C = (size_t)o->grpo_max_completion_length;
+    *att = (int)G;
+    if (strcmp(o->pair_layout, "shared")) return (int)G;
+    if (C > T - 1) C = T - 1;
+    return (int)((T + (G - 1) * C + T - 1) / T);
+}
 
 static int steps_per_batch(const zen_objective_opts *o) { return (int)o->grpo_num_iterations; }
 
@@ -278,7 +299,8 @@ static int steps_per_batch(const zen_objective_opts *o) { return (int)o->grpo_nu
 static const char *const fixed_metrics[] = {
     "loss", "reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "clip_ratio/low_mean",
     "clip_ratio/high_mean", "clip_ratio/region_mean", "completions/mean_length", "completions/min_length",
-    "completions/max_length", "completions/clipped_ratio"};
+    "completions/max_length", "completions/clipped_ratio", "timing/generation_s", "timing/rewards_s",
+    "timing/old_logps_s", "timing/reference_s", "timing/train_s"};
 #define N_FIXED ((int)(sizeof fixed_metrics / sizeof fixed_metrics[0]))
 
 static int make_metric_names(zen_objective *o) {
@@ -362,11 +384,13 @@ static int alloc(zen_objective *o) {
     p->drawn_ok = zen_calloc((size_t)o->n_micro + 1, sizeof(int));
     p->drawn_batch = zen_calloc((size_t)o->n_micro + 1, sizeof(long));
     p->old = zen_calloc((size_t)o->n_micro + 1, sizeof(float *));
+    p->seconds = zen_calloc((size_t)o->n_micro + 1, sizeof *p->seconds);
     if (!p->micro || !p->micro_groups || !p->micro_n || !p->ref || !p->row_loss || !p->row_w || !p->entropy ||
-        !p->row_t || !p->micro_ids || !p->drawn || !p->drawn_ok || !p->drawn_batch || !p->old)
+        !p->row_t || !p->micro_ids || !p->drawn || !p->drawn_ok || !p->drawn_batch || !p->old || !p->seconds)
         return ZEN_ERR_INTERNAL;
     for (int j = 0; j < o->n_micro; j++) {
-        if (zen_pair_batch_alloc(&p->micro[j], rows, !strcmp(o->opts.pair_layout, "shared"))) return ZEN_ERR_INTERNAL;
+        if (zen_pair_batch_alloc(&p->micro[j], rows, zen_objective_att_rows(o), !strcmp(o->opts.pair_layout, "shared")))
+            return ZEN_ERR_INTERNAL;
         if (o->opts.grpo_beta > 0 && !(p->ref[j] = zen_malloc(rows * sizeof(float)))) return ZEN_ERR_INTERNAL;
         if (o->opts.grpo_num_iterations > 1 && !(p->old[j] = zen_malloc(rows * sizeof(float)))) return ZEN_ERR_INTERNAL;
     }
@@ -397,6 +421,7 @@ static void release(zen_objective *o) {
     free(p->drawn);
     free(p->drawn_ok);
     free(p->drawn_batch);
+    free(p->seconds);
     free(p->old);
     free(p->micro_ids);
     zen_rewards_free(p->rewards);
@@ -488,14 +513,20 @@ static int draw(zen_objective *o, int j, const zen_objective_env *e) {
         req[i] = (zen_gen_request){gs[i].prompt, gs[i].P, (int)G, (uint64_t)ids[i]};
     }
     int32_t stop[2] = {zen_tokenizer_eos(tok), zen_tokenizer_token_id(tok, "<|im_end|>")};
-    size_t rows = n * G < ZK_DECODE_ROWS ? n * G : ZK_DECODE_ROWS;
+    size_t rows = n * G < ZK_DECODE_ROWS ? n * G : ZK_DECODE_ROWS, longest = 0;
+    for (size_t i = 0; i < n; i++) longest = gs[i].P > longest ? gs[i].P : longest;
+    /* the cache: each prompt once, each sample's own pages (zen grad --plan counts the same) */
+    size_t cache = zen_gen_batch_cache_bytes(&e->m->cfg, e->m->be->compute, rows, G, longest,
+                                             (size_t)op->grpo_max_completion_length);
     zen_gen_batch_opts go = {{(float)op->grpo_temperature, (float)op->grpo_top_p, (float)op->grpo_min_p,
                               (int)op->grpo_top_k},
                              step_seed(e->seed, e->step), (size_t)op->grpo_max_completion_length, stop, 2, NULL, NULL,
-                             rows, 0, 1024, 0};
+                             rows, cache, 1024, 0};
     draw_sink out = {gs, G};
     zen_gen_batch_stats st;
+    double t0 = now_seconds();
     if (!rc) rc = zen_generate_batch(e->m, e->lo, req, n, &go, took, &out, &st);
+    p->seconds[j][TIME_GENERATION] += now_seconds() - t0;
     free(req);
     /* the rewards of every completion */
     zen_reward_item *items = rc ? NULL : zen_calloc(n * G + 1, sizeof(zen_reward_item));
@@ -516,7 +547,9 @@ static int draw(zen_objective *o, int j, const zen_objective_env *e) {
         }
     }
     int external = 0;
+    t0 = now_seconds();
     if (!rc) rc = zen_rewards_score(p->rewards, items, n * G, per, total, &external);
+    p->seconds[j][TIME_REWARDS] += now_seconds() - t0;
     if (rc && external) o->stop_after_checkpoint = 1; /* the command failed, not the run: keep what it has */
     int C = p->rewards ? zen_rewards_count(p->rewards) : 0;
     for (size_t i = 0; i < n && !rc; i++)
@@ -580,12 +613,15 @@ static int draw(zen_objective *o, int j, const zen_objective_env *e);
 static int pre(zen_objective *o, int j, const zen_objective_env *e, double *out) {
     grpo *p = o->state;
     memset(out, 0, PRE_COUNT * sizeof(double));
+    memset(p->seconds[j], 0, sizeof p->seconds[j]);
     long batch = e->step / o->opts.grpo_num_iterations;
     if (!p->file && (!p->drawn_ok[j] || p->drawn_batch[j] != batch)) {
         int rc = draw(o, j, e);
         p->drawn_batch[j] = batch;
         /* num_iterations > 1: the log-probabilities of the policy that drew them, for every step of the batch */
+        double t0 = now_seconds();
         if (!rc && p->old[j] && j != o->eval_slot) rc = forward(o, j, e, e->lo, 0, p->old[j], NULL);
+        p->seconds[j][TIME_OLD_LOGPS] += now_seconds() - t0;
         if (rc) return rc;
     }
     const group *const *gs = p->micro_groups + (size_t)j * o->B;
@@ -598,7 +634,9 @@ static int pre(zen_objective *o, int j, const zen_objective_env *e, double *out)
         }
     out[PRE_MICROS] = 1.0;
     if (o->opts.grpo_beta > 0) { /* the reference's log-probabilities: the frozen adapter, or the base */
+        double t0 = now_seconds();
         int rc = forward(o, j, e, e->ref, 0, p->ref[j], NULL);
+        p->seconds[j][TIME_REFERENCE] += now_seconds() - t0;
         if (rc) return rc;
     }
     return 0;
@@ -634,6 +672,8 @@ static int run(zen_objective *o, int j, const zen_objective_env *e, uint64_t dro
     double eps_low = op->grpo_epsilon, eps_high = op->grpo_epsilon_high > 0 ? op->grpo_epsilon_high : op->grpo_epsilon;
     memset(sums, 0, SUM_COUNT * sizeof(double));
     sums[SUM_MAX_LEN] = sums[SUM_NEG_MIN_LEN] = -INFINITY;
+    double t_run = now_seconds();
+    for (int k = 0; k < N_TIMES; k++) sums[SUM_TIME + k] = p->seconds[j][k];
     e->a->head_grad_in_forward = backward; /* the head's backward fused into the forward */
     int rc = forward(o, j, e, e->lo, dropout_seed, p->row_loss, p->entropy);
     e->a->head_grad_in_forward = 0;
@@ -726,10 +766,13 @@ static int run(zen_objective *o, int j, const zen_objective_env *e, uint64_t dro
     free(norm);
     free(seq_log);
     free(seq_grad);
-    if (rc || !backward) return rc;
-    /* the rows' losses are -l: dLoss/dloss[n] = -dLoss/dl */
-    for (size_t n = 0; n < b->N; n++) p->row_w[n] = -p->row_w[n];
-    return zen_pair_batch_backward(b, e->m, e->lo, e->a, p->row_w);
+    if (!rc && backward) {
+        /* the rows' losses are -l: dLoss/dloss[n] = -dLoss/dl */
+        for (size_t n = 0; n < b->N; n++) p->row_w[n] = -p->row_w[n];
+        rc = zen_pair_batch_backward(b, e->m, e->lo, e->a, p->row_w);
+    }
+    sums[SUM_TIME + TIME_TRAIN] += now_seconds() - t_run;
+    return rc;
 }
 
 /* a logged step's groups: each prompt (its record's index in the file) with its completions and their
@@ -788,6 +831,8 @@ static void values(const zen_objective *o, const double *s, double *v) {
     v[10] = seqs ? -s[SUM_NEG_MIN_LEN] : NAN;
     v[11] = seqs ? s[SUM_MAX_LEN] : NAN;
     v[12] = seqs ? s[SUM_TRUNC] / seqs : NAN;
+    double ranks = o->ranks && o->ranks->size > 0 ? (double)o->ranks->size : 1.0;
+    for (int k = 0; k < N_TIMES; k++) v[13 + k] = s[SUM_TIME + k] / ranks; /* a rank's seconds, the ranks' mean */
     for (int k = 0; k < p->n_named; k++) {
         double sum = s[SUM_NAMED + 3 * k], sq = s[SUM_NAMED + 3 * k + 1], n = s[SUM_NAMED + 3 * k + 2];
         double mean = n ? sum / n : NAN;

@@ -208,7 +208,7 @@ static int alloc(zen_objective *o) {
     /* the shared layout runs a prompt once for two continuations; apo_zero_unpaired has one */
     int shared = !strcmp(o->opts.pair_layout, "shared") && k == 2;
     for (int j = 0; j < o->n_micro; j++)
-        if (zen_pair_batch_alloc(&p->micro[j], rows, shared)) return ZEN_ERR_INTERNAL;
+        if (zen_pair_batch_alloc(&p->micro[j], rows, zen_objective_att_rows(o), shared)) return ZEN_ERR_INTERNAL;
     return 0;
 }
 

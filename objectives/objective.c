@@ -196,21 +196,34 @@ void zen_objective_free(zen_objective *o) {
     memset(o, 0, sizeof *o);
 }
 
+int zen_objective_seqs_per_item(const zen_objective_ops *ops, const zen_objective_opts *opts, size_t T, int *att) {
+    int rows = ops->rows_per_item_of ? ops->rows_per_item_of(opts, T, att) : (*att = ops->rows_per_item);
+    if (*att < rows) *att = rows;
+    return rows;
+}
+
 static size_t rows_per_item(const zen_objective *o) {
-    return (size_t)(o->ops->rows_per_item_of ? o->ops->rows_per_item_of(&o->opts) : o->ops->rows_per_item);
+    int att;
+    return (size_t)zen_objective_seqs_per_item(o->ops, &o->opts, o->T, &att);
 }
 
 size_t zen_objective_rows(const zen_objective *o) { return rows_per_item(o) * o->B * o->T; }
 
+size_t zen_objective_att_rows(const zen_objective *o) {
+    int att;
+    zen_objective_seqs_per_item(o->ops, &o->opts, o->T, &att);
+    return (size_t)att * o->B * o->T;
+}
+
 int zen_objective_make_acts(const zen_objective *o, const zen_model *m, const zen_lora *lo, int recompute,
                             zen_acts *a) {
     size_t B = rows_per_item(o) * o->B;
-    return o->ops->shared_layout ? zen_acts_create_shared(a, m, lo, B, o->T, recompute)
+    return o->ops->shared_layout ? zen_acts_create_shared(a, m, lo, B, o->T, zen_objective_att_rows(o), recompute)
                                  : zen_acts_create(a, m, lo, B, o->T, recompute);
 }
 
 size_t zen_objective_scratch_bytes(const zen_objective *o, const zen_config *cfg) {
-    return o->ops->shared_layout ? zen_shared_scratch_bytes(cfg, zen_objective_rows(o)) : 0;
+    return o->ops->shared_layout ? zen_shared_scratch_bytes(cfg, zen_objective_rows(o), zen_objective_att_rows(o)) : 0;
 }
 
 int zen_objective_metric(const zen_objective *o, const char *name) {

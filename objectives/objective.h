@@ -108,7 +108,10 @@ typedef struct {
     const char *item;          /* what batch_size counts: "sequences", "pairs" */
     const char *const *keys;   /* the options it reads (run config keys), NULL-terminated */
     int rows_per_item;         /* sequences of up to seq_len tokens an item lays out (activation rows) */
-    int (*rows_per_item_of)(const zen_objective_opts *o); /* or NULL: rows_per_item; where the options decide */
+    /* or NULL: rows_per_item of both; where the options and seq_len T decide: the activation sequences an
+     * item takes, and (*att) those of its shared layout's attention (GRPO: a prompt once and G completions,
+     * each completion reading the prompt: G sequences) */
+    int (*rows_per_item_of)(const zen_objective_opts *o, size_t T, int *att);
     int shared_layout;         /* its batches use the shared-prefix layout (decoder.h): acts with its scratch */
     int per_sequence_logits;   /* its rows are the file's sequences in order (zen eval --save-logits) */
     int needs_tokenizer;       /* the env's tokenizer must be set (the model's): GRPO decodes completions */
@@ -190,6 +193,10 @@ void zen_objective_free(zen_objective *o);
 int zen_objective_make_acts(const zen_objective *o, const zen_model *m, const zen_lora *lo, int recompute,
                             zen_acts *a);
 size_t zen_objective_rows(const zen_objective *o);
+/* the attention rows of a micro-batch in the shared layout (at least zen_objective_rows) */
+size_t zen_objective_att_rows(const zen_objective *o);
+/* the same from the options alone (zen grad --plan): activation and attention sequences of seq_len T per item */
+int zen_objective_seqs_per_item(const zen_objective_ops *ops, const zen_objective_opts *opts, size_t T, int *att);
 size_t zen_objective_scratch_bytes(const zen_objective *o, const zen_config *cfg);
 /* total += one micro-batch's sums: added, the last n_sums_max by max; zero_sums is the empty total */
 void zen_objective_add_sums(const zen_objective *o, double *total, const double *sums);

@@ -7,15 +7,16 @@
 #include "../util/error.h"
 #include "pair_batch.h"
 
-int zen_pair_batch_alloc(zen_pair_batch *b, size_t cap_rows, int shared) {
+int zen_pair_batch_alloc(zen_pair_batch *b, size_t cap_rows, size_t cap_att, int shared) {
     memset(b, 0, sizeof *b);
     b->cap_rows = cap_rows;
+    b->cap_att = cap_att > cap_rows ? cap_att : cap_rows;
     b->shared = shared;
-    size_t n = cap_rows ? cap_rows : 1;
+    size_t n = cap_rows ? cap_rows : 1, x = b->cap_att ? b->cap_att : 1;
     int32_t **arrays[] = {&b->inputs, &b->targets, &b->pos, &b->seg, &b->row_group, &b->row_kind,
                           &b->att_seg, &b->att_from, &b->att_out, &b->att_again};
     for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++)
-        if (!(*arrays[i] = zen_malloc(n * sizeof(int32_t)))) {
+        if (!(*arrays[i] = zen_malloc((i < 6 ? n : x) * sizeof(int32_t)))) {
             zen_pair_batch_free(b);
             return ZEN_ERR_INTERNAL;
         }
@@ -134,8 +135,9 @@ int zen_pair_batch_add(zen_pair_batch *b, const int32_t *prompt, size_t P, const
                        const size_t *cont_len, int k, int prompt_loss) {
     size_t rows = zen_pair_batch_rows(b->shared, P, cont_len, k), att = 0;
     for (int i = 0; i < k; i++) att += P - 1 + cont_len[i];
-    if (P < 1 || b->N + rows > b->cap_rows || (b->shared && b->layout.att_rows + att > b->cap_rows))
-        return zen_fail(ZEN_ERR_INTERNAL, "pair batch: %zu more rows do not fit %zu", rows, b->cap_rows);
+    if (P < 1 || b->N + rows > b->cap_rows || (b->shared && b->layout.att_rows + att > b->cap_att))
+        return zen_fail(ZEN_ERR_INTERNAL, "pair batch: %zu more rows (%zu attention rows) do not fit %zu (%zu)", rows,
+                        att, b->cap_rows, b->cap_att);
     int32_t g = (int32_t)b->groups;
     if (b->shared) {
         add_shared(b, prompt, P, cont, cont_len, k, prompt_loss);

@@ -34,13 +34,15 @@ typedef struct {
                               * with prompt_loss */
     int32_t *row_group;      /* [cap_rows] */
     int32_t *row_kind;       /* [cap_rows] ZEN_ROW_PROMPT or the continuation's index */
-    int32_t *att_seg, *att_from, *att_out, *att_again; /* [cap_rows] the shared layout's arrays */
+    size_t cap_att;          /* the shared layout's attention rows (a prompt once per continuation): at least cap_rows */
+    int32_t *att_seg, *att_from, *att_out, *att_again; /* [cap_att] the shared layout's arrays */
     zen_shared_layout layout;
     int64_t *group_id;       /* [cap_rows] the caller's id of each group (the pair's index in its file) */
     const zen_dataset *source; /* the file its groups were read from (a caller's note; NULL if none) */
 } zen_pair_batch;
 
-int zen_pair_batch_alloc(zen_pair_batch *b, size_t cap_rows, int shared);
+/* cap_rows rows, and cap_att attention rows (0: cap_rows) */
+int zen_pair_batch_alloc(zen_pair_batch *b, size_t cap_rows, size_t cap_att, int shared);
 void zen_pair_batch_free(zen_pair_batch *b);
 void zen_pair_batch_clear(zen_pair_batch *b);
 /* Adds a group: the prompt's tokens [P >= 1] and k continuations (tokens

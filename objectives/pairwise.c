@@ -80,7 +80,8 @@ static int alloc(zen_objective *o) {
     p->batch_ref = zen_calloc(2 * o->B + 1, sizeof(double));
     if (!p->micro || !p->batch_ref) return ZEN_ERR_INTERNAL;
     for (int j = 0; j < o->n_micro; j++)
-        if (zen_pair_batch_alloc(&p->micro[j], zen_objective_rows(o), !strcmp(o->opts.pair_layout, "shared")))
+        if (zen_pair_batch_alloc(&p->micro[j], zen_objective_rows(o), zen_objective_att_rows(o),
+                                 !strcmp(o->opts.pair_layout, "shared")))
             return ZEN_ERR_INTERNAL;
     return 0;
 }

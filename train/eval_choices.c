@@ -177,7 +177,7 @@ int zen_eval_choices(const zen_model *m, const zen_lora *lo, zen_acts *a, zen_to
     sc.recs = zen_calloc(B, sizeof(record));
     sc.shared = zen_calloc(B, sizeof(int));
     zen_pair_batch b;
-    int rc = sc.recs && sc.shared ? zen_pair_batch_alloc(&b, 2 * B * T, 1) : ZEN_ERR_INTERNAL;
+    int rc = sc.recs && sc.shared ? zen_pair_batch_alloc(&b, 2 * B * T, 0, 1) : ZEN_ERR_INTERNAL;
     char *line = NULL, where[4200];
     size_t cap = 0, cap_rows = 2 * B * T;
     ssize_t n;

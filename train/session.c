@@ -56,7 +56,7 @@ int zen_session_dora_setup(zen_session *s, int fresh) {
 }
 
 int zen_session_make_pair_acts(zen_session *s, size_t B, size_t T, int recompute) {
-    return zen_acts_create_shared(&s->acts, &s->model, s->has_lora ? &s->lora : NULL, 2 * B, T, recompute);
+    return zen_acts_create_shared(&s->acts, &s->model, s->has_lora ? &s->lora : NULL, 2 * B, T, 0, recompute);
 }
 
 int zen_session_load_reference(zen_session *s, const char *adapter_dir) {

@@ -240,7 +240,7 @@ def check_ranks(zen, w, base):
                          capture_output=True, text=True, env=ONE_THREAD, timeout=600)
     read = lambda d, f: open(os.path.join(d, f), "rb").read() if os.path.exists(os.path.join(d, f)) else None
     metrics = lambda d: [{k: v for k, v in json.loads(l).items() if k not in ("tokens_per_s", "real_tokens_per_s",
-                                                                              "elapsed_s")}
+                                                                              "elapsed_s") and "timing/" not in k}
                          for l in open(os.path.join(d, "metrics.jsonl"))]
     same = one.returncode == 0 and two.returncode == 0 and \
         read(w("np1"), "adapter_model.safetensors") == read(w("np2"), "adapter_model.safetensors") and \
@@ -495,6 +495,20 @@ def main():
         harness.check(f"bad completions file ({bname}): one line naming the line, exit 2",
                       p.returncode == 2 and len(err) == 1 and f"bad-{bname}.jsonl:1" in err[0],
                       err[0] if err else f"exit {p.returncode}")
+    # the largest group seq_len allows (a 1-token prompt, G completions of T - 1) fits the micro-batch zen plans:
+    # the prompt once and G completions, T + (G - 1)(T - 1) = 45 rows, rounded up to 4 sequences of 12
+    big = {"prompt_ids": [1], "completions": [{"ids": list(range(2, 2 + T - 1)), "reward": float(k)}
+                                              for k in range(G)]}
+    with open(w("big.jsonl"), "w") as f:
+        f.write(json.dumps(big) + "\n")
+    grpo_args = ["--objective", "grpo", "--set", f"grpo.num_generations={G}", "--set", "grpo.max_completion_length=16"]
+    p = subprocess.run([zen, "grad", "--model", w("ma"), "--completions", w("big.jsonl"), "--seq-len", str(T),
+                        *grpo_args, "--out", w("big.st")], capture_output=True, text=True)
+    plan = subprocess.run([zen, "grad", "--plan", "--model", w("ma"), "--seq-len", str(T), *grpo_args],
+                          capture_output=True, text=True)
+    harness.check("the largest group fits the planned micro-batch: 48 rows (45 laid out), 48 attention rows",
+                  p.returncode == 0 and "a micro-batch's rows: 48 " in plan.stdout and "attention rows 48" in plan.stdout,
+                  (p.stderr + plan.stdout + plan.stderr).strip()[-400:])
     check_training(zen, w)
     harness.finish()
 

@@ -225,6 +225,18 @@ def write_kto(path, records, vocab):
     write_records(path, [(p, c) for p, c, _ in records], vocab, "kto_records", [int(bool(l)) for _, _, l in records])
 
 
+def write_prompts(path, prompts, vocab, fields=None):
+    """a prompts file (GRPO's): per record its prompt (loss_mask 0), the root attribute prompt_records, and each
+    record's fields as JSON objects back to back in /record_json with /record_json_offsets"""
+    import h5py
+    import json
+    write_records(path, [(p,) for p in prompts], vocab, "prompt_records")
+    blobs = [json.dumps(f if f is not None else {}).encode() for f in (fields or [None] * len(prompts))]
+    with h5py.File(path, "a") as f:
+        f.create_dataset("record_json", data=np.frombuffer(b"".join(blobs) or b" ", np.uint8)[:sum(map(len, blobs))])
+        f.create_dataset("record_json_offsets", data=np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64))
+
+
 def compare_grad_files(ref_path, got_path):
     """Two `zen grad` outputs: (loss relative difference, largest per-tensor
     ||got - ref|| / ||ref||, cosine of all gradients concatenated)."""
