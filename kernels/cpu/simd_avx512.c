@@ -159,6 +159,43 @@ CPU_TARGET_AVX512BF16 static void dot_bf16_bf16w(const void *x_, const void *W_,
     for (int j = 0; j < rows; j++) r[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
 }
 
+/* two x rows: dot_bf16_bf16w's sums for each, each W load serving both */
+CPU_TARGET_AVX512BF16 static void dot2_bf16_bf16w(const void *x0_, const void *x1_, const void *W_, size_t ldw,
+                                                   size_t n, int rows, float *r0, float *r1) {
+    const uint16_t *x0 = x0_, *x1 = x1_, *W = W_; /* [n] bf16 each, [rows, ldw] bf16 */
+    __m512 a0[CPU_DOT_ROWS][2], a1[CPU_DOT_ROWS][2];
+    for (int j = 0; j < rows; j++) a0[j][0] = a0[j][1] = a1[j][0] = a1[j][1] = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        for (int j = 0; j < CPU_DOT_ROWS; j++)
+            for (int line = 0; line < 2; line++)
+                _mm_prefetch((const char *)(W + (CPU_DOT_ROWS + j) * ldw + i) + 64 * line, _MM_HINT_T0);
+        for (int k = 0; k < 2; k++) {
+            __m512bh xv0 = (__m512bh)_mm512_loadu_si512(x0 + i + 32 * k);
+            __m512bh xv1 = (__m512bh)_mm512_loadu_si512(x1 + i + 32 * k);
+            for (int j = 0; j < rows; j++) {
+                __m512bh wv = (__m512bh)_mm512_loadu_si512(W + j * ldw + i + 32 * k);
+                a0[j][k] = _mm512_dpbf16_ps(a0[j][k], xv0, wv);
+                a1[j][k] = _mm512_dpbf16_ps(a1[j][k], xv1, wv);
+            }
+        }
+    }
+    for (; i < n; i += 32) {
+        __mmask32 m = n - i >= 32 ? 0xffffffffu : (((__mmask32)1 << (n - i)) - 1);
+        __m512bh xv0 = (__m512bh)_mm512_maskz_loadu_epi16(m, x0 + i);
+        __m512bh xv1 = (__m512bh)_mm512_maskz_loadu_epi16(m, x1 + i);
+        for (int j = 0; j < rows; j++) {
+            __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, W + j * ldw + i);
+            a0[j][0] = _mm512_dpbf16_ps(a0[j][0], xv0, wv);
+            a1[j][0] = _mm512_dpbf16_ps(a1[j][0], xv1, wv);
+        }
+    }
+    for (int j = 0; j < rows; j++) {
+        r0[j] = _mm512_reduce_add_ps(_mm512_add_ps(a0[j][0], a0[j][1]));
+        r1[j] = _mm512_reduce_add_ps(_mm512_add_ps(a1[j][0], a1[j][1]));
+    }
+}
+
 /* 16 weights of type WT at p (lanes m, the rest 0) widened to fp32 */
 #define WT_BF16 0
 #define WT_F16 1
@@ -197,6 +234,53 @@ dot_f32(const float *x, const char *W, size_t w_bytes, size_t ldw, size_t n, int
     for (int j = 0; j < rows; j++) r[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
 }
 
+/* two x rows: dot_f32's sums for each, each W element widened once for both */
+CPU_TARGET_AVX512 static inline __attribute__((always_inline)) void
+dot2_f32(const float *x0, const float *x1, const char *W, size_t w_bytes, size_t ldw, size_t n, int rows, float *r0,
+         float *r1, const int wt) {
+    __m512 a0[CPU_DOT_ROWS][2], a1[CPU_DOT_ROWS][2];
+    for (int j = 0; j < rows; j++) a0[j][0] = a0[j][1] = a1[j][0] = a1[j][1] = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        for (int j = 0; j < CPU_DOT_ROWS; j++)
+            for (size_t line = 0; line < 32 * w_bytes; line += 64)
+                _mm_prefetch(W + ((CPU_DOT_ROWS + j) * ldw + i) * w_bytes + line, _MM_HINT_T0);
+        for (int k = 0; k < 2; k++) {
+            __m512 xv0 = _mm512_loadu_ps(x0 + i + 16 * k), xv1 = _mm512_loadu_ps(x1 + i + 16 * k);
+            for (int j = 0; j < rows; j++) {
+                __m512 wv = load16(W + (j * ldw + i + 16 * k) * w_bytes, 0xffff, 0, wt);
+                a0[j][k] = _mm512_fmadd_ps(xv0, wv, a0[j][k]);
+                a1[j][k] = _mm512_fmadd_ps(xv1, wv, a1[j][k]);
+            }
+        }
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = lanes(n - i);
+        __m512 xv0 = _mm512_maskz_loadu_ps(m, x0 + i), xv1 = _mm512_maskz_loadu_ps(m, x1 + i);
+        for (int j = 0; j < rows; j++) {
+            __m512 wv = load16(W + (j * ldw + i) * w_bytes, m, 1, wt);
+            a0[j][0] = _mm512_fmadd_ps(xv0, wv, a0[j][0]);
+            a1[j][0] = _mm512_fmadd_ps(xv1, wv, a1[j][0]);
+        }
+    }
+    for (int j = 0; j < rows; j++) {
+        r0[j] = _mm512_reduce_add_ps(_mm512_add_ps(a0[j][0], a0[j][1]));
+        r1[j] = _mm512_reduce_add_ps(_mm512_add_ps(a1[j][0], a1[j][1]));
+    }
+}
+
+#define DOT2_F32(name, bytes, wt)                                                                                 \
+    CPU_TARGET_AVX512 static void name(const void *x0, const void *x1, const void *W, size_t ldw, size_t n,      \
+                                       int rows, float *r0, float *r1) {                                          \
+        if (rows == CPU_DOT_ROWS) /* a whole block: the row loops unrolled */                                     \
+            dot2_f32(x0, x1, W, bytes, ldw, n, CPU_DOT_ROWS, r0, r1, wt);                                         \
+        else                                                                                                      \
+            dot2_f32(x0, x1, W, bytes, ldw, n, rows, r0, r1, wt);                                                 \
+    }
+DOT2_F32(dot2_f32_bf16w, 2, WT_BF16)
+DOT2_F32(dot2_f32_f16w, 2, WT_F16)
+DOT2_F32(dot2_f32_f32w, 4, WT_F32)
+
 CPU_TARGET_AVX512 static void dot_f32_bf16w(const void *x, const void *W, size_t ldw, size_t n, int rows, float *r) {
     if (rows == CPU_DOT_ROWS) /* a whole block: the row loops unrolled */
         dot_f32(x, W, 2, ldw, n, CPU_DOT_ROWS, r, WT_BF16);
@@ -217,7 +301,9 @@ CPU_TARGET_AVX512 static void dot_f32_f32w(const void *x, const void *W, size_t 
 }
 
 const cpu_kernel_set cpu_kernels_avx512 = {row_pass8, LORA_ROWS, column_pass8, LORA_COLS,
-                                           NULL, dot_f32_bf16w, dot_f32_f16w, dot_f32_f32w};
+                                           NULL, dot_f32_bf16w, dot_f32_f16w, dot_f32_f32w,
+                                           NULL, dot2_f32_bf16w, dot2_f32_f16w, dot2_f32_f32w};
 const cpu_kernel_set cpu_kernels_avx512bf16 = {row_pass8, LORA_ROWS, column_pass8, LORA_COLS,
-                                               dot_bf16_bf16w, dot_f32_bf16w, dot_f32_f16w, dot_f32_f32w};
+                                               dot_bf16_bf16w, dot_f32_bf16w, dot_f32_f16w, dot_f32_f32w,
+                                               dot2_bf16_bf16w, dot2_f32_bf16w, dot2_f32_f16w, dot2_f32_f32w};
 #endif

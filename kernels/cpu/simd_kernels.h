@@ -35,6 +35,10 @@ typedef void (*lora_column_pass_fn)(const float *M, size_t C, size_t blk, const 
  * i < n; x and W of the types the member's name says */
 #define CPU_DOT_ROWS 4
 typedef void (*dot_rows_fn)(const void *x, const void *W, size_t ldw, size_t n, int rows, float *r);
+/* The same for two x rows at once (x0 -> r0, x1 -> r1), each W load serving both: every r the same bits
+ * as the one-row kernel's (each sum in its order), so a row's result does not depend on its neighbour */
+typedef void (*dot_rows2_fn)(const void *x0, const void *x1, const void *W, size_t ldw, size_t n, int rows, float *r0,
+                             float *r1);
 
 typedef struct {
     lora_row_pass_fn lora_row_pass8;
@@ -45,6 +49,8 @@ typedef struct {
     dot_rows_fn dot_f32_bf16w;  /* fp32 x, bf16 W (f32 compute) */
     dot_rows_fn dot_f32_f16w;   /* fp32 x, f16 W */
     dot_rows_fn dot_f32_f32w;   /* fp32 x, fp32 W */
+    /* two rows at once (NULL: the one-row kernels, row by row) */
+    dot_rows2_fn dot2_bf16_bf16w, dot2_f32_bf16w, dot2_f32_f16w, dot2_f32_f32w;
 } cpu_kernel_set;
 
 extern const cpu_kernel_set cpu_kernels_avx2, cpu_kernels_avx512, cpu_kernels_avx512bf16;
