@@ -198,6 +198,36 @@ static int by_prob_desc(const void *a, const void *b) {
     return x[1] < y[1] ? -1 : x[1] > y[1];
 }
 
+/* moves the k best pairs (by_prob_desc's order, a total order) to the front, sorted: a heap of the k best seen
+ * (its root the worst of them), then a sort of those k; the same k pairs in the same order as sorting all */
+static void top_pairs(float *pairs, int32_t n, int32_t k) {
+    float *heap = pairs; /* the first k slots hold the heap */
+    for (int32_t i = 0; i < n; i++) {
+        float cand[2] = {pairs[2 * i], pairs[2 * i + 1]};
+        int32_t at;
+        if (i < k) { /* grow: sift the new one up */
+            at = i;
+            while (at > 0 && by_prob_desc(cand, heap + 2 * ((at - 1) / 2)) > 0) {
+                heap[2 * at] = heap[2 * ((at - 1) / 2)], heap[2 * at + 1] = heap[2 * ((at - 1) / 2) + 1];
+                at = (at - 1) / 2;
+            }
+        } else { /* better than the worst kept: it takes the root's place and sifts down */
+            if (by_prob_desc(cand, heap) >= 0) continue;
+            at = 0;
+            for (;;) {
+                int32_t c = 2 * at + 1;
+                if (c >= k) break;
+                if (c + 1 < k && by_prob_desc(heap + 2 * (c + 1), heap + 2 * c) > 0) c++; /* the worse child */
+                if (by_prob_desc(heap + 2 * c, cand) <= 0) break;
+                heap[2 * at] = heap[2 * c], heap[2 * at + 1] = heap[2 * c + 1];
+                at = c;
+            }
+        }
+        heap[2 * at] = cand[0], heap[2 * at + 1] = cand[1];
+    }
+    qsort(heap, (size_t)k, 2 * sizeof(float), by_prob_desc);
+}
+
 int32_t zen_sample(const float *logits, int32_t vocab, const zen_sampling *s, zen_rng *rng) {
     int32_t best = 0;
     for (int32_t i = 1; i < vocab; i++)
@@ -212,8 +242,24 @@ int32_t zen_sample(const float *logits, int32_t vocab, const zen_sampling *s, ze
         sum += e;
     }
     for (int32_t i = 0; i < vocab; i++) pairs[2 * i] = (float)(pairs[2 * i] / sum);
-    qsort(pairs, (size_t)vocab, 2 * sizeof(float), by_prob_desc);
     int32_t keep = s->top_k > 0 && s->top_k < vocab ? s->top_k : vocab;
+    if (keep == vocab && !(s->top_p < 1.0f) && !(s->min_p > 0.0f)) {
+        /* nothing cut: the walk in id order draws from the same distribution without sorting the vocabulary
+         * (GRPO's default sampling; a sort of 151,936 per row was most of a decode step) */
+        double total = 0.0, acc = 0.0;
+        for (int32_t i = 0; i < vocab; i++) total += pairs[2 * i];
+        double u = (double)zen_rng_uniform(rng) * total;
+        int32_t pick = vocab - 1;
+        for (int32_t i = 0; i < vocab; i++)
+            if ((acc += pairs[2 * i]) > u) {
+                pick = i;
+                break;
+            }
+        free(pairs);
+        return pick;
+    }
+    if (keep < vocab) top_pairs(pairs, vocab, keep); /* the keep best, sorted, as the whole sort's first keep */
+    else qsort(pairs, (size_t)vocab, 2 * sizeof(float), by_prob_desc);
     if (s->top_p < 1.0f) {
         double cum = 0.0;
         for (int32_t i = 0; i < keep; i++)

@@ -343,6 +343,55 @@ static void check_draws(const float *logits, const zen_sampling *s, const double
     }
 }
 
+/* the rule written apart: sort all (probability desc, id asc), keep top_k, cut at top_p and min_p, walk u */
+static int ref_desc(const void *a, const void *b) {
+    const double *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] < y[0] ? 1 : -1;
+    return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+static int32_t ref_sample(const float *logits, int32_t V, const zen_sampling *s, zen_rng *rng) {
+    double *p = malloc((size_t)V * 2 * sizeof(double)), top = logits[0], sum = 0;
+    for (int32_t i = 1; i < V; i++) top = logits[i] > top ? logits[i] : top;
+    for (int32_t i = 0; i < V; i++) sum += p[2 * i] = exp(((double)logits[i] - top) / s->temperature), p[2 * i + 1] = i;
+    for (int32_t i = 0; i < V; i++) p[2 * i] = (float)(p[2 * i] / sum); /* zen keeps them as floats */
+    qsort(p, (size_t)V, 2 * sizeof(double), ref_desc);
+    int32_t keep = s->top_k > 0 && s->top_k < V ? s->top_k : V;
+    double cum = 0, total = 0, acc = 0;
+    for (int32_t i = 0; s->top_p < 1.0f && i < keep; i++)
+        if ((cum += p[2 * i]) >= s->top_p) keep = i + 1;
+    for (int32_t i = 1; s->min_p > 0.0f && i < keep; i++)
+        if (p[2 * i] < s->min_p * p[0]) keep = i;
+    for (int32_t i = 0; i < keep; i++) total += p[2 * i];
+    double u = (double)zen_rng_uniform(rng) * total;
+    int32_t pick = (int32_t)p[2 * (keep - 1) + 1];
+    for (int32_t i = 0; i < keep; i++)
+        if ((acc += p[2 * i]) > u) {
+            pick = (int32_t)p[2 * i + 1];
+            break;
+        }
+    free(p);
+    return pick;
+}
+
+/* top_k's partial selection picks what sorting the whole vocabulary picks, draw for draw */
+static void test_sampling_top_k_exact(void **state) {
+    (void)state;
+    enum { V = 5000 };
+    static float logits[V];
+    zen_rng g;
+    zen_rng_seed(&g, 11);
+    for (int i = 0; i < V; i++) logits[i] = (float)(4.0 * zen_rng_uniform(&g)) + (i % 97 == 0 ? 3.0f : 0.0f);
+    logits[17] = logits[4000]; /* a tie: the lower id first */
+    zen_sampling cases[] = {{0.8f, 1.0f, 0.0f, 1}, {0.8f, 1.0f, 0.0f, 20}, {1.0f, 0.9f, 0.0f, 50},
+                            {0.6f, 0.95f, 0.05f, 200}, {1.0f, 1.0f, 0.0f, 4999}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        zen_rng a, b;
+        zen_rng_seed(&a, 100 + c), zen_rng_seed(&b, 100 + c);
+        for (int d = 0; d < 300; d++) assert_int_equal(zen_sample(logits, V, &cases[c], &a), ref_sample(logits, V, &cases[c], &b));
+    }
+}
+
 static void test_sampling(void **state) {
     (void)state;
     static const double p[6] = {0.4, 0.25, 0.15, 0.1, 0.06, 0.04};
@@ -386,6 +435,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_batch_live_rows),
         cmocka_unit_test(test_packed_documents),
         cmocka_unit_test(test_sampling),
+        cmocka_unit_test(test_sampling_top_k_exact),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     zk_close(be);
