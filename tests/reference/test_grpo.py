@@ -31,8 +31,10 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import torch
@@ -369,6 +371,39 @@ def check_training(zen, w):
                   scored and abs(got.get("reward", -1) - sum(scored) / len(scored)) < 1e-9 and
                   abs(got.get("rewards/answer/mean", -1) - sum(scored) / len(scored)) < 1e-9,
                   f"eval {got} apart {sum(scored)}/{len(scored)} {(ev.stderr + gen.stderr)[-300:]}")
+    # DoRA on an NF4 base: GRPO trains, and resumes bit for bit, as the other objectives do
+    dq = base + ["--base-quant", "nf4", "--set", "lora.dora=true"]
+    p = run(dq + ["--out", w("dora-nf4")])
+    harness.check("grpo with DoRA on an NF4 base: 4 steps", p.returncode == 0 and
+                  os.path.exists(w("dora-nf4", "adapter_model.safetensors")), p.stderr[-300:])
+    harness.check_resume("grpo with DoRA on an NF4 base: resumed = uninterrupted", dq, w("dora-nf4"), 4)
+    # a GGUF base (the tiny model exported f32, its tokenizer inside): the same draws and rewards as the directory
+    e = run([zen, "export", "--model", w("tiny"), "--format", "gguf", "--dtype", "f32", "--out", w("tiny.gguf")])
+    short = ["--set", "max_steps=1", "--set", "eval_every=0"]
+    g = run([zen, "train", w("grpo.json"), "--model", w("tiny.gguf"), "--data", w("p.h5"), "--out", w("gguf")] + short)
+    d = run(base + ["--out", w("dir1")] + short)
+    draws = lambda r: open(os.path.join(r, "samples.jsonl"), "rb").read() if os.path.exists(os.path.join(r, "samples.jsonl")) else None
+    harness.check("grpo on a GGUF base: its draws, rewards and adapter those of the same weights in a directory",
+                  e.returncode == 0 and g.returncode == 0 and d.returncode == 0 and draws(w("gguf")) == draws(w("dir1"))
+                  and open(w("gguf", "adapter_model.safetensors"), "rb").read() ==
+                  open(w("dir1", "adapter_model.safetensors"), "rb").read(), (e.stderr + g.stderr)[-300:])
+    # SIGINT mid-run: a checkpoint of the step it stopped at, exit 130, and --resume gives the uninterrupted run
+    long = base + ["--set", "max_steps=16", "--set", "save_every=0", "--set", "eval_every=0"]
+    p = run(long + ["--out", w("sig-full")])
+    proc = subprocess.Popen(long + ["--out", w("sig")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = w("sig", "metrics.jsonl")
+    while proc.poll() is None and not (os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 3):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    proc.wait()
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    stopped = proc.returncode == 130 and "stopped by SIGINT" in last and "--resume" in last
+    r = run(long + ["--out", w("sig"), "--resume"])
+    same = lambda f: os.path.exists(w("sig", f)) and open(w("sig", f), "rb").read() == open(w("sig-full", f), "rb").read()
+    harness.check("grpo: SIGINT mid-run stops with a checkpoint (exit 130); --resume gives the uninterrupted run's "
+                  "adapter and samples.jsonl", p.returncode == 0 and stopped and r.returncode == 0 and
+                  same("adapter_model.safetensors") and same("samples.jsonl"), f"{proc.returncode} {last} {r.stderr[-200:]}")
     check_ranks(zen, w, base)
     if harness.zen_emu:  # CUDA (emulated): one short step draws the CPU's completions (the same streams)
         short = ["--set", "max_steps=1", "--set", "grad_accum=1", "--set", "eval_every=0", "--set",
