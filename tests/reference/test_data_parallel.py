@@ -36,12 +36,7 @@ from harness import check, run  # noqa: E402
 
 # every process computes with one thread: equal thread counts make equal sums
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
-# In the sanitizer build, ranks check memory errors but not leaks: Open MPI's
-# own allocations (and those of its dlopen'ed plugins, which no suppression
-# can name) are never freed. zen's own leaks are checked by the one-process runs.
-if "ASAN_OPTIONS" in os.environ:
-    MPIRUN += ["-x", "ASAN_OPTIONS=" + os.environ["ASAN_OPTIONS"] + ":detect_leaks=0"]
+MPIRUN = harness.MPIRUN  # (the sanitizer build's ranks skip leak checks: harness.py says why)
 
 
 def raw_fields(out, keys=("loss", "grad_norm", "eval_loss")):
