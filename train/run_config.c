@@ -192,9 +192,9 @@ static int set_string(zen_run_config *c, const key_spec *k, const char *value, c
 
 /* a JSON value kept as its compact text ("" for null) */
 static int set_json(zen_run_config *c, const key_spec *k, const cJSON *item, const char *origin) {
-    char *text = cJSON_IsNull(item) ? NULL : cJSON_PrintUnformatted(item);
     if (!cJSON_IsNull(item) && !cJSON_IsArray(item))
         return zen_fail(ZEN_ERR_INPUT, "%s: key '%s' must be a JSON list", origin, k->name);
+    char *text = cJSON_IsNull(item) ? NULL : cJSON_PrintUnformatted(item);
     if (text && strlen(text) >= k->cap) {
         free(text);
         return zen_fail(ZEN_ERR_INPUT, "%s: key '%s': its JSON is longer than %zu bytes", origin, k->name, k->cap - 1);
