@@ -50,6 +50,19 @@ if "ASAN_OPTIONS" in os.environ:
     MPIRUN += ["-x", "ASAN_OPTIONS=" + os.environ["ASAN_OPTIONS"] + ":detect_leaks=0"]
 
 
+def mpi_missing(zen):
+    """why 2-rank checks cannot run here (mpirun absent, or zen built without MPI), printed as a skip; or None"""
+    why = None
+    if not shutil.which("mpirun"):
+        why = "mpirun not found (apt-get install -y openmpi-bin)"
+    elif "built without MPI" in subprocess.run(MPIRUN + ["-np", "2", zen, "info", "/nonexistent"], capture_output=True,
+                                                text=True, env=dict(os.environ, OMP_NUM_THREADS="1")).stderr:
+        why = "zen was built without MPI"
+    if why:
+        print(f"SKIP ranks: {why}")
+    return why
+
+
 def model_length(cfg, seq=1, rows=0):
     """the longest fp32 sum behind a result of the model of config.json cfg: a dot product over the hidden size,
     the FFN, the attention heads or the vocabulary, attention over seq positions, or the rows a gradient sums over"""

@@ -229,13 +229,7 @@ ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")  # 
 def check_ranks(zen, w, base):
     """2 ranks with grad_accum 1 against one process with grad_accum 2: the same draws, rewards (a command on
     each rank), metrics, samples.jsonl and adapter, bit for bit"""
-    if not shutil.which("mpirun"):
-        print("SKIP ranks: mpirun not found (apt-get install -y openmpi-bin)")
-        return
-    probe = subprocess.run(MPIRUN + ["-np", "2", zen, "info", "/nonexistent"], capture_output=True, text=True,
-                           env=ONE_THREAD)
-    if "built without MPI" in probe.stderr:
-        print("SKIP ranks: zen was built without MPI")
+    if harness.mpi_missing(zen):
         return
     one = subprocess.run(base + ["--out", w("np1")], capture_output=True, text=True, env=ONE_THREAD)
     two = subprocess.run(MPIRUN + ["-np", "2"] + base + ["--out", w("np2"), "--set", "grad_accum=1"],

@@ -456,13 +456,7 @@ def check_training(zen, w):
 
 def check_ranks(zen, w, rng):
     """3: two ranks, z gathered as TRL gathers it"""
-    if not shutil.which("mpirun"):
-        print("SKIP ranks: mpirun not found (apt-get install -y openmpi-bin)")
-        return
-    probe = subprocess.run(MPIRUN + ["-np", "2", zen, "info", "/nonexistent"], capture_output=True, text=True,
-                           env=ONE_THREAD)
-    if "built without MPI" in probe.stderr:
-        print("SKIP ranks: zen was built without MPI")
+    if harness.mpi_missing(zen):
         return
     cfg = make_config(hidden=32, inter=48, layers=2, heads=4, kv_heads=2, head_dim=8, vocab=64, tied=True)
     write_model(w("mr"), cfg, rng, "F32")
