@@ -64,10 +64,11 @@ static inline float dot_bf16(const float *x, const uint16_t *w, size_t n) {
 /* y[N, out] = x[N, in] W^T with one of the variant's dot_rows kernels
  * (simd_kernels.h; x is bf16 or fp32, x_bytes per element, W w_bytes):
  * blocks of CPU_DOT_ROWS output rows split over the threads, so each y
- * element has one fixed order of sums; x rows two at a time where the
- * variant has dot2 (the same bits: each sum in the one-row kernel's order) */
+ * element has one fixed order of sums; x rows four (whole blocks) or two at
+ * a time where the variant has dot4 or dot2 (the same bits: each sum in the
+ * one-row kernel's order) */
 static void gemv_rows(float *y, const void *x, size_t x_bytes, const void *W, size_t w_bytes, size_t N, size_t in,
-                      size_t out, dot_rows_fn dot_rows, dot_rows2_fn dot2) {
+                      size_t out, dot_rows_fn dot_rows, dot_rows2_fn dot2, dot_rows4_fn dot4) {
     size_t blocks = (out + CPU_DOT_ROWS - 1) / CPU_DOT_ROWS;
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < blocks; b++) {
@@ -76,6 +77,15 @@ static void gemv_rows(float *y, const void *x, size_t x_bytes, const void *W, si
         float r[CPU_DOT_ROWS], r1[CPU_DOT_ROWS];
         const char *wb = (const char *)W + o * in * w_bytes;
         size_t n = 0;
+        for (; dot4 && rows == CPU_DOT_ROWS && n + 4 <= N; n += 4) {
+            float r4[4][CPU_DOT_ROWS];
+            const void *xs[4];
+            float *rs[4];
+            for (int a = 0; a < 4; a++) xs[a] = (const char *)x + (n + a) * in * x_bytes, rs[a] = r4[a];
+            dot4(xs, wb, in, in, rs);
+            for (int a = 0; a < 4; a++)
+                for (int j = 0; j < rows; j++) y[(n + a) * out + o + j] = r4[a][j];
+        }
         for (; dot2 && n + 2 <= N; n += 2) {
             dot2((const char *)x + n * in * x_bytes, (const char *)x + (n + 1) * in * x_bytes, wb, in, in, rows, r, r1);
             for (int j = 0; j < rows; j++) y[n * out + o + j] = r[j], y[(n + 1) * out + o + j] = r1[j];
@@ -137,7 +147,7 @@ void cpu_linear_fwd(zk_backend *be, void *y_, const void *x_, const zk_weight *w
             if (!xb) return;
             cpu_round_bf16(xb, x, N * in);
             gemv_rows(y, xb, sizeof(uint16_t), w->data, sizeof(uint16_t), N, in, out, ks->dot_bf16_bf16w,
-                      ks->dot2_bf16_bf16w);
+                      ks->dot2_bf16_bf16w, ks->dot4_bf16_bf16w);
             return;
         }
         dot_rows_fn f32_kernel = w->dtype == ZEN_BF16 ? ks->dot_f32_bf16w
@@ -147,7 +157,8 @@ void cpu_linear_fwd(zk_backend *be, void *y_, const void *x_, const zk_weight *w
                                  : w->dtype == ZEN_F16  ? ks->dot2_f32_f16w
                                                         : ks->dot2_f32_f32w;
         if (be->compute == ZEN_F32 && f32_kernel) {
-            gemv_rows(y, x, sizeof(float), w->data, zen_dtype_bytes(w->dtype, 1), N, in, out, f32_kernel, f32_kernel2);
+            gemv_rows(y, x, sizeof(float), w->data, zen_dtype_bytes(w->dtype, 1), N, in, out, f32_kernel, f32_kernel2,
+                      NULL);
             return;
         }
     }

@@ -189,5 +189,5 @@ CPU_TARGET_AVX2 static void dot_f32_f32w(const void *x, const void *W, size_t ld
 
 const cpu_kernel_set cpu_kernels_avx2 = {row_pass8, LORA_ROWS, column_pass8, LORA_COLS,
                                          NULL, dot_f32_bf16w, dot_f32_f16w, dot_f32_f32w,
-                                         NULL, NULL, NULL, NULL};
+                                         NULL, NULL, NULL, NULL, NULL};
 #endif

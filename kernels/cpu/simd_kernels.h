@@ -39,6 +39,8 @@ typedef void (*dot_rows_fn)(const void *x, const void *W, size_t ldw, size_t n, 
  * as the one-row kernel's (each sum in its order), so a row's result does not depend on its neighbour */
 typedef void (*dot_rows2_fn)(const void *x0, const void *x1, const void *W, size_t ldw, size_t n, int rows, float *r0,
                              float *r1);
+/* The same for four x rows (x[a] -> r[a]) against a whole block of CPU_DOT_ROWS W rows, with the same bits */
+typedef void (*dot_rows4_fn)(const void *const *x, const void *W, size_t ldw, size_t n, float *const *r);
 
 typedef struct {
     lora_row_pass_fn lora_row_pass8;
@@ -51,6 +53,7 @@ typedef struct {
     dot_rows_fn dot_f32_f32w;   /* fp32 x, fp32 W */
     /* two rows at once (NULL: the one-row kernels, row by row) */
     dot_rows2_fn dot2_bf16_bf16w, dot2_f32_bf16w, dot2_f32_f16w, dot2_f32_f32w;
+    dot_rows4_fn dot4_bf16_bf16w; /* four rows at once, whole blocks (NULL: two at a time) */
 } cpu_kernel_set;
 
 extern const cpu_kernel_set cpu_kernels_avx2, cpu_kernels_avx512, cpu_kernels_avx512bf16;
