@@ -108,7 +108,9 @@ struct zk_backend {
     void (*zero)(zk_backend *be, void *dst, size_t bytes);
     void (*copy)(zk_backend *be, void *dst, const void *src, size_t bytes); /* device to device */
     /* Makes a device weight from host memory (which stays valid while in use:
-     * the CPU backend aliases it, e.g. a memory-mapped file, without copying). */
+     * the CPU backend aliases it, e.g. a memory-mapped file, without copying,
+     * unless it converts it to bf16 or moves it to a 64-byte boundary). Where
+     * out->data != host the weight is a copy, and host may be let go. */
     int (*weight_create)(zk_backend *be, zk_weight *out, const void *host, zen_dtype dtype,
                          size_t numel);
     void (*weight_destroy)(zk_backend *be, zk_weight *w);

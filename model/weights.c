@@ -84,7 +84,9 @@ int zen_model_put_matrix(zen_model *m, const zen_tensor_desc *d, const void *dat
     }
     if (!quantize) {
         if (zen_dtype_is_quant(dtype) && numel > m->largest_quant) m->largest_quant = numel;
-        return m->be->weight_create(m->be, w, data, dtype, numel);
+        if ((rc = m->be->weight_create(m->be, w, data, dtype, numel))) return rc;
+        if (w->data != data) st_release(data, nbytes); /* the backend made its copy: the file's pages go */
+        return 0;
     }
     zen_dtype q = (zen_dtype)m->base_quant;
     void *host = quantize_matrix(data, dtype, d->rows, d->cols, q);
