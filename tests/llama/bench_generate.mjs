@@ -2,12 +2,13 @@
 // speed on a prompt of token ids and N greedy new tokens; prints JSON
 // {"prefill_tokens_per_s", "decode_tokens_per_s", "tokens"}.
 // usage: node bench_generate.mjs MODEL.gguf TOKENS_CSV N [THREADS]
+// LLAMA_MMAP=0: the weights read into llama.cpp's own memory (useMmap false), not mapped from the file.
 import {getLlama, LlamaLogLevel} from "node-llama-cpp";
 
 const [modelPath, csv, nArg, threadsArg] = process.argv.slice(2);
 const prompt = csv.split(",").map(Number), n = Number(nArg), threads = Number(threadsArg || 0) || undefined;
 const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error});
-const model = await llama.loadModel({modelPath});
+const model = await llama.loadModel({modelPath, useMmap: process.env.LLAMA_MMAP !== "0"});
 const context = await model.createContext({contextSize: prompt.length + n + 8, batchSize: prompt.length + 8,
                                            flashAttention: false, threads});
 const sequence = context.getSequence();

@@ -4,6 +4,7 @@
 // {"sequences", "prefill_tokens_per_s", "decode_tokens_per_s", "total_tokens_per_s",
 //  "tokens": [[first sequence's tokens], ...]}.
 // usage: node bench_generate_batch.mjs MODEL.gguf TOKENS_CSV N S [THREADS]
+// LLAMA_MMAP=0: the weights read into llama.cpp's own memory (useMmap false), not mapped from the file.
 //
 // node-llama-cpp 3.21.1 batches: each sequence's evaluate() queues its tokens
 // in the context (LlamaContext._decodeTokens), and one dispatcher
@@ -28,7 +29,7 @@ const [modelPath, csv, nArg, sArg, threadsArg] = process.argv.slice(2);
 const prompt = csv.split(",").map(Number), n = Number(nArg), s = Number(sArg);
 const threads = Number(threadsArg || 0) || undefined;
 const llama = await getLlama({gpu: false, build: "never", logLevel: LlamaLogLevel.error});
-const model = await llama.loadModel({modelPath});
+const model = await llama.loadModel({modelPath, useMmap: process.env.LLAMA_MMAP !== "0"});
 const context = await model.createContext({sequences: s, contextSize: prompt.length + n + 8,
                                            batchSize: s * (prompt.length + 8), flashAttention: false, threads});
 const sequences = Array.from({length: s}, () => context.getSequence());
