@@ -306,52 +306,78 @@ void cpu_attention_bwd(zk_backend *be, void *dq_, void *dk_, void *dv_, const vo
 }
 
 /* Generation: the new rows into the cache, in the compute precision (bf16
- * rounded once, here), then each (query row, head) with the exact exp:
- * scores against the keys it sees, their softmax, the weighted values. In
- * bf16 the scores take q rounded to bf16 and the weighted sum the
- * probabilities rounded to bf16, where the training attention rounds them. */
-static inline float key_at(const void *cache, int bf16, size_t i) {
-    return bf16 ? zen_bf16_to_f32(((const uint16_t *)cache)[i]) : ((const float *)cache)[i];
-}
-
+ * rounded once, here), then each (query row, head): scores against the keys
+ * it sees, their softmax (zk_expf, as the training attention's), the
+ * weighted values. In bf16 the scores take q rounded to bf16 and the
+ * weighted sum the probabilities rounded to bf16, where the training
+ * attention rounds them. Each (row, head) is computed on its own in a fixed
+ * order, so a row's result does not depend on the rows beside it. */
 static inline float round_if(int bf16, float x) { return bf16 ? zen_bf16_round(x) : x; }
 
 #define CACHED_PROMPT_ROWS 8 /* a whole prompt of at least this many rows runs on the training forward */
-
-/* q . cache[at .. at + hd) in 8 partial sums, added in a fixed order (the
- * compiler vectorises it; one running sum would make every product wait
- * for the last) */
-static inline float dot_key(const float *q, const void *cache, int bf16, size_t at, size_t hd) {
-    float acc[8] = {0};
-    size_t d = 0;
-    if (bf16) {
-        const uint16_t *k = (const uint16_t *)cache + at;
-        for (; d + 8 <= hd; d += 8)
-            for (int l = 0; l < 8; l++) acc[l] += q[d + l] * zen_bf16_to_f32(k[d + l]);
-    } else {
-        const float *k = (const float *)cache + at;
-        for (; d + 8 <= hd; d += 8)
-            for (int l = 0; l < 8; l++) acc[l] += q[d + l] * k[d + l];
-    }
-    for (; d < hd; d++) acc[d % 8] += q[d] * key_at(cache, bf16, at + d);
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-/* o[0 .. hd) += w * cache[at .. at + hd) */
-static inline void add_scaled_value(float *o, float w, const void *cache, int bf16, size_t at, size_t hd) {
-    if (bf16) {
-        const uint16_t *v = (const uint16_t *)cache + at;
-        for (size_t d = 0; d < hd; d++) o[d] += w * zen_bf16_to_f32(v[d]);
-    } else {
-        const float *v = (const float *)cache + at;
-        for (size_t d = 0; d < hd; d++) o[d] += w * v[d];
-    }
-}
-
 /* the slot of position j of the sequence whose page table is table */
 static inline size_t slot_of(const int32_t *table, size_t j, size_t page_rows) {
     return (size_t)table[j / page_rows] * page_rows + j % page_rows;
 }
+
+#define KEY_LANES 16         /* partial sums of a score: one vector of 16 floats */
+#define HEAD_DIM_MAX 256     /* the largest head_dim with a register-sized output (Qwen3: 128) */
+
+/* q . key: 16 partial sums, element d into sum d % 16 (the last piece of an
+ * hd that is not a multiple of 16 too), added in a fixed tree */
+static inline __attribute__((always_inline)) float dot_key(const float *q, const void *cache, int bf16, size_t at,
+                                                           const size_t hd) {
+    float acc[KEY_LANES] = {0};
+    size_t d = 0;
+    if (bf16) {
+        const uint16_t *k = (const uint16_t *)cache + at;
+        for (; d + KEY_LANES <= hd; d += KEY_LANES)
+            for (int l = 0; l < KEY_LANES; l++) acc[l] += q[d + l] * zen_bf16_to_f32(k[d + l]);
+        for (; d < hd; d++) acc[d % KEY_LANES] += q[d] * zen_bf16_to_f32(k[d]);
+    } else {
+        const float *k = (const float *)cache + at;
+        for (; d + KEY_LANES <= hd; d += KEY_LANES)
+            for (int l = 0; l < KEY_LANES; l++) acc[l] += q[d + l] * k[d + l];
+        for (; d < hd; d++) acc[d % KEY_LANES] += q[d] * k[d];
+    }
+    /* the tree: halves added lane by lane, 16 -> 8 -> 4 -> 2 -> 1 */
+    float a8[8], a4[4];
+    for (int l = 0; l < 8; l++) a8[l] = acc[l] + acc[l + 8];
+    for (int l = 0; l < 4; l++) a4[l] = a8[l] + a8[l + 4];
+    return (a4[0] + a4[2]) + (a4[1] + a4[3]);
+}
+
+/* one (row, head) of generation's attention: p [keys] scores, then weights;
+ * qi [hd] the query (rounded in bf16); o [hd] the output. hd is a constant
+ * where the caller can make it one (64, 128), so the output's running sums
+ * stay in registers across the keys. */
+static inline __attribute__((always_inline)) void
+attend(float *o, float *p, const float *qi, const void *k_pages, const void *v_pages, int bf16,
+       const int32_t *table, size_t keys, size_t page_rows, size_t nkv, size_t kh, float scale, const size_t hd) {
+    float m = -INFINITY;
+    for (size_t j = 0; j < keys; j++) {
+        p[j] = dot_key(qi, k_pages, bf16, (slot_of(table, j, page_rows) * nkv + kh) * hd, hd) * scale;
+        m = p[j] > m ? p[j] : m;
+    }
+    for (size_t j = 0; j < keys; j++) p[j] = zk_expf(p[j] - m); /* vectorised */
+    double sum = 0.0;
+    for (size_t j = 0; j < keys; j++) sum += p[j];
+    float inv = (float)(1.0 / sum), acc[HEAD_DIM_MAX];
+    for (size_t d = 0; d < hd; d++) acc[d] = 0.0f;
+    for (size_t j = 0; j < keys; j++) {
+        float w = round_if(bf16, p[j] * inv);
+        size_t at = (slot_of(table, j, page_rows) * nkv + kh) * hd;
+        if (bf16) {
+            const uint16_t *v = (const uint16_t *)v_pages + at;
+            for (size_t d = 0; d < hd; d++) acc[d] += w * zen_bf16_to_f32(v[d]);
+        } else {
+            const float *v = (const float *)v_pages + at;
+            for (size_t d = 0; d < hd; d++) acc[d] += w * v[d];
+        }
+    }
+    for (size_t d = 0; d < hd; d++) o[d] = acc[d];
+}
+
 
 void cpu_attention_paged_fwd(zk_backend *be, void *out_, const void *q_, const void *k_new_, const void *v_new_,
                              void *k_pages, void *v_pages, const int32_t *pos, const int32_t *table_of,
@@ -387,6 +413,10 @@ void cpu_attention_paged_fwd(zk_backend *be, void *out_, const void *q_, const v
         return;
     }
     float scale = 1.0f / sqrtf((float)hd);
+    if (hd > HEAD_DIM_MAX) {
+        zk_set_failed(be, ZEN_ERR_INTERNAL, "attention (generation): head_dim %zu above %d", hd, HEAD_DIM_MAX);
+        return;
+    }
 #pragma omp parallel
     {
         float *p = malloc((keys_max + hd) * sizeof(float)); /* [keys] this task's scores, then [hd] its query */
@@ -396,19 +426,14 @@ void cpu_attention_paged_fwd(zk_backend *be, void *out_, const void *q_, const v
                 if (!p) continue;
                 const int32_t *table = tables + table_of[i];
                 size_t keys = (size_t)pos[i] + 1, kh = h / group;
-                float *qi = p + keys_max, m = -INFINITY;
+                float *qi = p + keys_max, *o = out + (i * nh + h) * hd;
                 for (size_t d = 0; d < hd; d++) qi[d] = round_if(bf16, q[(i * nh + h) * hd + d]);
-                for (size_t j = 0; j < keys; j++) {
-                    p[j] = dot_key(qi, k_pages, bf16, (slot_of(table, j, page_rows) * nkv + kh) * hd, hd) * scale;
-                    m = p[j] > m ? p[j] : m;
-                }
-                double sum = 0.0;
-                for (size_t j = 0; j < keys; j++) sum += (p[j] = expf(p[j] - m));
-                float inv = (float)(1.0 / sum), *o = out + (i * nh + h) * hd;
-                for (size_t d = 0; d < hd; d++) o[d] = 0.0f;
-                for (size_t j = 0; j < keys; j++)
-                    add_scaled_value(o, round_if(bf16, p[j] * inv), v_pages, bf16,
-                                     (slot_of(table, j, page_rows) * nkv + kh) * hd, hd);
+                if (hd == 128)
+                    attend(o, p, qi, k_pages, v_pages, bf16, table, keys, page_rows, nkv, kh, scale, 128);
+                else if (hd == 64)
+                    attend(o, p, qi, k_pages, v_pages, bf16, table, keys, page_rows, nkv, kh, scale, 64);
+                else
+                    attend(o, p, qi, k_pages, v_pages, bf16, table, keys, page_rows, nkv, kh, scale, hd);
             }
         if (!p) zk_set_failed(be, ZEN_ERR_INTERNAL, "out of memory in attention (generation)");
         free(p);
