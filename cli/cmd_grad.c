@@ -10,7 +10,6 @@
 
 #include "../data/dataset.h"
 #include "../model/decoder.h"
-#include "../model/generate_batch.h"
 #include "../model/model_load.h"
 #include "../objectives/objective.h"
 #include "../train/dist.h"
@@ -49,16 +48,12 @@ static int print_plan(const zen_config *cfg, const char *what, size_t stored_byt
     keep.scratch += layout, rec.scratch += layout, keep.total += layout, rec.total += layout;
     /* GRPO samples its completions before the step, with the step's buffers held: the generation's KV cache
      * (each prompt once, each sample's own pages) and its logits come on top */
-    size_t cache = 0, gen_logits = 0, G = (size_t)obj->opts.grpo_num_generations,
-           C = (size_t)obj->opts.grpo_max_completion_length;
+    size_t cache, gen_logits, G = (size_t)obj->opts.grpo_num_generations,
+                              C = (size_t)obj->opts.grpo_max_completion_length;
     int grpo = !strcmp(obj->ops->name, "grpo");
     if (C > T - 1) C = T - 1; /* a completion leaves a prompt at least one token (zen grad --completions) */
-    if (grpo) {
-        size_t rows = items * G < ZK_DECODE_ROWS ? items * G : ZK_DECODE_ROWS;
-        cache = zen_gen_batch_cache_bytes(cfg, compute, rows, G, T - C, C);
-        gen_logits = rows * (size_t)cfg->vocab * sizeof(float);
-        keep.total += cache + gen_logits, rec.total += cache + gen_logits;
-    }
+    zen_objective_generation_bytes(obj->ops, &obj->opts, cfg, compute, items, T, &cache, &gen_logits);
+    keep.total += cache + gen_logits, rec.total += cache + gen_logits;
     int ntargets = 0;
     for (int t = 0; t < ZEN_NUM_TARGETS; t++) ntargets += (targets >> t) & 1;
     printf("memory plan (%s, %s compute): %s, %lld parameters, seq %zu, batch %zu, "
@@ -93,7 +88,7 @@ static int print_plan(const zen_config *cfg, const char *what, size_t stored_byt
     snprintf(label, sizeof label, "LM head chunk [%zu, V] logits", zen_head_rows(B * T));
     print_bytes_row(label, keep.logits, rec.logits);
     print_bytes_row("backend scratch and workspace", keep.backend, rec.backend);
-    if (grpo) {
+    if (cache || gen_logits) {
         print_bytes_row("generation KV cache (prompts once)", cache, cache);
         print_bytes_row("generation logits [rows, V]", gen_logits, gen_logits);
     }

@@ -138,6 +138,7 @@ typedef struct {
     size_t scratch;          /* backward scratch, one layer, recompute layer */
     size_t logits;           /* one chunk's [zen_head_rows(N), V] logits block */
     size_t backend;          /* the backend's own scratch (zk_plan_scratch) */
+    size_t generation;       /* sampling before the step (GRPO): its KV cache and logits; the caller's */
     size_t total;
 } zen_plan;
 

@@ -860,6 +860,18 @@ static const char *const keys[] = {"grpo.num_generations", "grpo.max_completion_
                                    NULL};
 static const zen_shown_metric shown[] = {{"reward", "reward", "%.4f"}, {"reward_std", "reward std", "%.4f"}};
 
+/* the sampling's memory for items prompts of a micro-batch (objective.h): the cache of zen_generate_batch
+ * for up to ZK_DECODE_ROWS samples at once, prompts of T - C tokens (a completion leaves a prompt at least
+ * one), and its logits */
+static void generation_bytes(const zen_objective_opts *o, const zen_config *cfg, zen_dtype compute, size_t items,
+                             size_t T, size_t *cache, size_t *logits) {
+    size_t G = (size_t)o->grpo_num_generations, C = (size_t)o->grpo_max_completion_length;
+    if (C > T - 1) C = T - 1;
+    size_t rows = items * G < ZK_DECODE_ROWS ? items * G : ZK_DECODE_ROWS;
+    *cache = zen_gen_batch_cache_bytes(cfg, compute, rows, G, T - C, C);
+    *logits = rows * (size_t)cfg->vocab * sizeof(float);
+}
+
 const zen_objective_ops zen_objective_grpo = {
     .name = "grpo",
     .summary = "group relative policy optimisation: the policy's own completions, rewarded (TRL's GRPO)",
@@ -870,6 +882,7 @@ const zen_objective_ops zen_objective_grpo = {
     .rows_per_item_of = rows_per_item_of,
     .shared_layout = 1,
     .needs_tokenizer = 1,
+    .generation_bytes = generation_bytes,
     .steps_per_batch = steps_per_batch,
     .n_pre = PRE_COUNT,
     .n_sums = SUM_COUNT,

@@ -226,6 +226,13 @@ size_t zen_objective_scratch_bytes(const zen_objective *o, const zen_config *cfg
     return o->ops->shared_layout ? zen_shared_scratch_bytes(cfg, zen_objective_rows(o), zen_objective_att_rows(o)) : 0;
 }
 
+void zen_objective_generation_bytes(const zen_objective_ops *ops, const zen_objective_opts *opts,
+                                    const zen_config *cfg, zen_dtype compute, size_t items, size_t T, size_t *cache,
+                                    size_t *logits) {
+    *cache = *logits = 0;
+    if (ops->generation_bytes) ops->generation_bytes(opts, cfg, compute, items, T, cache, logits);
+}
+
 int zen_objective_metric(const zen_objective *o, const char *name) {
     for (int i = 0; i < o->n_metrics; i++)
         if (!strcmp(o->metrics[i], name)) return i;

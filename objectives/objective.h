@@ -115,6 +115,11 @@ typedef struct {
     int shared_layout;         /* its batches use the shared-prefix layout (decoder.h): acts with its scratch */
     int per_sequence_logits;   /* its rows are the file's sequences in order (zen eval --save-logits) */
     int needs_tokenizer;       /* the env's tokenizer must be set (the model's): GRPO decodes completions */
+    /* or NULL (none): what a step holds on the device beside its own buffers, from the options, the items
+     * of a micro-batch and seq_len T: GRPO samples its completions first, into a KV cache (each prompt
+     * once) with logits [rows, V]; zen grad --plan and zen train's plan both count it */
+    void (*generation_bytes)(const zen_objective_opts *o, const zen_config *cfg, zen_dtype compute, size_t items,
+                             size_t T, size_t *cache, size_t *logits);
     /* or NULL (1): consecutive steps that take the same items (GRPO's num_iterations: one generation batch
      * serves them); the trainer repeats each batch of the data order that often, and saves checkpoints only
      * at the first step of a batch (a signal lets the batch's steps finish first) */
@@ -198,6 +203,10 @@ size_t zen_objective_att_rows(const zen_objective *o);
 /* the same from the options alone (zen grad --plan): activation and attention sequences of seq_len T per item */
 int zen_objective_seqs_per_item(const zen_objective_ops *ops, const zen_objective_opts *opts, size_t T, int *att);
 size_t zen_objective_scratch_bytes(const zen_objective *o, const zen_config *cfg);
+/* the ops' generation_bytes, or 0 and 0 */
+void zen_objective_generation_bytes(const zen_objective_ops *ops, const zen_objective_opts *opts,
+                                    const zen_config *cfg, zen_dtype compute, size_t items, size_t T, size_t *cache,
+                                    size_t *logits);
 /* total += one micro-batch's sums: added, the last n_sums_max by max; zero_sums is the empty total */
 void zen_objective_add_sums(const zen_objective *o, double *total, const double *sums);
 void zen_objective_zero_sums(const zen_objective *o, double *total);

@@ -193,6 +193,12 @@ static zen_plan run_plan(const run *r) {
     size_t layout = zen_objective_scratch_bytes(&r->obj, &r->s.model.cfg); /* e.g. the shared prompts' layout */
     p.scratch += layout;
     p.total += layout;
+    /* sampling before the step (GRPO): its cache and logits, as zen grad --plan counts them */
+    size_t cache, gen_logits;
+    zen_objective_generation_bytes(r->obj.ops, &r->obj.opts, &r->s.model.cfg, r->s.be->compute,
+                                   (size_t)c->batch_size, T, &cache, &gen_logits);
+    p.generation = cache + gen_logits;
+    p.total += p.generation;
     /* the micro-batch tree's partial gradient sums beside the adapter's own */
     size_t tree = (size_t)r->tree_depth * r->s.lora.num_params * sizeof(float);
     p.lora_grads += tree;
@@ -270,8 +276,15 @@ static void print_summary(run *r, long start_step) {
                         "rank 0 writes %s", r->dist->size, r->dist->size,
                         r->device_comm ? "over NCCL" : "over MPI through host memory", r->micro_per_step, c->out_dir);
     zen_report_line(&r->report, "  device %s: %s", r->s.be->name, r->s.be->info);
+    char gen[64] = "";
+    if (plan.generation) {
+        char g[32];
+        zen_format_bytes(g, sizeof g, plan.generation);
+        snprintf(gen, sizeof gen, ", generation %s", g);
+    }
     zen_report_line(&r->report, "  memory plan (recompute %s): weights %s, LoRA+grads+AdamW %s, activations %s, "
-                    "scratch %s, logits %s; total %s", zen_run_config_recompute(c) ? "on" : "off", w, l, a, sc, lg, t);
+                    "scratch %s, logits %s%s; total %s", zen_run_config_recompute(c) ? "on" : "off", w, l, a, sc, lg,
+                    gen, t);
     if (start_step > 0) zen_report_line(&r->report, "  resuming at step %ld", start_step);
     if (r->resume_note) zen_report_line(&r->report, "  %s", r->resume_note);
 }
