@@ -321,7 +321,7 @@ static inline size_t slot_of(const int32_t *table, size_t j, size_t page_rows) {
 }
 
 #define KEY_LANES 16         /* partial sums of a score: one vector of 16 floats */
-#define HEAD_DIM_MAX 256     /* the largest head_dim with a register-sized output (Qwen3: 128) */
+#define HEAD_DIM_MAX 256     /* heads up to this wide sum their output in a local array (Qwen3: 128) */
 
 /* q . key: 16 partial sums, element d into sum d % 16 (the last piece of an
  * hd that is not a multiple of 16 too), added in a fixed tree */
@@ -362,7 +362,9 @@ attend(float *o, float *p, const float *qi, const void *k_pages, const void *v_p
     for (size_t j = 0; j < keys; j++) p[j] = zk_expf(p[j] - m); /* vectorised */
     double sum = 0.0;
     for (size_t j = 0; j < keys; j++) sum += p[j];
-    float inv = (float)(1.0 / sum), acc[HEAD_DIM_MAX];
+    /* the running sums: in a local array the compiler keeps in registers, or for a head wider than it
+     * in o itself */
+    float inv = (float)(1.0 / sum), local[HEAD_DIM_MAX], *acc = hd <= HEAD_DIM_MAX ? local : o;
     for (size_t d = 0; d < hd; d++) acc[d] = 0.0f;
     for (size_t j = 0; j < keys; j++) {
         float w = round_if(bf16, p[j] * inv);
@@ -375,7 +377,8 @@ attend(float *o, float *p, const float *qi, const void *k_pages, const void *v_p
             for (size_t d = 0; d < hd; d++) acc[d] += w * v[d];
         }
     }
-    for (size_t d = 0; d < hd; d++) o[d] = acc[d];
+    if (acc != o)
+        for (size_t d = 0; d < hd; d++) o[d] = acc[d];
 }
 
 
@@ -413,10 +416,6 @@ void cpu_attention_paged_fwd(zk_backend *be, void *out_, const void *q_, const v
         return;
     }
     float scale = 1.0f / sqrtf((float)hd);
-    if (hd > HEAD_DIM_MAX) {
-        zk_set_failed(be, ZEN_ERR_INTERNAL, "attention (generation): head_dim %zu above %d", hd, HEAD_DIM_MAX);
-        return;
-    }
 #pragma omp parallel
     {
         float *p = malloc((keys_max + hd) * sizeof(float)); /* [keys] this task's scores, then [hd] its query */
