@@ -355,9 +355,14 @@ static inline __attribute__((always_inline)) void
 attend(float *o, float *p, const float *qi, const void *k_pages, const void *v_pages, int bf16,
        const int32_t *table, size_t keys, size_t page_rows, size_t nkv, size_t kh, float scale, const size_t hd) {
     float m = -INFINITY;
-    for (size_t j = 0; j < keys; j++) {
-        p[j] = dot_key(qi, k_pages, bf16, (slot_of(table, j, page_rows) * nkv + kh) * hd, hd) * scale;
-        m = p[j] > m ? p[j] : m;
+    /* the keys a page at a time: j = j0 + r sits in slot base + r */
+    for (size_t j0 = 0; j0 < keys; j0 += page_rows) {
+        size_t base = (size_t)table[j0 / page_rows] * page_rows, end = keys - j0 < page_rows ? keys - j0 : page_rows;
+        for (size_t r = 0; r < end; r++) {
+            float s = dot_key(qi, k_pages, bf16, ((base + r) * nkv + kh) * hd, hd) * scale;
+            p[j0 + r] = s;
+            m = s > m ? s : m;
+        }
     }
     for (size_t j = 0; j < keys; j++) p[j] = zk_expf(p[j] - m); /* vectorised */
     double sum = 0.0;
@@ -366,15 +371,18 @@ attend(float *o, float *p, const float *qi, const void *k_pages, const void *v_p
      * in o itself */
     float inv = (float)(1.0 / sum), local[HEAD_DIM_MAX], *acc = hd <= HEAD_DIM_MAX ? local : o;
     for (size_t d = 0; d < hd; d++) acc[d] = 0.0f;
-    for (size_t j = 0; j < keys; j++) {
-        float w = round_if(bf16, p[j] * inv);
-        size_t at = (slot_of(table, j, page_rows) * nkv + kh) * hd;
-        if (bf16) {
-            const uint16_t *v = (const uint16_t *)v_pages + at;
-            for (size_t d = 0; d < hd; d++) acc[d] += w * zen_bf16_to_f32(v[d]);
-        } else {
-            const float *v = (const float *)v_pages + at;
-            for (size_t d = 0; d < hd; d++) acc[d] += w * v[d];
+    for (size_t j0 = 0; j0 < keys; j0 += page_rows) {
+        size_t base = (size_t)table[j0 / page_rows] * page_rows, end = keys - j0 < page_rows ? keys - j0 : page_rows;
+        for (size_t r = 0; r < end; r++) {
+            float w = round_if(bf16, p[j0 + r] * inv);
+            size_t at = ((base + r) * nkv + kh) * hd;
+            if (bf16) {
+                const uint16_t *v = (const uint16_t *)v_pages + at;
+                for (size_t d = 0; d < hd; d++) acc[d] += w * zen_bf16_to_f32(v[d]);
+            } else {
+                const float *v = (const float *)v_pages + at;
+                for (size_t d = 0; d < hd; d++) acc[d] += w * v[d];
+            }
         }
     }
     if (acc != o)
