@@ -64,13 +64,16 @@ static inline float dot_bf16(const float *x, const uint16_t *w, size_t n) {
 /* y[N, out] = x[N, in] W^T with one of the variant's dot_rows kernels
  * (simd_kernels.h; x is bf16 or fp32, x_bytes per element, W w_bytes):
  * blocks of CPU_DOT_ROWS output rows split over the threads, so each y
- * element has one fixed order of sums; x rows four (whole blocks) or two at
+ * element has one fixed order of sums whichever thread computes it (guided:
+ * half the blocks each first, the rest in shrinking chunks to whichever
+ * thread is free, as the two cores of a VM do not keep the same pace while
+ * streaming the weights); x rows four (whole blocks) or two at
  * a time where the variant has dot4 or dot2 (the same bits: each sum in the
  * one-row kernel's order) */
 static void gemv_rows(float *y, const void *x, size_t x_bytes, const void *W, size_t w_bytes, size_t N, size_t in,
                       size_t out, dot_rows_fn dot_rows, dot_rows2_fn dot2, dot_rows4_fn dot4) {
     size_t blocks = (out + CPU_DOT_ROWS - 1) / CPU_DOT_ROWS;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(guided)
     for (size_t b = 0; b < blocks; b++) {
         size_t o = b * CPU_DOT_ROWS;
         int rows = out - o < CPU_DOT_ROWS ? (int)(out - o) : CPU_DOT_ROWS;
