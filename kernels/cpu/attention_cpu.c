@@ -320,6 +320,13 @@ static inline size_t slot_of(const int32_t *table, size_t j, size_t page_rows) {
     return (size_t)table[j / page_rows] * page_rows + j % page_rows;
 }
 
+/* the keys a page at a time: page j0 / page_rows holds keys j0 .. j0 + *n - 1 of
+ * the keys, in slots from the returned one on */
+static inline size_t page_keys(const int32_t *table, size_t j0, size_t keys, size_t page_rows, size_t *n) {
+    *n = keys - j0 < page_rows ? keys - j0 : page_rows;
+    return (size_t)table[j0 / page_rows] * page_rows;
+}
+
 #define KEY_LANES 16         /* partial sums of a score: one vector of 16 floats */
 #define HEAD_DIM_MAX 256     /* heads up to this wide sum their output in a local array (Qwen3: 128) */
 
@@ -355,10 +362,9 @@ static inline __attribute__((always_inline)) void
 attend(float *o, float *p, const float *qi, const void *k_pages, const void *v_pages, int bf16,
        const int32_t *table, size_t keys, size_t page_rows, size_t nkv, size_t kh, float scale, const size_t hd) {
     float m = -INFINITY;
-    /* the keys a page at a time: j = j0 + r sits in slot base + r */
-    for (size_t j0 = 0; j0 < keys; j0 += page_rows) {
-        size_t base = (size_t)table[j0 / page_rows] * page_rows, end = keys - j0 < page_rows ? keys - j0 : page_rows;
-        for (size_t r = 0; r < end; r++) {
+    for (size_t j0 = 0, n; j0 < keys; j0 += page_rows) { /* key j0 + r sits in slot base + r */
+        size_t base = page_keys(table, j0, keys, page_rows, &n);
+        for (size_t r = 0; r < n; r++) {
             float s = dot_key(qi, k_pages, bf16, ((base + r) * nkv + kh) * hd, hd) * scale;
             p[j0 + r] = s;
             m = s > m ? s : m;
@@ -371,9 +377,9 @@ attend(float *o, float *p, const float *qi, const void *k_pages, const void *v_p
      * in o itself */
     float inv = (float)(1.0 / sum), local[HEAD_DIM_MAX], *acc = hd <= HEAD_DIM_MAX ? local : o;
     for (size_t d = 0; d < hd; d++) acc[d] = 0.0f;
-    for (size_t j0 = 0; j0 < keys; j0 += page_rows) {
-        size_t base = (size_t)table[j0 / page_rows] * page_rows, end = keys - j0 < page_rows ? keys - j0 : page_rows;
-        for (size_t r = 0; r < end; r++) {
+    for (size_t j0 = 0, n; j0 < keys; j0 += page_rows) {
+        size_t base = page_keys(table, j0, keys, page_rows, &n);
+        for (size_t r = 0; r < n; r++) {
             float w = round_if(bf16, p[j0 + r] * inv);
             size_t at = ((base + r) * nkv + kh) * hd;
             if (bf16) {
